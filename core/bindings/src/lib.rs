@@ -1,0 +1,157 @@
+//! `flowai_harness._internal`: the pyo3 glue over `flowai_engine`.
+//!
+//! Bytes in, bytes out, and one error mapping: every `EngineError` becomes the native
+//! `EngineError(code, message, line)` exception, which `flowai_harness._native` turns into the
+//! typed Python hierarchy. No decisions are made here; nothing but the engine is imported.
+
+use flowai_engine::{engine, EngineError as CoreError, OutputKind, Spec, Thread};
+use pyo3::create_exception;
+use pyo3::exceptions::PyException;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList, PyTuple};
+
+create_exception!(
+    _internal,
+    EngineError,
+    PyException,
+    "An engine rejection: args are (code, message, line or None)."
+);
+
+fn to_py(err: CoreError) -> PyErr {
+    EngineError::new_err((err.code.as_str(), err.message, err.line))
+}
+
+fn snapshot_bytes<'py>(py: Python<'py>, thread: &Thread) -> Bound<'py, PyBytes> {
+    // A snapshot holds only strings, numbers and raw JSON: serializing cannot fail.
+    let bytes = serde_json::to_vec(&thread.snapshot()).expect("snapshots always serialize");
+    PyBytes::new(py, &bytes)
+}
+
+/// Compile a runtime spec; returns the normalized spec JSON.
+#[pyfunction]
+fn compile_spec<'py>(py: Python<'py>, spec: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
+    let spec = Spec::compile(spec).map_err(to_py)?;
+    Ok(PyBytes::new(py, &spec.to_json()))
+}
+
+/// Fold a newline-separated run log into fresh thread states (no spec, no decisions).
+#[pyfunction]
+fn replay(log: &[u8]) -> PyResult<Replay> {
+    let replay = engine::replay(log).map_err(to_py)?;
+    Ok(Replay {
+        threads: replay.threads,
+        lines: replay.lines,
+    })
+}
+
+#[pyclass(module = "flowai_harness._internal", frozen)]
+struct Replay {
+    threads: Vec<Thread>,
+    lines: usize,
+}
+
+#[pymethods]
+impl Replay {
+    #[getter]
+    fn lines(&self) -> usize {
+        self.lines
+    }
+
+    fn thread_ids(&self) -> Vec<String> {
+        self.threads.iter().map(|t| t.id.clone()).collect()
+    }
+
+    fn status(&self, thread_id: &str) -> Option<&'static str> {
+        self.find(thread_id).map(|t| t.phase().as_str())
+    }
+
+    fn snapshot<'py>(&self, py: Python<'py>, thread_id: &str) -> Option<Bound<'py, PyBytes>> {
+        self.find(thread_id).map(|t| snapshot_bytes(py, t))
+    }
+}
+
+impl Replay {
+    fn find(&self, thread_id: &str) -> Option<&Thread> {
+        self.threads.iter().find(|t| t.id == thread_id)
+    }
+}
+
+#[pyclass(module = "flowai_harness._internal", name = "Engine")]
+struct PyEngine {
+    inner: engine::Engine,
+}
+
+#[pymethods]
+impl PyEngine {
+    #[new]
+    fn new(config: &[u8]) -> PyResult<Self> {
+        Ok(PyEngine {
+            inner: engine::Engine::new(config).map_err(to_py)?,
+        })
+    }
+
+    /// Feed a JSON array of input envelopes; returns `[(kind, thread_id, bytes), ...]` with
+    /// kind 0 = run-log event, 1 = effect, 2 = rejection.
+    fn handle_batch<'py>(&mut self, py: Python<'py>, batch: &[u8]) -> PyResult<Bound<'py, PyList>> {
+        self.inner.handle_batch(batch).map_err(to_py)?;
+        let out = PyList::empty(py);
+        for output in self.inner.drain_outputs() {
+            let kind = match output.kind {
+                OutputKind::Event => 0u8,
+                OutputKind::Effect => 1,
+                OutputKind::Rejection => 2,
+            };
+            let item = PyTuple::new(
+                py,
+                [
+                    kind.into_pyobject(py)?.into_any(),
+                    output.thread_id.into_pyobject(py)?.into_any(),
+                    PyBytes::new(py, &output.bytes).into_any(),
+                ],
+            )?;
+            out.append(item)?;
+        }
+        Ok(out)
+    }
+
+    /// Fold one run-log line (a thread seen for the first time must start at seq 1).
+    fn apply(&mut self, line: &[u8]) -> PyResult<()> {
+        self.inner.apply(line).map_err(to_py)
+    }
+
+    /// Fold a whole log of threads not held yet; returns how many threads it added.
+    fn load(&mut self, log: &[u8]) -> PyResult<usize> {
+        self.inner.load(log).map_err(to_py)
+    }
+
+    fn has_thread(&self, thread_id: &str) -> bool {
+        self.inner.thread(thread_id).is_some()
+    }
+
+    fn status(&self, thread_id: &str) -> Option<&'static str> {
+        self.inner.thread(thread_id).map(|t| t.phase().as_str())
+    }
+
+    fn snapshot<'py>(&self, py: Python<'py>, thread_id: &str) -> Option<Bound<'py, PyBytes>> {
+        self.inner.thread(thread_id).map(|t| snapshot_bytes(py, t))
+    }
+
+    fn forget(&mut self, thread_id: &str) -> bool {
+        self.inner.forget(thread_id)
+    }
+
+    fn spec_json<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.inner.spec().to_json())
+    }
+}
+
+#[pymodule]
+fn _internal(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", flowai_engine::VERSION)?;
+    m.add("EngineError", m.py().get_type::<EngineError>())?;
+    m.add_class::<PyEngine>()?;
+    m.add_class::<Replay>()?;
+    m.add_function(wrap_pyfunction!(compile_spec, m)?)?;
+    m.add_function(wrap_pyfunction!(replay, m)?)?;
+    Ok(())
+}

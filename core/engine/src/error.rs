@@ -1,0 +1,147 @@
+//! The engine's one error type. Every rejection carries a stable `code` (the string a user can
+//! match on, mapped to a Python exception class in `flowai_harness._native`), a message that
+//! says what was wrong and what to do, and, for run-log errors, the 1-based line.
+//!
+//! Rejections never change state: whoever returns an `EngineError` has not mutated anything.
+
+use std::fmt;
+
+/// Stable error codes. The string forms are part of the public contract: never rename one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// The runtime spec is malformed (wrong JSON shape, empty names, bad values).
+    SpecInvalid,
+    SpecDuplicateAgent,
+    SpecDuplicateTool,
+    SpecMultipleCoordinators,
+    SpecCoordinatorWithoutRoutes,
+    SpecUnknownRoute,
+    SpecSelfRoute,
+    SpecProviderNotDeclared,
+    SpecUnknownProvider,
+    SpecUnknownTool,
+    SpecInvalidSchema,
+    /// Input bytes are not a JSON envelope the engine understands.
+    InputMalformed,
+    InputUnknownSchema,
+    UnknownAgent,
+    UnknownThread,
+    TenantMismatch,
+    ThreadBusy,
+    NoActiveRun,
+    UnknownInvocation,
+    /// A run-log line is not valid JSON or not a run-log entry (truncated, corrupted).
+    LogCorrupted,
+    /// A run-log entry contradicts the state folded so far (gap, wrong order, impossible step).
+    ReplayDiverged,
+}
+
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 21] = [
+        ErrorCode::SpecInvalid,
+        ErrorCode::SpecDuplicateAgent,
+        ErrorCode::SpecDuplicateTool,
+        ErrorCode::SpecMultipleCoordinators,
+        ErrorCode::SpecCoordinatorWithoutRoutes,
+        ErrorCode::SpecUnknownRoute,
+        ErrorCode::SpecSelfRoute,
+        ErrorCode::SpecProviderNotDeclared,
+        ErrorCode::SpecUnknownProvider,
+        ErrorCode::SpecUnknownTool,
+        ErrorCode::SpecInvalidSchema,
+        ErrorCode::InputMalformed,
+        ErrorCode::InputUnknownSchema,
+        ErrorCode::UnknownAgent,
+        ErrorCode::UnknownThread,
+        ErrorCode::TenantMismatch,
+        ErrorCode::ThreadBusy,
+        ErrorCode::NoActiveRun,
+        ErrorCode::UnknownInvocation,
+        ErrorCode::LogCorrupted,
+        ErrorCode::ReplayDiverged,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::SpecInvalid => "SPEC_INVALID",
+            ErrorCode::SpecDuplicateAgent => "SPEC_DUPLICATE_AGENT",
+            ErrorCode::SpecDuplicateTool => "SPEC_DUPLICATE_TOOL",
+            ErrorCode::SpecMultipleCoordinators => "SPEC_MULTIPLE_COORDINATORS",
+            ErrorCode::SpecCoordinatorWithoutRoutes => "SPEC_COORDINATOR_WITHOUT_ROUTES",
+            ErrorCode::SpecUnknownRoute => "SPEC_UNKNOWN_ROUTE",
+            ErrorCode::SpecSelfRoute => "SPEC_SELF_ROUTE",
+            ErrorCode::SpecProviderNotDeclared => "SPEC_PROVIDER_NOT_DECLARED",
+            ErrorCode::SpecUnknownProvider => "SPEC_UNKNOWN_PROVIDER",
+            ErrorCode::SpecUnknownTool => "SPEC_UNKNOWN_TOOL",
+            ErrorCode::SpecInvalidSchema => "SPEC_INVALID_SCHEMA",
+            ErrorCode::InputMalformed => "INPUT_MALFORMED",
+            ErrorCode::InputUnknownSchema => "INPUT_UNKNOWN_SCHEMA",
+            ErrorCode::UnknownAgent => "UNKNOWN_AGENT",
+            ErrorCode::UnknownThread => "UNKNOWN_THREAD",
+            ErrorCode::TenantMismatch => "TENANT_MISMATCH",
+            ErrorCode::ThreadBusy => "THREAD_BUSY",
+            ErrorCode::NoActiveRun => "NO_ACTIVE_RUN",
+            ErrorCode::UnknownInvocation => "UNKNOWN_INVOCATION",
+            ErrorCode::LogCorrupted => "LOG_CORRUPTED",
+            ErrorCode::ReplayDiverged => "REPLAY_DIVERGED",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EngineError {
+    pub code: ErrorCode,
+    pub message: String,
+    /// 1-based line of the run log the error is about, when it is about one.
+    pub line: Option<usize>,
+}
+
+impl EngineError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        EngineError {
+            code,
+            message: message.into(),
+            line: None,
+        }
+    }
+
+    pub fn at_line(mut self, line: usize) -> Self {
+        self.line = Some(line);
+        self
+    }
+}
+
+impl fmt::Display for EngineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "[{}] line {}: {}", self.code, line, self.message),
+            None => write!(f, "[{}] {}", self.code, self.message),
+        }
+    }
+}
+
+impl std::error::Error for EngineError {}
+
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn codes_are_unique_and_screaming_snake() {
+        let mut seen = HashSet::new();
+        for code in ErrorCode::ALL {
+            let s = code.as_str();
+            assert!(seen.insert(s), "duplicate code {s}");
+            assert!(s.chars().all(|c| c.is_ascii_uppercase() || c == '_'));
+        }
+    }
+}

@@ -1,0 +1,626 @@
+//! Run-log events: the typed form, its JSON encoding, and a fast decoder for replay.
+//!
+//! A logged event is a `flowai.v1.RuntimeEvent` envelope whose payload is the event dict a user
+//! sees in the stream (docs/wire.md). Encoding writes the envelope by hand so payload values the
+//! engine never inspects (tool arguments and results) pass through as raw JSON; decoding borrows
+//! from the line and only copies what the state keeps.
+//!
+//! Imports nothing internal but `error`.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::error::{EngineError, ErrorCode, Result};
+
+pub const RUNTIME_EVENT: &str = "flowai.v1.RuntimeEvent";
+
+/// Token counts of one turn or of a whole run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+impl Usage {
+    pub fn add(&mut self, other: Usage) {
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+    }
+
+    pub fn total(self) -> u64 {
+        self.input_tokens + self.output_tokens
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct UsageWithTotal {
+    input_tokens: u64,
+    output_tokens: u64,
+    total_tokens: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FinishReason {
+    Stop,
+    Cancelled,
+}
+
+impl FinishReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// What kind of event, as the run machine's table sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EventKind {
+    RunStart,
+    StepStart,
+    Text,
+    ToolCall,
+    ToolResult,
+    ToolAgentCall,
+    ToolAgentResult,
+    DataToolAgent,
+    Custom,
+    ToolProgress,
+    LatencySummary,
+    CostSummary,
+    Finish,
+    FinishCancelled,
+    Error,
+}
+
+/// One event of a thread's run log.
+#[derive(Clone, Debug)]
+pub enum Event {
+    RunStart {
+        run_id: String,
+        agent: String,
+        prompt: String,
+    },
+    StepStart {
+        agent: String,
+        step: u32,
+        model: String,
+        usage: Usage,
+    },
+    Text {
+        agent: String,
+        text: String,
+    },
+    ToolCall {
+        agent: String,
+        id: String,
+        tool: String,
+        args: Box<RawValue>,
+    },
+    ToolResult {
+        agent: String,
+        id: String,
+        tool: String,
+        args: Box<RawValue>,
+        result: Box<RawValue>,
+        is_error: bool,
+    },
+    ToolAgentCall {
+        agent: String,
+        id: String,
+        target: String,
+        prompt: String,
+    },
+    ToolAgentResult {
+        agent: String,
+        id: String,
+        target: String,
+        result: Box<RawValue>,
+        is_error: bool,
+    },
+    /// `data-tool-agent`, `data-latency-summary`, `data-cost-summary`: facts for observers that
+    /// the state does not fold beyond their kind.
+    Data {
+        kind: EventKind,
+        data: Box<RawValue>,
+    },
+    /// `custom` and `tool-progress` payloads emitted by a tool, logged verbatim.
+    ToolEmitted {
+        kind: EventKind,
+        payload: Box<RawValue>,
+    },
+    Finish {
+        reason: FinishReason,
+        usage: Usage,
+    },
+    Error {
+        code: String,
+        message: String,
+    },
+}
+
+impl Event {
+    pub fn kind(&self) -> EventKind {
+        match self {
+            Event::RunStart { .. } => EventKind::RunStart,
+            Event::StepStart { .. } => EventKind::StepStart,
+            Event::Text { .. } => EventKind::Text,
+            Event::ToolCall { .. } => EventKind::ToolCall,
+            Event::ToolResult { .. } => EventKind::ToolResult,
+            Event::ToolAgentCall { .. } => EventKind::ToolAgentCall,
+            Event::ToolAgentResult { .. } => EventKind::ToolAgentResult,
+            Event::Data { kind, .. } | Event::ToolEmitted { kind, .. } => *kind,
+            Event::Finish {
+                reason: FinishReason::Stop,
+                ..
+            } => EventKind::Finish,
+            Event::Finish {
+                reason: FinishReason::Cancelled,
+                ..
+            } => EventKind::FinishCancelled,
+            Event::Error { .. } => EventKind::Error,
+        }
+    }
+
+    /// Write the payload object (the dict a user sees) as JSON.
+    pub fn write_payload(&self, out: &mut Vec<u8>) {
+        let mut w = ObjectWriter::new(out);
+        match self {
+            Event::RunStart {
+                run_id,
+                agent,
+                prompt,
+            } => {
+                w.str("type", "run-start");
+                w.str("runId", run_id);
+                w.str("agent", agent);
+                w.str("prompt", prompt);
+            }
+            Event::StepStart {
+                agent,
+                step,
+                model,
+                usage,
+            } => {
+                w.str("type", "step-start");
+                w.str("agent", agent);
+                w.json("step", step);
+                w.str("model", model);
+                w.json("usage", usage);
+            }
+            Event::Text { agent, text } => {
+                w.str("type", "text");
+                w.str("agent", agent);
+                w.str("text", text);
+            }
+            Event::ToolCall {
+                agent,
+                id,
+                tool,
+                args,
+            } => {
+                w.str("type", "tool-invocation");
+                w.str("agent", agent);
+                w.str("toolInvocationId", id);
+                w.str("toolName", tool);
+                w.raw("args", args);
+                w.str("state", "call");
+            }
+            Event::ToolResult {
+                agent,
+                id,
+                tool,
+                args,
+                result,
+                is_error,
+            } => {
+                w.str("type", "tool-invocation");
+                w.str("agent", agent);
+                w.str("toolInvocationId", id);
+                w.str("toolName", tool);
+                w.raw("args", args);
+                w.str("state", "result");
+                w.raw("result", result);
+                if *is_error {
+                    w.json("isError", &true);
+                }
+            }
+            Event::ToolAgentCall {
+                agent,
+                id,
+                target,
+                prompt,
+            } => {
+                w.str("type", "tool-agent");
+                w.str("agent", agent);
+                w.str("toolInvocationId", id);
+                w.str("targetAgent", target);
+                w.str("prompt", prompt);
+                w.str("state", "call");
+            }
+            Event::ToolAgentResult {
+                agent,
+                id,
+                target,
+                result,
+                is_error,
+            } => {
+                w.str("type", "tool-agent");
+                w.str("agent", agent);
+                w.str("toolInvocationId", id);
+                w.str("targetAgent", target);
+                w.str("state", "result");
+                w.raw("result", result);
+                if *is_error {
+                    w.json("isError", &true);
+                }
+            }
+            Event::Data { kind, data } => {
+                w.str("type", data_type_name(*kind));
+                w.raw("data", data);
+            }
+            Event::ToolEmitted { payload, .. } => {
+                // Already a complete object, checked when the tool result came in.
+                w.out.extend_from_slice(payload.get().as_bytes());
+                return;
+            }
+            Event::Finish { reason, usage } => {
+                w.str("type", "finish");
+                w.str("finishReason", reason.as_str());
+                w.json(
+                    "usage",
+                    &UsageWithTotal {
+                        input_tokens: usage.input_tokens,
+                        output_tokens: usage.output_tokens,
+                        total_tokens: usage.total(),
+                    },
+                );
+            }
+            Event::Error { code, message } => {
+                w.str("type", "error");
+                w.json(
+                    "error",
+                    &ErrorBody {
+                        message: Cow::Borrowed(message),
+                        code: Cow::Borrowed(code),
+                    },
+                );
+            }
+        }
+        w.close();
+    }
+}
+
+fn data_type_name(kind: EventKind) -> &'static str {
+    match kind {
+        EventKind::DataToolAgent => "data-tool-agent",
+        EventKind::LatencySummary => "data-latency-summary",
+        EventKind::CostSummary => "data-cost-summary",
+        EventKind::Custom => "custom",
+        EventKind::ToolProgress => "tool-progress",
+        other => unreachable!("{other:?} is not a data event"),
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct ErrorBody<'a> {
+    #[serde(borrow)]
+    pub message: Cow<'a, str>,
+    #[serde(borrow)]
+    pub code: Cow<'a, str>,
+}
+
+/// Writes `{"k":v,...}` without building a map first.
+struct ObjectWriter<'a> {
+    out: &'a mut Vec<u8>,
+    first: bool,
+}
+
+impl<'a> ObjectWriter<'a> {
+    fn new(out: &'a mut Vec<u8>) -> Self {
+        out.push(b'{');
+        ObjectWriter { out, first: true }
+    }
+
+    fn key(&mut self, key: &str) {
+        if !self.first {
+            self.out.push(b',');
+        }
+        self.first = false;
+        self.out.push(b'"');
+        self.out.extend_from_slice(key.as_bytes());
+        self.out.extend_from_slice(b"\":");
+    }
+
+    fn str(&mut self, key: &str, value: &str) {
+        self.key(key);
+        write_json_str(self.out, value);
+    }
+
+    fn raw(&mut self, key: &str, value: &RawValue) {
+        self.key(key);
+        self.out.extend_from_slice(value.get().as_bytes());
+    }
+
+    fn json<T: Serialize + ?Sized>(&mut self, key: &str, value: &T) {
+        self.key(key);
+        serde_json::to_writer(&mut *self.out, value).expect("engine values always serialize");
+    }
+
+    fn close(self) {
+        self.out.push(b'}');
+    }
+}
+
+pub fn write_json_str(out: &mut Vec<u8>, value: &str) {
+    serde_json::to_writer(out, value).expect("strings always serialize");
+}
+
+/// Envelope fields of a logged event.
+pub struct Header<'a> {
+    pub tenant: &'a str,
+    pub thread_id: &'a str,
+    pub run_id: Option<&'a str>,
+    pub causation_id: &'a str,
+    pub ts: i64,
+    pub seq: u64,
+}
+
+/// Encode a whole run-log line (no trailing newline).
+pub fn encode_entry(header: &Header<'_>, event: &Event) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(b"{\"schema\":\"");
+    out.extend_from_slice(RUNTIME_EVENT.as_bytes());
+    out.extend_from_slice(b"\",\"id\":");
+    write_json_str(
+        &mut out,
+        &format!("{}/{}/{}", header.tenant, header.thread_id, header.seq),
+    );
+    out.extend_from_slice(b",\"tenant\":");
+    write_json_str(&mut out, header.tenant);
+    out.extend_from_slice(b",\"thread_id\":");
+    write_json_str(&mut out, header.thread_id);
+    out.extend_from_slice(b",\"run_id\":");
+    match header.run_id {
+        Some(run_id) => write_json_str(&mut out, run_id),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"causation_id\":");
+    write_json_str(&mut out, header.causation_id);
+    out.extend_from_slice(
+        format!(",\"ts\":{},\"seq\":{},\"payload\":", header.ts, header.seq).as_bytes(),
+    );
+    event.write_payload(&mut out);
+    out.push(b'}');
+    out
+}
+
+/// A decoded run-log line, borrowing from the line where it can.
+#[derive(Deserialize)]
+pub struct EntryRef<'a> {
+    #[serde(borrow)]
+    pub schema: Cow<'a, str>,
+    #[serde(borrow)]
+    pub tenant: Cow<'a, str>,
+    #[serde(borrow)]
+    pub thread_id: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub run_id: Option<Cow<'a, str>>,
+    pub ts: i64,
+    pub seq: u64,
+    #[serde(borrow)]
+    pub payload: PayloadRef<'a>,
+}
+
+/// Every payload field of every event kind, flat: one pass, no buffering, no tag dispatch.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PayloadRef<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow, default)]
+    run_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    agent: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    prompt: Option<Cow<'a, str>>,
+    #[serde(default)]
+    step: Option<u32>,
+    #[serde(borrow, default)]
+    model: Option<Cow<'a, str>>,
+    #[serde(default)]
+    usage: Option<UsageRef>,
+    #[serde(borrow, default)]
+    text: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    tool_invocation_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    tool_name: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    args: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    state: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    result: Option<&'a RawValue>,
+    #[serde(default)]
+    is_error: Option<bool>,
+    #[serde(borrow, default)]
+    target_agent: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    finish_reason: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    error: Option<ErrorBody<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UsageRef {
+    input_tokens: u64,
+    output_tokens: u64,
+}
+
+fn corrupt(message: String) -> EngineError {
+    EngineError::new(ErrorCode::LogCorrupted, message)
+}
+
+fn need<T>(value: Option<T>, kind: &str, field: &str) -> Result<T> {
+    value.ok_or_else(|| corrupt(format!("a `{kind}` event has no `{field}`")))
+}
+
+fn owned(value: &RawValue) -> Box<RawValue> {
+    value.to_owned()
+}
+
+impl EntryRef<'_> {
+    /// Decode one run-log line. Errors are `LOG_CORRUPTED` (the caller adds the line number).
+    pub fn parse(line: &[u8]) -> Result<EntryRef<'_>> {
+        let entry: EntryRef<'_> = serde_json::from_slice(line).map_err(|e| {
+            corrupt(format!(
+                "not a run-log entry ({e}); the file was truncated or edited by hand"
+            ))
+        })?;
+        if entry.schema != RUNTIME_EVENT {
+            return Err(corrupt(format!(
+                "expected schema `{RUNTIME_EVENT}`, found `{}`",
+                entry.schema
+            )));
+        }
+        Ok(entry)
+    }
+
+    /// The typed event this entry carries, `raw_payload` being the payload's JSON text
+    /// (kept verbatim for tool-emitted events).
+    pub fn event(&self, raw_payload: impl FnOnce() -> Result<Box<RawValue>>) -> Result<Event> {
+        let p = &self.payload;
+        let kind: &str = &p.kind;
+        let s = |v: &Option<Cow<'_, str>>, field: &str| -> Result<String> {
+            need(v.as_deref(), kind, field).map(str::to_owned)
+        };
+        Ok(match kind {
+            "run-start" => Event::RunStart {
+                run_id: s(&p.run_id, "runId")?,
+                agent: s(&p.agent, "agent")?,
+                prompt: s(&p.prompt, "prompt")?,
+            },
+            "step-start" => {
+                let usage = need(p.usage.as_ref(), kind, "usage")?;
+                Event::StepStart {
+                    agent: s(&p.agent, "agent")?,
+                    step: need(p.step, kind, "step")?,
+                    model: s(&p.model, "model")?,
+                    usage: Usage {
+                        input_tokens: usage.input_tokens,
+                        output_tokens: usage.output_tokens,
+                    },
+                }
+            }
+            "text" => Event::Text {
+                agent: s(&p.agent, "agent")?,
+                text: s(&p.text, "text")?,
+            },
+            "tool-invocation" => {
+                let agent = s(&p.agent, "agent")?;
+                let id = s(&p.tool_invocation_id, "toolInvocationId")?;
+                let tool = s(&p.tool_name, "toolName")?;
+                let args = owned(need(p.args, kind, "args")?);
+                match need(p.state.as_deref(), kind, "state")? {
+                    "call" => Event::ToolCall {
+                        agent,
+                        id,
+                        tool,
+                        args,
+                    },
+                    "result" => Event::ToolResult {
+                        agent,
+                        id,
+                        tool,
+                        args,
+                        result: owned(need(p.result, kind, "result")?),
+                        is_error: p.is_error.unwrap_or(false),
+                    },
+                    other => {
+                        return Err(corrupt(format!("unknown tool-invocation state `{other}`")))
+                    }
+                }
+            }
+            "tool-agent" => {
+                let agent = s(&p.agent, "agent")?;
+                let id = s(&p.tool_invocation_id, "toolInvocationId")?;
+                let target = s(&p.target_agent, "targetAgent")?;
+                match need(p.state.as_deref(), kind, "state")? {
+                    "call" => Event::ToolAgentCall {
+                        agent,
+                        id,
+                        target,
+                        prompt: s(&p.prompt, "prompt")?,
+                    },
+                    "result" => Event::ToolAgentResult {
+                        agent,
+                        id,
+                        target,
+                        result: owned(need(p.result, kind, "result")?),
+                        is_error: p.is_error.unwrap_or(false),
+                    },
+                    other => return Err(corrupt(format!("unknown tool-agent state `{other}`"))),
+                }
+            }
+            "data-tool-agent" | "data-latency-summary" | "data-cost-summary" => Event::Data {
+                kind: match kind {
+                    "data-tool-agent" => EventKind::DataToolAgent,
+                    "data-latency-summary" => EventKind::LatencySummary,
+                    _ => EventKind::CostSummary,
+                },
+                data: owned(need(p.data, kind, "data")?),
+            },
+            "custom" | "tool-progress" => Event::ToolEmitted {
+                kind: if kind == "custom" {
+                    EventKind::Custom
+                } else {
+                    EventKind::ToolProgress
+                },
+                payload: raw_payload()?,
+            },
+            "finish" => {
+                let usage = need(p.usage.as_ref(), kind, "usage")?;
+                Event::Finish {
+                    reason: match need(p.finish_reason.as_deref(), kind, "finishReason")? {
+                        "stop" => FinishReason::Stop,
+                        "cancelled" => FinishReason::Cancelled,
+                        other => return Err(corrupt(format!("unknown finishReason `{other}`"))),
+                    },
+                    usage: Usage {
+                        input_tokens: usage.input_tokens,
+                        output_tokens: usage.output_tokens,
+                    },
+                }
+            }
+            "error" => {
+                let body = need(p.error.as_ref(), kind, "error")?;
+                Event::Error {
+                    code: body.code.to_string(),
+                    message: body.message.to_string(),
+                }
+            }
+            other => return Err(corrupt(format!("unknown event type `{other}`"))),
+        })
+    }
+}
+
+/// The payload object of a line as raw JSON (only needed for tool-emitted events).
+pub fn raw_payload_of(line: &[u8]) -> Result<Box<RawValue>> {
+    #[derive(Deserialize)]
+    struct Only<'a> {
+        #[serde(borrow)]
+        payload: &'a RawValue,
+    }
+    let only: Only<'_> =
+        serde_json::from_slice(line).map_err(|e| corrupt(format!("not a run-log entry ({e})")))?;
+    Ok(only.payload.to_owned())
+}

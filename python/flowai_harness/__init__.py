@@ -1,0 +1,66 @@
+"""flowai-harness: safe, observable, durable data agents over a Rust engine.
+
+The public API. Agents are described with Pydantic specs (``define_*``), tools are Python
+callbacks (``define_tool``), and ``create_runtime`` runs them on the embedded engine.
+"""
+
+from ._version import __version__
+from .errors import (
+    CorruptedLogError,
+    FlowaiError,
+    MissingToolHandlerError,
+    ProviderUnavailableError,
+    ReplayDivergenceError,
+    ReplayError,
+    SpecError,
+    ThreadBusyError,
+    ToolError,
+    UnknownAgentError,
+    UnknownThreadError,
+)
+from .runtime import EventStream, ReplayResult, Runtime, create_runtime
+from .specs import (
+    AgentSpec,
+    RuntimeSpec,
+    TenantIdentity,
+    TestingConfig,
+    define_coordinator,
+    define_executor,
+    define_planner,
+    define_runtime,
+    define_specialist,
+    define_tenant,
+)
+from .tools import ToolContext, ToolDefinition, define_tool
+
+__all__ = [
+    "AgentSpec",
+    "CorruptedLogError",
+    "EventStream",
+    "FlowaiError",
+    "MissingToolHandlerError",
+    "ProviderUnavailableError",
+    "ReplayDivergenceError",
+    "ReplayError",
+    "ReplayResult",
+    "Runtime",
+    "RuntimeSpec",
+    "SpecError",
+    "TenantIdentity",
+    "TestingConfig",
+    "ThreadBusyError",
+    "ToolContext",
+    "ToolDefinition",
+    "ToolError",
+    "UnknownAgentError",
+    "UnknownThreadError",
+    "__version__",
+    "create_runtime",
+    "define_coordinator",
+    "define_executor",
+    "define_planner",
+    "define_runtime",
+    "define_specialist",
+    "define_tenant",
+    "define_tool",
+]

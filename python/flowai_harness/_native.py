@@ -1,0 +1,97 @@
+"""The one door to the native engine (``flowai_harness._internal``).
+
+Owns the import of the extension with its version handshake, and the single mapping of
+native ``EngineError(code, message, line)`` to the typed hierarchy in :mod:`.errors`.
+Nothing else in the package imports ``_internal``. Must not import the runtime or specs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NoReturn, ParamSpec, TypeVar
+
+from ._version import __version__
+from .errors import ExtensionMismatchError, error_from_code
+
+try:
+    from . import _internal
+except ImportError as exc:  # pragma: no cover - depends on the build
+    raise ExtensionMismatchError(
+        f"the native engine (flowai_harness._internal) cannot be imported: {exc}; "
+        "rebuild it with `make build` (or `maturin develop --release`)"
+    ) from exc
+
+if _internal.__version__ != __version__:  # pragma: no cover - depends on the build
+    raise ExtensionMismatchError(
+        f"the native engine is version {_internal.__version__} but the Python package is "
+        f"{__version__}; rebuild the extension with `make build` (or `maturin develop --release`)"
+    )
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+# Output kinds of Engine.handle_batch.
+EVENT = 0
+EFFECT = 1
+REJECTION = 2
+
+
+def _raise(exc: _internal.EngineError, path: str | None = None) -> NoReturn:
+    code, message, line = exc.args
+    raise error_from_code(code, message, line=line, path=path) from None
+
+
+def _mapped(fn: Callable[P, R]) -> Callable[P, R]:
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except _internal.EngineError as exc:
+            _raise(exc)
+
+    call.__name__ = fn.__name__
+    call.__doc__ = fn.__doc__
+    return call
+
+
+compile_spec = _mapped(_internal.compile_spec)
+
+
+def replay(log: bytes, *, path: str | None = None) -> _internal.Replay:
+    """Fold a run log into fresh thread states; errors name ``path`` and the line."""
+    try:
+        return _internal.replay(log)
+    except _internal.EngineError as exc:
+        _raise(exc, path)
+
+
+class Engine:
+    """The native engine with errors mapped; holds every live thread's state."""
+
+    __slots__ = ("_engine", "handle_batch", "has_thread", "snapshot", "status")
+
+    def __init__(self, config: bytes) -> None:
+        try:
+            self._engine = _internal.Engine(config)
+        except _internal.EngineError as exc:
+            _raise(exc)
+        # handle_batch only raises for a batch that is not a JSON array, which the runtime
+        # never builds; bound directly so the hot path pays no wrapper call.
+        self.handle_batch = self._engine.handle_batch
+        self.has_thread = self._engine.has_thread
+        self.status = self._engine.status
+        self.snapshot = self._engine.snapshot
+
+    def load(self, log: bytes, *, path: str | None = None) -> int:
+        try:
+            return self._engine.load(log)
+        except _internal.EngineError as exc:
+            _raise(exc, path)
+
+    def apply(self, line: bytes) -> None:
+        try:
+            self._engine.apply(line)
+        except _internal.EngineError as exc:
+            _raise(exc)
+
+    def forget(self, thread_id: str) -> bool:
+        return self._engine.forget(thread_id)

@@ -1,0 +1,410 @@
+"""Tools: what an agent may call, and the context a tool handler runs with.
+
+Owns :class:`ToolDefinition` (name, JSON Schemas, approval rule, optional handler),
+:func:`define_tool` (which turns a Pydantic model, a JSON Schema or a ``{field: type}`` map
+into a JSON Schema), and :class:`ToolContext`, built by the runtime for every tool call.
+
+Must not import the native extension, the runtime or ``specs``: the engine only ever sees a
+tool's :meth:`ToolDefinition.declaration`, and serializing tool results is the runtime's job.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import inspect
+import re
+import types
+import typing
+from collections.abc import Callable, Mapping
+from typing import Any, Final, Literal
+
+import pydantic
+from pydantic.errors import PydanticUserError
+
+from .errors import InvalidInputError, InvalidSchemaError, SpecError
+
+__all__ = [
+    "NAME_PATTERN",
+    "RESERVED_TOOL_NAMES",
+    "Approval",
+    "ToolContext",
+    "ToolDefinition",
+    "define_tool",
+]
+
+Approval = Literal["never", "always"]
+
+_APPROVALS: Final = ("never", "always")
+# Shared by tool and agent names: both travel as identifiers in model tool calls.
+NAME_PATTERN: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
+# Built into the engine (routing, plans, references); a user tool with one of these names
+# would shadow it.
+RESERVED_TOOL_NAMES: Final = frozenset(
+    {"call_agent", "storePlan", "getPlan", "executePlan", "resolveRef", "glimpseRef"}
+)
+_OBJECT_SCHEMA_KEYS: Final = ("properties", "$ref", "anyOf")
+
+
+@dataclasses.dataclass(frozen=True, slots=True, eq=False)
+class ToolDefinition:
+    """A tool an agent may call. Build it with :func:`define_tool`.
+
+    Equal when the declaration and the handler are equal; hashed by name, so a set of tools
+    collapses repeats of one definition.
+    """
+
+    name: str
+    input_schema: dict[str, Any]
+    description: str = ""
+    output_schema: dict[str, Any] | None = None
+    approval: Approval = "never"
+    handler: Callable[..., Any] | None = None
+    # The Pydantic model behind ``input_schema`` when there is one, so the runtime can
+    # validate arguments into it; None for a plain JSON Schema.
+    input_model: type[pydantic.BaseModel] | None = dataclasses.field(default=None, repr=False)
+    output_model: type[pydantic.BaseModel] | None = dataclasses.field(default=None, repr=False)
+    # Read on every tool call, so worked out once.
+    _is_async: bool = dataclasses.field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        _check_name(self.name)
+        if not isinstance(self.description, str):
+            raise SpecError(
+                f"tool {self.name!r}: description must be a string, "
+                f"got {type(self.description).__name__}"
+            )
+        approval: object = self.approval  # checked at run time: callers need not type-check
+        if approval not in _APPROVALS:
+            hint = (
+                ' ("default" is for agents and runtimes, a tool says "never" or "always")'
+                if approval == "default"
+                else ""
+            )
+            raise SpecError(
+                f"tool {self.name!r}: approval must be 'never' or 'always', "
+                f"got {self.approval!r}{hint}"
+            )
+        _check_schema(self.name, "input_schema", self.input_schema, need_object=True)
+        if self.output_schema is not None:
+            _check_schema(self.name, "output_schema", self.output_schema, need_object=False)
+        if self.handler is not None and not callable(self.handler):
+            raise TypeError(
+                f"tool {self.name!r}: handler must be a function, got {type(self.handler).__name__}"
+            )
+        object.__setattr__(self, "_is_async", _is_coroutine_function(self.handler))
+
+    @property
+    def is_async(self) -> bool:
+        """True when the handler is ``async def`` (the runtime awaits it instead of calling)."""
+        return self._is_async
+
+    def bind(self, handler: Callable[..., Any]) -> ToolDefinition:
+        """Return a copy of this definition that calls ``handler``."""
+        return dataclasses.replace(self, handler=handler)
+
+    def __call__(self, handler: Callable[..., Any]) -> ToolDefinition:
+        # Makes ``@define_tool(...)`` work as a decorator; re-binding goes through ``bind``
+        # so that a decorated tool called like a function fails loudly instead.
+        if not callable(handler):
+            raise TypeError(
+                f"tool {self.name!r} is a ToolDefinition, not a function: "
+                "call its .handler, or use define_tool(...) as a decorator"
+            )
+        if self.handler is not None:
+            raise SpecError(
+                f"tool {self.name!r} already has a handler; "
+                "use .bind(handler) to get a copy with another one"
+            )
+        return self.bind(handler)
+
+    def declaration(self) -> dict[str, Any]:
+        """The tool as the engine's runtime spec declares it (docs/wire.md "Runtime spec")."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "input_schema": self.input_schema,
+            "output_schema": self.output_schema,
+            "approval": self.approval,
+        }
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ToolDefinition):
+            return NotImplemented
+        return self.declaration() == other.declaration() and self.handler == other.handler
+
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+
+SchemaInput = type[pydantic.BaseModel] | Mapping[str, Any]
+
+
+def define_tool(
+    name: str,
+    input_schema: SchemaInput,
+    description: str = "",
+    approval: Approval = "never",
+    output_schema: SchemaInput | None = None,
+) -> ToolDefinition:
+    """Define a tool.
+
+    ``input_schema`` (and ``output_schema``) is a Pydantic model class, a JSON Schema dict,
+    or a ``{field: type}`` map such as ``{"query": str, "limit": int | None}``. In a type map
+    a bare optional type (``int | None``) defaults to None; give ``(type, default)`` to say
+    otherwise, e.g. ``(int | None, ...)`` for a required, nullable field.
+
+    The result has no handler; bind one with ``.bind(fn)`` or use the definition as a
+    decorator::
+
+        @define_tool("lookup", {"query": str})
+        def lookup(args, ctx): ...
+    """
+    _check_name(name)
+    in_schema, in_model = _to_json_schema(name, "input", input_schema)
+    out_schema: dict[str, Any] | None = None
+    out_model: type[pydantic.BaseModel] | None = None
+    if output_schema is not None:
+        out_schema, out_model = _to_json_schema(name, "output", output_schema)
+    return ToolDefinition(
+        name=name,
+        input_schema=in_schema,
+        description=description,
+        output_schema=out_schema,
+        approval=approval,
+        input_model=in_model,
+        output_model=out_model,
+    )
+
+
+def _check_name(name: object) -> None:
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        raise SpecError(
+            f"tool name {name!r} is not valid: use 1-64 letters, digits, '_' or '-', "
+            "starting with a letter or '_'"
+        )
+    if name in RESERVED_TOOL_NAMES:
+        raise SpecError(f"tool name {name!r} is reserved for a built-in tool; choose another name")
+
+
+def _to_json_schema(
+    tool: str, which: str, value: object
+) -> tuple[dict[str, Any], type[pydantic.BaseModel] | None]:
+    if isinstance(value, type) and issubclass(value, pydantic.BaseModel):
+        return _model_schema(tool, which, value), value
+    if not isinstance(value, Mapping):
+        raise InvalidSchemaError(
+            f"tool {tool!r}: {which} schema must be a Pydantic model class, a JSON Schema "
+            f"dict or a {{field: type}} map, got {type(value).__name__}"
+        )
+    if _is_type_map(tool, which, value):
+        model = _model_from_type_map(tool, which, value)
+        return _model_schema(tool, which, model), model
+    # Copied so that later edits to the caller's dict cannot change a frozen definition.
+    return copy.deepcopy(dict(value)), None
+
+
+def _is_type_map(tool: str, which: str, schema: Mapping[str, Any]) -> bool:
+    # A JSON Schema's values are JSON (dicts, strings, bools, ...); a type map's values are
+    # Python types or typing constructs. An empty map is a tool without arguments.
+    kinds = {key: _is_type_like(value) for key, value in schema.items()}
+    if all(kinds.values()):
+        return True
+    if not any(kinds.values()):
+        return False
+    typed = sorted(str(key) for key, is_type in kinds.items() if is_type)
+    raise InvalidSchemaError(
+        f"tool {tool!r}: {which} schema mixes Python types ({', '.join(typed)}) with JSON "
+        "Schema values; give either a {field: type} map or a JSON Schema dict"
+    )
+
+
+def _is_type_like(value: object) -> bool:
+    if isinstance(value, tuple):
+        return len(value) == 2 and _is_type_like(value[0])
+    return (
+        isinstance(value, (type, types.UnionType, typing.TypeVar))
+        or typing.get_origin(value) is not None
+    )
+
+
+def _is_optional(annotation: object) -> bool:
+    return typing.get_origin(annotation) in (typing.Union, types.UnionType) and type(
+        None
+    ) in typing.get_args(annotation)
+
+
+def _model_from_type_map(
+    tool: str, which: str, type_map: Mapping[str, Any]
+) -> type[pydantic.BaseModel]:
+    fields: dict[str, Any] = {}
+    for index, (key, spec) in enumerate(type_map.items()):
+        if not isinstance(key, str) or not key:
+            raise InvalidSchemaError(
+                f"tool {tool!r}: {which} field names must be non-empty strings, got {key!r}"
+            )
+        if isinstance(spec, tuple):
+            annotation, default = spec
+        else:
+            annotation, default = spec, (None if _is_optional(spec) else ...)
+        # Pydantic drops names starting with '_' and warns on names that shadow BaseModel
+        # attributes ("schema", "json", "copy"); an alias keeps the user's name in the schema.
+        if key.isidentifier() and not key.startswith("_") and not hasattr(pydantic.BaseModel, key):
+            fields[key] = (annotation, default)
+        else:
+            fields[f"field_{index}"] = (annotation, pydantic.Field(default, alias=key))
+    title = "".join(part.capitalize() for part in re.split(r"[_-]+", tool)) + which.capitalize()
+    try:
+        return pydantic.create_model(
+            title,
+            __config__=pydantic.ConfigDict(protected_namespaces=()),
+            **fields,
+        )
+    except (PydanticUserError, TypeError, ValueError, NameError) as exc:
+        raise InvalidSchemaError(
+            f"tool {tool!r}: {which} type map is not valid: {_first_sentence(exc)}; use JSON "
+            "types (str, int, float, bool, None, list[...], dict[str, ...]) or Pydantic models"
+        ) from exc
+
+
+def _model_schema(tool: str, which: str, model: type[pydantic.BaseModel]) -> dict[str, Any]:
+    try:
+        return model.model_json_schema()
+    except (PydanticUserError, TypeError, ValueError) as exc:
+        raise InvalidSchemaError(
+            f"tool {tool!r}: cannot make a JSON Schema for the {which} model "
+            f"{model.__name__}: {_first_sentence(exc)}"
+        ) from exc
+
+
+def _first_sentence(exc: Exception) -> str:
+    # Pydantic's messages go on with advice about model_config and a URL, which does not
+    # apply to a tool schema.
+    return str(exc).strip().splitlines()[0].split(". ", 1)[0].rstrip(".")
+
+
+def _check_schema(tool: str, field: str, schema: object, *, need_object: bool) -> None:
+    if not isinstance(schema, dict):
+        raise InvalidSchemaError(
+            f"tool {tool!r}: {field} must be a JSON Schema dict, got {type(schema).__name__}"
+        )
+    problem = _json_problem(schema, "")
+    if problem is not None:
+        raise InvalidSchemaError(f"tool {tool!r}: {field} is not JSON: {problem}")
+    if need_object:
+        declared = schema.get("type")
+        is_object = declared == "object" or (
+            declared is None and any(key in schema for key in _OBJECT_SCHEMA_KEYS)
+        )
+        if not is_object:
+            raise InvalidSchemaError(
+                f"tool {tool!r}: {field} must describe an object (tool arguments are named), "
+                f'got {schema!r}; use {{"type": "object", "properties": {{...}}}}'
+            )
+
+
+def _json_problem(value: object, where: str) -> str | None:
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"key {key!r} at {where or '/'} is not a string"
+            problem = _json_problem(item, f"{where}/{key}")
+            if problem is not None:
+                return problem
+        return None
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            problem = _json_problem(item, f"{where}/{index}")
+            if problem is not None:
+                return problem
+        return None
+    return f"{type(value).__name__} value at {where or '/'}"
+
+
+def _is_coroutine_function(handler: object) -> bool:
+    if handler is None:
+        return False
+    # Callable objects with ``async def __call__`` count too.
+    return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+        getattr(handler, "__call__", None)  # noqa: B004 - the method itself, not callable()
+    )
+
+
+_NO_SERVICES: Final[Mapping[str, Any]] = types.MappingProxyType({})
+
+
+class ToolContext:
+    """What a tool handler knows about its call, and how it reports progress.
+
+    Built by the runtime for every tool call, so construction stays a handful of slot
+    stores: no validation and no copy of ``services``. ``emit`` and ``progress`` append
+    event payloads to ``events``, which the runtime drains into the run log.
+    """
+
+    __slots__ = ("agent", "events", "run_id", "services", "thread_id", "tool_name", "tool_use_id")
+
+    def __init__(
+        self,
+        tool_use_id: str,
+        tool_name: str,
+        thread_id: str,
+        run_id: str,
+        agent: str,
+        services: Mapping[str, Any] = _NO_SERVICES,
+    ) -> None:
+        self.tool_use_id = tool_use_id
+        self.tool_name = tool_name
+        self.thread_id = thread_id
+        self.run_id = run_id
+        self.agent = agent
+        # A proxy is only a view, so wrapping is cheap; the runtime can pass one it built
+        # once at create_runtime to skip even that.
+        self.services: Mapping[str, Any] = (
+            services
+            if type(services) is types.MappingProxyType
+            else types.MappingProxyType(services)
+        )
+        self.events: list[dict[str, Any]] = []
+
+    def emit(self, name: str, data: Any) -> None:
+        """Record a ``custom`` event for the stream (``data`` must be JSON-serializable)."""
+        if not isinstance(name, str) or not name:
+            raise InvalidInputError(
+                f"tool {self.tool_name!r}: emit() needs a non-empty event name, got {name!r}"
+            )
+        self.events.append(
+            {"type": "custom", "name": name, "data": data, "toolInvocationId": self.tool_use_id}
+        )
+
+    def progress(self, message: str, *, fraction: float | None = None) -> None:
+        """Record a ``tool-progress`` event; ``fraction`` is the share done, 0.0 to 1.0."""
+        if not isinstance(message, str):
+            raise InvalidInputError(
+                f"tool {self.tool_name!r}: progress() message must be a string, "
+                f"got {type(message).__name__}"
+            )
+        event: dict[str, Any] = {
+            "type": "tool-progress",
+            "message": message,
+            "toolInvocationId": self.tool_use_id,
+        }
+        if fraction is not None:
+            if (
+                isinstance(fraction, bool)
+                or not isinstance(fraction, (int, float))
+                or not 0.0 <= fraction <= 1.0
+            ):
+                raise InvalidInputError(
+                    f"tool {self.tool_name!r}: progress() fraction must be a number from "
+                    f"0.0 to 1.0, got {fraction!r}"
+                )
+            event["fraction"] = float(fraction)
+        self.events.append(event)
+
+    def __repr__(self) -> str:
+        return (
+            f"ToolContext(tool_name={self.tool_name!r}, tool_use_id={self.tool_use_id!r}, "
+            f"agent={self.agent!r}, thread_id={self.thread_id!r}, run_id={self.run_id!r})"
+        )
