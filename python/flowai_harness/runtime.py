@@ -17,7 +17,9 @@ import os
 import time
 import types
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from decimal import Decimal
+from pathlib import PurePath
 from typing import Any, Literal
 
 import orjson
@@ -52,25 +54,14 @@ def _now_ms() -> int:
 
 
 def _json_default(value: Any) -> Any:
-    # Tool handlers return what is natural to them; make the common non-JSON types JSON.
+    """Make the common non-JSON values tool handlers return JSON (orjson calls this)."""
     dump = getattr(value, "model_dump", None)
     if callable(dump):
         return dump(mode="json")
     if isinstance(value, (set, frozenset, tuple)):
         return list(value)
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return str(value) if _is_stringable(value) else _unserializable(value)
-
-
-def _is_stringable(value: Any) -> bool:
-    from decimal import Decimal
-    from pathlib import PurePath
-
-    return isinstance(value, (Decimal, PurePath))
-
-
-def _unserializable(value: Any) -> Any:
+    if isinstance(value, (Decimal, PurePath)):
+        return str(value)
     raise TypeError(f"{type(value).__name__} is not JSON-serializable")
 
 
@@ -287,7 +278,7 @@ class Runtime:
 
     async def _drive(
         self, thread_id: str, first_input: bytes, stream: EventStream
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncGenerator[Event, None]:
         self._ensure_loaded(thread_id)
         inputs = [first_input]
         started = False
@@ -311,11 +302,11 @@ class Runtime:
                     return
                 if ended:
                     return
-                if stream._cancelled:
-                    inputs = [self._cancel_input(thread_id)]
-                    continue
-                for effect in effects:
-                    inputs.append(await self._invoke(effect))
+                if not stream._cancelled:
+                    for effect in effects:
+                        inputs.append(await self._invoke(effect))
+                # Checked again: cancel() may have been called while a tool ran. Results of
+                # tools that ran are logged before the cancellation.
                 if stream._cancelled:
                     inputs.append(self._cancel_input(thread_id))
         finally:
@@ -409,26 +400,18 @@ def create_runtime(
     )
     engine = _native.Engine(config)
     log: RunLog = (
-        MemoryRunLog()
-        if log_path is None
-        else FileRunLog(log_path, spec.tenant.resource_id, fsync)
+        MemoryRunLog() if log_path is None else FileRunLog(log_path, spec.tenant.resource_id, fsync)
     )
     return Runtime(spec, engine, tools, services or {}, log)
 
 
-def _interpreter_config(
-    testing: TestingConfig | None, interpreter: str | None
-) -> dict[str, Any]:
+def _interpreter_config(testing: TestingConfig | None, interpreter: str | None) -> dict[str, Any]:
     if testing is not None and interpreter is not None:
         raise SpecError(
             "pass either testing=TestingConfig(...) or interpreter=..., not both: "
             "each decides what the model answers"
         )
     if testing is not None:
-        if not isinstance(testing, TestingConfig):
-            raise TypeError(
-                f"testing must be a TestingConfig, got {type(testing).__name__}"
-            )
         return {"kind": "mock", "response": testing.mock_response}
     if interpreter is None:
         raise ProviderUnavailableError(

@@ -6,7 +6,9 @@ the spec JSON sent to the engine's ``compile_spec`` (docs/wire.md, "Runtime spec
 
 Every rejection is a :class:`~flowai_harness.errors.SpecError` naming the offender and the
 field; a pydantic ``ValidationError`` never escapes. Rules that need the whole spec
-(duplicate agents, routes, coordinators, providers) belong to the engine, not here.
+(duplicate agents, routes, coordinators, providers) belong to the engine, not here; the one
+exception is two different tools under one name, which the engine cannot see because it is
+sent each tool once.
 
 Must not import ``runtime`` or the native extension at module level: ``_native`` is imported
 inside :func:`define_runtime`, so specs can be built and tested without a compiled engine.
@@ -17,7 +19,7 @@ from __future__ import annotations
 import importlib
 import types
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Protocol
 
 import orjson
 import pydantic
@@ -143,9 +145,12 @@ _TENANT_KEYS: Mapping[str, str] = {
 def define_tenant(
     name: object = None, version: object = None, /, **fields: object
 ) -> TenantIdentity:
-    """Declare the tenant: ``define_tenant("acme", "v1")``, ``define_tenant(name="acme",
-    version="v1")`` (``resource_id=`` works too) or ``define_tenant({"name": ..., "version":
-    ...})``. A :class:`TenantIdentity` is returned as it is."""
+    """Declare the tenant a runtime serves and the version of its spec.
+
+    Accepts ``define_tenant("acme", "v1")``, ``define_tenant(name="acme", version="v1")``
+    (``resource_id=`` works too) or ``define_tenant({"name": "acme", "version": "v1"})``.
+    A :class:`TenantIdentity` is returned as it is.
+    """
     if isinstance(name, TenantIdentity) and version is None and not fields:
         return name
     given: list[tuple[str, object]] = []
@@ -171,6 +176,11 @@ def define_tenant(
 
 def _as_tenant(tenant: object) -> TenantIdentity:
     if isinstance(tenant, (tuple, list)):
+        if len(tenant) != 2:
+            raise SpecError(
+                f"tenant: expected (name, version), got {tenant!r}; "
+                "pass e.g. ('acme', 'v1') or define_tenant(...)"
+            )
         return define_tenant(*tenant)
     return define_tenant(tenant)
 
@@ -311,76 +321,53 @@ def define_coordinator(
     )
 
 
-def define_planner(
-    name: str,
-    *,
-    model: str,
-    prompt: str,
-    tools: Iterable[ToolDefinition] = (),
-    max_turns: int | None = None,
-    provider: str | None = None,
-    description: str = "",
-) -> AgentSpec:
-    """Declare a planner agent."""
-    return _define_agent(
-        "planner",
-        name,
-        model=model,
-        prompt=prompt,
-        routes=(),
-        tools=tools,
-        max_turns=max_turns,
-        provider=provider,
-        description=description,
-    )
+class _DefineAgent(Protocol):
+    def __call__(
+        self,
+        name: str,
+        *,
+        model: str,
+        prompt: str,
+        tools: Iterable[ToolDefinition] = (),
+        max_turns: int | None = None,
+        provider: str | None = None,
+        description: str = "",
+    ) -> AgentSpec: ...
 
 
-def define_executor(
-    name: str,
-    *,
-    model: str,
-    prompt: str,
-    tools: Iterable[ToolDefinition] = (),
-    max_turns: int | None = None,
-    provider: str | None = None,
-    description: str = "",
-) -> AgentSpec:
-    """Declare an executor agent."""
-    return _define_agent(
-        "executor",
-        name,
-        model=model,
-        prompt=prompt,
-        routes=(),
-        tools=tools,
-        max_turns=max_turns,
-        provider=provider,
-        description=description,
-    )
+def _agent_definer(role: Role, doc: str) -> _DefineAgent:
+    # One body for the roles that take no routes; mypy checks it against _DefineAgent, so the
+    # keywords cannot drift apart between the roles.
+    def define(
+        name: str,
+        *,
+        model: str,
+        prompt: str,
+        tools: Iterable[ToolDefinition] = (),
+        max_turns: int | None = None,
+        provider: str | None = None,
+        description: str = "",
+    ) -> AgentSpec:
+        return _define_agent(
+            role,
+            name,
+            model=model,
+            prompt=prompt,
+            routes=(),
+            tools=tools,
+            max_turns=max_turns,
+            provider=provider,
+            description=description,
+        )
+
+    define.__name__ = define.__qualname__ = f"define_{role}"
+    define.__doc__ = doc
+    return define
 
 
-def define_specialist(
-    name: str,
-    *,
-    model: str,
-    prompt: str,
-    tools: Iterable[ToolDefinition] = (),
-    max_turns: int | None = None,
-    provider: str | None = None,
-    description: str = "",
-) -> AgentSpec:
-    """Declare a specialist agent."""
-    return _define_agent(
-        "specialist",
-        name,
-        model=model,
-        prompt=prompt,
-        routes=(),
-        tools=tools,
-        max_turns=max_turns,
-        provider=provider,
-        description=description,
-    )
+define_planner = _agent_definer("planner", "Declare a planner agent.")
+define_executor = _agent_definer("executor", "Declare an executor agent.")
+define_specialist = _agent_definer("specialist", "Declare a specialist agent.")
 
 
 # --- the runtime ----------------------------------------------------------------------------

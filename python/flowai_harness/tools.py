@@ -22,12 +22,13 @@ from typing import Any, Final, Literal
 import pydantic
 from pydantic.errors import PydanticUserError
 
-from .errors import InvalidInputError, InvalidSchemaError, SpecError
+from .errors import InvalidSchemaError, SpecError, ToolError
 
 __all__ = [
     "NAME_PATTERN",
     "RESERVED_TOOL_NAMES",
     "Approval",
+    "SchemaInput",
     "ToolContext",
     "ToolDefinition",
     "define_tool",
@@ -137,6 +138,8 @@ class ToolDefinition:
         return hash(self.name)
 
 
+# What define_tool takes for a schema: a Pydantic model class, a JSON Schema dict or a
+# {field: type} map.
 SchemaInput = type[pydantic.BaseModel] | Mapping[str, Any]
 
 
@@ -340,7 +343,8 @@ class ToolContext:
 
     Built by the runtime for every tool call, so construction stays a handful of slot
     stores: no validation and no copy of ``services``. ``emit`` and ``progress`` append
-    event payloads to ``events``, which the runtime drains into the run log.
+    event payloads to ``events``, which the runtime drains into the run log; misusing them
+    raises :class:`~flowai_harness.errors.ToolError`, which fails the tool call.
     """
 
     __slots__ = ("agent", "events", "run_id", "services", "thread_id", "tool_name", "tool_use_id")
@@ -371,7 +375,7 @@ class ToolContext:
     def emit(self, name: str, data: Any) -> None:
         """Record a ``custom`` event for the stream (``data`` must be JSON-serializable)."""
         if not isinstance(name, str) or not name:
-            raise InvalidInputError(
+            raise ToolError(
                 f"tool {self.tool_name!r}: emit() needs a non-empty event name, got {name!r}"
             )
         self.events.append(
@@ -381,7 +385,7 @@ class ToolContext:
     def progress(self, message: str, *, fraction: float | None = None) -> None:
         """Record a ``tool-progress`` event; ``fraction`` is the share done, 0.0 to 1.0."""
         if not isinstance(message, str):
-            raise InvalidInputError(
+            raise ToolError(
                 f"tool {self.tool_name!r}: progress() message must be a string, "
                 f"got {type(message).__name__}"
             )
@@ -396,7 +400,7 @@ class ToolContext:
                 or not isinstance(fraction, (int, float))
                 or not 0.0 <= fraction <= 1.0
             ):
-                raise InvalidInputError(
+                raise ToolError(
                     f"tool {self.tool_name!r}: progress() fraction must be a number from "
                     f"0.0 to 1.0, got {fraction!r}"
                 )

@@ -446,7 +446,7 @@ impl Engine {
     pub fn apply(&mut self, line: &[u8]) -> Result<()> {
         let entry = EntryRef::parse(line)?;
         let event = entry.event(|| raw_payload_of(line))?;
-        let thread = match self.threads.get_mut(entry.thread_id.as_ref()) {
+        let thread = match self.threads.get_mut(&*entry.thread_id) {
             Some(thread) => thread,
             None => {
                 if entry.seq != 1 {
@@ -512,7 +512,7 @@ pub fn replay(log: &[u8]) -> Result<Replay> {
         let at = |e: EngineError| e.at_line(n + 1);
         let entry = EntryRef::parse(line).map_err(at)?;
         let event = entry.event(|| raw_payload_of(line)).map_err(at)?;
-        let slot = match index.get(entry.thread_id.as_ref()) {
+        let slot = match index.get(&*entry.thread_id) {
             Some(&slot) => slot,
             None => {
                 index.insert(entry.thread_id.to_string(), threads.len());
@@ -524,7 +524,7 @@ pub fn replay(log: &[u8]) -> Result<Replay> {
             }
         };
         let thread = &mut threads[slot];
-        if thread.tenant != entry.tenant {
+        if thread.tenant != *entry.tenant {
             return Err(at(EngineError::new(
                 ErrorCode::ReplayDiverged,
                 format!(

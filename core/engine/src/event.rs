@@ -169,6 +169,11 @@ impl Event {
 
     /// Write the payload object (the dict a user sees) as JSON.
     pub fn write_payload(&self, out: &mut Vec<u8>) {
+        if let Event::ToolEmitted { payload, .. } = self {
+            // Already a complete object, checked when the tool result came in.
+            out.extend_from_slice(payload.get().as_bytes());
+            return;
+        }
         let mut w = ObjectWriter::new(out);
         match self {
             Event::RunStart {
@@ -264,11 +269,7 @@ impl Event {
                 w.str("type", data_type_name(*kind));
                 w.raw("data", data);
             }
-            Event::ToolEmitted { payload, .. } => {
-                // Already a complete object, checked when the tool result came in.
-                w.out.extend_from_slice(payload.get().as_bytes());
-                return;
-            }
+            Event::ToolEmitted { .. } => unreachable!("written above"),
             Event::Finish { reason, usage } => {
                 w.str("type", "finish");
                 w.str("finishReason", reason.as_str());
@@ -400,17 +401,62 @@ pub fn encode_entry(header: &Header<'_>, event: &Event) -> Vec<u8> {
     out
 }
 
+/// A JSON string borrowed from the input when it has no escapes, copied when it has.
+///
+/// serde only borrows a bare `Cow<str>` field; inside an `Option` it always copies, which made
+/// replay allocate for every field of every line.
+#[derive(Debug)]
+pub struct Str<'a>(pub Cow<'a, str>);
+
+impl std::fmt::Display for Str<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::ops::Deref for Str<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Str<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(
+                self,
+                v: &'de str,
+            ) -> Result<Self::Value, E> {
+                Ok(Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Str(Cow::Owned(v)))
+            }
+        }
+        deserializer.deserialize_str(Visitor)
+    }
+}
+
 /// A decoded run-log line, borrowing from the line where it can.
 #[derive(Deserialize)]
 pub struct EntryRef<'a> {
     #[serde(borrow)]
-    pub schema: Cow<'a, str>,
+    pub schema: Str<'a>,
     #[serde(borrow)]
-    pub tenant: Cow<'a, str>,
+    pub tenant: Str<'a>,
     #[serde(borrow)]
-    pub thread_id: Cow<'a, str>,
+    pub thread_id: Str<'a>,
     #[serde(borrow, default)]
-    pub run_id: Option<Cow<'a, str>>,
+    pub run_id: Option<Str<'a>>,
     pub ts: i64,
     pub seq: u64,
     #[serde(borrow)]
@@ -422,39 +468,39 @@ pub struct EntryRef<'a> {
 #[serde(rename_all = "camelCase")]
 pub struct PayloadRef<'a> {
     #[serde(rename = "type", borrow)]
-    kind: Cow<'a, str>,
+    kind: Str<'a>,
     #[serde(borrow, default)]
-    run_id: Option<Cow<'a, str>>,
+    run_id: Option<Str<'a>>,
     #[serde(borrow, default)]
-    agent: Option<Cow<'a, str>>,
+    agent: Option<Str<'a>>,
     #[serde(borrow, default)]
-    prompt: Option<Cow<'a, str>>,
+    prompt: Option<Str<'a>>,
     #[serde(default)]
     step: Option<u32>,
     #[serde(borrow, default)]
-    model: Option<Cow<'a, str>>,
+    model: Option<Str<'a>>,
     #[serde(default)]
     usage: Option<UsageRef>,
     #[serde(borrow, default)]
-    text: Option<Cow<'a, str>>,
+    text: Option<Str<'a>>,
     #[serde(borrow, default)]
-    tool_invocation_id: Option<Cow<'a, str>>,
+    tool_invocation_id: Option<Str<'a>>,
     #[serde(borrow, default)]
-    tool_name: Option<Cow<'a, str>>,
+    tool_name: Option<Str<'a>>,
     #[serde(borrow, default)]
     args: Option<&'a RawValue>,
     #[serde(borrow, default)]
-    state: Option<Cow<'a, str>>,
+    state: Option<Str<'a>>,
     #[serde(borrow, default)]
     result: Option<&'a RawValue>,
     #[serde(default)]
     is_error: Option<bool>,
     #[serde(borrow, default)]
-    target_agent: Option<Cow<'a, str>>,
+    target_agent: Option<Str<'a>>,
     #[serde(borrow, default)]
     data: Option<&'a RawValue>,
     #[serde(borrow, default)]
-    finish_reason: Option<Cow<'a, str>>,
+    finish_reason: Option<Str<'a>>,
     #[serde(borrow, default)]
     error: Option<ErrorBody<'a>>,
 }
@@ -486,10 +532,10 @@ impl EntryRef<'_> {
                 "not a run-log entry ({e}); the file was truncated or edited by hand"
             ))
         })?;
-        if entry.schema != RUNTIME_EVENT {
+        if &*entry.schema != RUNTIME_EVENT {
             return Err(corrupt(format!(
                 "expected schema `{RUNTIME_EVENT}`, found `{}`",
-                entry.schema
+                &*entry.schema
             )));
         }
         Ok(entry)
@@ -500,7 +546,7 @@ impl EntryRef<'_> {
     pub fn event(&self, raw_payload: impl FnOnce() -> Result<Box<RawValue>>) -> Result<Event> {
         let p = &self.payload;
         let kind: &str = &p.kind;
-        let s = |v: &Option<Cow<'_, str>>, field: &str| -> Result<String> {
+        let s = |v: &Option<Str<'_>>, field: &str| -> Result<String> {
             need(v.as_deref(), kind, field).map(str::to_owned)
         };
         Ok(match kind {

@@ -12,8 +12,8 @@
 
 use std::sync::Arc;
 
-use serde::Deserialize;
 use serde_json::value::RawValue;
+use serde_json::Value;
 
 use crate::event::Usage;
 
@@ -46,54 +46,55 @@ pub enum Script {
     Invalid(String),
 }
 
-#[derive(Deserialize)]
-struct Entry {
-    tool: String,
-    #[serde(default)]
-    args: Option<Box<RawValue>>,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum ScriptDoc {
-    One(Entry),
-    Many { script: Vec<serde_json::Value> },
-}
-
 impl Script {
     pub fn parse(prompt: &str) -> Script {
         let trimmed = prompt.trim_start();
         if !trimmed.starts_with('{') {
             return Script::Echo;
         }
-        let Ok(doc) = serde_json::from_str::<ScriptDoc>(trimmed) else {
+        let Ok(Value::Object(doc)) = serde_json::from_str::<Value>(trimmed) else {
             return Script::Echo;
         };
-        match doc {
-            ScriptDoc::One(entry) => Script::Calls(vec![entry_call(entry)]),
-            ScriptDoc::Many { script } => {
-                let mut calls = Vec::with_capacity(script.len());
-                for (index, value) in script.into_iter().enumerate() {
-                    match serde_json::from_value::<Entry>(value) {
-                        Ok(entry) => calls.push(entry_call(entry)),
-                        Err(e) => {
-                            return Script::Invalid(format!(
-                                "script entry {index} is not {{\"tool\": name, \"args\": {{...}}}}: {e}"
-                            ))
+        if doc.contains_key("tool") {
+            return match entry(&Value::Object(doc)) {
+                Ok(call) => Script::Calls(vec![call]),
+                Err(problem) => Script::Invalid(format!("the scripted call {problem}")),
+            };
+        }
+        match doc.get("script") {
+            Some(Value::Array(entries)) => {
+                let mut calls = Vec::with_capacity(entries.len());
+                for (index, value) in entries.iter().enumerate() {
+                    match entry(value) {
+                        Ok(call) => calls.push(call),
+                        Err(problem) => {
+                            return Script::Invalid(format!("script entry {index} {problem}"))
                         }
                     }
                 }
                 Script::Calls(calls)
             }
+            Some(_) => Script::Invalid("`script` must be a list of calls".to_owned()),
+            None => Script::Echo,
         }
     }
 }
 
-fn entry_call(entry: Entry) -> (String, Box<RawValue>) {
-    let args = entry
-        .args
-        .unwrap_or_else(|| RawValue::from_string("{}".to_owned()).expect("{} is JSON"));
-    (entry.tool, args)
+/// One `{"tool": name, "args": {...}}` entry; args default to `{}`.
+fn entry(value: &Value) -> Result<(String, Box<RawValue>), String> {
+    let shape = "is not {\"tool\": name, \"args\": {...}}";
+    let Value::Object(entry) = value else {
+        return Err(shape.to_owned());
+    };
+    let Some(Value::String(tool)) = entry.get("tool") else {
+        return Err(format!("{shape}: `tool` must be a string"));
+    };
+    let args = match entry.get("args") {
+        None | Some(Value::Null) => "{}".to_owned(),
+        Some(args) => args.to_string(),
+    };
+    let args = RawValue::from_string(args).expect("a serialized Value is JSON");
+    Ok((tool.clone(), args))
 }
 
 /// What an interpreter needs to know about the frame whose turn it is.
@@ -188,7 +189,7 @@ mod tests {
         match decide(prompt, 0, None) {
             Decision::Call { tool, args } => {
                 assert_eq!(tool, "lookup");
-                assert_eq!(args.get(), r#"{"q": "x"}"#);
+                assert_eq!(args.get(), r#"{"q":"x"}"#);
             }
             other => panic!("{other:?}"),
         }

@@ -13,7 +13,7 @@
 //! Must not import anything beyond std and serde_json: no I/O, no clock, no randomness.
 
 use std::cmp::Ordering;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::Arc;
 
@@ -91,12 +91,12 @@ impl Schema {
             nodes: vec![Node::Any, Node::Never],
             paths: vec![String::new(), String::new()],
             defs: HashMap::new(),
-            pending: Vec::new(),
+            pending: VecDeque::new(),
         };
         let root = compiler.reserve(String::new());
         debug_assert_eq!(root, ROOT_NODE);
         compiler.compile_into(root, schema, "")?;
-        while let Some((index, value, path)) = compiler.pending.pop() {
+        while let Some((index, value, path)) = compiler.pending.pop_front() {
             compiler.compile_into(index, value, &path)?;
         }
         compiler.check_cycles()?;
@@ -337,7 +337,7 @@ struct Compiler<'s> {
     /// ("$defs" or "definitions", name) -> node, so each definition compiles once.
     defs: HashMap<(&'static str, String), usize>,
     /// Definitions referenced but not compiled yet: compiling them later breaks recursion.
-    pending: Vec<(usize, &'s Value, String)>,
+    pending: VecDeque<(usize, &'s Value, String)>,
 }
 
 impl<'s> Compiler<'s> {
@@ -553,7 +553,7 @@ impl<'s> Compiler<'s> {
         let path = format!("/{container}/{}", escape(name));
         let index = self.reserve(path.clone());
         self.defs.insert((container, name.to_string()), index);
-        self.pending.push((index, def, path));
+        self.pending.push_back((index, def, path));
         index
     }
 
@@ -897,26 +897,12 @@ impl Schema {
                 }
             }
         }
-        if let Some(min) = c.min_properties.filter(|&min| map.len() < min) {
-            fail!(
-                ok,
-                sink,
-                path,
-                "expected at least {min} {}, got {}",
-                plural(min, "property", "properties"),
-                map.len()
-            );
-        }
-        if let Some(max) = c.max_properties.filter(|&max| map.len() > max) {
-            fail!(
-                ok,
-                sink,
-                path,
-                "expected at most {max} {}, got {}",
-                plural(max, "property", "properties"),
-                map.len()
-            );
-        }
+        let (min, max) = (c.min_properties, c.max_properties);
+        sub!(
+            ok,
+            sink,
+            check_count(map.len(), min, max, PROPERTIES, path, sink)
+        );
         ok
     }
 
@@ -928,14 +914,11 @@ impl Schema {
                 None => break,
             };
             if node == NEVER && i >= c.prefix_items.len() {
-                let max = c.prefix_items.len();
-                fail!(
+                let max = Some(c.prefix_items.len());
+                sub!(
                     ok,
                     sink,
-                    path,
-                    "expected at most {max} {}, got {}",
-                    plural(max, "item", "items"),
-                    items.len()
+                    check_count(items.len(), None, max, ITEMS, path, sink)
                 );
                 break;
             }
@@ -945,26 +928,12 @@ impl Schema {
                 self.check(node, item, &path.child(Segment::Index(i)), sink)
             );
         }
-        if let Some(min) = c.min_items.filter(|&min| items.len() < min) {
-            fail!(
-                ok,
-                sink,
-                path,
-                "expected at least {min} {}, got {}",
-                plural(min, "item", "items"),
-                items.len()
-            );
-        }
-        if let Some(max) = c.max_items.filter(|&max| items.len() > max) {
-            fail!(
-                ok,
-                sink,
-                path,
-                "expected at most {max} {}, got {}",
-                plural(max, "item", "items"),
-                items.len()
-            );
-        }
+        let (min, max) = (c.min_items, c.max_items);
+        sub!(
+            ok,
+            sink,
+            check_count(items.len(), min, max, ITEMS, path, sink)
+        );
         if c.unique_items {
             if let Some((a, b)) = first_duplicate(items) {
                 fail!(
@@ -1032,19 +1001,7 @@ impl Schema {
             .collect();
         match plausible.as_slice() {
             [] => {
-                let mut expected: Option<Vec<String>> =
-                    branches.iter().map(|&b| self.expected(b)).collect();
-                if let Some(e) = expected.as_mut() {
-                    // Two models behind `$ref` both read "object"; say it once.
-                    let mut seen = Vec::with_capacity(e.len());
-                    e.retain(|x| {
-                        !seen.contains(x) && {
-                            seen.push(x.clone());
-                            true
-                        }
-                    });
-                }
-                sink.fail(path, || match expected {
+                sink.fail(path, || match self.expected_any(branches) {
                     Some(e) => format!("expected {}, got {}", e.join(" or "), show_kind(value)),
                     None => format!(
                         "matches none of the {} alternatives in `{keyword}`, got {}",
@@ -1108,6 +1065,19 @@ impl Schema {
             && (c.one_of.is_empty() || c.one_of.iter().any(|&s| self.could_match(s, value)))
     }
 
+    /// What any of the branches accepts, each said once (two models behind `$ref` both read
+    /// "object"), when every branch can be described.
+    fn expected_any(&self, branches: &[usize]) -> Option<Vec<String>> {
+        let mut described: Vec<String> = Vec::with_capacity(branches.len());
+        for &b in branches {
+            let e = self.expected(b)?;
+            if !described.contains(&e) {
+                described.push(e);
+            }
+        }
+        Some(described)
+    }
+
     /// A short description of what a node accepts ("integer", "\"web\"", "one of 1, 2"), when
     /// there is one.
     fn expected(&self, index: usize) -> Option<String> {
@@ -1128,31 +1098,62 @@ impl Schema {
 }
 
 fn check_string(c: &Checks, s: &str, path: &Path, sink: &mut Sink) -> bool {
-    let mut ok = true;
     if c.min_length.is_none() && c.max_length.is_none() {
-        return ok;
+        return true;
     }
     // JSON Schema counts characters (code points), not bytes.
     let len = s.chars().count();
-    if let Some(min) = c.min_length.filter(|&min| len < min) {
+    check_count(len, c.min_length, c.max_length, CHARACTERS, path, sink)
+}
+
+/// The shared bound check of `minLength`/`maxLength`, `minItems`/`maxItems` and
+/// `minProperties`/`maxProperties`.
+fn check_count(
+    len: usize,
+    min: Option<usize>,
+    max: Option<usize>,
+    noun: Noun,
+    path: &Path,
+    sink: &mut Sink,
+) -> bool {
+    let mut ok = true;
+    if let Some(min) = min.filter(|&min| len < min) {
         fail!(
             ok,
             sink,
             path,
             "expected at least {min} {}, got {len}",
-            plural(min, "character", "characters")
+            noun.of(min)
         );
     }
-    if let Some(max) = c.max_length.filter(|&max| len > max) {
+    if let Some(max) = max.filter(|&max| len > max) {
         fail!(
             ok,
             sink,
             path,
             "expected at most {max} {}, got {len}",
-            plural(max, "character", "characters")
+            noun.of(max)
         );
     }
     ok
+}
+
+/// A noun with its plural, for "expected at least 1 item" / "at least 2 items".
+#[derive(Clone, Copy)]
+struct Noun(&'static str, &'static str);
+
+const CHARACTERS: Noun = Noun("character", "characters");
+const ITEMS: Noun = Noun("item", "items");
+const PROPERTIES: Noun = Noun("property", "properties");
+
+impl Noun {
+    fn of(self, n: usize) -> &'static str {
+        if n == 1 {
+            self.0
+        } else {
+            self.1
+        }
+    }
 }
 
 fn check_number(c: &Checks, n: &Number, path: &Path, sink: &mut Sink) -> bool {
@@ -1263,14 +1264,6 @@ fn allowed(c: &Checks) -> String {
         "no properties are allowed".to_string()
     } else {
         format!("allowed: {}", names.join(", "))
-    }
-}
-
-fn plural(n: usize, one: &'static str, many: &'static str) -> &'static str {
-    if n == 1 {
-        one
-    } else {
-        many
     }
 }
 
@@ -1844,6 +1837,9 @@ mod tests {
         assert!(nested.ends_with(" at /anyOf/1/properties/x"), "{nested}");
         // Unused definitions are checked too.
         assert!(compile_err(json!({"$defs": {"Unused": {"foo": 1}}})).contains("at /$defs/Unused"));
+        // Definitions are checked in the order written, so the first mistake is the one named.
+        let first = compile_err(json!({"$defs": {"A": {"bad": 1}, "B": {"worse": 1}}}));
+        assert!(first.contains("`bad`"), "{first}");
     }
 
     #[test]
