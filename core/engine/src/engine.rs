@@ -444,7 +444,13 @@ impl Engine {
 
     /// Fold one logged run-log entry (distributed replay: one line at a time).
     pub fn apply(&mut self, line: &[u8]) -> Result<()> {
-        let entry = EntryRef::parse(line)?;
+        let line = std::str::from_utf8(line).map_err(|e| {
+            EngineError::new(
+                ErrorCode::LogCorrupted,
+                format!("run-log entry is not UTF-8: {e}"),
+            )
+        })?;
+        let entry = EntryRef::parse_str(line)?;
         let event = entry.event(|| raw_payload_of(line))?;
         let thread = match self.threads.get_mut(&*entry.thread_id) {
             Some(thread) => thread,
@@ -465,7 +471,7 @@ impl Engine {
                     })
             }
         };
-        thread.apply(entry.seq, entry.ts, &event)
+        thread.apply(entry.seq, entry.ts, event)
     }
 
     /// Fold a whole newline-separated log of threads this engine does not hold yet.
@@ -504,13 +510,25 @@ pub fn replay(log: &[u8]) -> Result<Replay> {
     let mut threads: Vec<Thread> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
     let mut lines = 0;
-    let body = log.strip_suffix(b"\n").unwrap_or(log);
+    let text = std::str::from_utf8(log).map_err(|e| {
+        let line = log[..e.valid_up_to()]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1;
+        EngineError::new(
+            ErrorCode::LogCorrupted,
+            format!("not UTF-8 ({e}); the file was damaged"),
+        )
+        .at_line(line)
+    })?;
+    let body = text.strip_suffix('\n').unwrap_or(text);
     if body.is_empty() {
         return Ok(Replay { threads, lines });
     }
-    for (n, line) in body.split(|&b| b == b'\n').enumerate() {
+    for (n, line) in body.split('\n').enumerate() {
         let at = |e: EngineError| e.at_line(n + 1);
-        let entry = EntryRef::parse(line).map_err(at)?;
+        let entry = EntryRef::parse_str(line).map_err(at)?;
         let event = entry.event(|| raw_payload_of(line)).map_err(at)?;
         let slot = match index.get(&*entry.thread_id) {
             Some(&slot) => slot,
@@ -533,7 +551,7 @@ pub fn replay(log: &[u8]) -> Result<Replay> {
                 ),
             )));
         }
-        thread.apply(entry.seq, entry.ts, &event).map_err(at)?;
+        thread.apply(entry.seq, entry.ts, event).map_err(at)?;
         lines = n + 1;
     }
     Ok(Replay { threads, lines })
@@ -620,7 +638,7 @@ impl Decider<'_, '_> {
             },
             &event,
         );
-        if let Err(err) = self.thread.apply(seq, self.cause.ts, &event) {
+        if let Err(err) = self.thread.apply(seq, self.cause.ts, event) {
             unreachable!("the engine decided an event its own run table rejects: {err}");
         }
         self.outputs.push_back(Output {

@@ -527,7 +527,15 @@ fn owned(value: &RawValue) -> Box<RawValue> {
 impl EntryRef<'_> {
     /// Decode one run-log line. Errors are `LOG_CORRUPTED` (the caller adds the line number).
     pub fn parse(line: &[u8]) -> Result<EntryRef<'_>> {
-        let entry: EntryRef<'_> = serde_json::from_slice(line).map_err(|e| {
+        let line = std::str::from_utf8(line)
+            .map_err(|e| corrupt(format!("not UTF-8 ({e}); the file was damaged")))?;
+        EntryRef::parse_str(line)
+    }
+
+    /// Decode a line already known to be UTF-8 (a whole log is checked once, which is much
+    /// cheaper than serde checking every string of every line).
+    pub fn parse_str(line: &str) -> Result<EntryRef<'_>> {
+        let entry: EntryRef<'_> = serde_json::from_str(line).map_err(|e| {
             corrupt(format!(
                 "not a run-log entry ({e}); the file was truncated or edited by hand"
             ))
@@ -660,13 +668,13 @@ impl EntryRef<'_> {
 }
 
 /// The payload object of a line as raw JSON (only needed for tool-emitted events).
-pub fn raw_payload_of(line: &[u8]) -> Result<Box<RawValue>> {
+pub fn raw_payload_of(line: &str) -> Result<Box<RawValue>> {
     #[derive(Deserialize)]
     struct Only<'a> {
         #[serde(borrow)]
         payload: &'a RawValue,
     }
     let only: Only<'_> =
-        serde_json::from_slice(line).map_err(|e| corrupt(format!("not a run-log entry ({e})")))?;
+        serde_json::from_str(line).map_err(|e| corrupt(format!("not a run-log entry ({e})")))?;
     Ok(only.payload.to_owned())
 }

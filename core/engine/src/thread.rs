@@ -148,7 +148,7 @@ impl Thread {
     }
 
     /// Fold one event logged at `seq` and time `ts`.
-    pub fn apply(&mut self, seq: u64, ts: i64, event: &Event) -> Result<()> {
+    pub fn apply(&mut self, seq: u64, ts: i64, event: Event) -> Result<()> {
         if seq != self.last_seq + 1 {
             return Err(diverged(format!(
                 "thread `{}` expected event seq {}, found {seq}; the log has a gap or a duplicate",
@@ -165,7 +165,7 @@ impl Thread {
                 from.as_str()
             ))
         })?;
-        self.check(event)?;
+        self.check(&event)?;
         self.fold(ts, event);
         self.last_seq = seq;
         match (to, self.run.as_mut()) {
@@ -218,8 +218,9 @@ impl Thread {
         }
     }
 
-    /// Mutate state for an event `check` and the run table accepted. Infallible.
-    fn fold(&mut self, ts: i64, event: &Event) {
+    /// Mutate state for an event `check` and the run table accepted. Infallible. Takes the
+    /// event by value so its strings move into the state instead of being copied.
+    fn fold(&mut self, ts: i64, event: Event) {
         match event {
             Event::RunStart {
                 run_id,
@@ -232,10 +233,10 @@ impl Thread {
                     content: prompt.clone(),
                 });
                 self.run = Some(Run {
-                    id: run_id.clone(),
+                    id: run_id,
                     started_ts: ts,
                     phase: Phase::Running,
-                    frames: vec![Frame::new(agent.clone(), prompt.clone(), None)],
+                    frames: vec![Frame::new(agent, prompt, None)],
                     calls: 0,
                     steps: 0,
                     usage: Usage::default(),
@@ -247,25 +248,25 @@ impl Thread {
             Event::StepStart { model, usage, .. } => {
                 let run = self.run.as_mut().expect("checked: a run is active");
                 run.steps += 1;
-                run.usage.add(*usage);
-                match run.by_model.iter_mut().find(|(m, _)| m == model) {
-                    Some((_, total)) => total.add(*usage),
-                    None => run.by_model.push((model.clone(), *usage)),
+                run.usage.add(usage);
+                match run.by_model.iter_mut().find(|(m, _)| *m == model) {
+                    Some((_, total)) => total.add(usage),
+                    None => run.by_model.push((model, usage)),
                 }
                 let frame = run
                     .frames
                     .last_mut()
                     .expect("checked: a frame has the turn");
                 frame.turns += 1;
-                frame.usage.add(*usage);
-                self.usage.add(*usage);
+                frame.usage.add(usage);
+                self.usage.add(usage);
             }
             Event::Text { agent, text } => {
                 let run = self.run.as_mut().expect("checked: a run is active");
                 run.frames.last_mut().expect("checked").answer = Some(text.clone());
                 self.history.push(Message::Assistant {
-                    agent: agent.clone(),
-                    content: text.clone(),
+                    agent,
+                    content: text,
                 });
             }
             Event::ToolCall {
@@ -277,18 +278,18 @@ impl Thread {
                 let run = self.run.as_mut().expect("checked: a run is active");
                 run.calls += 1;
                 run.frames.last_mut().expect("checked").calls += 1;
-                run.pending = Some(Pending {
-                    id: id.clone(),
-                    agent: agent.clone(),
-                    tool: tool.clone(),
-                    args: args.clone(),
-                    called_ts: ts,
-                });
                 self.history.push(Message::ToolCall {
                     agent: agent.clone(),
                     tool_invocation_id: id.clone(),
                     tool_name: tool.clone(),
                     args: args.clone(),
+                });
+                run.pending = Some(Pending {
+                    id,
+                    agent,
+                    tool,
+                    args,
+                    called_ts: ts,
                 });
             }
             Event::ToolResult {
@@ -303,9 +304,9 @@ impl Thread {
                 }
                 run.frames.last_mut().expect("checked").last_result = Some(result.clone());
                 self.history.push(Message::ToolResult {
-                    tool_invocation_id: id.clone(),
-                    result: result.clone(),
-                    is_error: *is_error,
+                    tool_invocation_id: id,
+                    result,
+                    is_error,
                 });
             }
             Event::ToolAgentCall {
@@ -317,12 +318,12 @@ impl Thread {
                 let run = self.run.as_mut().expect("checked: a run is active");
                 run.calls += 1;
                 run.frames.last_mut().expect("checked").calls += 1;
-                run.frames
-                    .push(Frame::new(target.clone(), prompt.clone(), Some(id.clone())));
                 let args = serde_json::json!({"agent": target, "prompt": prompt}).to_string();
+                run.frames
+                    .push(Frame::new(target, prompt, Some(id.clone())));
                 self.history.push(Message::ToolCall {
-                    agent: agent.clone(),
-                    tool_invocation_id: id.clone(),
+                    agent,
+                    tool_invocation_id: id,
                     tool_name: crate::spec::CALL_AGENT.to_owned(),
                     args: RawValue::from_string(args).expect("json! is JSON"),
                 });
@@ -342,7 +343,7 @@ impl Thread {
                 self.history.push(Message::ToolResult {
                     tool_invocation_id: id.clone(),
                     result: result.clone(),
-                    is_error: *is_error,
+                    is_error,
                 });
             }
             Event::Data { .. } | Event::ToolEmitted { .. } => {}

@@ -1,0 +1,82 @@
+# The one task runner: README, CI (.ci/run) and developers all call these targets.
+#
+#   make demo   build everything, run the demo on the embedded runtime
+#   make test   build everything, start Kafka + Redis, run every check and test, stop them
+#
+# Everything installs itself on a fresh machine: the venv and Python packages, the Rust
+# extension, the broker jars and redis-server (scripts/services/services).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SERVICES := scripts/services/services
+# Packages the engine crate must never depend on (it is pure: no Python, async runtime,
+# randomness, clock or I/O).
+IMPURE_CRATES := pyo3|tokio|rand|rand_core|getrandom|chrono|time|reqwest|mio|socket2
+
+.PHONY: help setup build demo test check check-rust check-python test-rust test-python \
+        services-up services-down bench golden clean
+
+help:
+	@echo "make demo | make test | make build | make check | make bench | make services-up | make services-down"
+
+# Fresh venv with every runtime and dev dependency (re-run when pyproject.toml changes).
+$(VENV)/.deps: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip 'maturin>=1.7,<2'
+	. $(VENV)/bin/activate && maturin develop --release -q -E dev
+	touch $@
+
+setup: $(VENV)/.deps
+
+# Rebuild the Rust extension in place (cargo makes this a no-op when nothing changed).
+build: setup
+	. $(VENV)/bin/activate && maturin develop --release -q
+
+demo: build
+	$(PY) examples/hello.py
+
+check-rust:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -q -- -D warnings
+	@impure=$$(cargo tree -p flowai-engine -e normal --prefix none | awk '{print $$1}' | grep -Ex '$(IMPURE_CRATES)' | sort -u); \
+	  if [ -n "$$impure" ]; then echo "core/engine must stay pure, but depends on: $$impure"; exit 1; fi; \
+	  echo "core/engine dependency tree is pure"
+
+check-python: setup
+	$(PY) -m ruff check python tests bench examples scripts
+	$(PY) -m ruff format --check python tests bench examples scripts
+	$(PY) -m mypy
+
+check: check-rust check-python
+
+test-rust:
+	cargo test --workspace -q
+
+test-python: build
+	$(PY) -m pytest
+
+services-up: setup
+	$(SERVICES) start
+
+services-down:
+	$(SERVICES) stop
+
+test: build check test-rust
+	$(SERVICES) start
+	set -a; . var/services/env; set +a; \
+	  trap '$(SERVICES) stop' EXIT; \
+	  $(PY) -m pytest
+
+bench: build
+	$(PY) bench/embedded.py
+
+golden: build
+	$(PY) tests/golden/scenarios.py
+
+clean:
+	cargo clean
+	rm -rf $(VENV) var

@@ -1,0 +1,367 @@
+//! Shared helpers for the engine's integration tests: the golden spec, input envelope
+//! builders, and a `Driver` that feeds inputs and decodes what the engine outputs.
+//!
+//! Each test file compiles this module on its own and uses a different part of it.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use flowai_engine::event::EntryRef;
+use flowai_engine::run::{self, Phase};
+use flowai_engine::{Engine, OutputKind};
+use serde_json::{json, Value};
+
+pub const TENANT: &str = "acme";
+pub const T0: i64 = 1_700_000_000_000;
+
+// ---------------------------------------------------------------------------------------------
+// Specs and engines
+
+/// The runtime spec the golden logs were written with (tests/golden/scenarios.py).
+pub fn golden_spec() -> Value {
+    json!({
+        "tenant": {"resource_id": TENANT, "version": "v1"},
+        "agents": [
+            {"name": "router", "role": "coordinator", "model": "claude-sonnet-4-6",
+             "prompt": "Route arithmetic to the calculator.", "routes": ["calculator"]},
+            {"name": "calculator", "role": "specialist", "model": "claude-haiku-4-5",
+             "prompt": "You add numbers with the add tool.", "tools": ["add", "explode"]}
+        ],
+        "tools": [
+            {"name": "add", "description": "Add two integers.",
+             "input_schema": {"type": "object", "required": ["a", "b"],
+                              "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}}},
+            {"name": "explode", "description": "Always fails.",
+             "input_schema": {"type": "object", "required": ["reason"],
+                              "properties": {"reason": {"type": "string"}}}}
+        ],
+        "providers": ["anthropic"]
+    })
+}
+
+pub fn engine(spec: Value, interpreter: Value) -> Engine {
+    let config = json!({"spec": spec, "interpreter": interpreter});
+    Engine::new(config.to_string().as_bytes()).expect("the test spec compiles")
+}
+
+pub fn scripted() -> Value {
+    json!({"kind": "scripted"})
+}
+
+pub fn mock(response: &str) -> Value {
+    json!({"kind": "mock", "response": response})
+}
+
+/// A scripted prompt: one model turn per call, then the last result as text.
+pub fn script(calls: &[(&str, Value)]) -> String {
+    let calls: Vec<Value> = calls
+        .iter()
+        .map(|(tool, args)| json!({"tool": tool, "args": args}))
+        .collect();
+    json!({ "script": calls }).to_string()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Input envelopes (docs/wire.md); the driver fills `id` and `ts` when a test leaves them out
+
+#[derive(Clone, Debug)]
+pub struct Input(pub Value);
+
+impl Input {
+    pub fn new(schema: &str, thread: &str, payload: Value) -> Input {
+        Input(json!({
+            "schema": schema, "id": null, "tenant": TENANT, "thread_id": thread,
+            "run_id": null, "causation_id": null, "ts": null, "payload": payload,
+        }))
+    }
+    pub fn id(self, id: &str) -> Input {
+        self.set("id", json!(id))
+    }
+    pub fn ts(self, ts: i64) -> Input {
+        self.set("ts", json!(ts))
+    }
+    pub fn tenant(self, tenant: &str) -> Input {
+        self.set("tenant", json!(tenant))
+    }
+    pub fn agent(mut self, agent: &str) -> Input {
+        self.0["payload"]["agent"] = json!(agent);
+        self
+    }
+    pub fn set(mut self, key: &str, value: Value) -> Input {
+        self.0[key] = value;
+        self
+    }
+    pub fn payload(mut self, key: &str, value: Value) -> Input {
+        self.0["payload"][key] = value;
+        self
+    }
+}
+
+pub fn query(thread: &str, prompt: &str) -> Input {
+    Input::new("flowai.v1.Query", thread, json!({"prompt": prompt, "agent": null}))
+}
+
+pub fn tool_result(thread: &str, invocation_id: &str, output: Value) -> Input {
+    Input::new(
+        "flowai.v1.ToolResult",
+        thread,
+        json!({"invocation_id": invocation_id, "output": output}),
+    )
+}
+
+pub fn tool_error(thread: &str, invocation_id: &str, message: &str, code: &str) -> Input {
+    Input::new(
+        "flowai.v1.ToolResult",
+        thread,
+        json!({"invocation_id": invocation_id, "error": {"message": message, "code": code}}),
+    )
+}
+
+pub fn cancel_run(thread: &str) -> Input {
+    Input::new("flowai.v1.CancelRun", thread, json!({}))
+}
+
+/// The effect id (and ToolResult `invocation_id`) of a scripted call in a thread's run.
+pub fn invocation(thread: &str, run: u32, call: u32) -> String {
+    format!("{TENANT}/{thread}/run-{run}/scripted-tool-{call}")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Outputs
+
+#[derive(Clone, Debug)]
+pub struct Out {
+    pub kind: OutputKind,
+    pub thread_id: String,
+    pub bytes: Vec<u8>,
+    pub envelope: Value,
+}
+
+impl Out {
+    pub fn payload(&self) -> &Value {
+        &self.envelope["payload"]
+    }
+
+    /// `type`, or `type/state` for the two-phase tool events: `tool-invocation/call`.
+    pub fn label(&self) -> String {
+        label(self.payload())
+    }
+}
+
+pub fn label(payload: &Value) -> String {
+    let kind = payload["type"].as_str().unwrap_or("?");
+    match payload["state"].as_str() {
+        Some(state) => format!("{kind}/{state}"),
+        None => kind.to_owned(),
+    }
+}
+
+pub trait Outs {
+    fn of(&self, kind: OutputKind) -> Vec<&Out>;
+    fn events(&self) -> Vec<&Out> {
+        self.of(OutputKind::Event)
+    }
+    fn effects(&self) -> Vec<&Out> {
+        self.of(OutputKind::Effect)
+    }
+    fn rejections(&self) -> Vec<&Out> {
+        self.of(OutputKind::Rejection)
+    }
+    fn labels(&self) -> Vec<String> {
+        self.events().iter().map(|o| o.label()).collect()
+    }
+    /// The payload of the only event with this label.
+    fn one(&self, label: &str) -> &Value {
+        let found: Vec<&Out> = self.events().into_iter().filter(|o| o.label() == label).collect();
+        assert_eq!(found.len(), 1, "expected one `{label}` event");
+        found[0].payload()
+    }
+}
+
+impl Outs for Vec<Out> {
+    fn of(&self, kind: OutputKind) -> Vec<&Out> {
+        self.iter().filter(|o| o.kind == kind).collect()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The driver
+
+/// Feeds inputs one batch at a time and keeps every logged line per thread, so tests can
+/// compare a live thread with its replayed log.
+pub struct Driver {
+    pub engine: Engine,
+    next_id: u32,
+    pub clock: i64,
+    /// Every run-log line the engine emitted, per thread, in order.
+    pub logs: Vec<(String, Vec<Vec<u8>>)>,
+}
+
+impl Driver {
+    pub fn new(engine: Engine) -> Driver {
+        Driver {
+            engine,
+            next_id: 0,
+            clock: T0,
+            logs: Vec::new(),
+        }
+    }
+
+    pub fn scripted() -> Driver {
+        Driver::new(engine(golden_spec(), scripted()))
+    }
+
+    pub fn mock(response: &str) -> Driver {
+        Driver::new(engine(golden_spec(), mock(response)))
+    }
+
+    /// Send one input through `handle_batch` and drain what came out.
+    pub fn send(&mut self, input: Input) -> Vec<Out> {
+        let mut value = input.0;
+        if value["id"].is_null() {
+            self.next_id += 1;
+            value["id"] = json!(format!("m-{}", self.next_id));
+        }
+        if value["ts"].is_null() {
+            value["ts"] = json!(self.clock);
+        }
+        self.send_bytes(format!("[{value}]").as_bytes())
+    }
+
+    /// Send a raw batch (it must be a JSON array) and drain what came out.
+    pub fn send_bytes(&mut self, batch: &[u8]) -> Vec<Out> {
+        self.engine
+            .handle_batch(batch)
+            .expect("the batch is a JSON array");
+        self.drain()
+    }
+
+    pub fn drain(&mut self) -> Vec<Out> {
+        let outs: Vec<Out> = self
+            .engine
+            .drain_outputs()
+            .map(|o| Out {
+                envelope: serde_json::from_slice(&o.bytes).expect("outputs are JSON"),
+                kind: o.kind,
+                thread_id: o.thread_id,
+                bytes: o.bytes,
+            })
+            .collect();
+        for out in outs.iter().filter(|o| o.kind == OutputKind::Event) {
+            self.log_mut(&out.thread_id).push(out.bytes.clone());
+        }
+        outs
+    }
+
+    fn log_mut(&mut self, thread: &str) -> &mut Vec<Vec<u8>> {
+        let at = match self.logs.iter().position(|(t, _)| t == thread) {
+            Some(at) => at,
+            None => {
+                self.logs.push((thread.to_owned(), Vec::new()));
+                self.logs.len() - 1
+            }
+        };
+        &mut self.logs[at].1
+    }
+
+    /// The thread's log as a newline-terminated file.
+    pub fn log(&self, thread: &str) -> Vec<u8> {
+        let lines = self
+            .logs
+            .iter()
+            .find(|(t, _)| t == thread)
+            .map(|(_, lines)| lines.as_slice())
+            .unwrap_or_default();
+        join_lines(lines)
+    }
+
+    /// The serialized snapshot of a thread, or `None` when the engine does not hold it.
+    pub fn snapshot(&self, thread: &str) -> Option<Vec<u8>> {
+        self.engine.thread(thread).map(snapshot_bytes)
+    }
+
+    pub fn snapshot_json(&self, thread: &str) -> Value {
+        let bytes = self.snapshot(thread).expect("the engine holds the thread");
+        serde_json::from_slice(&bytes).expect("snapshots are JSON")
+    }
+
+    /// Snapshots of every thread the driver has sent to or seen output for.
+    pub fn all_snapshots(&self, threads: &[&str]) -> Vec<Option<Vec<u8>>> {
+        threads.iter().map(|t| self.snapshot(t)).collect()
+    }
+}
+
+pub fn snapshot_bytes(thread: &flowai_engine::Thread) -> Vec<u8> {
+    serde_json::to_vec(&thread.snapshot()).expect("snapshots serialize")
+}
+
+pub fn join_lines(lines: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for line in lines {
+        out.extend_from_slice(line);
+        out.push(b'\n');
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Golden files
+
+pub fn golden_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden")
+}
+
+/// Every `tests/golden/acme/*.jsonl`, as (thread name, bytes), sorted by name.
+pub fn golden_logs() -> Vec<(String, Vec<u8>)> {
+    let dir = golden_dir().join("acme");
+    let mut logs: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+        .map(|entry| entry.expect("a directory entry").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "jsonl"))
+        .map(|path| {
+            let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read(&path).expect("a golden log"))
+        })
+        .collect();
+    logs.sort();
+    assert!(!logs.is_empty(), "no golden logs under {}", dir.display());
+    logs
+}
+
+pub fn lines(log: &[u8]) -> Vec<&[u8]> {
+    log.strip_suffix(b"\n")
+        .unwrap_or(log)
+        .split(|&b| b == b'\n')
+        .filter(|line| !line.is_empty())
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The run table, as the logged events walk it
+
+/// Walk run-log lines per thread through `run::next`, calling `visit(from, kind)` for each.
+pub fn walk_transitions<'a>(
+    lines: impl IntoIterator<Item = &'a [u8]>,
+    mut visit: impl FnMut(Phase, flowai_engine::event::EventKind),
+) {
+    let mut phases: Vec<(String, Phase)> = Vec::new();
+    for line in lines {
+        let entry = EntryRef::parse(line).expect("a logged line parses");
+        let event = entry
+            .event(|| flowai_engine::event::raw_payload_of(line))
+            .expect("a logged line decodes");
+        let thread = entry.thread_id.to_string();
+        let at = match phases.iter().position(|(t, _)| *t == thread) {
+            Some(at) => at,
+            None => {
+                phases.push((thread, Phase::Idle));
+                phases.len() - 1
+            }
+        };
+        let from = phases[at].1;
+        let to = run::next(from, event.kind())
+            .unwrap_or_else(|| panic!("{:?} from {from:?} is not in the run table", event.kind()));
+        visit(from, event.kind());
+        phases[at].1 = to;
+    }
+}
