@@ -67,7 +67,7 @@ def replay(log: bytes, *, path: str | None = None) -> _internal.Replay:
 class Engine:
     """The native engine with errors mapped; holds every live thread's state."""
 
-    __slots__ = ("_engine", "handle_batch", "has_thread", "snapshot", "status")
+    __slots__ = ("_engine", "handle_batch", "handle_many", "has_thread", "snapshot", "status")
 
     def __init__(self, config: bytes) -> None:
         try:
@@ -77,6 +77,8 @@ class Engine:
         # handle_batch only raises for a batch that is not a JSON array, which the runtime
         # never builds; bound directly so the hot path pays no wrapper call.
         self.handle_batch = self._engine.handle_batch
+        # Never raises: each malformed input comes back as a rejection output.
+        self.handle_many = self._engine.handle_many
         self.has_thread = self._engine.has_thread
         self.status = self._engine.status
         self.snapshot = self._engine.snapshot

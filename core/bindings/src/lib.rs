@@ -94,26 +94,19 @@ impl PyEngine {
     /// kind 0 = run-log event, 1 = effect, 2 = rejection.
     fn handle_batch<'py>(&mut self, py: Python<'py>, batch: &[u8]) -> PyResult<Bound<'py, PyList>> {
         self.inner.handle_batch(batch).map_err(to_py)?;
-        let out = PyList::empty(py);
-        for output in self.inner.drain_outputs() {
-            let kind = match output.kind {
-                OutputKind::Event => 0u8,
-                OutputKind::Effect => 1,
-                OutputKind::Rejection => 2,
-            };
-            let item = PyTuple::new(
-                py,
-                [
-                    kind.into_pyobject(py)?.into_any(),
-                    output.thread_id.into_pyobject(py)?.into_any(),
-                    PyBytes::new(py, &output.bytes).into_any(),
-                ],
-            )?;
-            out.append(item)?;
-        }
-        Ok(out)
+        self.drain(py)
     }
 
+    /// Feed separate input envelopes (each may be malformed: it becomes a rejection);
+    /// returns what `handle_batch` returns.
+    fn handle_many<'py>(
+        &mut self,
+        py: Python<'py>,
+        inputs: Vec<Vec<u8>>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        self.inner.handle_many(inputs.iter().map(Vec::as_slice));
+        self.drain(py)
+    }
     /// Fold one run-log line (a thread seen for the first time must start at seq 1).
     fn apply(&mut self, line: &[u8]) -> PyResult<()> {
         self.inner.apply(line).map_err(to_py)
@@ -142,6 +135,30 @@ impl PyEngine {
 
     fn spec_json<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
         PyBytes::new(py, &self.inner.spec().to_json())
+    }
+}
+
+impl PyEngine {
+    /// Everything the engine decided since the last drain, as Python tuples.
+    fn drain<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let out = PyList::empty(py);
+        for output in self.inner.drain_outputs() {
+            let kind = match output.kind {
+                OutputKind::Event => 0u8,
+                OutputKind::Effect => 1,
+                OutputKind::Rejection => 2,
+            };
+            let item = PyTuple::new(
+                py,
+                [
+                    kind.into_pyobject(py)?.into_any(),
+                    output.thread_id.into_pyobject(py)?.into_any(),
+                    PyBytes::new(py, &output.bytes).into_any(),
+                ],
+            )?;
+            out.append(item)?;
+        }
+        Ok(out)
     }
 }
 

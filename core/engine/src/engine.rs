@@ -179,6 +179,16 @@ impl Engine {
         Ok(())
     }
 
+    /// Feed separate input envelopes (e.g. Kafka messages, each possibly malformed). Each
+    /// rejected input becomes a `Rejection` output.
+    pub fn handle_many<'a>(&mut self, inputs: impl IntoIterator<Item = &'a [u8]>) {
+        for input in inputs {
+            if let Err(err) = self.handle(input) {
+                self.reject(input, &err);
+            }
+        }
+    }
+
     /// Feed one input envelope. On error nothing changed and nothing was output.
     pub fn handle(&mut self, input: &[u8]) -> Result<()> {
         let envelope: Envelope<'_> = serde_json::from_slice(input).map_err(|e| {
