@@ -34,10 +34,14 @@ pub enum ErrorCode {
     LogCorrupted,
     /// A run-log entry contradicts the state folded so far (gap, wrong order, impossible step).
     ReplayDiverged,
+    /// A plan cannot make that move (see the table in plan.rs).
+    PlanInvalidTransition,
+    UnknownApproval,
+    ApprovalAlreadyResolved,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 21] = [
+    pub const ALL: [ErrorCode; 24] = [
         ErrorCode::SpecInvalid,
         ErrorCode::SpecDuplicateAgent,
         ErrorCode::SpecDuplicateTool,
@@ -59,6 +63,9 @@ impl ErrorCode {
         ErrorCode::UnknownInvocation,
         ErrorCode::LogCorrupted,
         ErrorCode::ReplayDiverged,
+        ErrorCode::PlanInvalidTransition,
+        ErrorCode::UnknownApproval,
+        ErrorCode::ApprovalAlreadyResolved,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -84,6 +91,9 @@ impl ErrorCode {
             ErrorCode::UnknownInvocation => "UNKNOWN_INVOCATION",
             ErrorCode::LogCorrupted => "LOG_CORRUPTED",
             ErrorCode::ReplayDiverged => "REPLAY_DIVERGED",
+            ErrorCode::PlanInvalidTransition => "PLAN_INVALID_TRANSITION",
+            ErrorCode::UnknownApproval => "UNKNOWN_APPROVAL",
+            ErrorCode::ApprovalAlreadyResolved => "APPROVAL_ALREADY_RESOLVED",
         }
     }
 }

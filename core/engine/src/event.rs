@@ -12,7 +12,9 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::approval::Outcome;
 use crate::error::{EngineError, ErrorCode, Result};
+use crate::plan::PlanStatus;
 
 pub const RUNTIME_EVENT: &str = "flowai.v1.RuntimeEvent";
 
@@ -25,13 +27,14 @@ pub struct Usage {
 }
 
 impl Usage {
+    // Counts come from logs and inputs: saturate rather than overflow on hostile values.
     pub fn add(&mut self, other: Usage) {
-        self.input_tokens += other.input_tokens;
-        self.output_tokens += other.output_tokens;
+        self.input_tokens = self.input_tokens.saturating_add(other.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_add(other.output_tokens);
     }
 
     pub fn total(self) -> u64 {
-        self.input_tokens + self.output_tokens
+        self.input_tokens.saturating_add(self.output_tokens)
     }
 }
 
@@ -76,6 +79,10 @@ pub enum EventKind {
     Finish,
     FinishCancelled,
     Error,
+    DataPlan,
+    PlanStatusChange,
+    ApprovalRequired,
+    ApprovalDecision,
 }
 
 /// One event of a thread's run log.
@@ -142,6 +149,53 @@ pub enum Event {
         code: String,
         message: String,
     },
+    /// A validated plan, logged before its first status change.
+    DataPlan {
+        plan_id: String,
+        spec_name: String,
+        actions: Box<RawValue>,
+        context: Box<RawValue>,
+    },
+    PlanStatusChange {
+        plan_id: String,
+        from: Option<PlanStatus>,
+        to: PlanStatus,
+    },
+    ApprovalRequired {
+        id: String,
+        kind: ApprovalKind,
+        target: String,
+        payload: Box<RawValue>,
+        /// The tenant (`resourceId`) and thread, so a chat-ops consumer needs nothing else.
+        resource_id: String,
+        thread_id: String,
+        correlation_id: String,
+        expires_at: Option<i64>,
+    },
+    ApprovalDecision {
+        id: String,
+        outcome: Outcome,
+        partial: Option<Box<RawValue>>,
+        feedback: Option<String>,
+        approver: Option<String>,
+        reason: Option<String>,
+    },
+}
+
+/// What an approval guards.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApprovalKind {
+    Tool,
+    Plan,
+}
+
+impl ApprovalKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalKind::Tool => "tool",
+            ApprovalKind::Plan => "plan",
+        }
+    }
 }
 
 impl Event {
@@ -164,6 +218,10 @@ impl Event {
                 ..
             } => EventKind::FinishCancelled,
             Event::Error { .. } => EventKind::Error,
+            Event::DataPlan { .. } => EventKind::DataPlan,
+            Event::PlanStatusChange { .. } => EventKind::PlanStatusChange,
+            Event::ApprovalRequired { .. } => EventKind::ApprovalRequired,
+            Event::ApprovalDecision { .. } => EventKind::ApprovalDecision,
         }
     }
 
@@ -291,6 +349,74 @@ impl Event {
                         code: Cow::Borrowed(code),
                     },
                 );
+            }
+            Event::DataPlan {
+                plan_id,
+                spec_name,
+                actions,
+                context,
+            } => {
+                w.str("type", "data-plan");
+                w.key("data");
+                let mut data = ObjectWriter::new(&mut *w.out);
+                data.str("planId", plan_id);
+                data.str("specName", spec_name);
+                data.raw("actions", actions);
+                data.raw("context", context);
+                data.close();
+            }
+            Event::PlanStatusChange { plan_id, from, to } => {
+                w.str("type", "plan-status-change");
+                w.str("planId", plan_id);
+                w.json("from", &from.map(PlanStatus::as_str));
+                w.str("to", to.as_str());
+            }
+            Event::ApprovalRequired {
+                id,
+                kind,
+                target,
+                payload,
+                resource_id,
+                thread_id,
+                correlation_id,
+                expires_at,
+            } => {
+                w.str("type", "approval-required");
+                w.str("id", id);
+                w.str("kind", kind.as_str());
+                w.str("target", target);
+                w.raw("payload", payload);
+                w.str("resourceId", resource_id);
+                w.str("threadId", thread_id);
+                w.str("correlationId", correlation_id);
+                w.json("expiresAt", expires_at);
+            }
+            Event::ApprovalDecision {
+                id,
+                outcome,
+                partial,
+                feedback,
+                approver,
+                reason,
+            } => {
+                w.str("type", "approval-decision");
+                w.str("id", id);
+                w.key("outcome");
+                let mut o = ObjectWriter::new(&mut *w.out);
+                o.str("outcome", outcome.as_str());
+                if let Some(partial) = partial {
+                    o.raw("partial", partial);
+                }
+                o.close();
+                for (key, value) in [
+                    ("feedback", feedback),
+                    ("approver", approver),
+                    ("reason", reason),
+                ] {
+                    if let Some(value) = value {
+                        w.str(key, value);
+                    }
+                }
             }
         }
         w.close();
@@ -487,22 +613,80 @@ pub struct PayloadRef<'a> {
     tool_invocation_id: Option<Str<'a>>,
     #[serde(borrow, default)]
     tool_name: Option<Str<'a>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "present")]
     args: Option<&'a RawValue>,
     #[serde(borrow, default)]
     state: Option<Str<'a>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "present")]
     result: Option<&'a RawValue>,
     #[serde(default)]
     is_error: Option<bool>,
     #[serde(borrow, default)]
     target_agent: Option<Str<'a>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "present")]
     data: Option<&'a RawValue>,
     #[serde(borrow, default)]
     finish_reason: Option<Str<'a>>,
     #[serde(borrow, default)]
     error: Option<ErrorBody<'a>>,
+    #[serde(borrow, default)]
+    plan_id: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    from: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    to: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    id: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    target: Option<Str<'a>>,
+    /// `kind` of an approval (`type` is the event's kind).
+    #[serde(rename = "kind", borrow, default)]
+    approval_kind: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    payload: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    resource_id: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    thread_id: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    correlation_id: Option<Str<'a>>,
+    #[serde(default)]
+    expires_at: Option<i64>,
+    #[serde(borrow, default)]
+    outcome: Option<OutcomeRef<'a>>,
+    #[serde(borrow, default)]
+    feedback: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    approver: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    reason: Option<Str<'a>>,
+}
+
+#[derive(Deserialize)]
+struct OutcomeRef<'a> {
+    #[serde(borrow)]
+    outcome: Str<'a>,
+    #[serde(borrow, default)]
+    partial: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PlanDataRef<'a> {
+    #[serde(borrow)]
+    plan_id: Str<'a>,
+    #[serde(borrow)]
+    spec_name: Str<'a>,
+    #[serde(borrow)]
+    actions: &'a RawValue,
+    #[serde(borrow)]
+    context: &'a RawValue,
+}
+
+/// A present raw value, `null` included (a tool may return null): plain `Option` would read
+/// `"result":null` as a missing field and refuse the line. Missing stays `None` (`default`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&'de RawValue>::deserialize(d).map(Some)
 }
 
 #[derive(Deserialize)]
@@ -660,6 +844,55 @@ impl EntryRef<'_> {
                 Event::Error {
                     code: body.code.to_string(),
                     message: body.message.to_string(),
+                }
+            }
+            "data-plan" => {
+                let data = need(p.data, kind, "data")?;
+                let plan: PlanDataRef<'_> = serde_json::from_str(data.get())
+                    .map_err(|e| corrupt(format!("a `data-plan` event has a bad `data`: {e}")))?;
+                Event::DataPlan {
+                    plan_id: plan.plan_id.to_string(),
+                    spec_name: plan.spec_name.to_string(),
+                    actions: owned(plan.actions),
+                    context: owned(plan.context),
+                }
+            }
+            "plan-status-change" => {
+                let status = |word: &str| {
+                    PlanStatus::parse(word)
+                        .ok_or_else(|| corrupt(format!("unknown plan status `{word}`")))
+                };
+                Event::PlanStatusChange {
+                    plan_id: s(&p.plan_id, "planId")?,
+                    from: p.from.as_deref().map(status).transpose()?,
+                    to: status(need(p.to.as_deref(), kind, "to")?)?,
+                }
+            }
+            "approval-required" => Event::ApprovalRequired {
+                id: s(&p.id, "id")?,
+                kind: match need(p.approval_kind.as_deref(), kind, "kind")? {
+                    "tool" => ApprovalKind::Tool,
+                    "plan" => ApprovalKind::Plan,
+                    other => return Err(corrupt(format!("unknown approval kind `{other}`"))),
+                },
+                target: s(&p.target, "target")?,
+                payload: owned(need(p.payload, kind, "payload")?),
+                resource_id: s(&p.resource_id, "resourceId")?,
+                thread_id: s(&p.thread_id, "threadId")?,
+                correlation_id: s(&p.correlation_id, "correlationId")?,
+                expires_at: p.expires_at,
+            },
+            "approval-decision" => {
+                let outcome = need(p.outcome.as_ref(), kind, "outcome")?;
+                Event::ApprovalDecision {
+                    id: s(&p.id, "id")?,
+                    outcome: Outcome::parse(&outcome.outcome).ok_or_else(|| {
+                        corrupt(format!("unknown approval outcome `{}`", outcome.outcome))
+                    })?,
+                    partial: outcome.partial.map(owned),
+                    feedback: p.feedback.as_deref().map(str::to_owned),
+                    approver: p.approver.as_deref().map(str::to_owned),
+                    reason: p.reason.as_deref().map(str::to_owned),
                 }
             }
             other => return Err(corrupt(format!("unknown event type `{other}`"))),

@@ -7,10 +7,12 @@
 //!
 //! This crate must not depend on pyo3, tokio or anything that touches the outside world.
 
+pub mod approval;
 pub mod engine;
 pub mod error;
 pub mod event;
 pub mod interpreter;
+pub mod plan;
 pub mod run;
 pub mod schema;
 pub mod spec;

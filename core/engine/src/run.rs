@@ -6,8 +6,11 @@
 //! - `step-start`, `text`, `tool-agent`, `data-tool-agent` and the summaries happen while
 //!   `Running`. A `tool-invocation` call moves to `AwaitingTool`; its result moves back.
 //!   A tool's `custom` and `tool-progress` events arrive while it is out.
-//! - `finish` ends a run from `Running` (stop) or from either phase (cancelled); `error` ends
-//!   it from either phase. Nothing follows the end of a run but the next `run-start`.
+//! - While a call is out, a plan tool logs `data-plan` and `plan-status-change`; an
+//!   `approval-required` moves to `AwaitingApproval`, and its `approval-decision` moves back
+//!   (the call then goes out, or the engine answers it with the decision).
+//! - `finish` ends a run from `Running` (stop) or from any waiting phase (cancelled); `error`
+//!   ends it from any phase. Nothing follows the end of a run but the next `run-start`.
 //! - Anything else is a divergence: live, the engine never emits it; on replay, the log is not
 //!   one this engine wrote.
 //!
@@ -20,6 +23,7 @@ pub enum Phase {
     Idle,
     Running,
     AwaitingTool,
+    AwaitingApproval,
 }
 
 impl Phase {
@@ -28,12 +32,13 @@ impl Phase {
             Phase::Idle => "idle",
             Phase::Running => "running",
             Phase::AwaitingTool => "awaiting-tool",
+            Phase::AwaitingApproval => "awaiting-approval",
         }
     }
 }
 
 use EventKind as E;
-use Phase::{AwaitingTool, Idle, Running};
+use Phase::{AwaitingApproval, AwaitingTool, Idle, Running};
 
 /// Every allowed (from, event, to). The single source of truth: `next` reads it.
 pub const TRANSITIONS: &[(Phase, EventKind, Phase)] = &[
@@ -54,6 +59,12 @@ pub const TRANSITIONS: &[(Phase, EventKind, Phase)] = &[
     (Running, E::FinishCancelled, Idle),
     (Running, E::Error, Idle),
     (AwaitingTool, E::Error, Idle),
+    (AwaitingTool, E::DataPlan, AwaitingTool),
+    (AwaitingTool, E::PlanStatusChange, AwaitingTool),
+    (AwaitingTool, E::ApprovalRequired, AwaitingApproval),
+    (AwaitingApproval, E::ApprovalDecision, AwaitingTool),
+    (AwaitingApproval, E::FinishCancelled, Idle),
+    (AwaitingApproval, E::Error, Idle),
 ];
 
 /// The phase after `event` in `from`, or None when the table does not allow it.

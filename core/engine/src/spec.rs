@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::approval::{Approvals, Patch, Rule, Slot};
 use crate::error::{EngineError, ErrorCode, Result};
 use crate::schema::Schema;
 
@@ -52,6 +53,12 @@ pub struct AgentSpec {
     pub max_turns: Option<u32>,
     #[serde(default)]
     pub description: String,
+    #[serde(default)]
+    pub approval: Patch,
+    #[serde(default)]
+    pub tool_approvals: BTreeMap<String, Rule>,
+    #[serde(default)]
+    pub approval_timeout_ms: Option<u64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -63,12 +70,33 @@ pub struct ToolSpec {
     pub input_schema: Value,
     #[serde(default)]
     pub output_schema: Option<Value>,
-    #[serde(default = "never")]
-    pub approval: String,
+    /// The tool's own approval rule; `default` inherits the agent's and the runtime's.
+    #[serde(default)]
+    pub approval: Slot,
 }
 
-fn never() -> String {
-    "never".to_owned()
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanSpecDoc {
+    pub name: String,
+    pub schema: Value,
+    #[serde(default = "kind")]
+    pub discriminator: String,
+    #[serde(default)]
+    pub display_aliases: Vec<String>,
+}
+
+fn kind() -> String {
+    "kind".to_owned()
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReferenceSpecDoc {
+    pub name: String,
+    pub schema: Value,
+    #[serde(default)]
+    pub ttl_ms: Option<u64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -80,6 +108,91 @@ pub struct SpecDoc {
     pub tools: Vec<ToolSpec>,
     #[serde(default)]
     pub providers: Vec<String>,
+    #[serde(default)]
+    pub plans: Vec<PlanSpecDoc>,
+    #[serde(default)]
+    pub references: Vec<ReferenceSpecDoc>,
+    #[serde(default)]
+    pub approvals: Approvals,
+    #[serde(default)]
+    pub approval_timeout_ms: Option<u64>,
+}
+
+/// The engine's own tools, answered by the engine (plans) or the runtime (references).
+pub const STORE_PLAN: &str = "storePlan";
+pub const GET_PLAN: &str = "getPlan";
+pub const EXECUTE_PLAN: &str = "executePlan";
+pub const RESOLVE_REF: &str = "resolveRef";
+pub const GLIMPSE_REF: &str = "glimpseRef";
+
+/// Built-in tools each role gets, besides `call_agent` for a coordinator.
+pub fn builtin_tools(role: Role) -> &'static [&'static str] {
+    match role {
+        Role::Planner => &[STORE_PLAN, GET_PLAN],
+        Role::Executor => &[GET_PLAN, EXECUTE_PLAN, RESOLVE_REF, GLIMPSE_REF],
+        Role::Coordinator | Role::Specialist => &[GET_PLAN],
+    }
+}
+
+pub fn is_builtin_tool(name: &str) -> bool {
+    [
+        STORE_PLAN,
+        GET_PLAN,
+        EXECUTE_PLAN,
+        RESOLVE_REF,
+        GLIMPSE_REF,
+        CALL_AGENT,
+    ]
+    .contains(&name)
+}
+
+fn builtin_schema(name: &str) -> Value {
+    let string = serde_json::json!({"type": "string", "minLength": 1});
+    let handle = serde_json::json!({
+        "type": "object",
+        "properties": {"kind": string, "id": string},
+        "required": ["kind", "id"],
+    });
+    let object = |props: Value, required: &[&str]| {
+        serde_json::json!({
+            "type": "object", "properties": props, "required": required,
+            "additionalProperties": false,
+        })
+    };
+    match name {
+        STORE_PLAN => object(
+            serde_json::json!({"specName": string, "planId": string, "body": {"type": "object"}}),
+            &["specName", "planId", "body"],
+        ),
+        GET_PLAN | EXECUTE_PLAN => object(serde_json::json!({"planId": string}), &["planId"]),
+        _ => object(serde_json::json!({"ref": handle}), &["ref"]),
+    }
+}
+
+/// What an action dispatcher may return: nothing, or a count of affected entities.
+fn dispatch_output_schema() -> Value {
+    serde_json::json!({
+        "anyOf": [
+            {"type": "null"},
+            {
+                "type": "object",
+                "properties": {
+                    "entitiesAffected": {"type": "integer", "minimum": 0},
+                    "summary": {"type": "string"},
+                    "details": {},
+                },
+                "required": ["entitiesAffected"],
+                "additionalProperties": false,
+            },
+        ]
+    })
+}
+
+/// A compiled plan spec.
+#[derive(Clone, Debug)]
+pub struct PlanKind {
+    pub spec: PlanSpecDoc,
+    pub schema: Schema,
 }
 
 /// A compiled tool: its schemas checked once, so every call only validates.
@@ -96,6 +209,9 @@ pub struct Spec {
     pub doc: SpecDoc,
     agents: HashMap<String, usize>,
     tools: HashMap<String, Tool>,
+    plans: HashMap<String, PlanKind>,
+    builtins: HashMap<&'static str, Schema>,
+    dispatch_output: Schema,
 }
 
 /// The providers the engine knows how to route to, and the model-id prefixes that imply them.
@@ -217,7 +333,34 @@ impl Spec {
             agent.provider = Some(provider);
         }
 
-        Ok(Spec { doc, agents, tools })
+        let plans = compile_plans(&doc.plans)?;
+        for reference in &doc.references {
+            Schema::compile(&reference.schema).map_err(|m| {
+                spec_error(
+                    ErrorCode::SpecInvalidSchema,
+                    format!("reference `{}` has an unusable schema: {m}", reference.name),
+                )
+            })?;
+        }
+        check_approval_names(&doc, &agents, &tools)?;
+        let builtins = [STORE_PLAN, GET_PLAN, EXECUTE_PLAN, RESOLVE_REF, GLIMPSE_REF]
+            .into_iter()
+            .map(|name| {
+                let schema =
+                    Schema::compile(&builtin_schema(name)).expect("built-in schemas compile");
+                (name, schema)
+            })
+            .collect();
+        let dispatch_output =
+            Schema::compile(&dispatch_output_schema()).expect("the dispatcher schema compiles");
+        Ok(Spec {
+            doc,
+            agents,
+            tools,
+            plans,
+            builtins,
+            dispatch_output,
+        })
     }
 
     /// The normalized spec JSON (providers resolved).
@@ -235,6 +378,28 @@ impl Spec {
 
     pub fn tool(&self, name: &str) -> Option<&Tool> {
         self.tools.get(name)
+    }
+
+    pub fn plan_kind(&self, name: &str) -> Option<&PlanKind> {
+        self.plans.get(name)
+    }
+
+    pub fn plan_names(&self) -> Vec<&str> {
+        self.doc.plans.iter().map(|p| p.name.as_str()).collect()
+    }
+
+    /// The input schema of a built-in tool.
+    pub fn builtin_input(&self, name: &str) -> Option<&Schema> {
+        self.builtins.get(name)
+    }
+
+    pub fn dispatch_output(&self) -> &Schema {
+        &self.dispatch_output
+    }
+
+    /// How long an approval raised by `agent` may wait, if it may not wait forever.
+    pub fn approval_timeout_ms(&self, agent: &AgentSpec) -> Option<u64> {
+        agent.approval_timeout_ms.or(self.doc.approval_timeout_ms)
     }
 
     pub fn coordinator(&self) -> Option<&AgentSpec> {
@@ -261,8 +426,84 @@ impl Spec {
     }
 }
 
+fn compile_plans(plans: &[PlanSpecDoc]) -> Result<HashMap<String, PlanKind>> {
+    let mut compiled = HashMap::with_capacity(plans.len());
+    for plan in plans {
+        let has_actions = plan.schema.pointer("/properties/actions/type")
+            == Some(&Value::String("array".to_owned()));
+        if !has_actions {
+            return Err(spec_error(
+                ErrorCode::SpecInvalidSchema,
+                format!(
+                    "plan `{}` has no top-level `actions` array in its schema; a plan schema is an object with `actions: list[...]`",
+                    plan.name
+                ),
+            ));
+        }
+        let schema = Schema::compile(&plan.schema).map_err(|m| {
+            spec_error(
+                ErrorCode::SpecInvalidSchema,
+                format!("plan `{}` has an unusable schema: {m}", plan.name),
+            )
+        })?;
+        let kind = PlanKind {
+            spec: plan.clone(),
+            schema,
+        };
+        if compiled.insert(plan.name.clone(), kind).is_some() {
+            return Err(spec_error(
+                ErrorCode::SpecInvalid,
+                format!(
+                    "two plans are named `{}`; plan names must be unique",
+                    plan.name
+                ),
+            ));
+        }
+    }
+    Ok(compiled)
+}
+
+/// Overrides and `tool_approvals` may only name agents and tools that exist.
+fn check_approval_names(
+    doc: &SpecDoc,
+    agents: &HashMap<String, usize>,
+    tools: &HashMap<String, Tool>,
+) -> Result<()> {
+    let overrides = &doc.approvals.overrides;
+    for agent in overrides.agents.keys() {
+        if !agents.contains_key(agent) {
+            return Err(spec_error(
+                ErrorCode::SpecInvalid,
+                format!("approval overrides name agent `{agent}`, which is not an agent of this runtime"),
+            ));
+        }
+    }
+    for tool in overrides.tools.keys() {
+        if !tools.contains_key(tool) && !is_builtin_tool(tool) {
+            return Err(spec_error(
+                ErrorCode::SpecInvalid,
+                format!("approval overrides name tool `{tool}`, which no agent uses"),
+            ));
+        }
+    }
+    for agent in &doc.agents {
+        for tool in agent.tool_approvals.keys() {
+            if !agent.tools.contains(tool) && !builtin_tools(agent.role).contains(&tool.as_str()) {
+                return Err(spec_error(
+                    ErrorCode::SpecInvalid,
+                    format!(
+                        "agent `{}` sets tool_approvals for `{tool}`, which is not one of its tools",
+                        agent.name
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn compile_tool(tool: &ToolSpec) -> Result<Tool> {
-    if tool.name.is_empty() || tool.name == CALL_AGENT {
+    if tool.name.is_empty() || is_builtin_tool(&tool.name) {
         return Err(spec_error(
             ErrorCode::SpecInvalid,
             format!(

@@ -7,14 +7,17 @@
 //!
 //! Imports `event`, `run`, `interpreter` (the cached script), `error`.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::value::RawValue;
 
+use crate::approval::{Gate, Outcome};
 use crate::error::{EngineError, ErrorCode, Result};
 use crate::event::{Event, EventKind, Usage};
 use crate::interpreter::Script;
+use crate::plan::{self, Plan};
 use crate::run::{self, Phase};
 
 /// One entry of the conversation history, rebuilt from the log.
@@ -84,6 +87,9 @@ pub struct Pending {
     pub tool: String,
     pub args: Box<RawValue>,
     pub called_ts: i64,
+    pub gate: Gate,
+    /// A human approved this call (so a predicate is not asked again on resume).
+    pub approved: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -119,6 +125,10 @@ pub struct Thread {
     pub history: Vec<Message>,
     pub usage: Usage,
     pub last_run: Option<LastRun>,
+    /// Plans stored in this thread, by id.
+    pub plans: BTreeMap<String, Plan>,
+    /// Approvals already decided (a second decision is refused, not folded).
+    pub resolved_approvals: BTreeSet<String>,
 }
 
 fn diverged(message: String) -> EngineError {
@@ -136,6 +146,20 @@ impl Thread {
             history: Vec::new(),
             usage: Usage::default(),
             last_run: None,
+            plans: BTreeMap::new(),
+            resolved_approvals: BTreeSet::new(),
+        }
+    }
+
+    pub fn pending(&self) -> Option<&Pending> {
+        self.run.as_ref().and_then(|run| run.pending.as_ref())
+    }
+
+    /// The deadline of the approval this thread waits for, if it has one.
+    pub fn deadline(&self) -> Option<i64> {
+        match &self.pending()?.gate {
+            Gate::Waiting { expires_at, .. } => *expires_at,
+            _ => None,
         }
     }
 
@@ -211,6 +235,39 @@ impl Thread {
                 }
                 _ => Err(diverged(format!(
                     "thread `{}`: sub-agent result for `{id}`, which is not the running sub-agent call",
+                    self.id
+                ))),
+            },
+            Event::DataPlan { plan_id, .. } => match (&run.pending, self.plans.get(plan_id)) {
+                (Some(_), None) => Ok(()),
+                (Some(_), Some(plan)) if plan.status == Some(plan::PlanStatus::Draft) => Ok(()),
+                _ => Err(diverged(format!(
+                    "thread `{}`: plan `{plan_id}` stored again while it is not a draft",
+                    self.id
+                ))),
+            },
+            Event::PlanStatusChange { plan_id, from, to } => {
+                let current = self.plans.get(plan_id).map(|plan| plan.status);
+                match current {
+                    Some(status) if status == *from => plan::check(plan_id, *from, *to)
+                        .map_err(|e| diverged(e.message)),
+                    _ => Err(diverged(format!(
+                        "thread `{}`: plan `{plan_id}` changes from {:?}, but its status is {:?}",
+                        self.id, from, current
+                    ))),
+                }
+            }
+            Event::ApprovalRequired { id, .. } => match &run.pending {
+                Some(pending) if pending.gate == Gate::Clear && !self.resolved_approvals.contains(id) => Ok(()),
+                _ => Err(diverged(format!(
+                    "thread `{}`: approval `{id}` required with no undecided call outstanding",
+                    self.id
+                ))),
+            },
+            Event::ApprovalDecision { id, .. } => match run.pending.as_ref().map(|p| &p.gate) {
+                Some(Gate::Waiting { approval_id, .. }) if approval_id == id => Ok(()),
+                _ => Err(diverged(format!(
+                    "thread `{}`: decision for approval `{id}`, which is not waiting",
                     self.id
                 ))),
             },
@@ -290,6 +347,8 @@ impl Thread {
                     tool,
                     args,
                     called_ts: ts,
+                    gate: Gate::Clear,
+                    approved: false,
                 });
             }
             Event::ToolResult {
@@ -300,7 +359,9 @@ impl Thread {
             } => {
                 let run = self.run.as_mut().expect("checked: a run is active");
                 if let Some(pending) = run.pending.take() {
-                    run.tool_ms += (ts - pending.called_ts).max(0);
+                    run.tool_ms = run
+                        .tool_ms
+                        .saturating_add(ts.saturating_sub(pending.called_ts).max(0));
                 }
                 run.frames.last_mut().expect("checked").last_result = Some(result.clone());
                 self.history.push(Message::ToolResult {
@@ -349,7 +410,54 @@ impl Thread {
             Event::Data { .. } | Event::ToolEmitted { .. } => {}
             Event::Finish { reason, .. } => self.end_run(reason.as_str()),
             Event::Error { .. } => self.end_run("error"),
+            Event::DataPlan {
+                plan_id,
+                spec_name,
+                actions,
+                context,
+            } => {
+                let status = self.plans.get(&plan_id).and_then(|plan| plan.status);
+                self.plans.insert(
+                    plan_id.clone(),
+                    Plan {
+                        id: plan_id,
+                        spec_name,
+                        actions,
+                        context,
+                        status,
+                    },
+                );
+            }
+            Event::PlanStatusChange { plan_id, to, .. } => {
+                if let Some(plan) = self.plans.get_mut(&plan_id) {
+                    plan.status = Some(to);
+                }
+            }
+            Event::ApprovalRequired { id, expires_at, .. } => {
+                let pending = self.pending_mut();
+                pending.gate = Gate::Waiting {
+                    approval_id: id,
+                    expires_at,
+                };
+            }
+            Event::ApprovalDecision { id, outcome, .. } => {
+                let pending = self.pending_mut();
+                if outcome == Outcome::Approve {
+                    pending.gate = Gate::Clear;
+                    pending.approved = true;
+                } else {
+                    pending.gate = Gate::Decided;
+                }
+                self.resolved_approvals.insert(id);
+            }
         }
+    }
+
+    fn pending_mut(&mut self) -> &mut Pending {
+        self.run
+            .as_mut()
+            .and_then(|run| run.pending.as_mut())
+            .expect("checked: a call is outstanding")
     }
 
     fn end_run(&mut self, outcome: &str) {
@@ -386,8 +494,29 @@ impl Thread {
                 pending: run.pending.as_ref().map(|p| PendingSnapshot {
                     tool_invocation_id: &p.id,
                     tool_name: &p.tool,
+                    approval: match &p.gate {
+                        Gate::Waiting {
+                            approval_id,
+                            expires_at,
+                        } => Some(ApprovalSnapshot {
+                            id: approval_id,
+                            expires_at: *expires_at,
+                        }),
+                        _ => None,
+                    },
                 }),
             }),
+            plans: self
+                .plans
+                .values()
+                .map(|plan| PlanSnapshot {
+                    plan_id: &plan.id,
+                    spec_name: &plan.spec_name,
+                    status: plan.status.map(plan::PlanStatus::as_str),
+                    actions: &plan.actions,
+                    context: &plan.context,
+                })
+                .collect(),
             messages: &self.history,
         }
     }
@@ -414,7 +543,25 @@ pub struct Snapshot<'a> {
     pub usage: Usage,
     pub last_run: Option<&'a LastRun>,
     pub run: Option<RunSnapshot<'a>>,
+    pub plans: Vec<PlanSnapshot<'a>>,
     pub messages: &'a [Message],
+}
+
+#[derive(Serialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanSnapshot<'a> {
+    pub plan_id: &'a str,
+    pub spec_name: &'a str,
+    pub status: Option<&'static str>,
+    pub actions: &'a RawValue,
+    pub context: &'a RawValue,
+}
+
+#[derive(Serialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct ApprovalSnapshot<'a> {
+    pub id: &'a str,
+    pub expires_at: Option<i64>,
 }
 
 #[derive(Serialize, Debug)]
@@ -439,4 +586,5 @@ pub struct FrameSnapshot<'a> {
 pub struct PendingSnapshot<'a> {
     pub tool_invocation_id: &'a str,
     pub tool_name: &'a str,
+    pub approval: Option<ApprovalSnapshot<'a>>,
 }

@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use flowai_engine::event::EntryRef;
+use flowai_engine::event::{raw_payload_of, EntryRef, Event};
 use flowai_engine::run::{self, Phase};
 use flowai_engine::{Engine, OutputKind};
 use serde_json::{json, Value};
@@ -98,7 +98,11 @@ impl Input {
 }
 
 pub fn query(thread: &str, prompt: &str) -> Input {
-    Input::new("flowai.v1.Query", thread, json!({"prompt": prompt, "agent": null}))
+    Input::new(
+        "flowai.v1.Query",
+        thread,
+        json!({"prompt": prompt, "agent": null}),
+    )
 }
 
 pub fn tool_result(thread: &str, invocation_id: &str, output: Value) -> Input {
@@ -172,7 +176,11 @@ pub trait Outs {
     }
     /// The payload of the only event with this label.
     fn one(&self, label: &str) -> &Value {
-        let found: Vec<&Out> = self.events().into_iter().filter(|o| o.label() == label).collect();
+        let found: Vec<&Out> = self
+            .events()
+            .into_iter()
+            .filter(|o| o.label() == label)
+            .collect();
         assert_eq!(found.len(), 1, "expected one `{label}` event");
         found[0].payload()
     }
@@ -218,12 +226,14 @@ impl Driver {
     /// Send one input through `handle_batch` and drain what came out.
     pub fn send(&mut self, input: Input) -> Vec<Out> {
         let mut value = input.0;
-        if value["id"].is_null() {
-            self.next_id += 1;
-            value["id"] = json!(format!("m-{}", self.next_id));
-        }
-        if value["ts"].is_null() {
-            value["ts"] = json!(self.clock);
+        if let Some(envelope) = value.as_object_mut() {
+            if envelope.get("id").is_none_or(Value::is_null) {
+                self.next_id += 1;
+                envelope.insert("id".into(), json!(format!("m-{}", self.next_id)));
+            }
+            if envelope.get("ts").is_none_or(Value::is_null) {
+                envelope.insert("ts".into(), json!(self.clock));
+            }
         }
         self.send_bytes(format!("[{value}]").as_bytes())
     }
@@ -234,6 +244,18 @@ impl Driver {
             .handle_batch(batch)
             .expect("the batch is a JSON array");
         self.drain()
+    }
+
+    /// Fold one logged line with `Engine::apply`; a folded line joins the thread's log.
+    pub fn apply(&mut self, line: &[u8]) -> Result<(), flowai_engine::EngineError> {
+        self.engine.apply(line)?;
+        let thread = serde_json::from_slice::<Value>(line).expect("an applied line is JSON")
+            ["thread_id"]
+            .as_str()
+            .expect("an applied line names its thread")
+            .to_owned();
+        self.log_mut(&thread).push(line.to_vec());
+        Ok(())
     }
 
     pub fn drain(&mut self) -> Vec<Out> {
@@ -328,6 +350,27 @@ pub fn golden_logs() -> Vec<(String, Vec<u8>)> {
     logs
 }
 
+/// A run-log line for `event` at `seq` in run-1 of `thread`, as the engine would write it.
+pub fn entry(thread: &str, seq: u64, event: &Event) -> Vec<u8> {
+    let header = flowai_engine::event::Header {
+        tenant: TENANT,
+        thread_id: thread,
+        run_id: Some("run-1"),
+        causation_id: "log",
+        ts: T0,
+        seq,
+    };
+    flowai_engine::event::encode_entry(&header, event)
+}
+
+pub fn raw(json: &str) -> Box<serde_json::value::RawValue> {
+    serde_json::value::RawValue::from_string(json.to_owned()).expect("test JSON")
+}
+
+pub fn golden_log(name: &str) -> Vec<u8> {
+    std::fs::read(golden_dir().join("acme").join(format!("{name}.jsonl"))).expect("a golden log")
+}
+
 pub fn lines(log: &[u8]) -> Vec<&[u8]> {
     log.strip_suffix(b"\n")
         .unwrap_or(log)
@@ -339,6 +382,13 @@ pub fn lines(log: &[u8]) -> Vec<&[u8]> {
 // ---------------------------------------------------------------------------------------------
 // The run table, as the logged events walk it
 
+/// Decode one run-log line the way replay does.
+pub fn decode(line: &[u8]) -> Result<Event, flowai_engine::EngineError> {
+    let entry = EntryRef::parse(line)?;
+    let text = std::str::from_utf8(line).expect("parse checked UTF-8");
+    entry.event(|| raw_payload_of(text))
+}
+
 /// Walk run-log lines per thread through `run::next`, calling `visit(from, kind)` for each.
 pub fn walk_transitions<'a>(
     lines: impl IntoIterator<Item = &'a [u8]>,
@@ -346,11 +396,11 @@ pub fn walk_transitions<'a>(
 ) {
     let mut phases: Vec<(String, Phase)> = Vec::new();
     for line in lines {
-        let entry = EntryRef::parse(line).expect("a logged line parses");
-        let event = entry
-            .event(|| flowai_engine::event::raw_payload_of(line))
-            .expect("a logged line decodes");
-        let thread = entry.thread_id.to_string();
+        let event = decode(line).expect("a logged line decodes");
+        let thread = serde_json::from_slice::<Value>(line).unwrap()["thread_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         let at = match phases.iter().position(|(t, _)| *t == thread) {
             Some(at) => at,
             None => {
@@ -364,4 +414,79 @@ pub fn walk_transitions<'a>(
         visit(from, event.kind());
         phases[at].1 = to;
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Plans and approvals
+
+/// A planner/executor runtime with a typed plan (approval always, the default for plans), a
+/// gated tool `delete_rows` (approval always, 60 s deadline), and a tool `peek` gated by a
+/// predicate.
+pub fn plans_spec() -> Value {
+    json!({
+        "tenant": {"resource_id": TENANT, "version": "v1"},
+        "agents": [
+            {"name": "planner", "role": "planner", "model": "claude-sonnet-4-6", "prompt": "Plan.",
+             "tools": ["delete_rows", "peek"], "approval_timeout_ms": 60000},
+            {"name": "executor", "role": "executor", "model": "claude-haiku-4-5", "prompt": "Run."}
+        ],
+        "tools": [
+            {"name": "delete_rows", "input_schema": {"type": "object"}, "approval": "always"},
+            {"name": "peek", "input_schema": {"type": "object"}, "approval": {"predicate": "tool:peek"}}
+        ],
+        "plans": [{
+            "name": "reorder",
+            "schema": {
+                "type": "object",
+                "required": ["actions"],
+                "properties": {
+                    "reason": {"type": "string"},
+                    "actions": {"type": "array", "items": {"type": "object", "required": ["kind"],
+                        "properties": {"kind": {"enum": ["reorder_products", "hold_inventory"]}}}}
+                }
+            }
+        }],
+        "providers": ["anthropic"]
+    })
+}
+
+pub fn plan_body() -> Value {
+    json!({
+        "reason": "low stock",
+        "actions": [
+            {"kind": "reorder_products", "products": {"kind": "product_set", "id": "ref_1"}, "qty": 5},
+            {"kind": "hold_inventory", "sku": "A-1"}
+        ]
+    })
+}
+
+pub fn store_plan(plan_id: &str) -> (&'static str, Value) {
+    (
+        "storePlan",
+        json!({"specName": "reorder", "planId": plan_id, "body": plan_body()}),
+    )
+}
+
+pub fn approval_decision(thread: &str, approval_id: &str, outcome: &str) -> Input {
+    Input::new(
+        "flowai.v1.ApprovalDecision",
+        thread,
+        json!({"approval_id": approval_id, "outcome": outcome}),
+    )
+}
+
+pub fn deadline_reached(thread: &str) -> Input {
+    Input::new("flowai.v1.DeadlineReached", thread, json!({}))
+}
+
+pub fn approval_check_result(thread: &str, check_id: &str, required: bool) -> Input {
+    Input::new(
+        "flowai.v1.ApprovalCheckResult",
+        thread,
+        json!({"check_id": check_id, "required": required}),
+    )
+}
+
+pub fn approval_id(thread: &str, run: u32, call: u32) -> String {
+    format!("appr:{thread}/run-{run}/scripted-tool-{call}")
 }

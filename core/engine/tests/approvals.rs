@@ -1,0 +1,332 @@
+//! Plans and approval gates through the engine's driving API: the order of events a user
+//! relies on, decisions, deadlines, predicate checks, and the plan lifecycle.
+
+mod common;
+
+use common::*;
+use flowai_engine::ErrorCode;
+use serde_json::json;
+
+fn planner(d: &mut Driver, thread: &str, calls: &[(&str, serde_json::Value)]) -> Vec<Out> {
+    d.send(query(thread, &script(calls)).agent("planner"))
+}
+
+#[test]
+fn a_gated_tool_waits_for_approval_before_it_runs() {
+    let mut d = Driver::new(engine(plans_spec(), scripted()));
+    let out = planner(&mut d, "t", &[("delete_rows", json!({"table": "orders"}))]);
+    assert_eq!(
+        out.labels()[2..],
+        ["tool-invocation/call", "approval-required"],
+        "call, then the gate"
+    );
+    let required = out.one("approval-required");
+    assert_eq!(required["id"], approval_id("t", 1, 1));
+    assert_eq!(required["kind"], "tool");
+    assert_eq!(required["target"], "delete_rows");
+    assert_eq!(required["payload"], json!({"table": "orders"}));
+    assert_eq!(required["resourceId"], TENANT);
+    assert_eq!(required["threadId"], "t");
+    assert_eq!(required["correlationId"], "scripted-tool-1");
+    assert_eq!(required["expiresAt"], json!(d.clock + 60_000));
+    let effects = out.effects();
+    assert_eq!(
+        effects.len(),
+        1,
+        "only the approval request goes out, not the tool"
+    );
+    assert_eq!(effects[0].envelope["schema"], "flowai.v1.ApprovalRequest");
+    assert_eq!(d.snapshot_json("t")["status"], "awaiting-approval");
+
+    let out = d.send(
+        approval_decision("t", &approval_id("t", 1, 1), "approve")
+            .payload("approver", json!("alice")),
+    );
+    let decision = out.one("approval-decision");
+    assert_eq!(decision["outcome"], json!({"outcome": "approve"}));
+    assert_eq!(decision["approver"], "alice");
+    let effects = out.effects();
+    assert_eq!(effects[0].envelope["schema"], "flowai.v1.ToolInvocation");
+    let out = d.send(tool_result(
+        "t",
+        &invocation("t", 1, 1),
+        json!({"deleted": 3}),
+    ));
+    assert!(out.labels().contains(&"tool-invocation/result".to_owned()));
+    assert_eq!(out.labels().last().unwrap(), "finish");
+}
+
+#[test]
+fn a_rejected_tool_never_runs_and_the_model_sees_the_feedback() {
+    let mut d = Driver::new(engine(plans_spec(), scripted()));
+    planner(&mut d, "t", &[("delete_rows", json!({}))]);
+    let out = d.send(
+        approval_decision("t", &approval_id("t", 1, 1), "reject")
+            .payload("feedback", json!("not on a Friday")),
+    );
+    assert!(
+        out.effects().is_empty(),
+        "no tool invocation after a reject"
+    );
+    let result = out.one("tool-invocation/result");
+    assert_eq!(result["isError"], true);
+    assert_eq!(result["result"]["error"]["code"], "APPROVAL_REJECTED");
+    assert_eq!(result["result"]["error"]["message"], "not on a Friday");
+    assert_eq!(out.labels().last().unwrap(), "finish");
+}
+
+#[test]
+fn decisions_for_unknown_resolved_or_other_tenants_approvals_are_refused() {
+    let mut d = Driver::new(engine(plans_spec(), scripted()));
+    planner(
+        &mut d,
+        "t",
+        &[("delete_rows", json!({})), ("delete_rows", json!({}))],
+    );
+    let id = approval_id("t", 1, 1);
+    let before = d.snapshot("t");
+    for (input, code) in [
+        (
+            approval_decision("t", "appr:t/run-1/nope", "approve"),
+            "UNKNOWN_APPROVAL",
+        ),
+        (
+            approval_decision("other", &id, "approve"),
+            "UNKNOWN_APPROVAL",
+        ),
+        (
+            approval_decision("t", &id, "approve").tenant("globex"),
+            "TENANT_MISMATCH",
+        ),
+        (approval_decision("t", &id, "maybe"), "INPUT_MALFORMED"),
+    ] {
+        let out = d.send(input);
+        assert_eq!(out.rejections().len(), 1);
+        assert_eq!(out.rejections()[0].payload()["error"]["code"], code);
+        assert_eq!(
+            d.snapshot("t"),
+            before,
+            "a refused decision changes nothing"
+        );
+    }
+    d.send(approval_decision("t", &id, "approve"));
+    d.send(tool_result("t", &invocation("t", 1, 1), json!(1)));
+    let out = d.send(approval_decision("t", &id, "reject"));
+    assert_eq!(
+        out.rejections()[0].payload()["error"]["code"],
+        ErrorCode::ApprovalAlreadyResolved.as_str(),
+        "the first decision wins"
+    );
+}
+
+#[test]
+fn a_result_for_a_call_still_at_its_gate_is_refused() {
+    let mut d = Driver::new(engine(plans_spec(), scripted()));
+    planner(&mut d, "t", &[("delete_rows", json!({}))]);
+    let out = d.send(tool_result("t", &invocation("t", 1, 1), json!(1)));
+    assert_eq!(
+        out.rejections()[0].payload()["error"]["code"],
+        "UNKNOWN_INVOCATION"
+    );
+}
+
+#[test]
+fn the_deadline_resolves_the_gate_as_rejected_with_reason_timeout() {
+    let mut d = Driver::new(engine(plans_spec(), scripted()));
+    planner(&mut d, "t", &[("delete_rows", json!({}))]);
+    let expires = d.snapshot_json("t")["run"]["pending"]["approval"]["expiresAt"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(d.engine.next_deadline(), Some(("t", expires)));
+    let early = d.send(deadline_reached("t").ts(expires - 1));
+    assert!(early.is_empty(), "an early deadline changes nothing");
+    let out = d.send(deadline_reached("t").ts(expires));
+    let decision = out.one("approval-decision");
+    assert_eq!(decision["outcome"]["outcome"], "reject");
+    assert_eq!(decision["reason"], "timeout");
+    assert_eq!(
+        out.one("tool-invocation/result")["result"]["error"]["code"],
+        "APPROVAL_REJECTED"
+    );
+    assert_eq!(d.engine.next_deadline(), None);
+}
+
+#[test]
+fn a_predicate_rule_asks_the_runtime_then_gates_or_runs() {
+    for required in [true, false] {
+        let mut d = Driver::new(engine(plans_spec(), scripted()));
+        let out = planner(&mut d, "t", &[("peek", json!({"n": 1}))]);
+        let effects = out.effects();
+        assert_eq!(effects[0].envelope["schema"], "flowai.v1.ApprovalCheck");
+        let check = effects[0].payload().clone();
+        assert_eq!(check["predicate"], "tool:peek");
+        assert_eq!(check["args"], json!({"n": 1}));
+        let check_id = check["check_id"].as_str().unwrap();
+        let out = d.send(approval_check_result("t", check_id, required));
+        let schema = &out.effects()[0].envelope["schema"];
+        if required {
+            assert_eq!(out.labels(), ["approval-required"]);
+            assert_eq!(schema, "flowai.v1.ApprovalRequest");
+        } else {
+            assert!(out.labels().is_empty());
+            assert_eq!(schema, "flowai.v1.ToolInvocation");
+        }
+    }
+}
+
+#[test]
+fn a_plan_is_stored_gated_approved_and_executed() {
+    let mut d = Driver::new(engine(plans_spec(), scripted()));
+    let out = planner(&mut d, "t", &[store_plan("p1")]);
+    let plan = out.one("data-plan")["data"].clone();
+    assert_eq!(plan["context"], json!({"reason": "low stock"}));
+    assert_eq!(plan["actions"][0]["kind"], "reorder_products");
+    assert_eq!(
+        plan["actions"][0]["references"],
+        json!([{"kind": "product_set", "id": "ref_1"}])
+    );
+    let changes: Vec<_> = out
+        .events()
+        .iter()
+        .filter(|o| o.label() == "plan-status-change")
+        .map(|o| (o.payload()["from"].clone(), o.payload()["to"].clone()))
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            (json!(null), json!("draft")),
+            (json!("draft"), json!("pending_approval"))
+        ]
+    );
+    assert_eq!(out.one("approval-required")["kind"], "plan");
+
+    let out = d.send(approval_decision("t", &approval_id("t", 1, 1), "approve"));
+    assert_eq!(out.one("plan-status-change")["to"], "approved");
+    assert_eq!(
+        out.one("tool-invocation/result")["result"],
+        json!({"planId": "p1", "status": "approved"})
+    );
+
+    let exec = script(&[("executePlan", json!({"planId": "p1"}))]);
+    let out = d.send(query("t", &exec).agent("executor"));
+    assert_eq!(out.one("plan-status-change")["to"], "executing");
+    let step = out.effects()[0];
+    assert_eq!(step.envelope["schema"], "flowai.v1.PlanStep");
+    assert_eq!(
+        step.payload()["references"],
+        json!([{"kind": "product_set", "id": "ref_1"}])
+    );
+    assert_eq!(step.payload()["actions"].as_array().unwrap().len(), 2);
+    let out = d.send(tool_result(
+        "t",
+        &invocation("t", 2, 1),
+        json!({"entitiesAffected": 2}),
+    ));
+    assert_eq!(out.one("plan-status-change")["to"], "executed");
+    assert_eq!(
+        out.one("tool-invocation/result")["result"]["status"],
+        "executed"
+    );
+    assert_eq!(d.snapshot_json("t")["plans"][0]["status"], "executed");
+}
+
+#[test]
+fn reject_and_revise_send_a_plan_back_to_draft() {
+    for (outcome, is_error) in [("reject", true), ("revise", false)] {
+        let mut d = Driver::new(engine(plans_spec(), scripted()));
+        planner(&mut d, "t", &[store_plan("p1")]);
+        let out = d.send(
+            approval_decision("t", &approval_id("t", 1, 1), outcome)
+                .payload("feedback", json!("fewer units"))
+                .payload("partial", json!({"qty": 2})),
+        );
+        let change = out.one("plan-status-change");
+        assert_eq!(
+            (&change["from"], &change["to"]),
+            (&json!("pending_approval"), &json!("draft"))
+        );
+        let result = out.one("tool-invocation/result");
+        assert_eq!(
+            result["isError"].as_bool().unwrap_or(false),
+            is_error,
+            "{outcome}"
+        );
+        if outcome == "revise" {
+            assert_eq!(result["result"]["should_revise"], true);
+            assert_eq!(result["result"]["partial"], json!({"qty": 2}));
+        } else {
+            assert_eq!(result["result"]["error"]["code"], "PLAN_REJECTED");
+        }
+        assert_eq!(d.snapshot_json("t")["plans"][0]["status"], "draft");
+    }
+}
+
+#[test]
+fn invalid_plans_and_invalid_transitions_are_tool_errors_the_model_sees() {
+    let mut d = Driver::new(engine(plans_spec(), scripted()));
+    let bad =
+        json!({"specName": "reorder", "planId": "p1", "body": {"actions": [{"kind": "burn"}]}});
+    let unknown = json!({"specName": "nope", "planId": "p1", "body": {"actions": []}});
+    let out = planner(&mut d, "t", &[("storePlan", bad), ("storePlan", unknown)]);
+    let codes: Vec<_> = out
+        .events()
+        .iter()
+        .filter(|o| o.label() == "tool-invocation/result")
+        .map(|o| o.payload()["result"]["error"]["code"].clone())
+        .collect();
+    assert_eq!(codes, [json!("PLAN_INVALID"), json!("PLAN_UNKNOWN_SPEC")]);
+
+    planner(&mut d, "t", &[store_plan("p2")]);
+    let exec = script(&[("executePlan", json!({"planId": "p2"}))]);
+    d.send(approval_decision("t", &approval_id("t", 2, 1), "reject"));
+    let out = d.send(query("t", &exec).agent("executor"));
+    let result = out.one("tool-invocation/result");
+    assert_eq!(result["result"]["error"]["code"], "PLAN_INVALID_TRANSITION");
+    assert!(result["result"]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("must be approved"));
+}
+
+#[test]
+fn tools_outside_a_role_are_refused() {
+    let mut d = Driver::new(engine(plans_spec(), scripted()));
+    let out = d.send(query("t", &script(&[store_plan("p1")])).agent("executor"));
+    assert_eq!(
+        out.one("tool-invocation/result")["result"]["error"]["code"],
+        "TOOL_NOT_ALLOWED_FOR_ROLE"
+    );
+}
+
+#[test]
+fn a_dispatcher_returning_junk_fails_the_plan() {
+    let mut d = Driver::new(engine(plans_spec(), scripted()));
+    planner(&mut d, "t", &[store_plan("p1")]);
+    d.send(approval_decision("t", &approval_id("t", 1, 1), "approve"));
+    let exec = script(&[("executePlan", json!({"planId": "p1"}))]);
+    d.send(query("t", &exec).agent("executor"));
+    let out = d.send(tool_result(
+        "t",
+        &invocation("t", 2, 1),
+        json!({"entitiesAffected": -1}),
+    ));
+    assert_eq!(out.one("plan-status-change")["to"], "failed");
+    assert_eq!(
+        out.one("tool-invocation/result")["result"]["error"]["code"],
+        "PLAN_FAILED"
+    );
+}
+
+#[test]
+fn a_paused_run_replays_and_continues_from_its_log() {
+    let mut live = Driver::new(engine(plans_spec(), scripted()));
+    planner(&mut live, "t", &[store_plan("p1")]);
+    let mut fresh = Driver::new(engine(plans_spec(), scripted()));
+    fresh.clock = live.clock;
+    for line in lines(&live.log("t")) {
+        fresh.apply(line).unwrap();
+    }
+    assert_eq!(fresh.snapshot("t"), live.snapshot("t"));
+    let out = fresh.send(approval_decision("t", &approval_id("t", 1, 1), "approve"));
+    assert_eq!(out.labels().last().unwrap(), "finish");
+}
