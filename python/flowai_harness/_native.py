@@ -67,7 +67,16 @@ def replay(log: bytes, *, path: str | None = None) -> _internal.Replay:
 class Engine:
     """The native engine with errors mapped; holds every live thread's state."""
 
-    __slots__ = ("_engine", "handle_batch", "handle_many", "has_thread", "snapshot", "status")
+    __slots__ = (
+        "_engine",
+        "deadline",
+        "handle_batch",
+        "handle_many",
+        "has_thread",
+        "next_deadline",
+        "snapshot",
+        "status",
+    )
 
     def __init__(self, config: bytes) -> None:
         try:
@@ -82,6 +91,8 @@ class Engine:
         self.has_thread = self._engine.has_thread
         self.status = self._engine.status
         self.snapshot = self._engine.snapshot
+        self.deadline = self._engine.deadline
+        self.next_deadline = self._engine.next_deadline
 
     def load(self, log: bytes, *, path: str | None = None) -> int:
         try:

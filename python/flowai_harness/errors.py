@@ -14,31 +14,44 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 __all__ = [
+    "AppLoadError",
+    "ApprovalAlreadyResolvedError",
+    "BusError",
     "CoordinatorWithoutRoutesError",
     "CorruptedLogError",
     "DuplicateAgentError",
     "DuplicateToolError",
+    "DuplicateVariantError",
     "ExtensionMismatchError",
     "FlowaiError",
     "InvalidInputError",
+    "InvalidPlanError",
     "InvalidSchemaError",
     "MissingToolHandlerError",
     "MultipleCoordinatorsError",
     "NoActiveRunError",
     "NotFoundError",
+    "PlanTransitionError",
     "ProviderNotDeclaredError",
     "ProviderUnavailableError",
+    "ReferenceNotFoundError",
+    "ReferenceValidationError",
     "ReplayDivergenceError",
     "ReplayError",
+    "RetryableToolError",
     "RunStateError",
     "SelfRouteError",
     "SpecError",
     "TenantMismatchError",
     "ThreadBusyError",
     "ToolError",
+    "ToolTimeoutError",
     "UnknownAgentError",
+    "UnknownApprovalError",
+    "UnknownApprovalTargetError",
     "UnknownInvocationError",
     "UnknownProviderError",
+    "UnknownReferenceKindError",
     "UnknownRouteError",
     "UnknownSchemaError",
     "UnknownThreadError",
@@ -130,6 +143,26 @@ class MissingToolHandlerError(SpecError):
     code = "SPEC_MISSING_HANDLER"
 
 
+class InvalidPlanError(SpecError):
+    """A plan declaration is unusable: no top-level ``actions`` array, or actions without the
+    discriminator field (Python-side only)."""
+
+    code = "SPEC_INVALID_PLAN"
+
+
+class DuplicateVariantError(SpecError):
+    """Two models of one ``TaggedUnion`` claim the same discriminator value (Python-side)."""
+
+    code = "SPEC_DUPLICATE_VARIANT"
+
+
+class UnknownApprovalTargetError(SpecError):
+    """An approval override or ``tool_approvals`` names an agent or tool the spec does not
+    declare (Python-side only)."""
+
+    code = "SPEC_UNKNOWN_APPROVAL_TARGET"
+
+
 # --- inputs and lookups ---------------------------------------------------------------------
 
 
@@ -161,6 +194,31 @@ class UnknownInvocationError(NotFoundError):
     code = "UNKNOWN_INVOCATION"
 
 
+class UnknownApprovalError(NotFoundError):
+    """No waiting approval has that id for this tenant (another tenant's id reads the same)."""
+
+    code = "UNKNOWN_APPROVAL"
+
+
+class ReferenceNotFoundError(NotFoundError):
+    """A reference handle is unknown, expired, or belongs to another tenant (which reads
+    exactly like unknown)."""
+
+    code = "REFERENCE_NOT_FOUND"
+
+
+class UnknownReferenceKindError(NotFoundError):
+    """A reference kind that the runtime does not declare in ``define_runtime(references=)``."""
+
+    code = "UNKNOWN_REFERENCE_KIND"
+
+
+class ReferenceValidationError(InvalidInputError):
+    """A value does not match its reference kind's schema, or is not JSON."""
+
+    code = "REFERENCE_INVALID"
+
+
 class TenantMismatchError(FlowaiError):
     code = "TENANT_MISMATCH"
 
@@ -177,6 +235,16 @@ class ThreadBusyError(RunStateError):
 
 class NoActiveRunError(RunStateError):
     code = "NO_ACTIVE_RUN"
+
+
+class PlanTransitionError(RunStateError):
+    """A plan cannot make that move from its current status (the table in plan.rs)."""
+
+    code = "PLAN_INVALID_TRANSITION"
+
+
+class ApprovalAlreadyResolvedError(RunStateError):
+    code = "APPROVAL_ALREADY_RESOLVED"
 
 
 # --- the run log ----------------------------------------------------------------------------
@@ -228,10 +296,38 @@ class ToolError(FlowaiError):
     code = "TOOL_FAILED"
 
 
+class RetryableToolError(ToolError):
+    """Raise it from a tool handler when trying again may succeed (a busy or flaky upstream).
+
+    A tool worker retries the call with exponential backoff up to its attempt limit; the
+    embedded runtime does not retry, so there the model sees the failure at once.
+    """
+
+    code = "TOOL_RETRYABLE"
+
+
+class ToolTimeoutError(RetryableToolError):
+    """A tool call ran past the worker's per-tool timeout; retried like any retryable error."""
+
+    code = "TOOL_TIMEOUT"
+
+
 class ProviderUnavailableError(FlowaiError):
     """A live model provider was asked for, but none is wired in this version."""
 
     code = "PROVIDER_UNAVAILABLE"
+
+
+class BusError(FlowaiError):
+    """Kafka cannot be used as configured: unreachable, missing or mis-partitioned topics."""
+
+    code = "BUS_ERROR"
+
+
+class AppLoadError(SpecError):
+    """``--app module:attr`` does not name a loadable runtime spec or tool app."""
+
+    code = "APP_INVALID"
 
 
 class ExtensionMismatchError(FlowaiError, ImportError):
@@ -257,21 +353,34 @@ _CLASS_BY_CODE: Final[Mapping[str, type[FlowaiError]]] = {
         UnknownToolError,
         InvalidSchemaError,
         MissingToolHandlerError,
+        InvalidPlanError,
+        DuplicateVariantError,
+        UnknownApprovalTargetError,
         InvalidInputError,
         UnknownSchemaError,
         NotFoundError,
         UnknownAgentError,
         UnknownThreadError,
         UnknownInvocationError,
+        UnknownApprovalError,
+        ReferenceNotFoundError,
+        UnknownReferenceKindError,
+        ReferenceValidationError,
         TenantMismatchError,
         RunStateError,
         ThreadBusyError,
         NoActiveRunError,
+        PlanTransitionError,
+        ApprovalAlreadyResolvedError,
         ReplayError,
         CorruptedLogError,
         ReplayDivergenceError,
         ToolError,
+        RetryableToolError,
+        ToolTimeoutError,
         ProviderUnavailableError,
+        BusError,
+        AppLoadError,
         ExtensionMismatchError,
     )
 }

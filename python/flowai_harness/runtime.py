@@ -11,37 +11,55 @@ Imports the native engine only through :mod:`._native`; must not import services
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import itertools
 import os
 import time
 import types
 import uuid
+import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
-from decimal import Decimal
-from pathlib import PurePath
 from typing import Any, Literal
 
 import orjson
 
 from . import _native
 from .errors import (
+    InvalidInputError,
     MissingToolHandlerError,
     ProviderUnavailableError,
     SpecError,
     UnknownAgentError,
+    UnknownApprovalError,
     UnknownThreadError,
     UnknownToolError,
     error_from_code,
 )
 from .runlog import FileRunLog, FsyncPolicy, MemoryRunLog, RunLog
 from .specs import RuntimeSpec, TestingConfig
+from .references import (
+    FileReferenceStore,
+    MemoryReferenceStore,
+    ReferenceAccess,
+    ReferenceSpec,
+    ReferenceStore,
+)
+from .toolcall import error_body, run_tool_call, tool_result
 from .tools import ToolContext, ToolDefinition
 
 __all__ = ["EventStream", "ReplayResult", "Runtime", "create_runtime"]
 
 Event = dict[str, Any]
 ToolHandler = Callable[[Any, ToolContext], Any]
+# `fn(actions, ctx)`, sync or async; returns None or {entitiesAffected, summary?, details?}.
+ActionDispatcher = Callable[[list[dict[str, Any]], dict[str, Any]], Any]
+# One engine crossing: (logged event payloads, effects, the rejection of an input or None).
+_Step = tuple[list[Event], list[bytes], "Event | None"]
+
+_OUTCOMES = ("approve", "reject", "revise")
+# The engine's built-in reference tools, answered here from the reference store.
+_REFERENCE_TOOLS = {"resolveRef": "resolve", "glimpseRef": "glimpse"}
 
 INTERPRETERS = ("scripted",)
 # Logged for replay, never shown in a stream.
@@ -51,21 +69,6 @@ _TERMINAL_EVENTS = frozenset({"finish", "error"})
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-def _json_default(value: Any) -> Any:
-    """Make the common non-JSON values tool handlers return JSON (orjson calls this)."""
-    dump = getattr(value, "model_dump", None)
-    if callable(dump):
-        return dump(mode="json")
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    if isinstance(value, (Decimal, PurePath)):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON-serializable")
-
-
-_DUMPS_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 
 
 class ReplayResult:
@@ -119,19 +122,46 @@ class ReplayResult:
         return f"ReplayResult(thread_id={self.thread_id!r}, status={self.status!r})"
 
 
+class _RunState:
+    """What a stream and its drive loop share. The loop must not hold the stream itself:
+    that cycle kept an abandoned stream alive until the garbage collector found it."""
+
+    __slots__ = ("cancelled", "ended", "started", "waiter")
+
+    def __init__(self) -> None:
+        self.cancelled = False
+        self.started = False
+        self.ended = False
+        # Set while the run waits at an approval gate: resolved with the decision's step, or
+        # with None when cancel() wakes it.
+        self.waiter: asyncio.Future[_Step | None] | None = None
+
+
 class EventStream:
     """The events of one run, as an async iterator of dicts; ``cancel()`` stops the run.
 
     Iterate it once. Leaving the loop early (``break``) also cancels the run, so the thread
-    is free for the next query.
+    is free for the next query; if you keep the stream in a variable, ``await
+    stream.aclose()`` (or drop it) after the ``break``.
     """
 
-    __slots__ = ("_cancelled", "_generator", "thread_id")
+    __slots__ = ("_generator", "_state", "thread_id")
 
-    def __init__(self, runtime: Runtime, thread_id: str, first_input: bytes) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        thread_id: str,
+        first_input: bytes | None,
+        stepped: _Step | None = None,
+    ) -> None:
         self.thread_id = thread_id
-        self._cancelled = False
-        self._generator = runtime._drive(thread_id, first_input, self)
+        self._state = _RunState()
+        self._generator = runtime._drive(thread_id, first_input, self._state, stepped)
+        # The loop holds the generator; when a ``break`` drops it, end the run at once. The
+        # generator's own ``finally`` would wait for the event loop to close it, and a query
+        # on the thread before then would be refused as busy. Not at exit: a run left
+        # waiting then stays resumable from its log.
+        weakref.finalize(self._generator, runtime._abandon, thread_id, self._state).atexit = False
 
     def __aiter__(self) -> AsyncIterator[Event]:
         return self._generator
@@ -140,12 +170,16 @@ class EventStream:
         return await self._generator.__anext__()
 
     def cancel(self) -> None:
-        """Stop the run at its next step: it ends with ``finish`` (``cancelled``)."""
-        self._cancelled = True
+        """Stop the run at its next step: it ends with ``finish`` (``cancelled``). A run
+        waiting at an approval gate is cancelled at once."""
+        self._state.cancelled = True
+        waiter = self._state.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     @property
     def cancelled(self) -> bool:
-        return self._cancelled
+        return self._state.cancelled
 
     async def aclose(self) -> None:
         await self._generator.aclose()
@@ -161,8 +195,14 @@ class Runtime:
         handlers: Mapping[str, ToolDefinition],
         services: Mapping[str, Any],
         log: RunLog,
+        references: ReferenceStore,
+        action_dispatcher: ActionDispatcher | None = None,
     ) -> None:
         self.spec = spec
+        self._references = ReferenceAccess(references, spec.tenant.resource_id, spec.references)
+        self._action_dispatcher = action_dispatcher
+        # Runs of this process waiting at an approval gate, by thread.
+        self._waiting: dict[str, _RunState] = {}
         self.tenant = spec.tenant.resource_id
         self._engine = engine
         self._tools = dict(handlers)
@@ -213,6 +253,83 @@ class Runtime:
             raise error_from_code(rejection["error"]["code"], rejection["error"]["message"])
         return events
 
+    def respond_to_approval(
+        self,
+        approval_id: str,
+        outcome: Literal["approve", "reject", "revise"],
+        feedback: str | None = None,
+        partial: Any = None,
+        *,
+        approver: str | None = None,
+    ) -> EventStream:
+        """Decide a waiting approval; the first decision wins.
+
+        If a stream of this process is waiting at that gate, it continues (and the returned
+        stream is empty); otherwise (say the run paused in another process that has since
+        exited) iterate the returned stream to run the rest of the run here, from its log.
+        Raises ``UnknownApprovalError`` for an id that is not waiting in this tenant's
+        threads and ``ApprovalAlreadyResolvedError`` for one already decided (or expired).
+        """
+        if outcome not in _OUTCOMES:
+            raise InvalidInputError(
+                f"outcome must be one of {', '.join(_OUTCOMES)}, got {outcome!r}"
+            )
+        thread_id = _thread_of_approval(approval_id)
+        if thread_id is not None:
+            self._ensure_loaded(thread_id)
+        if thread_id is None or not self._engine.has_thread(thread_id):
+            raise UnknownApprovalError(
+                f"no approval {approval_id!r} is waiting here; check the id (approvals are "
+                "per tenant, and a paused run must be in this runtime's log_path)"
+            )
+        self._expire(thread_id)
+        payload: dict[str, Any] = {"approval_id": approval_id, "outcome": outcome}
+        for key, value in (("feedback", feedback), ("partial", partial), ("approver", approver)):
+            if value is not None:
+                payload[key] = value
+        decision = self._envelope("flowai.v1.ApprovalDecision", thread_id, payload)
+        stepped = self._step(thread_id, [decision])
+        rejection = stepped[2]
+        if rejection is not None:
+            raise error_from_code(rejection["error"]["code"], rejection["error"]["message"])
+        if self._hand_over(thread_id, stepped):
+            return EventStream(self, thread_id, None)
+        return EventStream(self, thread_id, None, stepped)
+
+    def create_reference(
+        self, reference: ReferenceSpec | str, value: Any, glimpse: Any = None
+    ) -> dict[str, Any]:
+        """Keep ``value`` out of the run log; returns its handle ``{kind, id, glimpse}``.
+        Ids are content addresses scoped to this tenant; the value is schema-validated."""
+        return self._references.create(reference, value, glimpse)
+
+    def resolve_reference(self, ref: Any) -> Any:
+        """The value behind a handle (``ReferenceNotFoundError`` when unknown, expired or
+        another tenant's)."""
+        return self._references.resolve(ref)
+
+    def reference_glimpse(self, ref: Any) -> Any:
+        """The glimpse kept with a handle."""
+        return self._references.glimpse(ref)
+
+    def resume(self, thread_id: str) -> EventStream:
+        """Continue a thread's unfinished run from its log (after a crash or a restart).
+
+        Re-issues what the run was waiting for: an outstanding tool call runs (tool calls are
+        identified by id, so a tool that records its invocation id can tell a repeat), and a
+        run paused at an approval gate waits for ``respond_to_approval`` or its deadline.
+        An idle thread gives an empty stream.
+        """
+        self._ensure_loaded(thread_id)
+        if not self._engine.has_thread(thread_id):
+            raise UnknownThreadError(
+                f"thread {thread_id!r} has no run log here; check the thread id and log_path"
+            )
+        first = None
+        if self._engine.status(thread_id) == "awaiting-tool":
+            first = self._envelope("flowai.v1.ResumeRun", thread_id, {})
+        return EventStream(self, thread_id, first)
+
     def thread_ids(self) -> list[str]:
         """Every thread with a run log in this runtime's log store."""
         return self._log.thread_ids()
@@ -255,9 +372,7 @@ class Runtime:
         if log is not None:
             self._engine.load(log, path=self._log.describe(thread_id))
 
-    def _step(
-        self, thread_id: str, inputs: list[bytes]
-    ) -> tuple[list[Event], list[bytes], Event | None]:
+    def _step(self, thread_id: str, inputs: list[bytes]) -> _Step:
         """One engine crossing: feed inputs, log the events, return (events, effects, rejection)."""
         outputs = self._engine.handle_batch(b"[" + b",".join(inputs) + b"]")
         lines: list[bytes] = []
@@ -272,101 +387,220 @@ class Runtime:
                 rejection = orjson.loads(data)["payload"]
         events = [orjson.loads(line)["payload"] for line in lines]
         if lines:
-            boundary = events[-1]["type"] in _TERMINAL_EVENTS
+            # Durable at run ends and approval gates: a paused run must survive its process.
+            boundary = events[-1]["type"] in _TERMINAL_EVENTS or any(
+                event["type"] == "approval-required" for event in events
+            )
             self._log.append(thread_id, lines, boundary=boundary)
         return events, effects, rejection
 
     async def _drive(
-        self, thread_id: str, first_input: bytes, stream: EventStream
+        self,
+        thread_id: str,
+        first_input: bytes | None,
+        state: _RunState,
+        stepped: _Step | None = None,
     ) -> AsyncGenerator[Event, None]:
         self._ensure_loaded(thread_id)
-        inputs = [first_input]
-        started = False
-        ended = False
+        inputs = [] if first_input is None else [first_input]
         try:
-            while inputs:
-                events, effects, rejection = self._step(thread_id, inputs)
-                inputs = []
+            while stepped is not None or inputs:
+                events, effects, rejection = stepped or self._step(thread_id, inputs)
+                stepped, inputs = None, []
                 for event in events:
                     kind = event["type"]
                     if kind in _INTERNAL_EVENTS:
-                        started = True
+                        state.started = True
                         continue
                     if kind in _TERMINAL_EVENTS:
-                        ended = True
+                        state.ended = True
                     yield event
                 if rejection is not None:
                     # Not logged: the input was refused and the thread is as it was.
-                    ended = True
+                    state.ended = True
                     yield rejection
                     return
-                if ended:
+                if state.ended:
                     return
-                if not stream._cancelled:
+                if not state.cancelled:
                     for effect in effects:
-                        inputs.append(await self._invoke(effect))
+                        reply = await self._run_effect(effect)
+                        if reply is not None:
+                            inputs.append(reply)
                 # Checked again: cancel() may have been called while a tool ran. Results of
                 # tools that ran are logged before the cancellation.
-                if stream._cancelled:
+                if state.cancelled:
                     inputs.append(self._cancel_input(thread_id))
+                elif not inputs and self._engine.status(thread_id) == "awaiting-approval":
+                    stepped = await self._await_decision(thread_id, state)
+                    if stepped is None:  # woken by cancel()
+                        inputs.append(self._cancel_input(thread_id))
         finally:
-            if started and not ended:
-                # Abandoned mid-run (break, aclose, an exception in the consumer): end the
-                # run in the log so the thread does not stay busy.
-                self._step(thread_id, [self._cancel_input(thread_id)])
+            self._abandon(thread_id, state)
 
-    async def _invoke(self, effect: bytes) -> bytes:
-        """Run one tool invocation; always returns a ToolResult input, never raises."""
-        invocation = orjson.loads(effect)
-        call = invocation["payload"]
-        tool = self._tools[call["tool"]]
-        ctx = ToolContext(
-            call["tool_invocation_id"],
-            call["tool"],
-            invocation["thread_id"],
-            invocation["run_id"],
-            call["agent"],
-            self._services,
+    async def _await_decision(self, thread_id: str, state: _RunState) -> _Step | None:
+        """Wait at the gate for ``respond_to_approval`` (or ``cancel()``), feeding the engine
+        the time when the approval's deadline passes. No thread sleeps per approval: one
+        timer per waiting stream, set from the engine's deadline."""
+        waiter: asyncio.Future[_Step | None] = asyncio.get_running_loop().create_future()
+        state.waiter = waiter
+        self._waiting[thread_id] = state
+        try:
+            while True:
+                deadline = self._engine.deadline(thread_id)
+                timeout = None if deadline is None else max(0.0, (deadline - _now_ms()) / 1000)
+                try:
+                    return await asyncio.wait_for(asyncio.shield(waiter), timeout)
+                except TimeoutError:
+                    stepped = self._expire(thread_id)
+                    if stepped is not None:
+                        return stepped
+                    # Woken a hair early: the engine says the deadline is still ahead.
+        finally:
+            state.waiter = None
+            if self._waiting.get(thread_id) is state:
+                del self._waiting[thread_id]
+
+    def _expire(self, thread_id: str) -> _Step | None:
+        """Feed the engine the time if the thread's approval deadline passed."""
+        deadline = self._engine.deadline(thread_id)
+        if deadline is None or _now_ms() < deadline:
+            return None
+        stepped = self._step(
+            thread_id, [self._envelope("flowai.v1.DeadlineReached", thread_id, {})]
         )
-        payload: dict[str, Any] = {
+        if not stepped[0]:
+            return None
+        if self._hand_over(thread_id, stepped):
+            return None
+        return stepped
+
+    def _hand_over(self, thread_id: str, stepped: _Step) -> bool:
+        """Give a step to the stream of this process waiting at the thread's gate, if any."""
+        state = self._waiting.get(thread_id)
+        if state is None or state.waiter is None or state.waiter.done():
+            return False
+        state.waiter.set_result(stepped)
+        return True
+
+    async def _run_effect(self, effect: bytes) -> bytes | None:
+        """Carry out one effect; returns the engine's next input, or None for an approval
+        request (the run waits for a human)."""
+        envelope = orjson.loads(effect)
+        schema = envelope["schema"]
+        if schema == "flowai.v1.ToolInvocation":
+            return await self._invoke(envelope)
+        if schema == "flowai.v1.PlanStep":
+            return await self._dispatch_plan(envelope)
+        if schema == "flowai.v1.ApprovalCheck":
+            return await self._check_approval(envelope)
+        return None
+
+    def _abandon(self, thread_id: str, state: _RunState) -> None:
+        """End a run its stream left mid-way (break, aclose, an exception in the consumer)
+        in the log, so the thread does not stay busy. Idempotent. A run paused at an approval
+        gate is left paused: it may be decided later, from this process or another."""
+        if self._engine.status(thread_id) == "awaiting-approval":
+            return
+        if state.started and not state.ended:
+            self._step(thread_id, [self._cancel_input(thread_id)])
+            state.ended = True
+
+    async def _check_approval(self, check: dict[str, Any]) -> bytes:
+        """Evaluate a dynamic approval rule (a predicate that raises means: ask a human)."""
+        payload = check["payload"]
+        ctx = {
+            "agent": payload["agent"],
+            "tool": payload["tool"],
+            "thread_id": check["thread_id"],
+            "tenant": check["tenant"],
+            "services": self._services,
+        }
+        required = await self.spec.predicates.aevaluate(
+            payload["predicate"], payload["args"], ctx
+        )
+        return self._envelope(
+            "flowai.v1.ApprovalCheckResult",
+            check["thread_id"],
+            {"check_id": payload["check_id"], "required": required},
+        )
+
+    async def _dispatch_plan(self, step: dict[str, Any]) -> bytes:
+        """Run an approved plan's actions through the action dispatcher."""
+        payload = step["payload"]
+        answer: dict[str, Any] = {
+            "invocation_id": step["id"],
+            "tool_invocation_id": payload["tool_invocation_id"],
+        }
+        dispatcher = self._action_dispatcher
+        if dispatcher is None:
+            answer["error"] = {
+                "message": "this runtime has no action dispatcher; pass "
+                "create_runtime(action_dispatcher=fn) to execute plans",
+                "code": "NO_ACTION_DISPATCHER",
+            }
+        else:
+            ctx = {
+                "resolved_refs": self._hydrate(payload["references"]),
+                "plan_id": payload["plan_id"],
+                "spec_name": payload["spec_name"],
+                "context": payload["context"],
+                "thread_id": step["thread_id"],
+                "services": self._services,
+            }
+            try:
+                output = dispatcher(payload["actions"], ctx)
+                if inspect.isawaitable(output):
+                    output = await output
+                answer["output"] = output
+            except Exception as exc:
+                answer["error"] = error_body("action dispatcher", exc)
+        return tool_result(step | {"payload": {"tool": "executePlan"}}, answer,
+                           id=f"{self._id_prefix}-{next(self._ids)}", ts=_now_ms())
+
+    def _reference_tool(self, invocation: dict[str, Any], which: str) -> bytes:
+        """Answer the executor's built-in resolveRef / glimpseRef from the reference store."""
+        call = invocation["payload"]
+        answer: dict[str, Any] = {
             "invocation_id": invocation["id"],
             "tool_invocation_id": call["tool_invocation_id"],
         }
         try:
-            output = tool.handler(call["args"], ctx)  # type: ignore[misc]
-            if inspect.isawaitable(output):
-                output = await output
-        except Exception as exc:  # the model sees the failure; the run goes on
-            payload["error"] = {
-                "message": f"tool {call['tool']!r} failed: {type(exc).__name__}: {exc}",
-                "code": getattr(exc, "code", None) or "TOOL_FAILED",
-            }
-            output = None
-        if ctx.events:
-            payload["events"] = ctx.events
-        if "error" not in payload:
-            payload["output"] = output
-        body = {
-            "schema": "flowai.v1.ToolResult",
-            "id": f"{self._id_prefix}-{next(self._ids)}",
-            "tenant": invocation["tenant"],
-            "thread_id": invocation["thread_id"],
-            "run_id": invocation["run_id"],
-            "causation_id": invocation["id"],
-            "ts": _now_ms(),
-            "payload": payload,
-        }
-        try:
-            return orjson.dumps(body, default=_json_default, option=_DUMPS_OPTIONS)
-        except TypeError as exc:
-            payload.pop("output", None)
-            payload.pop("events", None)
-            payload["error"] = {
-                "message": f"tool {call['tool']!r} returned a value that is not JSON: {exc}; "
-                "return dicts, lists, strings, numbers or Pydantic models",
-                "code": "TOOL_OUTPUT_INVALID",
-            }
-            return orjson.dumps(body)
+            ref = call["args"]["ref"]
+            answer["output"] = (
+                self._references.resolve(ref)
+                if which == "resolve"
+                else self._references.glimpse(ref)
+            )
+        except Exception as exc:
+            answer["error"] = error_body(call["tool"], exc)
+        return tool_result(
+            invocation, answer, id=f"{self._id_prefix}-{next(self._ids)}", ts=_now_ms()
+        )
+
+    def _hydrate(self, handles: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        return self._references.hydrate(handles)
+
+    async def _invoke(self, invocation: dict[str, Any]) -> bytes:
+        """Run one tool invocation; always returns a ToolResult input, never raises."""
+        name = invocation["payload"]["tool"]
+        builtin = _REFERENCE_TOOLS.get(name)
+        if builtin is not None:
+            return self._reference_tool(invocation, builtin)
+        tool = self._tools[name]
+        payload = await run_tool_call(
+            tool, invocation, self._services, references=self._references
+        )
+        return tool_result(
+            invocation, payload, id=f"{self._id_prefix}-{next(self._ids)}", ts=_now_ms()
+        )
+
+def _thread_of_approval(approval_id: str) -> str | None:
+    """The thread an approval id names (`appr:{thread}/{run}/{call}`), or None."""
+    if not isinstance(approval_id, str) or not approval_id.startswith("appr:"):
+        return None
+    parts = approval_id[len("appr:") :].rsplit("/", 2)
+    return parts[0] if len(parts) == 3 and parts[0] else None
 
 
 def create_runtime(
@@ -378,6 +612,7 @@ def create_runtime(
     services: Mapping[str, Any] | None = None,
     log_path: str | os.PathLike[str] | None = None,
     fsync: FsyncPolicy = "boundary",
+    action_dispatcher: ActionDispatcher | None = None,
 ) -> Runtime:
     """Build an embedded runtime for ``spec``.
 
@@ -388,6 +623,9 @@ def create_runtime(
     - ``log_path``: keep run logs in append-only files there (default: in memory), so another
       process opening the same path sees the same threads. ``fsync`` is
       ``"boundary"`` (default: at run ends and approval gates), ``"always"`` or ``"never"``.
+      Reference payloads are kept under ``log_path`` too (else in memory).
+    - ``action_dispatcher``: ``fn(actions, ctx)`` runs an approved plan's actions;
+      ``ctx["resolved_refs"]`` holds the referenced values as ``{kind: {id: value}}``.
     """
     if not isinstance(spec, RuntimeSpec):
         raise SpecError(
@@ -395,14 +633,24 @@ def create_runtime(
         )
     interpreter_config = _interpreter_config(testing, interpreter)
     tools = _bind_tools(spec, tool_bindings or {})
-    config = (
-        b'{"spec":' + spec.compiled + b',"interpreter":' + orjson.dumps(interpreter_config) + b"}"
-    )
-    engine = _native.Engine(config)
-    log: RunLog = (
-        MemoryRunLog() if log_path is None else FileRunLog(log_path, spec.tenant.resource_id, fsync)
-    )
-    return Runtime(spec, engine, tools, services or {}, log)
+    engine = new_engine(spec, interpreter_config)
+    if action_dispatcher is not None and not callable(action_dispatcher):
+        raise SpecError(f"action_dispatcher must be callable, got {action_dispatcher!r}")
+    log: RunLog
+    references: ReferenceStore
+    if log_path is None:
+        log, references = MemoryRunLog(), MemoryReferenceStore()
+    else:
+        log = FileRunLog(log_path, spec.tenant.resource_id, fsync)
+        references = FileReferenceStore(log_path)
+    return Runtime(spec, engine, tools, services or {}, log, references, action_dispatcher)
+
+
+def new_engine(spec: RuntimeSpec, interpreter: Mapping[str, Any]) -> _native.Engine:
+    """A native engine for ``spec``; ``interpreter`` is ``{"kind": "scripted"}`` or
+    ``{"kind": "mock", "response": text}`` (docs/wire.md). Used by the runtime service too."""
+    config = b'{"spec":' + spec.compiled + b',"interpreter":' + orjson.dumps(interpreter) + b"}"
+    return _native.Engine(config)
 
 
 def _interpreter_config(testing: TestingConfig | None, interpreter: str | None) -> dict[str, Any]:

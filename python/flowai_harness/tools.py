@@ -17,12 +17,16 @@ import re
 import types
 import typing
 from collections.abc import Callable, Mapping
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 import pydantic
 from pydantic.errors import PydanticUserError
 
+from .approvals import RuleOrDefault, check_rule, predicate_id, rule_json
 from .errors import InvalidSchemaError, SpecError, ToolError
+
+if typing.TYPE_CHECKING:
+    from .references import ReferenceAccess
 
 __all__ = [
     "NAME_PATTERN",
@@ -34,9 +38,9 @@ __all__ = [
     "define_tool",
 ]
 
-Approval = Literal["never", "always"]
-
-_APPROVALS: Final = ("never", "always")
+# "default" (no rule of its own: the agent's and the runtime's rules apply), "never",
+# "always" or a predicate (args, ctx) -> bool.
+Approval = RuleOrDefault
 # Shared by tool and agent names: both travel as identifiers in model tool calls.
 NAME_PATTERN: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
 # Built into the engine (routing, plans, references); a user tool with one of these names
@@ -59,7 +63,7 @@ class ToolDefinition:
     input_schema: dict[str, Any]
     description: str = ""
     output_schema: dict[str, Any] | None = None
-    approval: Approval = "never"
+    approval: Approval = "default"
     handler: Callable[..., Any] | None = None
     # The Pydantic model behind ``input_schema`` when there is one, so the runtime can
     # validate arguments into it; None for a plain JSON Schema.
@@ -75,17 +79,7 @@ class ToolDefinition:
                 f"tool {self.name!r}: description must be a string, "
                 f"got {type(self.description).__name__}"
             )
-        approval: object = self.approval  # checked at run time: callers need not type-check
-        if approval not in _APPROVALS:
-            hint = (
-                ' ("default" is for agents and runtimes, a tool says "never" or "always")'
-                if approval == "default"
-                else ""
-            )
-            raise SpecError(
-                f"tool {self.name!r}: approval must be 'never' or 'always', "
-                f"got {self.approval!r}{hint}"
-            )
+        check_rule(self.approval, f"tool {self.name!r}", allow_default=True)
         _check_schema(self.name, "input_schema", self.input_schema, need_object=True)
         if self.output_schema is not None:
             _check_schema(self.name, "output_schema", self.output_schema, need_object=False)
@@ -126,13 +120,22 @@ class ToolDefinition:
             "description": self.description,
             "input_schema": self.input_schema,
             "output_schema": self.output_schema,
-            "approval": self.approval,
+            "approval": rule_json(self.approval, self.predicate_id),
         }
+
+    @property
+    def predicate_id(self) -> str:
+        """The id a predicate ``approval`` travels under in the runtime spec."""
+        return predicate_id("tool", self.name)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ToolDefinition):
             return NotImplemented
-        return self.declaration() == other.declaration() and self.handler == other.handler
+        return (
+            self.declaration() == other.declaration()
+            and self.handler == other.handler
+            and self.approval == other.approval
+        )
 
     def __hash__(self) -> int:
         return hash(self.name)
@@ -147,7 +150,7 @@ def define_tool(
     name: str,
     input_schema: SchemaInput,
     description: str = "",
-    approval: Approval = "never",
+    approval: Approval = "default",
     output_schema: SchemaInput | None = None,
 ) -> ToolDefinition:
     """Define a tool.
@@ -156,6 +159,10 @@ def define_tool(
     or a ``{field: type}`` map such as ``{"query": str, "limit": int | None}``. In a type map
     a bare optional type (``int | None``) defaults to None; give ``(type, default)`` to say
     otherwise, e.g. ``(int | None, ...)`` for a required, nullable field.
+
+    ``approval`` is the tool's own rule: ``"never"``, ``"always"`` or a predicate ``(args,
+    ctx) -> bool`` (raising means approval is required). The default, ``"default"``, lets the
+    agent's and the runtime's rules decide.
 
     The result has no handler; bind one with ``.bind(fn)`` or use the definition as a
     decorator::
@@ -347,7 +354,16 @@ class ToolContext:
     raises :class:`~flowai_harness.errors.ToolError`, which fails the tool call.
     """
 
-    __slots__ = ("agent", "events", "run_id", "services", "thread_id", "tool_name", "tool_use_id")
+    __slots__ = (
+        "_references",
+        "agent",
+        "events",
+        "run_id",
+        "services",
+        "thread_id",
+        "tool_name",
+        "tool_use_id",
+    )
 
     def __init__(
         self,
@@ -357,6 +373,7 @@ class ToolContext:
         run_id: str,
         agent: str,
         services: Mapping[str, Any] = _NO_SERVICES,
+        references: ReferenceAccess | None = None,
     ) -> None:
         self.tool_use_id = tool_use_id
         self.tool_name = tool_name
@@ -371,6 +388,18 @@ class ToolContext:
             else types.MappingProxyType(services)
         )
         self.events: list[dict[str, Any]] = []
+        self._references = references
+
+    @property
+    def references(self) -> ReferenceAccess:
+        """Create and resolve references for this call's tenant
+        (:class:`~flowai_harness.references.ReferenceAccess`)."""
+        if self._references is None:
+            raise ToolError(
+                f"tool {self.tool_name!r}: this runtime gives tools no reference store; "
+                "declare reference kinds with define_runtime(references=[...])"
+            )
+        return self._references
 
     def emit(self, name: str, data: Any) -> None:
         """Record a ``custom`` event for the stream (``data`` must be JSON-serializable)."""

@@ -258,7 +258,7 @@ def test_spec_document_matches_the_wire_doc() -> None:
                 "description": "",
                 "input_schema": {"type": "object"},
                 "output_schema": None,
-                "approval": "never",
+                "approval": "default",
             }
         ],
         "providers": ["anthropic"],

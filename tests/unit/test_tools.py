@@ -185,14 +185,29 @@ def test_valid_names(name: str) -> None:
     assert define_tool(name, {}).name == name
 
 
-def test_approval_never_and_always() -> None:
-    assert define_tool("t", {}).approval == "never"
+def test_approval_rules() -> None:
+    # "default": the tool has no rule of its own, so the agent's and the runtime's apply.
+    assert define_tool("t", {}).approval == "default"
+    assert define_tool("t", {}, approval="never").approval == "never"
     assert define_tool("t", {}, approval="always").approval == "always"
 
 
-def test_approval_default_is_not_for_tools() -> None:
-    with pytest.raises(SpecError, match=r"tool 't': approval must be 'never' or 'always'.*default"):
-        define_tool("t", {}, approval="default")  # type: ignore[arg-type]
+def test_a_predicate_approval_travels_as_its_id() -> None:
+    def over_limit(args: Any, ctx: Any) -> bool:
+        return bool(args["amount"] > 100)
+
+    tool = define_tool("pay", {"amount": int}, approval=over_limit)
+
+    assert tool.approval is over_limit
+    assert tool.predicate_id == "tool:pay"
+    assert tool.declaration()["approval"] == {"predicate": "tool:pay"}
+    assert tool != define_tool("pay", {"amount": int}, approval=lambda args, ctx: True)
+
+
+@pytest.mark.parametrize("rule", ["sometimes", "Always", None, 3, str])
+def test_other_approvals_are_rejected(rule: Any) -> None:
+    with pytest.raises(SpecError, match=r"tool 't': an approval rule must be 'default', 'never'"):
+        define_tool("t", {}, approval=rule)
 
 
 def test_description_must_be_a_string() -> None:

@@ -129,6 +129,18 @@ impl PyEngine {
         self.inner.thread(thread_id).map(|t| snapshot_bytes(py, t))
     }
 
+    /// When the approval `thread_id` waits for expires (ms), if it does.
+    fn deadline(&self, thread_id: &str) -> Option<i64> {
+        self.inner.thread(thread_id).and_then(|t| t.deadline())
+    }
+
+    /// The earliest approval deadline of every thread held: `(thread_id, ms)`.
+    fn next_deadline(&self) -> Option<(String, i64)> {
+        self.inner
+            .next_deadline()
+            .map(|(thread, at)| (thread.to_owned(), at))
+    }
+
     fn forget(&mut self, thread_id: &str) -> bool {
         self.inner.forget(thread_id)
     }

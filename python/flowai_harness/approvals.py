@@ -1,0 +1,382 @@
+"""Approval rules: who must say yes before a plan runs or a tool's handler is called.
+
+Owns the rule values (``"never"``, ``"always"`` or a predicate ``(args, ctx) -> bool``), the
+runtime floor :class:`ApprovalPolicies`, the per-agent patch :class:`ApprovalPatch`, the
+runtime-level :class:`ApprovalOverrides`, their JSON for the runtime spec (docs/wire.md,
+"Plans, approval gates, references"), :class:`PredicateRegistry` (stable ids for predicates, so
+a run paused in one process can be decided in another that declared the same spec), and
+:func:`effective_tool_rule`, the precedence used to show an agent its tools' rules.
+
+The engine decides which gate applies; this module only declares rules and evaluates
+predicates when the engine asks (``flowai.v1.ApprovalCheck``). Must not import anything from
+``flowai_harness`` but ``errors``: tools, specs and prompts import this module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import types
+from collections.abc import Callable, Mapping
+from typing import Any, Final, Literal, TypeAlias
+
+from .errors import SpecError
+
+__all__ = [
+    "CHANNELS",
+    "ApprovalOverrides",
+    "ApprovalPatch",
+    "ApprovalPolicies",
+    "Channel",
+    "Predicate",
+    "PredicateRegistry",
+    "Rule",
+    "RuleOrDefault",
+    "as_patch",
+    "check_rule",
+    "describe_rule",
+    "effective_plan_rule",
+    "effective_tool_rule",
+    "predicate_id",
+    "rule_json",
+]
+
+# A predicate answers "is approval required?" for one call; raising means yes.
+Predicate: TypeAlias = Callable[[Any, Any], Any]
+Rule: TypeAlias = Literal["never", "always"] | Predicate
+# "default" inherits from the level below; only patches (an agent's approval=) may say it.
+RuleOrDefault: TypeAlias = Rule | Literal["default"]
+Channel = Literal["plans", "tools"]
+
+CHANNELS: Final[tuple[Channel, ...]] = ("plans", "tools")
+
+
+def check_rule(value: object, where: str, *, allow_default: bool = False) -> RuleOrDefault:
+    """Return ``value`` if it is a rule (or ``"default"`` where allowed), else a SpecError."""
+    if value == "never" or value == "always" or (allow_default and value == "default"):
+        return value
+    if callable(value) and not isinstance(value, (str, type)):
+        return value
+    choices = "'default', 'never', 'always'" if allow_default else "'never', 'always'"
+    hint = (
+        " ('default' is for agents, where it inherits the runtime's rule)"
+        if value == "default"
+        else ""
+    )
+    raise SpecError(
+        f"{where}: an approval rule must be {choices} or a function (args, ctx) -> bool, "
+        f"got {value!r}{hint}"
+    )
+
+
+def describe_rule(rule: RuleOrDefault) -> str:
+    """A rule in one word, for prompts and reprs: never, always, dynamic or default."""
+    return rule if isinstance(rule, str) else "dynamic"
+
+
+def predicate_id(*parts: str) -> str:
+    """The stable id of a predicate, from where it was declared.
+
+    Ids are ``policy:<channel>``, ``agent:<agent>:<channel>``, ``tool:<tool>``,
+    ``agent:<agent>:tool:<tool>``, ``override:agent:<agent>:<channel>`` and
+    ``override:tool:<tool>``. Names cannot contain ``:``, so ids never collide.
+    """
+    return ":".join(parts)
+
+
+def rule_json(rule: RuleOrDefault, pid: str) -> str | dict[str, str]:
+    """A rule as the runtime spec carries it: ``"never"``, ``"always"``, ``"default"`` or
+    ``{"predicate": pid}``."""
+    return rule if isinstance(rule, str) else {"predicate": pid}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ApprovalPatch:
+    """One agent's rules per channel; ``"default"`` inherits the level below."""
+
+    plans: RuleOrDefault = "default"
+    tools: RuleOrDefault = "default"
+
+    def __post_init__(self) -> None:
+        for channel in CHANNELS:
+            check_rule(getattr(self, channel), f"approval {channel}", allow_default=True)
+
+    @property
+    def is_default(self) -> bool:
+        return self.plans == "default" and self.tools == "default"
+
+    def to_json(self, id_prefix: str) -> dict[str, Any]:
+        """``{"plans": rule | "default", "tools": rule | "default"}``; predicates get ids
+        ``<id_prefix>:<channel>``."""
+        return {
+            channel: rule_json(getattr(self, channel), predicate_id(id_prefix, channel))
+            for channel in CHANNELS
+        }
+
+    def predicates(self, id_prefix: str) -> dict[str, Predicate]:
+        found: dict[str, Predicate] = {}
+        for channel in CHANNELS:
+            rule = getattr(self, channel)
+            if not isinstance(rule, str):
+                found[predicate_id(id_prefix, channel)] = rule
+        return found
+
+
+def as_patch(value: object, where: str) -> ApprovalPatch:
+    """``"default"``, a rule (both channels) or ``{"plans": ..., "tools": ...}``."""
+    if isinstance(value, ApprovalPatch):
+        return value
+    if isinstance(value, Mapping):
+        unknown = sorted(str(key) for key in value if key not in CHANNELS)
+        if unknown:
+            raise SpecError(
+                f"{where}: unknown approval channel {', '.join(map(repr, unknown))}; "
+                "the channels are 'plans' and 'tools'"
+            )
+        rules = {
+            channel: check_rule(
+                value.get(channel, "default"), f"{where} {channel}", allow_default=True
+            )
+            for channel in CHANNELS
+        }
+        return ApprovalPatch(**rules)
+    rule = check_rule(value, where, allow_default=True)
+    return ApprovalPatch(plans=rule, tools=rule)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ApprovalPolicies:
+    """The runtime floor: what every plan and tool needs unless something more specific says
+    otherwise. By default plans need approval and tools do not."""
+
+    plans: Rule = "always"
+    tools: Rule = "never"
+
+    def __post_init__(self) -> None:
+        for channel in CHANNELS:
+            check_rule(getattr(self, channel), f"approval policy {channel}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            channel: rule_json(getattr(self, channel), predicate_id("policy", channel))
+            for channel in CHANNELS
+        }
+
+    def predicates(self) -> dict[str, Predicate]:
+        return {
+            predicate_id("policy", channel): rule
+            for channel in CHANNELS
+            if not isinstance(rule := getattr(self, channel), str)
+        }
+
+
+_EMPTY: Final[Mapping[str, Any]] = types.MappingProxyType({})
+
+
+class ApprovalOverrides:
+    """Runtime-level rules that win over everything an agent or tool declares.
+
+    ``agents`` maps an agent name to a rule (both channels) or ``{"plans": ..., "tools":
+    ...}``; ``tools`` maps a tool name to a rule. Names are checked by ``define_runtime``.
+    """
+
+    __slots__ = ("agents", "tools")
+
+    agents: Mapping[str, ApprovalPatch]
+    tools: Mapping[str, Rule]
+
+    def __init__(
+        self,
+        agents: Mapping[str, object] | None = None,
+        tools: Mapping[str, object] | None = None,
+    ) -> None:
+        patches = {
+            name: as_patch(value, f"approval override of agent {name!r}")
+            for name, value in _named(agents, "agents").items()
+        }
+        rules: dict[str, Rule] = {}
+        for name, value in _named(tools, "tools").items():
+            rules[name] = check_rule(value, f"approval override of tool {name!r}")  # type: ignore[assignment]
+        object.__setattr__(self, "agents", types.MappingProxyType(patches))
+        object.__setattr__(self, "tools", types.MappingProxyType(rules))
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("ApprovalOverrides is frozen; build a new one")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ApprovalOverrides):
+            return NotImplemented
+        return dict(self.agents) == dict(other.agents) and dict(self.tools) == dict(other.tools)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"ApprovalOverrides(agents={dict(self.agents)!r}, tools={dict(self.tools)!r})"
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.agents and not self.tools
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "agents": {
+                name: patch.to_json(predicate_id("override", "agent", name))
+                for name, patch in self.agents.items()
+            },
+            "tools": {
+                name: rule_json(rule, predicate_id("override", "tool", name))
+                for name, rule in self.tools.items()
+            },
+        }
+
+    def predicates(self) -> dict[str, Predicate]:
+        found: dict[str, Predicate] = {}
+        for name, patch in self.agents.items():
+            found.update(patch.predicates(predicate_id("override", "agent", name)))
+        for name, rule in self.tools.items():
+            if not isinstance(rule, str):
+                found[predicate_id("override", "tool", name)] = rule
+        return found
+
+
+def _named(value: Mapping[str, object] | None, field: str) -> Mapping[str, object]:
+    if value is None:
+        return _EMPTY
+    if not isinstance(value, Mapping):
+        raise SpecError(
+            f"ApprovalOverrides {field} must be a mapping of name to rule, got "
+            f"{type(value).__name__}; pass e.g. {field}={{'name': 'always'}}"
+        )
+    for name in value:
+        if not isinstance(name, str) or not name:
+            raise SpecError(f"ApprovalOverrides {field}: name {name!r} must be a non-empty string")
+    return value
+
+
+NO_OVERRIDES: Final = ApprovalOverrides()
+
+
+# --- precedence -----------------------------------------------------------------------------
+
+
+def effective_tool_rule(
+    *,
+    policies: ApprovalPolicies,
+    agent: ApprovalPatch,
+    tool: RuleOrDefault,
+    agent_tool: Rule | None,
+    overrides: ApprovalOverrides,
+    agent_name: str,
+    tool_name: str,
+) -> Rule:
+    """The rule one agent's call of one tool runs under: the most specific level that says
+    something (``approval::resolve`` in core/engine/src/approval.rs decides; this mirrors it
+    so a prompt can show it).
+
+    Lowest to highest: ``policies.tools`` < the agent's ``approval`` < the tool's own rule <
+    the agent's ``tool_approvals`` < ``overrides.agents`` < ``overrides.tools``; ``"default"``
+    says nothing.
+    """
+    rule: Rule = policies.tools
+    for level in (agent.tools, tool, agent_tool):
+        if level is not None and level != "default":
+            rule = level
+    patch = overrides.agents.get(agent_name)
+    if patch is not None and patch.tools != "default":
+        rule = patch.tools
+    return overrides.tools.get(tool_name, rule)
+
+
+def effective_plan_rule(
+    *,
+    policies: ApprovalPolicies,
+    agent: ApprovalPatch,
+    overrides: ApprovalOverrides,
+    agent_name: str,
+) -> Rule:
+    """The rule the plans an agent stores or executes wait under."""
+    rule: Rule = policies.plans
+    if agent.plans != "default":
+        rule = agent.plans
+    patch = overrides.agents.get(agent_name)
+    if patch is not None and patch.plans != "default":
+        rule = patch.plans
+    return rule
+
+
+# --- predicates -----------------------------------------------------------------------------
+
+
+class PredicateRegistry:
+    """The predicates of one runtime spec, by stable id.
+
+    Ids come from where a predicate was declared (see :func:`predicate_id`), so the same spec
+    gives the same ids in every process. :meth:`evaluate` answers the engine's
+    ``ApprovalCheck``; a predicate that raises, returns something other than a bool, or an id
+    this registry does not know all mean approval is required: a gate fails closed.
+    """
+
+    __slots__ = ("_predicates",)
+
+    def __init__(self, predicates: Mapping[str, Predicate] | None = None) -> None:
+        self._predicates: dict[str, Predicate] = {}
+        for pid, predicate in (predicates or {}).items():
+            self.register(pid, predicate)
+
+    def register(self, pid: str, predicate: Predicate) -> None:
+        if not callable(predicate):
+            raise SpecError(f"approval predicate {pid!r} must be a function (args, ctx) -> bool")
+        kept = self._predicates.get(pid)
+        if kept is not None and kept != predicate:
+            raise SpecError(
+                f"approval predicate {pid!r} is declared twice with different functions; "
+                "declare it once"
+            )
+        self._predicates[pid] = predicate
+
+    def update(self, predicates: Mapping[str, Predicate]) -> None:
+        for pid, predicate in predicates.items():
+            self.register(pid, predicate)
+
+    def __contains__(self, pid: object) -> bool:
+        return pid in self._predicates
+
+    def __len__(self) -> int:
+        return len(self._predicates)
+
+    def __getitem__(self, pid: str) -> Predicate:
+        return self._predicates[pid]
+
+    def ids(self) -> list[str]:
+        return sorted(self._predicates)
+
+    def evaluate(self, pid: str, args: Any, ctx: Any) -> bool:
+        """Is approval required? Calls the predicate; async predicates need :meth:`aevaluate`
+        (called here, their coroutine is closed and approval is required)."""
+        predicate = self._predicates.get(pid)
+        if predicate is None:
+            return True
+        try:
+            result = predicate(args, ctx)
+        except Exception:
+            return True
+        if inspect.iscoroutine(result):
+            result.close()
+            return True
+        return result if isinstance(result, bool) else True
+
+    async def aevaluate(self, pid: str, args: Any, ctx: Any) -> bool:
+        """:meth:`evaluate` for sync and ``async def`` predicates alike."""
+        predicate = self._predicates.get(pid)
+        if predicate is None:
+            return True
+        try:
+            result = predicate(args, ctx)
+            if inspect.isawaitable(result):
+                result = await result
+        except Exception:
+            return True
+        return result if isinstance(result, bool) else True
+
+    def __repr__(self) -> str:
+        return f"PredicateRegistry({self.ids()!r})"
