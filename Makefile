@@ -18,7 +18,7 @@ SERVICES := scripts/services/services
 IMPURE_CRATES := pyo3|tokio|rand|rand_core|getrandom|chrono|time|reqwest|mio|socket2
 
 .PHONY: help setup build demo test check check-rust check-python test-rust test-python \
-        services-up services-down bench golden clean
+        services-up services-down bench golden schemas clean
 
 help:
 	@echo "make demo | make test | make build | make check | make bench | make services-up | make services-down"
@@ -38,6 +38,7 @@ build: setup
 
 demo: build
 	$(PY) examples/hello.py
+	$(PY) -m examples.acme
 
 check-rust:
 	cargo fmt --all -- --check
@@ -73,6 +74,10 @@ test: build check test-rust
 
 bench: build
 	$(PY) bench/embedded.py
+
+# schemas/v1 from the Pydantic message models (a test fails when they drift).
+schemas: setup
+	$(PY) -m flowai_harness.messages --out schemas/v1
 
 golden: build
 	$(PY) tests/golden/scenarios.py

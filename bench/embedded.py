@@ -7,6 +7,9 @@
   microseconds per step, median and p95 over ``--runs`` runs (each run on a fresh thread).
 - replay: ``Runtime.replay`` of a 50-step thread (156 logged events), in memory and from a
   ``log_path`` file (the file read is included), median and p95.
+- approval: pause at a gated tool + decision + resume to the end of the run, through
+  ``Runtime.query`` and ``Runtime.respond_to_approval`` (in memory, and with ``log_path``,
+  where the gate is fsynced), minus the same one-call run without a gate.
 - peak RSS of the process.
 
 Figures depend on the machine and its load; compare runs on one machine only.
@@ -34,9 +37,14 @@ def add(args: dict[str, Any], ctx: Any) -> dict[str, int]:
     return {"sum": args["a"] + args["b"]}
 
 
+@tool("gated_add", {"a": int, "b": int}, approval="always", description="Add, once approved.")
+def gated_add(args: dict[str, Any], ctx: Any) -> dict[str, int]:
+    return {"sum": args["a"] + args["b"]}
+
+
 def runtime(log_path: str | None = None) -> Runtime:
     worker = define_specialist(
-        name="worker", model="claude-haiku-4-5", prompt="Add numbers.", tools=[add]
+        name="worker", model="claude-haiku-4-5", prompt="Add numbers.", tools=[add, gated_add]
     )
     spec = define_runtime(
         tenant=define_tenant("bench", "v1"), agents=[worker], providers={"anthropic": {}}
@@ -86,9 +94,34 @@ async def bench_replay(runs: int) -> None:
                 start = time.perf_counter_ns()
                 rt.replay("fifty").status  # noqa: B018 - reading status forces the fold result
                 samples.append((time.perf_counter_ns() - start) / 1000)
-            print(
-                f"replay 50-step thread ({replayed.lines} events, {label}): {summary(samples)}"
-            )
+            print(f"replay 50-step thread ({replayed.lines} events, {label}): {summary(samples)}")
+            rt.close()
+
+
+async def approval_run(rt: Runtime, prompt: str, thread_id: str) -> None:
+    async for event in rt.query(prompt, thread_id=thread_id):
+        if event["type"] == "approval-required":
+            rt.respond_to_approval(event["id"], "approve", approver="bench")
+
+
+async def bench_approval(runs: int) -> None:
+    gated = json.dumps({"tool": "gated_add", "args": {"a": 1, "b": 2}})
+    plain = json.dumps({"tool": "add", "args": {"a": 1, "b": 2}})
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, rt in (("in memory", runtime()), ("with log_path", runtime(tmp))):
+            for i in range(20):
+                await approval_run(rt, gated, f"warm-{i}")
+            with_gate, without = [], []
+            for i in range(runs):
+                start = time.perf_counter_ns()
+                await approval_run(rt, gated, f"g-{i}")
+                with_gate.append((time.perf_counter_ns() - start) / 1000)
+                start = time.perf_counter_ns()
+                await run(rt, plain, f"p-{i}")
+                without.append((time.perf_counter_ns() - start) / 1000)
+            extra = [g - p for g, p in zip(sorted(with_gate), sorted(without), strict=True)]
+            print(f"approval pause + decision + resume ({label}): {summary(extra)}")
+            print(f"    whole gated run ({label}): {summary(with_gate)}")
             rt.close()
 
 
@@ -99,6 +132,7 @@ def main() -> None:
     print(f"python {platform.python_version()} on {platform.machine()}, runs={args.runs}")
     asyncio.run(bench_tool_steps(args.runs))
     asyncio.run(bench_replay(args.runs))
+    asyncio.run(bench_approval(args.runs))
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(f"peak RSS: {peak_kib / 1024:.1f} MiB")
 

@@ -36,8 +36,6 @@ from .errors import (
     UnknownToolError,
     error_from_code,
 )
-from .runlog import FileRunLog, FsyncPolicy, MemoryRunLog, RunLog
-from .specs import RuntimeSpec, TestingConfig
 from .references import (
     FileReferenceStore,
     MemoryReferenceStore,
@@ -45,6 +43,8 @@ from .references import (
     ReferenceSpec,
     ReferenceStore,
 )
+from .runlog import FileRunLog, FsyncPolicy, MemoryRunLog, RunLog
+from .specs import RuntimeSpec, TestingConfig
 from .toolcall import error_body, run_tool_call, tool_result
 from .tools import ToolContext, ToolDefinition
 
@@ -126,12 +126,15 @@ class _RunState:
     """What a stream and its drive loop share. The loop must not hold the stream itself:
     that cycle kept an abandoned stream alive until the garbage collector found it."""
 
-    __slots__ = ("cancelled", "ended", "started", "waiter")
+    __slots__ = ("cancelled", "ended", "handed", "started", "waiter")
 
     def __init__(self) -> None:
         self.cancelled = False
         self.started = False
         self.ended = False
+        # A decision's step handed over before the loop got to waiting for it (decided from
+        # inside the `async for` body, say).
+        self.handed: _Step | None = None
         # Set while the run waits at an approval gate: resolved with the decision's step, or
         # with None when cancel() wakes it.
         self.waiter: asyncio.Future[_Step | None] | None = None
@@ -145,7 +148,7 @@ class EventStream:
     stream.aclose()`` (or drop it) after the ``break``.
     """
 
-    __slots__ = ("_generator", "_state", "thread_id")
+    __slots__ = ("_generator", "_iterated", "_state", "thread_id")
 
     def __init__(
         self,
@@ -156,7 +159,10 @@ class EventStream:
     ) -> None:
         self.thread_id = thread_id
         self._state = _RunState()
-        self._generator = runtime._drive(thread_id, first_input, self._state, stepped)
+        self._generator: AsyncGenerator[Event, None] | None = runtime._drive(
+            thread_id, first_input, self._state, stepped
+        )
+        self._iterated: weakref.ref[AsyncGenerator[Event, None]] | None = None
         # The loop holds the generator; when a ``break`` drops it, end the run at once. The
         # generator's own ``finally`` would wait for the event loop to close it, and a query
         # on the thread before then would be refused as busy. Not at exit: a run left
@@ -164,10 +170,23 @@ class EventStream:
         weakref.finalize(self._generator, runtime._abandon, thread_id, self._state).atexit = False
 
     def __aiter__(self) -> AsyncIterator[Event]:
-        return self._generator
+        # From here on only the loop holds the generator, so leaving the loop (`break`)
+        # releases it even while this stream object is still referenced.
+        generator = self._live()
+        self._iterated = weakref.ref(generator)
+        self._generator = None
+        return generator
 
     async def __anext__(self) -> Event:
-        return await self._generator.__anext__()
+        return await self._live().__anext__()
+
+    def _live(self) -> AsyncGenerator[Event, None]:
+        generator = self._generator
+        if generator is None and self._iterated is not None:
+            generator = self._iterated()
+        if generator is None:
+            raise StopAsyncIteration
+        return generator
 
     def cancel(self) -> None:
         """Stop the run at its next step: it ends with ``finish`` (``cancelled``). A run
@@ -182,7 +201,11 @@ class EventStream:
         return self._state.cancelled
 
     async def aclose(self) -> None:
-        await self._generator.aclose()
+        try:
+            generator = self._live()
+        except StopAsyncIteration:
+            return
+        await generator.aclose()
 
 
 class Runtime:
@@ -407,6 +430,10 @@ class Runtime:
             while stepped is not None or inputs:
                 events, effects, rejection = stepped or self._step(thread_id, inputs)
                 stepped, inputs = None, []
+                if self._engine.status(thread_id) == "awaiting-approval":
+                    # Live at the gate from now on: a decision made while the consumer
+                    # handles these events comes to this stream.
+                    self._waiting[thread_id] = state
                 for event in events:
                     kind = event["type"]
                     if kind in _INTERNAL_EVENTS:
@@ -431,17 +458,25 @@ class Runtime:
                 # tools that ran are logged before the cancellation.
                 if state.cancelled:
                     inputs.append(self._cancel_input(thread_id))
-                elif not inputs and self._engine.status(thread_id) == "awaiting-approval":
+                elif not inputs and (
+                    state.handed is not None
+                    or self._engine.status(thread_id) == "awaiting-approval"
+                ):
                     stepped = await self._await_decision(thread_id, state)
                     if stepped is None:  # woken by cancel()
                         inputs.append(self._cancel_input(thread_id))
         finally:
             self._abandon(thread_id, state)
+            if self._waiting.get(thread_id) is state:
+                del self._waiting[thread_id]
 
     async def _await_decision(self, thread_id: str, state: _RunState) -> _Step | None:
         """Wait at the gate for ``respond_to_approval`` (or ``cancel()``), feeding the engine
         the time when the approval's deadline passes. No thread sleeps per approval: one
         timer per waiting stream, set from the engine's deadline."""
+        if state.handed is not None:
+            handed, state.handed = state.handed, None
+            return handed
         waiter: asyncio.Future[_Step | None] = asyncio.get_running_loop().create_future()
         state.waiter = waiter
         self._waiting[thread_id] = state
@@ -458,8 +493,6 @@ class Runtime:
                     # Woken a hair early: the engine says the deadline is still ahead.
         finally:
             state.waiter = None
-            if self._waiting.get(thread_id) is state:
-                del self._waiting[thread_id]
 
     def _expire(self, thread_id: str) -> _Step | None:
         """Feed the engine the time if the thread's approval deadline passed."""
@@ -478,9 +511,12 @@ class Runtime:
     def _hand_over(self, thread_id: str, stepped: _Step) -> bool:
         """Give a step to the stream of this process waiting at the thread's gate, if any."""
         state = self._waiting.get(thread_id)
-        if state is None or state.waiter is None or state.waiter.done():
+        if state is None or state.ended:
             return False
-        state.waiter.set_result(stepped)
+        if state.waiter is not None and not state.waiter.done():
+            state.waiter.set_result(stepped)
+        else:
+            state.handed = stepped
         return True
 
     async def _run_effect(self, effect: bytes) -> bytes | None:
@@ -500,6 +536,8 @@ class Runtime:
         """End a run its stream left mid-way (break, aclose, an exception in the consumer)
         in the log, so the thread does not stay busy. Idempotent. A run paused at an approval
         gate is left paused: it may be decided later, from this process or another."""
+        if self._waiting.get(thread_id) is state:
+            del self._waiting[thread_id]
         if self._engine.status(thread_id) == "awaiting-approval":
             return
         if state.started and not state.ended:
@@ -516,9 +554,7 @@ class Runtime:
             "tenant": check["tenant"],
             "services": self._services,
         }
-        required = await self.spec.predicates.aevaluate(
-            payload["predicate"], payload["args"], ctx
-        )
+        required = await self.spec.predicates.aevaluate(payload["predicate"], payload["args"], ctx)
         return self._envelope(
             "flowai.v1.ApprovalCheckResult",
             check["thread_id"],
@@ -555,8 +591,12 @@ class Runtime:
                 answer["output"] = output
             except Exception as exc:
                 answer["error"] = error_body("action dispatcher", exc)
-        return tool_result(step | {"payload": {"tool": "executePlan"}}, answer,
-                           id=f"{self._id_prefix}-{next(self._ids)}", ts=_now_ms())
+        return tool_result(
+            step | {"payload": {"tool": "executePlan"}},
+            answer,
+            id=f"{self._id_prefix}-{next(self._ids)}",
+            ts=_now_ms(),
+        )
 
     def _reference_tool(self, invocation: dict[str, Any], which: str) -> bytes:
         """Answer the executor's built-in resolveRef / glimpseRef from the reference store."""
@@ -588,12 +628,11 @@ class Runtime:
         if builtin is not None:
             return self._reference_tool(invocation, builtin)
         tool = self._tools[name]
-        payload = await run_tool_call(
-            tool, invocation, self._services, references=self._references
-        )
+        payload = await run_tool_call(tool, invocation, self._services, references=self._references)
         return tool_result(
             invocation, payload, id=f"{self._id_prefix}-{next(self._ids)}", ts=_now_ms()
         )
+
 
 def _thread_of_approval(approval_id: str) -> str | None:
     """The thread an approval id names (`appr:{thread}/{run}/{call}`), or None."""
