@@ -5,6 +5,7 @@ callbacks (``define_tool``), and ``create_runtime`` runs them on the embedded en
 """
 
 from ._version import __version__
+from .approvals import ApprovalOverrides, ApprovalPolicies
 from .errors import (
     CorruptedLogError,
     FlowaiError,
@@ -32,10 +33,23 @@ from .specs import (
     define_specialist,
     define_tenant,
 )
+from .plans import PlanSpec, TaggedUnion, define_plan
+from .prompts import LayeredPrompt, layered_prompt
+from .references import ReferenceSpec, define_reference, glimpse
 from .tools import ToolContext, ToolDefinition, define_tool
 
 __all__ = [
     "AgentSpec",
+    "ApprovalOverrides",
+    "ApprovalPolicies",
+    "LayeredPrompt",
+    "PlanSpec",
+    "ReferenceSpec",
+    "TaggedUnion",
+    "define_plan",
+    "define_reference",
+    "glimpse",
+    "layered_prompt",
     "CorruptedLogError",
     "EventStream",
     "FlowaiError",
