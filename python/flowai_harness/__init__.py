@@ -1,16 +1,24 @@
 """flowai-harness: safe, observable, durable data agents over a Rust engine.
 
 The public API. Agents are described with Pydantic specs (``define_*``), tools are Python
-callbacks (``define_tool``), and ``create_runtime`` runs them on the embedded engine.
+callbacks (``define_tool``), and ``create_runtime`` runs them on the embedded engine;
+``connect`` talks to the same runtime running as a service on Kafka.
 """
 
 from ._version import __version__
 from .approvals import ApprovalOverrides, ApprovalPolicies
+from .client import Client, RemoteEventStream, connect
 from .errors import (
+    ApprovalAlreadyResolvedError,
     CorruptedLogError,
+    DuplicateVariantError,
     FlowaiError,
+    InvalidPlanError,
     MissingToolHandlerError,
+    PlanTransitionError,
     ProviderUnavailableError,
+    ReferenceNotFoundError,
+    ReferenceValidationError,
     ReplayDivergenceError,
     ReplayError,
     RetryableToolError,
@@ -18,8 +26,14 @@ from .errors import (
     ThreadBusyError,
     ToolError,
     UnknownAgentError,
+    UnknownApprovalError,
+    UnknownApprovalTargetError,
+    UnknownReferenceKindError,
     UnknownThreadError,
 )
+from .plans import PlanSpec, TaggedUnion, define_plan
+from .prompts import LayeredPrompt, layered_prompt
+from .references import ReferenceHandle, ReferenceSpec, define_reference, glimpse
 from .runtime import EventStream, ReplayResult, Runtime, create_runtime
 from .specs import (
     AgentSpec,
@@ -33,28 +47,29 @@ from .specs import (
     define_specialist,
     define_tenant,
 )
-from .plans import PlanSpec, TaggedUnion, define_plan
-from .prompts import LayeredPrompt, layered_prompt
-from .references import ReferenceSpec, define_reference, glimpse
 from .tools import ToolContext, ToolDefinition, define_tool
 
 __all__ = [
     "AgentSpec",
+    "ApprovalAlreadyResolvedError",
     "ApprovalOverrides",
     "ApprovalPolicies",
-    "LayeredPrompt",
-    "PlanSpec",
-    "ReferenceSpec",
-    "TaggedUnion",
-    "define_plan",
-    "define_reference",
-    "glimpse",
-    "layered_prompt",
+    "Client",
     "CorruptedLogError",
+    "DuplicateVariantError",
     "EventStream",
     "FlowaiError",
+    "InvalidPlanError",
+    "LayeredPrompt",
     "MissingToolHandlerError",
+    "PlanSpec",
+    "PlanTransitionError",
     "ProviderUnavailableError",
+    "ReferenceHandle",
+    "ReferenceNotFoundError",
+    "ReferenceSpec",
+    "ReferenceValidationError",
+    "RemoteEventStream",
     "ReplayDivergenceError",
     "ReplayError",
     "ReplayResult",
@@ -62,6 +77,7 @@ __all__ = [
     "Runtime",
     "RuntimeSpec",
     "SpecError",
+    "TaggedUnion",
     "TenantIdentity",
     "TestingConfig",
     "ThreadBusyError",
@@ -69,14 +85,22 @@ __all__ = [
     "ToolDefinition",
     "ToolError",
     "UnknownAgentError",
+    "UnknownApprovalError",
+    "UnknownApprovalTargetError",
+    "UnknownReferenceKindError",
     "UnknownThreadError",
     "__version__",
+    "connect",
     "create_runtime",
     "define_coordinator",
     "define_executor",
+    "define_plan",
     "define_planner",
+    "define_reference",
     "define_runtime",
     "define_specialist",
     "define_tenant",
     "define_tool",
+    "glimpse",
+    "layered_prompt",
 ]

@@ -54,6 +54,7 @@ def _mapped(fn: Callable[P, R]) -> Callable[P, R]:
 
 
 compile_spec = _mapped(_internal.compile_spec)
+validate_json = _mapped(_internal.validate_json)
 
 
 def replay(log: bytes, *, path: str | None = None) -> _internal.Replay:

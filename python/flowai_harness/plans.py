@@ -30,7 +30,7 @@ import orjson
 import pydantic
 
 from .errors import DuplicateVariantError, InvalidPlanError, InvalidSchemaError, SpecError
-from .tools import NAME_PATTERN
+from .tools import check_name
 
 __all__ = ["PlanSpec", "TaggedUnion", "TaggedUnionInfo", "define_plan"]
 
@@ -81,8 +81,6 @@ def _tags(model: object, discriminator: str) -> tuple[str, ...]:
     if not (isinstance(model, type) and issubclass(model, pydantic.BaseModel)):
         raise SpecError(f"TaggedUnion: {model!r} is not a Pydantic model class")
     field = model.model_fields.get(discriminator)
-    if field is None:
-        field = next((f for f in model.model_fields.values() if f.alias == discriminator), None)
     if field is None or typing.get_origin(field.annotation) is not Literal:
         raise SpecError(
             f"TaggedUnion: {model.__name__} needs a field {discriminator}: Literal['...'] "
@@ -102,7 +100,7 @@ class PlanSpec:
     """A kind of plan. Build it with :func:`define_plan`."""
 
     name: str
-    schema: dict[str, Any]
+    schema: dict[str, Any] = dataclasses.field(repr=False)
     discriminator: str = DEFAULT_DISCRIMINATOR
     display_aliases: tuple[str, ...] = ()
     # The Pydantic model the schema came from, for typed reading of plan bodies.
@@ -133,11 +131,7 @@ def define_plan(name: str, schema: Any, display_aliases: Iterable[str] = ()) -> 
     array; each action names its kind in the discriminator field (the TaggedUnion's, else
     ``kind``). ``display_aliases`` are other names people use for this plan.
     """
-    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
-        raise SpecError(
-            f"plan name {name!r} is not valid: use 1-64 letters, digits, '_' or '-', "
-            "starting with a letter or '_'"
-        )
+    check_name("plan", name)
     aliases = _aliases(name, display_aliases)
     model: type[pydantic.BaseModel] | None = None
     if isinstance(schema, type) and issubclass(schema, pydantic.BaseModel):

@@ -46,7 +46,7 @@ from .errors import (
     SpecError,
     UnknownReferenceKindError,
 )
-from .tools import NAME_PATTERN
+from .tools import check_name
 
 __all__ = [
     "FileReferenceStore",
@@ -161,17 +161,12 @@ class ReferenceSpec:
 
     def validate(self, value: Any) -> Any:
         """``value`` checked against the schema, as its JSON form (what the store keeps)."""
-        if self.adapter is not None:
-            try:
-                typed = self.adapter.validate_python(value)
-            except pydantic.ValidationError as exc:
-                raise ReferenceValidationError(
-                    f"reference {self.name!r}: the value does not match its schema: "
-                    f"{_violations(exc)}",
-                    details={"errors": exc.errors(include_url=False, include_context=False)},
-                ) from None
-            json_value = self.adapter.dump_python(typed, mode="json")
-        else:
+        return self.check(value)[1]
+
+    def check(self, value: Any) -> tuple[Any, Any]:
+        """``value`` checked against the schema: (the typed value, its JSON form). Without a
+        Python type behind the schema both are the JSON form."""
+        if self.adapter is None:
             try:
                 json_value = to_json_safe(value)
             except TypeError as exc:
@@ -179,12 +174,21 @@ class ReferenceSpec:
                     f"reference {self.name!r}: the value is not JSON: {exc}"
                 ) from None
             _check_with_engine(self, json_value)
-        return json_value
+            return json_value, json_value
+        try:
+            typed = self.adapter.validate_python(value)
+        except pydantic.ValidationError as exc:
+            raise ReferenceValidationError(
+                f"reference {self.name!r}: the value does not match its schema: {_violations(exc)}",
+                details={"errors": exc.errors(include_url=False, include_context=False)},
+            ) from None
+        return typed, self.adapter.dump_python(typed, mode="json")
 
-    def summarize(self, value: Any, json_value: Any) -> Any:
-        """The glimpse of a value: the kind's glimpse function, else :func:`glimpse`."""
+    def summarize(self, typed: Any, json_value: Any) -> Any:
+        """The glimpse of a checked value: the kind's glimpse function (given the typed
+        value), else :func:`glimpse` of the JSON form."""
         if self.glimpse is not None:
-            return to_json_safe(self.glimpse(value), lenient=True)
+            return to_json_safe(self.glimpse(typed), lenient=True)
         return _default_glimpse(json_value)
 
     def __eq__(self, other: object) -> bool:
@@ -205,21 +209,11 @@ def _violations(exc: pydantic.ValidationError) -> str:
 
 
 def _check_with_engine(spec: ReferenceSpec, json_value: Any) -> None:
-    """Check a value against a JSON Schema dict with the engine's own validator.
-
-    Only the engine knows the schema subset, and the same logic written twice would drift;
-    a build of the extension without ``validate_json`` leaves the check to the engine's
-    spec compile (the schema) and to readers of the value.
-    """
+    """Check a value against a JSON Schema dict with the engine's own validator (only the
+    engine knows the schema subset; the same logic written twice would drift)."""
+    native = importlib.import_module("flowai_harness._native")
     try:
-        native = importlib.import_module("flowai_harness._native")
-    except ImportError:
-        return
-    validate = getattr(native, "validate_json", None)
-    if validate is None:
-        return
-    try:
-        validate(orjson.dumps(spec.schema), orjson.dumps(json_value))
+        native.validate_json(orjson.dumps(spec.schema), orjson.dumps(json_value))
     except FlowaiError as exc:
         raise ReferenceValidationError(
             f"reference {spec.name!r}: the value does not match its schema: {exc.message}"
@@ -239,11 +233,7 @@ def define_reference(
     store keeps it). ``glimpse`` turns a value into the short summary a model sees; by
     default :func:`glimpse`.
     """
-    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
-        raise SpecError(
-            f"reference name {name!r} is not valid: use 1-64 letters, digits, '_' or '-', "
-            "starting with a letter or '_'"
-        )
+    check_name("reference", name)
     if ttl_ms is not None and (isinstance(ttl_ms, bool) or not isinstance(ttl_ms, int)):
         raise SpecError(f"reference {name!r}: ttl_ms must be an int of milliseconds or None")
     if ttl_ms is not None and ttl_ms < 1:
@@ -398,9 +388,9 @@ class _StoreBase:
         self, tenant: str, spec: ReferenceSpec, value: Any, glimpse: Any = None
     ) -> dict[str, Any]:
         _check_tenant(tenant)
-        json_value = spec.validate(value)
+        typed, json_value = spec.check(value)
         summary = (
-            spec.summarize(value, json_value)
+            spec.summarize(typed, json_value)
             if glimpse is None
             else to_json_safe(glimpse, lenient=True)
         )
@@ -463,9 +453,6 @@ class MemoryReferenceStore(_StoreBase):
 
     def _delete(self, tenant: str, ref_id: str) -> None:
         self._entries.pop((tenant, ref_id), None)
-
-    def __len__(self) -> int:
-        return len(self._entries)
 
 
 class FileReferenceStore(_StoreBase):

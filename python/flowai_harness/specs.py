@@ -700,7 +700,7 @@ def _check_approval_names(
     overrides: ApprovalOverrides, agents: Iterable[AgentSpec], tools: Iterable[ToolDefinition]
 ) -> None:
     agent_names = {agent.name for agent in agents}
-    tool_names = {tool.name for tool in tools} | set(_BUILTIN_DESCRIPTIONS) - {"call_agent"}
+    tool_names = {tool.name for tool in tools} | set(_BUILTIN_DESCRIPTIONS)
     problems = []
     if unknown := sorted(set(overrides.agents) - agent_names):
         problems.append(

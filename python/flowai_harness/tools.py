@@ -35,6 +35,7 @@ __all__ = [
     "SchemaInput",
     "ToolContext",
     "ToolDefinition",
+    "check_name",
     "define_tool",
 ]
 
@@ -187,12 +188,18 @@ def define_tool(
     )
 
 
-def _check_name(name: object) -> None:
+def check_name(what: str, name: object) -> str:
+    """``name`` if it is a valid tool, plan or reference name, else a SpecError."""
     if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         raise SpecError(
-            f"tool name {name!r} is not valid: use 1-64 letters, digits, '_' or '-', "
+            f"{what} name {name!r} is not valid: use 1-64 letters, digits, '_' or '-', "
             "starting with a letter or '_'"
         )
+    return name
+
+
+def _check_name(name: object) -> None:
+    check_name("tool", name)
     if name in RESERVED_TOOL_NAMES:
         raise SpecError(f"tool name {name!r} is reserved for a built-in tool; choose another name")
 

@@ -2,26 +2,36 @@
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
+import importlib
 import pickle
 import sys
 import types
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import pydantic
 import pytest
 
+from flowai_harness.approvals import ApprovalOverrides, ApprovalPatch, ApprovalPolicies
 from flowai_harness.errors import (
     CoordinatorWithoutRoutesError,
     DuplicateToolError,
     FlowaiError,
+    InvalidSchemaError,
     SpecError,
+    UnknownApprovalTargetError,
 )
+from flowai_harness.plans import TaggedUnion, define_plan
+from flowai_harness.prompts import layered_prompt
+from flowai_harness.references import ReferenceHandle, define_reference
 from flowai_harness.specs import (
     AgentSpec,
     RuntimeSpec,
     TenantIdentity,
     TestingConfig,
+    agent_tool_rows,
     define_coordinator,
     define_executor,
     define_planner,
@@ -496,3 +506,388 @@ def test_testing_config_takes_only_keywords_and_is_frozen() -> None:
     config = TestingConfig(mock_response="x")
     with pytest.raises(AttributeError, match="frozen"):
         config.mock_response = "y"
+
+
+# --- approvals, prompts, plans and references in the spec ----------------------------------
+
+
+def over_100(args: Any, ctx: Any) -> bool:
+    return bool(args["amount"] > 100)
+
+
+def is_weekend(args: Any, ctx: Any) -> bool:
+    return False
+
+
+def test_agent_approval_keywords() -> None:
+    pay = define_tool("pay", {"amount": int})
+
+    agent = define_executor(
+        "executor",
+        model=MODEL,
+        prompt="Run plans.",
+        tools=[pay],
+        approval={"tools": "always"},
+        tool_approvals={"pay": over_100, "resolveRef": "never"},
+        approval_timeout=datetime.timedelta(minutes=5),
+    )
+
+    assert agent.approval == ApprovalPatch(tools="always")
+    assert agent.tool_approvals == (("pay", over_100), ("resolveRef", "never"))
+    assert agent.approval_timeout_ms == 300_000
+    declaration = agent.declaration()
+    assert {
+        key: declaration[key] for key in ("approval", "tool_approvals", "approval_timeout_ms")
+    } == {
+        "approval": {"plans": "default", "tools": "always"},
+        "tool_approvals": {"pay": {"predicate": "agent:executor:tool:pay"}, "resolveRef": "never"},
+        "approval_timeout_ms": 300_000,
+    }
+    assert agent.predicates() == {"agent:executor:tool:pay": over_100}
+
+
+def test_default_approvals_leave_the_agent_declaration_as_it_was() -> None:
+    agent = define_planner("planner", model=MODEL, prompt="Plan.", approval="default")
+
+    assert set(agent.declaration()) == {
+        "name",
+        "role",
+        "model",
+        "provider",
+        "prompt",
+        "routes",
+        "tools",
+        "max_turns",
+        "description",
+    }
+    assert agent.predicates() == {}
+
+
+@pytest.mark.parametrize(
+    ("approval", "expected"),
+    [
+        ("always", {"plans": "always", "tools": "always"}),
+        (
+            over_100,
+            {"plans": {"predicate": "agent:a:plans"}, "tools": {"predicate": "agent:a:tools"}},
+        ),
+        ({"plans": "never"}, {"plans": "never", "tools": "default"}),
+    ],
+)
+def test_agent_approval_forms(approval: Any, expected: dict[str, Any]) -> None:
+    agent = define_specialist("a", model=MODEL, prompt="p", approval=approval)
+
+    assert agent.declaration()["approval"] == expected
+
+
+@pytest.mark.parametrize(
+    ("seconds", "ms"),
+    [(30, 30_000), (0.25, 250), (0.0001, 1), (datetime.timedelta(hours=1), 3_600_000)],
+)
+def test_approval_timeouts_are_milliseconds(seconds: Any, ms: int) -> None:
+    agent = define_specialist("a", model=MODEL, prompt="p", approval_timeout=seconds)
+
+    assert agent.approval_timeout_ms == ms
+
+
+@pytest.mark.parametrize(
+    "timeout", [0, -1, float("inf"), float("nan"), True, "30", datetime.timedelta()]
+)
+def test_bad_approval_timeouts(timeout: Any) -> None:
+    with pytest.raises(SpecError, match="agent 'a': approval_timeout must be"):
+        define_specialist("a", model=MODEL, prompt="p", approval_timeout=timeout)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"approval": "sometimes"}, SpecError, "agent 'a': approval: an approval rule"),
+        ({"approval": {"tool": "always"}}, SpecError, "unknown approval channel 'tool'"),
+        ({"tool_approvals": ["pay"]}, SpecError, "tool_approvals must be a mapping"),
+        ({"tool_approvals": {"pay": "default"}}, SpecError, r"tool_approvals\['pay'\]"),
+        (
+            {"tool_approvals": {"refund": "always", "storePlan": "always"}},
+            UnknownApprovalTargetError,
+            r"tool_approvals names 'refund', 'storePlan', not one of its tools \(getPlan, pay\)",
+        ),
+    ],
+)
+def test_bad_agent_approvals(kwargs: dict[str, Any], error: type[Exception], match: str) -> None:
+    pay = define_tool("pay", {"amount": int})
+
+    with pytest.raises(error, match=match):
+        define_specialist("a", model=MODEL, prompt="p", tools=[pay], **kwargs)
+
+
+def test_unknown_approval_targets_are_spec_errors() -> None:
+    assert issubclass(UnknownApprovalTargetError, SpecError)
+    assert UnknownApprovalTargetError.code == "SPEC_UNKNOWN_APPROVAL_TARGET"
+
+
+def test_a_layered_prompt_is_an_agent_prompt() -> None:
+    prompt = layered_prompt(identity="You plan restocks.")
+
+    agent = define_planner("planner", model=MODEL, prompt=prompt)
+
+    assert agent.prompt is prompt
+    assert agent.prompt_text == "# Identity\nYou plan restocks."
+    assert agent.declaration()["prompt"] == "# Identity\nYou plan restocks."
+    assert agent.declaration(prompt="rendered")["prompt"] == "rendered"
+
+
+class Reorder(pydantic.BaseModel):
+    kind: Literal["reorder_products"]
+    products: ReferenceHandle
+
+
+class Hold(pydantic.BaseModel):
+    kind: Literal["hold_inventory"]
+    products: ReferenceHandle
+
+
+class ReorderPlan(pydantic.BaseModel):
+    actions: list[TaggedUnion(Reorder, Hold)]  # type: ignore[valid-type]
+
+
+REORDER = define_plan("reorder", ReorderPlan, display_aliases=["Reorder plan"])
+PRODUCT_SET = define_reference("product_set", {"type": "array"}, ttl_ms=60_000)
+
+
+def acme_agents(**executor: Any) -> list[AgentSpec]:
+    pay = define_tool("pay", {"amount": int}, approval=over_100)
+    delete_rows = define_tool("delete_rows", {"table": str})
+    return [
+        define_coordinator("boss", model=MODEL, prompt="Route.", routes=["planner", "executor"]),
+        define_planner(
+            "planner",
+            model=MODEL,
+            prompt=layered_prompt(identity="You plan.", safety="Ask first."),
+            tools=[delete_rows],
+        ),
+        define_executor(
+            "executor", model=MODEL, prompt="Execute.", tools=[pay, delete_rows], **executor
+        ),
+    ]
+
+
+def test_define_runtime_sends_plans_references_and_approvals(native: FakeNative) -> None:
+    runtime = define_runtime(
+        ("acme", "v1"),
+        agents=acme_agents(tool_approvals={"pay": "always"}),
+        providers={"anthropic": {}},
+        plans=[REORDER],
+        references=[PRODUCT_SET],
+        approval_policies=ApprovalPolicies(tools=is_weekend),
+        approval_overrides=ApprovalOverrides(
+            agents={"executor": {"tools": "always"}}, tools={"delete_rows": "always"}
+        ),
+        approval_timeout=120,
+    )
+
+    sent = orjson.loads(native.sent[0])
+    assert sent["plans"] == [REORDER.declaration()]
+    assert sent["references"] == [
+        {"name": "product_set", "schema": {"type": "array"}, "ttl_ms": 60_000}
+    ]
+    assert sent["approvals"] == {
+        "policies": {"plans": "always", "tools": {"predicate": "policy:tools"}},
+        "overrides": {
+            "agents": {"executor": {"plans": "default", "tools": "always"}},
+            "tools": {"delete_rows": "always"},
+        },
+    }
+    assert sent["approval_timeout_ms"] == 120_000
+    assert sent["tools"][0] == {
+        "name": "delete_rows",
+        "description": "",
+        "input_schema": sent["tools"][0]["input_schema"],
+        "output_schema": None,
+        "approval": "default",
+    }
+    assert sent["tools"][1]["approval"] == {"predicate": "tool:pay"}
+    assert runtime.plans == (REORDER,)
+    assert runtime.references == (PRODUCT_SET,)
+    assert runtime.plan("reorder") is REORDER
+    assert runtime.reference("product_set") is PRODUCT_SET
+    assert runtime.plan("other") is None
+    assert runtime.predicates.ids() == ["policy:tools", "tool:pay"]
+    assert runtime.predicates.evaluate("tool:pay", {"amount": 101}, {}) is True
+
+
+def test_a_spec_without_the_new_features_sends_no_new_keys(native: FakeNative) -> None:
+    runtime = define_runtime(("acme", "v1"), agents=two_agents(), providers={})
+
+    assert set(orjson.loads(native.sent[0])) == {"tenant", "agents", "tools", "providers"}
+    assert (runtime.plans, runtime.references, len(runtime.predicates)) == ((), (), 0)
+
+
+def test_a_layered_prompt_gets_the_agents_tools_and_their_rules(native: FakeNative) -> None:
+    define_runtime(
+        ("acme", "v1"),
+        agents=acme_agents(),
+        providers={"anthropic": {}},
+        approval_overrides=ApprovalOverrides(tools={"delete_rows": over_100}),
+    )
+
+    planner = orjson.loads(native.sent[0])["agents"][1]
+    assert planner["prompt"] == (
+        "# Identity\nYou plan.\n\n"
+        "# Tools\n"
+        "| tool | description | approval |\n"
+        "| --- | --- | --- |\n"
+        "| delete_rows |  | dynamic |\n"
+        "| getPlan | Read a stored plan and its status (planId). | never |\n"
+        "| storePlan | Store a plan (specName, planId, body); it waits for approval if needed. "
+        "| always |\n\n"
+        "# Safety\nAsk first."
+    )
+    assert orjson.loads(native.sent[0])["agents"][2]["prompt"] == "Execute."
+
+
+def test_agent_tool_rows_follow_the_engines_precedence() -> None:
+    executor = acme_agents(
+        approval={"tools": "always", "plans": "never"}, tool_approvals={"pay": "never"}
+    )[2]
+
+    rows = {
+        row["name"]: row["approval"]
+        for row in agent_tool_rows(
+            executor, ApprovalPolicies(), ApprovalOverrides(tools={"getPlan": "always"})
+        )
+    }
+
+    assert rows == {
+        "pay": "never",  # the agent's tool_approvals beat the tool's predicate
+        "delete_rows": "always",  # the agent's tools channel
+        "getPlan": "never",  # answered by the engine, never gated
+        "executePlan": "never",
+        "resolveRef": "always",
+        "glimpseRef": "always",
+    }
+    coordinator = acme_agents()[0]
+    assert [row["name"] for row in agent_tool_rows(coordinator)] == ["call_agent", "getPlan"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        (
+            ApprovalOverrides(agents={"ghost": "always"}),
+            r"unknown agents 'ghost' \(the agents are boss",
+        ),
+        (ApprovalOverrides(tools={"refund": "always", "pay": "never"}), r"unknown tools 'refund'"),
+        (
+            ApprovalOverrides(agents={"a1": "always"}, tools={"t1": "always"}),
+            "unknown agents 'a1'.* and tools 't1'",
+        ),
+    ],
+)
+def test_overrides_must_name_declared_agents_and_tools(
+    native: FakeNative, overrides: ApprovalOverrides, match: str
+) -> None:
+    with pytest.raises(UnknownApprovalTargetError, match=match):
+        define_runtime(
+            ("acme", "v1"), agents=acme_agents(), providers={}, approval_overrides=overrides
+        )
+    assert native.sent == []
+
+
+def test_overrides_may_name_built_in_tools(native: FakeNative) -> None:
+    define_runtime(
+        ("acme", "v1"),
+        agents=acme_agents(),
+        providers={},
+        approval_overrides=ApprovalOverrides(tools={"resolveRef": "always"}),
+    )
+
+    assert orjson.loads(native.sent[0])["approvals"]["overrides"]["tools"] == {
+        "resolveRef": "always"
+    }
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"plans": REORDER}, "plans must be a list, got PlanSpec"),
+        ({"plans": [ReorderPlan]}, r"plans holds ModelMetaclass .*define_plan"),
+        ({"plans": [REORDER, REORDER]}, "two plans are named 'reorder'"),
+        ({"references": [PRODUCT_SET, PRODUCT_SET]}, "two references are named 'product_set'"),
+        ({"references": ["product_set"]}, "references holds str"),
+        ({"approval_policies": {"plans": "never"}}, "approval_policies must be ApprovalPolicies"),
+        ({"approval_overrides": {"tools": {}}}, "approval_overrides must be ApprovalOverrides"),
+        ({"approval_timeout": -5}, "runtime: approval_timeout must be a finite time > 0"),
+    ],
+)
+def test_define_runtime_rejects_bad_new_arguments(
+    native: FakeNative, kwargs: dict[str, Any], match: str
+) -> None:
+    with pytest.raises(SpecError, match=match):
+        define_runtime(("acme", "v1"), agents=two_agents(), providers={}, **kwargs)
+    assert native.sent == []
+
+
+def test_one_tool_with_two_predicates_is_two_definitions(native: FakeNative) -> None:
+    first = define_tool("pay", {"amount": int}, approval=over_100)
+    second = define_tool("pay", {"amount": int}, approval=is_weekend)
+
+    with pytest.raises(DuplicateToolError, match="tool 'pay' has two different definitions"):
+        define_runtime(("acme", "v1"), agents=two_agents(first, second), providers={})
+
+
+# --- the same, against the real engine ------------------------------------------------------
+
+
+@pytest.fixture
+def issue3_engine() -> Any:
+    """The real engine, once it accepts the plan, reference and approval fields."""
+    native = pytest.importorskip("flowai_harness._native")
+    probe = {
+        "tenant": {"resource_id": "acme", "version": "v1"},
+        "agents": [{"name": "a", "role": "specialist", "model": MODEL, "prompt": "p"}],
+        "providers": ["anthropic"],
+        "plans": [],
+        "references": [],
+        "approvals": {"policies": {"plans": "always", "tools": "never"}},
+        "approval_timeout_ms": None,
+    }
+    try:
+        native.compile_spec(orjson.dumps(probe))
+    except SpecError as exc:
+        pytest.skip(f"this build of the engine does not take issue-3 spec fields yet: {exc}")
+    return native
+
+
+@pytest.mark.usefixtures("issue3_engine")
+def test_engine_compiles_plans_references_and_approvals() -> None:
+    runtime = define_runtime(
+        ("acme", "v1"),
+        agents=acme_agents(tool_approvals={"pay": "always"}, approval_timeout=30),
+        providers={"anthropic": {}},
+        plans=[REORDER],
+        references=[PRODUCT_SET, define_reference("product", ReferenceHandle)],
+        approval_policies=ApprovalPolicies(tools=is_weekend),
+        approval_overrides=ApprovalOverrides(agents={"executor": {"tools": "always"}}),
+        approval_timeout=120,
+    )
+
+    compiled = orjson.loads(runtime.compiled)
+    assert [plan["name"] for plan in compiled["plans"]] == ["reorder"]
+    assert compiled["approval_timeout_ms"] == 120_000
+    executor = next(agent for agent in compiled["agents"] if agent["name"] == "executor")
+    assert executor["approval_timeout_ms"] == 30_000
+    assert executor["tool_approvals"] == {"pay": "always"}
+
+
+@pytest.mark.usefixtures("issue3_engine")
+def test_engine_rejects_a_plan_without_actions_too() -> None:
+    spec = spec_document(
+        define_tenant("acme", "v1"),
+        [define_specialist("a", model=MODEL, prompt="p")],
+        [],
+        ["anthropic"],
+        plans=[dataclasses.replace(REORDER, schema={"type": "object"})],
+    )
+    native = importlib.import_module("flowai_harness._native")
+
+    with pytest.raises(InvalidSchemaError, match="plan `reorder` has no top-level `actions` array"):
+        native.compile_spec(orjson.dumps(spec))

@@ -34,6 +34,12 @@ fn compile_spec<'py>(py: Python<'py>, spec: &[u8]) -> PyResult<Bound<'py, PyByte
     Ok(PyBytes::new(py, &spec.to_json()))
 }
 
+/// Check a JSON value against a JSON Schema with the engine's validator.
+#[pyfunction]
+fn validate_json(schema: &[u8], value: &[u8]) -> PyResult<()> {
+    flowai_engine::schema::check_json(schema, value).map_err(to_py)
+}
+
 /// Fold a newline-separated run log into fresh thread states (no spec, no decisions).
 #[pyfunction]
 fn replay(log: &[u8]) -> PyResult<Replay> {
@@ -182,5 +188,6 @@ fn _internal(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Replay>()?;
     m.add_function(wrap_pyfunction!(compile_spec, m)?)?;
     m.add_function(wrap_pyfunction!(replay, m)?)?;
+    m.add_function(wrap_pyfunction!(validate_json, m)?)?;
     Ok(())
 }

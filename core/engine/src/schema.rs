@@ -74,6 +74,29 @@ impl fmt::Display for Violation {
 }
 
 /// Joins violations into one sentence for an error message.
+/// Check JSON `value` against JSON Schema `schema` (both as bytes): the validator the engine
+/// uses for tool arguments, for callers outside the engine (e.g. reference values).
+pub fn check_json(schema: &[u8], value: &[u8]) -> crate::error::Result<()> {
+    use crate::error::{EngineError, ErrorCode};
+    let schema: Value = serde_json::from_slice(schema).map_err(|e| {
+        EngineError::new(
+            ErrorCode::SpecInvalidSchema,
+            format!("the schema is not JSON: {e}"),
+        )
+    })?;
+    let schema =
+        Schema::compile(&schema).map_err(|m| EngineError::new(ErrorCode::SpecInvalidSchema, m))?;
+    let value: Value = serde_json::from_slice(value).map_err(|e| {
+        EngineError::new(
+            ErrorCode::InputMalformed,
+            format!("the value is not JSON: {e}"),
+        )
+    })?;
+    schema
+        .validate(&value)
+        .map_err(|violations| EngineError::new(ErrorCode::InputMalformed, describe(&violations)))
+}
+
 pub fn describe(violations: &[Violation]) -> String {
     let mut out = String::from("arguments do not match the schema");
     for (i, v) in violations.iter().enumerate() {
