@@ -321,13 +321,13 @@ impl Engine {
             ));
         }
         let run_id = format!("run-{}", thread.runs + 1);
-        let mut d = Decider {
-            spec: &self.spec,
-            interpreter: &self.interpreter,
+        let mut d = Decider::new(
+            &self.spec,
+            &self.interpreter,
             thread,
-            outputs: &mut self.outputs,
+            &mut self.outputs,
             cause,
-        };
+        );
         d.emit(Event::RunStart {
             run_id,
             agent: agent_name,
@@ -393,13 +393,13 @@ impl Engine {
             (Some(error), _) => Err((error.code, error.message)),
             (None, output) => Ok(output.map(one_line).unwrap_or_else(json_null)),
         };
-        let mut d = Decider {
-            spec: &self.spec,
-            interpreter: &self.interpreter,
+        let mut d = Decider::new(
+            &self.spec,
+            &self.interpreter,
             thread,
-            outputs: &mut self.outputs,
+            &mut self.outputs,
             cause,
-        };
+        );
         for event in emitted {
             d.emit(event);
         }
@@ -437,13 +437,13 @@ impl Engine {
             .get_mut(&envelope.thread_id)
             .ok_or_else(|| unknown_approval(&payload.approval_id))?;
         waiting_for(thread, &payload.approval_id)?;
-        let mut d = Decider {
-            spec: &self.spec,
-            interpreter: &self.interpreter,
+        let mut d = Decider::new(
+            &self.spec,
+            &self.interpreter,
             thread,
-            outputs: &mut self.outputs,
+            &mut self.outputs,
             cause,
-        };
+        );
         d.decide(
             payload.approval_id,
             outcome,
@@ -472,13 +472,13 @@ impl Engine {
         if cause.ts < expires_at {
             return Ok(());
         }
-        let mut d = Decider {
-            spec: &self.spec,
-            interpreter: &self.interpreter,
+        let mut d = Decider::new(
+            &self.spec,
+            &self.interpreter,
             thread,
-            outputs: &mut self.outputs,
+            &mut self.outputs,
             cause,
-        };
+        );
         d.decide(
             approval_id,
             Outcome::Reject,
@@ -533,13 +533,13 @@ impl Engine {
                 ),
             ));
         }
-        let mut d = Decider {
-            spec: &self.spec,
-            interpreter: &self.interpreter,
+        let mut d = Decider::new(
+            &self.spec,
+            &self.interpreter,
             thread,
-            outputs: &mut self.outputs,
+            &mut self.outputs,
             cause,
-        };
+        );
         if payload.required {
             d.request_approval();
         } else {
@@ -558,13 +558,13 @@ impl Engine {
                 format!("cannot resume unknown thread `{}`", envelope.thread_id),
             )
         })?;
-        let mut d = Decider {
-            spec: &self.spec,
-            interpreter: &self.interpreter,
+        let mut d = Decider::new(
+            &self.spec,
+            &self.interpreter,
             thread,
-            outputs: &mut self.outputs,
+            &mut self.outputs,
             cause,
-        };
+        );
         d.reissue();
         Ok(())
     }
@@ -593,13 +593,13 @@ impl Engine {
                 ))
             }
         };
-        let mut d = Decider {
-            spec: &self.spec,
-            interpreter: &self.interpreter,
+        let mut d = Decider::new(
+            &self.spec,
+            &self.interpreter,
             thread,
-            outputs: &mut self.outputs,
+            &mut self.outputs,
             cause,
-        };
+        );
         d.emit(Event::Finish {
             reason: FinishReason::Cancelled,
             usage,
@@ -857,7 +857,23 @@ struct Decider<'e, 'c> {
     cause: &'e Cause<'c>,
 }
 
-impl Decider<'_, '_> {
+impl<'e, 'c> Decider<'e, 'c> {
+    fn new(
+        spec: &'e Spec,
+        interpreter: &'e Interpreter,
+        thread: &'e mut Thread,
+        outputs: &'e mut VecDeque<Output>,
+        cause: &'e Cause<'c>,
+    ) -> Self {
+        Decider {
+            spec,
+            interpreter,
+            thread,
+            outputs,
+            cause,
+        }
+    }
+
     /// Log an event: fold it, then queue its encoded entry.
     fn emit(&mut self, event: Event) {
         let seq = self.thread.last_seq + 1;
