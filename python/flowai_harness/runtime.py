@@ -305,7 +305,7 @@ class Runtime:
                 f"no approval {approval_id!r} is waiting here; check the id (approvals are "
                 "per tenant, and a paused run must be in this runtime's log_path)"
             )
-        self._expire(thread_id)
+        timed_out = self._expire(thread_id) is not None
         payload: dict[str, Any] = {"approval_id": approval_id, "outcome": outcome}
         for key, value in (("feedback", feedback), ("partial", partial), ("approver", approver)):
             if value is not None:
@@ -314,7 +314,14 @@ class Runtime:
         stepped = self._step(thread_id, [decision])
         rejection = stepped[2]
         if rejection is not None:
-            raise error_from_code(rejection["error"]["code"], rejection["error"]["message"])
+            message = rejection["error"]["message"]
+            if timed_out:
+                # The deadline just resolved it, and no stream here runs what follows.
+                message += (
+                    f"; its deadline had passed, so it was rejected with reason timeout: "
+                    f"iterate runtime.resume({thread_id!r}) to run the rest of the run"
+                )
+            raise error_from_code(rejection["error"]["code"], message)
         if self._hand_over(thread_id, stepped):
             return EventStream(self, thread_id, None)
         return EventStream(self, thread_id, None, stepped)
@@ -348,10 +355,15 @@ class Runtime:
             raise UnknownThreadError(
                 f"thread {thread_id!r} has no run log here; check the thread id and log_path"
             )
-        first = None
-        if self._engine.status(thread_id) == "awaiting-tool":
+        first: bytes | None = None
+        stepped: _Step | None = None
+        status = self._engine.status(thread_id)
+        if status == "awaiting-tool":
             first = self._envelope("flowai.v1.ResumeRun", thread_id, {})
-        return EventStream(self, thread_id, first)
+        elif status == "awaiting-approval":
+            # Nothing to feed the engine: an empty step takes the loop straight to the gate.
+            stepped = ([], [], None)
+        return EventStream(self, thread_id, first, stepped)
 
     def thread_ids(self) -> list[str]:
         """Every thread with a run log in this runtime's log store."""
@@ -539,6 +551,10 @@ class Runtime:
         if self._waiting.get(thread_id) is state:
             del self._waiting[thread_id]
         if self._engine.status(thread_id) == "awaiting-approval":
+            # Done with the run for good: the generator's own ``finally`` comes later (when
+            # the event loop closes it) and must not cancel the run once it has been decided
+            # and goes on in another stream.
+            state.ended = True
             return
         if state.started and not state.ended:
             self._step(thread_id, [self._cancel_input(thread_id)])
@@ -576,15 +592,17 @@ class Runtime:
                 "code": "NO_ACTION_DISPATCHER",
             }
         else:
-            ctx = {
-                "resolved_refs": self._hydrate(payload["references"]),
-                "plan_id": payload["plan_id"],
-                "spec_name": payload["spec_name"],
-                "context": payload["context"],
-                "thread_id": step["thread_id"],
-                "services": self._services,
-            }
             try:
+                # Inside the try: a reference that expired (or never existed) fails the plan
+                # before any action runs, rather than the stream.
+                ctx = {
+                    "resolved_refs": self._hydrate(payload["references"]),
+                    "plan_id": payload["plan_id"],
+                    "spec_name": payload["spec_name"],
+                    "context": payload["context"],
+                    "thread_id": step["thread_id"],
+                    "services": self._services,
+                }
                 output = dispatcher(payload["actions"], ctx)
                 if inspect.isawaitable(output):
                     output = await output

@@ -792,11 +792,11 @@ def spec_document(
     """
     declared_agents = []
     for agent in agents:
-        prompt = None
-        if isinstance(agent.prompt, LayeredPrompt):
-            rows = agent_tool_rows(agent, approval_policies, approval_overrides)
-            prompt = render_agent_prompt(agent.prompt, rows)
-        declared_agents.append(agent.declaration(prompt))
+        # Every agent's prompt carries its tool table (its tools, its built-in role tools,
+        # and their effective approval rules), so a model knows what it may call and what
+        # will stop for a human.
+        rows = agent_tool_rows(agent, approval_policies, approval_overrides)
+        declared_agents.append(agent.declaration(render_agent_prompt(agent.prompt, rows)))
     document: dict[str, Any] = {
         "tenant": tenant.model_dump(),
         "agents": declared_agents,

@@ -247,6 +247,10 @@ def test_spec_document_matches_the_wire_doc() -> None:
         define_tenant("acme", "v1"), [coordinator], [lookup], {"anthropic": {"api_key": "k"}}
     )
 
+    prompt = document["agents"][0].pop("prompt")
+    assert prompt.startswith("Route ...\n\n# Tools\n| tool | description | approval |\n")
+    assert "| call_agent |" in prompt
+    assert "| lookup |  | never |" in prompt
     assert document == {
         "tenant": {"resource_id": "acme", "version": "v1"},
         "agents": [
@@ -255,7 +259,6 @@ def test_spec_document_matches_the_wire_doc() -> None:
                 "role": "coordinator",
                 "model": MODEL,
                 "provider": None,
-                "prompt": "Route ...",
                 "routes": ["greeter"],
                 "tools": ["lookup"],
                 "max_turns": None,
@@ -313,9 +316,15 @@ def test_define_runtime_sends_the_spec_and_keeps_the_compiled_result(native: Fak
 
     (sent,) = native.sent
     assert isinstance(sent, bytes)
-    assert orjson.loads(sent) == {
+    document = orjson.loads(sent)
+    for declared, agent in zip(document["agents"], agents, strict=True):
+        # Each prompt gains the agent's tool table (tested above); the rest is as declared.
+        assert declared.pop("prompt").startswith(agent.declaration().pop("prompt"))
+    assert document == {
         "tenant": {"resource_id": "acme", "version": "v1"},
-        "agents": [agent.declaration() for agent in agents],
+        "agents": [
+            {k: v for k, v in agent.declaration().items() if k != "prompt"} for agent in agents
+        ],
         "tools": [lookup.declaration()],
         "providers": ["anthropic", "openai"],
     }
@@ -741,7 +750,9 @@ def test_a_layered_prompt_gets_the_agents_tools_and_their_rules(native: FakeNati
         "| always |\n\n"
         "# Safety\nAsk first."
     )
-    assert orjson.loads(native.sent[0])["agents"][2]["prompt"] == "Execute."
+    executor = orjson.loads(native.sent[0])["agents"][2]["prompt"]
+    assert executor.startswith("Execute.\n\n# Tools\n| tool | description | approval |")
+    assert "| executePlan |" in executor
 
 
 def test_agent_tool_rows_follow_the_engines_precedence() -> None:
