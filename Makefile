@@ -48,8 +48,8 @@ check-rust:
 	  echo "core/engine dependency tree is pure"
 
 check-python: setup
-	$(PY) -m ruff check python tests bench examples scripts
-	$(PY) -m ruff format --check python tests bench examples scripts
+	$(PY) -m ruff check python services tests bench examples scripts
+	$(PY) -m ruff format --check python services tests bench examples scripts
 	$(PY) -m mypy
 
 check: check-rust check-python

@@ -1,11 +1,13 @@
 """flowai-harness: safe, observable, durable data agents over a Rust engine.
 
 The public API. Agents are described with Pydantic specs (``define_*``), tools are Python
-callbacks (``define_tool``), and ``create_runtime`` runs them on the embedded engine.
+callbacks (``define_tool``), and ``create_runtime`` runs them on the embedded engine;
+``connect`` talks to the same runtime running as a service on Kafka.
 """
 
 from ._version import __version__
 from .approvals import ApprovalOverrides, ApprovalPolicies
+from .client import Client, RemoteEventStream, connect
 from .errors import (
     ApprovalAlreadyResolvedError,
     CorruptedLogError,
@@ -52,6 +54,7 @@ __all__ = [
     "ApprovalAlreadyResolvedError",
     "ApprovalOverrides",
     "ApprovalPolicies",
+    "Client",
     "CorruptedLogError",
     "DuplicateVariantError",
     "EventStream",
@@ -66,6 +69,7 @@ __all__ = [
     "ReferenceNotFoundError",
     "ReferenceSpec",
     "ReferenceValidationError",
+    "RemoteEventStream",
     "ReplayDivergenceError",
     "ReplayError",
     "ReplayResult",
@@ -86,6 +90,7 @@ __all__ = [
     "UnknownReferenceKindError",
     "UnknownThreadError",
     "__version__",
+    "connect",
     "create_runtime",
     "define_coordinator",
     "define_executor",

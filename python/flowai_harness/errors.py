@@ -16,6 +16,8 @@ from typing import Any, Final
 __all__ = [
     "AppLoadError",
     "ApprovalAlreadyResolvedError",
+    "ApprovalExpiredError",
+    "ApproverNotAllowedError",
     "BusError",
     "CoordinatorWithoutRoutesError",
     "CorruptedLogError",
@@ -41,6 +43,7 @@ __all__ = [
     "RetryableToolError",
     "RunStateError",
     "SelfRouteError",
+    "SignatureError",
     "SpecError",
     "TenantMismatchError",
     "ThreadBusyError",
@@ -56,6 +59,7 @@ __all__ = [
     "UnknownSchemaError",
     "UnknownThreadError",
     "UnknownToolError",
+    "UsageError",
     "error_from_code",
 ]
 
@@ -247,6 +251,25 @@ class ApprovalAlreadyResolvedError(RunStateError):
     code = "APPROVAL_ALREADY_RESOLVED"
 
 
+class ApprovalExpiredError(ApprovalAlreadyResolvedError):
+    """The approval's deadline passed: the runtime resolves it as rejected (``timeout``)."""
+
+    code = "APPROVAL_EXPIRED"
+
+
+class ApproverNotAllowedError(FlowaiError, PermissionError):
+    """The approver named in a decision may not decide for that tenant (the approvals
+    service's ``approvers`` policy)."""
+
+    code = "APPROVER_NOT_ALLOWED"
+
+
+class SignatureError(FlowaiError, PermissionError):
+    """A signed request (chat-ops) without a valid, fresh signature."""
+
+    code = "SIGNATURE_INVALID"
+
+
 # --- the run log ----------------------------------------------------------------------------
 
 
@@ -324,6 +347,12 @@ class BusError(FlowaiError):
     code = "BUS_ERROR"
 
 
+class UsageError(FlowaiError):
+    """A command line was given something it cannot use (``flowai``, the services)."""
+
+    code = "USAGE"
+
+
 class AppLoadError(SpecError):
     """``--app module:attr`` does not name a loadable runtime spec or tool app."""
 
@@ -372,6 +401,9 @@ _CLASS_BY_CODE: Final[Mapping[str, type[FlowaiError]]] = {
         NoActiveRunError,
         PlanTransitionError,
         ApprovalAlreadyResolvedError,
+        ApprovalExpiredError,
+        ApproverNotAllowedError,
+        SignatureError,
         ReplayError,
         CorruptedLogError,
         ReplayDivergenceError,
@@ -380,6 +412,7 @@ _CLASS_BY_CODE: Final[Mapping[str, type[FlowaiError]]] = {
         ToolTimeoutError,
         ProviderUnavailableError,
         BusError,
+        UsageError,
         AppLoadError,
         ExtensionMismatchError,
     )

@@ -2,8 +2,9 @@
 
 Owns :func:`define_reference` and :class:`ReferenceSpec` (a kind of value with its schema, a
 time to live and a glimpse function), :func:`glimpse` (the default short summary), the stores
-that hold payloads (:class:`MemoryReferenceStore`, and :class:`FileReferenceStore` under
-``<log_path>/<tenant>/refs/<id>.json``), :class:`ReferenceAccess` (what a tool handler gets as
+that hold payloads (:class:`MemoryReferenceStore`, :class:`FileReferenceStore` under
+``<log_path>/<tenant>/refs/<id>.json``, and :class:`RedisReferenceStore`, the claim-check
+store of the distributed services), :class:`ReferenceAccess` (what a tool handler gets as
 ``ctx.references``) and :class:`ReferenceHandle` (the handle's model, for plan actions).
 
 A handle is ``{"kind", "id", "glimpse"}``. Ids are content-addressed and tenant-scoped:
@@ -13,7 +14,8 @@ reads exactly like one. Stores keep the value's JSON form: ``resolve`` returns p
 (dicts, lists, strings, numbers) whatever type was validated on the way in.
 
 Must not import the runtime, specs or the native extension at module level (a JSON Schema
-dict is checked by the engine's validator, imported when first needed).
+dict is checked by the engine's validator, imported when first needed); ``redis`` (the
+``kafka`` extra) is imported only by :meth:`RedisReferenceStore.from_url`.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from decimal import Decimal
 from pathlib import Path, PurePath
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 from urllib.parse import quote
 
 import orjson
@@ -48,9 +50,13 @@ from .errors import (
 )
 from .tools import check_name
 
+if TYPE_CHECKING:
+    from redis import Redis as SyncRedis
+
 __all__ = [
     "FileReferenceStore",
     "MemoryReferenceStore",
+    "RedisReferenceStore",
     "ReferenceAccess",
     "ReferenceHandle",
     "ReferenceSpec",
@@ -455,6 +461,40 @@ class MemoryReferenceStore(_StoreBase):
         self._entries.pop((tenant, ref_id), None)
 
 
+def _document(entry: _Entry) -> bytes:
+    """The stored form of an entry: ``{"kind", "created_at", "expires_at", "glimpse",
+    "value"}`` (times in ms since the epoch, ``expires_at`` null without a TTL)."""
+    return (
+        b'{"kind":'
+        + orjson.dumps(entry.kind)
+        + b',"created_at":'
+        + orjson.dumps(entry.created_at)
+        + b',"expires_at":'
+        + orjson.dumps(entry.expires_at)
+        + b',"glimpse":'
+        + orjson.dumps(entry.glimpse)
+        + b',"value":'
+        + entry.payload
+        + b"}\n"
+    )
+
+
+def _from_document(data: bytes | str) -> _Entry | None:
+    """The entry a stored document holds; None when it cannot be read (it then reads as
+    unknown: an unreadable payload cannot be resolved)."""
+    try:
+        document = orjson.loads(data)
+        return _Entry(
+            kind=document["kind"],
+            created_at=document["created_at"],
+            expires_at=document["expires_at"],
+            glimpse=document["glimpse"],
+            payload=_canonical(document["value"]),
+        )
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+
+
 class FileReferenceStore(_StoreBase):
     """References as JSON files ``<root>/<tenant>/refs/<id>.json`` (next to the run logs).
 
@@ -479,41 +519,98 @@ class FileReferenceStore(_StoreBase):
     def _put(self, tenant: str, ref_id: str, entry: _Entry) -> None:
         path = self.path(tenant, ref_id)
         path.parent.mkdir(parents=True, exist_ok=True)
-        document = (
-            b'{"kind":'
-            + orjson.dumps(entry.kind)
-            + b',"created_at":'
-            + orjson.dumps(entry.created_at)
-            + b',"expires_at":'
-            + orjson.dumps(entry.expires_at)
-            + b',"glimpse":'
-            + orjson.dumps(entry.glimpse)
-            + b',"value":'
-            + entry.payload
-            + b"}\n"
-        )
         temporary = path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-        temporary.write_bytes(document)
+        temporary.write_bytes(_document(entry))
         os.replace(temporary, path)
 
     def _get(self, tenant: str, ref_id: str) -> _Entry | None:
         try:
-            document = orjson.loads(self.path(tenant, ref_id).read_bytes())
-            return _Entry(
-                kind=document["kind"],
-                created_at=document["created_at"],
-                expires_at=document["expires_at"],
-                glimpse=document["glimpse"],
-                payload=_canonical(document["value"]),
-            )
-        except FileNotFoundError:
-            return None
-        except (OSError, orjson.JSONDecodeError, KeyError, TypeError):
-            # An unreadable payload cannot be resolved; it reads as unknown.
+            return _from_document(self.path(tenant, ref_id).read_bytes())
+        except OSError:  # not there (FileNotFoundError) or unreadable: unknown either way
             return None
 
     def _delete(self, tenant: str, ref_id: str) -> None:
         self.path(tenant, ref_id).unlink(missing_ok=True)
+
+
+class RedisReferenceStore(_StoreBase):
+    """References in Redis: the claim-check store the distributed services share.
+
+    One string key per reference, ``<namespace>:<tenant>:<id>``, holding the same document as
+    :class:`FileReferenceStore` (``{"kind", "created_at", "expires_at", "glimpse",
+    "value"}``). A kind with a TTL sets the key's expiry, so Redis drops it when it lapses
+    (and a read in between still reports it expired); a kind without one stays until
+    ``default_ttl_ms`` (None: until deleted). Ids are content addresses, so tool workers
+    writing one id at once write the same value.
+
+    Synchronous, like every store: tool handlers call ``ctx.references`` from their own thread
+    (async handlers from the event loop, one short round trip each). Give it a
+    ``redis.Redis`` client (its pool is thread-safe) or use :meth:`from_url`.
+    """
+
+    __slots__ = ("_default_ttl_ms", "_redis", "namespace")
+
+    def __init__(
+        self,
+        client: SyncRedis,
+        *,
+        namespace: str = "flowai:refs",
+        default_ttl_ms: int | None = None,
+        now_ms: Clock | None = None,
+    ) -> None:
+        super().__init__(now_ms=now_ms)
+        if default_ttl_ms is not None and default_ttl_ms < 1:
+            raise ValueError(f"default_ttl_ms must be >= 1 or None, got {default_ttl_ms}")
+        self._redis = client
+        self.namespace = namespace
+        self._default_ttl_ms = default_ttl_ms
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        namespace: str = "flowai:refs",
+        default_ttl_ms: int | None = None,
+        now_ms: Clock | None = None,
+    ) -> RedisReferenceStore:
+        """A store on the Redis at ``url`` (``redis://host:port/db``); needs the ``redis``
+        package (the ``kafka`` extra)."""
+        import redis  # the kafka extra; the embedded runtime never needs it
+
+        return cls(
+            redis.Redis.from_url(url),
+            namespace=namespace,
+            default_ttl_ms=default_ttl_ms,
+            now_ms=now_ms,
+        )
+
+    def key(self, tenant: str, ref_id: str) -> str:
+        """The Redis key of ``ref_id`` (the id must be a valid reference id)."""
+        if not _ID.fullmatch(ref_id):
+            raise ValueError(f"{ref_id!r} is not a reference id")
+        return f"{self.namespace}:{quote(tenant, safe='')}:{ref_id}"
+
+    def _put(self, tenant: str, ref_id: str, entry: _Entry) -> None:
+        ttl_ms = (
+            self._default_ttl_ms
+            if entry.expires_at is None
+            else max(1, entry.expires_at - entry.created_at)
+        )
+        self._redis.set(self.key(tenant, ref_id), _document(entry), px=ttl_ms)
+
+    def _get(self, tenant: str, ref_id: str) -> _Entry | None:
+        data = self._redis.get(self.key(tenant, ref_id))
+        if not isinstance(data, (bytes, str)):
+            return None
+        return _from_document(data)
+
+    def _delete(self, tenant: str, ref_id: str) -> None:
+        self._redis.delete(self.key(tenant, ref_id))
+
+    def close(self) -> None:
+        """Close the client's connections."""
+        self._redis.close()
 
 
 # --- what tool handlers get -----------------------------------------------------------------

@@ -12,7 +12,6 @@ Imports the native engine only through :mod:`._native`; must not import services
 from __future__ import annotations
 
 import asyncio
-import inspect
 import itertools
 import os
 import time
@@ -45,21 +44,24 @@ from .references import (
 )
 from .runlog import FileRunLog, FsyncPolicy, MemoryRunLog, RunLog
 from .specs import RuntimeSpec, TestingConfig
-from .toolcall import error_body, run_tool_call, tool_result
+from .toolcall import (
+    REFERENCE_TOOLS,
+    ActionDispatcher,
+    run_plan_step,
+    run_reference_tool,
+    run_tool_call,
+    tool_result,
+)
 from .tools import ToolContext, ToolDefinition
 
 __all__ = ["EventStream", "ReplayResult", "Runtime", "create_runtime"]
 
 Event = dict[str, Any]
 ToolHandler = Callable[[Any, ToolContext], Any]
-# `fn(actions, ctx)`, sync or async; returns None or {entitiesAffected, summary?, details?}.
-ActionDispatcher = Callable[[list[dict[str, Any]], dict[str, Any]], Any]
 # One engine crossing: (logged event payloads, effects, the rejection of an input or None).
 _Step = tuple[list[Event], list[bytes], "Event | None"]
 
 _OUTCOMES = ("approve", "reject", "revise")
-# The engine's built-in reference tools, answered here from the reference store.
-_REFERENCE_TOOLS = {"resolveRef": "resolve", "glimpseRef": "glimpse"}
 
 INTERPRETERS = ("scripted",)
 # Logged for replay, never shown in a stream.
@@ -579,74 +581,20 @@ class Runtime:
 
     async def _dispatch_plan(self, step: dict[str, Any]) -> bytes:
         """Run an approved plan's actions through the action dispatcher."""
-        payload = step["payload"]
-        answer: dict[str, Any] = {
-            "invocation_id": step["id"],
-            "tool_invocation_id": payload["tool_invocation_id"],
-        }
-        dispatcher = self._action_dispatcher
-        if dispatcher is None:
-            answer["error"] = {
-                "message": "this runtime has no action dispatcher; pass "
-                "create_runtime(action_dispatcher=fn) to execute plans",
-                "code": "NO_ACTION_DISPATCHER",
-            }
-        else:
-            try:
-                # Inside the try: a reference that expired (or never existed) fails the plan
-                # before any action runs, rather than the stream.
-                ctx = {
-                    "resolved_refs": self._hydrate(payload["references"]),
-                    "plan_id": payload["plan_id"],
-                    "spec_name": payload["spec_name"],
-                    "context": payload["context"],
-                    "thread_id": step["thread_id"],
-                    "services": self._services,
-                }
-                output = dispatcher(payload["actions"], ctx)
-                if inspect.isawaitable(output):
-                    output = await output
-                answer["output"] = output
-            except Exception as exc:
-                answer["error"] = error_body("action dispatcher", exc)
-        return tool_result(
-            step | {"payload": {"tool": "executePlan"}},
-            answer,
-            id=f"{self._id_prefix}-{next(self._ids)}",
-            ts=_now_ms(),
+        answer = await run_plan_step(
+            step, self._action_dispatcher, self._services, self._references
         )
-
-    def _reference_tool(self, invocation: dict[str, Any], which: str) -> bytes:
-        """Answer the executor's built-in resolveRef / glimpseRef from the reference store."""
-        call = invocation["payload"]
-        answer: dict[str, Any] = {
-            "invocation_id": invocation["id"],
-            "tool_invocation_id": call["tool_invocation_id"],
-        }
-        try:
-            ref = call["args"]["ref"]
-            answer["output"] = (
-                self._references.resolve(ref)
-                if which == "resolve"
-                else self._references.glimpse(ref)
-            )
-        except Exception as exc:
-            answer["error"] = error_body(call["tool"], exc)
-        return tool_result(
-            invocation, answer, id=f"{self._id_prefix}-{next(self._ids)}", ts=_now_ms()
-        )
-
-    def _hydrate(self, handles: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        return self._references.hydrate(handles)
+        return tool_result(step, answer, id=f"{self._id_prefix}-{next(self._ids)}", ts=_now_ms())
 
     async def _invoke(self, invocation: dict[str, Any]) -> bytes:
         """Run one tool invocation; always returns a ToolResult input, never raises."""
         name = invocation["payload"]["tool"]
-        builtin = _REFERENCE_TOOLS.get(name)
-        if builtin is not None:
-            return self._reference_tool(invocation, builtin)
-        tool = self._tools[name]
-        payload = await run_tool_call(tool, invocation, self._services, references=self._references)
+        if name in REFERENCE_TOOLS:
+            payload = run_reference_tool(invocation, self._references)
+        else:
+            payload = await run_tool_call(
+                self._tools[name], invocation, self._services, references=self._references
+            )
         return tool_result(
             invocation, payload, id=f"{self._id_prefix}-{next(self._ids)}", ts=_now_ms()
         )

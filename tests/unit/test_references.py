@@ -7,7 +7,9 @@ import datetime
 import enum
 import hashlib
 import json
+import os
 import uuid
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from typing import Any
 import orjson
 import pydantic
 import pytest
+import redis
 
 from flowai_harness.errors import (
     InvalidInputError,
@@ -29,6 +32,7 @@ from flowai_harness.errors import (
 from flowai_harness.references import (
     FileReferenceStore,
     MemoryReferenceStore,
+    RedisReferenceStore,
     ReferenceAccess,
     ReferenceHandle,
     ReferenceSpec,
@@ -70,11 +74,28 @@ def clock() -> Clock:
     return Clock()
 
 
-@pytest.fixture(params=["memory", "file"])
-def store(request: pytest.FixtureRequest, tmp_path: Path, clock: Clock) -> ReferenceStore:
+@pytest.fixture(params=["memory", "file", "redis"])
+def store(request: pytest.FixtureRequest, tmp_path: Path, clock: Clock) -> Iterator[ReferenceStore]:
     if request.param == "memory":
-        return MemoryReferenceStore(now_ms=clock)
-    return FileReferenceStore(tmp_path, now_ms=clock)
+        yield MemoryReferenceStore(now_ms=clock)
+    elif request.param == "file":
+        yield FileReferenceStore(tmp_path, now_ms=clock)
+    else:
+        # The same laws on the real Redis (FLOWAI_REDIS_URL), in a namespace of its own.
+        url = os.environ.get("FLOWAI_REDIS_URL")
+        if not url:
+            if os.environ.get("CI"):
+                pytest.fail("FLOWAI_REDIS_URL is not set; start Redis with scripts/services")
+            pytest.skip("needs Redis: scripts/services/services start; . var/services/env")
+        namespace = f"test-{uuid.uuid4().hex[:12]}:refs"
+        redis_store = RedisReferenceStore.from_url(url, namespace=namespace, now_ms=clock)
+        yield redis_store
+        client = redis.Redis.from_url(url)
+        keys = list(client.scan_iter(match=f"{namespace}:*", count=10_000))
+        if keys:
+            client.delete(*keys)
+        client.close()
+        redis_store.close()
 
 
 # --- JSON-safe values and glimpses ----------------------------------------------------------

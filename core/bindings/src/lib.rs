@@ -42,8 +42,8 @@ fn validate_json(schema: &[u8], value: &[u8]) -> PyResult<()> {
 
 /// Fold a newline-separated run log into fresh thread states (no spec, no decisions).
 #[pyfunction]
-fn replay(log: &[u8]) -> PyResult<Replay> {
-    let replay = engine::replay(log).map_err(to_py)?;
+fn replay(py: Python<'_>, log: &[u8]) -> PyResult<Replay> {
+    let replay = py.detach(|| engine::replay(log)).map_err(to_py)?;
     Ok(Replay {
         threads: replay.threads,
         lines: replay.lines,
@@ -118,9 +118,11 @@ impl PyEngine {
         self.inner.apply(line).map_err(to_py)
     }
 
-    /// Fold a whole log of threads not held yet; returns how many threads it added.
-    fn load(&mut self, log: &[u8]) -> PyResult<usize> {
-        self.inner.load(log).map_err(to_py)
+    /// Fold a whole log of threads not held yet; returns how many threads it added. Runs
+    /// without the GIL, so a service can fetch the next chunk while this one folds.
+    fn load(&mut self, py: Python<'_>, log: &[u8]) -> PyResult<usize> {
+        let engine = &mut self.inner;
+        py.detach(|| engine.load(log)).map_err(to_py)
     }
 
     fn has_thread(&self, thread_id: &str) -> bool {

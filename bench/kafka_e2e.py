@@ -1,0 +1,474 @@
+"""Distributed benchmark on the local Kafka: prints figures, asserts nothing.
+
+    set -a; . var/services/env; set +a
+    python bench/kafka_e2e.py [--rate 50] [--seconds 10] [--tools worker|responder]
+                              [--replay-events 100000] [--skip latency,ramp,replay,raw]
+
+What it measures (a fresh topic prefix each run; its topics are deleted at the end):
+
+- latency: end-to-end time of a one-tool-step query at a fixed offered rate: from just
+  before the client publishes the Query to the moment it reads the run's ``finish`` from the
+  run log (runtime service -> tool -> runtime service, two transactions, read_committed at
+  every hop); p50 / p99 / max.
+- ramp: offered rates rising step by step, each for a few seconds; the highest rate at which
+  every query finished (zero loss), the last within 0.5 s of the offer ending, with p99 under
+  a second (so the service kept up instead of queueing).
+- replay: a fresh runtime service rebuilding 100,000 logged events (10-event threads spread
+  over the partitions) on assignment: the figure is from its own log line (read from Kafka +
+  ``Engine.load``).
+- raw: aiokafka produce and consume of 300-byte records on the same broker, for scale.
+
+The services run as separate processes (``python -m services.runtime`` and, with ``--tools
+worker``, ``python -m services.tools`` with Redis; ``--tools responder`` uses a minimal
+in-benchmark tool process instead). Figures depend on the machine and its load (client,
+services and broker share it); compare runs on one machine only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from flowai_harness import (
+    bus,
+    connect,
+    create_runtime,
+    define_runtime,
+    define_specialist,
+    define_tenant,
+    define_tool,
+)
+from flowai_harness.toolcall import run_tool_call, tool_result
+
+REPO = Path(__file__).resolve().parents[1]
+PARTITIONS = 6
+TENANT = "bench"
+
+
+@define_tool("add", {"a": int, "b": int}, description="Add two integers.")
+def add(args: dict[str, Any], ctx: Any) -> dict[str, int]:
+    return {"sum": args["a"] + args["b"]}
+
+
+worker = define_specialist(name="worker", model="claude-haiku-4-5", prompt="Add.", tools=[add])
+spec = define_runtime(
+    tenant=define_tenant(TENANT, "v1"), agents=[worker], providers={"anthropic": {}}
+)
+
+ONE_TOOL = json.dumps({"tool": "add", "args": {"a": 1, "b": 2}})
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+# --- processes -------------------------------------------------------------------------------
+
+
+class Processes:
+    def __init__(self, bootstrap: str, prefix: str, log_dir: Path) -> None:
+        self.bootstrap = bootstrap
+        self.prefix = prefix
+        self.log_dir = log_dir
+        self.started: list[tuple[subprocess.Popen[bytes], Path]] = []
+
+    def spawn(self, name: str, *args: str) -> tuple[subprocess.Popen[bytes], Path]:
+        log = self.log_dir / f"{name}.log"
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(REPO / "bench"), str(REPO)]),
+            "PYTHONUNBUFFERED": "1",
+        }
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [sys.executable, *args], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT
+            )
+        self.started.append((process, log))
+        return process, log
+
+    def runtime(
+        self, name: str = "runtime", log_level: str = "WARNING"
+    ) -> tuple[subprocess.Popen[bytes], Path]:
+        return self.spawn(
+            name,
+            "-m",
+            "services.runtime",
+            "--app",
+            "kafka_e2e:spec",
+            "--bootstrap",
+            self.bootstrap,
+            "--prefix",
+            self.prefix,
+            "--partitions",
+            str(PARTITIONS),
+            "--log-level",
+            log_level,
+        )
+
+    def tools(self, kind: str) -> None:
+        if kind == "worker":
+            redis = os.environ.get("FLOWAI_REDIS_URL", "redis://127.0.0.1:16379/0")
+            self.spawn(
+                "tools",
+                "-m",
+                "services.tools",
+                "--app",
+                "kafka_e2e:spec",
+                "--bootstrap",
+                self.bootstrap,
+                "--redis",
+                redis,
+                "--prefix",
+                self.prefix,
+                "--concurrency",
+                "64",
+                "--log-level",
+                "WARNING",
+            )
+        else:
+            self.spawn(
+                "responder",
+                str(REPO / "bench" / "kafka_e2e.py"),
+                "--responder",
+                "--bootstrap",
+                self.bootstrap,
+                "--prefix",
+                self.prefix,
+            )
+
+    def stop(self) -> None:
+        for process, _ in self.started:
+            if process.poll() is None:
+                process.terminate()
+        for process, _ in self.started:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        self.started.clear()
+
+
+async def responder(bootstrap: str, prefix: str) -> None:
+    """A minimal tool process (``--tools responder``): runs each invocation through
+    flowai_harness.toolcall and publishes the result; no Redis, no retries."""
+    topics = bus.Topics(prefix)
+    tools = {tool.name: tool for tool in spec.tools}
+    consumer = bus.consumer(bootstrap, topics.tool_invocations, group_id=f"{prefix}.responder")
+    producer = bus.producer(bootstrap)
+    await consumer.start()
+    await producer.start()
+    try:
+        while True:
+            batch = await consumer.getmany(timeout_ms=100)
+            for records in batch.values():
+                for record in records:
+                    invocation = orjson.loads(record.value)
+                    payload = await run_tool_call(
+                        tools[invocation["payload"]["tool"]], invocation, {}
+                    )
+                    data = tool_result(
+                        invocation, payload, id=f"r/{invocation['id']}", ts=bus.now_ms()
+                    )
+                    await producer.send(
+                        topics.tool_results,
+                        data,
+                        key=bus.thread_key(invocation["tenant"], invocation["thread_id"]),
+                    )
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+# --- latency and ramp ------------------------------------------------------------------------
+
+
+async def one_query(client: Any, thread_id: str) -> tuple[float, bool]:
+    start = time.perf_counter()
+    finished = False
+    async for event in client.query(ONE_TOOL, thread_id):
+        finished = event["type"] == "finish"
+    return time.perf_counter() - start, finished
+
+
+async def offered(
+    client: Any, rate: float, seconds: float, tag: str, within: float
+) -> dict[str, Any]:
+    """Start ``rate`` queries per second for ``seconds``; wait for all (up to ``within`` s)."""
+    count = int(rate * seconds)
+    tasks: list[asyncio.Task[tuple[float, bool]]] = []
+    begin = time.perf_counter()
+    for n in range(count):
+        delay = begin + n / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one_query(client, f"{tag}-{n}")))
+    sent = time.perf_counter() - begin
+    done, pending = await asyncio.wait(tasks, timeout=within)
+    for task in pending:
+        task.cancel()
+    results = [task.result() for task in done if not task.cancelled() and task.exception() is None]
+    latencies = [latency for latency, ok in results if ok]
+    elapsed = time.perf_counter() - begin
+    return {
+        "offered": rate,
+        "count": count,
+        "finished": len(latencies),
+        "lost": count - len(latencies),
+        "send_seconds": sent,
+        "elapsed": elapsed,
+        "latencies": latencies,
+    }
+
+
+async def warm_up(client: Any) -> None:
+    for n in range(20):
+        await one_query(client, f"warm-{n}")
+
+
+async def bench_latency(client: Any, rate: float, seconds: float) -> None:
+    result = await offered(client, rate, seconds, "lat", within=seconds + 30)
+    ms = [x * 1000 for x in result["latencies"]]
+    if not ms:
+        print(f"latency at {rate:g}/s: no query finished")
+        return
+    print(
+        f"latency, one-tool-step query at {rate:g}/s for {seconds:g} s: "
+        f"p50 {statistics.median(ms):.1f} ms  p99 {percentile(ms, 0.99):.1f} ms  "
+        f"max {max(ms):.1f} ms  (n={len(ms)}, lost {result['lost']})"
+    )
+
+
+async def bench_ramp(client: Any, rates: list[float], seconds: float) -> None:
+    best = 0.0
+    for rate in rates:
+        result = await offered(client, rate, seconds, f"ramp{int(rate)}", within=seconds + 20)
+        ms = [x * 1000 for x in result["latencies"]]
+        p99 = percentile(ms, 0.99) if ms else float("nan")
+        # Sustained: every query finished, the last one within half a second of the offer
+        # ending, and queueing did not push p99 past a second.
+        kept_up = result["lost"] == 0 and result["elapsed"] <= seconds + 0.5 and p99 <= 1000
+        achieved = result["finished"] / result["elapsed"]
+        print(
+            f"  offered {rate:6.0f}/s: finished {result['finished']}/{result['count']} "
+            f"in {result['elapsed']:.1f} s ({achieved:.0f}/s), p50 "
+            f"{statistics.median(ms) if ms else float('nan'):.0f} ms, p99 {p99:.0f} ms"
+            f"{'' if kept_up else '  <- did not keep up'}"
+        )
+        if not kept_up:
+            break
+        best = rate
+    print(f"highest sustained rate with zero loss: {best:g} queries/s")
+
+
+# --- replay ----------------------------------------------------------------------------------
+
+
+async def fill_run_log(bootstrap: str, topics: bus.Topics, events: int) -> int:
+    """Write ``events`` run-log lines (copies of one real 10-event thread) to the run log."""
+    embedded = create_runtime(spec, interpreter="scripted")
+    async for _ in embedded.query(ONE_TOOL, "template"):
+        pass
+    template = embedded.replay("template").entries
+    lines = [orjson.dumps(entry) for entry in template]
+    per_thread = len(lines)
+    producer = bus.producer(bootstrap, linger_ms=5, max_batch_size=512 * 1024)
+    await producer.start()
+    written = 0
+    try:
+        n = 0
+        while written < events:
+            thread = f"replay-{n}"
+            key = bus.thread_key(TENANT, thread)
+            partition = bus.partition_for(key, PARTITIONS)
+            for line in lines:
+                data = line.replace(b'"thread_id":"template"', f'"thread_id":"{thread}"'.encode())
+                data = data.replace(b'"bench/template/', f'"bench/{thread}/'.encode())
+                # With the trace header the runtime service puts on every event.
+                headers = [(bus.TRACEPARENT, bus.new_traceparent().encode())]
+                await producer.send(
+                    topics.runtime_events, data, key=key, partition=partition, headers=headers
+                )
+            written += per_thread
+            n += 1
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return written
+
+
+async def bench_replay(procs: Processes, topics: bus.Topics, events: int) -> None:
+    written = await fill_run_log(procs.bootstrap, topics, events)
+    process, log = procs.runtime("runtime-replay", log_level="INFO")
+    pattern = re.compile(r"replayed (\d+) run-log events of partitions .* in ([0-9.]+) s")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        text = log.read_text(errors="replace")
+        match = pattern.search(text)
+        if match:
+            count, seconds = int(match.group(1)), float(match.group(2))
+            print(
+                f"replay: a fresh runtime rebuilt {count} events ({written} written) in "
+                f"{seconds:.3f} s = {count / seconds:,.0f} events/s"
+            )
+            break
+        await asyncio.sleep(0.1)
+    else:
+        print(f"replay: no figure (runtime log: {log})")
+    process.terminate()
+
+
+# --- raw aiokafka ----------------------------------------------------------------------------
+
+
+async def bench_raw(bootstrap: str, topic: str, count: int = 100_000) -> None:
+    value = b"x" * 300
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=512 * 1024, acks="all"
+    )
+    await producer.start()
+    start = time.perf_counter()
+    for n in range(count):
+        await producer.send(topic, value, key=b"%d" % (n % 64))
+    await producer.flush()
+    produce = time.perf_counter() - start
+    await producer.stop()
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        isolation_level="read_committed",
+        max_partition_fetch_bytes=16 * 1024 * 1024,
+        fetch_max_bytes=64 * 1024 * 1024,
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+    consumer.assign(tps)
+    await consumer.seek_to_beginning(*tps)
+    start = time.perf_counter()
+    seen = 0
+    while seen < count:
+        batch = await consumer.getmany(timeout_ms=500)
+        seen += sum(len(records) for records in batch.values())
+    consume = time.perf_counter() - start
+    await consumer.stop()
+    print(
+        f"raw aiokafka, {count} x 300 B: produce {count / produce:,.0f}/s (linger 5 ms), "
+        f"consume {count / consume:,.0f}/s (read_committed)"
+    )
+
+
+# --- main ------------------------------------------------------------------------------------
+
+
+async def wait_ready(client: Any, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            _, ok = await asyncio.wait_for(one_query(client, f"ready-{uuid.uuid4().hex}"), 15)
+            if ok:
+                return
+        except TimeoutError:
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit("the services did not answer a query in time")
+
+
+async def run(args: argparse.Namespace) -> None:
+    bootstrap = args.bootstrap
+    prefix = f"bench{uuid.uuid4().hex[:8]}"
+    topics = bus.Topics(prefix)
+    await bus.ensure_topics(bootstrap, topics, partitions=PARTITIONS)
+    log_dir = Path(os.environ.get("TMPDIR", "/tmp")) / prefix
+    log_dir.mkdir(parents=True, exist_ok=True)
+    procs = Processes(bootstrap, prefix, log_dir)
+    skip = set(args.skip.split(",")) if args.skip else set()
+    print(
+        f"python {platform.python_version()}, {os.cpu_count()} cpus, broker {bootstrap}, "
+        f"{PARTITIONS} partitions, tools: {args.tools}, logs in {log_dir}"
+    )
+    try:
+        if not {"latency", "ramp"} <= skip:
+            procs.runtime()
+            procs.tools(args.tools)
+            async with connect(bootstrap, tenant=TENANT, topic_prefix=prefix) as client:
+                await wait_ready(client)
+                await warm_up(client)
+                if "latency" not in skip:
+                    await bench_latency(client, args.rate, args.seconds)
+                if "ramp" not in skip:
+                    rates = [float(r) for r in args.ramp.split(",")]
+                    await bench_ramp(client, rates, args.ramp_seconds)
+            procs.stop()
+        if "replay" not in skip:
+            replay_topics = bus.Topics(prefix + "r")
+            await bus.ensure_topics(bootstrap, replay_topics, partitions=PARTITIONS)
+            replay_procs = Processes(bootstrap, replay_topics.prefix, log_dir)
+            try:
+                await bench_replay(replay_procs, replay_topics, args.replay_events)
+            finally:
+                replay_procs.stop()
+                await delete_topics(bootstrap, replay_topics.all())
+        if "raw" not in skip:
+            raw = f"{prefix}.raw"
+            await bus.ensure_topics(bootstrap, [raw], partitions=PARTITIONS)
+            try:
+                await bench_raw(bootstrap, raw)
+            finally:
+                await delete_topics(bootstrap, [raw])
+    finally:
+        procs.stop()
+        await delete_topics(bootstrap, topics.all())
+
+
+async def delete_topics(bootstrap: str, names: Any) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    with contextlib.suppress(Exception):
+        await admin.delete_topics(list(names))
+    await admin.close()
+
+
+def main() -> None:
+    global PARTITIONS
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--bootstrap", default=os.environ.get("FLOWAI_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
+    )
+    parser.add_argument("--rate", type=float, default=50.0)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--ramp", default="100,200,300,400,500,600,800,1000")
+    parser.add_argument("--ramp-seconds", type=float, default=5.0)
+    parser.add_argument("--replay-events", type=int, default=100_000)
+    parser.add_argument("--tools", choices=("worker", "responder"), default="worker")
+    parser.add_argument(
+        "--partitions", type=int, default=PARTITIONS, help="partitions per topic (%(default)s)"
+    )
+    parser.add_argument("--skip", default="", help="comma-separated: latency,ramp,replay,raw")
+    parser.add_argument("--responder", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--prefix", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    PARTITIONS = args.partitions
+    if args.responder:
+        asyncio.run(responder(args.bootstrap, args.prefix))
+        return
+    asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    main()

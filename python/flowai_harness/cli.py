@@ -1,0 +1,257 @@
+"""The ``flowai`` command line.
+
+Owns the commands and their exit codes; each does its work through the package (``bus``,
+``messages``) or hands over to a service's own command line:
+
+- ``flowai serve runtime|tools|approvals [--app module:attr ...]``: runs ``services/<name>``
+  (``services.<name>.__main__.main(argv)``); each service parses its own options.
+- ``flowai replay THREAD_ID --tenant T``: the thread's timeline from the run log (seq, time,
+  type, summary), read_committed, as the runtime service logged it.
+- ``flowai topics create [--partitions N] [--replication R] [--prefix P]``: creates the
+  missing topics (idempotent).
+
+Exit codes: 0 done, 1 Kafka failed while working, 2 a usage or configuration error (one line
+on stderr, no traceback). Must stay thin: no service logic here, and services are imported
+only when asked for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import importlib
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .errors import FlowaiError, UsageError
+
+__all__ = ["main"]
+
+SERVICES = ("runtime", "tools", "approvals")
+_SUMMARY_WIDTH = 100
+
+
+def _env_bootstrap() -> str:
+    return os.environ.get("FLOWAI_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
+
+
+def _env_prefix() -> str:
+    return os.environ.get("FLOWAI_TOPIC_PREFIX", "flowai")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="flowai", description="flowai-harness command line")
+    commands = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve",
+        help="run a service (runtime, tools, approvals)",
+        description="Run a service; the options after its name are the service's own "
+        "(see `flowai serve runtime --help`).",
+    )
+    serve.add_argument("service", choices=SERVICES)
+    serve.add_argument("args", nargs=argparse.REMAINDER, help="the service's options")
+
+    replay = commands.add_parser(
+        "replay",
+        help="print a thread's timeline from the run log",
+        description="Print a thread's timeline from the run log (read_committed).",
+    )
+    replay.add_argument("thread_id")
+    replay.add_argument("--tenant", required=True)
+    replay.add_argument("--bootstrap", default=_env_bootstrap())
+    replay.add_argument("--prefix", default=_env_prefix())
+    replay.add_argument("--json", action="store_true", help="print each logged envelope")
+
+    topics = commands.add_parser("topics", help="manage the topics")
+    topic_commands = topics.add_subparsers(dest="topics_command", required=True)
+    create = topic_commands.add_parser(
+        "create",
+        help="create the missing topics (idempotent)",
+        description="Create the topics under a prefix with the given partitions and replication.",
+    )
+    create.add_argument("--partitions", type=int, default=6)
+    create.add_argument("--replication", type=int, default=1)
+    create.add_argument("--prefix", default=_env_prefix())
+    create.add_argument("--bootstrap", default=_env_bootstrap())
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return _serve(args.service, list(args.args))
+        if args.command == "replay":
+            return asyncio.run(_replay(args))
+        return asyncio.run(_topics_create(args))
+    except FlowaiError as exc:
+        print(f"flowai: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        if not _is_kafka_error(exc):
+            raise
+        print(f"flowai: Kafka failed: {exc}", file=sys.stderr)
+        return 1
+
+
+def _is_kafka_error(exc: Exception) -> bool:
+    try:
+        from aiokafka.errors import KafkaError
+    except ImportError:  # pragma: no cover - the kafka extra is missing
+        return False
+    return isinstance(exc, KafkaError)
+
+
+# --- serve -----------------------------------------------------------------------------------
+
+
+def _serve(service: str, argv: list[str]) -> int:
+    entry = _service_main(service)
+    return entry(argv)
+
+
+def _service_main(service: str) -> Callable[[list[str]], int]:
+    package = f"services.{service}"
+    try:
+        module = importlib.import_module(package)
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("services", package):
+            raise
+        # A source checkout: services/ sits next to python/ (the package's parent).
+        root = Path(__file__).resolve().parents[2]
+        if not (root / "services" / service / "__init__.py").is_file():
+            raise UsageError(
+                f"the {service} service is not available here (no services/{service} next "
+                "to this installation); run it from a checkout of flowai-harness"
+            ) from None
+        sys.path.insert(0, str(root))
+        module = importlib.import_module(package)
+    entry = getattr(module, "main", None)
+    if not callable(entry):
+        raise UsageError(f"services/{service} has no main(argv) entry point yet")
+    return entry  # type: ignore[no-any-return]
+
+
+# --- replay ----------------------------------------------------------------------------------
+
+
+async def _replay(args: argparse.Namespace) -> int:
+    entries = await read_thread(args.bootstrap, args.prefix, args.tenant, args.thread_id)
+    if not entries:
+        raise UsageError(
+            f"no run log for thread {args.thread_id!r} of tenant {args.tenant!r} on "
+            f"{args.prefix}.runtime-events; check the thread id, --tenant and --prefix"
+        )
+    for entry in entries:
+        if args.json:
+            print(orjson.dumps(entry).decode())
+        else:
+            print(timeline_line(entry))
+    return 0
+
+
+async def read_thread(
+    bootstrap: str, prefix: str, tenant: str, thread_id: str
+) -> list[dict[str, Any]]:
+    """Every committed run-log envelope of one thread, in log order."""
+    from aiokafka import TopicPartition
+
+    from . import bus
+
+    topics = bus.Topics(prefix)
+    key = bus.thread_key(tenant, thread_id)
+    count = await bus.partition_count(bootstrap, topics.runtime_events)
+    tp = TopicPartition(topics.runtime_events, bus.partition_for(key, count))
+    consumer = bus.consumer(bootstrap, interactive=False, client_id="flowai-replay")
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        end = (await consumer.end_offsets([tp]))[tp]
+        entries: list[dict[str, Any]] = []
+        while await consumer.position(tp) < end:
+            batch = await consumer.getmany(tp, timeout_ms=500)
+            for record in batch.get(tp, []):
+                if record.key == key and record.offset < end:
+                    entries.append(orjson.loads(record.value))
+    finally:
+        await consumer.stop()
+    return entries
+
+
+def timeline_line(entry: dict[str, Any]) -> str:
+    """``seq  time  type  summary`` for one logged envelope."""
+    payload = entry.get("payload") or {}
+    kind = str(payload.get("type", "?"))
+    ts = entry.get("ts")
+    when = (
+        datetime.datetime.fromtimestamp(ts / 1000, tz=datetime.UTC).isoformat(
+            timespec="milliseconds"
+        )
+        if isinstance(ts, int)
+        else "?"
+    )
+    return f"{entry.get('seq', '?'):>5}  {when}  {kind:<22} {_summary(kind, payload)}"
+
+
+def _short(value: Any, width: int = _SUMMARY_WIDTH) -> str:
+    text = value if isinstance(value, str) else orjson.dumps(value).decode()
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _summary(kind: str, p: dict[str, Any]) -> str:
+    if kind == "run-start":
+        return f"{p.get('runId')} {p.get('agent')}: {_short(p.get('prompt', ''), 70)}"
+    if kind == "step-start":
+        return f"{p.get('agent')} step {p.get('step')} ({p.get('model')})"
+    if kind == "text":
+        return f"{p.get('agent')}: {_short(p.get('text', ''))}"
+    if kind == "tool-invocation":
+        if p.get("state") == "call":
+            return f"{p.get('toolName')}({_short(p.get('args'), 70)}) [{p.get('toolInvocationId')}]"
+        flag = " ERROR" if p.get("isError") else ""
+        return f"{p.get('toolName')} ->{flag} {_short(p.get('result'), 70)}"
+    if kind == "tool-agent":
+        arrow = "->" if p.get("state") == "call" else "<-"
+        return f"{p.get('agent')} {arrow} {p.get('targetAgent')}"
+    if kind == "finish":
+        usage = p.get("usage") or {}
+        return f"{p.get('finishReason')} ({usage.get('totalTokens')} tokens)"
+    if kind == "error":
+        error = p.get("error") or {}
+        return f"{error.get('code')}: {_short(error.get('message', ''))}"
+    if kind == "custom":
+        return f"{p.get('name')}: {_short(p.get('data'), 70)}"
+    if kind == "tool-progress":
+        return _short(p.get("message", ""))
+    rest = {k: v for k, v in p.items() if k != "type"}
+    return _short(rest)
+
+
+# --- topics ----------------------------------------------------------------------------------
+
+
+async def _topics_create(args: argparse.Namespace) -> int:
+    from . import bus
+
+    topics = bus.Topics(args.prefix)
+    created = await bus.ensure_topics(
+        args.bootstrap, topics, partitions=args.partitions, replication=args.replication
+    )
+    for name in topics.all():
+        print(f"{name}: {'created' if name in created else 'exists'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,5 @@
+"""``python -m services.approvals --app module:attr``: the same as ``flowai serve approvals``."""
+
+from .command import main
+
+raise SystemExit(main(prog="python -m services.approvals"))

@@ -1,0 +1,273 @@
+"""The approvals service process: the approval topics in, the HTTP API out.
+
+Owns :class:`ApprovalsService`, :class:`ServiceSettings` and :func:`serve` (run until
+SIGTERM/SIGINT). The command line is :mod:`.command`.
+
+- Reads ``approval-requests`` and ``approval-decisions`` (``read_committed``) from the
+  beginning on every start, every partition, without a consumer group: each instance keeps
+  the whole book (:class:`~.desk.ApprovalDesk`), rebuilt from the topics, so Redis is never
+  the only copy of anything. Until it has read up to where the topics ended when it started,
+  the API answers 503 (``/healthz`` too).
+- Serves the HTTP API (:mod:`.http`) on ``--http host:port`` in the same event loop.
+- Publishes decisions with an idempotent producer (acks=all); claims in Redis make the first
+  decision win across instances (:mod:`.claims`).
+- A message it cannot use becomes a dead letter (reason, message, original bytes, where it
+  was read) and it goes on. Every start reads the topics again, so a watermark per partition
+  in Redis (``<prefix>:approvals:dead-letters``) keeps a bad message from being
+  dead-lettered again at each start; losing it only repeats dead letters, which carry the
+  same id (their source position).
+
+FastStream is not used: its subscribers join consumer groups and commit, while this service
+must read every partition from the beginning at each start and never commit.
+
+Must not import another service or drive the engine (approvals do not decide what the agent
+does next; they publish a human's decision).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Final, cast
+
+from aiohttp import web
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from redis.asyncio import Redis
+
+from flowai_harness import bus
+
+from .claims import DecisionClaims
+from .desk import ApprovalDesk, Rejected
+from .http import create_app
+from .policy import AppPolicy
+
+__all__ = ["ApprovalsService", "ServiceSettings", "serve"]
+
+log = logging.getLogger("flowai.approvals")
+
+SERVICE: Final = "approvals"
+DAY: Final = 24 * 3600
+
+# KEYS: the watermark hash. ARGV: field, next offset. Only moves forward.
+_ADVANCE: Final = """
+local current = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '-1')
+if tonumber(ARGV[2]) > current then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """Where the service connects and listens."""
+
+    bootstrap: str
+    redis_url: str
+    host: str = "127.0.0.1"
+    port: int = 8080
+    prefix: str = bus.DEFAULT_PREFIX
+    partitions: int = bus.DEFAULT_PARTITIONS
+    replication: int = 1
+    create_topics: bool = True
+    # How long a decision's claim outlives it in Redis (the topic keeps the decision).
+    claim_ttl: float = DAY
+    # How long a lookup of an unknown id waits for the topics to be read to their end.
+    catch_up_wait: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"the HTTP port must be 0..65535, got {self.port}")
+        if self.claim_ttl <= 0 or self.catch_up_wait < 0:
+            raise ValueError("claim_ttl must be positive and catch_up_wait not negative")
+
+
+class ApprovalsService:
+    """One approvals instance; see the module docstring."""
+
+    def __init__(self, policy: AppPolicy, settings: ServiceSettings) -> None:
+        self.policy = policy
+        self.settings = settings
+        self.topics = bus.Topics(settings.prefix)
+        self._stopping = asyncio.Event()
+        self._progress = asyncio.Condition()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._partitions: list[TopicPartition] = []
+        self._letters_from: dict[TopicPartition, int] = {}
+        self.desk: ApprovalDesk | None = None
+        self.dead_lettered = 0
+        # The HTTP server's bound (host, port) once it listens.
+        self.address: tuple[str, int] | None = None
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        settings = self.settings
+        if settings.create_topics:
+            await bus.ensure_topics(
+                settings.bootstrap,
+                self.topics,
+                partitions=settings.partitions,
+                replication=settings.replication,
+            )
+        redis = Redis.from_url(settings.redis_url)
+        producer = bus.producer(settings.bootstrap, client_id="flowai-approvals")
+        consumer = bus.consumer(settings.bootstrap, client_id="flowai-approvals")
+        self._consumer = consumer
+        runner: web.AppRunner | None = None
+        await producer.start()
+        try:
+            await consumer.start()
+            self._partitions = [
+                TopicPartition(topic, partition)
+                for topic in (self.topics.approval_requests, self.topics.approval_decisions)
+                for partition in range(await bus.partition_count(settings.bootstrap, topic))
+            ]
+            consumer.assign(self._partitions)
+            await consumer.seek_to_beginning(*self._partitions)
+            self._letters_from = await self._load_watermarks(redis)
+            publisher = bus.KafkaPublisher(producer)
+            desk = ApprovalDesk(
+                self.policy,
+                DecisionClaims(
+                    redis,
+                    namespace=f"{settings.prefix}:approvals:decisions",
+                    ttl=settings.claim_ttl,
+                ),
+                publisher,
+                self.topics,
+                catch_up=self.catch_up,
+            )
+            self.desk = desk
+            runner = web.AppRunner(create_app(desk), access_log=None)
+            await runner.setup()
+            site = web.TCPSite(runner, settings.host, settings.port)
+            await site.start()
+            host, port = runner.addresses[0][:2]
+            self.address = (host, port)
+            log.info("approvals API on http://%s:%d (reading the topics first)", host, port)
+            await self._consume(consumer, desk, publisher, redis)
+        finally:
+            if runner is not None:
+                await runner.cleanup()
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+            await producer.stop()
+            await redis.aclose()
+        log.info(
+            "approvals service stopped: %d approvals known, %d dead letters",
+            len(self.desk.book) if self.desk is not None else 0,
+            self.dead_lettered,
+        )
+
+    async def _consume(
+        self,
+        consumer: AIOKafkaConsumer,
+        desk: ApprovalDesk,
+        publisher: bus.Publisher,
+        redis: Redis,
+    ) -> None:
+        started = time.perf_counter()
+        start_ends = await consumer.end_offsets(self._partitions)
+        watermarks = redis.register_script(_ADVANCE)
+        letters_key = self._letters_key()
+        while not self._stopping.is_set():
+            batch = await consumer.getmany(timeout_ms=100)
+            for tp, records in batch.items():
+                for record in records:
+                    try:
+                        desk.observe(tp.topic, record.value)
+                    except Rejected as rejected:
+                        if record.offset < self._letters_from.get(tp, 0):
+                            continue  # dead-lettered before this start
+                        await self._dead_letter(publisher, tp, record, rejected)
+                        await watermarks(keys=[letters_key], args=[_field(tp), record.offset + 1])
+            if not desk.ready and await self._reached(start_ends):
+                desk.ready = True
+                log.info(
+                    "approvals service ready: %d approvals read in %.3f s",
+                    len(desk.book),
+                    time.perf_counter() - started,
+                )
+            async with self._progress:
+                self._progress.notify_all()
+
+    async def catch_up(self) -> None:
+        """Wait (at most ``catch_up_wait``) until what the topics hold now has been read."""
+        consumer = self._consumer
+        if consumer is None or self.settings.catch_up_wait == 0:
+            return
+        ends = await consumer.end_offsets(self._partitions)
+        deadline = time.monotonic() + self.settings.catch_up_wait
+        async with self._progress:
+            while not await self._reached(ends):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._progress.wait(), left)
+
+    async def _reached(self, ends: dict[TopicPartition, int]) -> bool:
+        consumer = self._consumer
+        assert consumer is not None
+        for tp, end in ends.items():
+            if await consumer.position(tp) < end:
+                return False
+        return True
+
+    def _letters_key(self) -> str:
+        return f"{self.settings.prefix}:approvals:dead-letters"
+
+    async def _load_watermarks(self, redis: Redis) -> dict[TopicPartition, int]:
+        # redis-py types its commands for both clients; this one is the asyncio one.
+        marks = await cast("Awaitable[dict[bytes, bytes]]", redis.hgetall(self._letters_key()))
+        known = {_field(tp): tp for tp in self._partitions}
+        loaded: dict[TopicPartition, int] = {}
+        for name, offset in marks.items():
+            tp = known.get(name.decode())
+            if tp is not None:
+                loaded[tp] = int(offset)
+        return loaded
+
+    async def _dead_letter(
+        self,
+        publisher: bus.Publisher,
+        tp: TopicPartition,
+        record: ConsumerRecord[bytes, bytes],
+        rejected: Rejected,
+    ) -> None:
+        offset: int = record.offset
+        self.dead_lettered += 1
+        log.warning(
+            "dead letter from %s[%d]@%d: %s: %s",
+            tp.topic,
+            tp.partition,
+            offset,
+            rejected.reason,
+            rejected.message,
+        )
+        letter = bus.dead_letter(
+            reason=rejected.reason,
+            message=rejected.message,
+            original=record.value or b"",
+            service=SERVICE,
+            source=(tp.topic, tp.partition, offset),
+        )
+        await publisher.publish(self.topics.dead_letters, record.key, letter, ())
+
+
+def _field(tp: TopicPartition) -> str:
+    return f"{tp.topic}:{tp.partition}"
+
+
+async def serve(policy: AppPolicy, settings: ServiceSettings) -> None:
+    """Run an approvals service until SIGTERM or SIGINT."""
+    service = ApprovalsService(policy, settings)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, service.stop)
+    await service.run()

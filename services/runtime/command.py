@@ -1,0 +1,139 @@
+"""The runtime service's command line: ``flowai serve runtime`` / ``python -m services.runtime``.
+
+Owns the arguments and environment, logging and signals of one runtime instance. Exit
+status 2 with a one-line message for a usage or configuration error (a bad ``--app``, a
+missing ``--mock-response``), 1 when Kafka fails while serving, 0 after SIGTERM/SIGINT.
+
+Must not import other services.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka.errors import KafkaError
+
+from flowai_harness import bus
+from flowai_harness.apps import load_spec
+from flowai_harness.errors import BusError, FlowaiError, UsageError
+
+from .service import RuntimeService, ServiceConfig
+
+INTERPRETERS = ("scripted", "mock")
+
+
+def parser(prog: str = "flowai serve runtime") -> argparse.ArgumentParser:
+    env = os.environ.get
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="Run the runtime service: inputs from Kafka -> engine -> run log + effects.",
+    )
+    p.add_argument(
+        "--app",
+        required=True,
+        help="module:attr naming the RuntimeSpec (or a zero-argument function returning it)",
+    )
+    p.add_argument(
+        "--bootstrap",
+        default=env("FLOWAI_KAFKA_BOOTSTRAP", "127.0.0.1:19092"),
+        help="Kafka bootstrap servers (env FLOWAI_KAFKA_BOOTSTRAP)",
+    )
+    p.add_argument(
+        "--prefix",
+        default=env("FLOWAI_TOPIC_PREFIX", bus.DEFAULT_PREFIX),
+        help="topic prefix (env FLOWAI_TOPIC_PREFIX; default flowai)",
+    )
+    p.add_argument(
+        "--interpreter",
+        choices=INTERPRETERS,
+        default=env("FLOWAI_INTERPRETER", "scripted"),
+        help="model turns: scripted (prompts are JSON tool scripts) or mock "
+        "(every turn answers --mock-response); live providers are not wired yet",
+    )
+    p.add_argument(
+        "--mock-response",
+        default=env("FLOWAI_MOCK_RESPONSE"),
+        help="the answer of every model turn with --interpreter mock",
+    )
+    p.add_argument("--group", default=None, help="consumer group (default <prefix>.runtime)")
+    p.add_argument(
+        "--instance-id",
+        default=env("FLOWAI_INSTANCE_ID"),
+        help="static group member id: a restart with the same id takes over at once",
+    )
+    p.add_argument(
+        "--partitions",
+        type=int,
+        default=bus.DEFAULT_PARTITIONS,
+        help="partitions of topics this service creates (default %(default)s)",
+    )
+    p.add_argument("--replication", type=int, default=1)
+    p.add_argument(
+        "--no-create-topics",
+        action="store_true",
+        help="do not create missing topics (fail instead)",
+    )
+    p.add_argument("--session-timeout-ms", type=int, default=10_000)
+    p.add_argument("--log-level", default=env("FLOWAI_LOG_LEVEL", "INFO"))
+    return p
+
+
+def interpreter_config(kind: str, mock_response: str | None) -> dict[str, Any]:
+    if kind == "mock":
+        if mock_response is None:
+            raise UsageError(
+                "--interpreter mock needs --mock-response TEXT (or env FLOWAI_MOCK_RESPONSE)"
+            )
+        return {"kind": "mock", "response": mock_response}
+    return {"kind": "scripted"}
+
+
+def main(argv: Sequence[str] | None = None, *, prog: str = "flowai serve runtime") -> int:
+    """Run one runtime instance until SIGTERM/SIGINT; returns the exit status."""
+    args = parser(prog).parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        interpreter = interpreter_config(args.interpreter, args.mock_response)
+        spec = load_spec(args.app)
+        config = ServiceConfig(
+            bootstrap=args.bootstrap,
+            prefix=args.prefix,
+            group_id=args.group,
+            instance_id=args.instance_id,
+            partitions=args.partitions,
+            replication=args.replication,
+            create_topics=not args.no_create_topics,
+            session_timeout_ms=args.session_timeout_ms,
+        )
+        service = RuntimeService(spec, interpreter, config)
+    except FlowaiError as exc:
+        print(f"flowai serve runtime: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(_serve(service))
+
+
+async def _serve(service: RuntimeService) -> int:
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, service.stop)
+    try:
+        await service.run()
+    except (KafkaError, BusError) as exc:
+        # Kafka went away or misbehaved while serving: a supervisor may restart us.
+        print(f"flowai serve runtime: Kafka failed: {exc}", file=sys.stderr)
+        return 1
+    except FlowaiError as exc:
+        print(f"flowai serve runtime: {exc}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,763 @@
+"""The runtime service: consume inputs, ask the engine, log events and publish effects in one
+Kafka transaction per partition and poll.
+
+Owns :class:`RuntimeService` and :class:`ServiceConfig`. The engine decides everything; this
+module feeds it the inputs it reads and routes what comes out:
+
+- Inputs: ``queries`` (Query, CancelRun), ``tool-results`` and ``approval-decisions``, read by
+  ONE consumer group (``<prefix>.runtime``), ``read_committed``, range assignor: the member
+  that owns partition ``p`` of one input topic owns partition ``p`` of all of them, and of the
+  run log. A thread's messages are keyed ``tenant/thread_id``, so they all land on one
+  partition number.
+- For each poll, the inputs of partition ``p`` go through ``Engine.handle_many`` one by one
+  (so a rejection is tied to its input), then ONE transaction of ``p``'s producer carries:
+  the events to ``runtime-events`` partition ``p`` (keyed ``tenant/thread_id``), the effects
+  to the topic their ``schema`` names (ToolInvocation -> ``tool-invocations`` and PlanStep ->
+  ``plan-steps`` keyed by their id, ApprovalRequest -> ``approval-requests`` keyed by thread),
+  a dead letter (``dead-letters`` partition ``p``) for every rejected input with the engine's
+  code and message, and the input offsets (``send_offsets_to_transaction``). Either all of it
+  is visible to ``read_committed`` readers, or none: a redelivered input after a crash never
+  duplicates an event. The records of a transaction are built into one batch per topic
+  partition (:class:`_Outbox`) and sent after the poll's inputs were handled. Partitions of
+  one poll run their transactions concurrently; one partition's inputs (so one thread's) stay
+  in offset order. Each partition remembers the next offset it must handle, so a record the
+  consumer hands out twice (a fetch that raced a seek) is never handled twice.
+- Ownership: each partition number has its own transactional id (``<group>.<p>``). The new
+  owner's ``init_transactions`` fences the previous one (a process killed with ``kill -9``
+  or one that lost the group) and completes or aborts its last transaction before the new
+  owner reads anything, so the run log and the committed offsets it then reads are stable.
+- Rebuild: on assignment (``ConsumerRebalanceListener``), before any input of a new partition
+  is handled, its run-log partition is read from the beginning to its last stable offset and
+  folded with ``Engine.load`` (one crossing per partition, not one per event); revoked
+  partitions' threads are forgotten. A partition kept across a rebalance keeps its state only
+  if its run log did not move since this instance last wrote it. The run log is read with
+  :class:`~flowai_harness.logread.LogReader` (record values only, no consumer records), the
+  fetch of the next partition overlapping the fold of the current one. Records fetched
+  while a rebalance ran are read again from where this instance stands.
+- A failed transaction leaves the engine ahead of the log, so the partition is rebuilt from
+  the log and its inputs are read again from the committed offsets.
+
+Why not FastStream for this loop: FastStream 0.7 subscribers ack per message or batch and
+publish outside any producer transaction; they cannot put the consumed offsets into the
+producer's transaction (``send_offsets_to_transaction``), hold a per-partition transactional
+producer, or replay the run log inside the rebalance callback before fetching resumes. This
+loop needs that raw aiokafka control, so it uses aiokafka directly (the message shapes are
+still the Pydantic models of :mod:`flowai_harness.messages` and ``schemas/v1``).
+
+Must not import other services; talks to the engine only through the package facade.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka.errors import ProducerFenced
+from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
+
+from flowai_harness import _native, bus
+from flowai_harness.logread import LogReader
+from flowai_harness.runtime import new_engine
+from flowai_harness.specs import RuntimeSpec
+
+__all__ = ["RuntimeService", "ServiceConfig"]
+
+log = logging.getLogger("flowai.runtime")
+
+SERVICE: Final = "runtime"
+# Codes of the rejections this service makes itself (the engine's codes pass through).
+INPUT_EMPTY: Final = "INPUT_MALFORMED"
+INPUT_WRONG_PARTITION: Final = "INPUT_WRONG_PARTITION"
+EFFECT_UNROUTABLE: Final = "EFFECT_UNROUTABLE"
+
+_KEYED_BY_ID: Final = frozenset({"flowai.v1.ToolInvocation", "flowai.v1.PlanStep"})
+# An effect answered inside the service (the app's predicate), never published. The engine
+# writes `schema` first in every envelope, so its prefix names the effect.
+APPROVAL_CHECK_PREFIX: Final = b'{"schema":"flowai.v1.ApprovalCheck"'
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """Where the runtime service runs and how it reads."""
+
+    bootstrap: str
+    prefix: str = bus.DEFAULT_PREFIX
+    group_id: str | None = None
+    # Static membership: a restarted process with the same id takes over at once instead of
+    # waiting for the old member's session to expire.
+    instance_id: str | None = None
+    partitions: int = bus.DEFAULT_PARTITIONS
+    replication: int = 1
+    create_topics: bool = True
+    max_records: int = 1000
+    session_timeout_ms: int = 10_000
+
+    @property
+    def group(self) -> str:
+        return self.group_id or f"{self.prefix}.runtime"
+
+
+class _Partition:
+    """What this instance holds for one partition number it owns."""
+
+    __slots__ = (
+        "expected",
+        "fenced",
+        "inputs",
+        "log_end",
+        "next_offsets",
+        "number",
+        "producer",
+        "threads",
+    )
+
+    def __init__(self, number: int, inputs: list[TopicPartition], producer: AIOKafkaProducer):
+        self.number = number
+        self.inputs = inputs
+        self.producer = producer
+        # thread id -> its key (``tenant/thread_id``): the threads to forget when it goes.
+        self.threads: dict[str, bytes] = {}
+        # The run log's end offset right after this instance last wrote (or read) it.
+        self.log_end = -1
+        # Input offsets committed by this instance's transactions.
+        self.next_offsets: dict[TopicPartition, int] = {}
+        # The next input offset to handle (set by a seek, advanced by each poll).
+        self.expected: dict[TopicPartition, int] = {}
+        self.fenced = False
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, service: RuntimeService) -> None:
+        self._service = service
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._service._on_revoked()
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self._service._on_assigned(assigned)
+
+
+class RuntimeService:
+    """One runtime instance: an engine, the input consumer, a transactional producer per
+    owned partition, and a consumer that reads the run log back on assignment."""
+
+    def __init__(
+        self, spec: RuntimeSpec, interpreter: Mapping[str, Any], config: ServiceConfig
+    ) -> None:
+        self.spec = spec
+        self.config = config
+        self.tenant = spec.tenant.resource_id
+        self.topics = bus.Topics(config.prefix)
+        self._engine = new_engine(spec, interpreter)
+        self._tenant_prefix = f"{self.tenant}/".encode()
+        self._partitions: dict[int, _Partition] = {}
+        self._partition_count = 0
+        self._topic_partitions: dict[str, int] = {}
+        # Held while a poll's inputs are handled and while a rebalance changes ownership.
+        self._lock = asyncio.Lock()
+        # Bumped by every rebalance: records fetched before it are dropped, not handled.
+        self._generation = 0
+        self._stopping = asyncio.Event()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._replayer: AIOKafkaConsumer | None = None
+        self._reader: LogReader | None = None
+        self._fatal: BaseException | None = None
+        self.ready = asyncio.Event()
+        # Ids of inputs this instance makes itself (deadlines, approval checks).
+        self._boot = time.time_ns()
+        self._local_ids = 0
+        self.stats = {"inputs": 0, "events": 0, "effects": 0, "dead_letters": 0, "replayed": 0}
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        cfg = self.config
+        if cfg.create_topics:
+            await bus.ensure_topics(
+                cfg.bootstrap, self.topics, partitions=cfg.partitions, replication=cfg.replication
+            )
+        self._topic_partitions = await bus.partition_counts(
+            cfg.bootstrap, self.topics.all(), wait=10.0
+        )
+        self._partition_count = self._topic_partitions[self.topics.runtime_events]
+        # Offsets of the run log (read_committed: its end is the last stable offset)...
+        self._replayer = bus.consumer(
+            cfg.bootstrap, client_id=f"{cfg.group}-replay", retry_backoff_ms=10
+        )
+        await self._replayer.start()
+        # ... and its records, read without a consumer's per-record objects.
+        self._reader = LogReader(cfg.bootstrap, client_id=f"{cfg.group}-replay")
+        await self._reader.start()
+        # Assigned (and paused: it never fetches) so that the run log stays in its metadata,
+        # and asked once now: the first lookup waits for topic metadata (about 100 ms),
+        # which a takeover should not.
+        every = [
+            TopicPartition(self.topics.runtime_events, n) for n in range(self._partition_count)
+        ]
+        self._replayer.assign(every)
+        self._replayer.pause(*every)
+        await self._replayer.end_offsets(every)
+        await self._reader.read({tp: (0, 0) for tp in every})
+        self._consumer = bus.consumer(
+            cfg.bootstrap,
+            group_id=cfg.group,
+            group_instance_id=cfg.instance_id,
+            client_id=f"{cfg.group}-{cfg.instance_id or 'input'}",
+            session_timeout_ms=cfg.session_timeout_ms,
+            heartbeat_interval_ms=max(100, cfg.session_timeout_ms // 5),
+        )
+        self._consumer.subscribe(list(self.topics.runtime_inputs), listener=_Listener(self))
+        await self._consumer.start()
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to finish the poll in hand and return."""
+        self._stopping.set()
+
+    async def close(self) -> None:
+        if self._consumer is not None:
+            # Leaves the group, so another instance gets the partitions without waiting.
+            with contextlib.suppress(Exception):
+                await self._consumer.stop()
+        for number in list(self._partitions):
+            await self._drop(number)
+        if self._replayer is not None:
+            with contextlib.suppress(Exception):
+                await self._replayer.stop()
+        if self._reader is not None:
+            with contextlib.suppress(Exception):
+                await self._reader.close()
+
+    async def run(self) -> None:
+        """Start, then handle inputs until :meth:`stop`; always closes."""
+        try:
+            await self.start()
+            consumer = self._consumer
+            assert consumer is not None
+            while not self._stopping.is_set():
+                generation = self._generation
+                batch = await consumer.getmany(timeout_ms=100, max_records=self.config.max_records)
+                if self._fatal is not None:
+                    raise self._fatal
+                # Approval deadlines are checked every poll (at most 100 ms apart): the engine
+                # says when; no timer per approval. Under the lock, like every engine call: a
+                # rebalance may be folding a log into the engine on a worker thread.
+                async with self._lock:
+                    await self._fire_deadlines()
+                if not batch:
+                    continue
+                async with self._lock:
+                    if generation != self._generation:
+                        # A rebalance ran while these were fetched: they may come from
+                        # before its seeks (stale) or after (and then the consumer has moved
+                        # past them). Read them again from where this instance stands; the
+                        # expected offsets keep anything from being handled twice.
+                        for tp in batch:
+                            part = self._partitions.get(tp.partition)
+                            if part is not None and tp in part.expected:
+                                consumer.seek(tp, part.expected[tp])
+                        continue
+                    by_number: dict[int, list[tuple[TopicPartition, list[ConsumerRecord]]]] = {}
+                    for tp, records in batch.items():
+                        by_number.setdefault(tp.partition, []).append((tp, records))
+                    await asyncio.gather(
+                        *(self._process(number, items) for number, items in by_number.items())
+                    )
+        finally:
+            await self.close()
+
+    # --- rebalance -------------------------------------------------------------------------
+
+    async def _on_revoked(self) -> None:
+        async with self._lock:  # waits for the poll in hand
+            self._generation += 1
+            self.ready.clear()
+
+    async def _on_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        try:
+            async with self._lock:
+                self._generation += 1
+                numbers = {tp.partition for tp in assigned}
+                await self._adopt(numbers)
+                self.ready.set()
+        except BaseException as exc:  # aiokafka only logs listener errors: stop the service
+            log.exception("cannot take partitions %s", sorted({tp.partition for tp in assigned}))
+            self._fatal = exc
+            self._stopping.set()
+            raise
+
+    async def _adopt(self, numbers: set[int]) -> None:
+        for number in set(self._partitions) - numbers:
+            await self._drop(number)
+        kept = [self._partitions[n] for n in numbers & set(self._partitions)]
+        if kept:
+            assert self._replayer is not None
+            ends = await self._replayer.end_offsets(
+                [TopicPartition(self.topics.runtime_events, part.number) for part in kept]
+            )
+            for part in kept:
+                end = ends[TopicPartition(self.topics.runtime_events, part.number)]
+                if part.fenced or end != part.log_end:
+                    # Someone else wrote this thread log meanwhile (or our last commit is
+                    # not visible yet): the state here may be stale, so rebuild it.
+                    await self._drop(part.number)
+        gained = sorted(numbers - set(self._partitions))
+        if gained:
+            await self._take(gained)
+        for number in sorted(numbers):
+            await self._seek_inputs(self._partitions[number])
+        log.info(
+            "runtime %s owns partitions %s (%d threads)",
+            self.config.group,
+            sorted(numbers),
+            sum(len(p.threads) for p in self._partitions.values()),
+        )
+
+    async def _take(self, numbers: list[int]) -> None:
+        # Producers first: init_transactions fences the previous owner and finishes its last
+        # transaction, so what is read next is stable.
+        producers = [self._new_producer(n) for n in numbers]
+        try:
+            await asyncio.gather(*(producer.start() for producer in producers))
+        except BaseException:
+            for producer in producers:
+                with contextlib.suppress(Exception):
+                    await producer.stop()
+            raise
+        for number, producer in zip(numbers, producers, strict=True):
+            inputs = [TopicPartition(topic, number) for topic in self.topics.runtime_inputs]
+            self._partitions[number] = _Partition(number, inputs, producer)
+        await self._replay(numbers)
+
+    def _new_producer(self, number: int) -> AIOKafkaProducer:
+        return bus.producer(
+            self.config.bootstrap,
+            transactional_id=f"{self.config.group}.{number}",
+            client_id=f"{self.config.group}.{number}",
+            # One batch per topic partition and transaction (see _Outbox).
+            max_batch_size=512 * 1024,
+        )
+
+    async def _drop(self, number: int) -> None:
+        part = self._partitions.pop(number, None)
+        if part is None:
+            return
+        for thread_id in part.threads:
+            self._engine.forget(thread_id)
+        with contextlib.suppress(Exception):
+            await part.producer.stop()
+
+    async def _replay(self, numbers: list[int]) -> None:
+        """Fold the run-log partitions ``numbers`` into the engine (read_committed, to the
+        last stable offset)."""
+        replayer = self._replayer
+        reader = self._reader
+        assert replayer is not None
+        assert reader is not None
+        started = time.perf_counter()
+        tps = [TopicPartition(self.topics.runtime_events, n) for n in numbers]
+        begins = await replayer.beginning_offsets(tps)
+        ends = await replayer.end_offsets(tps)  # read_committed: the last stable offsets
+        located = time.perf_counter()
+        total = 0
+        folding = 0.0
+        async for tp, read in reader.read_each({tp: (begins[tp], ends[tp]) for tp in tps}):
+            part = self._partitions[tp.partition]
+            part.log_end = ends[tp]
+            if not read.values:
+                continue
+            fold_started = time.perf_counter()
+            # Folds without the GIL on a worker thread, while the reader fetches the next
+            # partition; nothing else touches the engine meanwhile (the lock is held).
+            await asyncio.to_thread(
+                self._engine.load, b"\n".join(read.values), path=f"{tp.topic}[{tp.partition}]"
+            )
+            folding += time.perf_counter() - fold_started
+            total += len(read.values)
+            for key in read.keys:
+                if key is not None and key.startswith(self._tenant_prefix):
+                    part.threads[key[len(self._tenant_prefix) :].decode()] = key
+        self.stats["replayed"] += total
+        elapsed = time.perf_counter() - started
+        log.info(
+            "replayed %d run-log events of partitions %s in %.3f s (offsets %.3f s, "
+            "folding %.3f s)",
+            total,
+            numbers,
+            elapsed,
+            located - started,
+            folding,
+        )
+
+    async def _seek_inputs(self, part: _Partition) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        positions: dict[TopicPartition, int] = {}
+        for tp in part.inputs:
+            committed = await consumer.committed(tp)
+            ours = part.next_offsets.get(tp)
+            # Ours is ahead when our last commit's markers are not visible yet; the committed
+            # one is ahead when another instance handled inputs meanwhile.
+            known = [offset for offset in (committed, ours) if offset is not None]
+            if known:
+                positions[tp] = max(known)
+        fresh = [tp for tp in part.inputs if tp not in positions]
+        if fresh:
+            positions.update(await consumer.beginning_offsets(fresh))
+        for tp, offset in positions.items():
+            consumer.seek(tp, offset)
+            part.expected[tp] = offset
+        consumer.resume(*part.inputs)
+
+    # --- one poll of one partition -----------------------------------------------------------
+
+    async def _process(
+        self, number: int, items: list[tuple[TopicPartition, list[ConsumerRecord]]]
+    ) -> None:
+        part = self._partitions.get(number)
+        if part is None or part.fenced:
+            return
+        work: list[tuple[TopicPartition, list[ConsumerRecord]]] = []
+        for tp, records in items:
+            # A fetch that raced a seek can hand records out twice; below the position this
+            # instance set or reached, a record was handled already.
+            expected = part.expected[tp]
+            if records[0].offset < expected:
+                records = [record for record in records if record.offset >= expected]
+            if records:
+                work.append((tp, records))
+                part.expected[tp] = records[-1].offset + 1
+        if not work:
+            return
+        producer = part.producer
+        outbox = _Outbox(producer)
+        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        try:
+            await producer.begin_transaction()
+            for tp, records in work:
+                for record in records:
+                    self._handle(part, tp, record, outbox)
+                offsets[tp] = OffsetAndMetadata(records[-1].offset + 1, "")
+            last_event = await outbox.send(self.topics.runtime_events, number)
+            await producer.send_offsets_to_transaction(offsets, self.config.group)
+            await producer.commit_transaction()  # flushes: every batch is acknowledged
+            log_end = last_event()
+        except ProducerFenced:
+            # Another instance took this partition; the rebalance that told it so reaches
+            # us next. Handle nothing more of it until then.
+            log.warning("partition %d was taken over (fenced); waiting for the rebalance", number)
+            part.fenced = True
+            for thread_id in part.threads:
+                self._engine.forget(thread_id)
+            part.threads.clear()
+            assert self._consumer is not None
+            self._consumer.pause(*part.inputs)
+            return
+        except Exception:
+            log.exception("transaction of partition %d failed; rebuilding it from the log", number)
+            with contextlib.suppress(Exception):
+                await producer.abort_transaction()
+            await self._resync(number)
+            return
+        for tp, meta in offsets.items():
+            part.next_offsets[tp] = meta.offset
+        if log_end is not None:
+            # One commit marker follows the last record written.
+            part.log_end = log_end + 2
+
+    async def _resync(self, number: int) -> None:
+        """Make partition ``number`` match the log again after a failed transaction."""
+        delay = 0.05
+        while not self._stopping.is_set():
+            await self._drop(number)
+            try:
+                await self._take([number])
+                await self._seek_inputs(self._partitions[number])
+                return
+            except Exception:
+                log.exception("cannot rebuild partition %d; retrying in %.2f s", number, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _handle(
+        self, part: _Partition, tp: TopicPartition, record: ConsumerRecord, outbox: _Outbox
+    ) -> None:
+        """Feed one input to the engine and put what comes out in the transaction's outbox."""
+        self.stats["inputs"] += 1
+        value = record.value
+        number = part.number
+        trace = bus.child_traceparent(bus.traceparent_of(record.headers)).encode()
+        headers = [(bus.TRACEPARENT, trace)]
+        if not value:
+            self._dead_letter(
+                part, tp, record, outbox, INPUT_EMPTY, "empty message (no value); send an envelope"
+            )
+            return
+        fields = bus.peek(value)
+        if fields is not None:
+            thread_id = fields.get("thread_id")
+            if (
+                fields.get("tenant") == self.tenant
+                and isinstance(thread_id, str)
+                and thread_id
+                # A thread already logged here was checked when it started.
+                and thread_id not in part.threads
+            ):
+                key = bus.thread_key(self.tenant, thread_id)
+                expected = bus.partition_for(key, self._partition_count)
+                if expected != number:
+                    self._dead_letter(
+                        part,
+                        tp,
+                        record,
+                        outbox,
+                        INPUT_WRONG_PARTITION,
+                        f"thread {thread_id!r} belongs on partition {expected}, but this input "
+                        f"came on partition {number}; publish with key "
+                        f"{key.decode()!r} and the default (murmur2) partitioner",
+                    )
+                    return
+        self._route(part, tp, record, outbox, self._engine.handle_many([value]), headers)
+
+    def _route(
+        self,
+        part: _Partition,
+        tp: TopicPartition | None,
+        record: ConsumerRecord | None,
+        outbox: _Outbox,
+        outputs: list[tuple[int, str, bytes]],
+        headers: list[tuple[str, bytes]],
+    ) -> None:
+        """Put what the engine decided in the outbox: events to the run log, effects to their
+        topics, rejections to dead letters. An approval check is answered here, at once: a
+        dynamic rule is the app's code, which this service has loaded."""
+        for kind, thread_id, data in outputs:
+            if kind == _native.EVENT:
+                thread_key = part.threads.get(thread_id)
+                if thread_key is None:
+                    thread_key = part.threads[thread_id] = bus.thread_key(self.tenant, thread_id)
+                outbox.add(self.topics.runtime_events, part.number, thread_key, data, headers)
+                self.stats["events"] += 1
+            elif kind == _native.EFFECT and data.startswith(APPROVAL_CHECK_PREFIX):
+                answer = self._check_approval(data)
+                self._route(part, tp, record, outbox, self._engine.handle_many([answer]), headers)
+            elif kind == _native.EFFECT:
+                self._publish_effect(part, tp, record, outbox, data, headers)
+            else:
+                error = orjson.loads(data)["payload"]["error"]
+                if record is None or tp is None:
+                    # A time-driven input (a deadline) the engine refused: nothing to return.
+                    log.warning("engine refused %s: %s", error["code"], error["message"])
+                else:
+                    self._dead_letter(part, tp, record, outbox, error["code"], error["message"])
+
+    def _check_approval(self, data: bytes) -> bytes:
+        """Evaluate a dynamic approval rule; a predicate that raises means: ask a human."""
+        check = orjson.loads(data)
+        payload = check["payload"]
+        ctx = {
+            "agent": payload["agent"],
+            "tool": payload["tool"],
+            "thread_id": check["thread_id"],
+            "tenant": check["tenant"],
+        }
+        required = self.spec.predicates.evaluate(payload["predicate"], payload["args"], ctx)
+        return self._local_input(
+            "flowai.v1.ApprovalCheckResult",
+            check["thread_id"],
+            {"check_id": payload["check_id"], "required": required},
+        )
+
+    def _local_input(self, schema: str, thread_id: str, payload: dict[str, Any]) -> bytes:
+        """An input this service makes itself (not read from a topic)."""
+        self._local_ids += 1
+        return orjson.dumps(
+            {
+                "schema": schema,
+                "id": f"{self.config.group}-{self.config.instance_id or 'runtime'}-"
+                f"{self._boot}-{self._local_ids}",
+                "tenant": self.tenant,
+                "thread_id": thread_id,
+                "run_id": None,
+                "causation_id": None,
+                "ts": time.time_ns() // 1_000_000,
+                "payload": payload,
+            }
+        )
+
+    async def _fire_deadlines(self) -> None:
+        """Feed the engine the time for every approval whose deadline passed: the gate
+        resolves as rejected (reason timeout) in one transaction per thread."""
+        now = time.time_ns() // 1_000_000
+        seen: set[str] = set()
+        while (due := self._engine.next_deadline()) is not None and due[1] <= now:
+            thread_id = due[0]
+            if thread_id in seen:
+                break  # the engine did not move it; try again next round
+            seen.add(thread_id)
+            number = bus.partition_for(
+                bus.thread_key(self.tenant, thread_id), self._partition_count
+            )
+            part = self._partitions.get(number)
+            if part is None or part.fenced:
+                continue
+            deadline = self._local_input("flowai.v1.DeadlineReached", thread_id, {})
+            await self._transact_local(part, deadline)
+
+    async def _transact_local(self, part: _Partition, value: bytes) -> None:
+        """Handle one input made here in its own transaction (no input offsets)."""
+        producer = part.producer
+        outbox = _Outbox(producer)
+        try:
+            await producer.begin_transaction()
+            self._route(part, None, None, outbox, self._engine.handle_many([value]), [])
+            last_event = await outbox.send(self.topics.runtime_events, part.number)
+            await producer.commit_transaction()
+            log_end = last_event()
+        except ProducerFenced:
+            log.warning("partition %d was taken over (fenced)", part.number)
+            part.fenced = True
+            return
+        except Exception:
+            log.exception("transaction of partition %d failed; rebuilding it", part.number)
+            with contextlib.suppress(Exception):
+                await producer.abort_transaction()
+            await self._resync(part.number)
+            return
+        if log_end is not None:
+            part.log_end = log_end + 2
+
+    def _publish_effect(
+        self,
+        part: _Partition,
+        tp: TopicPartition,
+        record: ConsumerRecord,
+        outbox: _Outbox,
+        data: bytes,
+        headers: list[tuple[str, bytes]],
+    ) -> None:
+        effect = orjson.loads(data)
+        schema = effect["schema"]
+        topic = self.topics.effect_topic(schema)
+        if topic is None:
+            # Nothing here can carry it out; say so rather than drop it.
+            self._dead_letter(
+                part,
+                tp,
+                record,
+                outbox,
+                EFFECT_UNROUTABLE,
+                f"the engine asked for a {schema} effect, which this runtime service cannot "
+                "route; upgrade the service",
+                original=data,
+            )
+            return
+        key = (
+            effect["id"].encode()
+            if schema in _KEYED_BY_ID
+            else bus.thread_key(effect["tenant"], effect["thread_id"])
+        )
+        # The default partitioner's choice, made here because the outbox batches per partition.
+        partition = bus.partition_for(key, self._topic_partitions[topic])
+        outbox.add(topic, partition, key, data, headers)
+        self.stats["effects"] += 1
+
+    def _dead_letter(
+        self,
+        part: _Partition,
+        tp: TopicPartition,
+        record: ConsumerRecord,
+        outbox: _Outbox,
+        reason: str,
+        message: str,
+        *,
+        original: bytes | None = None,
+    ) -> None:
+        body = original if original is not None else (record.value or b"")
+        letter = bus.dead_letter(
+            reason=reason,
+            message=message,
+            original=body,
+            service=SERVICE,
+            source=(tp.topic, tp.partition, record.offset),
+        )
+        fields = bus.peek(body) or {}
+        tenant, thread_id = fields.get("tenant"), fields.get("thread_id")
+        key = (
+            bus.thread_key(tenant, thread_id)
+            if isinstance(tenant, str) and isinstance(thread_id, str)
+            else record.key
+        )
+        # On the input's partition number: a client following a thread watches it there.
+        outbox.add(self.topics.dead_letters, part.number, key, letter, [])
+        self.stats["dead_letters"] += 1
+        log.warning(
+            "dead letter %s from %s[%d]@%d: %s",
+            reason,
+            tp.topic,
+            tp.partition,
+            record.offset,
+            message,
+        )
+
+
+class _Outbox:
+    """The records of one transaction, one record batch per topic partition.
+
+    Building batches here (aiokafka's C batch builder) instead of calling ``send`` per record
+    saves a coroutine and a queue operation per record; the transaction sends each batch
+    once, after every input of the poll was handled.
+    """
+
+    __slots__ = ("_batches", "_counts", "_producer")
+
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self._producer = producer
+        # (topic, partition) -> builders; all but the last are full.
+        self._batches: dict[tuple[str, int], list[Any]] = {}
+        self._counts: dict[tuple[str, int], int] = {}
+
+    def add(
+        self,
+        topic: str,
+        partition: int,
+        key: bytes | None,
+        value: bytes,
+        headers: list[tuple[str, bytes]],
+    ) -> None:
+        where = (topic, partition)
+        builders = self._batches.get(where)
+        if builders is None:
+            builders = self._batches[where] = [self._producer.create_batch()]
+            self._counts[where] = 0
+        if builders[-1].append(key=key, value=value, timestamp=None, headers=headers) is None:
+            builders.append(self._producer.create_batch())
+            if builders[-1].append(key=key, value=value, timestamp=None, headers=headers) is None:
+                raise ValueError(f"a record of {len(value)} bytes does not fit a Kafka batch")
+        self._counts[where] += 1
+
+    async def send(self, topic: str, partition: int) -> Callable[[], int | None]:
+        """Queue every batch for the transaction; returns a function that gives the offset
+        of the last record sent to ``topic`` partition ``partition`` (None if none was)
+        once the transaction committed. Not waiting for the broker here lets the offsets
+        commit travel alongside the records."""
+        last: asyncio.Future[Any] | None = None
+        last_size = 0
+        for (to, number), builders in self._batches.items():
+            for builder in builders:
+                future = await self._producer.send_batch(builder, to, partition=number)
+                if (to, number) == (topic, partition):
+                    last, last_size = future, builder.record_count()
+
+        def last_offset() -> int | None:
+            if last is None:
+                return None
+            return int(last.result().offset) + last_size - 1
+
+        return last_offset

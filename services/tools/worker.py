@@ -1,0 +1,517 @@
+"""What a tool worker does with one consumed message; Kafka's consumer loop is elsewhere.
+
+Owns :class:`ToolWorker` and :class:`Delivery`. For each delivery it
+routes by the envelope's ``schema``: a ``ToolInvocation`` runs its tool's handler (or, for the
+executor's built-in ``resolveRef`` / ``glimpseRef``, reads the reference store), a
+``PlanStep`` goes to the app's action dispatcher exactly as in the embedded runtime
+(``dispatcher(actions, ctx)`` with the referenced values hydrated from the reference store),
+anything else is dead-lettered. Both are answered with a ``flowai.v1.ToolResult`` built by
+:mod:`flowai_harness.toolcall`, the code the embedded runtime runs, so the same outcome gives
+the same result; a plan step's result answers the PlanStep envelope's id.
+
+Effectively-once, with the invocation id as the key (see :mod:`.claims`):
+
+1. ``begin``: a recorded result exists -> publish it again and stop (a redelivery never
+   repeats the side effect); another owner's claim is live -> wait, polling, until its
+   result appears or the claim expires; else the claim is ours.
+2. run the handler while renewing the claim: per-attempt timeout, retries with exponential
+   backoff for retryable errors, at most ``concurrency`` handlers at once per worker. A plan
+   step runs once (its actions are not assumed idempotent): a failure or timeout is the
+   result, and the engine marks the plan failed.
+3. ``record`` the ToolResult in Redis (first record wins), then publish it (key
+   ``tenant/thread_id`` on ``tool-results``), and only then report the delivery done, so its
+   offset may be committed.
+
+A failure of Redis or Kafka before the handler ran, or while publishing, restarts the
+procedure from 1 (every step is idempotent); once the handler ran, recording its result is
+retried while the claim is held, so the tool does not run again.
+
+Must not import another service or drive the engine (tool workers do not decide).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+
+from flowai_harness import bus
+from flowai_harness.errors import InvalidInputError, RetryableToolError, UnknownSchemaError
+from flowai_harness.references import MemoryReferenceStore, ReferenceAccess, ReferenceStore
+from flowai_harness.toolcall import (
+    NO_ACTION_DISPATCHER,
+    REFERENCE_TOOLS,
+    run_plan_step,
+    run_reference_tool,
+    run_tool_call,
+    tool_result,
+)
+
+from .app import ToolApp
+from .claims import InvocationLedger
+
+__all__ = ["Delivery", "ToolWorker", "WorkerSettings", "default_worker_id"]
+
+log = logging.getLogger("flowai.tools")
+
+TOOL_INVOCATION: Final = "flowai.v1.ToolInvocation"
+PLAN_STEP: Final = "flowai.v1.PlanStep"
+
+# Dead-letter reasons (stable codes operators match on).
+MALFORMED: Final = InvalidInputError.code
+UNKNOWN_SCHEMA: Final = UnknownSchemaError.code
+TOOL_NOT_AVAILABLE: Final = "TOOL_NOT_AVAILABLE"  # the engine's code for a tool nobody runs
+RETRIES_EXHAUSTED: Final = "TOOL_RETRIES_EXHAUSTED"
+_NO_DISPATCHER_MESSAGE: Final = (
+    "this tool worker's app has no action_dispatcher, so it cannot execute plans; give the "
+    "--app object an action_dispatcher attribute: fn(actions, ctx), as "
+    "create_runtime(action_dispatcher=fn)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One consumed message, as the worker needs it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    """Limits and timings; every duration is in seconds."""
+
+    concurrency: int = 8
+    tool_timeout: float = 30.0
+    max_attempts: int = 3
+    retry_backoff: float = 0.5
+    retry_backoff_max: float = 30.0
+    # How long to wait between looks at an invocation another live worker holds.
+    claim_poll: float = 0.25
+    # How long to wait before starting over when Redis or Kafka failed mid-way.
+    failure_backoff: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, got {self.max_attempts}")
+        if self.tool_timeout <= 0:
+            raise ValueError(f"tool_timeout must be positive, got {self.tool_timeout}")
+
+    def backoff(self, attempt: int) -> float:
+        """Delay before attempt ``attempt + 1``: exponential, capped, with jitter."""
+        delay: float = min(self.retry_backoff_max, self.retry_backoff * 2.0 ** (attempt - 1))
+        # Jitter spreads the retries of many invocations that failed together.
+        return delay * random.uniform(0.5, 1.0)
+
+
+@dataclass(frozen=True, slots=True)
+class _DeadLetter:
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """What running an invocation produced: the result to record, maybe a dead letter."""
+
+    result: bytes
+    dead_letter: _DeadLetter | None = None
+
+
+class _Rejected(Exception):
+    """The delivery cannot be handled at all: dead-letter it and move on."""
+
+    def __init__(self, reason: str, message: str, envelope: Mapping[str, Any] | None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.envelope = envelope
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class ToolWorker:
+    """Handles deliveries effectively once; see the module docstring for the order of steps.
+
+    :meth:`handle` never raises for a bad message or a failing tool: it returns once the
+    delivery is done (result published or dead-lettered), which is when its offset may be
+    committed. It raises only ``CancelledError`` (the worker stops; the offset stays
+    uncommitted and the next owner of the partition gets the message again).
+    """
+
+    def __init__(
+        self,
+        app: ToolApp,
+        ledger: InvocationLedger,
+        publisher: bus.Publisher,
+        topics: bus.Topics,
+        settings: WorkerSettings | None = None,
+        *,
+        worker_id: str | None = None,
+        references: ReferenceStore | None = None,
+    ) -> None:
+        """``references`` is the store behind ``ctx.references``, ``resolveRef`` and the
+        dispatcher's ``resolved_refs`` (the service passes the Redis one; the default, in
+        this process only, suits tests)."""
+        self.app = app
+        self.ledger = ledger
+        self.publisher = publisher
+        self.topics = topics
+        self.settings = settings or WorkerSettings()
+        self.worker_id = worker_id or default_worker_id()
+        self.references = ReferenceAccess(
+            references if references is not None else MemoryReferenceStore(),
+            app.spec.tenant.resource_id,
+            app.spec.references,
+        )
+        self._slots = asyncio.Semaphore(self.settings.concurrency)
+        self._routes: Mapping[str, Callable[[dict[str, Any], Delivery], Awaitable[None]]] = {
+            TOOL_INVOCATION: self._on_tool_invocation,
+            PLAN_STEP: self._on_plan_step,
+        }
+        # Counters for logs, tests and the benchmark; never used to decide anything.
+        self.ran = 0
+        self.replayed = 0
+        self.dead_lettered = 0
+
+    # --- one delivery ----------------------------------------------------------------------
+
+    async def handle(self, delivery: Delivery) -> None:
+        """Handle one delivery until it is done; retried from the top when Redis/Kafka fail."""
+        while True:
+            try:
+                await self._handle_once(delivery)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Every step is idempotent (a recorded result is published again, a claim of
+                # ours is renewed or re-taken), so starting over is safe.
+                log.exception(
+                    "handling %s[%d]@%d failed; trying again in %.1f s",
+                    delivery.topic,
+                    delivery.partition,
+                    delivery.offset,
+                    self.settings.failure_backoff,
+                )
+                await asyncio.sleep(self.settings.failure_backoff)
+
+    async def _handle_once(self, delivery: Delivery) -> None:
+        try:
+            envelope = self._decode(delivery)
+            route = self._routes.get(envelope["schema"])
+            if route is None:
+                raise _Rejected(
+                    UNKNOWN_SCHEMA,
+                    f"schema {envelope['schema']!r} is not handled by tool workers; they "
+                    f"take {', '.join(sorted(self._routes))}",
+                    envelope,
+                )
+            await route(envelope, delivery)
+        except _Rejected as rejected:
+            await self._dead_letter(delivery, rejected.reason, rejected.message, rejected.envelope)
+
+    def _decode(self, delivery: Delivery) -> dict[str, Any]:
+        if delivery.value is None:
+            raise _Rejected(MALFORMED, "the message has no value (a tombstone?)", None)
+        try:
+            envelope = orjson.loads(delivery.value)
+        except orjson.JSONDecodeError as exc:
+            raise _Rejected(MALFORMED, f"the message is not JSON: {exc}", None) from None
+        if not isinstance(envelope, dict):
+            raise _Rejected(
+                MALFORMED, f"the message is JSON {type(envelope).__name__}, not an envelope", None
+            )
+        problem = _envelope_problem(envelope)
+        if problem is not None:
+            raise _Rejected(MALFORMED, f"not a flowai envelope: {problem}", envelope)
+        return envelope
+
+    # --- tool invocations ------------------------------------------------------------------
+
+    async def _on_tool_invocation(self, envelope: dict[str, Any], delivery: Delivery) -> None:
+        problem = _invocation_problem(envelope)
+        if problem is not None:
+            raise _Rejected(MALFORMED, f"ToolInvocation: {problem}", envelope)
+        await self._effectively_once(envelope, delivery, self._run_invocation)
+
+    async def _run_invocation(self, envelope: dict[str, Any]) -> _Outcome:
+        call = envelope["payload"]
+        name = call["tool"]
+        if name in REFERENCE_TOOLS:
+            return _Outcome(self._result(envelope, run_reference_tool(envelope, self.references)))
+        tool = self.app.tools.get(name)
+        if tool is None:
+            why = (
+                "it has no handler in this worker's app"
+                if name in self.app.missing
+                else "the app does not declare it"
+            )
+            message = f"tool {name!r} is not available on the tool workers: {why}"
+            payload = {
+                "invocation_id": envelope["id"],
+                "tool_invocation_id": call["tool_invocation_id"],
+                "error": {"message": message, "code": TOOL_NOT_AVAILABLE},
+            }
+            return _Outcome(
+                self._result(envelope, payload), _DeadLetter(TOOL_NOT_AVAILABLE, message)
+            )
+
+        settings = self.settings
+        attempt = 0
+        while True:
+            attempt += 1
+            async with self._slots:
+                self.ran += 1
+                # A timeout is a TOOL_TIMEOUT error result, retried like any retryable one.
+                payload = await run_tool_call(
+                    tool,
+                    envelope,
+                    self.app.services,
+                    time_limit=settings.tool_timeout,
+                    references=self.references,
+                )
+            error: dict[str, Any] | None = payload.get("error")
+            if error is None or error.get("code") not in _retryable_codes():
+                return _Outcome(self._result(envelope, payload))
+            if attempt >= settings.max_attempts:
+                break
+            delay = settings.backoff(attempt)
+            log.info(
+                "invocation %s: attempt %d/%d failed (%s); retrying in %.2f s",
+                envelope["id"],
+                attempt,
+                settings.max_attempts,
+                error["code"],
+                delay,
+            )
+            await asyncio.sleep(delay)
+        # The last attempt failed too: the model sees the failure, operators a dead letter.
+        error["message"] = f"{error['message']} (gave up after {settings.max_attempts} attempts)"
+        return _Outcome(
+            self._result(envelope, payload),
+            _DeadLetter(RETRIES_EXHAUSTED, f"{error['code']}: {error['message']}"),
+        )
+
+    def _result(self, invocation: Mapping[str, Any], payload: dict[str, Any]) -> bytes:
+        # The id follows from the invocation's, so every copy of its result is recognisable.
+        return tool_result(invocation, payload, id=f"{invocation['id']}/result", ts=bus.now_ms())
+
+    # --- plan steps ------------------------------------------------------------------------
+
+    async def _on_plan_step(self, envelope: dict[str, Any], delivery: Delivery) -> None:
+        problem = _plan_step_problem(envelope)
+        if problem is not None:
+            raise _Rejected(MALFORMED, f"PlanStep: {problem}", envelope)
+        await self._effectively_once(envelope, delivery, self._run_plan_step)
+
+    async def _run_plan_step(self, envelope: dict[str, Any]) -> _Outcome:
+        dispatcher = self.app.action_dispatcher
+        async with self._slots:
+            self.ran += 1
+            payload = await run_plan_step(
+                envelope,
+                dispatcher,
+                self.app.services,
+                self.references,
+                time_limit=self.settings.tool_timeout,
+                no_dispatcher=_NO_DISPATCHER_MESSAGE,
+            )
+        # Without a dispatcher the plan fails (the run goes on, as embedded) and operators
+        # get a dead letter: the deployment is wrong, not the plan.
+        dead = (
+            None
+            if dispatcher is not None
+            else _DeadLetter(NO_ACTION_DISPATCHER, _NO_DISPATCHER_MESSAGE)
+        )
+        return _Outcome(self._result(envelope, payload), dead)
+
+    # --- effectively once ------------------------------------------------------------------
+
+    async def _effectively_once(
+        self,
+        envelope: dict[str, Any],
+        delivery: Delivery,
+        run: Callable[[dict[str, Any]], Awaitable[_Outcome]],
+    ) -> None:
+        key = envelope["id"]
+        # Unique per attempt to run, even within this worker: a redelivered copy of an
+        # invocation this worker is still running must wait for it, not join it.
+        token = f"{self.worker_id}:{uuid.uuid4().hex}"
+        while True:
+            begin = await self.ledger.begin(key, token)
+            if begin.recorded is not None:
+                self.replayed += 1
+                await self._publish_result(begin.recorded, delivery)
+                return
+            if begin.claimed:
+                break
+            # Another worker runs it (or a dead one held it): wait for its result or for
+            # its claim to expire, whichever comes first.
+            await asyncio.sleep(min(self.settings.claim_poll, max(begin.held_ms, 1) / 1000))
+
+        async with self.ledger.holding(key, token):
+            try:
+                outcome = await run(envelope)
+            except BaseException:
+                # Stopped (or a bug) before a result exists: let the next owner start at
+                # once instead of waiting out the claim.
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.ledger.release(key, token))
+                raise
+            # The side effect happened: from here on the claim is kept (and renewed) until
+            # the result is recorded, whatever Kafka or Redis do meanwhile; giving it up
+            # would let the tool run again.
+            recorded = await self._finish(envelope, delivery, token, outcome)
+        await self._publish_result(recorded, delivery)
+
+    async def _finish(
+        self, envelope: dict[str, Any], delivery: Delivery, token: str, outcome: _Outcome
+    ) -> bytes:
+        """Dead-letter (when the outcome says so), then record; returns the recorded result."""
+        letter = outcome.dead_letter
+        while True:
+            try:
+                if letter is not None:
+                    # Before the record: a crash in between repeats the dead letter, never
+                    # loses it.
+                    await self._dead_letter(delivery, letter.reason, letter.message, envelope)
+                    letter = None
+                recorded, _ours = await self.ledger.record(envelope["id"], token, outcome.result)
+                return recorded
+            except Exception:
+                log.exception(
+                    "recording the result of %s failed; trying again in %.1f s",
+                    envelope["id"],
+                    self.settings.failure_backoff,
+                )
+                await asyncio.sleep(self.settings.failure_backoff)
+
+    async def _publish_result(self, result: bytes, delivery: Delivery) -> None:
+        body = orjson.loads(result)
+        await self.publisher.publish(
+            self.topics.tool_results,
+            bus.thread_key(body["tenant"], body["thread_id"]),
+            result,
+            _trace_headers(delivery),
+        )
+
+    # --- dead letters ----------------------------------------------------------------------
+
+    async def _dead_letter(
+        self,
+        delivery: Delivery,
+        reason: str,
+        message: str,
+        envelope: Mapping[str, Any] | None,
+    ) -> None:
+        self.dead_lettered += 1
+        log.warning(
+            "dead letter from %s[%d]@%d: %s: %s",
+            delivery.topic,
+            delivery.partition,
+            delivery.offset,
+            reason,
+            message,
+        )
+        letter = bus.dead_letter(
+            reason=reason,
+            message=message,
+            original=delivery.value or b"",
+            service="tools",
+            source=(delivery.topic, delivery.partition, delivery.offset),
+        )
+        tenant = _str_or_none(envelope, "tenant")
+        thread_id = _str_or_none(envelope, "thread_id")
+        key = (
+            bus.thread_key(tenant, thread_id)
+            if tenant is not None and thread_id is not None
+            else delivery.key
+        )
+        await self.publisher.publish(
+            self.topics.dead_letters, key, letter, _trace_headers(delivery)
+        )
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _retryable_codes() -> frozenset[str]:
+    # Read each time: an app may define its own RetryableToolError subclasses, with their
+    # own codes, after the worker started.
+    codes = set()
+    stack: list[type[RetryableToolError]] = [RetryableToolError]
+    while stack:
+        cls = stack.pop()
+        codes.add(cls.code)
+        stack.extend(cls.__subclasses__())
+    return frozenset(codes)
+
+
+_ENVELOPE_FIELDS: Final = (("schema", str), ("id", str), ("tenant", str), ("thread_id", str))
+
+
+def _envelope_problem(envelope: Mapping[str, Any]) -> str | None:
+    for name, kind in _ENVELOPE_FIELDS:
+        value = envelope.get(name)
+        if not isinstance(value, kind) or not value:
+            return f"{name!r} must be a non-empty string, got {value!r}"
+    if not isinstance(envelope.get("payload"), dict):
+        return f"'payload' must be an object, got {envelope.get('payload')!r}"
+    return None
+
+
+def _invocation_problem(envelope: Mapping[str, Any]) -> str | None:
+    # Everything the handler's context and the result are built from must be there: a
+    # message missing one would fail the same way on every retry.
+    if not isinstance(envelope.get("run_id"), str):
+        return f"'run_id' must be a string, got {envelope.get('run_id')!r}"
+    payload = envelope["payload"]
+    for name in ("tool", "tool_invocation_id", "agent"):
+        if not isinstance(payload.get(name), str):
+            return f"payload {name!r} must be a string, got {payload.get(name)!r}"
+    if "args" not in payload:
+        return "payload 'args' is missing"
+    return None
+
+
+def _plan_step_problem(envelope: Mapping[str, Any]) -> str | None:
+    if not isinstance(envelope.get("run_id"), str):
+        return f"'run_id' must be a string, got {envelope.get('run_id')!r}"
+    payload = envelope["payload"]
+    for name in ("tool_invocation_id", "plan_id", "spec_name"):
+        if not isinstance(payload.get(name), str):
+            return f"payload {name!r} must be a string, got {payload.get(name)!r}"
+    if not isinstance(payload.get("actions"), list):
+        return f"payload 'actions' must be a list, got {payload.get('actions')!r}"
+    if not isinstance(payload.get("references", []), list):
+        return f"payload 'references' must be a list, got {payload.get('references')!r}"
+    return None
+
+
+def _str_or_none(envelope: Mapping[str, Any] | None, name: str) -> str | None:
+    value = None if envelope is None else envelope.get(name)
+    return value if isinstance(value, str) else None
+
+
+def _trace_headers(delivery: Delivery) -> list[tuple[str, bytes]]:
+    # What the worker publishes is caused by the delivery: same trace, a span of its own.
+    parent = bus.traceparent_of(delivery.headers)
+    return [(bus.TRACEPARENT, bus.child_traceparent(parent).encode())]

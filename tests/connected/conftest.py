@@ -1,0 +1,138 @@
+"""Fixtures for the connected tests: the real Kafka and Redis started by scripts/services.
+
+- ``kafka_bootstrap`` / ``redis_url``: from ``FLOWAI_KAFKA_BOOTSTRAP`` / ``FLOWAI_REDIS_URL``;
+  when missing the tests are skipped, unless ``CI`` is set: then they fail.
+- ``prefix``: a fresh topic prefix (``t<hex>``, also the Redis key namespace) per test, so
+  tests never see each other's messages; its topics and keys are deleted afterwards.
+- ``redis``: an asyncio Redis client (bytes replies).
+- ``spawn(name, *python_args, env=...)``: starts ``python <args>`` from the repository root
+  with tests/connected importable (the test apps), output to a log; every process is killed
+  (kill -9) at teardown.
+- ``topics`` (every topic of ``prefix`` created, PARTITIONS each), ``run_log`` (a follower of
+  the run log, dead letters and tool invocations) and ``tool_responder`` (a minimal in-test
+  tool worker) for the runtime-service tests.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from pathlib import Path
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from kafka_helpers import HERE, PARTITIONS, REPO, RunLog, ToolResponder
+from processes import Service
+from redis.asyncio import Redis
+
+from flowai_harness import bus
+
+
+def _required_env(name: str) -> str:
+    value = os.environ.get(name)
+    if value:
+        return value
+    message = (
+        f"{name} is not set: start Kafka and Redis with `make services-up`, then "
+        "`set -a; . var/services/env; set +a`"
+    )
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> str:
+    return _required_env("FLOWAI_KAFKA_BOOTSTRAP")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    return _required_env("FLOWAI_REDIS_URL")
+
+
+@pytest.fixture
+async def prefix(kafka_bootstrap: str) -> AsyncIterator[str]:
+    name = f"t{uuid.uuid4().hex[:10]}"
+    yield name
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        mine = [topic for topic in bus.Topics(name).all() if topic in existing]
+        if mine:
+            await admin.delete_topics(mine)
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def redis(redis_url: str, prefix: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url)
+    yield client
+    keys = [key async for key in client.scan_iter(match=f"{prefix}*", count=10_000)]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator[Callable[..., Service]]:
+    started: list[Service] = []
+
+    def start(name: str, *args: str, env: Mapping[str, str] | None = None) -> Service:
+        log = tmp_path / f"{name}-{len(started)}.log"
+        environment = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(HERE), str(REPO)]),
+            "PYTHONUNBUFFERED": "1",
+            # A crash in native code prints its Python stack instead of vanishing.
+            "PYTHONFAULTHANDLER": "1",
+            **(env or {}),
+        }
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [sys.executable, *args],
+                cwd=REPO,
+                env=environment,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        service = Service(name, process, log)
+        started.append(service)
+        return service
+
+    yield start
+    for service in started:
+        service.kill()
+
+
+@pytest.fixture
+async def topics(kafka_bootstrap: str, prefix: str) -> bus.Topics:
+    names = bus.Topics(prefix)
+    await bus.ensure_topics(kafka_bootstrap, names, partitions=PARTITIONS)
+    return names
+
+
+@pytest.fixture
+async def run_log(kafka_bootstrap: str, topics: bus.Topics) -> AsyncIterator[RunLog]:
+    log = RunLog(kafka_bootstrap, topics)
+    await log.start()
+    yield log
+    await log.close()
+
+
+@pytest.fixture
+async def tool_responder(kafka_bootstrap: str, topics: bus.Topics) -> AsyncIterator[ToolResponder]:
+    sys.path.insert(0, str(HERE))
+    try:
+        from flowai_test_app import spec
+    finally:
+        sys.path.remove(str(HERE))
+    responder = ToolResponder(kafka_bootstrap, topics, spec)
+    await responder.start()
+    yield responder
+    await responder.close()

@@ -1,0 +1,295 @@
+"""A plan approval decided through the HTTP API resumes the run to completion (connected test 3
+of issue 4), and a tool gate decided by the client's ``respond_to_approval``.
+
+Real processes on the real Kafka and Redis: the runtime service, a tool worker and the
+approvals service, all loading ``plan_approval_app:app``. A client (``connect``) runs the
+query and follows the thread; at ``approval-required`` the test decides through the
+approvals API (or publishes the decision with the client), and the run goes on to
+``finish``. The app counts its side effects in Redis: each happens exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import pytest
+from kafka_helpers import PARTITIONS
+from plan_approval_app import STOCK
+from processes import Service, until
+from redis.asyncio import Redis
+
+from flowai_harness import approvals_http, bus, connect
+from flowai_harness.errors import ApprovalAlreadyResolvedError, ApproverNotAllowedError
+from flowai_harness.references import reference_id
+
+pytestmark = pytest.mark.connected
+
+APP = "plan_approval_app:app"
+Event = dict[str, Any]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def ask(agent: str, *calls: tuple[str, dict[str, Any]]) -> dict[str, Any]:
+    """A coordinator's script entry handing ``agent`` a script of tool calls."""
+    nested = {"script": [{"tool": tool, "args": args} for tool, args in calls]}
+    return {"tool": "call_agent", "args": {"agent": agent, "prompt": json.dumps(nested)}}
+
+
+def conversation(*entries: dict[str, Any]) -> str:
+    return json.dumps({"script": list(entries)})
+
+
+def restock(plan_id: str) -> str:
+    """Plan (stops at the gate), then execute: the scripted model copies the handle
+    find_products returns (its id is the content address of the products)."""
+    handle = {"kind": "product_set", "id": reference_id("acme", "product_set", STOCK)}
+    body = {
+        "reason": "below reorder point",
+        "actions": [
+            {"kind": "reorder_products", "products": handle, "quantity": 50},
+            {"kind": "hold_inventory", "sku": "C-007", "reason": "QA first"},
+        ],
+    }
+    return conversation(
+        ask(
+            "planner",
+            ("find_products", {}),
+            ("storePlan", {"specName": "restock", "planId": plan_id, "body": body}),
+        ),
+        ask("executor", ("executePlan", {"planId": plan_id})),
+    )
+
+
+async def start_services(
+    spawn: Callable[..., Service], bootstrap: str, redis_url: str, topics: bus.Topics
+) -> tuple[list[Service], str]:
+    """Runtime, tool worker and approvals processes; returns them and the API's base URL
+    once the approvals service has read its topics."""
+    common = ("--app", APP, "--bootstrap", bootstrap, "--prefix", topics.prefix)
+    env = {"FLOWAI_TEST_NS": topics.prefix, "FLOWAI_REDIS_URL": redis_url}
+    port = free_port()
+    services = [
+        spawn(
+            "runtime", "-m", "services.runtime", *common, "--partitions", str(PARTITIONS), env=env
+        ),
+        spawn("tools", "-m", "services.tools", *common, "--redis", redis_url, env=env),
+        spawn(
+            "approvals",
+            "-m",
+            "services.approvals",
+            *common,
+            "--redis",
+            redis_url,
+            "--http",
+            f"127.0.0.1:{port}",
+            env=env,
+        ),
+    ]
+    base = f"http://127.0.0.1:{port}"
+
+    async def healthy() -> bool:
+        try:
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(f"{base}/healthz") as response,
+            ):
+                return response.status == 200
+        except aiohttp.ClientError:
+            return False
+
+    await until(healthy, within=30, what="the approvals service", services=services)
+    return services, base
+
+
+def of_type(events: list[Event], kind: str) -> list[Event]:
+    return [event for event in events if event["type"] == kind]
+
+
+def result_of(events: list[Event], tool: str) -> Any:
+    [result] = [
+        e["result"]
+        for e in of_type(events, "tool-invocation")
+        if e["toolName"] == tool and e["state"] == "result"
+    ]
+    return result
+
+
+async def test_plan_approval_decided_through_the_http_api_resumes_the_run(
+    kafka_bootstrap: str,
+    redis_url: str,
+    topics: bus.Topics,
+    redis: Redis,
+    spawn: Callable[..., Service],
+) -> None:
+    services, base = await start_services(spawn, kafka_bootstrap, redis_url, topics)
+    events: list[Event] = []
+    decided: dict[str, Any] = {}
+
+    async with (
+        connect(kafka_bootstrap, tenant="acme", topic_prefix=topics.prefix) as client,
+        aiohttp.ClientSession() as http,
+    ):
+        stream = client.query(restock("restock-1"), "plan-thread")
+        async with asyncio.timeout(60):
+            async for event in stream:
+                events.append(event)
+                if event["type"] != "approval-required":
+                    continue
+                approval_id = event["id"]
+                # Only the approvers the app names may decide for acme.
+                with pytest.raises(ApproverNotAllowedError):
+                    await approvals_http.decide(
+                        base, "acme", approval_id, "approve", approver="mallory", session=http
+                    )
+                decided = await approvals_http.decide(
+                    base, "acme", approval_id, "approve", approver="alice", session=http
+                )
+                # The first decision wins; bob comes second.
+                with pytest.raises(ApprovalAlreadyResolvedError):
+                    await approvals_http.decide(
+                        base, "acme", approval_id, "reject", approver="bob", session=http
+                    )
+
+    assert all(service.alive() for service in services), "\n".join(s.tail() for s in services)
+    [required] = of_type(events, "approval-required")
+    assert (required["kind"], required["target"], required["resourceId"]) == (
+        "plan",
+        "restock-1",
+        "acme",
+    )
+    [decision] = of_type(events, "approval-decision")
+    assert decision["id"] == required["id"] == decided["approval_id"]
+    assert decision["outcome"] == {"outcome": "approve"}
+    assert decision["approver"] == "alice"
+    moves = [(e["from"], e["to"]) for e in of_type(events, "plan-status-change")]
+    assert moves == [
+        (None, "draft"),
+        ("draft", "pending_approval"),
+        ("pending_approval", "approved"),
+        ("approved", "executing"),
+        ("executing", "executed"),
+    ]
+    executed = result_of(events, "executePlan")
+    assert executed["status"] == "executed"
+    assert executed["result"] == {"entitiesAffected": 2, "summary": "ordered A-100, C-007"}
+    assert events[-1]["type"] == "finish"
+
+    # The dispatcher ran once, with the products hydrated from the Redis reference store.
+    ns = topics.prefix
+    assert await redis.hgetall(f"{ns}:dispatched") == {b"restock-1": b"1"}
+    assert await redis.lrange(f"{ns}:ordered", 0, -1) == [b"A-100", b"C-007"]
+
+    # The approvals service shows it decided, by alice, and no longer pending.
+    async with aiohttp.ClientSession() as http:
+        assert await approvals_http.pending(base, "acme", session=http) == []
+        async with http.get(
+            f"{base}/v1/tenants/acme/approvals/{quote(decision['id'], safe='')}"
+        ) as response:
+            shown = await response.json()
+    assert (shown["status"], shown["decision"]["approver"]) == ("decided", "alice")
+
+
+async def test_tool_gate_decided_by_the_client_runs_the_tool_once(
+    kafka_bootstrap: str,
+    redis_url: str,
+    topics: bus.Topics,
+    redis: Redis,
+    spawn: Callable[..., Service],
+) -> None:
+    services, base = await start_services(spawn, kafka_bootstrap, redis_url, topics)
+    events: list[Event] = []
+    prompt = conversation(ask("clerk", ("delete_rows", {"table": "orders"})))
+
+    async with connect(kafka_bootstrap, tenant="acme", topic_prefix=topics.prefix) as client:
+        async with asyncio.timeout(60):
+            async for event in client.query(prompt, "gate-thread"):
+                events.append(event)
+                if event["type"] == "approval-required":
+                    # Nothing ran before the decision.
+                    assert await redis.hgetall(f"{topics.prefix}:deleted") == {}
+                    await client.respond_to_approval(event["id"], "approve", approver="bob")
+
+    assert all(service.alive() for service in services)
+    [required] = of_type(events, "approval-required")
+    assert (required["kind"], required["target"]) == ("tool", "delete_rows")
+    [decision] = of_type(events, "approval-decision")
+    assert decision["approver"] == "bob"
+    assert result_of(events, "delete_rows") == {"deleted": "orders", "times": 1}
+    assert events[-1]["type"] == "finish"
+    assert await redis.hgetall(f"{topics.prefix}:deleted") == {b"orders": b"1"}
+
+    # The approvals service read bob's decision on the topic: the API refuses another one.
+    async def shown_decided() -> bool:
+        async with aiohttp.ClientSession() as http:
+            return await approvals_http.pending(base, "acme", session=http) == []
+
+    await until(shown_decided, within=10, what="the decision in the approvals service")
+    with pytest.raises(ApprovalAlreadyResolvedError) as conflict:
+        await approvals_http.decide(base, "acme", required["id"], "reject", approver="alice")
+    assert conflict.value.details["decision"]["approver"] == "bob"
+
+
+async def test_an_approval_nobody_decides_expires_and_the_run_goes_on(
+    kafka_bootstrap: str,
+    redis_url: str,
+    topics: bus.Topics,
+    redis: Redis,
+    spawn: Callable[..., Service],
+) -> None:
+    services, _ = await start_services(spawn, kafka_bootstrap, redis_url, topics)
+    events: list[Event] = []
+    prompt = conversation(ask("night_clerk", ("delete_rows", {"table": "orders"})))
+
+    async with connect(kafka_bootstrap, tenant="acme", topic_prefix=topics.prefix) as client:
+        async with asyncio.timeout(60):
+            async for event in client.query(prompt, "expiring-thread"):
+                events.append(event)  # nobody decides: the runtime's deadline must
+
+    assert all(service.alive() for service in services)
+    [required] = of_type(events, "approval-required")
+    assert required["expiresAt"] is not None
+    [decision] = of_type(events, "approval-decision")
+    assert (decision["outcome"], decision["reason"]) == ({"outcome": "reject"}, "timeout")
+    assert result_of(events, "delete_rows")["error"]["code"] == "APPROVAL_REJECTED"
+    assert events[-1]["type"] == "finish"
+    assert await redis.hgetall(f"{topics.prefix}:deleted") == {}, "the tool never ran"
+
+
+async def test_a_dynamic_rule_is_evaluated_by_the_runtime_service(
+    kafka_bootstrap: str,
+    redis_url: str,
+    topics: bus.Topics,
+    redis: Redis,
+    spawn: Callable[..., Service],
+) -> None:
+    services, _ = await start_services(spawn, kafka_bootstrap, redis_url, topics)
+    events: list[Event] = []
+    prompt = conversation(
+        ask("night_clerk", ("export_rows", {"rows": 10}), ("export_rows", {"rows": 500}))
+    )
+
+    async with connect(kafka_bootstrap, tenant="acme", topic_prefix=topics.prefix) as client:
+        async with asyncio.timeout(60):
+            async for event in client.query(prompt, "rule-thread"):
+                events.append(event)
+                if event["type"] == "approval-required":
+                    await client.respond_to_approval(event["id"], "approve", approver="alice")
+
+    assert all(service.alive() for service in services)
+    # Only the big export stopped for a human; both ran once.
+    [required] = of_type(events, "approval-required")
+    assert required["payload"] == {"rows": 500}
+    assert events[-1]["type"] == "finish"
+    assert await redis.hgetall(f"{topics.prefix}:exported") == {b"10": b"1", b"500": b"1"}
