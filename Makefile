@@ -27,7 +27,7 @@ help:
 $(VENV)/.deps: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip 'maturin>=1.7,<2'
-	. $(VENV)/bin/activate && maturin develop --release -q -E dev
+	. $(VENV)/bin/activate && maturin develop --release -q -E dev,kafka
 	touch $@
 
 setup: $(VENV)/.deps

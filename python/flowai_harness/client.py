@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import itertools
 import os
-import time
 from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal
@@ -30,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 import orjson
 
 from .errors import BusError, FlowaiError, InvalidInputError
+from .messages import envelope
 
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -276,17 +276,12 @@ class Client:
     # --- internals -------------------------------------------------------------------------
 
     def _envelope(self, schema: str, thread_id: str, payload: dict[str, Any]) -> bytes:
-        return orjson.dumps(
-            {
-                "schema": schema,
-                "id": f"{self._id_prefix}-{next(self._ids)}",
-                "tenant": self.tenant,
-                "thread_id": thread_id,
-                "run_id": None,
-                "causation_id": None,
-                "ts": time.time_ns() // 1_000_000,
-                "payload": payload,
-            }
+        return envelope(
+            schema,
+            id=f"{self._id_prefix}-{next(self._ids)}",
+            tenant=self.tenant,
+            thread_id=thread_id,
+            payload=payload,
         )
 
     async def _send(self, topic: str, thread_id: str, envelope: bytes) -> None:

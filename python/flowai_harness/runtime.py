@@ -35,6 +35,7 @@ from .errors import (
     UnknownToolError,
     error_from_code,
 )
+from .messages import envelope
 from .references import (
     FileReferenceStore,
     MemoryReferenceStore,
@@ -386,17 +387,13 @@ class Runtime:
         return EventStream(self, thread_id, query)
 
     def _envelope(self, schema: str, thread_id: str, payload: dict[str, Any]) -> bytes:
-        return orjson.dumps(
-            {
-                "schema": schema,
-                "id": f"{self._id_prefix}-{next(self._ids)}",
-                "tenant": self.tenant,
-                "thread_id": thread_id,
-                "run_id": None,
-                "causation_id": None,
-                "ts": _now_ms(),
-                "payload": payload,
-            }
+        return envelope(
+            schema,
+            id=f"{self._id_prefix}-{next(self._ids)}",
+            tenant=self.tenant,
+            thread_id=thread_id,
+            payload=payload,
+            ts=_now_ms(),  # the runtime's one clock (deadlines compare against it)
         )
 
     def _cancel_input(self, thread_id: str) -> bytes:

@@ -40,16 +40,7 @@ def parser(prog: str = "flowai serve runtime") -> argparse.ArgumentParser:
         required=True,
         help="module:attr naming the RuntimeSpec (or a zero-argument function returning it)",
     )
-    p.add_argument(
-        "--bootstrap",
-        default=env("FLOWAI_KAFKA_BOOTSTRAP", "127.0.0.1:19092"),
-        help="Kafka bootstrap servers (env FLOWAI_KAFKA_BOOTSTRAP)",
-    )
-    p.add_argument(
-        "--prefix",
-        default=env("FLOWAI_TOPIC_PREFIX", bus.DEFAULT_PREFIX),
-        help="topic prefix (env FLOWAI_TOPIC_PREFIX; default flowai)",
-    )
+    bus.add_service_arguments(p)
     p.add_argument(
         "--interpreter",
         choices=INTERPRETERS,
@@ -68,20 +59,7 @@ def parser(prog: str = "flowai serve runtime") -> argparse.ArgumentParser:
         default=env("FLOWAI_INSTANCE_ID"),
         help="static group member id: a restart with the same id takes over at once",
     )
-    p.add_argument(
-        "--partitions",
-        type=int,
-        default=bus.DEFAULT_PARTITIONS,
-        help="partitions of topics this service creates (default %(default)s)",
-    )
-    p.add_argument("--replication", type=int, default=1)
-    p.add_argument(
-        "--no-create-topics",
-        action="store_true",
-        help="do not create missing topics (fail instead)",
-    )
     p.add_argument("--session-timeout-ms", type=int, default=10_000)
-    p.add_argument("--log-level", default=env("FLOWAI_LOG_LEVEL", "INFO"))
     return p
 
 

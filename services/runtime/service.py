@@ -64,6 +64,7 @@ from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
 
 from flowai_harness import _native, bus
 from flowai_harness.logread import LogReader
+from flowai_harness.messages import envelope
 from flowai_harness.runtime import new_engine
 from flowai_harness.specs import RuntimeSpec
 
@@ -577,18 +578,13 @@ class RuntimeService:
     def _local_input(self, schema: str, thread_id: str, payload: dict[str, Any]) -> bytes:
         """An input this service makes itself (not read from a topic)."""
         self._local_ids += 1
-        return orjson.dumps(
-            {
-                "schema": schema,
-                "id": f"{self.config.group}-{self.config.instance_id or 'runtime'}-"
-                f"{self._boot}-{self._local_ids}",
-                "tenant": self.tenant,
-                "thread_id": thread_id,
-                "run_id": None,
-                "causation_id": None,
-                "ts": time.time_ns() // 1_000_000,
-                "payload": payload,
-            }
+        return envelope(
+            schema,
+            id=f"{self.config.group}-{self.config.instance_id or 'runtime'}-"
+            f"{self._boot}-{self._local_ids}",
+            tenant=self.tenant,
+            thread_id=thread_id,
+            payload=payload,
         )
 
     async def _fire_deadlines(self) -> None:
