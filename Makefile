@@ -68,7 +68,7 @@ services-down:
 
 test: build check test-rust
 	$(SERVICES) start
-	set -a; . var/services/env; set +a; \
+	set -a; . "$${FLOWAI_SERVICES_DIR:-var/services}/env"; set +a; \
 	  trap '$(SERVICES) stop' EXIT; \
 	  $(PY) -m pytest
 
