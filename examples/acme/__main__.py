@@ -21,9 +21,11 @@ def describe(event: dict[str, Any]) -> str | None:
     if kind == "text":
         return f"  [{agent}] says: {event['text'][:100]}"
     if kind == "tool-agent":
+        if "targetAgent" not in event:
+            return None  # the entry agent's own wrapping call
         if event["state"] == "call":
-            return f"  [{agent}] -> hands over to {event['targetAgent']}"
-        return f"  [{agent}] <- {event['targetAgent']} is done"
+            return f"  [{agent}] -> hands over to {event['agentName']}"
+        return f"  [{agent}] <- {event['agentName']} is done"
     if kind == "tool-invocation":
         if event["state"] == "call":
             args = json.dumps(event["args"])
@@ -31,13 +33,16 @@ def describe(event: dict[str, Any]) -> str | None:
         mark = "failed" if event.get("isError") else "returned"
         return f"  [{agent}] {event['toolName']} {mark}: {json.dumps(event['result'])[:110]}"
     if kind == "plan-status-change":
-        return f"  plan {event['planId']}: {event['from'] or 'new'} -> {event['to']}"
+        data = event["data"]
+        return f"  plan {data['planId']}: {data.get('fromAlias') or data['from'] or 'new'} -> {data.get('toAlias') or data['to']}"
     if kind == "approval-required":
-        n = len(event["payload"].get("actions", []))
-        return f"  ** approval required for {event['kind']} {event['target']} ({n} actions)"
+        data = event["data"]
+        n = len(data["payload"].get("actions", []))
+        return f"  ** approval required for {data['kind']} {data['target']} ({n} actions)"
     if kind == "approval-decision":
-        who = event.get("approver", "?")
-        return f"  ** {event['outcome']['outcome']} by {who}: {event.get('feedback') or ''}"
+        data = event["data"]
+        who = data.get("approver", "?")
+        return f"  ** {data['outcome']['outcome']} by {who}: {data.get('feedback') or ''}"
     if kind == "data-cost-summary":
         return f"  cost: ${event['data']['totalCost']:.6f} (estimated)"
     if kind == "finish":
@@ -62,8 +67,8 @@ async def main(outcome: str) -> None:
                 "revise": "order 20, not 50",
             }[outcome]
             partial = {"quantity": 20} if outcome == "revise" else None
-            runtime.respond_to_approval(
-                event["id"], outcome, feedback, partial, approver="demo-user"
+            await runtime.respond_to_approval(
+                event["data"]["id"], outcome, feedback, partial, approver="demo-user"
             )
     print(f"\norders placed by the dispatcher: {len(orders)}")
     for order in orders:

@@ -1,9 +1,9 @@
 """The Acme restocking agents: a coordinator routes to a planner, an executor and a data analyst.
 
 The planner finds low-stock products (kept as a reference, out of the model's context and the
-run log), then stores a typed restock plan whose actions point at that reference. Plans need
-approval. The executor runs the approved plan through the action dispatcher, which receives the
-products themselves (`ctx["resolved_refs"]`).
+run log), then stores a typed restock plan (a draft) whose actions point at that reference. The
+executor's `executePlan` waits at the plans gate (plans need approval); once approved, the
+action dispatcher runs it and receives the products themselves (`ctx["resolved_refs"]`).
 
 `build_runtime()` gives the runtime; `restock_prompt()` the scripted conversation the demo and
 the tests run (the scripted interpreter stands in for a model: a real one would copy the
@@ -79,7 +79,18 @@ class RestockPlan(BaseModel):
 
 
 PRODUCT_SET = define_reference("product_set", list[Product], ttl_ms=24 * 3600 * 1000)
-RESTOCK_PLAN = define_plan("restock_plan", RestockPlan, display_aliases=("Restock plan",))
+RESTOCK_PLAN = define_plan(
+    "restock_plan",
+    RestockPlan,
+    display_aliases={
+        "draft": "Proposed",
+        "pending_approval": "Awaiting sign-off",
+        "approved": "Signed off",
+        "executing": "Ordering",
+        "executed": "Ordered",
+        "failed": "Failed",
+    },
+)
 
 
 def low_stock(warehouse: str) -> list[Product]:
@@ -119,12 +130,14 @@ def build_spec() -> RuntimeSpec:
                 "Store one restock_plan; a human approves it before anything is ordered.",
             ],
         ),
+        plan=RESTOCK_PLAN,
         tools=[find_low_stock_products],
     )
     executor = define_executor(
         name="executor",
         model="claude-haiku-4-5",
-        prompt="You execute approved plans, nothing else.",
+        prompt="You execute stored plans with executePlan; a human approves each first.",
+        plan=RESTOCK_PLAN,
     )
     analyst = define_specialist(
         name="data_analyst",
@@ -143,8 +156,7 @@ def build_spec() -> RuntimeSpec:
     return define_runtime(
         tenant=define_tenant(TENANT, "v1"),
         agents=[coordinator, planner, executor, analyst],
-        providers={"anthropic": {}},
-        plans=[RESTOCK_PLAN],
+        providers={"anthropic": {"apiKeyEnv": "ANTHROPIC_API_KEY"}},
         references=[PRODUCT_SET],
         approval_policies=ApprovalPolicies(plans="always", tools="never"),
     )
@@ -192,7 +204,7 @@ def products_handle(warehouse: str = "main") -> dict[str, str]:
 
 
 def restock_prompt(plan_id: str = "restock-1") -> str:
-    """The scripted conversation: plan (stops at the approval gate), then execute."""
+    """The scripted conversation: plan (a draft), then execute (stops at the approval gate)."""
     handle = products_handle()
     plan = {
         "summary": "Reorder what is below its reorder point; hold cold brew for QA.",

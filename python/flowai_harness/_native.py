@@ -34,6 +34,7 @@ R = TypeVar("R")
 EVENT = 0
 EFFECT = 1
 REJECTION = 2
+DUPLICATE = 3
 
 
 def _raise(exc: _internal.EngineError, path: str | None = None) -> NoReturn:
@@ -71,6 +72,7 @@ class Engine:
     __slots__ = (
         "_engine",
         "deadline",
+        "due",
         "handle_batch",
         "handle_many",
         "has_thread",
@@ -94,6 +96,7 @@ class Engine:
         self.snapshot = self._engine.snapshot
         self.deadline = self._engine.deadline
         self.next_deadline = self._engine.next_deadline
+        self.due = self._engine.due
 
     def load(self, log: bytes, *, path: str | None = None) -> int:
         try:

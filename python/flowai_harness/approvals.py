@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final, Literal, TypeAlias
 
 from .errors import SpecError
@@ -25,6 +25,7 @@ from .errors import SpecError
 __all__ = [
     "CHANNELS",
     "ApprovalOverrides",
+    "DynamicRule",
     "ApprovalPatch",
     "ApprovalPolicies",
     "Channel",
@@ -43,7 +44,23 @@ __all__ = [
 
 # A predicate answers "is approval required?" for one call; raising means yes.
 Predicate: TypeAlias = Callable[[Any, Any], Any]
-Rule: TypeAlias = Literal["never", "always"] | Predicate
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DynamicRule:
+    """The seed's ``{"kind": "dynamic", "value": id}``: a predicate given by id, whose function
+    comes with ``create_runtime(approval_predicates={id: fn})``."""
+
+    id: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.id, str) or not self.id.strip():
+            raise SpecError(
+                f"a dynamic approval rule needs a non-empty predicate id, got {self.id!r}"
+            )
+
+
+Rule: TypeAlias = Literal["never", "always"] | Predicate | DynamicRule
 # "default" inherits from the level below; only patches (an agent's approval=) may say it.
 RuleOrDefault: TypeAlias = Rule | Literal["default"]
 Channel = Literal["plans", "tools"]
@@ -52,12 +69,24 @@ CHANNELS: Final[tuple[Channel, ...]] = ("plans", "tools")
 
 
 def check_rule(value: object, where: str, *, allow_default: bool = False) -> RuleOrDefault:
-    """Return ``value`` if it is a rule (or ``"default"`` where allowed), else a SpecError."""
+    """Return ``value`` if it is a rule (or ``"default"`` where allowed), else a SpecError.
+
+    The seed's dict forms are accepted: ``{"kind": "never" | "always"}`` and ``{"kind":
+    "dynamic", "value": id}`` (a :class:`DynamicRule`)."""
     if value == "never" or value == "always" or (allow_default and value == "default"):
         return value
+    if isinstance(value, DynamicRule):
+        return value
+    if isinstance(value, Mapping) and set(value) <= {"kind", "value"}:
+        kind = value.get("kind")
+        if kind in ("never", "always") and "value" not in value:
+            return kind  # type: ignore[return-value]
+        if kind == "dynamic":
+            return DynamicRule(value.get("value"))  # type: ignore[arg-type]
     if callable(value) and not isinstance(value, (str, type)):
         return value
     choices = "'default', 'never', 'always'" if allow_default else "'never', 'always'"
+    choices += ", {'kind': 'dynamic', 'value': id}"
     hint = (
         " ('default' is for agents, where it inherits the runtime's rule)"
         if value == "default"
@@ -74,6 +103,11 @@ def describe_rule(rule: RuleOrDefault) -> str:
     return rule if isinstance(rule, str) else "dynamic"
 
 
+def dynamic_ids(rules: Iterable[object]) -> set[str]:
+    """The predicate ids of the :class:`DynamicRule` among ``rules``."""
+    return {rule.id for rule in rules if isinstance(rule, DynamicRule)}
+
+
 def predicate_id(*parts: str) -> str:
     """The stable id of a predicate, from where it was declared.
 
@@ -86,8 +120,14 @@ def predicate_id(*parts: str) -> str:
 
 def rule_json(rule: RuleOrDefault, pid: str) -> str | dict[str, str]:
     """A rule as the runtime spec carries it: ``"never"``, ``"always"``, ``"default"`` or
-    ``{"predicate": pid}``."""
+    ``{"predicate": id}`` (``pid`` for a function; a dynamic rule's own id)."""
+    if isinstance(rule, DynamicRule):
+        return {"predicate": rule.id}
     return rule if isinstance(rule, str) else {"predicate": pid}
+
+
+def _is_function(rule: object) -> bool:
+    return not isinstance(rule, (str, DynamicRule))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -117,7 +157,7 @@ class ApprovalPatch:
         found: dict[str, Predicate] = {}
         for channel in CHANNELS:
             rule = getattr(self, channel)
-            if not isinstance(rule, str):
+            if _is_function(rule):
                 found[predicate_id(id_prefix, channel)] = rule
         return found
 
@@ -166,7 +206,7 @@ class ApprovalPolicies:
         return {
             predicate_id("policy", channel): rule
             for channel in CHANNELS
-            if not isinstance(rule := getattr(self, channel), str)
+            if _is_function(rule := getattr(self, channel))
         }
 
 
@@ -177,13 +217,16 @@ class ApprovalOverrides:
     """Runtime-level rules that win over everything an agent or tool declares.
 
     ``agents`` maps an agent name to a rule (both channels) or ``{"plans": ..., "tools":
-    ...}``; ``tools`` maps a tool name to a rule. Names are checked by ``define_runtime``.
+    ...}``. ``tools`` maps an agent name to ``{tool: rule}`` (the seed's form: that agent's
+    calls of that tool), or a tool name to a rule (every agent's calls of it). Names are
+    checked by ``define_runtime``; unknown agents are refused.
     """
 
-    __slots__ = ("agents", "tools")
+    __slots__ = ("agent_tools", "agents", "tools")
 
     agents: Mapping[str, ApprovalPatch]
     tools: Mapping[str, Rule]
+    agent_tools: Mapping[str, Mapping[str, Rule]]
 
     def __init__(
         self,
@@ -195,10 +238,20 @@ class ApprovalOverrides:
             for name, value in _named(agents, "agents").items()
         }
         rules: dict[str, Rule] = {}
+        per_agent: dict[str, Mapping[str, Rule]] = {}
         for name, value in _named(tools, "tools").items():
-            rules[name] = check_rule(value, f"approval override of tool {name!r}")  # type: ignore[assignment]
+            if isinstance(value, Mapping) and not _is_rule_dict(value):
+                per_agent[name] = types.MappingProxyType(
+                    {
+                        tool: check_rule(rule, f"approval override of {name!r} tool {tool!r}")  # type: ignore[misc]
+                        for tool, rule in _named(value, f"tools[{name!r}]").items()
+                    }
+                )
+            else:
+                rules[name] = check_rule(value, f"approval override of tool {name!r}")  # type: ignore[assignment]
         object.__setattr__(self, "agents", types.MappingProxyType(patches))
         object.__setattr__(self, "tools", types.MappingProxyType(rules))
+        object.__setattr__(self, "agent_tools", types.MappingProxyType(per_agent))
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("ApprovalOverrides is frozen; build a new one")
@@ -206,16 +259,33 @@ class ApprovalOverrides:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ApprovalOverrides):
             return NotImplemented
-        return dict(self.agents) == dict(other.agents) and dict(self.tools) == dict(other.tools)
+        return (
+            dict(self.agents) == dict(other.agents)
+            and dict(self.tools) == dict(other.tools)
+            and {k: dict(v) for k, v in self.agent_tools.items()}
+            == {k: dict(v) for k, v in other.agent_tools.items()}
+        )
 
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
-        return f"ApprovalOverrides(agents={dict(self.agents)!r}, tools={dict(self.tools)!r})"
+        tools: dict[str, Any] = dict(self.tools)
+        tools.update({agent: dict(rules) for agent, rules in self.agent_tools.items()})
+        return f"ApprovalOverrides(agents={dict(self.agents)!r}, tools={tools!r})"
 
     @property
     def is_empty(self) -> bool:
-        return not self.agents and not self.tools
+        return not self.agents and not self.tools and not self.agent_tools
+
+    def rules(self) -> list[Rule]:
+        """Every rule it holds (for collecting dynamic ids)."""
+        found: list[Rule] = []
+        for patch in self.agents.values():
+            found.extend(r for r in (patch.plans, patch.tools) if r != "default")  # type: ignore[misc]
+        found.extend(self.tools.values())
+        for per_tool in self.agent_tools.values():
+            found.extend(per_tool.values())
+        return found
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -227,6 +297,13 @@ class ApprovalOverrides:
                 name: rule_json(rule, predicate_id("override", "tool", name))
                 for name, rule in self.tools.items()
             },
+            "agent_tools": {
+                agent: {
+                    tool: rule_json(rule, predicate_id("override", "agent", agent, "tool", tool))
+                    for tool, rule in per_tool.items()
+                }
+                for agent, per_tool in self.agent_tools.items()
+            },
         }
 
     def predicates(self) -> dict[str, Predicate]:
@@ -234,9 +311,18 @@ class ApprovalOverrides:
         for name, patch in self.agents.items():
             found.update(patch.predicates(predicate_id("override", "agent", name)))
         for name, rule in self.tools.items():
-            if not isinstance(rule, str):
+            if _is_function(rule):
                 found[predicate_id("override", "tool", name)] = rule
+        for agent, per_tool in self.agent_tools.items():
+            for tool, rule in per_tool.items():
+                if _is_function(rule):
+                    found[predicate_id("override", "agent", agent, "tool", tool)] = rule
         return found
+
+
+def _is_rule_dict(value: Mapping[str, object]) -> bool:
+    """The seed's dict form of a rule, as opposed to a mapping of tool names."""
+    return set(value) <= {"kind", "value"} and value.get("kind") in ("never", "always", "dynamic")
 
 
 def _named(value: Mapping[str, object] | None, field: str) -> Mapping[str, object]:
@@ -284,7 +370,8 @@ def effective_tool_rule(
     patch = overrides.agents.get(agent_name)
     if patch is not None and patch.tools != "default":
         rule = patch.tools
-    return overrides.tools.get(tool_name, rule)
+    rule = overrides.tools.get(tool_name, rule)
+    return overrides.agent_tools.get(agent_name, {}).get(tool_name, rule)
 
 
 def effective_plan_rule(

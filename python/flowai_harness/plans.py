@@ -32,7 +32,7 @@ import pydantic
 from .errors import DuplicateVariantError, InvalidPlanError, InvalidSchemaError, SpecError
 from .tools import check_name
 
-__all__ = ["PlanSpec", "TaggedUnion", "TaggedUnionInfo", "define_plan"]
+__all__ = ["PLAN_STATUSES", "PlanDisplayAlias", "PlanSpec", "TaggedUnion", "TaggedUnionInfo", "define_plan"]
 
 DEFAULT_DISCRIMINATOR: Final = "kind"
 
@@ -95,6 +95,18 @@ def _tags(model: object, discriminator: str) -> tuple[str, ...]:
     return tags
 
 
+# The plan statuses (the seed's five, and a draft waiting at its gate).
+PLAN_STATUSES: Final = ("draft", "pending_approval", "approved", "executing", "executed", "failed")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PlanDisplayAlias:
+    """A label people see for one plan status."""
+
+    status: str
+    alias: str
+
+
 @dataclasses.dataclass(frozen=True, slots=True, eq=False)
 class PlanSpec:
     """A kind of plan. Build it with :func:`define_plan`."""
@@ -102,7 +114,8 @@ class PlanSpec:
     name: str
     schema: dict[str, Any] = dataclasses.field(repr=False)
     discriminator: str = DEFAULT_DISCRIMINATOR
-    display_aliases: tuple[str, ...] = ()
+    # Display labels of the plan statuses, as (status, label) pairs in status order.
+    display_aliases: tuple[PlanDisplayAlias, ...] = ()
     # The Pydantic model the schema came from, for typed reading of plan bodies.
     model: type[pydantic.BaseModel] | None = dataclasses.field(default=None, repr=False)
 
@@ -112,7 +125,7 @@ class PlanSpec:
             "name": self.name,
             "schema": self.schema,
             "discriminator": self.discriminator,
-            "display_aliases": list(self.display_aliases),
+            "display_aliases": {a.status: a.alias for a in self.display_aliases},
         }
 
     def __eq__(self, other: object) -> bool:
@@ -124,12 +137,15 @@ class PlanSpec:
         return hash(self.name)
 
 
-def define_plan(name: str, schema: Any, display_aliases: Iterable[str] = ()) -> PlanSpec:
+def define_plan(name: str, schema: Any, display_aliases: Any = ()) -> PlanSpec:
     """Declare a kind of plan.
 
     ``schema`` is a Pydantic model class or a JSON Schema dict with a top-level ``actions``
     array; each action names its kind in the discriminator field (the TaggedUnion's, else
-    ``kind``). ``display_aliases`` are other names people use for this plan.
+    ``kind``). ``display_aliases`` label the plan statuses for people (``{"draft":
+    "Proposed", "approved": "Signed off"}``, or a list of :class:`PlanDisplayAlias` or
+    ``(status, label)`` pairs); ``plan-status-change`` events carry them as ``fromAlias`` /
+    ``toAlias``.
     """
     check_name("plan", name)
     aliases = _aliases(name, display_aliases)
@@ -162,17 +178,38 @@ def define_plan(name: str, schema: Any, display_aliases: Iterable[str] = ()) -> 
     )
 
 
-def _aliases(plan: str, display_aliases: Iterable[str]) -> tuple[str, ...]:
-    if isinstance(display_aliases, (str, bytes)) or not isinstance(display_aliases, Iterable):
+def _aliases(plan: str, display_aliases: Any) -> tuple[PlanDisplayAlias, ...]:
+    if isinstance(display_aliases, Mapping):
+        pairs: list[Any] = list(display_aliases.items())
+    elif isinstance(display_aliases, (str, bytes)) or not isinstance(display_aliases, Iterable):
         raise SpecError(
-            f"plan {plan!r}: display_aliases must be a list of strings, got "
-            f"{type(display_aliases).__name__}"
+            f"plan {plan!r}: display_aliases must be a mapping of status to label (or a list "
+            f"of PlanDisplayAlias), got {type(display_aliases).__name__}"
         )
-    aliases = tuple(display_aliases)
-    for alias in aliases:
+    else:
+        pairs = list(display_aliases)
+    found: dict[str, str] = {}
+    for pair in pairs:
+        if isinstance(pair, PlanDisplayAlias):
+            status, alias = pair.status, pair.alias
+        elif isinstance(pair, tuple) and len(pair) == 2:
+            status, alias = pair
+        else:
+            raise SpecError(
+                f"plan {plan!r}: display alias {pair!r} is not (status, label); pass "
+                "{'draft': 'Proposed', ...}"
+            )
+        if status not in PLAN_STATUSES:
+            raise SpecError(
+                f"plan {plan!r}: display alias for {status!r}, which is not a plan status; the "
+                f"statuses are {', '.join(PLAN_STATUSES)}"
+            )
         if not isinstance(alias, str) or not alias.strip():
-            raise SpecError(f"plan {plan!r}: display alias {alias!r} must be a non-empty string")
-    return aliases
+            raise SpecError(f"plan {plan!r}: the label of {status!r} must be a non-empty string")
+        if status in found:
+            raise SpecError(f"plan {plan!r}: status {status!r} has two display aliases")
+        found[status] = alias
+    return tuple(PlanDisplayAlias(status, found[status]) for status in PLAN_STATUSES if status in found)
 
 
 def _model_schema(plan: str, model: type[pydantic.BaseModel]) -> dict[str, Any]:

@@ -1,9 +1,12 @@
-"""The embedded runtime: drives the engine in this process and runs tool handlers.
+"""The embedded runtime: drives the engine in this process and carries out its effects here.
 
 Owns :func:`create_runtime`, :class:`Runtime`, :class:`EventStream` and :class:`ReplayResult`.
-The engine decides everything (turns, routing, validation, events); this module only feeds it
-inputs (queries, tool results, cancellations) with ids and times, appends the events it decides
-to the run log, yields them, and runs the tool invocations it asks for.
+The engine decides everything (turns, routing, validation, gates, retries, events); the
+:class:`~flowai_harness.driver.Driver` feeds it and sorts what it decides; this module appends
+the events to the run log, shows them, and carries out the effects in this process: tool
+handlers, the action dispatcher, the reference tools, and model calls through the provider
+adapters (streaming their text as it comes). The runtime service does the same with Kafka
+topics instead of in-process calls.
 
 Hot path: one engine crossing per step, carrying every input of that step as JSON bytes.
 Imports the native engine only through :mod:`._native`; must not import services or the CLI.
@@ -12,22 +15,22 @@ Imports the native engine only through :mod:`._native`; must not import services
 from __future__ import annotations
 
 import asyncio
-import itertools
+import contextlib
+import logging
 import os
 import time
 import types
-import uuid
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
-from typing import Any, Literal
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
+from typing import Any, Final, Literal
 
 import orjson
 
 from . import _native
+from .driver import Decided, Driver, error_of, now_ms
 from .errors import (
     InvalidInputError,
     MissingToolHandlerError,
-    ProviderUnavailableError,
     SpecError,
     UnknownAgentError,
     UnknownApprovalError,
@@ -35,7 +38,6 @@ from .errors import (
     UnknownToolError,
     error_from_code,
 )
-from .messages import envelope
 from .references import (
     FileReferenceStore,
     MemoryReferenceStore,
@@ -57,21 +59,25 @@ from .tools import ToolContext, ToolDefinition
 
 __all__ = ["EventStream", "ReplayResult", "Runtime", "create_runtime"]
 
+log = logging.getLogger("flowai.runtime")
+
 Event = dict[str, Any]
 ToolHandler = Callable[[Any, ToolContext], Any]
-# One engine crossing: (logged event payloads, effects, the rejection of an input or None).
-_Step = tuple[list[Event], list[bytes], "Event | None"]
+EventHook = Callable[[Event], Any]
+Interpreter = Literal["noop", "scripted", "live", "anthropic"]
 
-_OUTCOMES = ("approve", "reject", "revise")
-
-INTERPRETERS = ("scripted",)
+_OUTCOMES: Final = ("approve", "reject", "revise")
+# The seed's interpreters, and "live" (every agent to its provider); "anthropic" is the
+# seed's name for the live path.
+INTERPRETERS: Final = ("noop", "scripted", "live", "anthropic")
 # Logged for replay, never shown in a stream.
-_INTERNAL_EVENTS = frozenset({"run-start"})
-_TERMINAL_EVENTS = frozenset({"finish", "error"})
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
+_INTERNAL_EVENTS: Final = frozenset({"run-start", "model-response"})
+_TERMINAL_EVENTS: Final = frozenset({"finish", "error"})
+# The event that ends a run a stream follows (after `finish`, the entry agent's wrapper).
+_MODEL_REQUEST: Final = "flowai.v1.ModelRequest"
+_MODEL_RESULT: Final = "flowai.v1.ModelResult"
+_TOOL_INVOCATION: Final = "flowai.v1.ToolInvocation"
+_PLAN_STEP: Final = "flowai.v1.PlanStep"
 
 
 class ReplayResult:
@@ -92,7 +98,8 @@ class ReplayResult:
 
     @property
     def status(self) -> str:
-        """``idle``, ``running`` or ``awaiting-tool``."""
+        """``idle``, ``running``, ``awaiting-model``, ``awaiting-tool``,
+        ``awaiting-approval`` or ``closing``."""
         status: str = self._replay.status(self.thread_id)
         return status
 
@@ -111,7 +118,8 @@ class ReplayResult:
 
     @property
     def events(self) -> list[Event]:
-        """Every logged event payload, in order (including the internal ``run-start``)."""
+        """Every logged event payload, in order (including the internal ``run-start`` and
+        ``model-response``)."""
         if self._events is None:
             self._events = [orjson.loads(line)["payload"] for line in self._log.splitlines()]
         return self._events
@@ -129,7 +137,7 @@ class _RunState:
     """What a stream and its drive loop share. The loop must not hold the stream itself:
     that cycle kept an abandoned stream alive until the garbage collector found it."""
 
-    __slots__ = ("cancelled", "ended", "handed", "started", "waiter")
+    __slots__ = ("cancelled", "effects", "ended", "handed", "started", "streamed", "waiter")
 
     def __init__(self) -> None:
         self.cancelled = False
@@ -137,10 +145,15 @@ class _RunState:
         self.ended = False
         # A decision's step handed over before the loop got to waiting for it (decided from
         # inside the `async for` body, say).
-        self.handed: _Step | None = None
+        self.handed: Decided | None = None
         # Set while the run waits at an approval gate: resolved with the decision's step, or
         # with None when cancel() wakes it.
-        self.waiter: asyncio.Future[_Step | None] | None = None
+        self.waiter: asyncio.Future[Decided | None] | None = None
+        # Model requests whose text this stream showed as it streamed (their logged complete
+        # text is not shown again).
+        self.streamed: set[str] = set()
+        # The effects in flight (model calls are cancelled with the run).
+        self.effects: asyncio.Task[list[bytes]] | None = None
 
 
 class EventStream:
@@ -158,7 +171,7 @@ class EventStream:
         runtime: Runtime,
         thread_id: str,
         first_input: bytes | None,
-        stepped: _Step | None = None,
+        stepped: Decided | None = None,
     ) -> None:
         self.thread_id = thread_id
         self._state = _RunState()
@@ -192,12 +205,16 @@ class EventStream:
         return generator
 
     def cancel(self) -> None:
-        """Stop the run at its next step: it ends with ``finish`` (``cancelled``). A run
-        waiting at an approval gate is cancelled at once."""
+        """Stop the run: it ends with ``finish`` (``cancelled``). A model call in flight is
+        aborted at once; a run waiting at an approval gate is cancelled at once; a tool that
+        is running finishes first (its result is logged before the cancellation)."""
         self._state.cancelled = True
         waiter = self._state.waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+        effects = self._state.effects
+        if effects is not None and not effects.done():
+            effects.cancel()
 
     @property
     def cancelled(self) -> bool:
@@ -222,29 +239,41 @@ class Runtime:
         services: Mapping[str, Any],
         log: RunLog,
         references: ReferenceStore,
+        *,
         action_dispatcher: ActionDispatcher | None = None,
+        predicates: Any = None,
+        providers: Mapping[str, Any] | None = None,
+        event_hooks: Iterable[EventHook] = (),
     ) -> None:
         self.spec = spec
-        self._references = ReferenceAccess(references, spec.tenant.resource_id, spec.references)
+        self.tenant = spec.tenant.resource_id
+        self.resource_id = self.tenant
+        self._references = ReferenceAccess(references, self.tenant, spec.references)
         self._action_dispatcher = action_dispatcher
         # Runs of this process waiting at an approval gate, by thread.
         self._waiting: dict[str, _RunState] = {}
-        self.tenant = spec.tenant.resource_id
         self._engine = engine
         self._tools = dict(handlers)
         self._services = types.MappingProxyType(dict(services))
         self._log = log
-        self._ids = itertools.count(1)
-        self._id_prefix = uuid.uuid4().hex[:12]
+        self._providers = dict(providers or {})
+        self._hooks = tuple(event_hooks)
+        self._driver = Driver(
+            engine,
+            tenant=self.tenant,
+            predicates=spec.predicates if predicates is None else predicates,
+            services=self._services,
+        )
         self._agents = {agent.name: agent for agent in spec.agents}
 
     # --- public API ----------------------------------------------------------------------
 
-    def query(self, prompt: str, thread_id: str) -> EventStream:
+    def query(self, prompt: str, thread_id: str, resume: Any = None) -> EventStream:
         """Run the coordinator (or the only agent) on ``prompt`` in ``thread_id``.
 
         A thread that already exists continues its conversation: its history comes from
-        its run log.
+        its run log. ``resume`` is the seed's session token: accepted, not used (to continue
+        a run after a restart, use :meth:`resume`).
         """
         return self._start(prompt, thread_id, None)
 
@@ -258,7 +287,7 @@ class Runtime:
                 f"{', '.join(specialists) or 'none'}"
             )
         if thread_id is None:
-            thread_id = f"specialist-{name}-{self._id_prefix}-{next(self._ids)}"
+            thread_id = f"specialist-{name}-{self._driver.next_id()}"
         return self._start(prompt, thread_id, name)
 
     def replay(self, thread_id: str) -> ReplayResult:
@@ -271,15 +300,17 @@ class Runtime:
         replay = _native.replay(log, path=self._log.describe(thread_id))
         return ReplayResult(thread_id, replay, log)
 
-    def cancel(self, thread_id: str) -> list[Event]:
-        """Cancel the thread's active run (e.g. one left waiting by a crashed process)."""
+    async def cancel(self, thread_id: str) -> list[Event]:
+        """Cancel the thread's active run (e.g. one left waiting by a crashed process);
+        returns the events that ended it."""
         self._ensure_loaded(thread_id)
-        events, _, rejection = self._step(thread_id, [self._cancel_input(thread_id)])
-        if rejection is not None:
-            raise error_from_code(rejection["error"]["code"], rejection["error"]["message"])
-        return events
+        decided = await self._step(thread_id, [self._cancel_input(thread_id)])
+        if decided.rejections:
+            error = error_of(decided.rejections[0])
+            raise error_from_code(error["code"], error["message"])
+        return [orjson.loads(line)["payload"] for _, line in decided.events]
 
-    def respond_to_approval(
+    async def respond_to_approval(
         self,
         approval_id: str,
         outcome: Literal["approve", "reject", "revise"],
@@ -287,13 +318,13 @@ class Runtime:
         partial: Any = None,
         *,
         approver: str | None = None,
-    ) -> EventStream:
+    ) -> EventStream | None:
         """Decide a waiting approval; the first decision wins.
 
-        If a stream of this process is waiting at that gate, it continues (and the returned
-        stream is empty); otherwise (say the run paused in another process that has since
-        exited) iterate the returned stream to run the rest of the run here, from its log.
-        Raises ``UnknownApprovalError`` for an id that is not waiting in this tenant's
+        If a stream of this process is waiting at that gate, it continues and this returns
+        None (the seed's behaviour); otherwise (say the run paused in another process that
+        has since exited) it returns the stream of the rest of the run, run here from its
+        log. Raises ``UnknownApprovalError`` for an id that is not waiting in this tenant's
         threads and ``ApprovalAlreadyResolvedError`` for one already decided (or expired).
         """
         if outcome not in _OUTCOMES:
@@ -308,50 +339,50 @@ class Runtime:
                 f"no approval {approval_id!r} is waiting here; check the id (approvals are "
                 "per tenant, and a paused run must be in this runtime's log_path)"
             )
-        timed_out = self._expire(thread_id) is not None
+        timed_out = await self._expire(thread_id) is not None
         payload: dict[str, Any] = {"approval_id": approval_id, "outcome": outcome}
         for key, value in (("feedback", feedback), ("partial", partial), ("approver", approver)):
             if value is not None:
                 payload[key] = value
-        decision = self._envelope("flowai.v1.ApprovalDecision", thread_id, payload)
-        stepped = self._step(thread_id, [decision])
-        rejection = stepped[2]
-        if rejection is not None:
-            message = rejection["error"]["message"]
+        decision = self._driver.envelope("flowai.v1.ApprovalDecision", thread_id, payload)
+        stepped = await self._step(thread_id, [decision])
+        if stepped.rejections:
+            error = error_of(stepped.rejections[0])
+            message = error["message"]
             if timed_out:
                 # The deadline just resolved it, and no stream here runs what follows.
                 message += (
                     f"; its deadline had passed, so it was rejected with reason timeout: "
                     f"iterate runtime.resume({thread_id!r}) to run the rest of the run"
                 )
-            raise error_from_code(rejection["error"]["code"], message)
+            raise error_from_code(error["code"], message)
         if self._hand_over(thread_id, stepped):
-            return EventStream(self, thread_id, None)
+            return None
         return EventStream(self, thread_id, None, stepped)
 
-    def create_reference(
+    async def create_reference(
         self, reference: ReferenceSpec | str, value: Any, glimpse: Any = None
     ) -> dict[str, Any]:
         """Keep ``value`` out of the run log; returns its handle ``{kind, id, glimpse}``.
         Ids are content addresses scoped to this tenant; the value is schema-validated."""
         return self._references.create(reference, value, glimpse)
 
-    def resolve_reference(self, ref: Any) -> Any:
+    async def resolve_reference(self, ref: Any) -> Any:
         """The value behind a handle (``ReferenceNotFoundError`` when unknown, expired or
         another tenant's)."""
         return self._references.resolve(ref)
 
-    def reference_glimpse(self, ref: Any) -> Any:
+    async def reference_glimpse(self, ref: Any) -> Any:
         """The glimpse kept with a handle."""
         return self._references.glimpse(ref)
 
     def resume(self, thread_id: str) -> EventStream:
         """Continue a thread's unfinished run from its log (after a crash or a restart).
 
-        Re-issues what the run was waiting for: an outstanding tool call runs (tool calls are
-        identified by id, so a tool that records its invocation id can tell a repeat), and a
-        run paused at an approval gate waits for ``respond_to_approval`` or its deadline.
-        An idle thread gives an empty stream.
+        Re-issues what the run was waiting for: an outstanding model call or tool call goes
+        out again under the same id (a tool that records its invocation id, or a model
+        worker's ledger, can tell the repeat), and a run paused at an approval gate waits for
+        ``respond_to_approval`` or its deadline. An idle thread gives an empty stream.
         """
         self._ensure_loaded(thread_id)
         if not self._engine.has_thread(thread_id):
@@ -359,13 +390,13 @@ class Runtime:
                 f"thread {thread_id!r} has no run log here; check the thread id and log_path"
             )
         first: bytes | None = None
-        stepped: _Step | None = None
+        stepped: Decided | None = None
         status = self._engine.status(thread_id)
-        if status == "awaiting-tool":
-            first = self._envelope("flowai.v1.ResumeRun", thread_id, {})
-        elif status == "awaiting-approval":
+        if status == "awaiting-approval":
             # Nothing to feed the engine: an empty step takes the loop straight to the gate.
-            stepped = ([], [], None)
+            stepped = Decided()
+        elif status != "idle":
+            first = self._driver.envelope("flowai.v1.ResumeRun", thread_id, {})
         return EventStream(self, thread_id, first, stepped)
 
     def thread_ids(self) -> list[str]:
@@ -383,21 +414,13 @@ class Runtime:
             raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
         if not isinstance(thread_id, str) or not thread_id:
             raise TypeError(f"thread_id must be a non-empty str, got {thread_id!r}")
-        query = self._envelope("flowai.v1.Query", thread_id, {"prompt": prompt, "agent": agent})
+        query = self._driver.envelope(
+            "flowai.v1.Query", thread_id, {"prompt": prompt, "agent": agent}
+        )
         return EventStream(self, thread_id, query)
 
-    def _envelope(self, schema: str, thread_id: str, payload: dict[str, Any]) -> bytes:
-        return envelope(
-            schema,
-            id=f"{self._id_prefix}-{next(self._ids)}",
-            tenant=self.tenant,
-            thread_id=thread_id,
-            payload=payload,
-            ts=_now_ms(),  # the runtime's one clock (deadlines compare against it)
-        )
-
     def _cancel_input(self, thread_id: str) -> bytes:
-        return self._envelope("flowai.v1.CancelRun", thread_id, {})
+        return self._driver.envelope("flowai.v1.CancelRun", thread_id, {})
 
     def _ensure_loaded(self, thread_id: str) -> None:
         if self._engine.has_thread(thread_id):
@@ -406,120 +429,156 @@ class Runtime:
         if log is not None:
             self._engine.load(log, path=self._log.describe(thread_id))
 
-    def _step(self, thread_id: str, inputs: list[bytes]) -> _Step:
-        """One engine crossing: feed inputs, log the events, return (events, effects, rejection)."""
-        outputs = self._engine.handle_batch(b"[" + b",".join(inputs) + b"]")
-        lines: list[bytes] = []
-        effects: list[bytes] = []
-        rejection: Event | None = None
-        for kind, _thread, data in outputs:
-            if kind == _native.EVENT:
-                lines.append(data)
-            elif kind == _native.EFFECT:
-                effects.append(data)
-            else:
-                rejection = orjson.loads(data)["payload"]
-        events = [orjson.loads(line)["payload"] for line in lines]
-        if lines:
-            # Durable at run ends and approval gates: a paused run must survive its process.
-            boundary = events[-1]["type"] in _TERMINAL_EVENTS or any(
-                event["type"] == "approval-required" for event in events
-            )
-            self._log.append(thread_id, lines, boundary=boundary)
-        return events, effects, rejection
+    async def _step(self, thread_id: str, inputs: list[bytes]) -> Decided:
+        """One engine crossing through the driver; its events are logged before return."""
+        decided = await self._driver.feed(inputs)
+        self._append(thread_id, decided)
+        return decided
+
+    def _append(self, thread_id: str, decided: Decided) -> None:
+        lines = [line for _, line in decided.events]
+        if not lines:
+            return
+        # Durable at run ends and approval gates: a paused run must survive its process.
+        boundary = any(
+            b'"type":"approval-required"' in line
+            or b'"type":"finish"' in line
+            or b'"type":"error"' in line
+            for line in lines
+        )
+        self._log.append(thread_id, lines, boundary=boundary)
+
+    def _show(self, event: Event) -> Event:
+        for hook in self._hooks:
+            try:
+                hook(event)
+            except Exception:  # a broken hook must not break the run
+                log.exception("event hook %r failed on a %s event", hook, event.get("type"))
+        return event
 
     async def _drive(
         self,
         thread_id: str,
         first_input: bytes | None,
         state: _RunState,
-        stepped: _Step | None = None,
+        stepped: Decided | None = None,
     ) -> AsyncGenerator[Event, None]:
         self._ensure_loaded(thread_id)
         inputs = [] if first_input is None else [first_input]
         try:
             while stepped is not None or inputs:
-                events, effects, rejection = stepped or self._step(thread_id, inputs)
+                decided = stepped or await self._step(thread_id, inputs)
                 stepped, inputs = None, []
                 if self._engine.status(thread_id) == "awaiting-approval":
                     # Live at the gate from now on: a decision made while the consumer
                     # handles these events comes to this stream.
                     self._waiting[thread_id] = state
-                for event in events:
+                for _, line in decided.events:
+                    event = orjson.loads(line)["payload"]
                     kind = event["type"]
                     if kind in _INTERNAL_EVENTS:
                         state.started = True
                         continue
-                    if kind in _TERMINAL_EVENTS:
+                    if kind in ("text", "reasoning") and event.get("requestId") in state.streamed:
+                        continue  # shown while it streamed
+                    if kind == "error" or (kind == "tool-agent" and _ends_run(event)):
                         state.ended = True
-                    yield event
-                if rejection is not None:
+                    yield self._show(event)
+                if decided.rejections:
                     # Not logged: the input was refused and the thread is as it was.
                     state.ended = True
-                    yield rejection
+                    yield self._show(orjson.loads(decided.rejections[0])["payload"])
                     return
-                if state.ended:
+                if state.ended or self._engine.status(thread_id) == "idle":
                     return
-                if not state.cancelled:
-                    for effect in effects:
-                        reply = await self._run_effect(effect)
-                        if reply is not None:
-                            inputs.append(reply)
-                # Checked again: cancel() may have been called while a tool ran. Results of
-                # tools that ran are logged before the cancellation.
+                if decided.effects and not state.cancelled:
+                    async for item in self._carry_out(thread_id, decided.effects, state):
+                        if isinstance(item, bytes):
+                            inputs.append(item)
+                        else:
+                            yield self._show(item)
+                # Checked again: cancel() may have been called while an effect ran. Results
+                # of tools that ran are logged before the cancellation.
                 if state.cancelled:
-                    inputs.append(self._cancel_input(thread_id))
-                elif not inputs and (
-                    state.handed is not None
-                    or self._engine.status(thread_id) == "awaiting-approval"
-                ):
-                    stepped = await self._await_decision(thread_id, state)
-                    if stepped is None:  # woken by cancel()
+                    if self._engine.status(thread_id) not in ("idle", "closing"):
                         inputs.append(self._cancel_input(thread_id))
+                elif not inputs:
+                    due = await self._wait(thread_id, state)
+                    if due is None:
+                        if state.cancelled:
+                            inputs.append(self._cancel_input(thread_id))
+                        else:
+                            return  # nothing more can happen here
+                    elif isinstance(due, Decided):
+                        stepped = due
+                    else:
+                        inputs.extend(due)
         finally:
             self._abandon(thread_id, state)
             if self._waiting.get(thread_id) is state:
                 del self._waiting[thread_id]
 
-    async def _await_decision(self, thread_id: str, state: _RunState) -> _Step | None:
+    async def _wait(self, thread_id: str, state: _RunState) -> Decided | list[bytes] | None:
+        """Wait for what the run needs next: a human decision at a gate (or cancel()), or the
+        time of a deadline (a model retry). Returns the decision's step, the inputs that are
+        due, or None when cancelled or when nothing can come."""
+        status = self._engine.status(thread_id)
+        if state.handed is not None or status == "awaiting-approval":
+            return await self._await_decision(thread_id, state)
+        deadline = self._engine.deadline(thread_id)
+        if deadline is None:
+            return None
+        waiter: asyncio.Future[Decided | None] = asyncio.get_running_loop().create_future()
+        state.waiter = waiter
+        try:
+            delay = max(0.0, (deadline - now_ms()) / 1000)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(waiter), delay)
+        finally:
+            state.waiter = None
+        if state.cancelled:
+            return None
+        return [self._driver.envelope("flowai.v1.DeadlineReached", thread_id, {})]
+
+    async def _await_decision(self, thread_id: str, state: _RunState) -> Decided | None:
         """Wait at the gate for ``respond_to_approval`` (or ``cancel()``), feeding the engine
         the time when the approval's deadline passes. No thread sleeps per approval: one
         timer per waiting stream, set from the engine's deadline."""
         if state.handed is not None:
             handed, state.handed = state.handed, None
             return handed
-        waiter: asyncio.Future[_Step | None] = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[Decided | None] = asyncio.get_running_loop().create_future()
         state.waiter = waiter
         self._waiting[thread_id] = state
         try:
             while True:
                 deadline = self._engine.deadline(thread_id)
-                timeout = None if deadline is None else max(0.0, (deadline - _now_ms()) / 1000)
+                timeout = None if deadline is None else max(0.0, (deadline - now_ms()) / 1000)
                 try:
                     return await asyncio.wait_for(asyncio.shield(waiter), timeout)
                 except TimeoutError:
-                    stepped = self._expire(thread_id)
+                    stepped = await self._expire(thread_id)
                     if stepped is not None:
                         return stepped
                     # Woken a hair early: the engine says the deadline is still ahead.
         finally:
             state.waiter = None
 
-    def _expire(self, thread_id: str) -> _Step | None:
-        """Feed the engine the time if the thread's approval deadline passed."""
+    async def _expire(self, thread_id: str) -> Decided | None:
+        """Feed the engine the time if the thread's deadline passed."""
         deadline = self._engine.deadline(thread_id)
-        if deadline is None or _now_ms() < deadline:
+        if deadline is None or now_ms() < deadline:
             return None
-        stepped = self._step(
-            thread_id, [self._envelope("flowai.v1.DeadlineReached", thread_id, {})]
+        stepped = await self._step(
+            thread_id, [self._driver.envelope("flowai.v1.DeadlineReached", thread_id, {})]
         )
-        if not stepped[0]:
+        if not stepped.events:
             return None
         if self._hand_over(thread_id, stepped):
             return None
         return stepped
 
-    def _hand_over(self, thread_id: str, stepped: _Step) -> bool:
+    def _hand_over(self, thread_id: str, stepped: Decided) -> bool:
         """Give a step to the stream of this process waiting at the thread's gate, if any."""
         state = self._waiting.get(thread_id)
         if state is None or state.ended:
@@ -530,17 +589,54 @@ class Runtime:
             state.handed = stepped
         return True
 
-    async def _run_effect(self, effect: bytes) -> bytes | None:
+    async def _carry_out(
+        self, thread_id: str, effects: list[bytes], state: _RunState
+    ) -> AsyncGenerator[Event | bytes, None]:
+        """Carry out one step's effects; yields what a stream shows meanwhile (model text as
+        it streams) and then the engine's next inputs (their answers). An approval request
+        has no answer here: the run waits for a human."""
+        live: asyncio.Queue[Event | None] = asyncio.Queue()
+        task = asyncio.get_running_loop().create_task(self._run_effects(effects, state, live))
+        state.effects = task
+        task.add_done_callback(lambda _: live.put_nowait(None))
+        try:
+            while (item := await live.get()) is not None:
+                yield item
+            try:
+                replies = task.result()
+            except asyncio.CancelledError:
+                return  # cancel() aborted a model call: the run is cancelled next
+            for reply in replies:
+                yield reply
+        finally:
+            state.effects = None
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _run_effects(
+        self, effects: list[bytes], state: _RunState, live: asyncio.Queue[Event | None]
+    ) -> list[bytes]:
+        replies = []
+        for effect in effects:
+            reply = await self._run_effect(orjson.loads(effect), state, live)
+            if reply is not None:
+                replies.append(reply)
+        return replies
+
+    async def _run_effect(
+        self, effect: dict[str, Any], state: _RunState, live: asyncio.Queue[Event | None]
+    ) -> bytes | None:
         """Carry out one effect; returns the engine's next input, or None for an approval
         request (the run waits for a human)."""
-        envelope = orjson.loads(effect)
-        schema = envelope["schema"]
-        if schema == "flowai.v1.ToolInvocation":
-            return await self._invoke(envelope)
-        if schema == "flowai.v1.PlanStep":
-            return await self._dispatch_plan(envelope)
-        if schema == "flowai.v1.ApprovalCheck":
-            return await self._check_approval(envelope)
+        schema = effect["schema"]
+        if schema == _TOOL_INVOCATION:
+            return await self._invoke(effect)
+        if schema == _PLAN_STEP:
+            return await self._dispatch_plan(effect)
+        if schema == _MODEL_REQUEST:
+            return await self._call_model(effect, state, live)
         return None
 
     def _abandon(self, thread_id: str, state: _RunState) -> None:
@@ -549,39 +645,28 @@ class Runtime:
         gate is left paused: it may be decided later, from this process or another."""
         if self._waiting.get(thread_id) is state:
             del self._waiting[thread_id]
-        if self._engine.status(thread_id) == "awaiting-approval":
+        status = self._engine.status(thread_id)
+        if status == "awaiting-approval":
             # Done with the run for good: the generator's own ``finally`` comes later (when
             # the event loop closes it) and must not cancel the run once it has been decided
             # and goes on in another stream.
             state.ended = True
             return
-        if state.started and not state.ended:
-            self._step(thread_id, [self._cancel_input(thread_id)])
+        if state.started and not state.ended and status not in (None, "idle"):
+            # Called from a finalizer, outside any event loop: a cancel asks the engine
+            # nothing a predicate would answer, so it needs no awaiting.
+            outputs = self._engine.handle_many([self._cancel_input(thread_id)])
+            lines = [data for kind, _, data in outputs if kind == _native.EVENT]
+            if lines:
+                self._log.append(thread_id, lines, boundary=True)
             state.ended = True
-
-    async def _check_approval(self, check: dict[str, Any]) -> bytes:
-        """Evaluate a dynamic approval rule (a predicate that raises means: ask a human)."""
-        payload = check["payload"]
-        ctx = {
-            "agent": payload["agent"],
-            "tool": payload["tool"],
-            "thread_id": check["thread_id"],
-            "tenant": check["tenant"],
-            "services": self._services,
-        }
-        required = await self.spec.predicates.aevaluate(payload["predicate"], payload["args"], ctx)
-        return self._envelope(
-            "flowai.v1.ApprovalCheckResult",
-            check["thread_id"],
-            {"check_id": payload["check_id"], "required": required},
-        )
 
     async def _dispatch_plan(self, step: dict[str, Any]) -> bytes:
         """Run an approved plan's actions through the action dispatcher."""
         answer = await run_plan_step(
             step, self._action_dispatcher, self._services, self._references
         )
-        return tool_result(step, answer, id=f"{self._id_prefix}-{next(self._ids)}", ts=_now_ms())
+        return tool_result(step, answer, id=self._driver.next_id(), ts=now_ms())
 
     async def _invoke(self, invocation: dict[str, Any]) -> bytes:
         """Run one tool invocation; always returns a ToolResult input, never raises."""
@@ -592,9 +677,56 @@ class Runtime:
             payload = await run_tool_call(
                 self._tools[name], invocation, self._services, references=self._references
             )
-        return tool_result(
-            invocation, payload, id=f"{self._id_prefix}-{next(self._ids)}", ts=_now_ms()
+        return tool_result(invocation, payload, id=self._driver.next_id(), ts=now_ms())
+
+    async def _call_model(
+        self, request: dict[str, Any], state: _RunState, live: asyncio.Queue[Event | None]
+    ) -> bytes:
+        """Ask the request's provider; its text streams to the stream as it comes. Always
+        returns a ModelResult input: a provider problem is a failure the engine decides on."""
+        payload = request["payload"]
+        request_id = payload["request_id"]
+        provider = self._providers.get(payload["provider"])
+        started = time.perf_counter()
+        if provider is None:
+            result: dict[str, Any] = {
+                "request_id": request_id,
+                "failure": {
+                    "kind": "auth",
+                    "message": f"provider {payload['provider']!r} is not configured in this "
+                    "runtime; declare it in define_runtime(providers=...) with its key",
+                    "provider": payload["provider"],
+                    "model": payload["model"],
+                    "latency_ms": 0,
+                },
+            }
+        else:
+            agent = payload["agent"]
+
+            def on_delta(delta: dict[str, Any]) -> None:
+                kind = "text" if delta.get("type") == "text-delta" else "reasoning"
+                state.streamed.add(request_id)
+                live.put_nowait(
+                    {"type": kind, "text": delta.get("text", ""), "agent": agent,
+                     "requestId": request_id}
+                )
+
+            result = await provider.complete(payload, on_delta=on_delta)
+        log.debug(
+            "model call %s took %.1f ms", request_id, (time.perf_counter() - started) * 1000
         )
+        return self._driver.envelope(
+            _MODEL_RESULT,
+            request["thread_id"],
+            result,
+            causation_id=request["id"],
+            run_id=request.get("run_id"),
+        )
+
+
+def _ends_run(event: Event) -> bool:
+    """The entry agent's wrapping `tool-agent` result: the last event of a finished run."""
+    return event.get("state") == "result" and "targetAgent" not in event
 
 
 def _thread_of_approval(approval_id: str) -> str | None:
@@ -608,36 +740,73 @@ def _thread_of_approval(approval_id: str) -> str | None:
 def create_runtime(
     spec: RuntimeSpec,
     *,
-    testing: TestingConfig | None = None,
-    interpreter: Literal["scripted"] | None = None,
     tool_bindings: Mapping[str, ToolHandler] | None = None,
     services: Mapping[str, Any] | None = None,
+    approval_predicates: Mapping[str, Callable[[Any, Any], Any]] | None = None,
+    action_dispatcher: ActionDispatcher | None = None,
+    event_hooks: Iterable[EventHook] | None = None,
+    data_environment: Mapping[str, Any] | None = None,
+    target_database_url: str | None = None,
+    testing: TestingConfig | None = None,
+    interpreter: Interpreter = "noop",
     log_path: str | os.PathLike[str] | None = None,
     fsync: FsyncPolicy = "boundary",
-    action_dispatcher: ActionDispatcher | None = None,
 ) -> Runtime:
     """Build an embedded runtime for ``spec``.
 
-    - ``testing=TestingConfig(mock_response=...)``: every model turn answers that text.
-    - ``interpreter="scripted"``: prompts are JSON tool scripts (see README); others echo.
+    - ``interpreter``: ``"noop"`` (the default: each run is ``step-start`` then ``finish``),
+      ``"scripted"`` (prompts are JSON tool scripts; see README), or ``"live"`` (every agent
+      calls the provider its model routes to, with the keys in the spec's ``providers``;
+      ``"anthropic"`` is the seed's name for the same path).
+      ``testing=TestingConfig(mock_response=...)`` instead answers every turn with the
+      seed's mock (it echoes the prompt, then that text).
     - ``tool_bindings``: ``{tool name: handler}``, overriding handlers bound with define_tool.
-    - ``services``: host objects handed to tool handlers as ``ctx.services``.
-    - ``log_path``: keep run logs in append-only files there (default: in memory), so another
-      process opening the same path sees the same threads. ``fsync`` is
-      ``"boundary"`` (default: at run ends and approval gates), ``"always"`` or ``"never"``.
-      Reference payloads are kept under ``log_path`` too (else in memory).
+    - ``services``: host objects handed to tool handlers (``ctx["services"]``) and to approval
+      predicates; the names ``tool_use_id``, ``services`` and ``references`` are reserved.
+    - ``approval_predicates``: ``{id: fn(args, ctx) -> bool}`` for the spec's dynamic rules
+      (``{"kind": "dynamic", "value": id}``); every id the spec names must be given.
     - ``action_dispatcher``: ``fn(actions, ctx)`` runs an approved plan's actions;
       ``ctx["resolved_refs"]`` holds the referenced values as ``{kind: {id: value}}``.
+    - ``event_hooks``: functions called with every event dict a stream shows, in order.
+    - ``log_path``: keep run logs in append-only files there (default: in memory), so another
+      process opening the same path sees the same threads. ``fsync`` is ``"boundary"``
+      (default: at run ends and approval gates), ``"always"`` or ``"never"``. Reference
+      payloads are kept under ``log_path`` too (else in memory).
+    - ``data_environment`` / ``target_database_url``: the seed's data catalog settings, which
+      this build does not have; passing one is an error that says so.
     """
     if not isinstance(spec, RuntimeSpec):
         raise SpecError(
             f"create_runtime needs the spec from define_runtime(...), got {type(spec).__name__}"
         )
+    if data_environment is not None or target_database_url is not None:
+        raise SpecError(
+            "data_environment and target_database_url configure the seed's data catalog, "
+            "which this build does not have; leave them out (tools reach your data through "
+            "services=...)"
+        )
     interpreter_config = _interpreter_config(testing, interpreter)
     tools = _bind_tools(spec, tool_bindings or {})
+    predicates = spec.with_predicates(approval_predicates or {})
     engine = new_engine(spec, interpreter_config)
     if action_dispatcher is not None and not callable(action_dispatcher):
         raise SpecError(f"action_dispatcher must be callable, got {action_dispatcher!r}")
+    hooks = tuple(event_hooks or ())
+    for hook in hooks:
+        if not callable(hook):
+            raise SpecError(f"event_hooks must be functions taking an event dict, got {hook!r}")
+    services = dict(services or {})
+    reserved = sorted({"tool_use_id", "services", "references"} & set(services))
+    if reserved:
+        raise SpecError(
+            f"services may not be named {', '.join(map(repr, reserved))}: a tool's ctx "
+            "uses those names; rename the service"
+        )
+    providers: Mapping[str, Any] = {}
+    if interpreter_config["kind"] == "live":
+        from .providers import build_providers
+
+        providers = build_providers(spec.providers)
     log: RunLog
     references: ReferenceStore
     if log_path is None:
@@ -645,35 +814,61 @@ def create_runtime(
     else:
         log = FileRunLog(log_path, spec.tenant.resource_id, fsync)
         references = FileReferenceStore(log_path)
-    return Runtime(spec, engine, tools, services or {}, log, references, action_dispatcher)
+    return Runtime(
+        spec,
+        engine,
+        tools,
+        services,
+        log,
+        references,
+        action_dispatcher=action_dispatcher,
+        predicates=predicates,
+        providers=providers,
+        event_hooks=hooks,
+    )
 
 
-def new_engine(spec: RuntimeSpec, interpreter: Mapping[str, Any]) -> _native.Engine:
-    """A native engine for ``spec``; ``interpreter`` is ``{"kind": "scripted"}`` or
-    ``{"kind": "mock", "response": text}`` (docs/wire.md). Used by the runtime service too."""
-    config = b'{"spec":' + spec.compiled + b',"interpreter":' + orjson.dumps(interpreter) + b"}"
-    return _native.Engine(config)
+def new_engine(
+    spec: RuntimeSpec, interpreter: Mapping[str, Any], *, dedup_window_ms: int | None = None
+) -> _native.Engine:
+    """A native engine for ``spec``; ``interpreter`` is ``{"kind": "noop" | "scripted" |
+    "live"}`` or ``{"kind": "mock", "response": text}`` (docs/wire.md). Used by the runtime
+    service too."""
+    config: dict[str, Any] = {"interpreter": interpreter}
+    if dedup_window_ms is not None:
+        config["dedup_window_ms"] = dedup_window_ms
+    body = orjson.dumps(config)
+    return _native.Engine(b'{"spec":' + spec.compiled + b"," + body[1:])
+
+
+def interpreter_config(
+    testing: TestingConfig | None = None, interpreter: str = "noop"
+) -> dict[str, Any]:
+    """The engine's interpreter setting for ``testing`` / ``interpreter`` (both modes)."""
+    return _interpreter_config(testing, interpreter)
 
 
 def _interpreter_config(testing: TestingConfig | None, interpreter: str | None) -> dict[str, Any]:
-    if testing is not None and interpreter is not None:
+    if interpreter is None:
+        interpreter = "noop"
+    if testing is not None and interpreter != "noop":
         raise SpecError(
             "pass either testing=TestingConfig(...) or interpreter=..., not both: "
             "each decides what the model answers"
         )
     if testing is not None:
+        if not isinstance(testing, TestingConfig):
+            raise SpecError(
+                f"testing must be TestingConfig(mock_response=...), got {type(testing).__name__}"
+            )
         return {"kind": "mock", "response": testing.mock_response}
-    if interpreter is None:
-        raise ProviderUnavailableError(
-            "this build runs agents with deterministic interpreters only: pass "
-            "testing=TestingConfig(mock_response=...) or interpreter='scripted'; live "
-            "Anthropic/OpenAI calls are not wired into the embedded runtime yet"
-        )
     if interpreter not in INTERPRETERS:
         raise SpecError(
             f"unknown interpreter {interpreter!r}; choose one of {', '.join(INTERPRETERS)} "
             "(or testing=TestingConfig(mock_response=...))"
         )
+    if interpreter == "anthropic":
+        return {"kind": "live"}
     return {"kind": interpreter}
 
 

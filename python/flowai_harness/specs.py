@@ -20,27 +20,39 @@ inside :func:`define_runtime`, so specs can be built and tested without a compil
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import importlib
 import types
+import typing
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Final, Literal, Protocol, TypeVar
 
 import orjson
 import pydantic
-from pydantic import AfterValidator, Field, PlainValidator, StrictBytes, StrictInt, StrictStr
+from pydantic import (
+    AfterValidator,
+    Field,
+    PlainValidator,
+    StrictBool,
+    StrictBytes,
+    StrictInt,
+    StrictStr,
+)
 
 from .approvals import (
     NO_OVERRIDES,
     ApprovalOverrides,
     ApprovalPatch,
     ApprovalPolicies,
+    DynamicRule,
     Predicate,
     PredicateRegistry,
     Rule,
     RuleOrDefault,
     as_patch,
     check_rule,
+    dynamic_ids,
     effective_plan_rule,
     effective_tool_rule,
     predicate_id,
@@ -55,14 +67,19 @@ from .errors import (
 from .plans import PlanSpec
 from .prompts import LayeredPrompt, render_agent_prompt
 from .references import ReferenceSpec
-from .tools import NAME_PATTERN, ToolDefinition
+from .tools import NAME_PATTERN, RESERVED_TOOL_NAMES, ToolDefinition
 
 __all__ = [
     "AgentSpec",
+    "ModelSpec",
+    "RetryPolicy",
     "Role",
     "RuntimeSpec",
+    "StorageFactories",
+    "StorageFactorySpec",
     "TenantIdentity",
     "TestingConfig",
+    "ToolkitSpec",
     "define_coordinator",
     "define_executor",
     "define_planner",
@@ -223,6 +240,160 @@ def _as_tenant(tenant: object) -> TenantIdentity:
     return define_tenant(tenant)
 
 
+# --- models, toolkits, retries ----------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """A model an agent uses, and the provider it goes to (None: routed by its id:
+    ``claude-...`` to Anthropic, ``gpt-...``/``o1-``/``o3-...`` to OpenAI, anything else to
+    Anthropic). A plain string is coerced to it wherever a model goes."""
+
+    id: str
+    provider: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.id, str) or not self.id.strip():
+            raise SpecError(f"ModelSpec: id must be a non-empty model id, got {self.id!r}")
+        if self.provider is not None and (
+            not isinstance(self.provider, str) or not self.provider.strip()
+        ):
+            raise SpecError(
+                f"ModelSpec {self.id!r}: provider must be a non-empty string or None, "
+                f"got {self.provider!r}"
+            )
+
+    def declaration(self) -> dict[str, Any]:
+        return {"model": self.id, "provider": self.provider}
+
+
+def as_model(value: object, where: str) -> ModelSpec:
+    """``value`` (a model id or a :class:`ModelSpec`) as a ModelSpec."""
+    if isinstance(value, ModelSpec):
+        return value
+    if isinstance(value, str):
+        return ModelSpec(value)
+    raise SpecError(
+        f"{where}: a model is a model id such as 'claude-sonnet-4-6' or ModelSpec(id, "
+        f"provider=...), got {type(value).__name__}"
+    )
+
+
+TOOLKITS: Final = ("agents", "plans", "references", "catalog")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ToolkitSpec:
+    """A built-in toolkit an agent opts into (``agents``, ``plans``, ``references``; the seed's
+    ``catalog`` needs a data catalog this build does not have). ``config={"tools": [...]}``
+    narrows which of its tools the agent gets."""
+
+    id: str
+    config: Mapping[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.id not in TOOLKITS:
+            raise SpecError(
+                f"unknown toolkit {self.id!r}; the toolkits are {', '.join(TOOLKITS)}"
+            )
+        if self.config is not None:
+            if not isinstance(self.config, Mapping) or set(self.config) - {"tools"}:
+                raise SpecError(
+                    f"toolkit {self.id!r}: config takes only 'tools' (a list of tool names), "
+                    f"got {self.config!r}"
+                )
+            object.__setattr__(self, "config", types.MappingProxyType(dict(self.config)))
+
+    def declaration(self) -> dict[str, Any]:
+        tools = None if self.config is None else self.config.get("tools")
+        return {"id": self.id, "config": None if tools is None else {"tools": list(tools)}}
+
+
+def _as_toolkits(agent: object, toolkits: object) -> tuple[ToolkitSpec, ...]:
+    if toolkits is None:
+        return ()
+    items = _as_list(agent, "toolkits", toolkits, "['references']")
+    return tuple(t if isinstance(t, ToolkitSpec) else ToolkitSpec(t) for t in items)
+
+
+FailureKind = Literal[
+    "rate_limited",
+    "overloaded",
+    "server",
+    "timeout",
+    "connection",
+    "auth",
+    "bad_request",
+    "context_length",
+    "bad_response",
+]
+FAILURE_KINDS: Final[tuple[str, ...]] = typing.get_args(FailureKind)
+TRANSIENT_FAILURES: Final = ("rate_limited", "overloaded", "server", "timeout", "connection")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How a failed model call is tried again: the engine decides from it, and the log
+    records every attempt, so a replay retries nothing.
+
+    ``max_attempts`` counts attempts per model of the fallback chain (the first included);
+    the wait before attempt ``n + 1`` is ``initial_backoff * multiplier**(n - 1)`` capped at
+    ``max_backoff``, and at least the provider's ``retry-after`` (up to
+    ``max_retry_after``) when ``honor_retry_after``. Only failures in ``retry_on`` are
+    retried. A request with no answer after ``request_timeout`` seconds counts as a
+    ``timeout`` failure (None: no limit). Times are seconds.
+    """
+
+    max_attempts: int = 3
+    initial_backoff: float = 1.0
+    max_backoff: float = 30.0
+    multiplier: float = 2.0
+    honor_retry_after: bool = True
+    max_retry_after: float = 60.0
+    retry_on: tuple[FailureKind, ...] = TRANSIENT_FAILURES  # type: ignore[assignment]
+    request_timeout: float | None = 300.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "retry_on", _failure_kinds(self.retry_on, "retry_on"))
+        if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int):
+            raise SpecError("RetryPolicy: max_attempts must be an int >= 1")
+        if self.max_attempts < 1:
+            raise SpecError("RetryPolicy: max_attempts must be >= 1")
+
+    def declaration(self) -> dict[str, Any]:
+        return {
+            "max_attempts": self.max_attempts,
+            "initial_backoff_ms": _ms(self.initial_backoff, "initial_backoff"),
+            "max_backoff_ms": _ms(self.max_backoff, "max_backoff"),
+            "multiplier": self.multiplier,
+            "honor_retry_after": self.honor_retry_after,
+            "max_retry_after_ms": _ms(self.max_retry_after, "max_retry_after"),
+            "retry_on": list(self.retry_on),
+            "request_timeout_ms": None
+            if self.request_timeout is None
+            else max(1, _ms(self.request_timeout, "request_timeout")),
+        }
+
+
+def _ms(seconds: object, field: str) -> int:
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
+        raise SpecError(f"RetryPolicy: {field} must be seconds >= 0, got {seconds!r}")
+    return round(float(seconds) * 1000)
+
+
+def _failure_kinds(kinds: object, field: str) -> tuple[FailureKind, ...]:
+    if isinstance(kinds, (str, bytes)) or not isinstance(kinds, Iterable):
+        raise SpecError(f"{field} must be a list of failure kinds ({', '.join(FAILURE_KINDS)})")
+    found = tuple(kinds)
+    unknown = [kind for kind in found if kind not in FAILURE_KINDS]
+    if unknown:
+        raise SpecError(
+            f"{field}: unknown failure kind {', '.join(map(repr, unknown))}; the kinds are "
+            f"{', '.join(FAILURE_KINDS)}"
+        )
+    return found  # type: ignore[return-value]
+
+
 # --- agents ---------------------------------------------------------------------------------
 
 
@@ -243,15 +414,27 @@ class AgentSpec(_Spec):
     approval: pydantic.InstanceOf[ApprovalPatch] = ApprovalPatch()
     tool_approvals: tuple[tuple[_Name, Any], ...] = ()
     approval_timeout_ms: Annotated[StrictInt, Field(ge=1)] | None = None
+    # None: the role's default (coordinators and planners keep their conversation).
+    stateful: StrictBool | None = None
+    toolkits: tuple[pydantic.InstanceOf[ToolkitSpec], ...] = ()
+    # The plan kind a planner stores or an executor runs (attached to the runtime).
+    plan: pydantic.InstanceOf[PlanSpec] | None = None
+    fallback: tuple[pydantic.InstanceOf[ModelSpec], ...] = ()
+    fallback_on: tuple[str, ...] | None = None
+    retry: pydantic.InstanceOf[RetryPolicy] | None = None
+    max_tokens: Annotated[StrictInt, Field(ge=1)] | None = None
+    thinking_budget: Annotated[StrictInt, Field(ge=1)] | None = None
+    temperature: float | None = None
+    prompt_cache: StrictBool | None = None
 
     _hints: ClassVar[Mapping[str, str]] = {
         "name": "Give the agent a name such as 'greeter'.",
         "role": "Use define_coordinator, define_planner, define_executor or define_specialist.",
-        "model": "Pass a model id, e.g. model='claude-sonnet-4-6'.",
+        "model": "Pass a model id, e.g. model='claude-sonnet-4-6', or ModelSpec(id, provider).",
         "prompt": "Pass the agent's instructions as a non-empty string or a layered_prompt(...).",
         "routes": "Pass a list of the names of the agents it may call.",
         "tools": "Pass a list of tools made with define_tool(...).",
-        "max_turns": "Pass an int >= 1, or None for the engine default (100).",
+        "max_turns": "Pass an int >= 1, or None for the interpreter default (16 live).",
         "provider": "Pass a provider declared in define_runtime(providers=...), or None to "
         "infer it from the model.",
         "description": "Pass a string.",
@@ -259,6 +442,10 @@ class AgentSpec(_Spec):
         "{'plans': ..., 'tools': ...}.",
         "tool_approvals": "Pass a mapping of tool name to 'never', 'always' or a function.",
         "approval_timeout_ms": "Pass approval_timeout= in seconds (> 0), or None.",
+        "stateful": "Pass True, False, or None for the role's default.",
+        "max_tokens": "Pass an int >= 1 (output tokens per model turn), or None.",
+        "thinking_budget": "Pass an int >= 1 (extended thinking tokens), or None.",
+        "temperature": "Pass a number, or None for the provider's default.",
     }
 
     @classmethod
@@ -272,9 +459,8 @@ class AgentSpec(_Spec):
         return self.prompt.text if isinstance(self.prompt, LayeredPrompt) else self.prompt
 
     @property
-    def builtin_tools(self) -> tuple[str, ...]:
-        """The engine's tools this agent gets for its role (docs/wire.md)."""
-        return BUILTIN_TOOLS[self.role]
+    def model_spec(self) -> ModelSpec:
+        return ModelSpec(self.model, self.provider)
 
     @pydantic.model_validator(mode="after")
     def _check_lists(self) -> AgentSpec:
@@ -291,23 +477,26 @@ class AgentSpec(_Spec):
             raise DuplicateToolError(
                 f"agent {self.name!r}: tool {tools[0]!r} is listed twice; list it once"
             )
-        own = {tool.name for tool in self.tools} | set(_PLAN_TOOLS[self.role])
+        own = {tool.name for tool in self.tools} | set(RESERVED_TOOL_NAMES)
         unknown = sorted(name for name, _ in self.tool_approvals if name not in own)
         if unknown:
             raise UnknownApprovalTargetError(
                 f"agent {self.name!r}: tool_approvals names {', '.join(map(repr, unknown))}, "
-                f"not one of its tools ({', '.join(sorted(own)) or 'none'}); add the tool to "
-                "tools=[...] or remove the rule"
+                f"not one of its tools ({', '.join(sorted(t.name for t in self.tools)) or 'none'}); "
+                "add the tool to tools=[...] or remove the rule"
             )
         for name, rule in self.tool_approvals:
             check_rule(rule, f"agent {self.name!r}: tool_approvals[{name!r}]")
+        if self.fallback_on is not None:
+            _failure_kinds(self.fallback_on, f"agent {self.name!r}: fallback_on")
         return self
 
     def declaration(self, prompt: str | None = None) -> dict[str, Any]:
         """The agent as the engine's runtime spec declares it (tools by name).
 
         ``prompt`` replaces the prompt text (define_runtime passes it with the agent's tool
-        table rendered in). The approval keys appear only when they differ from the default.
+        table rendered in). Keys beyond the first version's appear only when they differ
+        from their default.
         """
         declared: dict[str, Any] = {
             "name": self.name,
@@ -327,47 +516,32 @@ class AgentSpec(_Spec):
                 tool: rule_json(rule, predicate_id("agent", self.name, "tool", tool))
                 for tool, rule in self.tool_approvals
             }
-        if self.approval_timeout_ms is not None:
-            declared["approval_timeout_ms"] = self.approval_timeout_ms
+        optional = {
+            "approval_timeout_ms": self.approval_timeout_ms,
+            "stateful": self.stateful,
+            "toolkits": [t.declaration() for t in self.toolkits] or None,
+            "fallback": [m.declaration() for m in self.fallback] or None,
+            "fallback_on": None if self.fallback_on is None else list(self.fallback_on),
+            "retry": None if self.retry is None else self.retry.declaration(),
+            "max_tokens": self.max_tokens,
+            "thinking_budget": self.thinking_budget,
+            "temperature": self.temperature,
+            "prompt_cache": self.prompt_cache,
+        }
+        declared.update({key: value for key, value in optional.items() if value is not None})
         return declared
 
     def predicates(self) -> dict[str, Predicate]:
         """The agent's predicate rules by id (see approvals.predicate_id)."""
         found = self.approval.predicates(predicate_id("agent", self.name))
         for tool, rule in self.tool_approvals:
-            if not isinstance(rule, str):
+            if callable(rule) and not isinstance(rule, (str, DynamicRule)):
                 found[predicate_id("agent", self.name, "tool", tool)] = rule
         return found
 
-
-# The engine's own tools per role (spec.rs ``builtin_tools``): plan tools for everyone,
-# call_agent for the coordinator. tool_approvals may name the plan tools of the agent's role.
-_PLAN_TOOLS: Final[Mapping[Role, tuple[str, ...]]] = types.MappingProxyType(
-    {
-        "coordinator": ("getPlan",),
-        "planner": ("storePlan", "getPlan"),
-        "executor": ("getPlan", "executePlan", "resolveRef", "glimpseRef"),
-        "specialist": ("getPlan",),
-    }
-)
-BUILTIN_TOOLS: Final[Mapping[Role, tuple[str, ...]]] = types.MappingProxyType(
-    {
-        role: ("call_agent", *tools) if role == "coordinator" else tools
-        for role, tools in _PLAN_TOOLS.items()
-    }
-)
-_BUILTIN_DESCRIPTIONS: Final[Mapping[str, str]] = types.MappingProxyType(
-    {
-        "call_agent": "Hand a task to another agent and get its answer.",
-        "storePlan": "Store a plan (specName, planId, body); it waits for approval if needed.",
-        "getPlan": "Read a stored plan and its status (planId).",
-        "executePlan": "Execute an approved plan (planId).",
-        "resolveRef": "Read the full value behind a reference handle (ref: {kind, id}).",
-        "glimpseRef": "Read the short summary of a reference handle (ref: {kind, id}).",
-    }
-)
-# Built-in tools that no gate stops (the engine answers them, or hands work on).
-_UNGATED: Final = frozenset({"call_agent", "getPlan", "executePlan"})
+    def rules(self) -> list[object]:
+        """Every rule the agent declares (for collecting dynamic ids)."""
+        return [self.approval.plans, self.approval.tools, *(r for _, r in self.tool_approvals)]
 
 
 def _repeats(names: Iterable[str]) -> list[str]:
@@ -394,31 +568,71 @@ def _define_agent(
     role: Role,
     name: str,
     *,
-    model: str,
+    model: str | ModelSpec,
     prompt: str | LayeredPrompt,
     routes: Iterable[str],
-    tools: Iterable[ToolDefinition],
+    tools: Iterable[ToolDefinition] | None,
+    stateful: bool | None,
     max_turns: int | None,
-    provider: str | None,
-    description: str,
     approval: object,
     tool_approvals: Mapping[str, Rule] | None,
-    approval_timeout: float | datetime.timedelta | None,
+    toolkits: Iterable[str | ToolkitSpec] | None,
+    plan: PlanSpec | None,
+    options: Mapping[str, Any],
 ) -> AgentSpec:
+    chosen = as_model(model, f"agent {name!r}: model")
+    provider = options.get("provider")
+    if provider is not None and chosen.provider is not None and provider != chosen.provider:
+        raise SpecError(
+            f"agent {name!r}: provider={provider!r} disagrees with the ModelSpec's provider "
+            f"{chosen.provider!r}; give it once"
+        )
+    fallback = options.get("fallback") or ()
     return AgentSpec(
         name=name,
         role=role,
-        model=model,
+        model=chosen.id,
         prompt=prompt,
         routes=_as_list(name, "routes", routes, "['greeter']"),
-        tools=_as_list(name, "tools", tools, "[lookup]"),
+        tools=_as_list(name, "tools", tools if tools is not None else (), "[lookup]"),
         max_turns=max_turns,
-        provider=provider,
-        description=description,
-        approval=as_patch(approval, f"agent {name!r}: approval"),
+        provider=provider or chosen.provider,
+        description=options.get("description", ""),
+        approval=as_patch("default" if approval is None else approval, f"agent {name!r}: approval"),
         tool_approvals=_as_tool_approvals(name, tool_approvals),
-        approval_timeout_ms=timeout_ms(approval_timeout, f"agent {name!r}"),
+        approval_timeout_ms=timeout_ms(options.get("approval_timeout"), f"agent {name!r}"),
+        stateful=stateful,
+        toolkits=_as_toolkits(name, toolkits),
+        plan=_as_plan(name, role, plan),
+        fallback=tuple(
+            as_model(m, f"agent {name!r}: fallback")
+            for m in _as_list(name, "fallback", fallback, "['gpt-5']")
+        ),
+        fallback_on=None
+        if options.get("fallback_on") is None
+        else tuple(_failure_kinds(options["fallback_on"], f"agent {name!r}: fallback_on")),
+        retry=options.get("retry"),
+        max_tokens=options.get("max_tokens"),
+        thinking_budget=options.get("thinking_budget"),
+        temperature=options.get("temperature"),
+        prompt_cache=options.get("prompt_cache"),
     )
+
+
+def _as_plan(agent: str, role: Role, plan: object) -> PlanSpec | None:
+    if plan is None:
+        if role in ("planner", "executor"):
+            raise SpecError(
+                f"agent {agent!r}: a {role} needs plan=define_plan(...), the plan kind it "
+                f"{'stores' if role == 'planner' else 'executes'}"
+            )
+        return None
+    if not isinstance(plan, PlanSpec):
+        raise SpecError(
+            f"agent {agent!r}: plan must be a plan made with define_plan(...), got "
+            f"{type(plan).__name__}"
+        )
+    return plan
 
 
 def _as_tool_approvals(agent: object, rules: object) -> tuple[tuple[Any, Any], ...]:
@@ -429,7 +643,13 @@ def _as_tool_approvals(agent: object, rules: object) -> tuple[tuple[Any, Any], .
             f"agent {agent!r}: tool_approvals must be a mapping of tool name to rule, got "
             f"{type(rules).__name__}; pass e.g. tool_approvals={{'delete_rows': 'always'}}"
         )
-    return tuple(sorted(rules.items(), key=lambda item: str(item[0])))
+    return tuple(
+        sorted(
+            ((name, check_rule(rule, f"agent {agent!r}: tool_approvals[{name!r}]"))
+             for name, rule in rules.items()),
+            key=lambda item: str(item[0]),
+        )
+    )
 
 
 def timeout_ms(value: object, where: str) -> int | None:
@@ -450,31 +670,74 @@ def timeout_ms(value: object, where: str) -> int | None:
     return max(1, round(seconds * 1000))
 
 
-# What approval= takes: "default", a rule, or {"plans": ..., "tools": ...}.
-ApprovalInput = RuleOrDefault | Mapping[str, RuleOrDefault] | ApprovalPatch
+# What approval= takes: "default" (or None), a rule, or {"plans": ..., "tools": ...}.
+ApprovalInput = RuleOrDefault | Mapping[str, RuleOrDefault] | ApprovalPatch | None
+
+
+class _DefineAgent(Protocol):
+    def __call__(
+        self,
+        name: str,
+        *,
+        model: str | ModelSpec,
+        prompt: str | LayeredPrompt,
+        tools: Iterable[ToolDefinition] | None = (),
+        stateful: bool | None = None,
+        max_turns: int | None = None,
+        approval: ApprovalInput = None,
+        tool_approvals: Mapping[str, Rule] | None = None,
+        toolkits: Iterable[str | ToolkitSpec] | None = None,
+        provider: str | None = None,
+        description: str = "",
+        approval_timeout: float | datetime.timedelta | None = None,
+        fallback: Iterable[str | ModelSpec] = (),
+        fallback_on: Iterable[FailureKind] | None = None,
+        retry: RetryPolicy | None = None,
+        max_tokens: int | None = None,
+        thinking_budget: int | None = None,
+        temperature: float | None = None,
+        prompt_cache: bool | None = None,
+    ) -> AgentSpec: ...
 
 
 def define_coordinator(
     name: str,
     *,
-    model: str,
+    model: str | ModelSpec,
     prompt: str | LayeredPrompt,
     routes: Iterable[str],
-    tools: Iterable[ToolDefinition] = (),
+    tools: Iterable[ToolDefinition] | None = (),
+    stateful: bool | None = None,
     max_turns: int | None = None,
+    approval: ApprovalInput = None,
+    tool_approvals: Mapping[str, Rule] | None = None,
+    toolkits: Iterable[str | ToolkitSpec] | None = None,
     provider: str | None = None,
     description: str = "",
-    approval: ApprovalInput = "default",
-    tool_approvals: Mapping[str, Rule] | None = None,
     approval_timeout: float | datetime.timedelta | None = None,
+    fallback: Iterable[str | ModelSpec] = (),
+    fallback_on: Iterable[FailureKind] | None = None,
+    retry: RetryPolicy | None = None,
+    max_tokens: int | None = None,
+    thinking_budget: int | None = None,
+    temperature: float | None = None,
+    prompt_cache: bool | None = None,
 ) -> AgentSpec:
-    """Declare the coordinator: the agent a query goes to, handing work to its ``routes``.
+    """Declare the coordinator: the agent a query goes to, handing work to its ``routes``
+    through ``call_agent`` (stateful by default).
 
-    Every ``define_*`` agent takes the same approval keywords: ``approval`` (``"default"``
-    inherits the runtime's policies; a rule sets both channels; ``{"plans": ...,
-    "tools": ...}`` sets them apart), ``tool_approvals`` (a rule per tool of this agent) and
-    ``approval_timeout`` (seconds or a timedelta; a gate left waiting that long is rejected).
-    ``prompt`` is a string or a :func:`~flowai_harness.layered_prompt`.
+    Every ``define_*`` agent takes the seed's keywords (``model`` as an id or
+    :class:`ModelSpec`, ``tools``, ``stateful``, ``max_turns``, ``approval`` — ``"default"`` /
+    None inherits the runtime's policies; a rule sets both channels; ``{"plans": ...,
+    "tools": ...}`` sets them apart —, ``tool_approvals``, ``toolkits``) and these:
+
+    - ``approval_timeout``: seconds or a timedelta; a gate left waiting that long is rejected;
+    - ``fallback``: models to try, in order, when this one keeps failing (across providers,
+      e.g. ``["gpt-5"]``), on the failure kinds in ``fallback_on`` (default: the transient
+      ones and bad responses);
+    - ``retry``: a :class:`RetryPolicy` (default: the runtime's);
+    - ``max_tokens``, ``thinking_budget`` (extended thinking), ``temperature``,
+      ``prompt_cache`` (mark prompt and tools cacheable; default True), ``provider``.
     """
     return _define_agent(
         "coordinator",
@@ -483,77 +746,180 @@ def define_coordinator(
         prompt=prompt,
         routes=routes,
         tools=tools,
+        stateful=stateful,
         max_turns=max_turns,
-        provider=provider,
-        description=description,
         approval=approval,
         tool_approvals=tool_approvals,
-        approval_timeout=approval_timeout,
+        toolkits=toolkits,
+        plan=None,
+        options=_options(locals()),
     )
 
 
-class _DefineAgent(Protocol):
-    def __call__(
-        self,
-        name: str,
-        *,
-        model: str,
-        prompt: str | LayeredPrompt,
-        tools: Iterable[ToolDefinition] = (),
-        max_turns: int | None = None,
-        provider: str | None = None,
-        description: str = "",
-        approval: ApprovalInput = "default",
-        tool_approvals: Mapping[str, Rule] | None = None,
-        approval_timeout: float | datetime.timedelta | None = None,
-    ) -> AgentSpec: ...
-
-
-def _agent_definer(role: Role, doc: str) -> _DefineAgent:
-    # One body for the roles that take no routes; mypy checks it against _DefineAgent, so the
-    # keywords cannot drift apart between the roles.
-    def define(
-        name: str,
-        *,
-        model: str,
-        prompt: str | LayeredPrompt,
-        tools: Iterable[ToolDefinition] = (),
-        max_turns: int | None = None,
-        provider: str | None = None,
-        description: str = "",
-        approval: ApprovalInput = "default",
-        tool_approvals: Mapping[str, Rule] | None = None,
-        approval_timeout: float | datetime.timedelta | None = None,
-    ) -> AgentSpec:
-        return _define_agent(
-            role,
-            name,
-            model=model,
-            prompt=prompt,
-            routes=(),
-            tools=tools,
-            max_turns=max_turns,
-            provider=provider,
-            description=description,
-            approval=approval,
-            tool_approvals=tool_approvals,
-            approval_timeout=approval_timeout,
-        )
-
-    define.__name__ = define.__qualname__ = f"define_{role}"
-    define.__doc__ = doc
-    return define
-
-
-_SEE: Final = " Takes the approval keywords of define_coordinator."
-define_planner = _agent_definer("planner", "Declare a planner agent (it stores plans)." + _SEE)
-define_executor = _agent_definer(
-    "executor", "Declare an executor agent (it executes approved plans)." + _SEE
+_OPTION_KEYS: Final = (
+    "provider",
+    "description",
+    "approval_timeout",
+    "fallback",
+    "fallback_on",
+    "retry",
+    "max_tokens",
+    "thinking_budget",
+    "temperature",
+    "prompt_cache",
 )
-define_specialist = _agent_definer("specialist", "Declare a specialist agent." + _SEE)
+
+
+def _options(given: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: given[key] for key in _OPTION_KEYS}
+
+
+def define_planner(
+    name: str,
+    *,
+    model: str | ModelSpec,
+    prompt: str | LayeredPrompt,
+    plan: PlanSpec,
+    tools: Iterable[ToolDefinition] | None = (),
+    stateful: bool | None = None,
+    max_turns: int | None = None,
+    approval: ApprovalInput = None,
+    tool_approvals: Mapping[str, Rule] | None = None,
+    toolkits: Iterable[str | ToolkitSpec] | None = None,
+    provider: str | None = None,
+    description: str = "",
+    approval_timeout: float | datetime.timedelta | None = None,
+    fallback: Iterable[str | ModelSpec] = (),
+    fallback_on: Iterable[FailureKind] | None = None,
+    retry: RetryPolicy | None = None,
+    max_tokens: int | None = None,
+    thinking_budget: int | None = None,
+    temperature: float | None = None,
+    prompt_cache: bool | None = None,
+) -> AgentSpec:
+    """Declare a planner: it stores plans of kind ``plan`` with ``storePlan`` (as drafts) and
+    reads them with ``getPlan``. Stateful by default. Takes define_coordinator's keywords."""
+    return _define_agent(
+        "planner",
+        name,
+        model=model,
+        prompt=prompt,
+        routes=(),
+        tools=tools,
+        stateful=stateful,
+        max_turns=max_turns,
+        approval=approval,
+        tool_approvals=tool_approvals,
+        toolkits=toolkits,
+        plan=plan,
+        options=_options(locals()),
+    )
+
+
+def define_executor(
+    name: str,
+    *,
+    model: str | ModelSpec,
+    prompt: str | LayeredPrompt,
+    plan: PlanSpec,
+    tools: Iterable[ToolDefinition] | None = (),
+    stateful: bool | None = None,
+    max_turns: int | None = None,
+    approval: ApprovalInput = None,
+    tool_approvals: Mapping[str, Rule] | None = None,
+    toolkits: Iterable[str | ToolkitSpec] | None = None,
+    provider: str | None = None,
+    description: str = "",
+    approval_timeout: float | datetime.timedelta | None = None,
+    fallback: Iterable[str | ModelSpec] = (),
+    fallback_on: Iterable[FailureKind] | None = None,
+    retry: RetryPolicy | None = None,
+    max_tokens: int | None = None,
+    thinking_budget: int | None = None,
+    temperature: float | None = None,
+    prompt_cache: bool | None = None,
+) -> AgentSpec:
+    """Declare an executor: it runs plans of kind ``plan`` with ``executePlan`` (through the
+    plans gate) and reads references with ``resolveRef`` / ``glimpseRef``. Stateless by
+    default. Takes define_coordinator's keywords."""
+    return _define_agent(
+        "executor",
+        name,
+        model=model,
+        prompt=prompt,
+        routes=(),
+        tools=tools,
+        stateful=stateful,
+        max_turns=max_turns,
+        approval=approval,
+        tool_approvals=tool_approvals,
+        toolkits=toolkits,
+        plan=plan,
+        options=_options(locals()),
+    )
+
+
+def define_specialist(
+    name: str,
+    *,
+    model: str | ModelSpec,
+    prompt: str | LayeredPrompt,
+    tools: Iterable[ToolDefinition] | None = (),
+    stateful: bool | None = None,
+    max_turns: int | None = None,
+    approval: ApprovalInput = None,
+    tool_approvals: Mapping[str, Rule] | None = None,
+    toolkits: Iterable[str | ToolkitSpec] | None = None,
+    provider: str | None = None,
+    description: str = "",
+    approval_timeout: float | datetime.timedelta | None = None,
+    fallback: Iterable[str | ModelSpec] = (),
+    fallback_on: Iterable[FailureKind] | None = None,
+    retry: RetryPolicy | None = None,
+    max_tokens: int | None = None,
+    thinking_budget: int | None = None,
+    temperature: float | None = None,
+    prompt_cache: bool | None = None,
+) -> AgentSpec:
+    """Declare a specialist: a focused agent with no role tools, reached through a
+    coordinator's route or ``run_specialist``. Stateless by default. Takes
+    define_coordinator's keywords."""
+    return _define_agent(
+        "specialist",
+        name,
+        model=model,
+        prompt=prompt,
+        routes=(),
+        tools=tools,
+        stateful=stateful,
+        max_turns=max_turns,
+        approval=approval,
+        tool_approvals=tool_approvals,
+        toolkits=toolkits,
+        plan=None,
+        options=_options(locals()),
+    )
 
 
 # --- the runtime ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StorageFactorySpec:
+    """The seed's storage factory: a kind and its config, carried as metadata only."""
+
+    kind: str
+    config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StorageFactories:
+    """The seed's ``kv`` / ``plans`` / ``memory`` factories: metadata only (this runtime keeps
+    its state in the run log, and references in its reference store)."""
+
+    kv: StorageFactorySpec | None = None
+    plans: StorageFactorySpec | None = None
+    memory: StorageFactorySpec | None = None
 
 
 class RuntimeSpec(_Spec):
@@ -571,16 +937,16 @@ class RuntimeSpec(_Spec):
     predicates: pydantic.InstanceOf[PredicateRegistry] = Field(
         default_factory=PredicateRegistry, repr=False
     )
+    # Predicate ids of the seed's dynamic rules: their functions come with create_runtime.
+    dynamic_ids: frozenset[str] = frozenset()
+    toolkits: tuple[pydantic.InstanceOf[ToolkitSpec], ...] = ()
+    storage_factories: pydantic.InstanceOf[StorageFactories] | None = None
+    # Python-only: handlers create_runtime binds unless it is given others.
+    tool_bindings: Mapping[str, Any] = Field(default_factory=dict, repr=False)
 
     _hints: ClassVar[Mapping[str, str]] = {
-        "tenant": "Pass define_tenant(...).",
-        "agents": "Pass a list of agents made with define_coordinator, define_specialist etc.",
-        "providers": "Pass a mapping of provider name to its settings, e.g. {'anthropic': {}}.",
-        "tools": "Pass the tools the agents use.",
-        "compiled": "Build the spec with define_runtime(...).",
-        "plans": "Pass plans made with define_plan(...).",
-        "references": "Pass reference kinds made with define_reference(...).",
-        "predicates": "Build the spec with define_runtime(...).",
+        "tenant": "Pass define_tenant(...), a (name, version) pair or a mapping.",
+        "providers": "Pass a mapping of provider name to settings.",
     }
 
     def plan(self, name: str) -> PlanSpec | None:
@@ -590,6 +956,32 @@ class RuntimeSpec(_Spec):
     def reference(self, name: str) -> ReferenceSpec | None:
         """The reference kind named ``name``, if declared."""
         return next((ref for ref in self.references if ref.name == name), None)
+
+    def compiled_agents(self) -> Mapping[str, Any]:
+        """What the engine worked out per agent (its built-in tools, whether it is stateful)."""
+        agents: Mapping[str, Any] = orjson.loads(self.compiled)["compiled"]
+        return agents
+
+    def with_predicates(
+        self, approval_predicates: Mapping[str, Predicate]
+    ) -> PredicateRegistry:
+        """The predicates a runtime of this spec evaluates: the spec's own functions and
+        ``approval_predicates`` for its dynamic rules; every dynamic id must be given."""
+        if not isinstance(approval_predicates, Mapping):
+            raise SpecError(
+                "approval_predicates must be a mapping of predicate id to function "
+                f"(args, ctx) -> bool, got {type(approval_predicates).__name__}"
+            )
+        missing = sorted(self.dynamic_ids - set(approval_predicates) - set(self.predicates.ids()))
+        if missing:
+            raise UnknownApprovalTargetError(
+                f"the spec's dynamic approval rules name predicate "
+                f"{', '.join(map(repr, missing))}, which create_runtime was not given; pass "
+                "approval_predicates={id: fn(args, ctx) -> bool}"
+            )
+        registry = PredicateRegistry({pid: self.predicates[pid] for pid in self.predicates.ids()})
+        registry.update(approval_predicates)
+        return registry
 
     @classmethod
     def _subject(cls, data: Mapping[str, Any]) -> str:
@@ -602,10 +994,15 @@ class RuntimeSpec(_Spec):
             {name: types.MappingProxyType(dict(conf)) for name, conf in self.providers.items()}
         )
         object.__setattr__(self, "providers", frozen)
+        object.__setattr__(
+            self, "tool_bindings", types.MappingProxyType(dict(self.tool_bindings))
+        )
         return self
 
 
 def _as_providers(providers: object) -> dict[str, dict[str, Any]]:
+    if providers is None:
+        return {}
     if not isinstance(providers, Mapping):
         raise SpecError(
             f"runtime: providers must be a mapping of provider name to settings, got "
@@ -696,13 +1093,30 @@ def _as_named(items: object, cls: type[_Item], field: str, maker: str) -> tuple[
     return result
 
 
+def _attach_plans(explicit: tuple[PlanSpec, ...], agents: Iterable[AgentSpec]) -> tuple[PlanSpec, ...]:
+    """The runtime's plans: those given, then each agent's own (the seed attaches them)."""
+    plans = list(explicit)
+    for agent in agents:
+        if agent.plan is None:
+            continue
+        same = next((p for p in plans if p.name == agent.plan.name), None)
+        if same is None:
+            plans.append(agent.plan)
+        elif same != agent.plan:
+            raise SpecError(
+                f"agent {agent.name!r} uses plan {agent.plan.name!r}, but another plan of that "
+                "name is declared; define the plan once and share it"
+            )
+    return tuple(plans)
+
+
 def _check_approval_names(
     overrides: ApprovalOverrides, agents: Iterable[AgentSpec], tools: Iterable[ToolDefinition]
 ) -> None:
     agent_names = {agent.name for agent in agents}
-    tool_names = {tool.name for tool in tools} | set(_BUILTIN_DESCRIPTIONS)
+    tool_names = {tool.name for tool in tools} | set(RESERVED_TOOL_NAMES)
     problems = []
-    if unknown := sorted(set(overrides.agents) - agent_names):
+    if unknown := sorted((set(overrides.agents) | set(overrides.agent_tools)) - agent_names):
         problems.append(
             f"agents {', '.join(map(repr, unknown))} (the agents are "
             f"{', '.join(sorted(agent_names))})"
@@ -730,18 +1144,41 @@ def collect_predicates(
     for agent in agents:
         registry.update(agent.predicates())
     for tool in tools:
-        if not isinstance(tool.approval, str):
+        if callable(tool.approval) and not isinstance(tool.approval, (str, DynamicRule)):
             registry.register(tool.predicate_id, tool.approval)
     return registry
 
 
+def _floor(
+    policies: ApprovalPolicies | None, agents: Iterable[AgentSpec]
+) -> ApprovalPolicies:
+    """The runtime floor: the given policies, else (as in the seed) the coordinator's
+    approval patch over the defaults (plans always, tools never)."""
+    if policies is not None:
+        if not isinstance(policies, ApprovalPolicies):
+            raise SpecError(
+                f"runtime: approval_policies must be ApprovalPolicies(...), got "
+                f"{type(policies).__name__}"
+            )
+        return policies
+    coordinator = next((a for a in agents if a.role == "coordinator"), None)
+    if coordinator is None or coordinator.approval.is_default:
+        return ApprovalPolicies()
+    patch = coordinator.approval
+    return ApprovalPolicies(
+        plans=patch.plans if patch.plans != "default" else "always",
+        tools=patch.tools if patch.tools != "default" else "never",
+    )
+
+
 def agent_tool_rows(
     agent: AgentSpec,
+    builtins: Iterable[str],
     policies: ApprovalPolicies = ApprovalPolicies(),  # noqa: B008 - frozen, shared on purpose
     overrides: ApprovalOverrides = NO_OVERRIDES,
 ) -> list[dict[str, Any]]:
-    """The agent's tools (its own and its role's built-ins) with the rule each call runs
-    under, as rows for its prompt's tool table."""
+    """The agent's tools (its own and ``builtins``, its built-in tools as the engine compiled
+    them) with the rule each call runs under, as rows for its prompt's tool table."""
     own_rules = dict(agent.tool_approvals)
 
     def tools_rule(name: str, rule: RuleOrDefault) -> Rule:
@@ -759,9 +1196,9 @@ def agent_tool_rows(
         {"name": t.name, "description": t.description, "approval": tools_rule(t.name, t.approval)}
         for t in agent.tools
     ]
-    for name in agent.builtin_tools:
+    for name in builtins:
         rule: Rule
-        if name == "storePlan":
+        if name == "executePlan":
             rule = effective_plan_rule(
                 policies=policies, agent=agent.approval, overrides=overrides, agent_name=agent.name
             )
@@ -771,6 +1208,20 @@ def agent_tool_rows(
             rule = tools_rule(name, "default")
         rows.append({"name": name, "description": _BUILTIN_DESCRIPTIONS[name], "approval": rule})
     return rows
+
+
+# What the engine answers itself (or hands on): no gate stops them.
+_UNGATED: Final = frozenset({"call_agent", "getPlan", "storePlan"})
+_BUILTIN_DESCRIPTIONS: Final[Mapping[str, str]] = types.MappingProxyType(
+    {
+        "call_agent": "Hand a task to another agent and get its answer.",
+        "storePlan": "Store a plan (specName, planId, body) as a draft.",
+        "getPlan": "Read a stored plan and its status (planId).",
+        "executePlan": "Execute a stored plan (planId); it waits for approval if it needs one.",
+        "resolveRef": "Read the full value behind a reference handle (ref: {kind, id}).",
+        "glimpseRef": "Read the short summary of a reference handle (ref: {kind, id}).",
+    }
+)
 
 
 def spec_document(
@@ -784,18 +1235,23 @@ def spec_document(
     approval_policies: ApprovalPolicies = ApprovalPolicies(),  # noqa: B008 - frozen
     approval_overrides: ApprovalOverrides = NO_OVERRIDES,
     approval_timeout_ms: int | None = None,
+    retry: RetryPolicy | None = None,
+    builtins: Mapping[str, Iterable[str]] | None = None,
 ) -> dict[str, Any]:
     """The runtime spec as docs/wire.md shows it (before orjson).
 
-    Keys added for plans, references and approvals are left out at their defaults; an agent
-    whose prompt is a LayeredPrompt has its ``# Tools`` section rendered from its tools.
+    Keys beyond the first version are left out at their defaults. With ``builtins`` (each
+    agent's built-in tools, as the engine compiled them), every agent's prompt gets its
+    ``# Tools`` section rendered from its tools and their effective approval rules.
     """
     declared_agents = []
     for agent in agents:
-        # Every agent's prompt carries its tool table (its tools, its built-in role tools,
-        # and their effective approval rules), so a model knows what it may call and what
-        # will stop for a human.
-        rows = agent_tool_rows(agent, approval_policies, approval_overrides)
+        if builtins is None:
+            declared_agents.append(agent.declaration())
+            continue
+        # Every agent's prompt carries its tool table, so a model knows what it may call and
+        # what will stop for a human.
+        rows = agent_tool_rows(agent, builtins[agent.name], approval_policies, approval_overrides)
         declared_agents.append(agent.declaration(render_agent_prompt(agent.prompt, rows)))
     document: dict[str, Any] = {
         "tenant": tenant.model_dump(),
@@ -808,12 +1264,17 @@ def spec_document(
     if reference_list := [reference.declaration() for reference in references]:
         document["references"] = reference_list
     if approval_policies != ApprovalPolicies() or not approval_overrides.is_empty:
+        overrides = approval_overrides.to_json()
+        if not overrides["agent_tools"]:
+            del overrides["agent_tools"]
         document["approvals"] = {
             "policies": approval_policies.to_json(),
-            "overrides": approval_overrides.to_json(),
+            "overrides": overrides,
         }
     if approval_timeout_ms is not None:
         document["approval_timeout_ms"] = approval_timeout_ms
+    if retry is not None:
+        document["retry"] = retry.declaration()
     return document
 
 
@@ -821,55 +1282,84 @@ def define_runtime(
     tenant: object,
     *,
     agents: Iterable[AgentSpec],
-    providers: Mapping[str, Mapping[str, Any]],
-    plans: Iterable[PlanSpec] = (),
     references: Iterable[ReferenceSpec] = (),
-    approval_policies: ApprovalPolicies = ApprovalPolicies(),  # noqa: B008 - frozen
+    plans: Iterable[PlanSpec] = (),
+    toolkits: Iterable[str | ToolkitSpec] | None = None,
+    approval_policies: ApprovalPolicies | None = None,
     approval_overrides: ApprovalOverrides | None = None,
+    storage_factories: StorageFactories | None = None,
+    providers: Mapping[str, Mapping[str, Any]] | None = None,
+    tool_bindings: Mapping[str, Any] | None = None,
     approval_timeout: float | datetime.timedelta | None = None,
+    retry: RetryPolicy | None = None,
 ) -> RuntimeSpec:
     """Declare and compile a runtime: the engine checks the whole spec and normalizes it.
 
     ``tenant`` is a :class:`TenantIdentity` or anything :func:`define_tenant` accepts
     (``("acme", "v1")``, ``{"name": "acme", "version": "v1"}``). ``plans`` and
-    ``references`` declare the plan and reference kinds; ``approval_policies`` is the floor
-    every gate starts from (plans need approval, tools do not), ``approval_overrides`` wins
-    over everything agents and tools declare, and ``approval_timeout`` (seconds or a
-    timedelta) rejects a gate left waiting that long unless its agent says otherwise.
+    ``references`` declare the plan and reference kinds (an agent's ``plan=`` is attached
+    too); ``approval_policies`` is the floor every gate starts from (when not given, the
+    coordinator's ``approval`` over plans-always / tools-never, as in the seed),
+    ``approval_overrides`` wins over everything agents and tools declare, and
+    ``approval_timeout`` (seconds or a timedelta) rejects a gate left waiting that long unless
+    its agent says otherwise. ``providers`` maps each provider the agents' models route to
+    onto its settings (``{"apiKey": ...}`` or ``{"apiKeyEnv": "ANTHROPIC_API_KEY"}``, and
+    ``baseUrl``...; a placeholder is fine under the deterministic interpreters). ``retry`` is
+    the default :class:`RetryPolicy` of every agent's model calls. ``toolkits`` and
+    ``storage_factories`` are the seed's metadata; ``tool_bindings`` are handlers
+    ``create_runtime`` uses unless it is given others.
     """
     identity = _as_tenant(tenant)
     agent_specs = _as_agents(agents)
     provider_settings = _as_providers(providers)
     tools = _shared_tools(agent_specs)
-    plan_specs = _as_named(plans, PlanSpec, "plans", "define_plan")
+    plan_specs = _attach_plans(
+        _as_named(plans, PlanSpec, "plans", "define_plan"), agent_specs
+    )
     reference_specs = _as_named(references, ReferenceSpec, "references", "define_reference")
-    if not isinstance(approval_policies, ApprovalPolicies):
-        raise SpecError(
-            f"runtime: approval_policies must be ApprovalPolicies(...), got "
-            f"{type(approval_policies).__name__}"
-        )
+    policies = _floor(approval_policies, agent_specs)
     overrides = NO_OVERRIDES if approval_overrides is None else approval_overrides
     if not isinstance(overrides, ApprovalOverrides):
         raise SpecError(
             f"runtime: approval_overrides must be ApprovalOverrides(...), got "
             f"{type(overrides).__name__}"
         )
+    if retry is not None and not isinstance(retry, RetryPolicy):
+        raise SpecError(f"runtime: retry must be RetryPolicy(...), got {type(retry).__name__}")
+    if storage_factories is not None and not isinstance(storage_factories, StorageFactories):
+        raise SpecError(
+            "runtime: storage_factories must be StorageFactories(...), got "
+            f"{type(storage_factories).__name__}"
+        )
     _check_approval_names(overrides, agent_specs, tools)
-    predicates = collect_predicates(approval_policies, overrides, agent_specs, tools)
-    document = spec_document(
-        identity,
-        agent_specs,
-        tools,
-        provider_settings,
-        plans=plan_specs,
-        references=reference_specs,
-        approval_policies=approval_policies,
-        approval_overrides=overrides,
-        approval_timeout_ms=timeout_ms(approval_timeout, "runtime"),
-    )
+    predicates = collect_predicates(policies, overrides, agent_specs, tools)
+    rules: list[object] = [policies.plans, policies.tools, *overrides.rules()]
+    for agent in agent_specs:
+        rules.extend(agent.rules())
+    rules.extend(tool.approval for tool in tools)
+    bindings = dict(tool_bindings or {})
+    for name, handler in bindings.items():
+        if not callable(handler):
+            raise SpecError(f"runtime: tool_bindings[{name!r}] must be callable, got {handler!r}")
+    document_args: dict[str, Any] = {
+        "plans": plan_specs,
+        "references": reference_specs,
+        "approval_policies": policies,
+        "approval_overrides": overrides,
+        "approval_timeout_ms": timeout_ms(approval_timeout, "runtime"),
+        "retry": retry,
+    }
     # Imported here, not at module level, so specs work without a compiled extension;
     # import_module (not ``from . import``) lets tests substitute the module.
     native = importlib.import_module("flowai_harness._native")
+    # Twice: the engine says which built-in tools each agent has, and the prompts' tool
+    # tables are rendered from that, not from a copy of the engine's rules.
+    skeleton = spec_document(identity, agent_specs, tools, provider_settings, **document_args)
+    compiled_skeleton = orjson.loads(native.compile_spec(orjson.dumps(skeleton)))["compiled"]
+    builtins = {name: agent["builtin_tools"] for name, agent in compiled_skeleton.items()}
+    document = spec_document(
+        identity, agent_specs, tools, provider_settings, builtins=builtins, **document_args
+    )
     compiled: bytes = native.compile_spec(orjson.dumps(document))
     return RuntimeSpec(
         tenant=identity,
@@ -880,6 +1370,13 @@ def define_runtime(
         plans=plan_specs,
         references=reference_specs,
         predicates=predicates,
+        dynamic_ids=frozenset(dynamic_ids(rules)),
+        toolkits=tuple(
+            t if isinstance(t, ToolkitSpec) else ToolkitSpec(t)
+            for t in _as_list("runtime", "toolkits", toolkits or (), "['references']")
+        ),
+        storage_factories=storage_factories,
+        tool_bindings=bindings,
     )
 
 

@@ -97,7 +97,7 @@ impl PyEngine {
     }
 
     /// Feed a JSON array of input envelopes; returns `[(kind, thread_id, bytes), ...]` with
-    /// kind 0 = run-log event, 1 = effect, 2 = rejection.
+    /// kind 0 = run-log event, 1 = effect, 2 = rejection, 3 = duplicate (ignored input).
     fn handle_batch<'py>(&mut self, py: Python<'py>, batch: &[u8]) -> PyResult<Bound<'py, PyList>> {
         self.inner.handle_batch(batch).map_err(to_py)?;
         self.drain(py)
@@ -137,12 +137,18 @@ impl PyEngine {
         self.inner.thread(thread_id).map(|t| snapshot_bytes(py, t))
     }
 
-    /// When the approval `thread_id` waits for expires (ms), if it does.
+    /// When `thread_id` next needs the time (an approval's deadline, a model retry or a model
+    /// request's timeout), in ms, if it does.
     fn deadline(&self, thread_id: &str) -> Option<i64> {
-        self.inner.thread(thread_id).and_then(|t| t.deadline())
+        self.inner.deadline(thread_id)
     }
 
-    /// The earliest approval deadline of every thread held: `(thread_id, ms)`.
+    /// Every thread whose deadline is at or before `now` (ms), earliest first.
+    fn due(&self, now: i64) -> Vec<String> {
+        self.inner.due(now).into_iter().map(str::to_owned).collect()
+    }
+
+    /// The earliest deadline of every thread held: `(thread_id, ms)`.
     fn next_deadline(&self) -> Option<(String, i64)> {
         self.inner
             .next_deadline()
@@ -167,6 +173,7 @@ impl PyEngine {
                 OutputKind::Event => 0u8,
                 OutputKind::Effect => 1,
                 OutputKind::Rejection => 2,
+                OutputKind::Duplicate => 3,
             };
             let item = PyTuple::new(
                 py,

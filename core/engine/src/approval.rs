@@ -3,7 +3,8 @@
 //! Rules: a rule is `never`, `always` or a named predicate the runtime evaluates (a predicate
 //! that fails means approval is required). The rule for a call is found by precedence, lowest
 //! to highest: runtime policy < the agent's `approval` patch < the tool's own rule < the agent's
-//! `tool_approvals` < runtime overrides (agent patch, then tool rule). `default` inherits.
+//! `tool_approvals` < runtime overrides (agent patch, then tool rule, then the rule for that
+//! tool of that agent). `default` inherits.
 //!
 //! The gate of one outstanding call moves through this table:
 //!
@@ -179,8 +180,13 @@ impl Default for Policies {
 pub struct Overrides {
     #[serde(default)]
     pub agents: BTreeMap<String, Patch>,
+    /// A rule per tool, for every agent that uses it.
     #[serde(default)]
     pub tools: BTreeMap<String, Rule>,
+    /// A rule per tool of one agent (the seed's `tools={agent: {tool: rule}}`): the most
+    /// specific level of all.
+    #[serde(default)]
+    pub agent_tools: BTreeMap<String, BTreeMap<String, Rule>>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -233,6 +239,14 @@ pub fn resolve(channel: Channel, levels: &Levels<'_>) -> Rule {
     }
     if channel == Channel::Tools {
         if let Some(r) = levels.tool.and_then(|tool| overrides.tools.get(tool)) {
+            rule = r;
+        }
+        if let Some(r) = levels.tool.and_then(|tool| {
+            overrides
+                .agent_tools
+                .get(levels.agent)
+                .and_then(|tools| tools.get(tool))
+        }) {
             rule = r;
         }
     }

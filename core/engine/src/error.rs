@@ -38,10 +38,13 @@ pub enum ErrorCode {
     PlanInvalidTransition,
     UnknownApproval,
     ApprovalAlreadyResolved,
+    /// The thread took this input already (same id), or it answers something the thread no
+    /// longer waits for: ignored, never a second effect.
+    DuplicateInput,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 24] = [
+    pub const ALL: [ErrorCode; 25] = [
         ErrorCode::SpecInvalid,
         ErrorCode::SpecDuplicateAgent,
         ErrorCode::SpecDuplicateTool,
@@ -66,6 +69,7 @@ impl ErrorCode {
         ErrorCode::PlanInvalidTransition,
         ErrorCode::UnknownApproval,
         ErrorCode::ApprovalAlreadyResolved,
+        ErrorCode::DuplicateInput,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -94,6 +98,7 @@ impl ErrorCode {
             ErrorCode::PlanInvalidTransition => "PLAN_INVALID_TRANSITION",
             ErrorCode::UnknownApproval => "UNKNOWN_APPROVAL",
             ErrorCode::ApprovalAlreadyResolved => "APPROVAL_ALREADY_RESOLVED",
+            ErrorCode::DuplicateInput => "DUPLICATE_INPUT",
         }
     }
 }

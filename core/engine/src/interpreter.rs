@@ -1,35 +1,52 @@
 //! Deterministic model interpreters: what "the model" answers when no provider is called.
 //!
-//! - `Mock`: every model turn answers the configured text.
+//! They answer the same model requests a provider would, as pure functions of the frame whose
+//! turn it is, and the engine logs their answers exactly as it logs a provider's:
+//!
+//! - `Noop` (the seed's default): an empty answer, so a run is `step-start` then `finish`.
+//! - `Mock` (the seed's `TestingConfig`): echoes `Received: <prompt>`, then the configured
+//!   text; usage 50/25 per turn.
 //! - `Scripted`: the prompt is JSON, `{"tool": name, "args": {...}}` or
 //!   `{"script": [{"tool": ..., "args": ...}, ...]}`; each entry is one turn in which the model
-//!   calls that tool, and the turn after the last entry answers with the last result as text.
-//!   A prompt that is not such JSON is echoed back as text.
+//!   calls that tool (ids `scripted-tool-N`), and the turn after the last entry answers with
+//!   the last result as text. A prompt that is not such JSON is echoed back as text.
+//! - `Live`: no interpreter; model requests go out as effects.
 //!
 //! An interpreter decides one turn from the frame's prompt and how many calls it has made, both
 //! of which the run log holds, so a replayed run continues exactly where it stopped.
-//! Imports nothing internal but `event` (usage) and `error` codes.
+//! Imports nothing internal but `event`.
 
 use std::sync::Arc;
 
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use crate::event::Usage;
+use crate::event::{Block, StopReason, Usage};
+
+/// Provider names the interpreters answer under (never priced).
+pub const NOOP: &str = "noop";
+pub const MOCK: &str = "mock";
+pub const SCRIPTED: &str = "scripted";
+
+pub fn is_interpreter(provider: &str) -> bool {
+    matches!(provider, NOOP | MOCK | SCRIPTED)
+}
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Interpreter {
+    Noop,
     Mock { response: String },
     Scripted,
+    Live,
 }
 
-/// One model turn's decision.
+/// One interpreted turn's answer.
 #[derive(Clone, Debug)]
-pub enum Decision {
-    Text(String),
-    Call {
-        tool: String,
-        args: Box<RawValue>,
+pub enum Answer {
+    Content {
+        content: Vec<Block>,
+        stop: StopReason,
+        usage: Usage,
     },
     /// The prompt cannot be followed; the run ends with this error.
     Fail {
@@ -100,43 +117,90 @@ fn entry(value: &Value) -> Result<(String, Box<RawValue>), String> {
 /// What an interpreter needs to know about the frame whose turn it is.
 pub struct Turn<'a> {
     pub prompt: &'a str,
+    /// Calls this frame made so far.
     pub calls: u32,
+    /// Calls the whole run made so far (scripted ids are numbered by it).
+    pub run_calls: u32,
     pub last_result: Option<&'a RawValue>,
     pub script: &'a mut Option<Arc<Script>>,
 }
 
 impl Interpreter {
-    pub fn decide(&self, turn: Turn<'_>) -> Decision {
+    pub fn is_live(&self) -> bool {
+        matches!(self, Interpreter::Live)
+    }
+
+    /// The provider name answers are logged under.
+    pub fn name(&self) -> &'static str {
         match self {
-            Interpreter::Mock { response } => Decision::Text(response.clone()),
+            Interpreter::Noop => NOOP,
+            Interpreter::Mock { .. } => MOCK,
+            Interpreter::Scripted => SCRIPTED,
+            Interpreter::Live => "live",
+        }
+    }
+
+    /// Answer one turn. Only for deterministic interpreters (`Live` answers nothing here).
+    pub fn respond(&self, turn: Turn<'_>) -> Answer {
+        match self {
+            Interpreter::Live => unreachable!("live turns are answered by a provider"),
+            Interpreter::Noop => Answer::Content {
+                content: Vec::new(),
+                stop: StopReason::Stop,
+                usage: Usage::default(),
+            },
+            Interpreter::Mock { response } => Answer::Content {
+                content: vec![
+                    Block::Text {
+                        text: format!("Received: {}", turn.prompt),
+                    },
+                    Block::Text {
+                        text: response.clone(),
+                    },
+                ],
+                stop: StopReason::Stop,
+                usage: Usage::new(50, 25),
+            },
             Interpreter::Scripted => {
                 let script = turn
                     .script
                     .get_or_insert_with(|| Arc::new(Script::parse(turn.prompt)));
-                match script.as_ref() {
-                    Script::Echo => Decision::Text(turn.prompt.to_owned()),
-                    Script::Invalid(message) => Decision::Fail {
-                        code: "SCRIPT_INVALID",
-                        message: format!(
-                            "{message}; a scripted prompt is {{\"tool\": ..., \"args\": ...}} or {{\"script\": [...]}}"
-                        ),
-                    },
+                let (content, stop) = match script.as_ref() {
+                    Script::Echo => (text(turn.prompt.to_owned()), StopReason::Stop),
+                    Script::Invalid(message) => {
+                        return Answer::Fail {
+                            code: "SCRIPT_INVALID",
+                            message: format!(
+                                "{message}; a scripted prompt is {{\"tool\": ..., \"args\": ...}} or {{\"script\": [...]}}"
+                            ),
+                        }
+                    }
                     Script::Calls(calls) => match calls.get(turn.calls as usize) {
-                        Some((tool, args)) => Decision::Call {
-                            tool: tool.clone(),
-                            args: args.clone(),
-                        },
-                        None => Decision::Text(result_text(turn.last_result)),
+                        Some((tool, args)) => (
+                            vec![Block::ToolCall {
+                                id: format!("scripted-tool-{}", turn.run_calls + 1),
+                                name: tool.clone(),
+                                args: args.clone(),
+                                args_error: None,
+                            }],
+                            StopReason::ToolCalls,
+                        ),
+                        None => (text(result_text(turn.last_result)), StopReason::Stop),
                     },
+                };
+                let usage = estimate_usage(turn.prompt, &content);
+                Answer::Content {
+                    content,
+                    stop,
+                    usage,
                 }
             }
         }
     }
+}
 
-    /// Whether usage is estimated (interpreters) rather than reported by a provider.
-    pub fn estimates_usage(&self) -> bool {
-        true
-    }
+fn text(text: String) -> Vec<Block> {
+    vec![Block::Text { text }]
 }
 
 /// A tool result as the text a model would answer with: strings as they are, anything else
@@ -152,16 +216,16 @@ pub fn result_text(result: Option<&RawValue>) -> String {
 }
 
 /// Token estimate for one interpreted turn: about four characters a token, at least one.
-pub fn estimate_usage(prompt: &str, decision: &Decision) -> Usage {
-    let output_chars = match decision {
-        Decision::Text(text) => text.chars().count(),
-        Decision::Call { tool, args } => tool.len() + args.get().len(),
-        Decision::Fail { .. } => 0,
-    };
-    Usage {
-        input_tokens: tokens(prompt.chars().count()),
-        output_tokens: tokens(output_chars),
-    }
+pub fn estimate_usage(prompt: &str, content: &[Block]) -> Usage {
+    let output_chars: usize = content
+        .iter()
+        .map(|block| match block {
+            Block::Text { text } => text.chars().count(),
+            Block::ToolCall { name, args, .. } => name.len() + args.get().len(),
+            Block::Reasoning { text, .. } => text.chars().count(),
+        })
+        .sum();
+    Usage::new(tokens(prompt.chars().count()), tokens(output_chars))
 }
 
 fn tokens(chars: usize) -> u64 {
@@ -172,30 +236,43 @@ fn tokens(chars: usize) -> u64 {
 mod tests {
     use super::*;
 
-    fn decide(prompt: &str, calls: u32, last: Option<&str>) -> Decision {
+    fn respond(prompt: &str, calls: u32, last: Option<&str>) -> Answer {
         let raw = last.map(|s| RawValue::from_string(s.to_owned()).unwrap());
         let mut cache = None;
-        Interpreter::Scripted.decide(Turn {
+        Interpreter::Scripted.respond(Turn {
             prompt,
             calls,
+            run_calls: calls,
             last_result: raw.as_deref(),
             script: &mut cache,
         })
     }
 
+    fn only(answer: Answer) -> Block {
+        match answer {
+            Answer::Content { mut content, .. } => {
+                assert_eq!(content.len(), 1, "{content:?}");
+                content.remove(0)
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn scripted_single_call_then_answers_with_the_result() {
         let prompt = r#"{"tool": "lookup", "args": {"q": "x"}}"#;
-        match decide(prompt, 0, None) {
-            Decision::Call { tool, args } => {
-                assert_eq!(tool, "lookup");
+        match only(respond(prompt, 0, None)) {
+            Block::ToolCall { id, name, args, .. } => {
+                assert_eq!((id.as_str(), name.as_str()), ("scripted-tool-1", "lookup"));
                 assert_eq!(args.get(), r#"{"q":"x"}"#);
             }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(decide(prompt, 1, Some(r#""found""#)), Decision::Text(t) if t == "found"));
         assert!(
-            matches!(decide(prompt, 1, Some(r#"{"n":1}"#)), Decision::Text(t) if t == r#"{"n":1}"#)
+            matches!(only(respond(prompt, 1, Some(r#""found""#))), Block::Text { text } if text == "found")
+        );
+        assert!(
+            matches!(only(respond(prompt, 1, Some(r#"{"n":1}"#))), Block::Text { text } if text == r#"{"n":1}"#)
         );
     }
 
@@ -203,26 +280,30 @@ mod tests {
     fn scripted_script_runs_in_order_and_defaults_args() {
         let prompt = r#"{"script": [{"tool": "a"}, {"tool": "b", "args": {"k": 1}}]}"#;
         assert!(
-            matches!(decide(prompt, 0, None), Decision::Call { tool, args } if tool == "a" && args.get() == "{}")
+            matches!(only(respond(prompt, 0, None)), Block::ToolCall { name, args, .. } if name == "a" && args.get() == "{}")
         );
-        assert!(matches!(decide(prompt, 1, None), Decision::Call { tool, .. } if tool == "b"));
-        assert!(matches!(decide(prompt, 2, None), Decision::Text(t) if t.is_empty()));
+        assert!(
+            matches!(only(respond(prompt, 1, None)), Block::ToolCall { name, id, .. } if name == "b" && id == "scripted-tool-2")
+        );
+        assert!(matches!(only(respond(prompt, 2, None)), Block::Text { text } if text.is_empty()));
     }
 
     #[test]
     fn non_script_prompts_are_echoed_and_bad_entries_fail() {
-        assert!(matches!(decide("Say hello", 0, None), Decision::Text(t) if t == "Say hello"));
         assert!(
-            matches!(decide(r#"{"other": 1}"#, 0, None), Decision::Text(t) if t == r#"{"other": 1}"#)
+            matches!(only(respond("Say hello", 0, None)), Block::Text { text } if text == "Say hello")
+        );
+        assert!(
+            matches!(only(respond(r#"{"other": 1}"#, 0, None)), Block::Text { text } if text == r#"{"other": 1}"#)
         );
         assert!(matches!(
-            decide(r#"{"script": [{"nope": 1}]}"#, 0, None),
-            Decision::Fail { code: "SCRIPT_INVALID", message } if message.contains("entry 0")
+            respond(r#"{"script": [{"nope": 1}]}"#, 0, None),
+            Answer::Fail { code: "SCRIPT_INVALID", message } if message.contains("entry 0")
         ));
     }
 
     #[test]
-    fn mock_answers_every_turn() {
+    fn mock_echoes_then_answers_with_the_seed_usage() {
         let mock = Interpreter::Mock {
             response: "hi".into(),
         };
@@ -230,9 +311,23 @@ mod tests {
         let turn = Turn {
             prompt: "x",
             calls: 3,
+            run_calls: 3,
             last_result: None,
             script: &mut cache,
         };
-        assert!(matches!(mock.decide(turn), Decision::Text(t) if t == "hi"));
+        match mock.respond(turn) {
+            Answer::Content { content, usage, .. } => {
+                let texts: Vec<_> = content
+                    .iter()
+                    .map(|b| match b {
+                        Block::Text { text } => text.as_str(),
+                        other => panic!("{other:?}"),
+                    })
+                    .collect();
+                assert_eq!(texts, ["Received: x", "hi"]);
+                assert_eq!((usage.prompt_tokens, usage.completion_tokens), (50, 25));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

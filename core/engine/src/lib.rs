@@ -5,17 +5,31 @@
 //! folds a whole log. No clock, randomness, ids or I/O live here: time and ids arrive with every
 //! input. Wire shapes are in docs/wire.md.
 //!
+//! Modules, by what they own: `engine` (the API and input handlers), `inputs` (input and effect
+//! schemas, payload reading), `decide` (the agent loop), `builtins` (plan tools, approval
+//! gates), `model` (model requests, retry and fallback), `interpreter` (the deterministic
+//! models), `summaries` (latency and cost), `thread` (state and its fold), `event` (event
+//! types), `codec` (their JSON), `run` / `plan` / `approval` (the three machines' tables),
+//! `spec` (the runtime spec), `schema` (the JSON Schema validator), `ids`, `error`.
+//!
 //! This crate must not depend on pyo3, tokio or anything that touches the outside world.
 
 pub mod approval;
+mod builtins;
+pub mod codec;
+mod decide;
 pub mod engine;
 pub mod error;
 pub mod event;
+pub mod ids;
+pub mod inputs;
 pub mod interpreter;
+pub mod model;
 pub mod plan;
 pub mod run;
 pub mod schema;
 pub mod spec;
+mod summaries;
 pub mod thread;
 
 pub use engine::{replay, Engine, Output, OutputKind, Replay};

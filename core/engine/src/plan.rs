@@ -1,21 +1,23 @@
-//! The plan lifecycle: typed plans stored by a planner, gated, then run by an executor.
+//! The plan lifecycle: typed plans stored by a planner, approved at execution, run by an
+//! executor (the seed's lifecycle: the gate is at `executePlan`, not at `storePlan`).
 //!
 //! Rules (every move is a `plan-status-change` event `{planId, from, to}`):
 //!
-//! | from             | on                                   | to               |
-//! |------------------|--------------------------------------|------------------|
-//! | (none)           | storePlan validates                  | draft            |
-//! | draft            | its gate waits for a human           | pending_approval |
-//! | draft            | its gate needs no approval           | approved         |
-//! | pending_approval | approve                              | approved         |
-//! | pending_approval | reject, revise, or the deadline      | draft            |
-//! | approved         | executePlan                          | executing        |
-//! | executing        | the dispatcher returns a valid value | executed         |
-//! | executing        | the dispatcher fails or returns junk | failed           |
+//! | from             | on                                              | to               |
+//! |------------------|-------------------------------------------------|------------------|
+//! | (none)           | storePlan validates                             | draft            |
+//! | draft            | executePlan, and its gate waits for a human     | pending_approval |
+//! | draft            | executePlan, and its gate needs no approval     | approved         |
+//! | pending_approval | approve                                         | approved         |
+//! | pending_approval | reject, revise, or the deadline                 | draft            |
+//! | approved         | executePlan runs it                             | executing        |
+//! | executing        | the dispatcher returns a valid value            | executed         |
+//! | executing        | the dispatcher fails or returns junk            | failed           |
 //!
 //! `pending_approval` is a draft waiting at its gate: it is shown under that name while it
-//! waits. A draft may be stored again (revised) under the same id; anything else is an invalid
-//! transition, a typed error the model sees. `executed` and `failed` are final.
+//! waits (the seed's display alias). A draft may be stored again (revised) under the same id;
+//! an approved plan skips the gate; anything else is an invalid transition, a typed error the
+//! model sees. `executed` and `failed` are final.
 //!
 //! Imports nothing internal but `error`.
 

@@ -1,18 +1,26 @@
 //! The run machine: which logged event may follow which, per thread.
 //!
-//! Rules:
-//! - A thread is `Idle` until a `run-start` begins a run; a run is `Running` while the engine
-//!   decides model turns and `AwaitingTool` while one tool invocation is out.
-//! - `step-start`, `text`, `tool-agent`, `data-tool-agent` and the summaries happen while
-//!   `Running`. A `tool-invocation` call moves to `AwaitingTool`; its result moves back.
-//!   A tool's `custom` and `tool-progress` events arrive while it is out.
-//! - While a call is out, a plan tool logs `data-plan` and `plan-status-change`; an
-//!   `approval-required` moves to `AwaitingApproval`, and its `approval-decision` moves back
-//!   (the call then goes out, or the engine answers it with the decision).
-//! - `finish` ends a run from `Running` (stop) or from any waiting phase (cancelled); `error`
-//!   ends it from any phase. Nothing follows the end of a run but the next `run-start`.
+//! Rules (format 2, what this engine writes):
+//! - A thread is `Idle` until a `run-start` begins a run. The entry agent's wrapping
+//!   `tool-agent` call comes first; the run is `Running` while the engine decides.
+//! - A model turn: `step-start` sends a request (`AwaitingModel`); the `model-response` brings
+//!   the answer back (`Running`), and the engine logs its `reasoning`, `text` and tool calls.
+//!   A `model-failure` keeps waiting: a retry or a fallback is a new `step-start` of the same
+//!   turn; a failure that gives up is followed by `error`.
+//! - A `tool-invocation` call moves to `AwaitingTool`; its result moves back. A tool's `custom`
+//!   and `tool-progress` events arrive while it is out. While a call is out, plan tools log
+//!   `data-plan` and `plan-status-change`; an `approval-required` moves to `AwaitingApproval`,
+//!   and its `approval-decision` moves back (the call then goes out, or the engine answers it).
+//! - `tool-agent` calls and results of sub-agents, `data-tool-agent` and the summaries happen
+//!   while `Running`.
+//! - `finish` ends the decisions (`Closing`): from `Running` (stop) or from any waiting phase
+//!   (cancelled); the entry agent's wrapping `tool-agent` result then ends the run. `error`
+//!   ends the run from any phase; nothing follows it.
 //! - Anything else is a divergence: live, the engine never emits it; on replay, the log is not
 //!   one this engine wrote.
+//!
+//! Format 1 logs (written before model calls were logged facts) replay under `LEGACY`: no
+//! wrapping pair, `step-start` carries the turn's usage, `finish` ends the run.
 //!
 //! Imports nothing but the event kinds.
 
@@ -22,8 +30,10 @@ use crate::event::EventKind;
 pub enum Phase {
     Idle,
     Running,
+    AwaitingModel,
     AwaitingTool,
     AwaitingApproval,
+    Closing,
 }
 
 impl Phase {
@@ -31,17 +41,57 @@ impl Phase {
         match self {
             Phase::Idle => "idle",
             Phase::Running => "running",
+            Phase::AwaitingModel => "awaiting-model",
             Phase::AwaitingTool => "awaiting-tool",
             Phase::AwaitingApproval => "awaiting-approval",
+            Phase::Closing => "closing",
         }
     }
 }
 
 use EventKind as E;
-use Phase::{AwaitingApproval, AwaitingTool, Idle, Running};
+use Phase::{AwaitingApproval, AwaitingModel, AwaitingTool, Closing, Idle, Running};
 
-/// Every allowed (from, event, to). The single source of truth: `next` reads it.
-pub const TRANSITIONS: &[(Phase, EventKind, Phase)] = &[
+type Row = (Phase, EventKind, Phase);
+
+/// Every allowed (from, event, to) of a format 2 run. The single source of truth: `next`
+/// reads it.
+pub const TRANSITIONS: &[Row] = &[
+    (Idle, E::RunStart, Running),
+    (Running, E::AgentStart, Running),
+    (Running, E::StepStart, AwaitingModel),
+    (AwaitingModel, E::ModelResponse, Running),
+    (AwaitingModel, E::ModelFailure, AwaitingModel),
+    (AwaitingModel, E::StepStart, AwaitingModel),
+    (Running, E::Reasoning, Running),
+    (Running, E::Text, Running),
+    (Running, E::ToolCall, AwaitingTool),
+    (AwaitingTool, E::Custom, AwaitingTool),
+    (AwaitingTool, E::ToolProgress, AwaitingTool),
+    (AwaitingTool, E::ToolResult, Running),
+    (Running, E::ToolAgentCall, Running),
+    (Running, E::ToolAgentResult, Running),
+    (Running, E::DataToolAgent, Running),
+    (Running, E::LatencySummary, Running),
+    (Running, E::CostSummary, Running),
+    (AwaitingTool, E::DataPlan, AwaitingTool),
+    (AwaitingTool, E::PlanStatusChange, AwaitingTool),
+    (AwaitingTool, E::ApprovalRequired, AwaitingApproval),
+    (AwaitingApproval, E::ApprovalDecision, AwaitingTool),
+    (Running, E::Finish, Closing),
+    (Running, E::FinishCancelled, Closing),
+    (AwaitingModel, E::FinishCancelled, Closing),
+    (AwaitingTool, E::FinishCancelled, Closing),
+    (AwaitingApproval, E::FinishCancelled, Closing),
+    (Closing, E::AgentEnd, Idle),
+    (Running, E::Error, Idle),
+    (AwaitingModel, E::Error, Idle),
+    (AwaitingTool, E::Error, Idle),
+    (AwaitingApproval, E::Error, Idle),
+];
+
+/// The format 1 machine, for logs written by earlier engines.
+pub const LEGACY: &[Row] = &[
     (Idle, E::RunStart, Running),
     (Running, E::StepStart, Running),
     (Running, E::Text, Running),
@@ -67,9 +117,19 @@ pub const TRANSITIONS: &[(Phase, EventKind, Phase)] = &[
     (AwaitingApproval, E::Error, Idle),
 ];
 
-/// The phase after `event` in `from`, or None when the table does not allow it.
-pub fn next(from: Phase, event: EventKind) -> Option<Phase> {
-    TRANSITIONS
+/// The table for runs written in log format `format`.
+pub fn table(format: u32) -> &'static [Row] {
+    if format >= 2 {
+        TRANSITIONS
+    } else {
+        LEGACY
+    }
+}
+
+/// The phase after `event` in `from` for a run of log format `format`, or None when the
+/// table does not allow it.
+pub fn next(format: u32, from: Phase, event: EventKind) -> Option<Phase> {
+    table(format)
         .iter()
         .find(|(f, e, _)| *f == from && *e == event)
         .map(|(_, _, to)| *to)
@@ -81,25 +141,35 @@ mod tests {
     use std::collections::HashSet;
 
     #[test]
-    fn table_is_a_function() {
-        let mut seen = HashSet::new();
-        for (from, event, _) in TRANSITIONS {
-            assert!(
-                seen.insert((*from, *event)),
-                "two rows for {from:?} + {event:?}"
-            );
+    fn tables_are_functions() {
+        for rows in [TRANSITIONS, LEGACY] {
+            let mut seen = HashSet::new();
+            for (from, event, _) in rows {
+                assert!(
+                    seen.insert((*from, *event)),
+                    "two rows for {from:?} + {event:?}"
+                );
+            }
         }
     }
 
     #[test]
-    fn nothing_but_run_start_leaves_idle() {
-        for (from, event, _) in TRANSITIONS {
-            if *from == Idle {
-                assert_eq!(*event, E::RunStart);
+    fn nothing_but_run_start_leaves_idle_and_closing_only_ends() {
+        for rows in [TRANSITIONS, LEGACY] {
+            for (from, event, to) in rows {
+                if *from == Idle {
+                    assert_eq!(*event, E::RunStart);
+                }
+                if *from == Closing {
+                    assert_eq!((*event, *to), (E::AgentEnd, Idle));
+                }
             }
         }
-        assert_eq!(next(Idle, E::Text), None);
-        assert_eq!(next(AwaitingTool, E::StepStart), None);
-        assert_eq!(next(Running, E::ToolResult), None);
+        assert_eq!(next(2, Idle, E::Text), None);
+        assert_eq!(next(2, AwaitingTool, E::StepStart), None);
+        assert_eq!(next(2, Running, E::ToolResult), None);
+        assert_eq!(next(2, Closing, E::Text), None);
+        assert_eq!(next(1, Running, E::Finish), Some(Idle));
+        assert_eq!(next(2, Running, E::Finish), Some(Closing));
     }
 }

@@ -12,10 +12,15 @@ use serde_json::Value;
 
 use crate::approval::{Approvals, Patch, Rule, Slot};
 use crate::error::{EngineError, ErrorCode, Result};
+use crate::event::FailureKind;
 use crate::schema::Schema;
 
-/// Turns an agent may take in one run when its spec does not say.
-pub const DEFAULT_MAX_TURNS: u32 = 100;
+/// Turns an agent may take in one run when its spec does not say: the seed's default for live
+/// models, and a roomier one for the deterministic interpreters (long test scripts).
+pub const DEFAULT_MAX_TURNS: u32 = 16;
+pub const DEFAULT_MAX_TURNS_INTERPRETED: u32 = 100;
+/// Output tokens a model turn may use when the agent does not say.
+pub const DEFAULT_MAX_TOKENS: u32 = 4096;
 
 /// The built-in routing tool a coordinator uses to hand work to another agent.
 pub const CALL_AGENT: &str = "call_agent";
@@ -59,6 +64,211 @@ pub struct AgentSpec {
     pub tool_approvals: BTreeMap<String, Rule>,
     #[serde(default)]
     pub approval_timeout_ms: Option<u64>,
+    /// Keeps its conversation across calls in a thread (None: the role's default).
+    #[serde(default)]
+    pub stateful: Option<bool>,
+    #[serde(default)]
+    pub toolkits: Vec<ToolkitDoc>,
+    /// Models to fall back to, in order, when the agent's own model fails.
+    #[serde(default)]
+    pub fallback: Vec<ModelRef>,
+    /// Failure kinds that fall through to the next model (None: the transient ones).
+    #[serde(default)]
+    pub fallback_on: Option<Vec<FailureKind>>,
+    /// The agent's retry policy (None: the runtime's).
+    #[serde(default)]
+    pub retry: Option<RetryPolicy>,
+    #[serde(default)]
+    pub max_tokens: Option<u32>,
+    #[serde(default)]
+    pub thinking_budget: Option<u32>,
+    #[serde(default)]
+    pub temperature: Option<f64>,
+    /// Mark the prompt, tools and conversation cacheable (default true).
+    #[serde(default)]
+    pub prompt_cache: Option<bool>,
+}
+
+/// A model, and the provider it goes to (None: routed by its id).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ModelRef {
+    pub model: String,
+    pub provider: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for ModelRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Doc {
+            Id(String),
+            Full {
+                #[serde(alias = "id")]
+                model: String,
+                #[serde(default)]
+                provider: Option<String>,
+            },
+        }
+        Ok(match Doc::deserialize(d)? {
+            Doc::Id(model) => ModelRef {
+                model,
+                provider: None,
+            },
+            Doc::Full { model, provider } => ModelRef { model, provider },
+        })
+    }
+}
+
+/// A built-in toolkit an agent opts into: `agents`, `plans`, `references` (or `catalog`,
+/// which this build refuses). `tools` narrows which of its tools the agent gets.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ToolkitDoc {
+    pub id: String,
+    pub tools: Option<Vec<String>>,
+}
+
+impl<'de> Deserialize<'de> for ToolkitDoc {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Config {
+            #[serde(default)]
+            tools: Option<Vec<String>>,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Doc {
+            Id(String),
+            Full {
+                id: String,
+                #[serde(default)]
+                config: Option<Config>,
+            },
+        }
+        Ok(match Doc::deserialize(d)? {
+            Doc::Id(id) => ToolkitDoc { id, tools: None },
+            Doc::Full { id, config } => ToolkitDoc {
+                id,
+                tools: config.and_then(|c| c.tools),
+            },
+        })
+    }
+}
+
+/// How a failed model call is retried: the engine's decision, replayed from the log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// Attempts per model of the chain, the first included.
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+    #[serde(default = "default_initial_backoff")]
+    pub initial_backoff_ms: u64,
+    #[serde(default = "default_max_backoff")]
+    pub max_backoff_ms: u64,
+    #[serde(default = "default_multiplier")]
+    pub multiplier: f64,
+    /// Wait at least the provider's `retry-after`, up to `max_retry_after_ms`.
+    #[serde(default = "yes")]
+    pub honor_retry_after: bool,
+    #[serde(default = "default_max_retry_after")]
+    pub max_retry_after_ms: u64,
+    #[serde(default = "transient")]
+    pub retry_on: Vec<FailureKind>,
+    /// A request with no answer after this long counts as a `timeout` failure.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_ms: Option<u64>,
+}
+
+fn default_attempts() -> u32 {
+    3
+}
+fn default_initial_backoff() -> u64 {
+    1_000
+}
+fn default_max_backoff() -> u64 {
+    30_000
+}
+fn default_multiplier() -> f64 {
+    2.0
+}
+fn yes() -> bool {
+    true
+}
+fn default_max_retry_after() -> u64 {
+    60_000
+}
+fn default_request_timeout() -> Option<u64> {
+    Some(300_000)
+}
+
+/// Failures worth another try: they say nothing about the request itself.
+pub fn transient() -> Vec<FailureKind> {
+    vec![
+        FailureKind::RateLimited,
+        FailureKind::Overloaded,
+        FailureKind::Server,
+        FailureKind::Timeout,
+        FailureKind::Connection,
+    ]
+}
+
+/// Failures that fall through to the next model of a chain by default.
+pub fn default_fallback_on() -> Vec<FailureKind> {
+    let mut kinds = transient();
+    kinds.push(FailureKind::BadResponse);
+    kinds
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: default_attempts(),
+            initial_backoff_ms: default_initial_backoff(),
+            max_backoff_ms: default_max_backoff(),
+            multiplier: default_multiplier(),
+            honor_retry_after: true,
+            max_retry_after_ms: default_max_retry_after(),
+            retry_on: transient(),
+            request_timeout_ms: default_request_timeout(),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// How long to wait before attempt `failed + 1` on the same model, after `failed`
+    /// attempts, given the provider's `retry-after`.
+    pub fn backoff_ms(&self, failed: u32, retry_after_ms: Option<i64>) -> i64 {
+        let exponent = failed.saturating_sub(1).min(30) as i32;
+        let base = (self.initial_backoff_ms as f64) * self.multiplier.max(1.0).powi(exponent);
+        let mut delay = base.min(self.max_backoff_ms as f64).max(0.0) as i64;
+        if self.honor_retry_after {
+            if let Some(after) = retry_after_ms {
+                delay = delay.max(after.clamp(0, self.max_retry_after_ms as i64));
+            }
+        }
+        delay
+    }
+
+    fn check(&self, owner: &str) -> Result<()> {
+        let problem = if self.max_attempts == 0 {
+            Some("max_attempts must be >= 1")
+        } else if !(self.multiplier.is_finite() && self.multiplier >= 1.0) {
+            Some("multiplier must be a finite number >= 1")
+        } else if self.initial_backoff_ms > self.max_backoff_ms {
+            Some("initial_backoff_ms must not exceed max_backoff_ms")
+        } else if self.request_timeout_ms == Some(0) {
+            Some("request_timeout_ms must be > 0 (or null for no deadline)")
+        } else {
+            None
+        };
+        match problem {
+            Some(problem) => Err(spec_error(
+                ErrorCode::SpecInvalid,
+                format!("{owner}: retry policy is not valid: {problem}"),
+            )),
+            None => Ok(()),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -82,8 +292,9 @@ pub struct PlanSpecDoc {
     pub schema: Value,
     #[serde(default = "kind")]
     pub discriminator: String,
+    /// Display labels per plan status (`{"draft": "Proposed", ...}`).
     #[serde(default)]
-    pub display_aliases: Vec<String>,
+    pub display_aliases: BTreeMap<String, String>,
 }
 
 fn kind() -> String {
@@ -116,6 +327,12 @@ pub struct SpecDoc {
     pub approvals: Approvals,
     #[serde(default)]
     pub approval_timeout_ms: Option<u64>,
+    /// The runtime's retry policy for model calls (None: the defaults).
+    #[serde(default)]
+    pub retry: Option<RetryPolicy>,
+    /// What an earlier compile worked out (`Spec::to_json`); recomputed, never trusted.
+    #[serde(default, skip_serializing)]
+    pub compiled: Option<Value>,
 }
 
 /// The engine's own tools, answered by the engine (plans) or the runtime (references).
@@ -125,13 +342,94 @@ pub const EXECUTE_PLAN: &str = "executePlan";
 pub const RESOLVE_REF: &str = "resolveRef";
 pub const GLIMPSE_REF: &str = "glimpseRef";
 
-/// Built-in tools each role gets, besides `call_agent` for a coordinator.
-pub fn builtin_tools(role: Role) -> &'static [&'static str] {
+/// Built-in tools each role gets without asking (the seed's role tools).
+pub fn role_tools(role: Role) -> &'static [&'static str] {
     match role {
+        Role::Coordinator => &[CALL_AGENT],
         Role::Planner => &[STORE_PLAN, GET_PLAN],
         Role::Executor => &[GET_PLAN, EXECUTE_PLAN, RESOLVE_REF, GLIMPSE_REF],
-        Role::Coordinator | Role::Specialist => &[GET_PLAN],
+        Role::Specialist => &[],
     }
+}
+
+/// The tools a toolkit grants an agent of `role`.
+fn toolkit_tools(toolkit: &str, role: Role) -> Option<&'static [&'static str]> {
+    Some(match toolkit {
+        "agents" => &[CALL_AGENT],
+        "plans" => match role {
+            Role::Planner => &[STORE_PLAN, GET_PLAN],
+            Role::Executor => &[GET_PLAN, EXECUTE_PLAN],
+            Role::Coordinator | Role::Specialist => &[GET_PLAN],
+        },
+        "references" => &[RESOLVE_REF, GLIMPSE_REF],
+        _ => return None,
+    })
+}
+
+/// An agent's built-in tools: its role's, then its toolkits', each once.
+fn agent_builtins(agent: &AgentSpec) -> Result<Vec<&'static str>> {
+    let mut tools: Vec<&'static str> = role_tools(agent.role).to_vec();
+    for toolkit in &agent.toolkits {
+        if toolkit.id == "catalog" {
+            return Err(spec_error(
+                ErrorCode::SpecInvalid,
+                format!(
+                    "agent `{}` asks for the `catalog` toolkit, which needs a data catalog this build does not have; remove it, or give the agent tools of your own",
+                    agent.name
+                ),
+            ));
+        }
+        let granted = toolkit_tools(&toolkit.id, agent.role).ok_or_else(|| {
+            spec_error(
+                ErrorCode::SpecInvalid,
+                format!(
+                    "agent `{}` asks for unknown toolkit `{}`; the toolkits are agents, plans, references",
+                    agent.name, toolkit.id
+                ),
+            )
+        })?;
+        let chosen: Vec<&'static str> = match &toolkit.tools {
+            None => granted.to_vec(),
+            Some(names) => {
+                let mut chosen = Vec::new();
+                for name in names {
+                    let tool = granted.iter().find(|t| **t == name).ok_or_else(|| {
+                        spec_error(
+                            ErrorCode::SpecInvalid,
+                            format!(
+                                "agent `{}`: toolkit `{}` has no tool `{name}`; its tools are {}",
+                                agent.name,
+                                toolkit.id,
+                                granted.join(", ")
+                            ),
+                        )
+                    })?;
+                    chosen.push(*tool);
+                }
+                chosen
+            }
+        };
+        for tool in chosen {
+            if tool == CALL_AGENT && agent.routes.is_empty() {
+                return Err(spec_error(
+                    ErrorCode::SpecInvalid,
+                    format!(
+                        "agent `{}` uses the `agents` toolkit but has no routes; list the agents it may call",
+                        agent.name
+                    ),
+                ));
+            }
+            if !tools.contains(&tool) {
+                tools.push(tool);
+            }
+        }
+    }
+    Ok(tools)
+}
+
+/// Whether an agent keeps its conversation across calls by default (the seed's roles).
+pub fn stateful_by_default(role: Role) -> bool {
+    matches!(role, Role::Coordinator | Role::Planner)
 }
 
 pub fn is_builtin_tool(name: &str) -> bool {
@@ -146,7 +444,21 @@ pub fn is_builtin_tool(name: &str) -> bool {
     .contains(&name)
 }
 
-fn builtin_schema(name: &str) -> Value {
+/// What a built-in tool does, in the words the model reads.
+pub fn builtin_description(name: &str) -> &'static str {
+    match name {
+        CALL_AGENT => "Hand a task to another agent and get its answer.",
+        STORE_PLAN => "Store a plan (specName, planId, body) as a draft; it runs only through executePlan.",
+        GET_PLAN => "Read a stored plan and its status (planId).",
+        EXECUTE_PLAN => "Execute a stored plan (planId); it waits for approval if it needs one.",
+        RESOLVE_REF => "Read the full value behind a reference handle (ref: {kind, id}).",
+        GLIMPSE_REF => "Read the short summary of a reference handle (ref: {kind, id}).",
+        _ => "",
+    }
+}
+
+/// The input schema of a built-in tool (`call_agent`'s depends on the agent's routes).
+pub fn builtin_schema(name: &str) -> Value {
     let string = serde_json::json!({"type": "string", "minLength": 1});
     let handle = serde_json::json!({
         "type": "object",
@@ -211,25 +523,45 @@ pub struct Spec {
     tools: HashMap<String, Tool>,
     plans: HashMap<String, PlanKind>,
     builtins: HashMap<&'static str, Schema>,
+    /// Each agent's built-in tools, by agent index.
+    agent_builtins: Vec<Vec<&'static str>>,
+    /// Each agent's model chain (its model, then its fallbacks), providers resolved.
+    chains: Vec<Vec<ModelRef>>,
     dispatch_output: Schema,
 }
 
 /// The providers the engine knows how to route to, and the model-id prefixes that imply them.
+/// Anything else goes to Anthropic, as in the seed.
 const PROVIDER_PREFIXES: &[(&str, &str)] = &[
     ("claude-", "anthropic"),
     ("gpt-", "openai"),
-    ("o1-", "openai"),
-    ("o3-", "openai"),
+    ("chatgpt-", "openai"),
+    ("o1", "openai"),
+    ("o3", "openai"),
+    ("o4-", "openai"),
 ];
 
 pub const KNOWN_PROVIDERS: &[&str] = &["anthropic", "openai"];
 
+/// Provider names the seed uses for the same providers.
+fn canonical_provider(name: &str) -> &str {
+    match name {
+        "openai-compatible" => "openai",
+        other => other,
+    }
+}
+
 /// The provider a model id routes to when the agent names none.
 pub fn provider_for_model(model: &str) -> Option<&'static str> {
-    PROVIDER_PREFIXES
-        .iter()
-        .find(|(prefix, _)| model.starts_with(prefix))
-        .map(|(_, provider)| *provider)
+    if model.starts_with("anthropic.") || model.starts_with("us.anthropic.") {
+        return None; // Bedrock ids: not routed by this build
+    }
+    Some(
+        PROVIDER_PREFIXES
+            .iter()
+            .find(|(prefix, _)| model.starts_with(prefix))
+            .map_or("anthropic", |(_, provider)| *provider),
+    )
 }
 
 fn spec_error(code: ErrorCode, message: String) -> EngineError {
@@ -255,7 +587,8 @@ impl Spec {
                 "the tenant needs a non-empty name and version".to_owned(),
             ));
         }
-        for provider in &doc.providers {
+        for provider in &mut doc.providers {
+            *provider = canonical_provider(provider).to_owned();
             if !KNOWN_PROVIDERS.contains(&provider.as_str()) {
                 return Err(spec_error(
                     ErrorCode::SpecUnknownProvider,
@@ -328,9 +661,39 @@ impl Spec {
             }
         }
 
+        if let Some(retry) = &doc.retry {
+            retry.check("runtime")?;
+        }
+        let mut agent_builtin_tools = Vec::with_capacity(doc.agents.len());
+        let mut chains = Vec::with_capacity(doc.agents.len());
         for agent in &mut doc.agents {
-            let provider = resolve_provider(agent, &doc.providers)?;
-            agent.provider = Some(provider);
+            let provider = resolve_provider(&agent.name, &agent.model, agent.provider.as_deref(), &doc.providers)?;
+            agent.provider = Some(provider.clone());
+            let mut chain = vec![ModelRef {
+                model: agent.model.clone(),
+                provider: Some(provider),
+            }];
+            for fallback in &mut agent.fallback {
+                let provider = resolve_provider(
+                    &agent.name,
+                    &fallback.model,
+                    fallback.provider.as_deref(),
+                    &doc.providers,
+                )?;
+                fallback.provider = Some(provider);
+                chain.push(fallback.clone());
+            }
+            if let Some(retry) = &agent.retry {
+                retry.check(&format!("agent `{}`", agent.name))?;
+            }
+            if agent.max_tokens == Some(0) {
+                return Err(spec_error(
+                    ErrorCode::SpecInvalid,
+                    format!("agent `{}` has max_tokens=0; use a value >= 1", agent.name),
+                ));
+            }
+            agent_builtin_tools.push(agent_builtins(agent)?);
+            chains.push(chain);
         }
 
         let plans = compile_plans(&doc.plans)?;
@@ -359,13 +722,78 @@ impl Spec {
             tools,
             plans,
             builtins,
+            agent_builtins: agent_builtin_tools,
+            chains,
             dispatch_output,
         })
     }
 
-    /// The normalized spec JSON (providers resolved).
+    /// The normalized spec JSON (providers resolved), with what the engine worked out per
+    /// agent under `compiled` (its built-in tools), for the facade to show.
     pub fn to_json(&self) -> Vec<u8> {
-        serde_json::to_vec(&self.doc).expect("a spec always serializes")
+        let mut doc = serde_json::to_value(&self.doc).expect("a spec always serializes");
+        let compiled: serde_json::Map<String, Value> = self
+            .doc
+            .agents
+            .iter()
+            .enumerate()
+            .map(|(index, agent)| {
+                (
+                    agent.name.clone(),
+                    serde_json::json!({
+                        "builtin_tools": self.agent_builtins[index],
+                        "stateful": self.is_stateful(agent),
+                    }),
+                )
+            })
+            .collect();
+        doc["compiled"] = Value::Object(compiled);
+        serde_json::to_vec(&doc).expect("a spec always serializes")
+    }
+
+    fn index(&self, agent: &AgentSpec) -> usize {
+        self.agents[&agent.name]
+    }
+
+    /// The agent's built-in tools (its role's and its toolkits').
+    pub fn builtin_tools(&self, agent: &AgentSpec) -> &[&'static str] {
+        &self.agent_builtins[self.index(agent)]
+    }
+
+    /// The agent's models in the order they are tried.
+    pub fn chain(&self, agent: &AgentSpec) -> &[ModelRef] {
+        &self.chains[self.index(agent)]
+    }
+
+    pub fn is_stateful(&self, agent: &AgentSpec) -> bool {
+        agent.stateful.unwrap_or_else(|| stateful_by_default(agent.role))
+    }
+
+    /// The retry policy of the agent's model calls.
+    pub fn retry<'a>(&'a self, agent: &'a AgentSpec) -> &'a RetryPolicy {
+        static DEFAULT: std::sync::OnceLock<RetryPolicy> = std::sync::OnceLock::new();
+        agent
+            .retry
+            .as_ref()
+            .or(self.doc.retry.as_ref())
+            .unwrap_or_else(|| DEFAULT.get_or_init(RetryPolicy::default))
+    }
+
+    pub fn falls_back_on(&self, agent: &AgentSpec, kind: FailureKind) -> bool {
+        match &agent.fallback_on {
+            Some(kinds) => kinds.contains(&kind),
+            None => default_fallback_on().contains(&kind),
+        }
+    }
+
+    /// The display label of a plan status, if the plan spec gives one.
+    pub fn plan_alias(&self, spec_name: &str, status: &str) -> Option<&str> {
+        self.plans
+            .get(spec_name)?
+            .spec
+            .display_aliases
+            .get(status)
+            .map(String::as_str)
     }
 
     pub fn tenant(&self) -> &str {
@@ -417,8 +845,8 @@ impl Spec {
         })
     }
 
-    pub fn max_turns(agent: &AgentSpec) -> u32 {
-        agent.max_turns.unwrap_or(DEFAULT_MAX_TURNS)
+    pub fn max_turns(agent: &AgentSpec, default: u32) -> u32 {
+        agent.max_turns.unwrap_or(default)
     }
 
     pub fn agent_names(&self) -> Vec<&str> {
@@ -429,6 +857,17 @@ impl Spec {
 fn compile_plans(plans: &[PlanSpecDoc]) -> Result<HashMap<String, PlanKind>> {
     let mut compiled = HashMap::with_capacity(plans.len());
     for plan in plans {
+        for status in plan.display_aliases.keys() {
+            if crate::plan::PlanStatus::parse(status).is_none() {
+                return Err(spec_error(
+                    ErrorCode::SpecInvalid,
+                    format!(
+                        "plan `{}` has a display alias for `{status}`, which is not a plan status; the statuses are draft, pending_approval, approved, executing, executed, failed",
+                        plan.name
+                    ),
+                ));
+            }
+        }
         let has_actions = plan.schema.pointer("/properties/actions/type")
             == Some(&Value::String("array".to_owned()));
         if !has_actions {
@@ -486,9 +925,26 @@ fn check_approval_names(
             ));
         }
     }
+    for (agent, agent_tools) in &overrides.agent_tools {
+        let Some(&index) = agents.get(agent) else {
+            return Err(spec_error(
+                ErrorCode::SpecInvalid,
+                format!("approval overrides name agent `{agent}`, which is not an agent of this runtime"),
+            ));
+        };
+        let spec = &doc.agents[index];
+        for tool in agent_tools.keys() {
+            if !spec.tools.contains(tool) && !is_builtin_tool(tool) {
+                return Err(spec_error(
+                    ErrorCode::SpecInvalid,
+                    format!("approval overrides name tool `{tool}` of agent `{agent}`, which it does not use"),
+                ));
+            }
+        }
+    }
     for agent in &doc.agents {
         for tool in agent.tool_approvals.keys() {
-            if !agent.tools.contains(tool) && !builtin_tools(agent.role).contains(&tool.as_str()) {
+            if !agent.tools.contains(tool) && !is_builtin_tool(tool) {
                 return Err(spec_error(
                     ErrorCode::SpecInvalid,
                     format!(
@@ -585,28 +1041,37 @@ fn check_routes(agent: &AgentSpec, agents: &HashMap<String, usize>) -> Result<()
     Ok(())
 }
 
-fn resolve_provider(agent: &AgentSpec, declared: &[String]) -> Result<String> {
-    let provider = match &agent.provider {
+fn resolve_provider(
+    agent: &str,
+    model: &str,
+    explicit: Option<&str>,
+    declared: &[String],
+) -> Result<String> {
+    if model.trim().is_empty() {
+        return Err(spec_error(
+            ErrorCode::SpecInvalid,
+            format!("agent `{agent}` has an empty model id"),
+        ));
+    }
+    let provider = match explicit.map(canonical_provider) {
         Some(explicit) => {
-            if !KNOWN_PROVIDERS.contains(&explicit.as_str()) {
+            if !KNOWN_PROVIDERS.contains(&explicit) {
                 return Err(spec_error(
                     ErrorCode::SpecUnknownProvider,
                     format!(
-                        "agent `{}` names provider `{explicit}`; the engine routes to {}",
-                        agent.name,
+                        "agent `{agent}` names provider `{explicit}`; the engine routes to {}",
                         KNOWN_PROVIDERS.join(", ")
                     ),
                 ));
             }
-            explicit.clone()
+            explicit.to_owned()
         }
-        None => provider_for_model(&agent.model)
+        None => provider_for_model(model)
             .ok_or_else(|| {
                 spec_error(
                     ErrorCode::SpecUnknownProvider,
                     format!(
-                        "agent `{}` uses model `{}`, which routes to no known provider; pass provider=\"anthropic\" or provider=\"openai\"",
-                        agent.name, agent.model
+                        "agent `{agent}` uses model `{model}`, a Bedrock id this build cannot route; pass provider=\"anthropic\" or provider=\"openai\" with that provider's model id"
                     ),
                 )
             })?
@@ -616,9 +1081,7 @@ fn resolve_provider(agent: &AgentSpec, declared: &[String]) -> Result<String> {
         return Err(spec_error(
             ErrorCode::SpecProviderNotDeclared,
             format!(
-                "agent `{}` uses provider `{provider}` (model `{}`), but the runtime declares {}; add `{provider}` to define_runtime(providers=...)",
-                agent.name,
-                agent.model,
+                "agent `{agent}` uses provider `{provider}` (model `{model}`), but the runtime declares {}; add `{provider}` to define_runtime(providers=...)",
                 if declared.is_empty() {
                     "no providers".to_owned()
                 } else {
@@ -630,29 +1093,38 @@ fn resolve_provider(agent: &AgentSpec, declared: &[String]) -> Result<String> {
     Ok(provider)
 }
 
-/// List prices in USD per million tokens (input, output), matched by model-id prefix, longest
-/// first. Used for the run's estimated cost summary; unknown models cost 0 and are reported
-/// as unpriced.
-const PRICES: &[(&str, f64, f64)] = &[
-    ("claude-opus-4", 15.0, 75.0),
-    ("claude-sonnet-4", 3.0, 15.0),
-    ("claude-haiku-4", 1.0, 5.0),
-    ("claude-3-5-haiku", 0.8, 4.0),
-    ("gpt-4o-mini", 0.15, 0.6),
-    ("gpt-4o", 2.5, 10.0),
-    ("gpt-4.1-mini", 0.4, 1.6),
-    ("gpt-4.1", 2.0, 8.0),
-    ("o1-", 15.0, 60.0),
-    ("o3-", 2.0, 8.0),
+/// List prices in USD per million tokens (input, output, cache read, cache write), matched by
+/// model-id prefix, longest first. Used for the run's estimated cost summary; unknown models
+/// cost 0 and are reported as unpriced.
+const PRICES: &[(&str, f64, f64, f64, f64)] = &[
+    ("claude-opus-4", 15.0, 75.0, 1.5, 18.75),
+    ("claude-sonnet-4", 3.0, 15.0, 0.3, 3.75),
+    ("claude-haiku-4", 1.0, 5.0, 0.1, 1.25),
+    ("claude-3-5-haiku", 0.8, 4.0, 0.08, 1.0),
+    ("gpt-5-mini", 0.25, 2.0, 0.025, 0.0),
+    ("gpt-5-nano", 0.05, 0.4, 0.005, 0.0),
+    ("gpt-5", 1.25, 10.0, 0.125, 0.0),
+    ("gpt-4o-mini", 0.15, 0.6, 0.075, 0.0),
+    ("gpt-4o", 2.5, 10.0, 1.25, 0.0),
+    ("gpt-4.1-mini", 0.4, 1.6, 0.1, 0.0),
+    ("gpt-4.1", 2.0, 8.0, 0.5, 0.0),
+    ("o1-", 15.0, 60.0, 7.5, 0.0),
+    ("o3-", 2.0, 8.0, 0.5, 0.0),
 ];
 
-/// Cost in USD of `input`/`output` tokens on `model`, or None when the model is unpriced.
-pub fn price(model: &str, input: u64, output: u64) -> Option<f64> {
+/// Cost in USD of `usage` on `model`, or None when the model is unpriced.
+pub fn price(model: &str, usage: crate::event::Usage) -> Option<f64> {
     PRICES
         .iter()
-        .filter(|(prefix, _, _)| model.starts_with(prefix))
-        .max_by_key(|(prefix, _, _)| prefix.len())
-        .map(|(_, i, o)| (input as f64 * i + output as f64 * o) / 1_000_000.0)
+        .filter(|(prefix, ..)| model.starts_with(prefix))
+        .max_by_key(|(prefix, ..)| prefix.len())
+        .map(|(_, input, output, read, write)| {
+            (usage.prompt_tokens as f64 * input
+                + usage.completion_tokens as f64 * output
+                + usage.cache_read_input_tokens as f64 * read
+                + usage.cache_creation_input_tokens as f64 * write)
+                / 1_000_000.0
+        })
 }
 
 /// Agents by name, sorted, for messages that list choices.
@@ -685,7 +1157,8 @@ mod tests {
         assert_eq!(provider_for_model("claude-haiku-4-5"), Some("anthropic"));
         assert_eq!(provider_for_model("gpt-4o"), Some("openai"));
         assert_eq!(provider_for_model("o3-mini"), Some("openai"));
-        assert_eq!(provider_for_model("llama-3"), None);
+        assert_eq!(provider_for_model("llama-3"), Some("anthropic"), "the seed's default");
+        assert_eq!(provider_for_model("us.anthropic.claude-x"), None);
         let mut explicit = agent("a", "specialist", "my-model", &[]);
         explicit["provider"] = json!("openai");
         let compiled = spec(json!([explicit]), json!(["openai"])).unwrap();
@@ -736,9 +1209,9 @@ mod tests {
                 "openai",
             ),
             (
-                json!([agent("g", "specialist", "mystery", &[])]),
+                json!([agent("g", "specialist", "anthropic.claude-v2", &[])]),
                 ErrorCode::SpecUnknownProvider,
-                "mystery",
+                "anthropic.claude-v2",
             ),
         ];
         for (agents, code, offender) in cases {
@@ -768,8 +1241,14 @@ mod tests {
 
     #[test]
     fn prices_by_longest_prefix() {
-        assert_eq!(price("gpt-4o-mini", 1_000_000, 0), Some(0.15));
-        assert_eq!(price("gpt-4o", 1_000_000, 0), Some(2.5));
-        assert_eq!(price("unknown", 10, 10), None);
+        use crate::event::Usage;
+        assert_eq!(price("gpt-4o-mini", Usage::new(1_000_000, 0)), Some(0.15));
+        assert_eq!(price("gpt-4o", Usage::new(1_000_000, 0)), Some(2.5));
+        assert_eq!(price("unknown", Usage::new(10, 10)), None);
+        let cached = Usage {
+            cache_read_input_tokens: 1_000_000,
+            ..Usage::default()
+        };
+        assert_eq!(price("claude-sonnet-4-6", cached), Some(0.3));
     }
 }

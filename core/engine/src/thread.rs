@@ -5,9 +5,9 @@
 //! run table, that ids match what is outstanding) and mutates only once nothing can fail, so a
 //! rejected event leaves the thread untouched.
 //!
-//! Imports `event`, `run`, `interpreter` (the cached script), `error`.
+//! Imports `event`, `run`, `approval`, `plan`, `interpreter` (the cached script), `error`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -15,65 +15,106 @@ use serde_json::value::RawValue;
 
 use crate::approval::{Gate, Outcome};
 use crate::error::{EngineError, ErrorCode, Result};
-use crate::event::{Event, EventKind, Usage};
+use crate::event::{
+    Block, Event, EventKind, ModelFailure, ModelResponse, Recovery, StopReason, Usage, LOG_FORMAT,
+};
 use crate::interpreter::Script;
 use crate::plan::{self, Plan};
 use crate::run::{self, Phase};
 
-/// One entry of the conversation history, rebuilt from the log.
+/// How long a thread remembers the ids of the inputs it took, to refuse them again (ms).
+pub const DEFAULT_DEDUP_WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// One entry of the conversation history, rebuilt from the log. `frame` numbers the agent
+/// frames of the thread (1, 2, ...), so a stateless agent sees only its own frame.
 #[derive(Clone, Debug, Serialize)]
 #[serde(tag = "role", rename_all = "kebab-case")]
 pub enum Message {
     User {
         agent: String,
+        frame: u64,
         content: String,
     },
     Assistant {
         agent: String,
-        content: String,
-    },
-    #[serde(rename_all = "camelCase")]
-    ToolCall {
-        agent: String,
-        tool_invocation_id: String,
-        tool_name: String,
-        args: Box<RawValue>,
+        frame: u64,
+        content: Vec<Block>,
     },
     #[serde(rename_all = "camelCase")]
     ToolResult {
+        agent: String,
+        frame: u64,
         tool_invocation_id: String,
         result: Box<RawValue>,
         is_error: bool,
     },
 }
 
+impl Message {
+    pub fn agent(&self) -> &str {
+        match self {
+            Message::User { agent, .. }
+            | Message::Assistant { agent, .. }
+            | Message::ToolResult { agent, .. } => agent,
+        }
+    }
+
+    pub fn frame(&self) -> u64 {
+        match self {
+            Message::User { frame, .. }
+            | Message::Assistant { frame, .. }
+            | Message::ToolResult { frame, .. } => *frame,
+        }
+    }
+}
+
+/// A tool call of the model's latest answer that has not been logged as a call yet.
+#[derive(Clone, Debug)]
+pub struct QueuedCall {
+    pub id: String,
+    pub name: String,
+    pub args: Box<RawValue>,
+    pub args_error: Option<String>,
+}
+
 /// One agent working inside a run: the root agent, or a sub-agent a coordinator called.
 #[derive(Clone, Debug)]
 pub struct Frame {
+    /// The frame's number in the thread (messages carry it).
+    pub number: u64,
     pub agent: String,
     pub prompt: String,
     /// The `call_agent` invocation that started this frame (None for the root).
     pub call_id: Option<String>,
+    pub started_ts: i64,
     pub turns: u32,
     pub calls: u32,
     pub usage: Usage,
     pub answer: Option<String>,
     pub last_result: Option<Box<RawValue>>,
+    /// Why the model's last turn stopped.
+    pub last_stop: Option<StopReason>,
+    /// Tool calls of the model's latest answer still to be made, in order.
+    pub queue: VecDeque<QueuedCall>,
     /// The parsed scripted prompt; derived from `prompt`, cached.
     pub script: Option<Arc<Script>>,
 }
 
 impl Frame {
-    fn new(agent: String, prompt: String, call_id: Option<String>) -> Self {
+    fn new(number: u64, agent: String, prompt: String, call_id: Option<String>, ts: i64) -> Self {
         Frame {
+            number,
             agent,
             prompt,
             call_id,
+            started_ts: ts,
             turns: 0,
             calls: 0,
             usage: Usage::default(),
             answer: None,
             last_result: None,
+            last_stop: None,
+            queue: VecDeque::new(),
             script: None,
         }
     }
@@ -92,9 +133,60 @@ pub struct Pending {
     pub approved: bool,
 }
 
+/// Where the model turn of a run stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ModelState {
+    /// A request is out, sent at `sent_ts`.
+    Sent { request_id: String, sent_ts: i64 },
+    /// The last attempt failed; the same model is asked again at `at`.
+    RetryAt { at: i64 },
+    /// The last attempt failed; the next model of the chain is asked at once.
+    Fallback { provider: String, model: String },
+    /// Every attempt failed; the run ends with an error.
+    GaveUp,
+}
+
+/// The model turn a run waits for: which request, which attempt, which model.
+#[derive(Clone, Debug)]
+pub struct ModelWait {
+    /// The run's model turn number (request ids count them).
+    pub turn: u32,
+    pub attempt: u32,
+    /// Position in the agent's model chain (each fallback moves on).
+    pub chain_index: usize,
+    /// Attempts made on the chain's current model.
+    pub attempts_on_model: u32,
+    pub provider: String,
+    pub model: String,
+    pub state: ModelState,
+    /// One line per failed attempt, for the error that ends a run whose chain is exhausted.
+    pub failures: Vec<String>,
+}
+
+/// Usage per (agent, model, provider) of a run, for its cost summary.
+#[derive(Clone, Debug)]
+pub struct ModelUsage {
+    pub agent: String,
+    pub model: String,
+    pub provider: String,
+    pub usage: Usage,
+    /// Answered by a provider (priced), not an interpreter.
+    pub live: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ToolTiming {
+    pub tool_name: String,
+    pub tool_invocation_id: String,
+    pub duration_ms: i64,
+}
+
 #[derive(Clone, Debug)]
 pub struct Run {
     pub id: String,
+    /// The log format this run was written in.
+    pub format: u32,
     pub started_ts: i64,
     pub phase: Phase,
     pub frames: Vec<Frame>,
@@ -103,9 +195,36 @@ pub struct Run {
     pub steps: u32,
     pub usage: Usage,
     /// Usage per model, in first-use order.
-    pub by_model: Vec<(String, Usage)>,
+    pub by_model: Vec<ModelUsage>,
     pub tool_ms: i64,
+    pub tool_timings: Vec<ToolTiming>,
+    pub sub_agent_ms: i64,
+    /// Model calls answered (interpreters' included, `noop`'s not).
+    pub llm_calls: u32,
+    pub llm_ms: i64,
+    pub retry_count: u32,
+    pub had_timeout: bool,
+    pub ttft_ms: Option<i64>,
+    pub first_text_ms: Option<i64>,
+    /// Model turns started in this run (request ids count them).
+    pub model_turns: u32,
+    pub model: Option<ModelWait>,
     pub pending: Option<Pending>,
+}
+
+impl Run {
+    pub fn frame(&self) -> &Frame {
+        self.frames.last().expect("a run has a frame")
+    }
+
+    fn frame_mut(&mut self) -> &mut Frame {
+        self.frames.last_mut().expect("a run has a frame")
+    }
+
+    /// Whether any answer came from a provider (a priced call).
+    pub fn any_live(&self) -> bool {
+        self.by_model.iter().any(|m| m.live)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -113,6 +232,43 @@ pub struct Run {
 pub struct LastRun {
     pub run_id: String,
     pub outcome: String,
+}
+
+/// The ids of inputs a thread took, kept for a window so a repeat is recognized.
+#[derive(Clone, Debug, Default)]
+pub struct SeenInputs {
+    ids: HashMap<String, i64>,
+    order: VecDeque<(i64, String)>,
+}
+
+impl SeenInputs {
+    pub fn contains(&self, id: &str) -> bool {
+        self.ids.contains_key(id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    fn insert(&mut self, id: &str, ts: i64, window_ms: i64) {
+        if id.is_empty() || self.ids.contains_key(id) {
+            return;
+        }
+        self.ids.insert(id.to_owned(), ts);
+        self.order.push_back((ts, id.to_owned()));
+        let horizon = ts.saturating_sub(window_ms);
+        while let Some((oldest, _)) = self.order.front() {
+            if *oldest >= horizon {
+                break;
+            }
+            let (_, old) = self.order.pop_front().expect("front exists");
+            self.ids.remove(&old);
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -129,6 +285,11 @@ pub struct Thread {
     pub plans: BTreeMap<String, Plan>,
     /// Approvals already decided (a second decision is refused, not folded).
     pub resolved_approvals: BTreeSet<String>,
+    /// Frames started in this thread (the next frame's number is this + 1).
+    pub frames_started: u64,
+    /// Ids of the inputs that caused logged events, within the dedup window.
+    pub seen_inputs: SeenInputs,
+    pub dedup_window_ms: i64,
 }
 
 fn diverged(message: String) -> EngineError {
@@ -148,6 +309,9 @@ impl Thread {
             last_run: None,
             plans: BTreeMap::new(),
             resolved_approvals: BTreeSet::new(),
+            frames_started: 0,
+            seen_inputs: SeenInputs::default(),
+            dedup_window_ms: DEFAULT_DEDUP_WINDOW_MS,
         }
     }
 
@@ -156,7 +320,7 @@ impl Thread {
     }
 
     /// The deadline of the approval this thread waits for, if it has one.
-    pub fn deadline(&self) -> Option<i64> {
+    pub fn approval_deadline(&self) -> Option<i64> {
         match &self.pending()?.gate {
             Gate::Waiting { expires_at, .. } => *expires_at,
             _ => None,
@@ -171,8 +335,12 @@ impl Thread {
         self.run.as_ref().map(|run| run.id.as_str())
     }
 
-    /// Fold one event logged at `seq` and time `ts`.
-    pub fn apply(&mut self, seq: u64, ts: i64, event: Event) -> Result<()> {
+    pub fn format(&self) -> u32 {
+        self.run.as_ref().map_or(LOG_FORMAT, |run| run.format)
+    }
+
+    /// Fold one event logged at `seq` and time `ts`, caused by input `causation`.
+    pub fn apply(&mut self, seq: u64, ts: i64, causation: &str, event: Event) -> Result<()> {
         if seq != self.last_seq + 1 {
             return Err(diverged(format!(
                 "thread `{}` expected event seq {}, found {seq}; the log has a gap or a duplicate",
@@ -182,7 +350,14 @@ impl Thread {
         }
         let kind = event.kind();
         let from = self.phase();
-        let to = run::next(from, kind).ok_or_else(|| {
+        let format = match &event {
+            Event::RunStart { format, .. } => *format,
+            // A format 1 run that this engine continues (it was in flight when the engine was
+            // upgraded) goes on in format 2 from its first format 2 decision.
+            event if self.format() < 2 && is_format_2(event) => LOG_FORMAT,
+            _ => self.format(),
+        };
+        let to = run::next(format, from, kind).ok_or_else(|| {
             diverged(format!(
                 "thread `{}`: a {kind:?} event cannot happen while the thread is {}",
                 self.id,
@@ -190,8 +365,12 @@ impl Thread {
             ))
         })?;
         self.check(&event)?;
+        if let Some(run) = self.run.as_mut() {
+            run.format = format;
+        }
         self.fold(ts, event);
         self.last_seq = seq;
+        self.seen_inputs.insert(causation, ts, self.dedup_window_ms);
         match (to, self.run.as_mut()) {
             (Phase::Idle, _) => self.run = None,
             (phase, Some(run)) => run.phase = phase,
@@ -217,11 +396,45 @@ impl Thread {
                 )))
             }
         };
+        let v2 = run.format >= 2;
         match event {
-            Event::StepStart { agent, .. }
-            | Event::Text { agent, .. }
-            | Event::ToolCall { agent, .. }
-            | Event::ToolAgentCall { agent, .. } => same_agent(agent),
+            Event::StepStart { agent, .. } => {
+                same_agent(agent)?;
+                match (run.phase, run.model.as_ref().map(|m| &m.state)) {
+                    (Phase::AwaitingModel, Some(ModelState::RetryAt { .. }))
+                    | (Phase::AwaitingModel, Some(ModelState::Fallback { .. })) => Ok(()),
+                    (Phase::AwaitingModel, _) => Err(diverged(format!(
+                        "thread `{}`: a new model request while one is out or given up",
+                        self.id
+                    ))),
+                    _ => Ok(()),
+                }
+            }
+            Event::AgentStart { agent, .. } => same_agent(agent),
+            Event::AgentEnd { agent, .. } => match run.frames.first() {
+                Some(root) if root.agent == *agent => Ok(()),
+                _ => Err(diverged(format!(
+                    "thread `{}`: the run of `{agent}` ends, but `{agent}` did not start it",
+                    self.id
+                ))),
+            },
+            Event::ModelResponse(response) => {
+                same_agent(&response.agent)?;
+                self.check_request(run, &response.request_id)
+            }
+            Event::ModelFailure(failure) => {
+                same_agent(&failure.agent)?;
+                self.check_request(run, &failure.request_id)
+            }
+            Event::Text { agent, .. } | Event::Reasoning { agent, .. } => same_agent(agent),
+            Event::ToolCall { agent, id, .. } => {
+                same_agent(agent)?;
+                self.check_queued(run, id, v2)
+            }
+            Event::ToolAgentCall { agent, id, .. } => {
+                same_agent(agent)?;
+                self.check_queued(run, id, v2)
+            }
             Event::ToolResult { id, .. } => match &run.pending {
                 Some(pending) if &pending.id == id => Ok(()),
                 _ => Err(diverged(format!(
@@ -246,22 +459,30 @@ impl Thread {
                     self.id
                 ))),
             },
-            Event::PlanStatusChange { plan_id, from, to } => {
+            Event::PlanStatusChange {
+                plan_id, from, to, ..
+            } => {
                 let current = self.plans.get(plan_id).map(|plan| plan.status);
                 match current {
-                    Some(status) if status == *from => plan::check(plan_id, *from, *to)
-                        .map_err(|e| diverged(e.message)),
+                    Some(status) if status == *from => {
+                        plan::check(plan_id, *from, *to).map_err(|e| diverged(e.message))
+                    }
                     _ => Err(diverged(format!(
                         "thread `{}`: plan `{plan_id}` changes from {:?}, but its status is {:?}",
                         self.id, from, current
                     ))),
                 }
             }
-            Event::ApprovalRequired { id, .. } => match &run.pending {
-                Some(pending) if pending.gate == Gate::Clear && !self.resolved_approvals.contains(id) => Ok(()),
+            Event::ApprovalRequired(request) => match &run.pending {
+                Some(pending)
+                    if pending.gate == Gate::Clear
+                        && !self.resolved_approvals.contains(&request.id) =>
+                {
+                    Ok(())
+                }
                 _ => Err(diverged(format!(
-                    "thread `{}`: approval `{id}` required with no undecided call outstanding",
-                    self.id
+                    "thread `{}`: approval `{}` required with no undecided call outstanding",
+                    self.id, request.id
                 ))),
             },
             Event::ApprovalDecision { id, .. } => match run.pending.as_ref().map(|p| &p.gate) {
@@ -275,56 +496,145 @@ impl Thread {
         }
     }
 
+    fn check_request(&self, run: &Run, request_id: &str) -> Result<()> {
+        match run.model.as_ref().map(|m| &m.state) {
+            Some(ModelState::Sent { request_id: out, .. }) if out == request_id => Ok(()),
+            _ => Err(diverged(format!(
+                "thread `{}`: an answer to model request `{request_id}`, which is not out",
+                self.id
+            ))),
+        }
+    }
+
+    /// A format 2 call must be the next one the model asked for.
+    fn check_queued(&self, run: &Run, id: &str, v2: bool) -> Result<()> {
+        if !v2 {
+            return Ok(());
+        }
+        match run.frame().queue.front() {
+            Some(call) if call.id == id => Ok(()),
+            _ => Err(diverged(format!(
+                "thread `{}`: a call `{id}` the model did not ask for next",
+                self.id
+            ))),
+        }
+    }
+
     /// Mutate state for an event `check` and the run table accepted. Infallible. Takes the
     /// event by value so its strings move into the state instead of being copied.
     fn fold(&mut self, ts: i64, event: Event) {
+        let v2 = self.format() >= 2;
         match event {
             Event::RunStart {
                 run_id,
                 agent,
                 prompt,
+                format,
             } => {
                 self.runs += 1;
+                self.frames_started += 1;
+                let number = self.frames_started;
                 self.history.push(Message::User {
                     agent: agent.clone(),
+                    frame: number,
                     content: prompt.clone(),
                 });
                 self.run = Some(Run {
                     id: run_id,
+                    format,
                     started_ts: ts,
                     phase: Phase::Running,
-                    frames: vec![Frame::new(agent, prompt, None)],
+                    frames: vec![Frame::new(number, agent, prompt, None, ts)],
                     calls: 0,
                     steps: 0,
                     usage: Usage::default(),
                     by_model: Vec::new(),
                     tool_ms: 0,
+                    tool_timings: Vec::new(),
+                    sub_agent_ms: 0,
+                    llm_calls: 0,
+                    llm_ms: 0,
+                    retry_count: 0,
+                    had_timeout: false,
+                    ttft_ms: None,
+                    first_text_ms: None,
+                    model_turns: 0,
+                    model: None,
                     pending: None,
                 });
             }
-            Event::StepStart { model, usage, .. } => {
+            Event::AgentStart { .. } => {}
+            Event::AgentEnd { .. } => {}
+            Event::StepStart {
+                model,
+                provider,
+                request_id,
+                usage,
+                ..
+            } => {
                 let run = self.run.as_mut().expect("checked: a run is active");
-                run.steps += 1;
-                run.usage.add(usage);
-                match run.by_model.iter_mut().find(|(m, _)| *m == model) {
-                    Some((_, total)) => total.add(usage),
-                    None => run.by_model.push((model, usage)),
+                if let Some(usage) = usage {
+                    // Format 1: the step-start is the whole turn.
+                    run.steps += 1;
+                    add_usage(run, &mut self.usage, &model, "", usage, false);
+                    run.frame_mut().turns += 1;
+                    return;
                 }
-                let frame = run
-                    .frames
-                    .last_mut()
-                    .expect("checked: a frame has the turn");
-                frame.turns += 1;
-                frame.usage.add(usage);
-                self.usage.add(usage);
+                let provider = provider.unwrap_or_default();
+                let request_id = request_id.unwrap_or_default();
+                match run.model.as_mut() {
+                    Some(wait) if run.phase == Phase::AwaitingModel => {
+                        // A retry (same model) or a fallback (the next one).
+                        if let ModelState::Fallback { .. } = wait.state {
+                            wait.chain_index += 1;
+                            wait.attempts_on_model = 0;
+                        }
+                        wait.attempt += 1;
+                        wait.attempts_on_model += 1;
+                        wait.provider = provider;
+                        wait.model = model;
+                        wait.state = ModelState::Sent {
+                            request_id,
+                            sent_ts: ts,
+                        };
+                    }
+                    _ => {
+                        run.steps += 1;
+                        run.model_turns += 1;
+                        run.model = Some(ModelWait {
+                            turn: run.model_turns,
+                            attempt: 1,
+                            chain_index: 0,
+                            attempts_on_model: 1,
+                            provider,
+                            model,
+                            state: ModelState::Sent {
+                                request_id,
+                                sent_ts: ts,
+                            },
+                            failures: Vec::new(),
+                        });
+                    }
+                }
             }
-            Event::Text { agent, text } => {
+            Event::ModelResponse(response) => self.fold_response(ts, *response),
+            Event::ModelFailure(failure) => self.fold_failure(*failure),
+            Event::Reasoning { .. } => {}
+            Event::Text { agent, text, .. } => {
                 let run = self.run.as_mut().expect("checked: a run is active");
-                run.frames.last_mut().expect("checked").answer = Some(text.clone());
-                self.history.push(Message::Assistant {
-                    agent,
-                    content: text,
-                });
+                if run.first_text_ms.is_none() {
+                    run.first_text_ms = Some(ts.saturating_sub(run.started_ts).max(0));
+                }
+                if !v2 {
+                    let frame = run.frame_mut();
+                    frame.answer = Some(text.clone());
+                    let number = frame.number;
+                    self.history.push(Message::Assistant {
+                        agent,
+                        frame: number,
+                        content: vec![Block::Text { text }],
+                    });
+                }
             }
             Event::ToolCall {
                 agent,
@@ -334,13 +644,23 @@ impl Thread {
             } => {
                 let run = self.run.as_mut().expect("checked: a run is active");
                 run.calls += 1;
-                run.frames.last_mut().expect("checked").calls += 1;
-                self.history.push(Message::ToolCall {
-                    agent: agent.clone(),
-                    tool_invocation_id: id.clone(),
-                    tool_name: tool.clone(),
-                    args: args.clone(),
-                });
+                let frame = run.frame_mut();
+                frame.calls += 1;
+                let number = frame.number;
+                if v2 {
+                    frame.queue.pop_front();
+                } else {
+                    self.history.push(Message::Assistant {
+                        agent: agent.clone(),
+                        frame: number,
+                        content: vec![Block::ToolCall {
+                            id: id.clone(),
+                            name: tool.clone(),
+                            args: args.clone(),
+                            args_error: None,
+                        }],
+                    });
+                }
                 run.pending = Some(Pending {
                     id,
                     agent,
@@ -352,19 +672,29 @@ impl Thread {
                 });
             }
             Event::ToolResult {
+                agent,
                 id,
+                tool,
                 result,
                 is_error,
                 ..
             } => {
                 let run = self.run.as_mut().expect("checked: a run is active");
                 if let Some(pending) = run.pending.take() {
-                    run.tool_ms = run
-                        .tool_ms
-                        .saturating_add(ts.saturating_sub(pending.called_ts).max(0));
+                    let ms = ts.saturating_sub(pending.called_ts).max(0);
+                    run.tool_ms = run.tool_ms.saturating_add(ms);
+                    run.tool_timings.push(ToolTiming {
+                        tool_name: tool,
+                        tool_invocation_id: id.clone(),
+                        duration_ms: ms,
+                    });
                 }
-                run.frames.last_mut().expect("checked").last_result = Some(result.clone());
+                let frame = run.frame_mut();
+                frame.last_result = Some(result.clone());
+                let number = frame.number;
                 self.history.push(Message::ToolResult {
+                    agent,
+                    frame: number,
                     tool_invocation_id: id,
                     result,
                     is_error,
@@ -378,32 +708,54 @@ impl Thread {
             } => {
                 let run = self.run.as_mut().expect("checked: a run is active");
                 run.calls += 1;
-                run.frames.last_mut().expect("checked").calls += 1;
-                let args = serde_json::json!({"agent": target, "prompt": prompt}).to_string();
-                run.frames
-                    .push(Frame::new(target, prompt, Some(id.clone())));
-                self.history.push(Message::ToolCall {
-                    agent,
-                    tool_invocation_id: id,
-                    tool_name: crate::spec::CALL_AGENT.to_owned(),
-                    args: RawValue::from_string(args).expect("json! is JSON"),
+                let frame = run.frame_mut();
+                frame.calls += 1;
+                let caller_frame = frame.number;
+                if v2 {
+                    frame.queue.pop_front();
+                } else {
+                    let args = serde_json::json!({"agent": target, "prompt": prompt}).to_string();
+                    self.history.push(Message::Assistant {
+                        agent: agent.clone(),
+                        frame: caller_frame,
+                        content: vec![Block::ToolCall {
+                            id: id.clone(),
+                            name: crate::spec::CALL_AGENT.to_owned(),
+                            args: RawValue::from_string(args).expect("json! is JSON"),
+                            args_error: None,
+                        }],
+                    });
+                }
+                self.frames_started += 1;
+                let number = self.frames_started;
+                self.history.push(Message::User {
+                    agent: target.clone(),
+                    frame: number,
+                    content: prompt.clone(),
                 });
+                run.frames
+                    .push(Frame::new(number, target, prompt, Some(id), ts));
             }
             Event::ToolAgentResult {
+                agent,
                 id,
                 result,
                 is_error,
                 ..
             } => {
                 let run = self.run.as_mut().expect("checked: a run is active");
-                run.frames.pop();
-                run.frames
-                    .last_mut()
-                    .expect("checked: a parent")
-                    .last_result = Some(result.clone());
+                let child = run.frames.pop().expect("checked: a sub-agent frame");
+                run.sub_agent_ms = run
+                    .sub_agent_ms
+                    .saturating_add(ts.saturating_sub(child.started_ts).max(0));
+                let parent = run.frame_mut();
+                parent.last_result = Some(result.clone());
+                let number = parent.number;
                 self.history.push(Message::ToolResult {
-                    tool_invocation_id: id.clone(),
-                    result: result.clone(),
+                    agent,
+                    frame: number,
+                    tool_invocation_id: id,
+                    result,
                     is_error,
                 });
             }
@@ -433,11 +785,11 @@ impl Thread {
                     plan.status = Some(to);
                 }
             }
-            Event::ApprovalRequired { id, expires_at, .. } => {
+            Event::ApprovalRequired(request) => {
                 let pending = self.pending_mut();
                 pending.gate = Gate::Waiting {
-                    approval_id: id,
-                    expires_at,
+                    approval_id: request.id,
+                    expires_at: request.expires_at,
                 };
             }
             Event::ApprovalDecision { id, outcome, .. } => {
@@ -450,6 +802,87 @@ impl Thread {
                 }
                 self.resolved_approvals.insert(id);
             }
+        }
+    }
+
+    fn fold_response(&mut self, ts: i64, response: ModelResponse) {
+        let run = self.run.as_mut().expect("checked: a run is active");
+        run.model = None;
+        let live = !crate::interpreter::is_interpreter(&response.provider);
+        if response.provider != crate::interpreter::NOOP {
+            run.llm_calls += 1;
+        }
+        run.llm_ms = run.llm_ms.saturating_add(response.latency_ms.max(0));
+        if run.ttft_ms.is_none() {
+            if let Some(ttft) = response.ttft_ms {
+                // From the start of the run to the first streamed token of its first answer.
+                let sent = ts.saturating_sub(response.latency_ms.max(0));
+                run.ttft_ms = Some(sent.saturating_sub(run.started_ts).max(0) + ttft.max(0));
+            }
+        }
+        let agent = response.agent;
+        add_usage(
+            run,
+            &mut self.usage,
+            &response.model,
+            &response.provider,
+            response.usage,
+            live,
+        );
+        let frame = run.frame_mut();
+        frame.turns += 1;
+        frame.usage.add(response.usage);
+        frame.last_stop = Some(response.stop_reason);
+        let mut texts: Vec<&str> = Vec::new();
+        for block in &response.content {
+            match block {
+                Block::Text { text } => texts.push(text),
+                Block::ToolCall {
+                    id,
+                    name,
+                    args,
+                    args_error,
+                } => frame.queue.push_back(QueuedCall {
+                    id: id.clone(),
+                    name: name.clone(),
+                    args: args.clone(),
+                    args_error: args_error.clone(),
+                }),
+                Block::Reasoning { .. } => {}
+            }
+        }
+        if frame.queue.is_empty() {
+            frame.answer = Some(texts.join("\n"));
+        }
+        let number = frame.number;
+        self.history.push(Message::Assistant {
+            agent,
+            frame: number,
+            content: response.content,
+        });
+    }
+
+    fn fold_failure(&mut self, failure: ModelFailure) {
+        let run = self.run.as_mut().expect("checked: a run is active");
+        if failure.kind == crate::event::FailureKind::Timeout {
+            run.had_timeout = true;
+        }
+        let wait = run.model.as_mut().expect("checked: a request is out");
+        wait.failures.push(format!(
+            "attempt {} ({} {}): {} - {}",
+            failure.attempt,
+            failure.provider,
+            failure.model,
+            failure.kind.as_str(),
+            failure.message
+        ));
+        wait.state = match failure.recovery {
+            Recovery::Retry { at } => ModelState::RetryAt { at },
+            Recovery::Fallback { provider, model } => ModelState::Fallback { provider, model },
+            Recovery::GiveUp => ModelState::GaveUp,
+        };
+        if wait.state != ModelState::GaveUp {
+            run.retry_count += 1;
         }
     }
 
@@ -467,6 +900,31 @@ impl Thread {
                 outcome: outcome.to_owned(),
             });
         }
+    }
+
+    /// The messages the agent of the running top frame sees: its whole conversation in this
+    /// thread when `stateful`, else only its current frame's.
+    pub fn conversation(&self, stateful: bool) -> Vec<&Message> {
+        let Some(frame) = self.run.as_ref().map(Run::frame) else {
+            return Vec::new();
+        };
+        self.history
+            .iter()
+            .filter(|m| {
+                if stateful {
+                    m.agent() == frame.agent
+                } else {
+                    m.frame() == frame.number
+                }
+            })
+            .collect()
+    }
+
+    /// Whether tool call `id` of this thread was answered already.
+    pub fn answered(&self, id: &str) -> bool {
+        self.history.iter().any(|m| {
+            matches!(m, Message::ToolResult { tool_invocation_id, .. } if tool_invocation_id == id)
+        })
     }
 
     pub fn snapshot(&self) -> Snapshot<'_> {
@@ -505,6 +963,20 @@ impl Thread {
                         _ => None,
                     },
                 }),
+                model: run.model.as_ref().map(|m| ModelSnapshot {
+                    turn: m.turn,
+                    attempt: m.attempt,
+                    provider: &m.provider,
+                    model: &m.model,
+                    request_id: match &m.state {
+                        ModelState::Sent { request_id, .. } => Some(request_id),
+                        _ => None,
+                    },
+                    retry_at: match &m.state {
+                        ModelState::RetryAt { at } => Some(*at),
+                        _ => None,
+                    },
+                }),
             }),
             plans: self
                 .plans
@@ -522,12 +994,53 @@ impl Thread {
     }
 }
 
+/// Events only format 2 writes.
+fn is_format_2(event: &Event) -> bool {
+    matches!(
+        event,
+        Event::StepStart { usage: None, .. }
+            | Event::ModelResponse(_)
+            | Event::ModelFailure(_)
+            | Event::AgentStart { .. }
+            | Event::AgentEnd { .. }
+            | Event::Reasoning { .. }
+    )
+}
+
+fn add_usage(
+    run: &mut Run,
+    thread_usage: &mut Usage,
+    model: &str,
+    provider: &str,
+    usage: Usage,
+    live: bool,
+) {
+    run.usage.add(usage);
+    thread_usage.add(usage);
+    let agent = run.frame().agent.clone();
+    match run
+        .by_model
+        .iter_mut()
+        .find(|m| m.agent == agent && m.model == model && m.provider == provider)
+    {
+        Some(found) => {
+            found.usage.add(usage);
+            found.live |= live;
+        }
+        None => run.by_model.push(ModelUsage {
+            agent,
+            model: model.to_owned(),
+            provider: provider.to_owned(),
+            usage,
+            live,
+        }),
+    }
+}
+
 impl EventKind {
-    pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            EventKind::Finish | EventKind::FinishCancelled | EventKind::Error
-        )
+    /// Events a stream shows (the rest are logged for replay only).
+    pub fn is_streamed(self) -> bool {
+        !matches!(self, EventKind::RunStart | EventKind::ModelResponse)
     }
 }
 
@@ -566,12 +1079,24 @@ pub struct ApprovalSnapshot<'a> {
 
 #[derive(Serialize, Debug)]
 #[serde(rename_all = "camelCase")]
+pub struct ModelSnapshot<'a> {
+    pub turn: u32,
+    pub attempt: u32,
+    pub provider: &'a str,
+    pub model: &'a str,
+    pub request_id: Option<&'a str>,
+    pub retry_at: Option<i64>,
+}
+
+#[derive(Serialize, Debug)]
+#[serde(rename_all = "camelCase")]
 pub struct RunSnapshot<'a> {
     pub run_id: &'a str,
     pub steps: u32,
     pub calls: u32,
     pub frames: Vec<FrameSnapshot<'a>>,
     pub pending: Option<PendingSnapshot<'a>>,
+    pub model: Option<ModelSnapshot<'a>>,
 }
 
 #[derive(Serialize, Debug)]

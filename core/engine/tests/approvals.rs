@@ -11,16 +11,30 @@ fn planner(d: &mut Driver, thread: &str, calls: &[(&str, serde_json::Value)]) ->
     d.send(query(thread, &script(calls)).agent("planner"))
 }
 
+fn executor(d: &mut Driver, thread: &str, plan_id: &str) -> Vec<Out> {
+    let exec = script(&[("executePlan", json!({"planId": plan_id}))]);
+    d.send(query(thread, &exec).agent("executor"))
+}
+
+/// `(from, to)` of every plan-status-change.
+fn changes(out: &[Out]) -> Vec<(serde_json::Value, serde_json::Value)> {
+    out.events()
+        .iter()
+        .filter(|o| o.label() == "plan-status-change")
+        .map(|o| (o.payload()["data"]["from"].clone(), o.payload()["data"]["to"].clone()))
+        .collect()
+}
+
 #[test]
 fn a_gated_tool_waits_for_approval_before_it_runs() {
     let mut d = Driver::new(engine(plans_spec(), scripted()));
     let out = planner(&mut d, "t", &[("delete_rows", json!({"table": "orders"}))]);
     assert_eq!(
-        out.labels()[2..],
+        out.labels()[4..],
         ["tool-invocation/call", "approval-required"],
         "call, then the gate"
     );
-    let required = out.one("approval-required");
+    let required = &out.one("approval-required")["data"];
     assert_eq!(required["id"], approval_id("t", 1, 1));
     assert_eq!(required["kind"], "tool");
     assert_eq!(required["target"], "delete_rows");
@@ -29,6 +43,7 @@ fn a_gated_tool_waits_for_approval_before_it_runs() {
     assert_eq!(required["threadId"], "t");
     assert_eq!(required["correlationId"], "scripted-tool-1");
     assert_eq!(required["expiresAt"], json!(d.clock + 60_000));
+    assert_eq!(required["agent"], "planner");
     let effects = out.effects();
     assert_eq!(
         effects.len(),
@@ -36,13 +51,19 @@ fn a_gated_tool_waits_for_approval_before_it_runs() {
         "only the approval request goes out, not the tool"
     );
     assert_eq!(effects[0].envelope["schema"], "flowai.v1.ApprovalRequest");
+    assert_eq!(
+        effects[0].payload(),
+        required,
+        "the request is the event's data"
+    );
     assert_eq!(d.snapshot_json("t")["status"], "awaiting-approval");
 
     let out = d.send(
         approval_decision("t", &approval_id("t", 1, 1), "approve")
             .payload("approver", json!("alice")),
     );
-    let decision = out.one("approval-decision");
+    let decision = &out.one("approval-decision")["data"];
+    assert_eq!(decision["id"], approval_id("t", 1, 1));
     assert_eq!(decision["outcome"], json!({"outcome": "approve"}));
     assert_eq!(decision["approver"], "alice");
     let effects = out.effects();
@@ -53,7 +74,7 @@ fn a_gated_tool_waits_for_approval_before_it_runs() {
         json!({"deleted": 3}),
     ));
     assert!(out.labels().contains(&"tool-invocation/result".to_owned()));
-    assert_eq!(out.labels().last().unwrap(), "finish");
+    assert_eq!(out.labels().last().unwrap(), "tool-agent/result");
 }
 
 #[test]
@@ -71,8 +92,28 @@ fn a_rejected_tool_never_runs_and_the_model_sees_the_feedback() {
     let result = out.one("tool-invocation/result");
     assert_eq!(result["isError"], true);
     assert_eq!(result["result"]["error"]["code"], "APPROVAL_REJECTED");
-    assert_eq!(result["result"]["error"]["message"], "not on a Friday");
-    assert_eq!(out.labels().last().unwrap(), "finish");
+    assert_eq!(
+        result["result"]["error"]["message"],
+        "the call was rejected: not on a Friday"
+    );
+    assert_eq!(out.labels().last().unwrap(), "tool-agent/result");
+}
+
+#[test]
+fn revising_a_tool_call_counts_as_a_reject() {
+    let mut d = Driver::new(engine(plans_spec(), scripted()));
+    planner(&mut d, "t", &[("delete_rows", json!({}))]);
+    let out = d.send(
+        approval_decision("t", &approval_id("t", 1, 1), "revise")
+            .payload("feedback", json!("only old rows")),
+    );
+    assert!(out.effects().is_empty());
+    let result = out.one("tool-invocation/result");
+    assert_eq!(result["result"]["error"]["code"], "APPROVAL_REJECTED");
+    assert!(result["result"]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("only old rows"));
 }
 
 #[test]
@@ -141,7 +182,7 @@ fn the_deadline_resolves_the_gate_as_rejected_with_reason_timeout() {
     let early = d.send(deadline_reached("t").ts(expires - 1));
     assert!(early.is_empty(), "an early deadline changes nothing");
     let out = d.send(deadline_reached("t").ts(expires));
-    let decision = out.one("approval-decision");
+    let decision = &out.one("approval-decision")["data"];
     assert_eq!(decision["outcome"]["outcome"], "reject");
     assert_eq!(decision["reason"], "timeout");
     assert_eq!(
@@ -166,6 +207,10 @@ fn a_predicate_rule_asks_the_runtime_then_gates_or_runs() {
         let schema = &out.effects()[0].envelope["schema"];
         if required {
             assert_eq!(out.labels(), ["approval-required"]);
+            assert_eq!(
+                out.one("approval-required")["data"]["id"],
+                approval_id("t", 1, 1)
+            );
             assert_eq!(schema, "flowai.v1.ApprovalRequest");
         } else {
             assert!(out.labels().is_empty());
@@ -175,7 +220,7 @@ fn a_predicate_rule_asks_the_runtime_then_gates_or_runs() {
 }
 
 #[test]
-fn a_plan_is_stored_gated_approved_and_executed() {
+fn a_plan_is_stored_as_a_draft_then_gated_approved_and_executed_by_the_executor() {
     let mut d = Driver::new(engine(plans_spec(), scripted()));
     let out = planner(&mut d, "t", &[store_plan("p1")]);
     let plan = out.one("data-plan")["data"].clone();
@@ -185,31 +230,33 @@ fn a_plan_is_stored_gated_approved_and_executed() {
         plan["actions"][0]["references"],
         json!([{"kind": "product_set", "id": "ref_1"}])
     );
-    let changes: Vec<_> = out
-        .events()
-        .iter()
-        .filter(|o| o.label() == "plan-status-change")
-        .map(|o| (o.payload()["from"].clone(), o.payload()["to"].clone()))
-        .collect();
-    assert_eq!(
-        changes,
-        [
-            (json!(null), json!("draft")),
-            (json!("draft"), json!("pending_approval"))
-        ]
+    assert_eq!(changes(&out), [(json!(null), json!("draft"))]);
+    assert!(
+        !out.labels().contains(&"approval-required".to_owned()),
+        "storing a plan is not gated"
     );
-    assert_eq!(out.one("approval-required")["kind"], "plan");
-
-    let out = d.send(approval_decision("t", &approval_id("t", 1, 1), "approve"));
-    assert_eq!(out.one("plan-status-change")["to"], "approved");
     assert_eq!(
         out.one("tool-invocation/result")["result"],
-        json!({"planId": "p1", "status": "approved"})
+        json!({"planId": "p1", "status": "draft"})
     );
 
-    let exec = script(&[("executePlan", json!({"planId": "p1"}))]);
-    let out = d.send(query("t", &exec).agent("executor"));
-    assert_eq!(out.one("plan-status-change")["to"], "executing");
+    let out = executor(&mut d, "t", "p1");
+    assert_eq!(changes(&out), [(json!("draft"), json!("pending_approval"))]);
+    let required = &out.one("approval-required")["data"];
+    assert_eq!(required["kind"], "plan");
+    assert_eq!(required["target"], "p1");
+    assert_eq!(required["correlationId"], "p1");
+    assert_eq!(required["payload"]["planId"], "p1");
+    assert!(out.effects().iter().all(|e| e.envelope["schema"] != "flowai.v1.PlanStep"));
+
+    let out = d.send(approval_decision("t", &approval_id("t", 2, 1), "approve"));
+    assert_eq!(
+        changes(&out),
+        [
+            (json!("pending_approval"), json!("approved")),
+            (json!("approved"), json!("executing"))
+        ]
+    );
     let step = out.effects()[0];
     assert_eq!(step.envelope["schema"], "flowai.v1.PlanStep");
     assert_eq!(
@@ -220,14 +267,49 @@ fn a_plan_is_stored_gated_approved_and_executed() {
     let out = d.send(tool_result(
         "t",
         &invocation("t", 2, 1),
-        json!({"entitiesAffected": 2}),
+        json!({"entitiesAffected": 2, "summary": "done"}),
     ));
-    assert_eq!(out.one("plan-status-change")["to"], "executed");
+    assert_eq!(changes(&out), [(json!("executing"), json!("executed"))]);
+    let result = &out.one("tool-invocation/result")["result"];
+    assert_eq!(result["entitiesAffected"], 2, "the dispatcher's own result");
+    assert_eq!(result["summary"], "done");
+    assert_eq!(result["status"], "executed");
     assert_eq!(
-        out.one("tool-invocation/result")["result"]["status"],
-        "executed"
+        result["details"]["resolvedActions"].as_array().unwrap().len(),
+        2
     );
     assert_eq!(d.snapshot_json("t")["plans"][0]["status"], "executed");
+}
+
+#[test]
+fn an_executor_whose_plan_rule_is_never_runs_a_draft_without_a_gate() {
+    let mut spec = plans_spec();
+    spec["agents"][1]["approval"] = json!({"plans": "never"});
+    let mut d = Driver::new(engine(spec, scripted()));
+    planner(&mut d, "t", &[store_plan("p1")]);
+    let out = executor(&mut d, "t", "p1");
+    assert_eq!(
+        changes(&out),
+        [
+            (json!("draft"), json!("approved")),
+            (json!("approved"), json!("executing"))
+        ]
+    );
+    assert!(!out.labels().contains(&"approval-required".to_owned()));
+    assert_eq!(out.effects()[0].envelope["schema"], "flowai.v1.PlanStep");
+}
+
+#[test]
+fn display_aliases_label_the_status_changes() {
+    let mut spec = plans_spec();
+    spec["plans"][0]["display_aliases"] = json!({"draft": "Proposed", "pending_approval": "Awaiting sign-off"});
+    let mut d = Driver::new(engine(spec, scripted()));
+    let out = planner(&mut d, "t", &[store_plan("p1")]);
+    let data = &out.one("plan-status-change")["data"];
+    assert_eq!(data["toAlias"], "Proposed");
+    let out = executor(&mut d, "t", "p1");
+    let data = &out.one("plan-status-change")["data"];
+    assert_eq!((&data["fromAlias"], &data["toAlias"]), (&json!("Proposed"), &json!("Awaiting sign-off")));
 }
 
 #[test]
@@ -235,15 +317,16 @@ fn reject_and_revise_send_a_plan_back_to_draft() {
     for (outcome, is_error) in [("reject", true), ("revise", false)] {
         let mut d = Driver::new(engine(plans_spec(), scripted()));
         planner(&mut d, "t", &[store_plan("p1")]);
+        executor(&mut d, "t", "p1");
         let out = d.send(
-            approval_decision("t", &approval_id("t", 1, 1), outcome)
+            approval_decision("t", &approval_id("t", 2, 1), outcome)
                 .payload("feedback", json!("fewer units"))
                 .payload("partial", json!({"qty": 2})),
         );
-        let change = out.one("plan-status-change");
         assert_eq!(
-            (&change["from"], &change["to"]),
-            (&json!("pending_approval"), &json!("draft"))
+            changes(&out),
+            [(json!("pending_approval"), json!("draft"))],
+            "{outcome}"
         );
         let result = out.one("tool-invocation/result");
         assert_eq!(
@@ -252,11 +335,18 @@ fn reject_and_revise_send_a_plan_back_to_draft() {
             "{outcome}"
         );
         if outcome == "revise" {
+            assert_eq!(result["result"]["rejected"], true);
             assert_eq!(result["result"]["should_revise"], true);
+            assert_eq!(result["result"]["plan_id"], "p1");
             assert_eq!(result["result"]["partial"], json!({"qty": 2}));
         } else {
             assert_eq!(result["result"]["error"]["code"], "PLAN_REJECTED");
+            assert_eq!(
+                result["result"]["error"]["message"],
+                "Plan p1 rejected: fewer units"
+            );
         }
+        assert!(out.effects().is_empty(), "{outcome}: the dispatcher never runs");
         assert_eq!(d.snapshot_json("t")["plans"][0]["status"], "draft");
     }
 }
@@ -277,15 +367,22 @@ fn invalid_plans_and_invalid_transitions_are_tool_errors_the_model_sees() {
     assert_eq!(codes, [json!("PLAN_INVALID"), json!("PLAN_UNKNOWN_SPEC")]);
 
     planner(&mut d, "t", &[store_plan("p2")]);
-    let exec = script(&[("executePlan", json!({"planId": "p2"}))]);
-    d.send(approval_decision("t", &approval_id("t", 2, 1), "reject"));
-    let out = d.send(query("t", &exec).agent("executor"));
+    executor(&mut d, "t", "p2");
+    d.send(approval_decision("t", &approval_id("t", 3, 1), "approve"));
+    d.send(tool_result("t", &invocation("t", 3, 1), json!(null)));
+    let out = executor(&mut d, "t", "p2");
     let result = out.one("tool-invocation/result");
     assert_eq!(result["result"]["error"]["code"], "PLAN_INVALID_TRANSITION");
     assert!(result["result"]["error"]["message"]
         .as_str()
         .unwrap()
-        .contains("must be approved"));
+        .contains("final"));
+    let out = planner(&mut d, "t", &[store_plan("p2")]);
+    assert_eq!(
+        out.one("tool-invocation/result")["result"]["error"]["code"],
+        "PLAN_INVALID_TRANSITION",
+        "an executed plan cannot be stored again"
+    );
 }
 
 #[test]
@@ -302,15 +399,14 @@ fn tools_outside_a_role_are_refused() {
 fn a_dispatcher_returning_junk_fails_the_plan() {
     let mut d = Driver::new(engine(plans_spec(), scripted()));
     planner(&mut d, "t", &[store_plan("p1")]);
-    d.send(approval_decision("t", &approval_id("t", 1, 1), "approve"));
-    let exec = script(&[("executePlan", json!({"planId": "p1"}))]);
-    d.send(query("t", &exec).agent("executor"));
+    executor(&mut d, "t", "p1");
+    d.send(approval_decision("t", &approval_id("t", 2, 1), "approve"));
     let out = d.send(tool_result(
         "t",
         &invocation("t", 2, 1),
         json!({"entitiesAffected": -1}),
     ));
-    assert_eq!(out.one("plan-status-change")["to"], "failed");
+    assert_eq!(changes(&out), [(json!("executing"), json!("failed"))]);
     assert_eq!(
         out.one("tool-invocation/result")["result"]["error"]["code"],
         "PLAN_FAILED"
@@ -321,12 +417,16 @@ fn a_dispatcher_returning_junk_fails_the_plan() {
 fn a_paused_run_replays_and_continues_from_its_log() {
     let mut live = Driver::new(engine(plans_spec(), scripted()));
     planner(&mut live, "t", &[store_plan("p1")]);
+    executor(&mut live, "t", "p1");
     let mut fresh = Driver::new(engine(plans_spec(), scripted()));
     fresh.clock = live.clock;
     for line in lines(&live.log("t")) {
         fresh.apply(line).unwrap();
     }
     assert_eq!(fresh.snapshot("t"), live.snapshot("t"));
-    let out = fresh.send(approval_decision("t", &approval_id("t", 1, 1), "approve"));
-    assert_eq!(out.labels().last().unwrap(), "finish");
+    // Input ids are unique per process; the live one's are in the log and would repeat.
+    let out = fresh.send(approval_decision("t", &approval_id("t", 2, 1), "approve").id("fresh-1"));
+    assert_eq!(out.effects()[0].envelope["schema"], "flowai.v1.PlanStep");
+    let out = fresh.send(tool_result("t", &invocation("t", 2, 1), json!(null)).id("fresh-2"));
+    assert_eq!(out.labels().last().unwrap(), "tool-agent/result");
 }

@@ -7,7 +7,7 @@
 mod common;
 
 use common::*;
-use flowai_engine::event::EntryRef;
+use flowai_engine::codec::EntryRef;
 use flowai_engine::{replay, EngineError, ErrorCode, OutputKind};
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};

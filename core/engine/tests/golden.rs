@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use flowai_engine::event::{encode_entry, EntryRef, Header};
+use flowai_engine::codec::{encode_entry, EntryRef, Header};
 use flowai_engine::{replay, Engine, ErrorCode};
 use serde_json::{json, Value};
 

@@ -9,9 +9,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use common::*;
 use flowai_engine::approval::Outcome;
-use flowai_engine::event::{ApprovalKind, Event, EventKind, FinishReason, Usage};
+use flowai_engine::event::{
+    ApprovalKind, ApprovalRequest, Block, Event, EventKind, FailureKind, FinishReason,
+    ModelFailure, ModelResponse, Recovery, StopReason, Usage,
+};
 use flowai_engine::plan::PlanStatus;
-use flowai_engine::run::{self, Phase, TRANSITIONS};
+use flowai_engine::run::{self, Phase, LEGACY, TRANSITIONS};
 use flowai_engine::{ErrorCode, Thread};
 use serde_json::json;
 
@@ -73,39 +76,66 @@ fn max_turns_exceeded() -> Driver {
     d
 }
 
-/// A log that stops mid-decision (the writer crashed after `text`), loaded and then cancelled:
-/// the only way a run is cancelled while `running`.
-fn cancelled_mid_decision_after_a_crash() -> Driver {
-    let mut d = Driver::mock("hello from the Rust runtime");
-    for line in &lines(&golden_log("hello"))[..3] {
+/// The first `n` lines a scenario logged for thread `t`, folded by a fresh driver of `engine`.
+fn crashed_after(n: usize, log: &[u8], engine: flowai_engine::Engine) -> Driver {
+    let mut d = Driver::new(engine);
+    for line in &lines(log)[..n] {
         d.apply(line).unwrap();
     }
-    d.send(cancel_run("hello"));
+    d
+}
+
+/// A log that stops mid-decision (the writer crashed after the first `text`), loaded and then
+/// cancelled: the only way a run is cancelled while `running`.
+fn cancelled_mid_decision_after_a_crash() -> Driver {
+    let log = mock_answer().log("t");
+    let mut d = crashed_after(5, &log, engine(golden_spec(), mock("hi")));
+    d.send(cancel_run("t").id("after-crash"));
     d
 }
 
 /// A run that ended in error while its tool was out. The live engine never decides this (a
 /// tool's failure comes back as an error result); a log may hold it, so replay must accept it.
 fn error_logged_while_a_tool_is_out() -> Driver {
-    let mut d = Driver::scripted();
-    for line in &lines(&golden_log("cancelled"))[..3] {
-        d.apply(line).unwrap();
-    }
+    let mut live = Driver::scripted();
+    live.send(query("t", &add_call()).agent("calculator"));
+    let mut d = crashed_after(5, &live.log("t"), engine(golden_spec(), scripted()));
     let error = Event::Error {
         code: "TOOL_TIMEOUT".into(),
         message: "the tool did not answer in time".into(),
     };
-    d.apply(&entry("cancelled", 4, &error)).unwrap();
+    d.apply(&entry("t", 6, &error)).unwrap();
     d
 }
 
 fn plan_approved_and_executed() -> Driver {
     let mut d = Driver::new(engine(plans_spec(), scripted()));
     d.send(query("t", &script(&[store_plan("p1")])).agent("planner"));
-    d.send(approval_decision("t", &approval_id("t", 1, 1), "approve"));
     let exec = script(&[("executePlan", json!({"planId": "p1"}))]);
     d.send(query("t", &exec).agent("executor"));
+    d.send(approval_decision("t", &approval_id("t", 2, 1), "approve"));
     d.send(tool_result("t", &invocation("t", 2, 1), json!(null)));
+    d
+}
+
+/// A live model: rate limited once, retried at its deadline, answers with reasoning and text.
+fn live_model_retried_then_answered() -> Driver {
+    let mut d = Driver::new(engine(golden_spec(), live()));
+    d.send(query("t", "How much is 2 + 3?").ts(T0));
+    d.send(model_failure("t", &request("t", 1, 1, 1), "rate_limited", Some(2_000)));
+    d.send(deadline_reached("t").ts(T0 + 2_000));
+    let content = json!([
+        {"type": "reasoning", "text": "Easy.", "signature": "sig"},
+        {"type": "text", "text": "5"}
+    ]);
+    d.send(model_response("t", &request("t", 1, 1, 2), content, "stop"));
+    d
+}
+
+fn live_model_cancelled_while_waiting() -> Driver {
+    let mut d = Driver::new(engine(golden_spec(), live()));
+    d.send(query("t", "hello"));
+    d.send(cancel_run("t"));
     d
 }
 
@@ -140,9 +170,91 @@ fn golden_logs_replayed() -> Driver {
     d
 }
 
+/// Logs of the format 1 engine, which replay under the legacy table.
+fn format_1_logs_replayed() -> Driver {
+    let mut d = Driver::scripted();
+    for (_, log) in golden_logs_v1() {
+        for line in lines(&log) {
+            d.apply(line).unwrap();
+        }
+    }
+    d
+}
+
+/// Format 1 runs through the rows the kept format 1 logs do not take: plans, gates, progress,
+/// cancels and errors, written line by line as that engine wrote them.
+fn format_1_runs_written_by_hand() -> Driver {
+    let mut d = Driver::scripted();
+    let f1 = run_start(1);
+    let step = Event::StepStart {
+        agent: "a".into(),
+        step: 1,
+        model: "m".into(),
+        provider: None,
+        request_id: None,
+        usage: Some(Usage::new(1, 1)),
+    };
+    let call = |tool: &str| Event::ToolCall {
+        agent: "a".into(),
+        id: "c1".into(),
+        tool: tool.into(),
+        args: raw("{}"),
+    };
+    let gate = sample(EventKind::ApprovalRequired).unwrap();
+    let status = |from: Option<PlanStatus>, to| Event::PlanStatusChange {
+        plan_id: "p".into(),
+        from,
+        to,
+        aliases: None,
+    };
+    let cancelled = sample(EventKind::FinishCancelled).unwrap();
+    let error = sample(EventKind::Error).unwrap();
+    let runs: Vec<(&str, Vec<Event>)> = vec![
+        (
+            "plan",
+            vec![
+                f1.clone(),
+                step.clone(),
+                call("storePlan"),
+                sample(EventKind::DataPlan).unwrap(),
+                status(None, PlanStatus::Draft),
+                status(Some(PlanStatus::Draft), PlanStatus::PendingApproval),
+                gate.clone(),
+                sample(EventKind::ApprovalDecision).unwrap(),
+                status(Some(PlanStatus::PendingApproval), PlanStatus::Approved),
+                sample(EventKind::ToolProgress).unwrap(),
+                sample(EventKind::ToolResult).unwrap(),
+                cancelled.clone(),
+            ],
+        ),
+        (
+            "gate-cancelled",
+            vec![f1.clone(), step.clone(), call("x"), gate.clone(), cancelled],
+        ),
+        (
+            "gate-error",
+            vec![f1.clone(), step.clone(), call("x"), gate, error.clone()],
+        ),
+        ("tool-error", vec![f1.clone(), step, call("x"), error.clone()]),
+        ("running-error", vec![f1, error]),
+    ];
+    for (thread, events) in runs {
+        for (n, event) in events.iter().enumerate() {
+            d.apply(&entry(thread, n as u64 + 1, event)).unwrap();
+        }
+    }
+    d
+}
+
+fn invalid_script() -> Driver {
+    let mut d = Driver::scripted();
+    d.send(query("t", r#"{"script": 5}"#));
+    d
+}
+
 type Scenario = (&'static str, fn() -> Driver);
 
-const SCENARIOS: [Scenario; 12] = [
+const SCENARIOS: [Scenario; 17] = [
     ("plan approved and executed", plan_approved_and_executed),
     (
         "cancelled at an approval gate",
@@ -170,85 +282,133 @@ const SCENARIOS: [Scenario; 12] = [
         error_logged_while_a_tool_is_out,
     ),
     ("golden logs replayed", golden_logs_replayed),
+    (
+        "live model retried then answered",
+        live_model_retried_then_answered,
+    ),
+    (
+        "live model cancelled while waiting",
+        live_model_cancelled_while_waiting,
+    ),
+    ("format 1 logs replayed", format_1_logs_replayed),
+    ("format 1 runs written by hand", format_1_runs_written_by_hand),
+    ("invalid script", invalid_script),
 ];
 
-#[test]
-fn every_row_of_the_run_table_is_taken_by_some_scenario() {
-    let mut taken: BTreeMap<(Phase, EventKind), Vec<&str>> = BTreeMap::new();
+/// Which scenarios took each (format, from, event) of the tables.
+fn coverage() -> BTreeMap<(u32, Phase, EventKind), Vec<&'static str>> {
+    let mut taken: BTreeMap<(u32, Phase, EventKind), Vec<&str>> = BTreeMap::new();
     for (name, scenario) in SCENARIOS {
         let driver = scenario();
         for (_, log) in &driver.logs {
-            walk_transitions(log.iter().map(Vec::as_slice), |from, kind| {
-                let names = taken.entry((from, kind)).or_default();
+            walk_transitions(log.iter().map(Vec::as_slice), |format, from, kind| {
+                let names = taken.entry((format.min(2), from, kind)).or_default();
                 if names.last() != Some(&name) {
                     names.push(name);
                 }
             });
         }
     }
-    println!("run table coverage ({} rows):", TRANSITIONS.len());
-    let phase_width = TRANSITIONS
+    taken
+}
+
+#[test]
+fn every_row_of_the_run_tables_is_taken_by_some_scenario() {
+    let covered = coverage();
+    let mut missing = report("format 2", TRANSITIONS, 2, &covered);
+    missing.extend(report("format 1 (legacy)", LEGACY, 1, &covered));
+    assert!(missing.is_empty(), "rows no scenario took: {missing:#?}");
+}
+
+fn report(
+    title: &str,
+    table: &[(Phase, EventKind, Phase)],
+    format: u32,
+    taken: &BTreeMap<(u32, Phase, EventKind), Vec<&str>>,
+) -> Vec<String> {
+    println!("{title} run table coverage ({} rows):", table.len());
+    let phase_width = table
         .iter()
         .map(|(f, _, _)| f.as_str().len())
         .max()
         .unwrap();
-    let kind_width = TRANSITIONS
+    let kind_width = table
         .iter()
         .map(|(_, k, _)| format!("{k:?}").len())
         .max()
         .unwrap();
     let mut missing = Vec::new();
-    for (from, kind, to) in TRANSITIONS {
-        let row_key = (*from, *kind);
+    for (from, kind, to) in table {
+        let row_key = (format, *from, *kind);
         let (from, to, kind) = (from.as_str(), to.as_str(), format!("{kind:?}"));
         let row = format!("{from:>phase_width$} + {kind:<kind_width$} -> {to:<phase_width$}");
         match taken.get(&row_key) {
             Some(names) => println!("  [x] {row} {}", names.join("; ")),
             None => {
                 println!("  [ ] {row} NOT TAKEN");
-                missing.push(row);
+                missing.push(format!("{title}: {row}"));
             }
         }
     }
-    assert!(missing.is_empty(), "rows no scenario took: {missing:#?}");
+    missing
 }
 
 // ---------------------------------------------------------------------------------------------
 // Pairs outside the table
 
-/// Every phase and event kind the table names.
-fn phases_and_kinds() -> (BTreeSet<Phase>, BTreeSet<EventKind>) {
-    let phases = TRANSITIONS
-        .iter()
-        .flat_map(|(from, _, to)| [*from, *to])
-        .collect();
-    let kinds = TRANSITIONS.iter().map(|(_, kind, _)| *kind).collect();
+/// Every phase and event kind a table names.
+fn phases_and_kinds(table: &[(Phase, EventKind, Phase)]) -> (BTreeSet<Phase>, BTreeSet<EventKind>) {
+    let phases = table.iter().flat_map(|(from, _, to)| [*from, *to]).collect();
+    let kinds = table.iter().map(|(_, kind, _)| *kind).collect();
     (phases, kinds)
 }
 
-/// A thread in each phase of the table, reached from idle by folding `sample` events along
-/// its rows: the top frame is agent `a`, and a thread awaiting a tool has call `c1` out.
-fn threads_in_every_phase() -> BTreeMap<Phase, Thread> {
-    let mut reached = BTreeMap::from([(Phase::Idle, Thread::new("t".into(), TENANT.into()))]);
-    let mut grew = true;
-    while grew {
-        grew = false;
-        for (from, kind, to) in TRANSITIONS {
-            let (Some(thread), Some(event)) = (reached.get(from), sample(*kind)) else {
-                continue;
-            };
-            if reached.contains_key(to) {
-                continue;
-            }
-            let mut thread = thread.clone();
-            let seq = thread.last_seq + 1;
-            if thread.apply(seq, T0, event).is_ok() && thread.phase() == *to {
-                reached.insert(*to, thread);
-                grew = true;
-            }
-        }
+/// A thread in each phase of the table of `format`, reached from idle by folding sample
+/// events: the top frame is agent `a`; a running thread has call `c1` queued (format 2), a
+/// thread awaiting a tool has it out, one awaiting approval has it at its gate.
+fn threads_in_every_phase(format: u32) -> BTreeMap<Phase, Thread> {
+    let mut thread = Thread::new("t".into(), TENANT.into());
+    let mut reached = BTreeMap::from([(Phase::Idle, thread.clone())]);
+    let mut path = vec![run_start(format)];
+    if format >= 2 {
+        path.push(sample(EventKind::StepStart).unwrap());
+        path.push(sample(EventKind::ModelResponse).unwrap());
+    } else {
+        path.push(Event::StepStart {
+            agent: "a".into(),
+            step: 1,
+            model: "m".into(),
+            provider: None,
+            request_id: None,
+            usage: Some(Usage::default()),
+        });
+    }
+    path.push(sample(EventKind::ToolCall).unwrap());
+    path.push(sample(EventKind::ApprovalRequired).unwrap());
+    for event in path {
+        let seq = thread.last_seq + 1;
+        thread.apply(seq, T0, "in", event).expect("the sample path folds");
+        // A later thread in the same phase wins: its frame has a queued call.
+        reached.insert(thread.phase(), thread.clone());
+    }
+    if format >= 2 {
+        let mut closing = reached[&Phase::Running].clone();
+        let seq = closing.last_seq + 1;
+        closing
+            .apply(seq, T0, "in", sample(EventKind::Finish).unwrap())
+            .expect("finish folds");
+        reached.insert(Phase::Closing, closing);
     }
     reached
+}
+
+fn run_start(format: u32) -> Event {
+    Event::RunStart {
+        run_id: "run-1".into(),
+        agent: "a".into(),
+        prompt: "p".into(),
+        format,
+    }
 }
 
 /// An event of `kind` that fits the threads `threads_in_every_phase` builds but for the table.
@@ -256,20 +416,64 @@ fn threads_in_every_phase() -> BTreeMap<Phase, Thread> {
 fn sample(kind: EventKind) -> Option<Event> {
     let agent = || "a".to_owned();
     Some(match kind {
-        EventKind::RunStart => Event::RunStart {
-            run_id: "run-1".into(),
+        EventKind::RunStart => run_start(2),
+        EventKind::AgentStart => Event::AgentStart {
             agent: agent(),
-            prompt: "p".into(),
+            id: "run-1".into(),
+        },
+        EventKind::AgentEnd => Event::AgentEnd {
+            agent: agent(),
+            id: "run-1".into(),
+            result: raw("\"done\""),
         },
         EventKind::StepStart => Event::StepStart {
             agent: agent(),
             step: 1,
             model: "m".into(),
+            provider: Some("anthropic".into()),
+            request_id: Some("r1".into()),
+            usage: None,
+        },
+        EventKind::ModelResponse => Event::ModelResponse(Box::new(ModelResponse {
+            agent: agent(),
+            request_id: "r1".into(),
+            attempt: 1,
+            provider: "anthropic".into(),
+            model: "m".into(),
+            stop_reason: StopReason::ToolCalls,
+            raw_stop_reason: None,
             usage: Usage::default(),
+            latency_ms: 0,
+            ttft_ms: None,
+            content: vec![Block::ToolCall {
+                id: "c1".into(),
+                name: "add".into(),
+                args: raw("{}"),
+                args_error: None,
+            }],
+        })),
+        EventKind::ModelFailure => Event::ModelFailure(Box::new(ModelFailure {
+            agent: agent(),
+            request_id: "r1".into(),
+            attempt: 1,
+            provider: "anthropic".into(),
+            model: "m".into(),
+            kind: FailureKind::Server,
+            message: "x".into(),
+            status: None,
+            retry_after_ms: None,
+            latency_ms: 0,
+            recovery: Recovery::Retry { at: T0 },
+        })),
+        EventKind::Reasoning => Event::Reasoning {
+            agent: agent(),
+            text: "hmm".into(),
+            request_id: None,
         },
         EventKind::Text => Event::Text {
             agent: agent(),
             text: "x".into(),
+            request_id: None,
         },
         EventKind::ToolCall => Event::ToolCall {
             agent: agent(),
@@ -287,7 +491,7 @@ fn sample(kind: EventKind) -> Option<Event> {
         },
         EventKind::ToolAgentCall => Event::ToolAgentCall {
             agent: agent(),
-            id: "s1".into(),
+            id: "c1".into(),
             target: "b".into(),
             prompt: "p".into(),
         },
@@ -334,8 +538,9 @@ fn sample(kind: EventKind) -> Option<Event> {
             plan_id: "p".into(),
             from: None,
             to: PlanStatus::Draft,
+            aliases: None,
         },
-        EventKind::ApprovalRequired => Event::ApprovalRequired {
+        EventKind::ApprovalRequired => Event::ApprovalRequired(Box::new(ApprovalRequest {
             id: "appr".into(),
             kind: ApprovalKind::Tool,
             target: "add".into(),
@@ -344,7 +549,8 @@ fn sample(kind: EventKind) -> Option<Event> {
             thread_id: "t".into(),
             correlation_id: "c1".into(),
             expires_at: None,
-        },
+            agent: Some(agent()),
+        })),
         EventKind::ApprovalDecision => Event::ApprovalDecision {
             id: "appr".into(),
             outcome: Outcome::Approve,
@@ -357,58 +563,64 @@ fn sample(kind: EventKind) -> Option<Event> {
 }
 
 #[test]
-fn every_kind_and_phase_in_the_table_has_a_sample() {
-    let (phases, kinds) = phases_and_kinds();
-    for kind in kinds {
-        let event = sample(kind).unwrap_or_else(|| panic!("add a {kind:?} event to `sample`"));
-        assert_eq!(event.kind(), kind);
-    }
-    let reached = threads_in_every_phase();
-    for phase in phases {
-        assert!(
-            reached.contains_key(&phase),
-            "no sample events lead from idle to {phase:?}; extend `sample`"
-        );
+fn every_kind_and_phase_in_the_tables_has_a_sample() {
+    for (format, table) in [(2, TRANSITIONS), (1, LEGACY)] {
+        let (phases, kinds) = phases_and_kinds(table);
+        for kind in kinds {
+            let event = sample(kind).unwrap_or_else(|| panic!("add a {kind:?} event to `sample`"));
+            assert_eq!(event.kind(), kind);
+        }
+        let reached = threads_in_every_phase(format);
+        for phase in phases {
+            assert!(
+                reached.contains_key(&phase),
+                "format {format}: no sample events lead from idle to {phase:?}; extend the path"
+            );
+        }
     }
 }
 
 #[test]
-fn every_pair_outside_the_table_is_refused_and_leaves_the_thread_untouched() {
-    let (phases, kinds) = phases_and_kinds();
-    let threads = threads_in_every_phase();
-    let mut refused = 0;
-    for phase in &phases {
-        for kind in &kinds {
-            if run::next(*phase, *kind).is_some() {
-                continue;
+fn every_pair_outside_the_tables_is_refused_and_leaves_the_thread_untouched() {
+    for (format, table) in [(2, TRANSITIONS), (1, LEGACY)] {
+        let (phases, kinds) = phases_and_kinds(table);
+        let threads = threads_in_every_phase(format);
+        let mut refused = 0;
+        for phase in &phases {
+            for kind in &kinds {
+                if run::next(format, *phase, *kind).is_some() {
+                    continue;
+                }
+                let (Some(thread), Some(event)) = (threads.get(phase), sample(*kind)) else {
+                    panic!("no sample for {phase:?} + {kind:?}; see every_kind_and_phase_..._sample");
+                };
+                let mut thread = thread.clone();
+                let before = format!("{thread:?}");
+                let seq = thread.last_seq + 1;
+                let err = thread
+                    .apply(seq, T0, "in", event)
+                    .err()
+                    .unwrap_or_else(|| {
+                        panic!("format {format}: {kind:?} was accepted while {}", phase.as_str())
+                    });
+                assert_eq!(
+                    err.code,
+                    ErrorCode::ReplayDiverged,
+                    "{kind:?} from {phase:?}: {err}"
+                );
+                let after = format!("{thread:?}");
+                assert_eq!(after, before, "{kind:?} from {phase:?} changed the thread");
+                refused += 1;
             }
-            let (Some(thread), Some(event)) = (threads.get(phase), sample(*kind)) else {
-                panic!("no sample for {phase:?} + {kind:?}; see every_kind_and_phase_..._sample");
-            };
-            let mut thread = thread.clone();
-            let before = format!("{thread:?}");
-            let seq = thread.last_seq + 1;
-            let err = thread
-                .apply(seq, T0, event)
-                .err()
-                .unwrap_or_else(|| panic!("{kind:?} was accepted while {}", phase.as_str()));
-            assert_eq!(
-                err.code,
-                ErrorCode::ReplayDiverged,
-                "{kind:?} from {phase:?}: {err}"
-            );
-            let after = format!("{thread:?}");
-            assert_eq!(after, before, "{kind:?} from {phase:?} changed the thread");
-            refused += 1;
         }
+        assert_eq!(refused, phases.len() * kinds.len() - table.len());
+        println!(
+            "format {format}: {refused} (phase, event) pairs outside the table refused ({} phases x {} kinds - {} rows)",
+            phases.len(),
+            kinds.len(),
+            table.len()
+        );
     }
-    assert_eq!(refused, phases.len() * kinds.len() - TRANSITIONS.len());
-    println!(
-        "{refused} (phase, event) pairs outside the table refused ({} phases x {} kinds - {} rows)",
-        phases.len(),
-        kinds.len(),
-        TRANSITIONS.len()
-    );
 }
 
 #[test]
@@ -416,7 +628,7 @@ fn a_gap_or_repeat_in_seq_is_refused_even_for_an_allowed_event() {
     for seq in [0, 2, 7] {
         let mut thread = Thread::new("t".into(), TENANT.into());
         let err = thread
-            .apply(seq, T0, sample(EventKind::RunStart).unwrap())
+            .apply(seq, T0, "in", sample(EventKind::RunStart).unwrap())
             .unwrap_err();
         assert_eq!(err.code, ErrorCode::ReplayDiverged);
         assert_eq!(thread.last_seq, 0);

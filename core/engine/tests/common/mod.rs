@@ -6,7 +6,8 @@
 
 use std::path::PathBuf;
 
-use flowai_engine::event::{raw_payload_of, EntryRef, Event};
+use flowai_engine::codec::{raw_payload_of, EntryRef};
+use flowai_engine::event::Event;
 use flowai_engine::run::{self, Phase};
 use flowai_engine::{Engine, OutputKind};
 use serde_json::{json, Value};
@@ -50,6 +51,11 @@ pub fn scripted() -> Value {
 
 pub fn mock(response: &str) -> Value {
     json!({"kind": "mock", "response": response})
+}
+
+/// Model turns go out as `ModelRequest` effects and come back as `ModelResult` inputs.
+pub fn live() -> Value {
+    json!({"kind": "live"})
 }
 
 /// A scripted prompt: one model turn per call, then the last result as text.
@@ -121,6 +127,42 @@ pub fn tool_error(thread: &str, invocation_id: &str, message: &str, code: &str) 
     )
 }
 
+/// The id of attempt `attempt` of model turn `turn` of run `run`.
+pub fn request(thread: &str, run: u32, turn: u32, attempt: u32) -> String {
+    format!("{TENANT}/{thread}/run-{run}/model-{turn}/{attempt}")
+}
+
+/// A provider's answer to `request_id` with `content` blocks.
+pub fn model_response(thread: &str, request_id: &str, content: Value, stop: &str) -> Input {
+    Input::new(
+        "flowai.v1.ModelResult",
+        thread,
+        json!({"request_id": request_id, "response": {
+            "content": content, "stop_reason": stop,
+            "usage": {"prompt_tokens": 100, "completion_tokens": 20,
+                      "cache_read_input_tokens": 1000, "cache_creation_input_tokens": 0},
+            "provider": "anthropic", "model": "claude-sonnet-4-6-20260101",
+            "latency_ms": 400, "ttft_ms": 120}}),
+    )
+}
+
+/// A text-only answer.
+pub fn model_text(thread: &str, request_id: &str, text: &str) -> Input {
+    model_response(thread, request_id, json!([{"type": "text", "text": text}]), "stop")
+}
+
+/// A failed model call of `kind`.
+pub fn model_failure(thread: &str, request_id: &str, kind: &str, retry_after_ms: Option<i64>) -> Input {
+    Input::new(
+        "flowai.v1.ModelResult",
+        thread,
+        json!({"request_id": request_id, "failure": {
+            "kind": kind, "message": format!("{kind} from the fake"),
+            "retry_after_ms": retry_after_ms, "status": 429,
+            "provider": "anthropic", "model": "claude-sonnet-4-6", "latency_ms": 30}}),
+    )
+}
+
 pub fn cancel_run(thread: &str) -> Input {
     Input::new("flowai.v1.CancelRun", thread, json!({}))
 }
@@ -150,6 +192,27 @@ impl Out {
     pub fn label(&self) -> String {
         label(self.payload())
     }
+}
+
+/// The text of every `text` event, in order.
+pub fn texts(outs: &[Out]) -> Vec<String> {
+    outs.events()
+        .iter()
+        .filter(|o| o.payload()["type"] == "text")
+        .map(|o| o.payload()["text"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The only sub-agent `tool-agent` event in `state` (not the entry agent's wrapping pair).
+pub fn sub_agent(outs: &[Out], state: &str) -> Value {
+    let found: Vec<Value> = outs
+        .events()
+        .iter()
+        .map(|o| o.payload().clone())
+        .filter(|p| p["type"] == "tool-agent" && p["state"] == state && p.get("targetAgent").is_some())
+        .collect();
+    assert_eq!(found.len(), 1, "expected one sub-agent tool-agent/{state}");
+    found[0].clone()
 }
 
 pub fn label(payload: &Value) -> String {
@@ -186,7 +249,7 @@ pub trait Outs {
     }
 }
 
-impl Outs for Vec<Out> {
+impl Outs for [Out] {
     fn of(&self, kind: OutputKind) -> Vec<&Out> {
         self.iter().filter(|o| o.kind == kind).collect()
     }
@@ -286,6 +349,14 @@ impl Driver {
         &mut self.logs[at].1
     }
 
+    /// The payloads logged for a thread so far.
+    pub fn logs_of(&self, thread: &str) -> Vec<Value> {
+        lines(&self.log(thread))
+            .into_iter()
+            .map(|line| serde_json::from_slice::<Value>(line).unwrap()["payload"].clone())
+            .collect()
+    }
+
     /// The thread's log as a newline-terminated file.
     pub fn log(&self, thread: &str) -> Vec<u8> {
         let lines = self
@@ -335,7 +406,16 @@ pub fn golden_dir() -> PathBuf {
 
 /// Every `tests/golden/acme/*.jsonl`, as (thread name, bytes), sorted by name.
 pub fn golden_logs() -> Vec<(String, Vec<u8>)> {
-    let dir = golden_dir().join("acme");
+    logs_in("acme")
+}
+
+/// The format 1 logs kept to prove old logs still replay (`tests/golden/v1/*.jsonl`).
+pub fn golden_logs_v1() -> Vec<(String, Vec<u8>)> {
+    logs_in("v1")
+}
+
+fn logs_in(folder: &str) -> Vec<(String, Vec<u8>)> {
+    let dir = golden_dir().join(folder);
     let mut logs: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
         .map(|entry| entry.expect("a directory entry").path())
@@ -352,7 +432,7 @@ pub fn golden_logs() -> Vec<(String, Vec<u8>)> {
 
 /// A run-log line for `event` at `seq` in run-1 of `thread`, as the engine would write it.
 pub fn entry(thread: &str, seq: u64, event: &Event) -> Vec<u8> {
-    let header = flowai_engine::event::Header {
+    let header = flowai_engine::codec::Header {
         tenant: TENANT,
         thread_id: thread,
         run_id: Some("run-1"),
@@ -360,7 +440,7 @@ pub fn entry(thread: &str, seq: u64, event: &Event) -> Vec<u8> {
         ts: T0,
         seq,
     };
-    flowai_engine::event::encode_entry(&header, event)
+    flowai_engine::codec::encode_entry(&header, event)
 }
 
 pub fn raw(json: &str) -> Box<serde_json::value::RawValue> {
@@ -392,26 +472,29 @@ pub fn decode(line: &[u8]) -> Result<Event, flowai_engine::EngineError> {
 /// Walk run-log lines per thread through `run::next`, calling `visit(from, kind)` for each.
 pub fn walk_transitions<'a>(
     lines: impl IntoIterator<Item = &'a [u8]>,
-    mut visit: impl FnMut(Phase, flowai_engine::event::EventKind),
+    mut visit: impl FnMut(u32, Phase, flowai_engine::event::EventKind),
 ) {
-    let mut phases: Vec<(String, Phase)> = Vec::new();
+    let mut phases: Vec<(String, Phase, u32)> = Vec::new();
     for line in lines {
         let event = decode(line).expect("a logged line decodes");
         let thread = serde_json::from_slice::<Value>(line).unwrap()["thread_id"]
             .as_str()
             .unwrap()
             .to_owned();
-        let at = match phases.iter().position(|(t, _)| *t == thread) {
+        let at = match phases.iter().position(|(t, _, _)| *t == thread) {
             Some(at) => at,
             None => {
-                phases.push((thread, Phase::Idle));
+                phases.push((thread, Phase::Idle, 2));
                 phases.len() - 1
             }
         };
-        let from = phases[at].1;
-        let to = run::next(from, event.kind())
+        if let Event::RunStart { format, .. } = &event {
+            phases[at].2 = *format;
+        }
+        let (from, format) = (phases[at].1, phases[at].2);
+        let to = run::next(format, from, event.kind())
             .unwrap_or_else(|| panic!("{:?} from {from:?} is not in the run table", event.kind()));
-        visit(from, event.kind());
+        visit(format, from, event.kind());
         phases[at].1 = to;
     }
 }

@@ -1,0 +1,494 @@
+//! The engine's own tools and the approval gate every call passes through.
+//!
+//! - `storePlan` validates a plan against its spec and stores it as a draft (no gate: the
+//!   seed gates plans where they run).
+//! - `getPlan` reads it back.
+//! - `executePlan` puts a draft through the plans gate (auto-approved when the executing
+//!   agent's rule is `never`), then sends the approved plan to the action dispatcher as a
+//!   `PlanStep`; its answer marks the plan executed or failed.
+//! - Any other call passes the tools gate before it goes out as a `ToolInvocation`.
+//!
+//! The gate (see the table in `approval.rs`): a rule of `never` clears the call, `always`
+//! asks a human (`approval-required` + an `ApprovalRequest` effect), a predicate asks the
+//! runtime first (`ApprovalCheck`). Imports `decide` (the loop these extend).
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::approval::{self, Channel, Gate, Levels, Outcome, Rule};
+use crate::codec::write_approval_request;
+use crate::decide::{check_value, error_result, raw, Decider};
+use crate::event::{ApprovalKind, ApprovalRequest, Event};
+use crate::ids;
+use crate::inputs::{APPROVAL_CHECK, APPROVAL_REQUEST, PLAN_STEP};
+use crate::plan::{self as plans, PlanStatus};
+use crate::schema;
+use crate::spec::{EXECUTE_PLAN, STORE_PLAN};
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanArgs {
+    pub plan_id: String,
+    #[serde(default)]
+    pub spec_name: Option<String>,
+    #[serde(default)]
+    pub body: Option<serde_json::Value>,
+}
+
+impl Decider<'_, '_> {
+    pub fn plan_args(&self) -> PlanArgs {
+        serde_json::from_str(self.pending().args.get()).expect("validated against its schema")
+    }
+
+    pub fn set_plan_status(&mut self, plan_id: &str, to: PlanStatus) {
+        let plan = self.thread.plans.get(plan_id);
+        let from = plan.and_then(|p| p.status);
+        let aliases = plan.and_then(|plan| {
+            let to_alias = self.spec.plan_alias(&plan.spec_name, to.as_str())?;
+            let from_alias = from
+                .and_then(|from| self.spec.plan_alias(&plan.spec_name, from.as_str()))
+                .map(str::to_owned);
+            Some((from_alias, to_alias.to_owned()))
+        });
+        self.emit(Event::PlanStatusChange {
+            plan_id: plan_id.to_owned(),
+            from,
+            to,
+            aliases,
+        });
+    }
+
+    fn plan_json(&self, plan_id: &str) -> Option<serde_json::Value> {
+        let plan = self.thread.plans.get(plan_id)?;
+        let actions: serde_json::Value = serde_json::from_str(plan.actions.get()).ok()?;
+        let context: serde_json::Value = serde_json::from_str(plan.context.get()).ok()?;
+        Some(serde_json::json!({
+            "planId": plan.id,
+            "specName": plan.spec_name,
+            "status": plan.status.map(PlanStatus::as_str),
+            "actions": actions,
+            "context": context,
+        }))
+    }
+
+    pub fn get_plan(&mut self) {
+        let args = self.plan_args();
+        match self.plan_json(&args.plan_id) {
+            Some(plan) => self.answer(raw(&plan), false),
+            None => self.answer(
+                error_result(
+                    "PLAN_NOT_FOUND",
+                    &format!(
+                        "no plan `{}` in this thread; store it with storePlan first",
+                        args.plan_id
+                    ),
+                ),
+                true,
+            ),
+        }
+    }
+
+    /// Validate and store a plan as a draft.
+    pub fn store_plan(&mut self) {
+        let args = self.plan_args();
+        let spec_name = args.spec_name.unwrap_or_default();
+        let body = args.body.unwrap_or_default();
+        let Some(kind) = self.spec.plan_kind(&spec_name) else {
+            let known = self.spec.plan_names().join(", ");
+            self.answer(
+                error_result(
+                    "PLAN_UNKNOWN_SPEC",
+                    &format!("no plan spec `{spec_name}`; this runtime's plans are: {known}"),
+                ),
+                true,
+            );
+            return;
+        };
+        if let Err(violations) = kind.schema.validate(&body) {
+            let message = format!(
+                "plan `{}` does not match plan spec `{spec_name}`: {}",
+                args.plan_id,
+                schema::describe(&violations)
+            );
+            self.answer(error_result("PLAN_INVALID", &message), true);
+            return;
+        }
+        let current = self.thread.plans.get(&args.plan_id).and_then(|p| p.status);
+        if let Some(status) = current.filter(|s| *s != PlanStatus::Draft) {
+            let err = plans::check(&args.plan_id, Some(status), PlanStatus::Draft)
+                .expect_err("not a draft");
+            self.answer(error_result(err.code.as_str(), &err.message), true);
+            return;
+        }
+        let (actions, context) = plans::normalize(&body, &kind.spec.discriminator);
+        self.emit(Event::DataPlan {
+            plan_id: args.plan_id.clone(),
+            spec_name,
+            actions: raw(&actions),
+            context: raw(&context),
+        });
+        if current.is_none() {
+            self.set_plan_status(&args.plan_id, PlanStatus::Draft);
+        }
+        let result = serde_json::json!({"planId": args.plan_id, "status": "draft"});
+        self.answer(raw(&result), false);
+    }
+
+    /// Run a plan: through its gate when it is a draft; returns true when the run now waits.
+    pub fn execute_plan(&mut self) -> bool {
+        let args = self.plan_args();
+        let status = match self.thread.plans.get(&args.plan_id) {
+            Some(plan) => plan.status,
+            None => {
+                self.answer(
+                    error_result(
+                        "PLAN_NOT_FOUND",
+                        &format!(
+                            "no plan `{}` in this thread; store it with storePlan first",
+                            args.plan_id
+                        ),
+                    ),
+                    true,
+                );
+                return false;
+            }
+        };
+        match status {
+            Some(PlanStatus::Draft) => {
+                self.gate(Channel::Plans);
+                // Waits unless the gate let the plan through at once.
+                self.thread.pending().is_some()
+            }
+            Some(PlanStatus::Approved) => {
+                self.set_plan_status(&args.plan_id, PlanStatus::Executing);
+                self.invoke();
+                true
+            }
+            other => {
+                let err = plans::check(&args.plan_id, other, PlanStatus::Executing)
+                    .expect_err("only drafts and approved plans run");
+                self.answer(error_result(err.code.as_str(), &err.message), true);
+                false
+            }
+        }
+    }
+
+    /// The rule for the outstanding call on `channel`.
+    pub fn rule(&self, channel: Channel) -> Rule {
+        let pending = self.pending();
+        let agent = self.agent(&pending.agent);
+        let tool_rule = self
+            .spec
+            .tool(&pending.tool)
+            .and_then(|t| t.spec.approval.0.as_ref());
+        approval::resolve(
+            channel,
+            &Levels {
+                approvals: &self.spec.doc.approvals,
+                agent: &agent.name,
+                agent_patch: &agent.approval,
+                tool_rule,
+                agent_tool_rule: agent.tool_approvals.get(&pending.tool),
+                tool: Some(&pending.tool),
+            },
+        )
+    }
+
+    pub fn channel(&self) -> Channel {
+        if matches!(self.pending().tool.as_str(), EXECUTE_PLAN | STORE_PLAN) {
+            Channel::Plans
+        } else {
+            Channel::Tools
+        }
+    }
+
+    /// Put the outstanding call through its gate.
+    pub fn gate(&mut self, channel: Channel) {
+        match self.rule(channel) {
+            Rule::Never => self.cleared(),
+            Rule::Always => self.request_approval(),
+            Rule::Predicate(predicate) => self.check(&predicate),
+        }
+    }
+
+    /// The gate let the call through: a tool goes out; a plan is approved and runs.
+    pub fn cleared(&mut self) {
+        if self.pending().tool == STORE_PLAN {
+            // A format 1 run paused at the gate its engine put on storePlan.
+            let plan_id = self.plan_args().plan_id;
+            self.set_plan_status(&plan_id, PlanStatus::Approved);
+            let result = serde_json::json!({"planId": plan_id, "status": "approved"});
+            self.answer(raw(&result), false);
+            return;
+        }
+        if self.pending().tool == EXECUTE_PLAN {
+            let plan_id = self.plan_args().plan_id;
+            let status = self.thread.plans.get(&plan_id).and_then(|p| p.status);
+            if matches!(
+                status,
+                Some(PlanStatus::Draft | PlanStatus::PendingApproval)
+            ) {
+                self.set_plan_status(&plan_id, PlanStatus::Approved);
+            }
+            self.set_plan_status(&plan_id, PlanStatus::Executing);
+        }
+        self.invoke();
+    }
+
+    /// Ask a human: `approval-required`, and the request for approval services.
+    pub fn request_approval(&mut self) {
+        let pending = self.pending();
+        let run_id = self.thread.run_id().unwrap_or_default().to_owned();
+        let id = approval::approval_id(&self.thread.id, &run_id, &pending.id);
+        let agent = pending.agent.clone();
+        let tool_call = pending.id.clone();
+        let timeout = self.spec.approval_timeout_ms(self.agent(&agent));
+        let expires_at = timeout.map(|ms| self.cause.ts.saturating_add(ms as i64));
+        let (kind, target, payload, correlation_id) = if pending.tool == EXECUTE_PLAN {
+            let plan_id = self.plan_args().plan_id;
+            self.set_plan_status(&plan_id, PlanStatus::PendingApproval);
+            let plan = self.plan_json(&plan_id).expect("checked: the plan exists");
+            (ApprovalKind::Plan, plan_id.clone(), raw(&plan), plan_id)
+        } else {
+            (
+                ApprovalKind::Tool,
+                pending.tool.clone(),
+                pending.args.clone(),
+                tool_call,
+            )
+        };
+        let request = ApprovalRequest {
+            id: id.clone(),
+            kind,
+            target,
+            payload,
+            resource_id: self.thread.tenant.clone(),
+            thread_id: self.thread.id.clone(),
+            correlation_id,
+            expires_at,
+            agent: Some(agent),
+        };
+        let mut effect = Vec::new();
+        write_approval_request(&request, &mut effect);
+        self.emit(Event::ApprovalRequired(Box::new(request)));
+        let causation = self.last_event_id();
+        self.effect(APPROVAL_REQUEST, &id, &causation, &effect);
+    }
+
+    /// Ask the runtime to evaluate a dynamic rule.
+    pub fn check(&mut self, predicate: &str) {
+        let pending = self.pending();
+        let run_id = self.thread.run_id().unwrap_or_default();
+        let id = ids::check_id(&self.thread.tenant, &self.thread.id, run_id, &pending.id);
+        let payload = serde_json::json!({
+            "check_id": id,
+            "predicate": predicate,
+            "tool": pending.tool,
+            "agent": pending.agent,
+            "args": serde_json::from_str::<serde_json::Value>(pending.args.get()).unwrap_or_default(),
+        });
+        let causation = self.last_event_id();
+        self.effect(
+            APPROVAL_CHECK,
+            &id,
+            &causation,
+            payload.to_string().as_bytes(),
+        );
+    }
+
+    /// A decision on the waiting approval (a human's, or the deadline's).
+    #[allow(clippy::too_many_arguments)]
+    pub fn decide(
+        &mut self,
+        id: String,
+        outcome: Outcome,
+        feedback: Option<String>,
+        partial: Option<Box<RawValue>>,
+        approver: Option<String>,
+        reason: Option<String>,
+    ) {
+        self.emit(Event::ApprovalDecision {
+            id,
+            outcome,
+            partial: partial.clone(),
+            feedback: feedback.clone(),
+            approver,
+            reason,
+        });
+        let tool = &self.pending().tool;
+        let is_plan = tool == EXECUTE_PLAN || tool == STORE_PLAN;
+        match (outcome, is_plan) {
+            (Outcome::Approve, _) => self.cleared(),
+            // The seed: for tools, revise counts as reject; the model sees the feedback.
+            (Outcome::Reject | Outcome::Revise, false) => {
+                let message = match &feedback {
+                    Some(feedback) => format!("the call was rejected: {feedback}"),
+                    None => "the call was rejected".to_owned(),
+                };
+                self.answer(error_result("APPROVAL_REJECTED", &message), true);
+            }
+            (outcome, true) => {
+                let plan_id = self.plan_args().plan_id;
+                self.set_plan_status(&plan_id, PlanStatus::Draft);
+                if outcome == Outcome::Reject {
+                    let message = format!(
+                        "Plan {plan_id} rejected: {}",
+                        feedback.as_deref().unwrap_or("no reason given")
+                    );
+                    self.answer(error_result("PLAN_REJECTED", &message), true);
+                } else {
+                    let partial: serde_json::Value = partial
+                        .and_then(|p| serde_json::from_str(p.get()).ok())
+                        .unwrap_or(serde_json::Value::Null);
+                    let result = serde_json::json!({
+                        "rejected": true, "should_revise": true, "plan_id": plan_id,
+                        "partial": partial, "feedback": feedback, "status": "draft",
+                    });
+                    self.answer(raw(&result), false);
+                }
+            }
+        }
+    }
+
+    /// A tool or the action dispatcher answered the outstanding call.
+    pub fn finish_call(&mut self, outcome: Result<Box<RawValue>, (String, String)>) {
+        let tool = self.pending().tool.clone();
+        if tool == EXECUTE_PLAN {
+            self.finish_plan(outcome);
+            return;
+        }
+        let (result, is_error) = match outcome {
+            Err((code, message)) => (error_result(&code, &message), true),
+            Ok(output) => match self.spec.tool(&tool).and_then(|t| t.output.as_ref()) {
+                Some(schema) => match check_value(schema, &output) {
+                    Ok(()) => (output, false),
+                    Err(problem) => (
+                        error_result(
+                            "TOOL_OUTPUT_INVALID",
+                            &format!(
+                                "tool `{tool}` returned output that does not match its output schema: {problem}"
+                            ),
+                        ),
+                        true,
+                    ),
+                },
+                None => (output, false),
+            },
+        };
+        self.answer(result, is_error);
+    }
+
+    /// The dispatcher's answer: the plan is executed (its result is the dispatcher's, with the
+    /// actions it ran under `details.resolvedActions`) or failed.
+    fn finish_plan(&mut self, outcome: Result<Box<RawValue>, (String, String)>) {
+        let plan_id = self.plan_args().plan_id;
+        let output = outcome.and_then(|output| {
+            check_value(self.spec.dispatch_output(), &output)
+                .map(|()| output)
+                .map_err(|problem| {
+                    (
+                        "PLAN_FAILED".to_owned(),
+                        format!(
+                            "the action dispatcher must return None or {{entitiesAffected: int >= 0, summary?: str, details?: any}}: {problem}"
+                        ),
+                    )
+                })
+        });
+        match output {
+            Ok(output) => {
+                self.set_plan_status(&plan_id, PlanStatus::Executed);
+                let actions: serde_json::Value = self
+                    .thread
+                    .plans
+                    .get(&plan_id)
+                    .and_then(|plan| serde_json::from_str(plan.actions.get()).ok())
+                    .unwrap_or_default();
+                let mut result: serde_json::Value =
+                    serde_json::from_str(output.get()).unwrap_or_default();
+                if !result.is_object() {
+                    result = serde_json::json!({"entitiesAffected": 0});
+                }
+                let details = match result.get_mut("details").map(serde_json::Value::take) {
+                    Some(serde_json::Value::Object(mut details)) => {
+                        details.insert("resolvedActions".to_owned(), actions);
+                        serde_json::Value::Object(details)
+                    }
+                    Some(serde_json::Value::Null) | None => {
+                        serde_json::json!({"resolvedActions": actions})
+                    }
+                    Some(other) => serde_json::json!({"value": other, "resolvedActions": actions}),
+                };
+                result["details"] = details;
+                result["planId"] = serde_json::json!(plan_id);
+                result["status"] = serde_json::json!("executed");
+                self.answer(raw(&result), false);
+            }
+            Err((code, message)) => {
+                self.set_plan_status(&plan_id, PlanStatus::Failed);
+                let message = format!("plan `{plan_id}` failed ({code}): {message}");
+                self.answer(error_result("PLAN_FAILED", &message), true);
+            }
+        }
+    }
+
+    /// The approved plan goes to the action dispatcher.
+    pub fn plan_step(&mut self, effect_id: String, causation: String) {
+        let pending = self.pending();
+        let plan_id = self.plan_args().plan_id;
+        let plan = self
+            .thread
+            .plans
+            .get(&plan_id)
+            .expect("checked: the plan exists");
+        let actions: serde_json::Value =
+            serde_json::from_str(plan.actions.get()).unwrap_or_default();
+        let mut references = Vec::new();
+        plans::find_handles(&actions, &mut references);
+        references.dedup();
+        let payload = serde_json::json!({
+            "step_id": effect_id,
+            "tool_invocation_id": pending.id,
+            "plan_id": plan_id,
+            "spec_name": plan.spec_name,
+            "actions": actions,
+            "context": serde_json::from_str::<serde_json::Value>(plan.context.get()).unwrap_or_default(),
+            "references": references,
+            "agent": pending.agent,
+        });
+        self.effect(
+            PLAN_STEP,
+            &effect_id,
+            &causation,
+            payload.to_string().as_bytes(),
+        );
+    }
+
+    /// Re-issue what the outstanding call still waits for (resume after a restart).
+    pub fn reissue_call(&mut self) {
+        let Some(pending) = self.thread.pending() else {
+            return;
+        };
+        match &pending.gate {
+            Gate::Clear if pending.approved => self.invoke(),
+            Gate::Clear => {
+                let executing = pending.tool == EXECUTE_PLAN
+                    && self
+                        .thread
+                        .plans
+                        .get(&self.plan_args().plan_id)
+                        .and_then(|p| p.status)
+                        == Some(PlanStatus::Executing);
+                if executing {
+                    self.invoke();
+                    return;
+                }
+                match self.rule(self.channel()) {
+                    Rule::Predicate(predicate) => self.check(&predicate),
+                    _ => self.invoke(),
+                }
+            }
+            // A human decides these; the approval request went out when the gate closed.
+            Gate::Waiting { .. } | Gate::Decided => {}
+        }
+    }
+}
