@@ -94,7 +94,12 @@ def _payloads(log: Path) -> list[dict[str, Any]]:
     payloads = [json.loads(line)["payload"] for line in log.read_bytes().splitlines()]
     for payload in payloads:
         if payload["type"] == "data-latency-summary":
-            payload["data"] = {"steps": payload["data"]["steps"]}
+            data = payload["data"]
+            payload["data"] = {
+                "llmCalls": data["phases"]["llmCalls"],
+                "tools": [t["toolName"] for t in data["toolTimings"]],
+                "retryCount": data["retryCount"],
+            }
     return payloads
 
 

@@ -34,7 +34,8 @@ def describe(event: dict[str, Any]) -> str | None:
         return f"  [{agent}] {event['toolName']} {mark}: {json.dumps(event['result'])[:110]}"
     if kind == "plan-status-change":
         data = event["data"]
-        return f"  plan {data['planId']}: {data.get('fromAlias') or data['from'] or 'new'} -> {data.get('toAlias') or data['to']}"
+        before = data.get("fromAlias") or data["from"] or "new"
+        return f"  plan {data['planId']}: {before} -> {data.get('toAlias') or data['to']}"
     if kind == "approval-required":
         data = event["data"]
         n = len(data["payload"].get("actions", []))

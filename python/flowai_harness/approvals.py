@@ -18,17 +18,17 @@ import dataclasses
 import inspect
 import types
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Final, Literal, TypeAlias
+from typing import Any, Final, Literal, TypeAlias, TypeGuard
 
 from .errors import SpecError
 
 __all__ = [
     "CHANNELS",
     "ApprovalOverrides",
-    "DynamicRule",
     "ApprovalPatch",
     "ApprovalPolicies",
     "Channel",
+    "DynamicRule",
     "Predicate",
     "PredicateRegistry",
     "Rule",
@@ -80,7 +80,7 @@ def check_rule(value: object, where: str, *, allow_default: bool = False) -> Rul
     if isinstance(value, Mapping) and set(value) <= {"kind", "value"}:
         kind = value.get("kind")
         if kind in ("never", "always") and "value" not in value:
-            return kind  # type: ignore[return-value]
+            return "never" if kind == "never" else "always"
         if kind == "dynamic":
             return DynamicRule(value.get("value"))  # type: ignore[arg-type]
     if callable(value) and not isinstance(value, (str, type)):
@@ -126,8 +126,8 @@ def rule_json(rule: RuleOrDefault, pid: str) -> str | dict[str, str]:
     return rule if isinstance(rule, str) else {"predicate": pid}
 
 
-def _is_function(rule: object) -> bool:
-    return not isinstance(rule, (str, DynamicRule))
+def _is_function(rule: object) -> TypeGuard[Predicate]:
+    return callable(rule) and not isinstance(rule, (str, DynamicRule))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -281,14 +281,16 @@ class ApprovalOverrides:
         """Every rule it holds (for collecting dynamic ids)."""
         found: list[Rule] = []
         for patch in self.agents.values():
-            found.extend(r for r in (patch.plans, patch.tools) if r != "default")  # type: ignore[misc]
+            found.extend(r for r in (patch.plans, patch.tools) if r != "default")
         found.extend(self.tools.values())
         for per_tool in self.agent_tools.values():
             found.extend(per_tool.values())
         return found
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        """``{"agents", "tools"}``, and ``"agent_tools"`` when the seed's per-agent form is
+        used."""
+        document: dict[str, Any] = {
             "agents": {
                 name: patch.to_json(predicate_id("override", "agent", name))
                 for name, patch in self.agents.items()
@@ -297,14 +299,16 @@ class ApprovalOverrides:
                 name: rule_json(rule, predicate_id("override", "tool", name))
                 for name, rule in self.tools.items()
             },
-            "agent_tools": {
+        }
+        if self.agent_tools:
+            document["agent_tools"] = {
                 agent: {
                     tool: rule_json(rule, predicate_id("override", "agent", agent, "tool", tool))
                     for tool, rule in per_tool.items()
                 }
                 for agent, per_tool in self.agent_tools.items()
-            },
-        }
+            }
+        return document
 
     def predicates(self) -> dict[str, Predicate]:
         found: dict[str, Predicate] = {}

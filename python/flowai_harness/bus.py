@@ -123,9 +123,22 @@ class Topics:
         return self._name("dead-letters")
 
     @property
-    def runtime_inputs(self) -> tuple[str, str, str]:
-        """What the runtime consumes (one consumer group)."""
-        return (self.queries, self.tool_results, self.approval_decisions)
+    def model_requests(self) -> str:
+        return self._name("model-requests")
+
+    @property
+    def model_results(self) -> str:
+        return self._name("model-results")
+
+    @property
+    def model_deltas(self) -> str:
+        """Text of model calls in flight, for clients (short retention; not an input)."""
+        return self._name("model-deltas")
+
+    @property
+    def runtime_inputs(self) -> tuple[str, ...]:
+        """What the runtime consumes (one consumer group); co-partitioned with the run log."""
+        return (self.queries, self.tool_results, self.model_results, self.approval_decisions)
 
     def all(self) -> tuple[str, ...]:
         return (
@@ -134,6 +147,9 @@ class Topics:
             self.tool_invocations,
             self.plan_steps,
             self.tool_results,
+            self.model_requests,
+            self.model_results,
+            self.model_deltas,
             self.approval_requests,
             self.approval_decisions,
             self.dead_letters,
@@ -144,6 +160,7 @@ class Topics:
         return {
             "flowai.v1.ToolInvocation": self.tool_invocations,
             "flowai.v1.PlanStep": self.plan_steps,
+            "flowai.v1.ModelRequest": self.model_requests,
             "flowai.v1.ApprovalRequest": self.approval_requests,
         }.get(schema)
 
@@ -210,9 +227,11 @@ def add_service_arguments(
 
 # --- topics ----------------------------------------------------------------------------------
 
-# The run log is the only state: it must never expire.
+# The run log is the only state: it must never expire. Model deltas are only for clients
+# watching a call in flight (the log keeps the complete message): an hour is plenty.
 _TOPIC_CONFIGS: Final[Mapping[str, Mapping[str, str]]] = {
     "runtime-events": {"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete"},
+    "model-deltas": {"retention.ms": "3600000", "cleanup.policy": "delete"},
 }
 
 

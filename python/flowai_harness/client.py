@@ -41,8 +41,7 @@ __all__ = ["Client", "RemoteEventStream", "connect"]
 Event = dict[str, Any]
 Outcome = Literal["approve", "reject", "revise"]
 
-_TERMINAL: Final = frozenset({"finish", "error"})
-_INTERNAL: Final = frozenset({"run-start"})
+_INTERNAL: Final = frozenset({"run-start", "model-response"})
 _END = object()
 
 
@@ -66,12 +65,25 @@ def connect(
 class _Follow:
     """One stream's view of the records of its thread."""
 
-    __slots__ = ("query_id", "queue", "run_id")
+    __slots__ = ("format", "query_id", "queue", "run_id")
 
     def __init__(self, query_id: str) -> None:
         self.query_id = query_id
         self.run_id: str | None = None
+        # The log format of the run (1: before the entry agent's wrapping pair).
+        self.format = 2
         self.queue: asyncio.Queue[Any] = asyncio.Queue()
+
+
+def ends_run(event: Event, log_format: int = 2) -> bool:
+    """The event after which a run's stream has nothing more: ``error``, or the entry agent's
+    wrapping ``tool-agent`` result (``finish`` for runs logged in format 1)."""
+    kind = event.get("type")
+    if kind == "error":
+        return True
+    if log_format < 2:
+        return kind == "finish"
+    return kind == "tool-agent" and event.get("state") == "result" and "targetAgent" not in event
 
 
 class RemoteEventStream:
@@ -105,7 +117,7 @@ class RemoteEventStream:
                 if item is _END:
                     return
                 yield item
-                if item["type"] in _TERMINAL:
+                if ends_run(item, follow.format):
                     return
         finally:
             client._end(self.thread_id, follow)
@@ -373,6 +385,7 @@ def _deliver_event(follow: _Follow, body: dict[str, Any]) -> None:
         # The run this query started begins with a run-start caused by the query.
         if payload.get("type") == "run-start" and body.get("causation_id") == follow.query_id:
             follow.run_id = body.get("run_id")
+            follow.format = int(payload.get("v") or 1)
         return
     if body.get("run_id") != follow.run_id or payload.get("type") in _INTERNAL:
         return

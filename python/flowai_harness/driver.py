@@ -114,7 +114,8 @@ class Driver:
         """Hand ``inputs`` to the engine (one crossing) and sort what it decided; approval
         checks are answered and fed back until none is left."""
         decided = Decided()
-        self._sort(self.engine.handle_many(list(inputs)), decided, checks := [])
+        checks: list[bytes] = []
+        self._sort(self.engine.handle_many(list(inputs)), decided, checks)
         while checks:
             answers = [await self._answer_check(check) for check in checks]
             checks = []
@@ -170,7 +171,9 @@ class Driver:
     def due(self, now: int | None = None) -> list[bytes]:
         """A ``DeadlineReached`` input for every thread whose time came (stamped now)."""
         now = self.clock() if now is None else now
-        return [self.envelope(DEADLINE_REACHED, thread_id, {}) for thread_id in self.engine.due(now)]
+        return [
+            self.envelope(DEADLINE_REACHED, thread_id, {}) for thread_id in self.engine.due(now)
+        ]
 
     def next_deadline(self) -> int | None:
         """When the driver must be woken next (ms), if ever."""

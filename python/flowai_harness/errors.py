@@ -22,6 +22,7 @@ __all__ = [
     "CoordinatorWithoutRoutesError",
     "CorruptedLogError",
     "DuplicateAgentError",
+    "DuplicateInputError",
     "DuplicateToolError",
     "DuplicateVariantError",
     "ExtensionMismatchError",
@@ -162,7 +163,7 @@ class DuplicateVariantError(SpecError):
 
 class UnknownApprovalTargetError(SpecError):
     """An approval override or ``tool_approvals`` names an agent or tool the spec does not
-    declare (Python-side only)."""
+    declare."""
 
     code = "SPEC_UNKNOWN_APPROVAL_TARGET"
 
@@ -239,6 +240,13 @@ class ThreadBusyError(RunStateError):
 
 class NoActiveRunError(RunStateError):
     code = "NO_ACTIVE_RUN"
+
+
+class DuplicateInputError(RunStateError):
+    """The thread took this input already (its id is the idempotency key), or it answers
+    something the thread no longer waits for: ignored, never run twice."""
+
+    code = "DUPLICATE_INPUT"
 
 
 class PlanTransitionError(RunStateError):
@@ -399,6 +407,7 @@ _CLASS_BY_CODE: Final[Mapping[str, type[FlowaiError]]] = {
         RunStateError,
         ThreadBusyError,
         NoActiveRunError,
+        DuplicateInputError,
         PlanTransitionError,
         ApprovalAlreadyResolvedError,
         ApprovalExpiredError,

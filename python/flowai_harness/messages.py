@@ -33,6 +33,8 @@ from pydantic import BaseModel, ConfigDict, Field
 __all__ = [
     "SCHEMAS",
     "SCHEMA_VERSION",
+    "ApprovalCheck",
+    "ApprovalCheckResult",
     "ApprovalDecision",
     "ApprovalDecisionPayload",
     "ApprovalRequest",
@@ -42,16 +44,22 @@ __all__ = [
     "DeadLetter",
     "DeadLetterPayload",
     "DeadLetterSource",
+    "DeadlineReached",
     "Envelope",
     "ErrorBody",
     "EventPayload",
+    "ModelDelta",
+    "ModelRequest",
+    "ModelResult",
     "PlanStep",
     "PlanStepPayload",
     "Query",
     "QueryPayload",
+    "ResumeRun",
     "RuntimeEvent",
     "ToolInvocation",
     "ToolInvocationPayload",
+    "ToolProgress",
     "ToolResult",
     "ToolResultPayload",
     "decode",
@@ -111,38 +119,103 @@ class ErrorBody(_Strict):
 
 
 class Usage(_Open):
-    inputTokens: int
-    outputTokens: int
+    """Token counts in the seed's names; ``promptTokens`` excludes cache reads and writes,
+    ``totalTokens`` counts all four."""
 
-
-class RunUsage(Usage):
+    promptTokens: int
+    completionTokens: int
     totalTokens: int
+    cacheReadInputTokens: int = 0
+    cacheCreationInputTokens: int = 0
 
 
 # --- run-log event payloads (what a stream yields) -------------------------------------------
 
 
 class RunStartEvent(_Open):
-    """Logged at the start of every run; replay reads it, streams never show it."""
+    """Logged at the start of every run; replay reads it, streams never show it. ``v`` is
+    the log format the run is written in (absent: format 1)."""
 
     type: Literal["run-start"]
     runId: str
     agent: str
     prompt: str
+    v: int | None = None
 
 
 class StepStartEvent(_Open):
+    """A model turn begins: its request went out (``requestId``; a retry or a fallback is
+    another step-start of the same ``step``)."""
+
     type: Literal["step-start"]
     agent: str
     step: int
     model: str
+    provider: str | None = None
+    requestId: str | None = None
+
+
+class ContentBlock(_Open):
+    """One block of a model's answer: ``text``, ``reasoning`` or ``tool_call``."""
+
+    type: Literal["text", "reasoning", "tool_call"]
+    text: str | None = None
+    signature: str | None = None
+    redacted: str | None = None
+    id: str | None = None
+    name: str | None = None
+    args: Any = None
+    args_error: str | None = None
+
+
+class ModelResponseEvent(_Open):
+    """A model's answer, logged (never streamed): replay rebuilds the conversation from it
+    and never calls the model again."""
+
+    type: Literal["model-response"]
+    agent: str
+    requestId: str
+    attempt: int
+    provider: str = Field(description="who answered: a provider, or mock / scripted / noop")
+    model: str = Field(description="the model that actually answered")
+    stopReason: Literal["stop", "tool-calls", "length", "content-filter"]
+    rawStopReason: str | None = None
     usage: Usage
+    latencyMs: int
+    ttftMs: int | None = None
+    content: list[ContentBlock]
+
+
+class ModelFailureEvent(_Open):
+    """A failed model call and what the engine does next (``recovery.action``: ``retry`` at
+    ``recovery.at``, ``fallback`` to ``recovery.model``, or ``give-up``)."""
+
+    type: Literal["model-failure"]
+    agent: str
+    requestId: str
+    attempt: int
+    provider: str
+    model: str
+    kind: str
+    message: str
+    status: int | None = None
+    retryAfterMs: int | None = None
+    latencyMs: int
+    recovery: dict[str, Any]
 
 
 class TextEvent(_Open):
     type: Literal["text"]
-    agent: str
     text: str
+    agent: str | None = None
+    requestId: str | None = None
+
+
+class ReasoningEvent(_Open):
+    type: Literal["reasoning"]
+    text: str
+    agent: str | None = None
+    requestId: str | None = None
 
 
 class ToolInvocationEvent(_Open):
@@ -159,13 +232,16 @@ class ToolInvocationEvent(_Open):
 
 
 class ToolAgentEvent(_Open):
-    """A coordinator's call of another agent, then that agent's final answer."""
+    """An agent called as a tool: ``agentName`` is the agent being called. The entry agent of
+    every run gets a wrapping call/result pair (no ``targetAgent``); a coordinator's call of
+    another agent names the caller (``agent``), ``targetAgent`` and ``prompt``/``result``."""
 
     type: Literal["tool-agent"]
-    agent: str
+    agentName: str
     toolInvocationId: str
-    targetAgent: str
     state: Literal["call", "result"]
+    agent: str | None = None
+    targetAgent: str | None = None
     prompt: str | None = None
     result: Any = None
     isError: bool = False
@@ -188,47 +264,75 @@ class CustomEvent(_Open):
 
 
 class ToolProgressEvent(_Open):
-    """Emitted by a tool with ``ctx.progress(message, fraction=...)``."""
+    """Emitted by a tool with ``ctx.progress(...)`` while it runs (the seed's fields:
+    ``toolName, toolCallId?, label, phaseIndex, totalPhases, milestone?``)."""
 
     type: Literal["tool-progress"]
-    message: str
-    fraction: float | None = None
     toolInvocationId: str
+    toolName: str | None = None
+    toolCallId: str | None = None
+    label: str | None = None
+    phaseIndex: int | None = None
+    totalPhases: int | None = None
+    milestone: str | None = None
+    message: str | None = None
+    fraction: float | None = None
+
+
+class ApprovalRequestData(_Open):
+    """What a human is asked to decide (``approval-required`` data, and the
+    ``ApprovalRequest`` effect payload)."""
+
+    id: str
+    kind: Literal["tool", "plan"]
+    target: str = Field(description="the tool name, or the plan id")
+    payload: Any = Field(default=None, description="the tool's arguments, or the plan")
+    glimpse: Any = None
+    resourceId: str = Field(description="the tenant")
+    threadId: str
+    correlationId: str | None = Field(
+        default=None, description="the tool invocation id, or the plan id"
+    )
+    expiresAt: int | None = Field(default=None, description="ms; null: no deadline")
+    agent: str | None = None
 
 
 class ApprovalRequiredEvent(_Open):
     type: Literal["approval-required"]
+    data: ApprovalRequestData
+
+
+class ApprovalDecisionData(_Open):
     id: str
-    kind: Literal["tool", "plan"]
-    target: str
-    payload: Any = None
-    resourceId: str
-    threadId: str
-    correlationId: str | None = None
-    expiresAt: int | None = None
+    outcome: dict[str, Any] = Field(description="{outcome: approve | reject | revise, partial?}")
+    feedback: str | None = None
+    approver: str | None = None
+    reason: str | None = Field(default=None, description="timeout when a deadline decided")
 
 
 class ApprovalDecisionEvent(_Open):
     type: Literal["approval-decision"]
-    id: str
-    outcome: dict[str, Any]
-    feedback: str | None = None
-    approver: str | None = None
-    reason: str | None = None
+    data: ApprovalDecisionData
 
 
-class PlanStatusChangeEvent(_Open):
-    type: Literal["plan-status-change"]
+class PlanStatusChangeData(_Open):
     planId: str
     to: str
     # ``from`` is a keyword: kept under its wire name through the alias.
     from_: str | None = Field(default=None, alias="from")
+    fromAlias: str | None = None
+    toAlias: str | None = None
+
+
+class PlanStatusChangeEvent(_Open):
+    type: Literal["plan-status-change"]
+    data: PlanStatusChangeData
 
 
 class FinishEvent(_Open):
     type: Literal["finish"]
-    finishReason: Literal["stop", "cancelled"]
-    usage: RunUsage
+    finishReason: Literal["stop", "tool-calls", "length", "content-filter", "cancelled"]
+    usage: Usage
 
 
 class ErrorEvent(_Open):
@@ -241,7 +345,10 @@ class ErrorEvent(_Open):
 EventPayload = Annotated[
     RunStartEvent
     | StepStartEvent
+    | ModelResponseEvent
+    | ModelFailureEvent
     | TextEvent
+    | ReasoningEvent
     | ToolInvocationEvent
     | ToolAgentEvent
     | DataEvent
@@ -306,8 +413,8 @@ class PlanStepPayload(_Strict):
     agent: str | None = Field(default=None, description="the executor that asked")
 
 
-class ApprovalRequestPayload(ApprovalRequiredEvent):
-    """The ``approval-required`` event payload, published for approvers."""
+class ApprovalRequestPayload(ApprovalRequestData):
+    """The ``approval-required`` event's data, published for approvers."""
 
 
 class ApprovalDecisionPayload(_Strict):
@@ -316,6 +423,109 @@ class ApprovalDecisionPayload(_Strict):
     feedback: str | None = None
     partial: Any = Field(default=None, description="revised arguments or plan (outcome revise)")
     approver: str | None = Field(default=None, description="who decided (user id, bot, ...)")
+
+
+class ToolProgressPayload(_Strict):
+    """Events a running tool emitted (``custom``, ``tool-progress``), logged at once."""
+
+    invocation_id: str = Field(description="the id of the ToolInvocation envelope running")
+    tool_invocation_id: str | None = None
+    events: list[CustomEvent | ToolProgressEvent]
+
+
+class ModelRequestPayload(_Strict):
+    """Ask a model for one turn (docs/wire.md, "Model calls"). Answered by a
+    ``flowai.v1.ModelResult`` naming ``request_id``."""
+
+    request_id: str = Field(description="the envelope id: the idempotency key")
+    agent: str
+    provider: str
+    model: str
+    attempt: int = Field(ge=1, description="counts the turn's retries and fallbacks from 1")
+    turn: int = Field(ge=1)
+    system: str
+    messages: list[dict[str, Any]] = Field(description="user / assistant / tool messages")
+    tools: list[dict[str, Any]] = Field(description="{name, description, input_schema}")
+    max_tokens: int
+    temperature: float | None = None
+    thinking: dict[str, Any] | None = None
+    cache: bool = True
+
+
+class ModelUsage(_Strict):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+
+
+class ModelResponseBody(_Strict):
+    content: list[dict[str, Any]]
+    stop_reason: Literal["stop", "tool-calls", "length", "content-filter"]
+    raw_stop_reason: str | None = None
+    usage: ModelUsage
+    provider: str
+    model: str
+    latency_ms: int = 0
+    ttft_ms: int | None = None
+
+
+class ModelFailureBody(_Strict):
+    kind: Literal[
+        "rate_limited",
+        "overloaded",
+        "server",
+        "timeout",
+        "connection",
+        "auth",
+        "bad_request",
+        "context_length",
+        "bad_response",
+    ]
+    message: str
+    retry_after_ms: int | None = None
+    status: int | None = None
+    provider: str | None = None
+    model: str | None = None
+    latency_ms: int | None = None
+
+
+class ModelResultPayload(_Strict):
+    """A model's answer (``response``) or why there is none (``failure``)."""
+
+    request_id: str
+    response: ModelResponseBody | None = None
+    failure: ModelFailureBody | None = None
+
+
+class ModelDeltaPayload(_Strict):
+    """Text a model is streaming, for clients to show as it comes (short retention)."""
+
+    request_id: str
+    agent: str | None = None
+    index: int = Field(description="the content block index")
+    seq: int = Field(description="1, 2, 3... per request, so a reader can order and dedupe")
+    type: Literal["text-delta", "reasoning-delta"]
+    text: str
+
+
+class ApprovalCheckPayload(_Strict):
+    """Evaluate a dynamic approval rule for the call outstanding."""
+
+    check_id: str
+    predicate: str
+    tool: str
+    agent: str
+    args: Any
+
+
+class ApprovalCheckResultPayload(_Strict):
+    check_id: str
+    required: bool
+
+
+class EmptyPayload(_Strict):
+    pass
 
 
 class DeadLetterSource(_Strict):
@@ -453,6 +663,82 @@ class ApprovalDecision(Envelope):
     payload: ApprovalDecisionPayload
 
 
+class ToolProgress(Envelope):
+    """Input: events a running tool emitted, logged while it runs (key ``tenant/thread_id``)."""
+
+    NAME = schema_name("ToolProgress")
+    schema_: Literal["flowai.v1.ToolProgress"] = Field(
+        default="flowai.v1.ToolProgress", alias="schema"
+    )
+    payload: ToolProgressPayload
+
+
+class ModelRequest(Envelope):
+    """Effect: one model turn (key: its own ``id``, the request id)."""
+
+    NAME = schema_name("ModelRequest")
+    schema_: Literal["flowai.v1.ModelRequest"] = Field(
+        default="flowai.v1.ModelRequest", alias="schema"
+    )
+    payload: ModelRequestPayload
+
+
+class ModelResult(Envelope):
+    """Input: a model's answer or failure (key ``tenant/thread_id``)."""
+
+    NAME = schema_name("ModelResult")
+    schema_: Literal["flowai.v1.ModelResult"] = Field(
+        default="flowai.v1.ModelResult", alias="schema"
+    )
+    payload: ModelResultPayload
+
+
+class ModelDelta(Envelope):
+    """Streamed text of a model call in flight (``model-deltas``, key ``tenant/thread_id``)."""
+
+    NAME = schema_name("ModelDelta")
+    schema_: Literal["flowai.v1.ModelDelta"] = Field(default="flowai.v1.ModelDelta", alias="schema")
+    payload: ModelDeltaPayload
+
+
+class ApprovalCheck(Envelope):
+    """Effect: evaluate a dynamic approval rule (answered in the runtime, never published)."""
+
+    NAME = schema_name("ApprovalCheck")
+    schema_: Literal["flowai.v1.ApprovalCheck"] = Field(
+        default="flowai.v1.ApprovalCheck", alias="schema"
+    )
+    payload: ApprovalCheckPayload
+
+
+class ApprovalCheckResult(Envelope):
+    """Input: the answer to an ApprovalCheck."""
+
+    NAME = schema_name("ApprovalCheckResult")
+    schema_: Literal["flowai.v1.ApprovalCheckResult"] = Field(
+        default="flowai.v1.ApprovalCheckResult", alias="schema"
+    )
+    payload: ApprovalCheckResultPayload
+
+
+class DeadlineReached(Envelope):
+    """Input: the time now (the envelope ``ts``) for a thread whose deadline passed."""
+
+    NAME = schema_name("DeadlineReached")
+    schema_: Literal["flowai.v1.DeadlineReached"] = Field(
+        default="flowai.v1.DeadlineReached", alias="schema"
+    )
+    payload: EmptyPayload = Field(default_factory=EmptyPayload)
+
+
+class ResumeRun(Envelope):
+    """Input: re-issue the effects an unfinished run still waits for (logs nothing new)."""
+
+    NAME = schema_name("ResumeRun")
+    schema_: Literal["flowai.v1.ResumeRun"] = Field(default="flowai.v1.ResumeRun", alias="schema")
+    payload: EmptyPayload = Field(default_factory=EmptyPayload)
+
+
 class DeadLetter(Envelope):
     """A message a service could not handle, with the reason (``dead-letters`` topic).
 
@@ -472,9 +758,17 @@ _MODELS: tuple[type[Envelope], ...] = (
     RuntimeEvent,
     ToolInvocation,
     ToolResult,
+    ToolProgress,
     PlanStep,
+    ModelRequest,
+    ModelResult,
+    ModelDelta,
     ApprovalRequest,
     ApprovalDecision,
+    ApprovalCheck,
+    ApprovalCheckResult,
+    DeadlineReached,
+    ResumeRun,
     DeadLetter,
 )
 
@@ -486,9 +780,17 @@ _Message = Annotated[
     | RuntimeEvent
     | ToolInvocation
     | ToolResult
+    | ToolProgress
     | PlanStep
+    | ModelRequest
+    | ModelResult
+    | ModelDelta
     | ApprovalRequest
     | ApprovalDecision
+    | ApprovalCheck
+    | ApprovalCheckResult
+    | DeadlineReached
+    | ResumeRun
     | DeadLetter,
     Field(discriminator="schema_"),
 ]

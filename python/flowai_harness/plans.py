@@ -32,7 +32,14 @@ import pydantic
 from .errors import DuplicateVariantError, InvalidPlanError, InvalidSchemaError, SpecError
 from .tools import check_name
 
-__all__ = ["PLAN_STATUSES", "PlanDisplayAlias", "PlanSpec", "TaggedUnion", "TaggedUnionInfo", "define_plan"]
+__all__ = [
+    "PLAN_STATUSES",
+    "PlanDisplayAlias",
+    "PlanSpec",
+    "TaggedUnion",
+    "TaggedUnionInfo",
+    "define_plan",
+]
 
 DEFAULT_DISCRIMINATOR: Final = "kind"
 
@@ -209,7 +216,9 @@ def _aliases(plan: str, display_aliases: Any) -> tuple[PlanDisplayAlias, ...]:
         if status in found:
             raise SpecError(f"plan {plan!r}: status {status!r} has two display aliases")
         found[status] = alias
-    return tuple(PlanDisplayAlias(status, found[status]) for status in PLAN_STATUSES if status in found)
+    return tuple(
+        PlanDisplayAlias(status, found[status]) for status in PLAN_STATUSES if status in found
+    )
 
 
 def _model_schema(plan: str, model: type[pydantic.BaseModel]) -> dict[str, Any]:

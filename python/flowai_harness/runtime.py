@@ -137,7 +137,7 @@ class _RunState:
     """What a stream and its drive loop share. The loop must not hold the stream itself:
     that cycle kept an abandoned stream alive until the garbage collector found it."""
 
-    __slots__ = ("cancelled", "effects", "ended", "handed", "started", "streamed", "waiter")
+    __slots__ = ("cancelled", "ended", "handed", "model_call", "started", "streamed", "waiter")
 
     def __init__(self) -> None:
         self.cancelled = False
@@ -152,8 +152,8 @@ class _RunState:
         # Model requests whose text this stream showed as it streamed (their logged complete
         # text is not shown again).
         self.streamed: set[str] = set()
-        # The effects in flight (model calls are cancelled with the run).
-        self.effects: asyncio.Task[list[bytes]] | None = None
+        # The model call in flight (cancelled with the run; a running tool is not).
+        self.model_call: asyncio.Task[dict[str, Any]] | None = None
 
 
 class EventStream:
@@ -212,9 +212,9 @@ class EventStream:
         waiter = self._state.waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-        effects = self._state.effects
-        if effects is not None and not effects.done():
-            effects.cancel()
+        model_call = self._state.model_call
+        if model_call is not None and not model_call.done():
+            model_call.cancel()
 
     @property
     def cancelled(self) -> bool:
@@ -504,15 +504,14 @@ class Runtime:
                         inputs.append(self._cancel_input(thread_id))
                 elif not inputs:
                     due = await self._wait(thread_id, state)
-                    if due is None:
-                        if state.cancelled:
-                            inputs.append(self._cancel_input(thread_id))
-                        else:
-                            return  # nothing more can happen here
-                    elif isinstance(due, Decided):
+                    if isinstance(due, Decided):
                         stepped = due
-                    else:
+                    elif due is not None:
                         inputs.extend(due)
+                    elif _cancelled(state):  # cancel() woke the wait
+                        inputs.append(self._cancel_input(thread_id))
+                    else:
+                        return  # nothing more can happen here
         finally:
             self._abandon(thread_id, state)
             if self._waiting.get(thread_id) is state:
@@ -597,19 +596,13 @@ class Runtime:
         has no answer here: the run waits for a human."""
         live: asyncio.Queue[Event | None] = asyncio.Queue()
         task = asyncio.get_running_loop().create_task(self._run_effects(effects, state, live))
-        state.effects = task
         task.add_done_callback(lambda _: live.put_nowait(None))
         try:
             while (item := await live.get()) is not None:
                 yield item
-            try:
-                replies = task.result()
-            except asyncio.CancelledError:
-                return  # cancel() aborted a model call: the run is cancelled next
-            for reply in replies:
+            for reply in task.result():
                 yield reply
         finally:
-            state.effects = None
             if not task.done():
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -681,9 +674,10 @@ class Runtime:
 
     async def _call_model(
         self, request: dict[str, Any], state: _RunState, live: asyncio.Queue[Event | None]
-    ) -> bytes:
-        """Ask the request's provider; its text streams to the stream as it comes. Always
-        returns a ModelResult input: a provider problem is a failure the engine decides on."""
+    ) -> bytes | None:
+        """Ask the request's provider; its text streams to the stream as it comes. Returns a
+        ModelResult input (a provider problem is a failure the engine decides on), or None
+        when ``cancel()`` aborted the call (the run is cancelled next)."""
         payload = request["payload"]
         request_id = payload["request_id"]
         provider = self._providers.get(payload["provider"])
@@ -707,14 +701,27 @@ class Runtime:
                 kind = "text" if delta.get("type") == "text-delta" else "reasoning"
                 state.streamed.add(request_id)
                 live.put_nowait(
-                    {"type": kind, "text": delta.get("text", ""), "agent": agent,
-                     "requestId": request_id}
+                    {
+                        "type": kind,
+                        "text": delta.get("text", ""),
+                        "agent": agent,
+                        "requestId": request_id,
+                    }
                 )
 
-            result = await provider.complete(payload, on_delta=on_delta)
-        log.debug(
-            "model call %s took %.1f ms", request_id, (time.perf_counter() - started) * 1000
-        )
+            call = asyncio.get_running_loop().create_task(
+                provider.complete(payload, on_delta=on_delta)
+            )
+            state.model_call = call
+            try:
+                result = await call
+            except asyncio.CancelledError:
+                if call.cancelled() and state.cancelled:
+                    return None  # cancel() aborted the HTTP request
+                raise
+            finally:
+                state.model_call = None
+        log.debug("model call %s took %.1f ms", request_id, (time.perf_counter() - started) * 1000)
         return self._driver.envelope(
             _MODEL_RESULT,
             request["thread_id"],
@@ -722,6 +729,11 @@ class Runtime:
             causation_id=request["id"],
             run_id=request.get("run_id"),
         )
+
+
+def _cancelled(state: _RunState) -> bool:
+    # A call, not an attribute read: cancel() sets it while the loop awaits.
+    return state.cancelled
 
 
 def _ends_run(event: Event) -> bool:

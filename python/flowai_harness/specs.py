@@ -293,9 +293,7 @@ class ToolkitSpec:
 
     def __post_init__(self) -> None:
         if self.id not in TOOLKITS:
-            raise SpecError(
-                f"unknown toolkit {self.id!r}; the toolkits are {', '.join(TOOLKITS)}"
-            )
+            raise SpecError(f"unknown toolkit {self.id!r}; the toolkits are {', '.join(TOOLKITS)}")
         if self.config is not None:
             if not isinstance(self.config, Mapping) or set(self.config) - {"tools"}:
                 raise SpecError(
@@ -328,7 +326,13 @@ FailureKind = Literal[
     "bad_response",
 ]
 FAILURE_KINDS: Final[tuple[str, ...]] = typing.get_args(FailureKind)
-TRANSIENT_FAILURES: Final = ("rate_limited", "overloaded", "server", "timeout", "connection")
+TRANSIENT_FAILURES: Final[tuple[FailureKind, ...]] = (
+    "rate_limited",
+    "overloaded",
+    "server",
+    "timeout",
+    "connection",
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -350,7 +354,7 @@ class RetryPolicy:
     multiplier: float = 2.0
     honor_retry_after: bool = True
     max_retry_after: float = 60.0
-    retry_on: tuple[FailureKind, ...] = TRANSIENT_FAILURES  # type: ignore[assignment]
+    retry_on: tuple[FailureKind, ...] = TRANSIENT_FAILURES
     request_timeout: float | None = 300.0
 
     def __post_init__(self) -> None:
@@ -391,7 +395,7 @@ def _failure_kinds(kinds: object, field: str) -> tuple[FailureKind, ...]:
             f"{field}: unknown failure kind {', '.join(map(repr, unknown))}; the kinds are "
             f"{', '.join(FAILURE_KINDS)}"
         )
-    return found  # type: ignore[return-value]
+    return found
 
 
 # --- agents ---------------------------------------------------------------------------------
@@ -480,10 +484,10 @@ class AgentSpec(_Spec):
         own = {tool.name for tool in self.tools} | set(RESERVED_TOOL_NAMES)
         unknown = sorted(name for name, _ in self.tool_approvals if name not in own)
         if unknown:
+            tools = ", ".join(sorted(t.name for t in self.tools)) or "none"
             raise UnknownApprovalTargetError(
                 f"agent {self.name!r}: tool_approvals names {', '.join(map(repr, unknown))}, "
-                f"not one of its tools ({', '.join(sorted(t.name for t in self.tools)) or 'none'}); "
-                "add the tool to tools=[...] or remove the rule"
+                f"not one of its tools ({tools}); add the tool to tools=[...] or remove the rule"
             )
         for name, rule in self.tool_approvals:
             check_rule(rule, f"agent {self.name!r}: tool_approvals[{name!r}]")
@@ -596,7 +600,7 @@ def _define_agent(
         routes=_as_list(name, "routes", routes, "['greeter']"),
         tools=_as_list(name, "tools", tools if tools is not None else (), "[lookup]"),
         max_turns=max_turns,
-        provider=provider or chosen.provider,
+        provider=provider if provider is not None else chosen.provider,
         description=options.get("description", ""),
         approval=as_patch("default" if approval is None else approval, f"agent {name!r}: approval"),
         tool_approvals=_as_tool_approvals(name, tool_approvals),
@@ -645,8 +649,10 @@ def _as_tool_approvals(agent: object, rules: object) -> tuple[tuple[Any, Any], .
         )
     return tuple(
         sorted(
-            ((name, check_rule(rule, f"agent {agent!r}: tool_approvals[{name!r}]"))
-             for name, rule in rules.items()),
+            (
+                (name, check_rule(rule, f"agent {agent!r}: tool_approvals[{name!r}]"))
+                for name, rule in rules.items()
+            ),
             key=lambda item: str(item[0]),
         )
     )
@@ -962,9 +968,7 @@ class RuntimeSpec(_Spec):
         agents: Mapping[str, Any] = orjson.loads(self.compiled)["compiled"]
         return agents
 
-    def with_predicates(
-        self, approval_predicates: Mapping[str, Predicate]
-    ) -> PredicateRegistry:
+    def with_predicates(self, approval_predicates: Mapping[str, Predicate]) -> PredicateRegistry:
         """The predicates a runtime of this spec evaluates: the spec's own functions and
         ``approval_predicates`` for its dynamic rules; every dynamic id must be given."""
         if not isinstance(approval_predicates, Mapping):
@@ -994,9 +998,7 @@ class RuntimeSpec(_Spec):
             {name: types.MappingProxyType(dict(conf)) for name, conf in self.providers.items()}
         )
         object.__setattr__(self, "providers", frozen)
-        object.__setattr__(
-            self, "tool_bindings", types.MappingProxyType(dict(self.tool_bindings))
-        )
+        object.__setattr__(self, "tool_bindings", types.MappingProxyType(dict(self.tool_bindings)))
         return self
 
 
@@ -1093,7 +1095,9 @@ def _as_named(items: object, cls: type[_Item], field: str, maker: str) -> tuple[
     return result
 
 
-def _attach_plans(explicit: tuple[PlanSpec, ...], agents: Iterable[AgentSpec]) -> tuple[PlanSpec, ...]:
+def _attach_plans(
+    explicit: tuple[PlanSpec, ...], agents: Iterable[AgentSpec]
+) -> tuple[PlanSpec, ...]:
     """The runtime's plans: those given, then each agent's own (the seed attaches them)."""
     plans = list(explicit)
     for agent in agents:
@@ -1149,9 +1153,7 @@ def collect_predicates(
     return registry
 
 
-def _floor(
-    policies: ApprovalPolicies | None, agents: Iterable[AgentSpec]
-) -> ApprovalPolicies:
+def _floor(policies: ApprovalPolicies | None, agents: Iterable[AgentSpec]) -> ApprovalPolicies:
     """The runtime floor: the given policies, else (as in the seed) the coordinator's
     approval patch over the defaults (plans always, tools never)."""
     if policies is not None:
@@ -1264,12 +1266,9 @@ def spec_document(
     if reference_list := [reference.declaration() for reference in references]:
         document["references"] = reference_list
     if approval_policies != ApprovalPolicies() or not approval_overrides.is_empty:
-        overrides = approval_overrides.to_json()
-        if not overrides["agent_tools"]:
-            del overrides["agent_tools"]
         document["approvals"] = {
             "policies": approval_policies.to_json(),
-            "overrides": overrides,
+            "overrides": approval_overrides.to_json(),
         }
     if approval_timeout_ms is not None:
         document["approval_timeout_ms"] = approval_timeout_ms
@@ -1313,9 +1312,7 @@ def define_runtime(
     agent_specs = _as_agents(agents)
     provider_settings = _as_providers(providers)
     tools = _shared_tools(agent_specs)
-    plan_specs = _attach_plans(
-        _as_named(plans, PlanSpec, "plans", "define_plan"), agent_specs
-    )
+    plan_specs = _attach_plans(_as_named(plans, PlanSpec, "plans", "define_plan"), agent_specs)
     reference_specs = _as_named(references, ReferenceSpec, "references", "define_reference")
     policies = _floor(approval_policies, agent_specs)
     overrides = NO_OVERRIDES if approval_overrides is None else approval_overrides

@@ -23,10 +23,10 @@ from aiokafka.errors import KafkaError
 from flowai_harness import bus
 from flowai_harness.apps import load_spec
 from flowai_harness.errors import BusError, FlowaiError, UsageError
+from flowai_harness.runtime import INTERPRETERS
+from flowai_harness.runtime import interpreter_config as engine_interpreter
 
 from .service import RuntimeService, ServiceConfig
-
-INTERPRETERS = ("scripted", "mock")
 
 
 def parser(prog: str = "flowai serve runtime") -> argparse.ArgumentParser:
@@ -43,10 +43,12 @@ def parser(prog: str = "flowai serve runtime") -> argparse.ArgumentParser:
     bus.add_service_arguments(p)
     p.add_argument(
         "--interpreter",
-        choices=INTERPRETERS,
+        choices=(*INTERPRETERS, "mock"),
         default=env("FLOWAI_INTERPRETER", "scripted"),
-        help="model turns: scripted (prompts are JSON tool scripts) or mock "
-        "(every turn answers --mock-response); live providers are not wired yet",
+        help="model turns: live (model requests go to the model workers: flowai serve tools "
+        "--role models), scripted (prompts are JSON tool scripts), mock (every turn answers "
+        "--mock-response) or noop; the deterministic ones are answered inside the engine "
+        "(env FLOWAI_INTERPRETER, default scripted)",
     )
     p.add_argument(
         "--mock-response",
@@ -64,13 +66,14 @@ def parser(prog: str = "flowai serve runtime") -> argparse.ArgumentParser:
 
 
 def interpreter_config(kind: str, mock_response: str | None) -> dict[str, Any]:
+    """The engine's interpreter setting, chosen as create_runtime chooses it."""
     if kind == "mock":
         if mock_response is None:
             raise UsageError(
                 "--interpreter mock needs --mock-response TEXT (or env FLOWAI_MOCK_RESPONSE)"
             )
         return {"kind": "mock", "response": mock_response}
-    return {"kind": "scripted"}
+    return engine_interpreter(None, kind)
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "flowai serve runtime") -> int:

@@ -4,18 +4,24 @@ Kafka transaction per partition and poll.
 Owns :class:`RuntimeService` and :class:`ServiceConfig`. The engine decides everything; this
 module feeds it the inputs it reads and routes what comes out:
 
-- Inputs: ``queries`` (Query, CancelRun), ``tool-results`` and ``approval-decisions``, read by
-  ONE consumer group (``<prefix>.runtime``), ``read_committed``, range assignor: the member
-  that owns partition ``p`` of one input topic owns partition ``p`` of all of them, and of the
-  run log. A thread's messages are keyed ``tenant/thread_id``, so they all land on one
-  partition number.
-- For each poll, the inputs of partition ``p`` go through ``Engine.handle_many`` one by one
-  (so a rejection is tied to its input), then ONE transaction of ``p``'s producer carries:
-  the events to ``runtime-events`` partition ``p`` (keyed ``tenant/thread_id``), the effects
-  to the topic their ``schema`` names (ToolInvocation -> ``tool-invocations`` and PlanStep ->
-  ``plan-steps`` keyed by their id, ApprovalRequest -> ``approval-requests`` keyed by thread),
-  a dead letter (``dead-letters`` partition ``p``) for every rejected input with the engine's
-  code and message, and the input offsets (``send_offsets_to_transaction``). Either all of it
+- Inputs: ``queries`` (Query, CancelRun), ``tool-results`` (ToolResult, ToolProgress),
+  ``model-results`` and ``approval-decisions``, read by ONE consumer group
+  (``<prefix>.runtime``), ``read_committed``, range assignor: the member that owns partition
+  ``p`` of one input topic owns partition ``p`` of all of them, and of the run log. A
+  thread's messages are keyed ``tenant/thread_id``, so they all land on one partition number.
+- For each poll, the inputs of partition ``p`` go one by one through the
+  :class:`~flowai_harness.driver.Driver` (the embedded runtime's driver: it answers dynamic
+  approval rules with the app's predicates and fires deadlines the same way), then ONE
+  transaction of ``p``'s producer carries: the events to ``runtime-events`` partition ``p``
+  (keyed ``tenant/thread_id``), the effects to the topic their ``schema`` names
+  (ToolInvocation -> ``tool-invocations``, PlanStep -> ``plan-steps`` and ModelRequest ->
+  ``model-requests`` keyed by their id, ApprovalRequest -> ``approval-requests`` keyed by
+  thread), a dead letter (``dead-letters`` partition ``p``) for every rejected input with the
+  engine's code and message, and the input offsets (``send_offsets_to_transaction``). An
+  input the thread took already (a redelivery or a republished message: its id is the
+  idempotency key) or an answer it no longer waits for is counted (``duplicates``), not
+  dead-lettered. Deterministic interpreters answer model turns inside the engine, so a
+  scripted deployment publishes no model requests at all. Either all of it
   is visible to ``read_committed`` readers, or none: a redelivered input after a crash never
   duplicates an event. The records of a transaction are built into one batch per topic
   partition (:class:`_Outbox`) and sent after the poll's inputs were handled. Partitions of
@@ -62,9 +68,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import ProducerFenced
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
 
-from flowai_harness import _native, bus
+from flowai_harness import bus
+from flowai_harness.driver import Decided, Driver, error_of
 from flowai_harness.logread import LogReader
-from flowai_harness.messages import envelope
 from flowai_harness.runtime import new_engine
 from flowai_harness.specs import RuntimeSpec
 
@@ -78,10 +84,9 @@ INPUT_EMPTY: Final = "INPUT_MALFORMED"
 INPUT_WRONG_PARTITION: Final = "INPUT_WRONG_PARTITION"
 EFFECT_UNROUTABLE: Final = "EFFECT_UNROUTABLE"
 
-_KEYED_BY_ID: Final = frozenset({"flowai.v1.ToolInvocation", "flowai.v1.PlanStep"})
-# An effect answered inside the service (the app's predicate), never published. The engine
-# writes `schema` first in every envelope, so its prefix names the effect.
-APPROVAL_CHECK_PREFIX: Final = b'{"schema":"flowai.v1.ApprovalCheck"'
+_KEYED_BY_ID: Final = frozenset(
+    {"flowai.v1.ToolInvocation", "flowai.v1.PlanStep", "flowai.v1.ModelRequest"}
+)
 
 
 @dataclass(frozen=True)
@@ -150,13 +155,28 @@ class RuntimeService:
     owned partition, and a consumer that reads the run log back on assignment."""
 
     def __init__(
-        self, spec: RuntimeSpec, interpreter: Mapping[str, Any], config: ServiceConfig
+        self,
+        spec: RuntimeSpec,
+        interpreter: Mapping[str, Any],
+        config: ServiceConfig,
+        *,
+        services: Mapping[str, Any] | None = None,
+        predicates: Any = None,
     ) -> None:
         self.spec = spec
         self.config = config
         self.tenant = spec.tenant.resource_id
         self.topics = bus.Topics(config.prefix)
         self._engine = new_engine(spec, interpreter)
+        # Ids of inputs this instance makes itself (deadlines, approval checks).
+        self._boot = time.time_ns()
+        self._driver = Driver(
+            self._engine,
+            tenant=self.tenant,
+            predicates=spec.predicates if predicates is None else predicates,
+            services=dict(services or {}),
+            id_prefix=f"{config.group}-{config.instance_id or 'runtime'}-{self._boot}",
+        )
         self._tenant_prefix = f"{self.tenant}/".encode()
         self._partitions: dict[int, _Partition] = {}
         self._partition_count = 0
@@ -171,10 +191,14 @@ class RuntimeService:
         self._reader: LogReader | None = None
         self._fatal: BaseException | None = None
         self.ready = asyncio.Event()
-        # Ids of inputs this instance makes itself (deadlines, approval checks).
-        self._boot = time.time_ns()
-        self._local_ids = 0
-        self.stats = {"inputs": 0, "events": 0, "effects": 0, "dead_letters": 0, "replayed": 0}
+        self.stats = {
+            "inputs": 0,
+            "events": 0,
+            "effects": 0,
+            "dead_letters": 0,
+            "duplicates": 0,
+            "replayed": 0,
+        }
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -443,7 +467,7 @@ class RuntimeService:
             await producer.begin_transaction()
             for tp, records in work:
                 for record in records:
-                    self._handle(part, tp, record, outbox)
+                    await self._handle(part, tp, record, outbox)
                 offsets[tp] = OffsetAndMetadata(records[-1].offset + 1, "")
             last_event = await outbox.send(self.topics.runtime_events, number)
             await producer.send_offsets_to_transaction(offsets, self.config.group)
@@ -486,7 +510,7 @@ class RuntimeService:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    def _handle(
+    async def _handle(
         self, part: _Partition, tp: TopicPartition, record: ConsumerRecord, outbox: _Outbox
     ) -> None:
         """Feed one input to the engine and put what comes out in the transaction's outbox."""
@@ -524,86 +548,48 @@ class RuntimeService:
                         f"{key.decode()!r} and the default (murmur2) partitioner",
                     )
                     return
-        self._route(part, tp, record, outbox, self._engine.handle_many([value]), headers)
+        decided = await self._driver.feed([value])
+        self._route(part, decided, outbox, headers, tp, record)
 
     def _route(
         self,
         part: _Partition,
-        tp: TopicPartition | None,
-        record: ConsumerRecord | None,
+        decided: Decided,
         outbox: _Outbox,
-        outputs: list[tuple[int, str, bytes]],
         headers: list[tuple[str, bytes]],
+        tp: TopicPartition | None = None,
+        record: ConsumerRecord | None = None,
     ) -> None:
         """Put what the engine decided in the outbox: events to the run log, effects to their
-        topics, rejections to dead letters. An approval check is answered here, at once: a
-        dynamic rule is the app's code, which this service has loaded."""
-        for kind, thread_id, data in outputs:
-            if kind == _native.EVENT:
-                thread_key = part.threads.get(thread_id)
-                if thread_key is None:
-                    thread_key = part.threads[thread_id] = bus.thread_key(self.tenant, thread_id)
-                outbox.add(self.topics.runtime_events, part.number, thread_key, data, headers)
-                self.stats["events"] += 1
-            elif kind == _native.EFFECT and data.startswith(APPROVAL_CHECK_PREFIX):
-                answer = self._check_approval(data)
-                self._route(part, tp, record, outbox, self._engine.handle_many([answer]), headers)
-            elif kind == _native.EFFECT:
-                self._publish_effect(part, tp, record, outbox, data, headers)
+        topics, rejections to dead letters; duplicates are only counted."""
+        for thread_id, data in decided.events:
+            thread_key = part.threads.get(thread_id)
+            if thread_key is None:
+                thread_key = part.threads[thread_id] = bus.thread_key(self.tenant, thread_id)
+            outbox.add(self.topics.runtime_events, part.number, thread_key, data, headers)
+        self.stats["events"] += len(decided.events)
+        for data in decided.effects:
+            self._publish_effect(part, tp, record, outbox, data, headers)
+        self.stats["duplicates"] += len(decided.duplicates)
+        for data in decided.rejections:
+            error = error_of(data)
+            if record is None or tp is None:
+                # A time-driven input (a deadline) the engine refused: nothing to return.
+                log.warning("engine refused %s: %s", error["code"], error["message"])
             else:
-                error = orjson.loads(data)["payload"]["error"]
-                if record is None or tp is None:
-                    # A time-driven input (a deadline) the engine refused: nothing to return.
-                    log.warning("engine refused %s: %s", error["code"], error["message"])
-                else:
-                    self._dead_letter(part, tp, record, outbox, error["code"], error["message"])
-
-    def _check_approval(self, data: bytes) -> bytes:
-        """Evaluate a dynamic approval rule; a predicate that raises means: ask a human."""
-        check = orjson.loads(data)
-        payload = check["payload"]
-        ctx = {
-            "agent": payload["agent"],
-            "tool": payload["tool"],
-            "thread_id": check["thread_id"],
-            "tenant": check["tenant"],
-        }
-        required = self.spec.predicates.evaluate(payload["predicate"], payload["args"], ctx)
-        return self._local_input(
-            "flowai.v1.ApprovalCheckResult",
-            check["thread_id"],
-            {"check_id": payload["check_id"], "required": required},
-        )
-
-    def _local_input(self, schema: str, thread_id: str, payload: dict[str, Any]) -> bytes:
-        """An input this service makes itself (not read from a topic)."""
-        self._local_ids += 1
-        return envelope(
-            schema,
-            id=f"{self.config.group}-{self.config.instance_id or 'runtime'}-"
-            f"{self._boot}-{self._local_ids}",
-            tenant=self.tenant,
-            thread_id=thread_id,
-            payload=payload,
-        )
+                self._dead_letter(part, tp, record, outbox, error["code"], error["message"])
 
     async def _fire_deadlines(self) -> None:
-        """Feed the engine the time for every approval whose deadline passed: the gate
-        resolves as rejected (reason timeout) in one transaction per thread."""
-        now = time.time_ns() // 1_000_000
-        seen: set[str] = set()
-        while (due := self._engine.next_deadline()) is not None and due[1] <= now:
-            thread_id = due[0]
-            if thread_id in seen:
-                break  # the engine did not move it; try again next round
-            seen.add(thread_id)
+        """Feed the engine the time for every thread whose deadline passed (an approval's,
+        a model retry's, a model request's timeout), in one transaction per thread."""
+        for deadline in self._driver.due():
+            thread_id = bus.peek(deadline)["thread_id"]  # type: ignore[index]
             number = bus.partition_for(
                 bus.thread_key(self.tenant, thread_id), self._partition_count
             )
             part = self._partitions.get(number)
             if part is None or part.fenced:
                 continue
-            deadline = self._local_input("flowai.v1.DeadlineReached", thread_id, {})
             await self._transact_local(part, deadline)
 
     async def _transact_local(self, part: _Partition, value: bytes) -> None:
@@ -612,7 +598,7 @@ class RuntimeService:
         outbox = _Outbox(producer)
         try:
             await producer.begin_transaction()
-            self._route(part, None, None, outbox, self._engine.handle_many([value]), [])
+            self._route(part, await self._driver.feed([value]), outbox, [])
             last_event = await outbox.send(self.topics.runtime_events, part.number)
             await producer.commit_transaction()
             log_end = last_event()
@@ -632,8 +618,8 @@ class RuntimeService:
     def _publish_effect(
         self,
         part: _Partition,
-        tp: TopicPartition,
-        record: ConsumerRecord,
+        tp: TopicPartition | None,
+        record: ConsumerRecord | None,
         outbox: _Outbox,
         data: bytes,
         headers: list[tuple[str, bytes]],
@@ -642,6 +628,9 @@ class RuntimeService:
         schema = effect["schema"]
         topic = self.topics.effect_topic(schema)
         if topic is None:
+            if tp is None or record is None:
+                log.error("the engine asked for a %s effect, which cannot be routed", schema)
+                return
             # Nothing here can carry it out; say so rather than drop it.
             self._dead_letter(
                 part,

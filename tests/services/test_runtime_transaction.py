@@ -153,7 +153,9 @@ async def test_query_events_go_to_the_inputs_partition_and_effects_to_their_topi
     events = producer.records(topics.runtime_events)
     assert [payload["payload"]["type"] for _, _, payload in events] == [
         "run-start",
+        "tool-agent",
         "step-start",
+        "model-response",
         "tool-invocation",
     ]
     assert {(partition, key) for partition, key, _ in events} == {(number, b"acme/t-1")}
@@ -164,7 +166,7 @@ async def test_query_events_go_to_the_inputs_partition_and_effects_to_their_topi
     assert producer.offsets == {tp: OffsetAndMetadata(8, "")}
     assert producer.group == "flowai.runtime"
     # The run-log end this instance knows: last event offset + the commit marker.
-    assert runtime._partitions[number].log_end == 3 + 1
+    assert runtime._partitions[number].log_end == 5 + 1
     assert "t-1" in runtime._partitions[number].threads
 
 
@@ -231,6 +233,26 @@ async def test_records_seen_before_are_not_handled_twice(
     # The same record handed out again (a fetch that raced a seek): nothing happens.
     await runtime._process(number, [(tp, first)])
     assert len(producer.sent) == sent
+
+
+async def test_a_republished_input_is_counted_as_a_duplicate_not_run_again(
+    service: tuple[RuntimeService, FakeProducer],
+) -> None:
+    runtime, producer = service
+    topics = runtime.topics
+    number = home("t-6")
+    tp = TopicPartition(topics.queries, number)
+    value = query("t-6", "hello")
+    await runtime._process(number, [(tp, [record(tp.topic, number, 0, value)])])
+    logged = len(producer.records(topics.runtime_events))
+
+    # An upstream producer that retried after a timeout: the same envelope at a new offset.
+    await runtime._process(number, [(tp, [record(tp.topic, number, 1, value)])])
+
+    assert len(producer.records(topics.runtime_events)) == logged, "no second run"
+    assert producer.records(topics.dead_letters) == [], "a duplicate is no dead letter"
+    assert runtime.stats["duplicates"] == 1
+    assert producer.offsets == {tp: OffsetAndMetadata(2, "")}, "the offset moves on"
 
 
 async def test_a_failed_transaction_rebuilds_the_partition(

@@ -10,6 +10,7 @@ from flowai_harness.approvals import (
     ApprovalOverrides,
     ApprovalPatch,
     ApprovalPolicies,
+    DynamicRule,
     PredicateRegistry,
     as_patch,
     check_rule,
@@ -143,6 +144,47 @@ def test_overrides_json_matches_the_wire_doc() -> None:
     assert overrides.predicates() == {}
     assert not overrides.is_empty
     assert ApprovalOverrides().is_empty
+
+
+def test_overrides_take_the_seeds_per_agent_tool_form() -> None:
+    overrides = ApprovalOverrides(
+        tools={"executor": {"pay": "always", "refund": over_100}, "delete_rows": "never"}
+    )
+
+    assert dict(overrides.tools) == {"delete_rows": "never"}
+    assert {agent: dict(rules) for agent, rules in overrides.agent_tools.items()} == {
+        "executor": {"pay": "always", "refund": over_100}
+    }
+    assert overrides.to_json()["agent_tools"] == {
+        "executor": {
+            "pay": "always",
+            "refund": {"predicate": "override:agent:executor:tool:refund"},
+        }
+    }
+    assert overrides.predicates() == {"override:agent:executor:tool:refund": over_100}
+
+
+@pytest.mark.parametrize(
+    ("rule", "expected"),
+    [
+        ({"kind": "dynamic", "value": "big_refund"}, DynamicRule("big_refund")),
+        ({"kind": "always"}, "always"),
+        ({"kind": "never"}, "never"),
+    ],
+)
+def test_the_seeds_dict_rules_are_rules(rule: Any, expected: Any) -> None:
+    assert check_rule(rule, "here") == expected
+    assert rule_json(check_rule(rule, "here"), "unused") == (
+        {"predicate": "big_refund"} if isinstance(expected, DynamicRule) else expected
+    )
+
+
+@pytest.mark.parametrize(
+    "rule", [{"kind": "dynamic"}, {"kind": "dynamic", "value": ""}, {"kind": "sometimes"}]
+)
+def test_bad_dict_rules_say_what_a_rule_is(rule: Any) -> None:
+    with pytest.raises(SpecError, match=r"approval rule|predicate id"):
+        check_rule(rule, "here")
 
 
 def test_override_predicates_get_override_ids() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from streams import check_stream, of_type
+from streams import check_stream, labels, of_type
 
 HELLO = Path(__file__).parents[2] / "examples" / "hello.py"
 
@@ -36,27 +36,44 @@ def test_hello_world_prints_the_mock_response_as_the_final_text(
     assert "hello from the Rust runtime" in texts[-1]["text"]
 
 
-def test_hello_world_finishes_once_after_the_text(hello_events: list[dict[str, Any]]) -> None:
-    answer = [event["type"] for event in hello_events if event["type"] in ("text", "finish")]
-
-    assert answer.count("finish") == 1
-    assert answer[-1] == "finish"
-    finish = hello_events[-1]
-    steps = of_type(hello_events, "step-start")
-    assert finish["finishReason"] == "stop"
-    assert finish["usage"]["inputTokens"] == sum(s["usage"]["inputTokens"] for s in steps)
-    assert finish["usage"]["outputTokens"] == sum(s["usage"]["outputTokens"] for s in steps)
-    assert finish["usage"]["totalTokens"] == (
-        finish["usage"]["inputTokens"] + finish["usage"]["outputTokens"]
-    )
-
-
-def test_hello_world_stream_keeps_its_order(hello_events: list[dict[str, Any]]) -> None:
-    kinds = [event["type"] for event in hello_events]
-
+def test_hello_world_prints_the_seeds_seven_events_in_order(
+    hello_events: list[dict[str, Any]],
+) -> None:
     check_stream(hello_events)
-    assert kinds[0] == "step-start"
-    assert kinds.index("step-start") < kinds.index("text")
-    # The run's summaries close it, just before finish.
-    assert kinds[-3:] == ["data-latency-summary", "data-cost-summary", "finish"]
-    assert of_type(hello_events, "step-start")[0]["agent"] == "hello_coordinator"
+    assert labels(hello_events) == [
+        "tool-agent/call",
+        "step-start",
+        "text",
+        "text",
+        "data-latency-summary",
+        "finish",
+        "tool-agent/result",
+    ]
+    wrapper_call, wrapper_result = hello_events[0], hello_events[-1]
+    assert wrapper_call["agentName"] == wrapper_result["agentName"] == "hello_coordinator"
+    assert wrapper_call["toolInvocationId"] == wrapper_result["toolInvocationId"]
+    echo, answer = of_type(hello_events, "text")
+    assert echo["text"] == "Received: Say hello"
+    assert answer["text"] == "hello from the Rust runtime"
+
+
+def test_hello_world_latency_is_all_zero_but_its_one_llm_call(
+    hello_events: list[dict[str, Any]],
+) -> None:
+    (latency,) = of_type(hello_events, "data-latency-summary")
+    data = latency["data"]
+    assert data["totalDurationMs"] == 0
+    assert data["phases"] == {"llmCalls": 1, "llmTimeMs": 0, "subAgentTimeMs": 0, "toolTimeMs": 0}
+    assert (data["toolTimings"], data["retryCount"], data["hadTimeout"]) == ([], 0, False)
+
+
+def test_hello_world_finishes_with_the_seeds_usage(hello_events: list[dict[str, Any]]) -> None:
+    (finish,) = of_type(hello_events, "finish")
+    assert finish["finishReason"] == "stop"
+    assert finish["usage"] == {
+        "promptTokens": 50,
+        "completionTokens": 25,
+        "totalTokens": 75,
+        "cacheReadInputTokens": 0,
+        "cacheCreationInputTokens": 0,
+    }

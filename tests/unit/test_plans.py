@@ -15,7 +15,7 @@ from flowai_harness.errors import (
     InvalidSchemaError,
     SpecError,
 )
-from flowai_harness.plans import PlanSpec, TaggedUnion, define_plan
+from flowai_harness.plans import PlanDisplayAlias, PlanSpec, TaggedUnion, define_plan
 from flowai_harness.references import ReferenceHandle
 
 
@@ -125,14 +125,16 @@ def test_every_variant_names_its_kind_with_a_literal(models: Any, match: str) ->
 
 
 def test_declaration_matches_the_wire_doc() -> None:
-    plan = define_plan("reorder", ReorderPlan, display_aliases=["Reorder plan"])
+    plan = define_plan(
+        "reorder", ReorderPlan, display_aliases={"executed": "Ordered", "draft": "Proposed"}
+    )
 
     declaration = plan.declaration()
 
     assert set(declaration) == {"name", "schema", "discriminator", "display_aliases"}
     assert declaration["name"] == "reorder"
     assert declaration["discriminator"] == "kind"
-    assert declaration["display_aliases"] == ["Reorder plan"]
+    assert declaration["display_aliases"] == {"draft": "Proposed", "executed": "Ordered"}
     assert declaration["schema"]["properties"]["actions"]["type"] == "array"
     assert plan.model is ReorderPlan
     orjson.dumps(declaration)  # JSON all the way down
@@ -252,19 +254,35 @@ def test_plan_names_are_identifiers(name: Any) -> None:
 
 @pytest.mark.parametrize(
     ("aliases", "match"),
-    [("Reorder plan", "must be a list of strings"), (["ok", " "], "display alias ' '")],
+    [
+        ("Reorder plan", "must be a mapping of status to label"),
+        (["Reorder plan"], r"'Reorder plan' is not \(status, label\)"),
+        ({"draft": " "}, "the label of 'draft' must be a non-empty string"),
+        ({"archived": "Old"}, "'archived', which is not a plan status"),
+        ([("draft", "A"), PlanDisplayAlias("draft", "B")], "two display aliases"),
+    ],
 )
-def test_display_aliases_are_strings(aliases: Any, match: str) -> None:
+def test_display_aliases_label_the_plan_statuses(aliases: Any, match: str) -> None:
     with pytest.raises(SpecError, match=match):
         define_plan("reorder", ReorderPlan, display_aliases=aliases)
 
 
+def test_display_aliases_take_the_seeds_forms() -> None:
+    as_mapping = define_plan("reorder", ReorderPlan, display_aliases={"approved": "Signed off"})
+    as_list = define_plan(
+        "reorder", ReorderPlan, display_aliases=[PlanDisplayAlias("approved", "Signed off")]
+    )
+
+    assert as_mapping == as_list
+    assert as_mapping.display_aliases == (PlanDisplayAlias("approved", "Signed off"),)
+
+
 def test_plan_specs_are_frozen_values() -> None:
-    plan = define_plan("reorder", ReorderPlan, display_aliases=("Reorder plan",))
+    plan = define_plan("reorder", ReorderPlan, display_aliases={"draft": "Proposed"})
 
     with pytest.raises(AttributeError):
         plan.name = "other"  # type: ignore[misc]
-    assert plan == define_plan("reorder", ReorderPlan, display_aliases=["Reorder plan"])
+    assert plan == define_plan("reorder", ReorderPlan, display_aliases=[("draft", "Proposed")])
     assert plan != define_plan("reorder", ReorderPlan)
     assert hash(plan) == hash(define_plan("reorder", ReorderPlan))
     assert isinstance(plan, PlanSpec)

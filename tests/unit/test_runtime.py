@@ -12,11 +12,10 @@ from typing import Any
 
 import pydantic
 import pytest
-from streams import check_stream, drain, of_type
+from streams import check_stream, drain, finish, labels, of_type, terminal
 
 from flowai_harness import (
     MissingToolHandlerError,
-    ProviderUnavailableError,
     Runtime,
     RuntimeSpec,
     SpecError,
@@ -122,7 +121,7 @@ async def test_scripted_call_runs_the_handler_and_answers_with_its_result(
     assert result["result"] == {"sum": 3}
     assert not result.get("isError")
     assert of_type(events, "text")[-1]["text"] == '{"sum":3}'
-    assert events[-1]["finishReason"] == "stop"
+    assert finish(events)["finishReason"] == "stop"
 
 
 async def test_tool_bindings_override_the_handler_bound_with_define_tool(seen: Seen) -> None:
@@ -165,7 +164,7 @@ async def test_emitted_events_come_between_the_call_and_its_result() -> None:
 
     events = await drain(runtime.run_specialist("calculator", call("add", a=1, b=2)))
 
-    tool_events = [e for e in events if "toolInvocationId" in e]
+    tool_events = [e for e in events if "toolInvocationId" in e and e["type"] != "tool-agent"]
     assert [e["type"] for e in tool_events] == [
         "tool-invocation",
         "custom",
@@ -212,7 +211,7 @@ async def test_invalid_args_are_refused_before_the_handler_runs(seen: Seen) -> N
     assert refused["result"]["error"]["code"] == "TOOL_ARGS_INVALID"
     assert "/a" in refused["result"]["error"]["message"]
     assert added["result"] == {"sum": 3}
-    assert events[-1]["finishReason"] == "stop"
+    assert finish(events)["finishReason"] == "stop"
 
 
 class LegacyHTTPError(Exception):
@@ -248,7 +247,7 @@ async def test_a_failing_handler_gives_an_error_result_and_the_run_goes_on(
     assert failed["result"]["error"]["code"] == code
     assert str(error.args[0]) in failed["result"]["error"]["message"]
     assert added["result"] == {"sum": 42}
-    assert events[-1]["finishReason"] == "stop"
+    assert finish(events)["finishReason"] == "stop"
     assert runtime.replay("t-fail").status == "idle"
 
 
@@ -289,7 +288,7 @@ async def test_a_non_json_return_value_is_an_error_result() -> None:
     (result,) = results(events)
     assert result["isError"] is True
     assert result["result"]["error"]["code"] == "TOOL_OUTPUT_INVALID"
-    assert events[-1]["finishReason"] == "stop"
+    assert finish(events)["finishReason"] == "stop"
 
 
 async def test_output_not_matching_the_output_schema_is_an_error_result() -> None:
@@ -322,8 +321,10 @@ async def test_coordinator_routes_to_a_specialist_with_call_agent(seen: Seen) ->
 
     events = await drain(runtime.query(prompt, "t-route"))
 
-    routed_call, refused_call = of_type(events, "tool-agent", state="call")
-    routed, refused = of_type(events, "tool-agent", state="result")
+    sub_agents = [e for e in events if e["type"] == "tool-agent" and "targetAgent" in e]
+    routed_call, refused_call = of_type(sub_agents, "tool-agent", state="call")
+    routed, refused = of_type(sub_agents, "tool-agent", state="result")
+    assert routed_call["agentName"] == "calculator", "the agent being called"
     assert routed_call["agent"] == "router"
     assert routed_call["targetAgent"] == "calculator"
     assert routed_call["prompt"] == nested
@@ -332,14 +333,24 @@ async def test_coordinator_routes_to_a_specialist_with_call_agent(seen: Seen) ->
     inner = events[events.index(routed_call) + 1 : events.index(routed)]
     assert of_type(inner, "tool-invocation", state="result", agent="calculator")
     (summary,) = of_type(inner, "data-tool-agent")
-    calculator_steps = of_type(events, "step-start", agent="calculator")
+    answers = [
+        e["usage"]
+        for e in runtime.replay("t-route").events
+        if e["type"] == "model-response" and e["agent"] == "calculator"
+    ]
+    prompt_tokens = sum(usage["promptTokens"] for usage in answers)
+    completion_tokens = sum(usage["completionTokens"] for usage in answers)
     assert summary["data"] == {
-        "agent": "calculator",
+        "agentName": "calculator",
         "model": "claude-haiku-4-5",
         "provider": "anthropic",
+        "agent": "router",
         "usage": {
-            "inputTokens": sum(s["usage"]["inputTokens"] for s in calculator_steps),
-            "outputTokens": sum(s["usage"]["outputTokens"] for s in calculator_steps),
+            "promptTokens": prompt_tokens,
+            "completionTokens": completion_tokens,
+            "totalTokens": prompt_tokens + completion_tokens,
+            "cacheReadInputTokens": 0,
+            "cacheCreationInputTokens": 0,
         },
     }
     assert routed["toolInvocationId"] == routed_call["toolInvocationId"]
@@ -349,7 +360,7 @@ async def test_coordinator_routes_to_a_specialist_with_call_agent(seen: Seen) ->
     assert refused_call["targetAgent"] == "router"
     assert refused["isError"] is True
     assert refused["result"]["error"]["code"] == "ROUTE_NOT_ALLOWED"
-    assert events[-1]["finishReason"] == "stop"
+    assert finish(events)["finishReason"] == "stop"
 
 
 async def test_a_prompt_that_is_not_json_is_echoed(seen: Seen) -> None:
@@ -358,7 +369,7 @@ async def test_a_prompt_that_is_not_json_is_echoed(seen: Seen) -> None:
     events = await drain(runtime.query("Say hello", "t-echo"))
 
     assert [(e["agent"], e["text"]) for e in of_type(events, "text")] == [("router", "Say hello")]
-    assert events[-1]["finishReason"] == "stop"
+    assert finish(events)["finishReason"] == "stop"
 
 
 async def test_an_invalid_script_ends_the_run_with_an_error(seen: Seen) -> None:
@@ -366,12 +377,12 @@ async def test_an_invalid_script_ends_the_run_with_an_error(seen: Seen) -> None:
 
     events = await drain(runtime.run_specialist("calculator", '{"script": [{"nope": 1}]}', "t"))
 
-    assert events[-1]["type"] == "error"
-    assert events[-1]["error"]["code"] == "SCRIPT_INVALID"
+    assert terminal(events)["type"] == "error"
+    assert terminal(events)["error"]["code"] == "SCRIPT_INVALID"
     assert not of_type(events, "finish")
     # The run is over: the thread takes the next query.
     again = await drain(runtime.query("next", "t"))
-    assert again[-1]["finishReason"] == "stop"
+    assert finish(again)["finishReason"] == "stop"
 
 
 async def test_run_specialist_runs_that_agent_on_a_fresh_thread(seen: Seen) -> None:
@@ -413,9 +424,13 @@ def test_testing_and_interpreter_together_are_refused(seen: Seen) -> None:
         )
 
 
-def test_without_an_interpreter_no_provider_is_available(seen: Seen) -> None:
-    with pytest.raises(ProviderUnavailableError, match="interpreter='scripted'"):
-        create_runtime(make_spec(ADD.bind(adder(seen))))
+async def test_without_an_interpreter_the_seeds_noop_runs(seen: Seen) -> None:
+    runtime = create_runtime(make_spec(ADD.bind(adder(seen))))
+
+    events = await drain(runtime.query(call("add", a=1, b=2), "t"))
+
+    assert labels(events) == ["tool-agent/call", "step-start", "finish", "tool-agent/result"]
+    assert seen == [], "noop calls no tool"
 
 
 def test_an_unknown_interpreter_is_refused(seen: Seen) -> None:
@@ -440,8 +455,8 @@ async def test_cancel_at_the_first_call_ends_the_run_before_any_tool_runs(seen: 
 
     check_stream(events)
     assert stream.cancelled
-    assert events[-1]["type"] == "finish"
-    assert events[-1]["finishReason"] == "cancelled"
+    assert terminal(events)["type"] == "finish"
+    assert finish(events)["finishReason"] == "cancelled"
     assert len(of_type(events, "tool-invocation", state="call")) == 1
     assert seen == []
     assert runtime.replay("t").snapshot["lastRun"] == {"runId": "run-1", "outcome": "cancelled"}
@@ -464,7 +479,7 @@ async def test_cancel_while_a_tool_runs_keeps_its_result_and_runs_no_more_tools(
 
     assert ran == [1]
     assert [r["result"] for r in results(events)] == [{"sum": 2}]
-    assert events[-1]["finishReason"] == "cancelled"
+    assert finish(events)["finishReason"] == "cancelled"
 
 
 @pytest.mark.parametrize("leave", ["break", "aclose"])
@@ -485,7 +500,7 @@ async def test_leaving_the_loop_early_frees_the_thread(seen: Seen, leave: str) -
 
     events = await drain(runtime.query("again", "t"))
 
-    assert events[-1]["finishReason"] == "stop"
+    assert finish(events)["finishReason"] == "stop"
     assert seen == []
     snapshot = runtime.replay("t").snapshot
     assert snapshot["runs"] == 2
@@ -502,7 +517,12 @@ async def test_a_second_query_continues_the_conversation(seen: Seen) -> None:
     replay = runtime.replay("t")
     assert replay.snapshot["runs"] == 2
     assert replay.snapshot["lastRun"] == {"runId": "run-2", "outcome": "stop"}
-    assert [(m["role"], m["content"]) for m in replay.snapshot["messages"]] == [
+
+    def text(message: dict[str, Any]) -> str:
+        content = message["content"]
+        return content if isinstance(content, str) else content[0]["text"]
+
+    assert [(m["role"], text(m)) for m in replay.snapshot["messages"]] == [
         ("user", "first question"),
         ("assistant", "first question"),
         ("user", "second question"),
@@ -528,7 +548,7 @@ async def test_a_query_on_a_thread_mid_run_is_refused_and_not_logged(seen: Seen)
     assert error["error"]["code"] == "THREAD_BUSY"
     assert logged_after == logged_before
     # The run it interrupted went on; the refused query left no trace.
-    assert events[-1]["finishReason"] == "stop"
+    assert finish(events)["finishReason"] == "stop"
     replay = runtime.replay("t")
     assert replay.snapshot["runs"] == 1
     assert "are you there?" not in json.dumps(replay.entries)

@@ -14,6 +14,7 @@ import orjson
 import pydantic
 import pytest
 
+import flowai_harness._native as REAL_NATIVE
 from flowai_harness.approvals import ApprovalOverrides, ApprovalPatch, ApprovalPolicies
 from flowai_harness.errors import (
     CoordinatorWithoutRoutesError,
@@ -28,6 +29,7 @@ from flowai_harness.prompts import layered_prompt
 from flowai_harness.references import ReferenceHandle, define_reference
 from flowai_harness.specs import (
     AgentSpec,
+    ModelSpec,
     RuntimeSpec,
     TenantIdentity,
     TestingConfig,
@@ -131,7 +133,16 @@ def test_define_specialist_as_the_readme_calls_it() -> None:
     [(define_planner, "planner"), (define_executor, "executor"), (define_specialist, "specialist")],
 )
 def test_roles(define: Any, role: str) -> None:
-    assert define("a", model=MODEL, prompt="p").role == role
+    plan = {"plan": REORDER} if role in ("planner", "executor") else {}
+    assert define("a", model=MODEL, prompt="p", **plan).role == role
+
+
+@pytest.mark.parametrize("define", [define_planner, define_executor])
+def test_planners_and_executors_need_their_plan(define: Any) -> None:
+    with pytest.raises(TypeError, match="plan"):
+        define("a", model=MODEL, prompt="p")
+    with pytest.raises(SpecError, match="plan must be a plan made with define_plan"):
+        define("a", model=MODEL, prompt="p", plan="reorder")
 
 
 def test_define_coordinator_keeps_everything() -> None:
@@ -176,11 +187,12 @@ def test_a_single_tool_instead_of_a_list_is_caught() -> None:
     [
         ({"prompt": ""}, "prompt", "non-empty string"),
         ({"prompt": "   "}, "prompt", "non-empty string"),
-        ({"model": ""}, "model", "model id"),
-        ({"model": 4}, "model", "model id"),
+        ({"max_tokens": 0}, "max_tokens", "int >= 1"),
+        ({"temperature": "hot"}, "temperature", "number"),
         ({"max_turns": 0}, "max_turns", "int >= 1"),
         ({"max_turns": True}, "max_turns", "int >= 1"),
         ({"max_turns": "3"}, "max_turns", "int >= 1"),
+        ({"thinking_budget": -1}, "thinking_budget", "int >= 1"),
         ({"provider": ""}, "provider", "provider declared"),
         ({"tools": ["lookup"]}, "tools[0]", "define_tool"),
         ({"description": None}, "description", "string"),
@@ -200,6 +212,25 @@ def test_bad_values_name_the_agent_the_field_and_the_fix(
     assert advice in message
     assert not isinstance(caught.value, pydantic.ValidationError)
     assert caught.value.__cause__ is None
+
+
+@pytest.mark.parametrize(
+    ("model", "match"),
+    [("", "non-empty model id"), (4, "a model is a model id such as"), (None, "got NoneType")],
+)
+def test_a_model_is_an_id_or_a_model_spec(model: Any, match: str) -> None:
+    with pytest.raises(SpecError, match=match):
+        define_specialist("greeter", model=model, prompt="p")
+
+
+def test_a_model_spec_names_its_provider() -> None:
+    agent = define_specialist("g", model=ModelSpec("my-model", provider="openai"), prompt="p")
+
+    assert (agent.model, agent.provider) == ("my-model", "openai")
+    with pytest.raises(SpecError, match="disagrees"):
+        define_specialist(
+            "g", model=ModelSpec("x", provider="openai"), prompt="p", provider="anthropic"
+        )
 
 
 @pytest.mark.parametrize("name", ["", "has space", "1st", "x" * 65])
@@ -244,7 +275,11 @@ def test_spec_document_matches_the_wire_doc() -> None:
     )
 
     document = spec_document(
-        define_tenant("acme", "v1"), [coordinator], [lookup], {"anthropic": {"api_key": "k"}}
+        define_tenant("acme", "v1"),
+        [coordinator],
+        [lookup],
+        {"anthropic": {"api_key": "k"}},
+        builtins={"hello_coordinator": ["call_agent"]},
     )
 
     prompt = document["agents"][0].pop("prompt")
@@ -279,7 +314,9 @@ def test_spec_document_matches_the_wire_doc() -> None:
 
 
 class FakeNative(types.ModuleType):
-    """Stands in for flowai_harness._native: records what compile_spec was given."""
+    """Stands in for flowai_harness._native: records what compile_spec was given, and
+    answers as the engine does. define_runtime compiles twice (the engine says which
+    built-in tools each agent has, then the prompts show them): ``final`` is what it keeps."""
 
     def __init__(self) -> None:
         super().__init__("flowai_harness._native")
@@ -287,7 +324,13 @@ class FakeNative(types.ModuleType):
 
     def compile_spec(self, spec_json: bytes) -> bytes:
         self.sent.append(spec_json)
-        return b'{"compiled": true}'
+        compiled: bytes = REAL_NATIVE.compile_spec(spec_json)
+        return compiled
+
+    @property
+    def final(self) -> bytes:
+        assert len(self.sent) == 2, "define_runtime compiles a skeleton, then the spec"
+        return self.sent[-1]
 
 
 @pytest.fixture
@@ -314,7 +357,7 @@ def test_define_runtime_sends_the_spec_and_keeps_the_compiled_result(native: Fak
         ("acme", "v1"), agents=agents, providers={"openai": {}, "anthropic": {"api_key": "k"}}
     )
 
-    (sent,) = native.sent
+    sent = native.final
     assert isinstance(sent, bytes)
     document = orjson.loads(sent)
     for declared, agent in zip(document["agents"], agents, strict=True):
@@ -329,7 +372,9 @@ def test_define_runtime_sends_the_spec_and_keeps_the_compiled_result(native: Fak
         "providers": ["anthropic", "openai"],
     }
     assert isinstance(runtime, RuntimeSpec)
-    assert runtime.compiled == b'{"compiled": true}'
+    compiled = orjson.loads(runtime.compiled)
+    assert compiled["compiled"]["boss"]["builtin_tools"] == ["call_agent"]
+    assert compiled["agents"][1]["provider"] == "openai", "the engine resolved the provider"
     assert runtime.tenant == TenantIdentity(resource_id="acme", version="v1")
     assert runtime.agents == tuple(agents)
     assert runtime.tools == (lookup,)
@@ -353,11 +398,13 @@ def test_a_shared_tool_is_sent_once_with_its_handler(native: FakeNative) -> None
     lookup = define_tool("lookup", {"q": str})
 
     runtime = define_runtime(
-        ("acme", "v1"), agents=two_agents(lookup, lookup.bind(handler)), providers={}
+        ("acme", "v1"),
+        agents=two_agents(lookup, lookup.bind(handler)),
+        providers={"anthropic": {}, "openai": {}},
     )
 
     assert runtime.tools == (lookup.bind(handler),)
-    assert [tool["name"] for tool in orjson.loads(native.sent[0])["tools"]] == ["lookup"]
+    assert [tool["name"] for tool in orjson.loads(native.final)["tools"]] == ["lookup"]
 
 
 def test_two_tools_with_one_name_are_rejected(native: FakeNative) -> None:
@@ -382,7 +429,9 @@ def test_two_tools_with_one_name_are_rejected(native: FakeNative) -> None:
 
 def test_providers_are_frozen_and_kept_out_of_repr(native: FakeNative) -> None:
     runtime = define_runtime(
-        ("acme", "v1"), agents=two_agents(), providers={"anthropic": {"api_key": "secret"}}
+        ("acme", "v1"),
+        agents=two_agents(),
+        providers={"anthropic": {"api_key": "secret"}, "openai": {}},
     )
 
     assert runtime.providers["anthropic"]["api_key"] == "secret"
@@ -535,6 +584,7 @@ def test_agent_approval_keywords() -> None:
         "executor",
         model=MODEL,
         prompt="Run plans.",
+        plan=REORDER,
         tools=[pay],
         approval={"tools": "always"},
         tool_approvals={"pay": over_100, "resolveRef": "never"},
@@ -556,7 +606,7 @@ def test_agent_approval_keywords() -> None:
 
 
 def test_default_approvals_leave_the_agent_declaration_as_it_was() -> None:
-    agent = define_planner("planner", model=MODEL, prompt="Plan.", approval="default")
+    agent = define_planner("planner", model=MODEL, prompt="Plan.", plan=REORDER, approval="default")
 
     assert set(agent.declaration()) == {
         "name",
@@ -617,7 +667,7 @@ def test_bad_approval_timeouts(timeout: Any) -> None:
         (
             {"tool_approvals": {"refund": "always", "storePlan": "always"}},
             UnknownApprovalTargetError,
-            r"tool_approvals names 'refund', 'storePlan', not one of its tools \(getPlan, pay\)",
+            r"tool_approvals names 'refund', not one of its tools \(pay\)",
         ),
     ],
 )
@@ -628,6 +678,20 @@ def test_bad_agent_approvals(kwargs: dict[str, Any], error: type[Exception], mat
         define_specialist("a", model=MODEL, prompt="p", tools=[pay], **kwargs)
 
 
+def test_tool_approvals_may_name_only_the_agents_own_built_in_tools() -> None:
+    pay = define_tool("pay", {"amount": int}).bind(handler)
+    specialist = define_specialist(
+        "a", model=MODEL, prompt="p", tools=[pay], tool_approvals={"storePlan": "always"}
+    )
+
+    with pytest.raises(
+        UnknownApprovalTargetError,
+        match=r"agent `a` sets tool_approvals for `storePlan`, which is not one of its "
+        r"tools \(pay\)",
+    ):
+        define_runtime(("acme", "v1"), agents=[specialist], providers={"anthropic": {}})
+
+
 def test_unknown_approval_targets_are_spec_errors() -> None:
     assert issubclass(UnknownApprovalTargetError, SpecError)
     assert UnknownApprovalTargetError.code == "SPEC_UNKNOWN_APPROVAL_TARGET"
@@ -636,7 +700,7 @@ def test_unknown_approval_targets_are_spec_errors() -> None:
 def test_a_layered_prompt_is_an_agent_prompt() -> None:
     prompt = layered_prompt(identity="You plan restocks.")
 
-    agent = define_planner("planner", model=MODEL, prompt=prompt)
+    agent = define_planner("planner", model=MODEL, prompt=prompt, plan=REORDER)
 
     assert agent.prompt is prompt
     assert agent.prompt_text == "# Identity\nYou plan restocks."
@@ -658,7 +722,7 @@ class ReorderPlan(pydantic.BaseModel):
     actions: list[TaggedUnion(Reorder, Hold)]  # type: ignore[valid-type]
 
 
-REORDER = define_plan("reorder", ReorderPlan, display_aliases=["Reorder plan"])
+REORDER = define_plan("reorder", ReorderPlan, display_aliases={"draft": "Proposed"})
 PRODUCT_SET = define_reference("product_set", {"type": "array"}, ttl_ms=60_000)
 
 
@@ -671,10 +735,16 @@ def acme_agents(**executor: Any) -> list[AgentSpec]:
             "planner",
             model=MODEL,
             prompt=layered_prompt(identity="You plan.", safety="Ask first."),
+            plan=REORDER,
             tools=[delete_rows],
         ),
         define_executor(
-            "executor", model=MODEL, prompt="Execute.", tools=[pay, delete_rows], **executor
+            "executor",
+            model=MODEL,
+            prompt="Execute.",
+            plan=REORDER,
+            tools=[pay, delete_rows],
+            **executor,
         ),
     ]
 
@@ -693,7 +763,7 @@ def test_define_runtime_sends_plans_references_and_approvals(native: FakeNative)
         approval_timeout=120,
     )
 
-    sent = orjson.loads(native.sent[0])
+    sent = orjson.loads(native.final)
     assert sent["plans"] == [REORDER.declaration()]
     assert sent["references"] == [
         {"name": "product_set", "schema": {"type": "array"}, "ttl_ms": 60_000}
@@ -724,9 +794,11 @@ def test_define_runtime_sends_plans_references_and_approvals(native: FakeNative)
 
 
 def test_a_spec_without_the_new_features_sends_no_new_keys(native: FakeNative) -> None:
-    runtime = define_runtime(("acme", "v1"), agents=two_agents(), providers={})
+    runtime = define_runtime(
+        ("acme", "v1"), agents=two_agents(), providers={"anthropic": {}, "openai": {}}
+    )
 
-    assert set(orjson.loads(native.sent[0])) == {"tenant", "agents", "tools", "providers"}
+    assert set(orjson.loads(native.final)) == {"tenant", "agents", "tools", "providers"}
     assert (runtime.plans, runtime.references, len(runtime.predicates)) == ((), (), 0)
 
 
@@ -738,7 +810,7 @@ def test_a_layered_prompt_gets_the_agents_tools_and_their_rules(native: FakeNati
         approval_overrides=ApprovalOverrides(tools={"delete_rows": over_100}),
     )
 
-    planner = orjson.loads(native.sent[0])["agents"][1]
+    planner = orjson.loads(native.final)["agents"][1]
     assert planner["prompt"] == (
         "# Identity\nYou plan.\n\n"
         "# Tools\n"
@@ -746,11 +818,10 @@ def test_a_layered_prompt_gets_the_agents_tools_and_their_rules(native: FakeNati
         "| --- | --- | --- |\n"
         "| delete_rows |  | dynamic |\n"
         "| getPlan | Read a stored plan and its status (planId). | never |\n"
-        "| storePlan | Store a plan (specName, planId, body); it waits for approval if needed. "
-        "| always |\n\n"
+        "| storePlan | Store a plan (specName, planId, body) as a draft. | never |\n\n"
         "# Safety\nAsk first."
     )
-    executor = orjson.loads(native.sent[0])["agents"][2]["prompt"]
+    executor = orjson.loads(native.final)["agents"][2]["prompt"]
     assert executor.startswith("Execute.\n\n# Tools\n| tool | description | approval |")
     assert "| executePlan |" in executor
 
@@ -760,10 +831,11 @@ def test_agent_tool_rows_follow_the_engines_precedence() -> None:
         approval={"tools": "always", "plans": "never"}, tool_approvals={"pay": "never"}
     )[2]
 
+    builtins = ["getPlan", "executePlan", "resolveRef", "glimpseRef"]
     rows = {
         row["name"]: row["approval"]
         for row in agent_tool_rows(
-            executor, ApprovalPolicies(), ApprovalOverrides(tools={"getPlan": "always"})
+            executor, builtins, ApprovalPolicies(), ApprovalOverrides(tools={"getPlan": "always"})
         )
     }
 
@@ -771,12 +843,12 @@ def test_agent_tool_rows_follow_the_engines_precedence() -> None:
         "pay": "never",  # the agent's tool_approvals beat the tool's predicate
         "delete_rows": "always",  # the agent's tools channel
         "getPlan": "never",  # answered by the engine, never gated
-        "executePlan": "never",
+        "executePlan": "never",  # the plans channel: the agent's plans rule
         "resolveRef": "always",
         "glimpseRef": "always",
     }
     coordinator = acme_agents()[0]
-    assert [row["name"] for row in agent_tool_rows(coordinator)] == ["call_agent", "getPlan"]
+    assert [row["name"] for row in agent_tool_rows(coordinator, ["call_agent"])] == ["call_agent"]
 
 
 @pytest.mark.parametrize(
@@ -807,13 +879,11 @@ def test_overrides_may_name_built_in_tools(native: FakeNative) -> None:
     define_runtime(
         ("acme", "v1"),
         agents=acme_agents(),
-        providers={},
+        providers={"anthropic": {}},
         approval_overrides=ApprovalOverrides(tools={"resolveRef": "always"}),
     )
 
-    assert orjson.loads(native.sent[0])["approvals"]["overrides"]["tools"] == {
-        "resolveRef": "always"
-    }
+    assert orjson.loads(native.final)["approvals"]["overrides"]["tools"] == {"resolveRef": "always"}
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,8 @@ pub enum ErrorCode {
     SpecUnknownProvider,
     SpecUnknownTool,
     SpecInvalidSchema,
+    /// Approval overrides or `tool_approvals` name an agent or tool that is not there.
+    SpecUnknownApprovalTarget,
     /// Input bytes are not a JSON envelope the engine understands.
     InputMalformed,
     InputUnknownSchema,
@@ -44,7 +46,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 25] = [
+    pub const ALL: [ErrorCode; 26] = [
         ErrorCode::SpecInvalid,
         ErrorCode::SpecDuplicateAgent,
         ErrorCode::SpecDuplicateTool,
@@ -56,6 +58,7 @@ impl ErrorCode {
         ErrorCode::SpecUnknownProvider,
         ErrorCode::SpecUnknownTool,
         ErrorCode::SpecInvalidSchema,
+        ErrorCode::SpecUnknownApprovalTarget,
         ErrorCode::InputMalformed,
         ErrorCode::InputUnknownSchema,
         ErrorCode::UnknownAgent,
@@ -85,6 +88,7 @@ impl ErrorCode {
             ErrorCode::SpecUnknownProvider => "SPEC_UNKNOWN_PROVIDER",
             ErrorCode::SpecUnknownTool => "SPEC_UNKNOWN_TOOL",
             ErrorCode::SpecInvalidSchema => "SPEC_INVALID_SCHEMA",
+            ErrorCode::SpecUnknownApprovalTarget => "SPEC_UNKNOWN_APPROVAL_TARGET",
             ErrorCode::InputMalformed => "INPUT_MALFORMED",
             ErrorCode::InputUnknownSchema => "INPUT_UNKNOWN_SCHEMA",
             ErrorCode::UnknownAgent => "UNKNOWN_AGENT",

@@ -695,6 +695,7 @@ impl Spec {
             agent_builtin_tools.push(agent_builtins(agent)?);
             chains.push(chain);
         }
+        check_approval_names(&doc, &agents, &tools, &agent_builtin_tools)?;
 
         let plans = compile_plans(&doc.plans)?;
         for reference in &doc.references {
@@ -705,7 +706,6 @@ impl Spec {
                 )
             })?;
         }
-        check_approval_names(&doc, &agents, &tools)?;
         let builtins = [STORE_PLAN, GET_PLAN, EXECUTE_PLAN, RESOLVE_REF, GLIMPSE_REF]
             .into_iter()
             .map(|name| {
@@ -907,12 +907,13 @@ fn check_approval_names(
     doc: &SpecDoc,
     agents: &HashMap<String, usize>,
     tools: &HashMap<String, Tool>,
+    builtins: &[Vec<&'static str>],
 ) -> Result<()> {
     let overrides = &doc.approvals.overrides;
     for agent in overrides.agents.keys() {
         if !agents.contains_key(agent) {
             return Err(spec_error(
-                ErrorCode::SpecInvalid,
+                ErrorCode::SpecUnknownApprovalTarget,
                 format!("approval overrides name agent `{agent}`, which is not an agent of this runtime"),
             ));
         }
@@ -920,7 +921,7 @@ fn check_approval_names(
     for tool in overrides.tools.keys() {
         if !tools.contains_key(tool) && !is_builtin_tool(tool) {
             return Err(spec_error(
-                ErrorCode::SpecInvalid,
+                ErrorCode::SpecUnknownApprovalTarget,
                 format!("approval overrides name tool `{tool}`, which no agent uses"),
             ));
         }
@@ -928,7 +929,7 @@ fn check_approval_names(
     for (agent, agent_tools) in &overrides.agent_tools {
         let Some(&index) = agents.get(agent) else {
             return Err(spec_error(
-                ErrorCode::SpecInvalid,
+                ErrorCode::SpecUnknownApprovalTarget,
                 format!("approval overrides name agent `{agent}`, which is not an agent of this runtime"),
             ));
         };
@@ -936,20 +937,27 @@ fn check_approval_names(
         for tool in agent_tools.keys() {
             if !spec.tools.contains(tool) && !is_builtin_tool(tool) {
                 return Err(spec_error(
-                    ErrorCode::SpecInvalid,
+                    ErrorCode::SpecUnknownApprovalTarget,
                     format!("approval overrides name tool `{tool}` of agent `{agent}`, which it does not use"),
                 ));
             }
         }
     }
-    for agent in &doc.agents {
+    for (agent, builtins) in doc.agents.iter().zip(builtins) {
         for tool in agent.tool_approvals.keys() {
-            if !agent.tools.contains(tool) && !is_builtin_tool(tool) {
+            if !agent.tools.contains(tool) && !builtins.contains(&tool.as_str()) {
                 return Err(spec_error(
-                    ErrorCode::SpecInvalid,
+                    ErrorCode::SpecUnknownApprovalTarget,
                     format!(
-                        "agent `{}` sets tool_approvals for `{tool}`, which is not one of its tools",
-                        agent.name
+                        "agent `{}` sets tool_approvals for `{tool}`, which is not one of its tools ({}); add the tool to its tools or remove the rule",
+                        agent.name,
+                        agent
+                            .tools
+                            .iter()
+                            .map(String::as_str)
+                            .chain(builtins.iter().copied())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 ));
             }

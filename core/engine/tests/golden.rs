@@ -320,3 +320,28 @@ fn apply_refuses_a_line_of_another_tenant_like_replay_does() {
     );
     assert_eq!(snapshot_bytes(engine.thread("hello").unwrap()), before);
 }
+
+#[test]
+fn format_1_logs_still_replay_and_their_threads_go_on_in_format_2() {
+    for (name, log) in golden_logs_v1() {
+        let replay = flowai_engine::replay(&log).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(replay.lines, lines(&log).len(), "{name}");
+        let thread = &replay.threads[0];
+        assert_eq!(thread.phase(), flowai_engine::run::Phase::Idle, "{name}");
+        assert!(thread.usage.total() > 0, "{name}: usage folded from step-starts");
+        // A new run on an old thread is written in format 2 and replays with it.
+        let mut d = Driver::scripted();
+        for line in lines(&log) {
+            d.apply(line).unwrap();
+        }
+        let outs = d.send(query(&name, "again").agent("calculator").id("after-upgrade"));
+        assert_eq!(outs.events()[0].payload()["v"], 2, "{name}");
+        assert_eq!(outs.labels().last().unwrap(), "tool-agent/result", "{name}");
+        let replayed = flowai_engine::replay(&d.log(&name)).unwrap();
+        assert_eq!(
+            snapshot_bytes(&replayed.threads[0]),
+            d.snapshot(&name).unwrap(),
+            "{name}"
+        );
+    }
+}
