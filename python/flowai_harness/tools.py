@@ -46,6 +46,7 @@ if typing.TYPE_CHECKING:
 __all__ = [
     "NAME_PATTERN",
     "RESERVED_TOOL_NAMES",
+    "TOOL_OUTCOME_UNKNOWN",
     "Approval",
     "Delivery",
     "EventSink",
@@ -71,6 +72,8 @@ _OBJECT_SCHEMA_KEYS: Final = ("properties", "$ref", "anyOf")
 # How often a tool may run for one invocation when a worker crashes (see the module docstring).
 Delivery = Literal["at_least_once", "at_most_once"]
 _DELIVERIES: Final = frozenset(get_args(Delivery))
+# The error code of the result an at-most-once tool gets instead of a second run.
+TOOL_OUTCOME_UNKNOWN: Final = "TOOL_OUTCOME_UNKNOWN"
 
 
 @dataclasses.dataclass(frozen=True, slots=True, eq=False)
