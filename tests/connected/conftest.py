@@ -10,6 +10,9 @@
   service gets) sets ``FLOWAI_ALLOW_UNREPLICATED`` to 1 on one broker and to 0 otherwise,
   and ``topics`` passes ``allow_unreplicated`` the same way. A test module on another
   cluster overrides ``service_env``.
+- ``three_brokers`` (session): a three-broker cluster and a Redis of the tests' own
+  (:class:`cluster.Cluster`), started on first use and stopped at the end of the session,
+  for the tests marked ``brokers3``; they take the same skip rule as the others.
 - ``spawn(name, *python_args, env=...)``: starts ``python <args>`` from the repository root
   with tests/connected importable (the test apps) and ``service_env`` (then ``env``) in its
   environment, output to a log; every process is killed (kill -9) at teardown.
@@ -30,6 +33,7 @@ from pathlib import Path
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
+from cluster import Cluster
 from kafka_helpers import HERE, PARTITIONS, REPO, RunLog, ToolResponder
 from processes import Service
 from redis.asyncio import Redis
@@ -75,6 +79,17 @@ def broker_count(bootstrap: str) -> int:
             await admin.close()
 
     return asyncio.run(count())
+
+
+@pytest.fixture(scope="session")
+def three_brokers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    _required_env("FLOWAI_KAFKA_BOOTSTRAP")  # the services are up: the same skip rule
+    cluster = Cluster(tmp_path_factory.mktemp("three-brokers"))
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture
