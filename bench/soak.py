@@ -3,6 +3,7 @@
     scripts/services/services start --brokers 3
     set -a; . var/services/env; set +a
     python bench/soak.py [--queries 1000] [--rate 20] [--kill-every 3] [--approval-every 10]
+                         [--delivery at_least_once|at_most_once] [--tool-ms 0]
 
 Prints figures, asserts nothing. What it does (a fresh topic prefix; its topics and Redis keys
 are deleted at the end unless ``--keep``):
@@ -11,10 +12,13 @@ are deleted at the end unless ``--keep``):
   (``soak-tools-a`` / ``-b``) and the approvals service as separate processes, loading this
   module's app (``--app soak:runtime``, tenant ``soak``);
 - publishes ``--queries`` queries at ``--rate`` per second, one thread each, each a scripted
-  one-tool-step prompt: ``work`` (a side effect: HINCRBY ``<prefix>:runs`` <query> 1), or
-  every ``--approval-every``-th the same tool behind an approval gate (``gated_work``),
-  approved through the approvals HTTP API by a decider loop here (which retries while the
-  service is down);
+  one-tool-step prompt: ``work`` (a side effect: HINCRBY ``<prefix>:runs`` <query> 1, then
+  the effect applied once per ``ctx.idempotency_key``, as a downstream API that
+  deduplicates by key would, then ``--tool-ms`` more before it returns), or every
+  ``--approval-every``-th the same tool behind an approval gate (``gated_work``), approved
+  through the approvals HTTP API by a decider loop here (which retries while the service is
+  down); with ``--delivery at_most_once`` the tools are ``once`` / ``gated_once``, defined
+  ``delivery="at_most_once"``;
 - meanwhile every ``--kill-every`` seconds kills one service with SIGKILL, in turn runtime,
   tool worker a, approvals, tool worker b, and starts it again at once (same instance id);
 - waits until every run finished (or ``--deadline`` seconds after the last query), then
@@ -23,7 +27,10 @@ are deleted at the end unless ``--keep``):
   - lost: queries whose thread has no ``finish`` in the run log;
   - duplicated: run-log events logged twice (same id), threads with more than one
     ``run-start``, and threads whose ``seq`` is not 1..N;
-  - tool run twice: ``work`` side effects that happened more than once for one query;
+  - tool run twice: handlers that ran more than once for one query (the crash window of an
+    at-least-once tool: a worker killed after the side effect, before recording it), the
+    ``TOOL_OUTCOME_UNKNOWN`` answers (at-most-once tools), and effects applied twice
+    although deduplicated by ``ctx.idempotency_key``;
 
   plus the kills, the dead letters by reason, and how long the run log stood still after
   each kill of the runtime.
@@ -70,19 +77,32 @@ _redis: redis.Redis | None = None
 
 
 def _work(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    """The side effect: count the run, then apply the effect the way a downstream API that
+    deduplicates by idempotency key would (once per key)."""
     global _redis
     if _redis is None:
         _redis = redis.Redis.from_url(os.environ["FLOWAI_REDIS_URL"])
-    _redis.hincrby(f"{args['ns']}:runs", args["key"], 1)
-    return {"key": args["key"]}
+    ns, key = args["ns"], args["key"]
+    _redis.hincrby(f"{ns}:runs", key, 1)
+    if _redis.set(f"{ns}:applied:{ctx.idempotency_key}", key, nx=True):
+        _redis.hincrby(f"{ns}:effects", key, 1)
+    # The rest of the call after the effect (an answer on its way back): the crash window.
+    time.sleep(args["pause_ms"] / 1000)
+    return {"key": key}
 
 
-work = define_tool("work", {"ns": str, "key": str}, description="A side effect.").bind(_work)
-gated_work = define_tool(
-    "gated_work", {"ns": str, "key": str}, description="The same, approved.", approval="always"
-).bind(_work)
+ARGS = {"ns": str, "key": str, "pause_ms": int}
+TOOLS = {
+    # (delivery, gated) -> tool
+    ("at_least_once", False): define_tool("work", ARGS).bind(_work),
+    ("at_least_once", True): define_tool("gated_work", ARGS, approval="always").bind(_work),
+    ("at_most_once", False): define_tool("once", ARGS, delivery="at_most_once").bind(_work),
+    ("at_most_once", True): define_tool(
+        "gated_once", ARGS, approval="always", delivery="at_most_once"
+    ).bind(_work),
+}
 worker = define_specialist(
-    name="worker", model="claude-haiku-4-5", prompt="Work.", tools=[work, gated_work]
+    name="worker", model="claude-haiku-4-5", prompt="Work.", tools=list(TOOLS.values())
 )
 runtime = define_runtime(
     tenant=define_tenant(TENANT, "v1"), agents=[worker], providers={"anthropic": {}}
@@ -155,8 +175,8 @@ class Progress:
     all_finished: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-def prompt(tool: str, ns: str, key: str) -> str:
-    return json.dumps({"tool": tool, "args": {"ns": ns, "key": key}})
+def prompt(tool: str, ns: str, key: str, pause_ms: int) -> str:
+    return json.dumps({"tool": tool, "args": {"ns": ns, "key": key, "pause_ms": pause_ms}})
 
 
 def query(thread: str, text: str) -> bytes:
@@ -372,10 +392,10 @@ async def soak(args: argparse.Namespace) -> None:
         await producer.start()
         try:
             for n, thread in enumerate(threads):
-                tool = "gated_work" if thread in gated else "work"
+                tool = TOOLS[args.delivery, thread in gated].name
                 await producer.send(
                     topics.queries,
-                    query(thread, prompt(tool, prefix, thread)),
+                    query(thread, prompt(tool, prefix, thread, args.tool_ms)),
                     key=bus.thread_key(TENANT, thread),
                 )
                 # Paced from the start, so a slow send does not lower the rate after it.
@@ -403,6 +423,9 @@ async def soak(args: argparse.Namespace) -> None:
     log = await read_all(bootstrap, topics.runtime_events)
     letters = await read_all(bootstrap, topics.dead_letters)
     runs = {key.decode(): int(count) for key, count in store.hgetall(f"{prefix}:runs").items()}
+    effects = {
+        key.decode(): int(count) for key, count in store.hgetall(f"{prefix}:effects").items()
+    }
 
     by_thread: dict[str, list[dict[str, Any]]] = {}
     for entry in log:
@@ -445,7 +468,7 @@ async def soak(args: argparse.Namespace) -> None:
         middle = sorted(stalls)[len(stalls) // 2]
         print(
             f"run log standing still after a runtime kill: median {middle:.2f} s, "
-            f"max {max(stalls):.2f} s ({len(stalls)} kills)"
+            f"max {max(stalls):.2f} s ({', '.join(f'{stall:.2f}' for stall in stalls)})"
         )
     reasons = Counter(letter["payload"]["reason"] for letter in letters)
     print(f"approvals decided: {dict(decided)}")
@@ -458,10 +481,15 @@ async def soak(args: argparse.Namespace) -> None:
         f"DUPLICATED: {duplicated_events} events logged twice, {many_starts} threads started "
         f"twice, {bad_seq} threads with a broken seq"
     )
+    applied_twice = sum(1 for count in effects.values() if count > 1)
     print(
-        f"TOOL RUN TWICE: {len(twice)} of {len(runs)} side effects"
-        + (f" e.g. {dict(list(twice.items())[:5])}" if twice else "")
-        + f"; never run: {len(never)}"
+        f"TOOL RUN TWICE ({args.delivery} tools): {len(twice)} of {len(runs)} handlers ran "
+        "twice" + (f" e.g. {dict(list(twice.items())[:5])}" if twice else "") + f"; never run: "
+        f"{len(never)}; outcome unknown: {tool_errors.get('TOOL_OUTCOME_UNKNOWN', 0)}"
+    )
+    print(
+        f"effects applied twice through ctx.idempotency_key (a downstream API deduplicating by "
+        f"key): {applied_twice} of {len(effects)}"
     )
 
     if not args.keep:
@@ -489,6 +517,18 @@ def main() -> None:
     )
     parser.add_argument(
         "--deadline", type=float, default=180.0, help="seconds to wait after the last query"
+    )
+    parser.add_argument(
+        "--delivery",
+        choices=("at_least_once", "at_most_once"),
+        default="at_least_once",
+        help="the delivery level of the tool the queries call (at_least_once)",
+    )
+    parser.add_argument(
+        "--tool-ms",
+        type=int,
+        default=0,
+        help="ms each tool call takes after its side effect (0): widens the crash window",
     )
     parser.add_argument("--log-dir", help="service logs (default var/soak/<prefix>)")
     parser.add_argument("--keep", action="store_true", help="keep the topics and Redis keys")
