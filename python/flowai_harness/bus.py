@@ -58,6 +58,7 @@ __all__ = [
     "KafkaPublisher",
     "Publisher",
     "Topics",
+    "add_flag_argument",
     "add_instance_argument",
     "add_service_arguments",
     "check_run_log",
@@ -247,18 +248,23 @@ def add_replication_arguments(parser: argparse.ArgumentParser, *, creates: str) 
         f"default: {PREFERRED_MIN_INSYNC_REPLICAS} with the default replication of "
         f"{PREFERRED_REPLICATION}, else the cluster's setting)",
     )
+    add_flag_argument(
+        parser,
+        "--allow-unreplicated",
+        env="FLOWAI_ALLOW_UNREPLICATED",
+        help="accept a run log with one replica, as on a one-broker development cluster; "
+        "never in production: one disk would hold the only copy of every thread",
+    )
+
+
+def add_flag_argument(parser: argparse.ArgumentParser, option: str, *, env: str, help: str) -> None:
+    """An on/off option whose default is the environment variable ``env`` (:func:`env_flag`);
+    a value that is not a flag stops the parser with a usage error."""
     try:
-        allow = env_flag("FLOWAI_ALLOW_UNREPLICATED")
+        default = env_flag(env)
     except BusError as exc:
         parser.error(exc.message)
-    parser.add_argument(
-        "--allow-unreplicated",
-        action="store_true",
-        default=allow,
-        help="accept a run log with one replica, as on a one-broker development cluster "
-        "(env FLOWAI_ALLOW_UNREPLICATED=1); never in production: one disk would hold the only "
-        "copy of every thread",
-    )
+    parser.add_argument(option, action="store_true", default=default, help=f"{help} (env {env}=1)")
 
 
 def add_instance_argument(parser: argparse.ArgumentParser, *, role: str) -> None:

@@ -44,17 +44,12 @@ def build_parser(prog: str = "flowai serve tools") -> argparse.ArgumentParser:
     )
     parser.add_argument("--group", help="consumer group (default: <prefix>.tools)")
     bus.add_instance_argument(parser, role="tool worker")
-    try:
-        volatile = bus.env_flag("FLOWAI_ALLOW_VOLATILE_LEDGER")
-    except FlowaiError as exc:
-        parser.error(exc.message)
-    parser.add_argument(
+    bus.add_flag_argument(
+        parser,
         "--allow-volatile-ledger",
-        action="store_true",
-        default=volatile,
+        env="FLOWAI_ALLOW_VOLATILE_LEDGER",
         help="start even if Redis does not persist the ledger (no append-only file), or "
-        "forbids asking (env FLOWAI_ALLOW_VOLATILE_LEDGER=1): a Redis restart then forgets "
-        "recorded results and tools run again",
+        "forbids asking: a Redis restart then forgets recorded results and tools run again",
     )
     parser.add_argument("--concurrency", type=int, default=8, help="tool calls at once (8)")
     parser.add_argument(

@@ -217,18 +217,7 @@ async def test_runtime_killed_mid_run_is_replaced_without_losing_or_duplicating_
     await until(all_finished, within=45, what="every run to finish", services=[second, tools])
 
     # Read the whole log again, from scratch, as any read_committed consumer sees it.
-    fresh = RunLog(kafka_bootstrap, topics)
-    await fresh.start()
-    try:
-        ends = await fresh.consumer.end_offsets(list(fresh.consumer.assignment()))
-
-        async def behind() -> bool:
-            return any([await fresh.consumer.position(tp) < end for tp, end in ends.items()])
-
-        while await behind():
-            await fresh.poll()
-    finally:
-        await fresh.close()
+    fresh = await RunLog.read_whole(kafka_bootstrap, topics)
     ids = [entry["id"] for entry in fresh.entries]
     assert len(ids) == len(set(ids)), "an event was logged twice"
     for thread in threads:

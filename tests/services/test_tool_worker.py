@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import sys
 import threading
 import time
@@ -1426,3 +1427,40 @@ def test_command_line_defaults_and_environment(monkeypatch: pytest.MonkeyPatch) 
     assert settings.worker.max_attempts == 3
     assert settings.claim_ttl > settings.worker.tool_timeout
     assert settings.result_ttl == 7 * 24 * 3600
+
+
+def test_command_line_durability_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("FLOWAI_ALLOW_VOLATILE_LEDGER", "FLOWAI_ALLOW_UNREPLICATED", "FLOWAI_REPLICATION"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("FLOWAI_INSTANCE_ID", "tools-{hostname}")
+
+    defaults = settings_from_args(build_parser().parse_args(["--app", "m:a"]))
+
+    assert defaults.allow_volatile_ledger is False
+    assert defaults.allow_unreplicated is False
+    assert defaults.replication is None  # bus.ensure_topics decides from the cluster
+    assert defaults.min_insync_replicas is None
+    assert defaults.instance_id == f"tools-{socket.gethostname()}"
+
+    monkeypatch.setenv("FLOWAI_ALLOW_VOLATILE_LEDGER", "1")
+    monkeypatch.setenv("FLOWAI_ALLOW_UNREPLICATED", "yes")
+    told = settings_from_args(
+        build_parser().parse_args(
+            ["--app", "m:a", "--replication", "3", "--min-insync-replicas", "2"]
+        )
+    )
+
+    assert (told.allow_volatile_ledger, told.allow_unreplicated) == (True, True)
+    assert (told.replication, told.min_insync_replicas) == (3, 2)
+
+
+def test_a_flag_variable_that_is_not_a_flag_is_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("FLOWAI_ALLOW_VOLATILE_LEDGER", "maybe")
+
+    with pytest.raises(SystemExit) as info:
+        build_parser()
+
+    assert info.value.code == 2
+    assert "FLOWAI_ALLOW_VOLATILE_LEDGER='maybe' is not a flag" in capsys.readouterr().err
