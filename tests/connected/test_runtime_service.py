@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from collections import Counter
 from collections.abc import Callable
@@ -417,8 +418,9 @@ async def test_partitions_move_between_runtimes_and_threads_continue_where_they_
     await run_everywhere(3, [first])
 
 
-async def flowai(*args: str) -> tuple[int, str, str]:
-    """``python -m flowai_harness.cli ARGS``: (exit status, stdout, stderr)."""
+async def flowai(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """``python -m flowai_harness.cli ARGS`` (``env`` over this environment): (exit status,
+    stdout, stderr)."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -426,6 +428,7 @@ async def flowai(*args: str) -> tuple[int, str, str]:
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {})},
     )
     out, err = await process.communicate()
     assert process.returncode is not None
@@ -481,7 +484,7 @@ async def test_an_unreplicated_run_log_is_refused_unless_allowed(
     refuse = {"FLOWAI_ALLOW_UNREPLICATED": "0"}
     # `flowai topics create` creates nothing and says what to do.
     code, _, err = await flowai(
-        "topics", "create", "--prefix", prefix, "--bootstrap", kafka_bootstrap
+        "topics", "create", "--prefix", prefix, "--bootstrap", kafka_bootstrap, env=refuse
     )
     assert code == 2
     assert "RUN_LOG_UNREPLICATED" in err
