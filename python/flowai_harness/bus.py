@@ -3,11 +3,20 @@
 Owns :class:`Topics` (the names under a configurable prefix), the keys (:func:`thread_key`)
 and the partition a key lands on (:func:`partition_for`, the murmur2 partitioner of the Java
 client and aiokafka), :func:`ensure_topics` (idempotent creation; the broker's auto-create is
-off), the producer/consumer factories with the settings every service shares, the command
-line options every service shares (:func:`add_service_arguments`),
+off) and :func:`check_run_log` (the run log's replication), the producer/consumer factories
+with the settings every service shares, the command line options every service shares
+(:func:`add_service_arguments`, :func:`add_instance_argument`),
 :class:`Publisher` / :class:`KafkaPublisher` (send one message and wait for the broker's
 ack; tests stand in their own), the :func:`dead_letter` builder and the W3C ``traceparent``
 header helpers.
+
+Replication: topics get replication factor 3 and ``min.insync.replicas=2`` on a cluster of
+three or more brokers, else one replica per broker, unless ``--replication`` /
+``--min-insync-replicas`` say otherwise. The run log (``runtime-events``) is every thread's
+only state, so it is refused with a single replica (one broker's disk would hold the only
+copy), whether it is about to be created so or already exists so, unless
+``allow_unreplicated`` (``--allow-unreplicated``, env ``FLOWAI_ALLOW_UNREPLICATED=1``) says
+this is a one-broker development cluster.
 
 Keys: ``tenant/thread_id`` for everything except tool invocations and plan steps, which are
 keyed by their own id so work spreads over partitions. The runtime's input topics and the run
@@ -22,7 +31,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import logging
 import os
+import socket
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -36,7 +47,7 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
 
-from .errors import BusError
+from .errors import BusError, UnreplicatedRunLogError
 from .messages import schema_name
 
 __all__ = [
@@ -47,11 +58,16 @@ __all__ = [
     "KafkaPublisher",
     "Publisher",
     "Topics",
+    "add_flag_argument",
+    "add_instance_argument",
     "add_service_arguments",
+    "check_run_log",
     "child_traceparent",
     "consumer",
     "dead_letter",
     "ensure_topics",
+    "env_flag",
+    "expand_instance_id",
     "new_traceparent",
     "now_ms",
     "partition_count",
@@ -69,6 +85,12 @@ DEFAULT_PARTITIONS: Final = 6
 # most this long for a fetch to fill; Kafka's default (500 ms) would add up at every hop.
 INTERACTIVE_FETCH_WAIT_MS: Final = 5
 TRACEPARENT: Final = "traceparent"
+# What topics get on a cluster of at least PREFERRED_REPLICATION brokers, unless told: a
+# broker may be lost (or restarted) without losing or refusing an acknowledged write.
+PREFERRED_REPLICATION: Final = 3
+PREFERRED_MIN_INSYNC_REPLICAS: Final = 2
+
+log = logging.getLogger("flowai.bus")
 
 _DEAD_LETTER = schema_name("DeadLetter")
 _TOPIC_ALREADY_EXISTS: Final = 36
@@ -187,9 +209,10 @@ def add_service_arguments(
 ) -> None:
     """Add the options every service takes, with their environment defaults: ``--bootstrap``
     (FLOWAI_KAFKA_BOOTSTRAP), ``--prefix`` (FLOWAI_TOPIC_PREFIX), ``--partitions``
-    (FLOWAI_PARTITIONS), ``--replication`` (FLOWAI_REPLICATION), ``--no-create-topics``,
-    ``--log-level`` (FLOWAI_LOG_LEVEL), and ``--redis`` (FLOWAI_REDIS_URL) when ``redis``
-    says what the service keeps there."""
+    (FLOWAI_PARTITIONS), ``--replication`` (FLOWAI_REPLICATION), ``--min-insync-replicas``
+    (FLOWAI_MIN_INSYNC_REPLICAS), ``--allow-unreplicated`` (FLOWAI_ALLOW_UNREPLICATED),
+    ``--no-create-topics``, ``--log-level`` (FLOWAI_LOG_LEVEL), and ``--redis``
+    (FLOWAI_REDIS_URL) when ``redis`` says what the service keeps there."""
     env = os.environ.get
     parser.add_argument(
         "--bootstrap",
@@ -213,16 +236,86 @@ def add_service_arguments(
         default=int(env("FLOWAI_PARTITIONS", str(DEFAULT_PARTITIONS))),
         help=f"partitions per topic when {creates} creates the topics (env FLOWAI_PARTITIONS)",
     )
-    parser.add_argument(
-        "--replication",
-        type=int,
-        default=int(env("FLOWAI_REPLICATION", "1")),
-        help=f"replication factor when {creates} creates the topics (env FLOWAI_REPLICATION)",
-    )
+    add_replication_arguments(parser, creates=creates)
     parser.add_argument(
         "--no-create-topics", action="store_true", help="do not create missing topics (fail)"
     )
     parser.add_argument("--log-level", default=env("FLOWAI_LOG_LEVEL", "INFO"))
+
+
+def add_replication_arguments(parser: argparse.ArgumentParser, *, creates: str) -> None:
+    """``--replication``, ``--min-insync-replicas`` and ``--allow-unreplicated``, with their
+    environment defaults (shared by the services and ``flowai topics create``)."""
+    env = os.environ.get
+    replication = env("FLOWAI_REPLICATION")
+    min_insync = env("FLOWAI_MIN_INSYNC_REPLICAS")
+    parser.add_argument(
+        "--replication",
+        type=int,
+        default=int(replication) if replication else None,
+        help=f"replication factor when {creates} creates the topics (env FLOWAI_REPLICATION; "
+        f"default: {PREFERRED_REPLICATION} on a cluster of {PREFERRED_REPLICATION} or more "
+        "brokers, else one per broker)",
+    )
+    parser.add_argument(
+        "--min-insync-replicas",
+        type=int,
+        default=int(min_insync) if min_insync else None,
+        help="min.insync.replicas of the topics created (env FLOWAI_MIN_INSYNC_REPLICAS; "
+        f"default: {PREFERRED_MIN_INSYNC_REPLICAS} with the default replication of "
+        f"{PREFERRED_REPLICATION}, else the cluster's setting)",
+    )
+    add_flag_argument(
+        parser,
+        "--allow-unreplicated",
+        env="FLOWAI_ALLOW_UNREPLICATED",
+        help="accept a run log with one replica, as on a one-broker development cluster; "
+        "never in production: one disk would hold the only copy of every thread",
+    )
+
+
+def add_flag_argument(parser: argparse.ArgumentParser, option: str, *, env: str, help: str) -> None:
+    """An on/off option whose default is the environment variable ``env`` (:func:`env_flag`);
+    a value that is not a flag stops the parser with a usage error."""
+    try:
+        default = env_flag(env)
+    except BusError as exc:
+        parser.error(exc.message)
+    parser.add_argument(option, action="store_true", default=default, help=f"{help} (env {env}=1)")
+
+
+def add_instance_argument(parser: argparse.ArgumentParser, *, role: str) -> None:
+    """``--instance-id`` (env FLOWAI_INSTANCE_ID): static consumer group membership; the text
+    ``{hostname}`` in it becomes the host's name (:func:`expand_instance_id`)."""
+    parser.add_argument(
+        "--instance-id",
+        default=os.environ.get("FLOWAI_INSTANCE_ID"),
+        help=f"static group member id of this {role} (env FLOWAI_INSTANCE_ID): a restart with "
+        "the same id takes its partitions back at once instead of after the session timeout; "
+        "'{hostname}' in it becomes the host name (stable across container restarts); each "
+        "running member needs its own",
+    )
+
+
+def expand_instance_id(text: str | None) -> str | None:
+    """``text`` with ``{hostname}`` replaced by this host's name; None or empty stays None."""
+    if not text:
+        return None
+    return text.replace("{hostname}", socket.gethostname())
+
+
+_TRUE: Final = frozenset({"1", "true", "yes", "on"})
+_FALSE: Final = frozenset({"", "0", "false", "no", "off"})
+
+
+def env_flag(name: str) -> bool:
+    """An on/off environment variable: 1/true/yes/on or 0/false/no/off (or unset)."""
+    value = os.environ.get(name, "").strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise BusError(f"{name}={os.environ[name]!r} is not a flag: use 1 (on) or 0 (off)")
 
 
 # --- topics ----------------------------------------------------------------------------------
@@ -240,44 +333,73 @@ async def ensure_topics(
     topics: Topics | Iterable[str],
     *,
     partitions: int = DEFAULT_PARTITIONS,
-    replication: int = 1,
+    replication: int | None = None,
+    min_insync_replicas: int | None = None,
+    allow_unreplicated: bool | None = None,
 ) -> list[str]:
     """Create the topics that do not exist yet; returns the names created.
 
-    Idempotent. Raises :class:`~flowai_harness.errors.BusError` when the broker cannot be
-    reached or an existing topic's partition count differs from the others: the runtime
-    needs its input topics and the run log co-partitioned.
+    Idempotent. ``replication`` None means: :data:`PREFERRED_REPLICATION` with
+    ``min.insync.replicas`` :data:`PREFERRED_MIN_INSYNC_REPLICAS` on a cluster of that many
+    brokers or more, else one replica per broker (``min_insync_replicas`` None then leaves
+    the cluster's setting). Raises :class:`~flowai_harness.errors.UnreplicatedRunLogError`
+    when the run log would be created with, or exists with, one replica and
+    ``allow_unreplicated`` is false (None: the FLOWAI_ALLOW_UNREPLICATED environment
+    variable decides) (nothing is created then), and
+    :class:`~flowai_harness.errors.BusError` when the broker cannot be reached or an existing
+    topic's partition count differs from the others: the runtime needs its input topics and
+    the run log co-partitioned.
     """
     names = list(topics.all() if isinstance(topics, Topics) else topics)
-    if partitions < 1 or replication < 1:
+    if allow_unreplicated is None:
+        allow_unreplicated = env_flag("FLOWAI_ALLOW_UNREPLICATED")
+    if partitions < 1 or (replication is not None and replication < 1):
         raise BusError(f"partitions and replication must be >= 1, got {partitions}, {replication}")
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="flowai-admin")
+    if min_insync_replicas is not None and min_insync_replicas < 1:
+        raise BusError(f"min.insync.replicas must be >= 1, got {min_insync_replicas}")
+    admin = await _admin(bootstrap)
     try:
-        await admin.start()
-    except KafkaError as exc:
-        raise BusError(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
-    try:
+        brokers = len((await admin.describe_cluster())["brokers"])
+        factor, min_insync = _replication_for(brokers, replication, min_insync_replicas)
+        existing = {
+            topic["topic"]
+            for topic in await admin.describe_topics(names)
+            if topic["error_code"] == 0
+        }
+        for name in names:
+            # Refused before anything is created; when allowed, the check after creation
+            # says so once.
+            if _is_run_log(name) and name not in existing and factor < 2 and not allow_unreplicated:
+                _refuse_unreplicated(
+                    name,
+                    f"would be created with replication factor {factor} ("
+                    + (
+                        f"--replication {factor}"
+                        if replication is not None
+                        else f"the cluster has {brokers} broker{'s' if brokers != 1 else ''}"
+                    )
+                    + ")",
+                    allow_unreplicated,
+                )
         new = [
-            NewTopic(
-                name,
-                partitions,
-                replication,
-                topic_configs=dict(_TOPIC_CONFIGS.get(name.rsplit(".", 1)[-1], {})),
-            )
+            NewTopic(name, partitions, factor, topic_configs=_topic_configs(name, min_insync))
             for name in names
+            if name not in existing
         ]
-        response = await admin.create_topics(new)
         created: list[str] = []
-        for error in response.topic_errors:
-            name, code = error[0], error[1]
-            if code == 0:
-                created.append(name)
-            elif code != _TOPIC_ALREADY_EXISTS:
-                message = error[2] if len(error) > 2 else ""
-                raise BusError(f"cannot create topic {name!r}: error {code} {message}")
-        counts = await _wait_for_leaders(admin, names)
+        if new:
+            response = await admin.create_topics(new)
+            for error in response.topic_errors:
+                name, code = error[0], error[1]
+                if code == 0:
+                    created.append(name)
+                elif code != _TOPIC_ALREADY_EXISTS:
+                    message = error[2] if len(error) > 2 else ""
+                    raise BusError(f"cannot create topic {name!r}: error {code} {message}")
+        described = await _wait_for_leaders(admin, names)
     finally:
         await admin.close()
+    counts = {name: len(partitions_) for name, partitions_ in described.items()}
     missing = sorted(set(names) - set(counts))
     if missing:
         raise BusError(
@@ -291,19 +413,118 @@ async def ensure_topics(
             f"log share a partition number), but they have {listing}; recreate them with one "
             "count or use another topic prefix"
         )
+    for name, described_partitions in described.items():
+        if _is_run_log(name):
+            _check_run_log_replicas(name, described_partitions, allow_unreplicated)
     return created
+
+
+async def check_run_log(
+    bootstrap: str, topics: Topics, *, allow_unreplicated: bool | None = None, wait: float = 10.0
+) -> int:
+    """The run log's replication factor (its least replicated partition's); raises
+    :class:`~flowai_harness.errors.UnreplicatedRunLogError` when it is 1 and
+    ``allow_unreplicated`` is false (None: FLOWAI_ALLOW_UNREPLICATED decides),
+    :class:`~flowai_harness.errors.BusError` when the topic does not exist (after ``wait``
+    seconds)."""
+    if allow_unreplicated is None:
+        allow_unreplicated = env_flag("FLOWAI_ALLOW_UNREPLICATED")
+    name = topics.runtime_events
+    admin = await _admin(bootstrap)
+    try:
+        described = await _wait_for_leaders(admin, [name], wait)
+    finally:
+        await admin.close()
+    if name not in described:
+        raise BusError(
+            f"the run log {name} does not exist; start the runtime service without "
+            "--no-create-topics (it creates its topics) or run `flowai topics create`"
+        )
+    return _check_run_log_replicas(name, described[name], allow_unreplicated)
+
+
+def _replication_for(
+    brokers: int, replication: int | None, min_insync: int | None
+) -> tuple[int, int | None]:
+    """(replication factor, min.insync.replicas or None for the cluster's setting)."""
+    if replication is None:
+        if brokers >= PREFERRED_REPLICATION:
+            replication = PREFERRED_REPLICATION
+            if min_insync is None:
+                min_insync = PREFERRED_MIN_INSYNC_REPLICAS
+        else:
+            replication = max(brokers, 1)
+    if min_insync is not None and min_insync > replication:
+        raise BusError(
+            f"min.insync.replicas {min_insync} is more than the replication factor "
+            f"{replication}: no write could ever be acknowledged; lower "
+            "--min-insync-replicas or raise --replication"
+        )
+    return replication, min_insync
+
+
+def _topic_configs(name: str, min_insync: int | None) -> dict[str, str]:
+    configs = dict(_TOPIC_CONFIGS.get(name.rsplit(".", 1)[-1], {}))
+    if min_insync is not None:
+        configs["min.insync.replicas"] = str(min_insync)
+    return configs
+
+
+def _is_run_log(name: str) -> bool:
+    return name.rsplit(".", 1)[-1] == "runtime-events"
+
+
+def _check_run_log_replicas(
+    name: str, partitions: Sequence[Mapping[str, Any]], allow_unreplicated: bool
+) -> int:
+    factor = min((len(p["replicas"]) for p in partitions), default=0)
+    if factor < 2:
+        _refuse_unreplicated(name, f"has replication factor {factor}", allow_unreplicated)
+    return factor
+
+
+def _refuse_unreplicated(name: str, state: str, allow_unreplicated: bool) -> None:
+    if allow_unreplicated:
+        log.warning(
+            "the run log %s %s, accepted because unreplicated topics are allowed "
+            "(--allow-unreplicated / FLOWAI_ALLOW_UNREPLICATED): fine for a one-broker "
+            "development cluster, never for production",
+            name,
+            state,
+        )
+        return
+    raise UnreplicatedRunLogError(
+        f"the run log {name} {state}: it is every thread's only state, and one broker's disk "
+        f"would hold its only copy. On a cluster of {PREFERRED_REPLICATION} or more brokers "
+        f"use replication {PREFERRED_REPLICATION} with min.insync.replicas "
+        f"{PREFERRED_MIN_INSYNC_REPLICAS} (the default there; an existing topic must be "
+        "recreated under a new --prefix, or its partitions reassigned with "
+        "kafka-reassign-partitions.sh). On a one-broker development cluster pass "
+        "--allow-unreplicated (or set FLOWAI_ALLOW_UNREPLICATED=1)."
+    )
+
+
+async def _admin(bootstrap: str) -> AIOKafkaAdminClient:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="flowai-admin")
+    try:
+        await admin.start()
+    except KafkaError as exc:
+        await admin.close()
+        raise BusError(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
+    return admin
 
 
 async def _wait_for_leaders(
     admin: AIOKafkaAdminClient, names: Sequence[str], wait: float = 10.0
-) -> dict[str, int]:
-    """Partition counts, once every partition of ``names`` has a leader: a topic just created
-    is not usable before (clients get "unknown topic" or "not leader" errors)."""
+) -> dict[str, list[dict[str, Any]]]:
+    """The partitions of each of ``names`` (as described), once every partition has a
+    leader: a topic just created is not usable before (clients get "unknown topic" or "not
+    leader" errors). Topics still without a leader after ``wait`` seconds are left out."""
     deadline = time.monotonic() + wait
     while True:
         described = await admin.describe_topics(list(names))
         ready = {
-            topic["topic"]: len(topic["partitions"])
+            topic["topic"]: topic["partitions"]
             for topic in described
             if topic["error_code"] == 0
             and topic["partitions"]
@@ -312,14 +533,6 @@ async def _wait_for_leaders(
         if len(ready) == len(set(names)) or time.monotonic() >= deadline:
             return ready
         await asyncio.sleep(0.05)
-
-
-async def _partition_counts(admin: AIOKafkaAdminClient, names: Sequence[str]) -> dict[str, int]:
-    described = await admin.describe_topics(list(names))
-    # An unknown topic comes back with an error code and no partitions.
-    return {
-        topic["topic"]: len(topic["partitions"]) for topic in described if topic["error_code"] == 0
-    }
 
 
 # --- clients ---------------------------------------------------------------------------------
@@ -387,22 +600,18 @@ async def partition_counts(
     """How many partitions each topic has; :class:`BusError` when one does not exist (after
     ``wait`` seconds: a topic just created takes a moment to show in the metadata)."""
     names = list(topics)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="flowai-admin")
+    admin = await _admin(bootstrap)
     try:
-        await admin.start()
-    except KafkaError as exc:
-        raise BusError(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
-    try:
-        counts = await _wait_for_leaders(admin, names, wait)
+        described = await _wait_for_leaders(admin, names, wait)
     finally:
         await admin.close()
-    missing = sorted(set(names) - set(counts))
+    missing = sorted(set(names) - set(described))
     if missing:
         raise BusError(
             f"topic(s) {', '.join(missing)} do not exist; start the runtime service (it "
             "creates its topics) or run `flowai topics create --prefix <prefix>`"
         )
-    return counts
+    return {name: len(partitions) for name, partitions in described.items()}
 
 
 class Publisher(Protocol):

@@ -7,8 +7,11 @@ Owns the commands and their exit codes; each does its work through the package (
   (``services.<name>.__main__.main(argv)``); each service parses its own options.
 - ``flowai replay THREAD_ID --tenant T``: the thread's timeline from the run log (seq, time,
   type, summary), read_committed, as the runtime service logged it.
-- ``flowai topics create [--partitions N] [--replication R] [--prefix P]``: creates the
-  missing topics (idempotent).
+- ``flowai topics create [--partitions N] [--replication R] [--min-insync-replicas M]
+  [--allow-unreplicated] [--prefix P]``: creates the missing topics (idempotent); replication
+  3 with min.insync.replicas 2 on a cluster of three or more brokers unless told otherwise,
+  and a run log with one replica is refused unless ``--allow-unreplicated`` (env
+  ``FLOWAI_ALLOW_UNREPLICATED=1``), as :func:`flowai_harness.bus.ensure_topics` says.
 
 Exit codes: 0 done, 1 Kafka failed while working, 2 a usage or configuration error (one line
 on stderr, no traceback). Must stay thin: no service logic here, and services are imported
@@ -74,17 +77,34 @@ def parser() -> argparse.ArgumentParser:
     create = topic_commands.add_parser(
         "create",
         help="create the missing topics (idempotent)",
-        description="Create the topics under a prefix with the given partitions and replication.",
+        description="Create the topics under a prefix with the given partitions and replication "
+        "(default: 3 replicas with min.insync.replicas 2 on a cluster of 3 or more brokers, else "
+        "one per broker). A run log with one replica is refused unless --allow-unreplicated.",
     )
     create.add_argument("--partitions", type=int, default=6)
-    create.add_argument("--replication", type=int, default=1)
+    _bus().add_replication_arguments(create, creates="this command")
     create.add_argument("--prefix", default=_env_prefix())
     create.add_argument("--bootstrap", default=_env_bootstrap())
     return p
 
 
+def _bus() -> Any:
+    try:
+        from . import bus
+    except ImportError as exc:  # pragma: no cover - the kafka extra is missing
+        raise UsageError(
+            f"the flowai commands talk to Kafka, which needs the kafka extra ({exc}); "
+            "install flowai-harness[kafka]"
+        ) from None
+    return bus
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    try:
+        args = parser().parse_args(argv)
+    except FlowaiError as exc:
+        print(f"flowai: {exc}", file=sys.stderr)
+        return 2
     try:
         if args.command == "serve":
             return _serve(args.service, list(args.args))
@@ -246,7 +266,12 @@ async def _topics_create(args: argparse.Namespace) -> int:
 
     topics = bus.Topics(args.prefix)
     created = await bus.ensure_topics(
-        args.bootstrap, topics, partitions=args.partitions, replication=args.replication
+        args.bootstrap,
+        topics,
+        partitions=args.partitions,
+        replication=args.replication,
+        min_insync_replicas=args.min_insync_replicas,
+        allow_unreplicated=args.allow_unreplicated,
     )
     for name in topics.all():
         print(f"{name}: {'created' if name in created else 'exists'}")

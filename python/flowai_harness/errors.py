@@ -60,7 +60,9 @@ __all__ = [
     "UnknownSchemaError",
     "UnknownThreadError",
     "UnknownToolError",
+    "UnreplicatedRunLogError",
     "UsageError",
+    "VolatileLedgerError",
     "error_from_code",
 ]
 
@@ -361,6 +363,21 @@ class UsageError(FlowaiError):
     code = "USAGE"
 
 
+class UnreplicatedRunLogError(FlowaiError):
+    """The run log has (or would get) one replica, so one broker's disk holds the only copy
+    of every thread; refused unless explicitly allowed (``--allow-unreplicated``)."""
+
+    code = "RUN_LOG_UNREPLICATED"
+
+
+class VolatileLedgerError(FlowaiError):
+    """The tool workers' Redis does not persist writes (or cannot say whether it does), so a
+    restart would forget recorded results and run tools again; refused unless explicitly
+    allowed (``--allow-volatile-ledger``)."""
+
+    code = "LEDGER_VOLATILE"
+
+
 class AppLoadError(SpecError):
     """``--app module:attr`` does not name a loadable runtime spec or tool app."""
 
@@ -422,6 +439,8 @@ _CLASS_BY_CODE: Final[Mapping[str, type[FlowaiError]]] = {
         ProviderUnavailableError,
         BusError,
         UsageError,
+        UnreplicatedRunLogError,
+        VolatileLedgerError,
         AppLoadError,
         ExtensionMismatchError,
     )

@@ -15,6 +15,13 @@ The hot paths (runtime service, tool worker) route bytes and never build these m
 message; the models are the contract, the schema generator's source, and a validator for
 upstream producers and tests. Must not import the runtime, the native engine, the bus
 clients or any service.
+
+Reading them off Kafka: the runtime writes ``RuntimeEvent`` (the run log), ``ToolInvocation``,
+``PlanStep``, ``ApprovalRequest`` and its ``DeadLetter`` records inside Kafka transactions, so
+every reader of those topics must consume with ``isolation.level=read_committed``. A
+``read_uncommitted`` reader (the default of the Java consumer and of kcat) also gets the
+records of transactions that a crash aborted and the next runtime wrote again: they look like
+duplicated events with the same ids and ``seq`` numbers.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from typing import Any, Final
 import orjson
 
 from .references import ReferenceAccess
-from .tools import ToolContext, ToolDefinition
+from .tools import EventSink, ToolContext, ToolDefinition, idempotency_key
 
 __all__ = [
     "NO_ACTION_DISPATCHER",
@@ -114,12 +114,15 @@ async def run_tool_call(
     *,
     time_limit: float | None = None,
     references: ReferenceAccess | None = None,
+    on_event: EventSink | None = None,
 ) -> dict[str, Any]:
     """Run ``tool``'s handler for ``invocation`` (a ToolInvocation envelope as a dict).
 
     Returns the ToolResult payload: ``invocation_id``, ``tool_invocation_id``, then
     ``output`` or ``error``, and ``events`` when the handler emitted any. ``time_limit``
     (seconds) bounds an async handler; past it the result is a ``TOOL_TIMEOUT`` error.
+    ``on_event`` gets each emitted event as the handler emits it (they are in ``events``
+    too). The handler's ``ctx.idempotency_key`` follows from the invocation id.
     """
     call = invocation["payload"]
     ctx = ToolContext(
@@ -130,6 +133,9 @@ async def run_tool_call(
         call["agent"],
         services,
         references=references,
+        # From the invocation id: the same on every delivery and in both runtimes.
+        idempotency_key=idempotency_key(invocation["id"]),
+        on_event=on_event,
     )
     payload: dict[str, Any] = {
         "invocation_id": invocation["id"],

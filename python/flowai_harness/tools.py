@@ -1,8 +1,22 @@
 """Tools: what an agent may call, and the context a tool handler runs with.
 
-Owns :class:`ToolDefinition` (name, JSON Schemas, approval rule, optional handler),
-:func:`define_tool` (which turns a Pydantic model, a JSON Schema or a ``{field: type}`` map
-into a JSON Schema), and :class:`ToolContext`, built by the runtime for every tool call.
+Owns :class:`ToolDefinition` (name, JSON Schemas, approval rule, delivery level, optional
+handler), :func:`define_tool` (which turns a Pydantic model, a JSON Schema or a ``{field:
+type}`` map into a JSON Schema), :class:`ToolContext`, built by the runtime for every tool
+call, and :func:`idempotency_key` (the key a call hands to downstream APIs).
+
+Delivery levels, from what every tool gets to what a tool may ask for:
+
+1. Effectively once for recorded results: a tool worker records each result under the
+   invocation id before publishing it, so a redelivered invocation gets the recorded result
+   and the handler does not run again.
+2. The crash window: a worker that dies after the side effect and before recording it leaves
+   nothing recorded, so the next worker runs the handler again. ``ctx.idempotency_key`` is
+   the same on every run of one invocation; a handler that passes it to a downstream API
+   which deduplicates by key (payments, e-mail, ticketing) makes the repeat harmless.
+3. ``delivery="at_most_once"`` for a tool that must never repeat: after a worker died while
+   the handler ran, the model gets an error result with code ``TOOL_OUTCOME_UNKNOWN``
+   instead of a second run.
 
 Must not import the native extension, the runtime or ``specs``: the engine only ever sees a
 tool's :meth:`ToolDefinition.declaration`, and serializing tool results is the runtime's job.
@@ -16,8 +30,9 @@ import inspect
 import re
 import types
 import typing
-from collections.abc import Callable, Mapping
-from typing import Any, Final
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Final, Literal, get_args
 
 import pydantic
 from pydantic.errors import PydanticUserError
@@ -31,12 +46,16 @@ if typing.TYPE_CHECKING:
 __all__ = [
     "NAME_PATTERN",
     "RESERVED_TOOL_NAMES",
+    "TOOL_OUTCOME_UNKNOWN",
     "Approval",
+    "Delivery",
+    "EventSink",
     "SchemaInput",
     "ToolContext",
     "ToolDefinition",
     "check_name",
     "define_tool",
+    "idempotency_key",
 ]
 
 # "default" (no rule of its own: the agent's and the runtime's rules apply), "never",
@@ -50,6 +69,11 @@ RESERVED_TOOL_NAMES: Final = frozenset(
     {"call_agent", "storePlan", "getPlan", "executePlan", "resolveRef", "glimpseRef"}
 )
 _OBJECT_SCHEMA_KEYS: Final = ("properties", "$ref", "anyOf")
+# How often a tool may run for one invocation when a worker crashes (see the module docstring).
+Delivery = Literal["at_least_once", "at_most_once"]
+_DELIVERIES: Final = frozenset(get_args(Delivery))
+# The error code of the result an at-most-once tool gets instead of a second run.
+TOOL_OUTCOME_UNKNOWN: Final = "TOOL_OUTCOME_UNKNOWN"
 
 
 @dataclasses.dataclass(frozen=True, slots=True, eq=False)
@@ -66,6 +90,9 @@ class ToolDefinition:
     output_schema: dict[str, Any] | None = None
     approval: Approval = "default"
     handler: Callable[..., Any] | None = None
+    # "at_most_once": never run twice, even when a worker died mid-call (the model is told
+    # the outcome is unknown instead); see the module docstring.
+    delivery: Delivery = "at_least_once"
     # The Pydantic model behind ``input_schema`` when there is one, so the runtime can
     # validate arguments into it; None for a plain JSON Schema.
     input_model: type[pydantic.BaseModel] | None = dataclasses.field(default=None, repr=False)
@@ -81,6 +108,11 @@ class ToolDefinition:
                 f"got {type(self.description).__name__}"
             )
         check_rule(self.approval, f"tool {self.name!r}", allow_default=True)
+        if self.delivery not in _DELIVERIES:
+            raise SpecError(
+                f"tool {self.name!r}: delivery must be one of {', '.join(sorted(_DELIVERIES))}, "
+                f"got {self.delivery!r}"
+            )
         _check_schema(self.name, "input_schema", self.input_schema, need_object=True)
         if self.output_schema is not None:
             _check_schema(self.name, "output_schema", self.output_schema, need_object=False)
@@ -136,6 +168,7 @@ class ToolDefinition:
             self.declaration() == other.declaration()
             and self.handler == other.handler
             and self.approval == other.approval
+            and self.delivery == other.delivery
         )
 
     def __hash__(self) -> int:
@@ -153,6 +186,8 @@ def define_tool(
     description: str = "",
     approval: Approval = "default",
     output_schema: SchemaInput | None = None,
+    *,
+    delivery: Delivery = "at_least_once",
 ) -> ToolDefinition:
     """Define a tool.
 
@@ -164,6 +199,11 @@ def define_tool(
     ``approval`` is the tool's own rule: ``"never"``, ``"always"`` or a predicate ``(args,
     ctx) -> bool`` (raising means approval is required). The default, ``"default"``, lets the
     agent's and the runtime's rules decide.
+
+    ``delivery`` is ``"at_least_once"`` (the default: a handler interrupted by a crash runs
+    again; pass ``ctx.idempotency_key`` to downstream APIs to make that harmless) or
+    ``"at_most_once"`` (never run again: after a crash mid-call the model gets an error
+    result with code ``TOOL_OUTCOME_UNKNOWN``).
 
     The result has no handler; bind one with ``.bind(fn)`` or use the definition as a
     decorator::
@@ -183,6 +223,7 @@ def define_tool(
         description=description,
         output_schema=out_schema,
         approval=approval,
+        delivery=delivery,
         input_model=in_model,
         output_model=out_model,
     )
@@ -350,18 +391,46 @@ def _is_coroutine_function(handler: object) -> bool:
 
 
 _NO_SERVICES: Final[Mapping[str, Any]] = types.MappingProxyType({})
+# Fixed, so that one invocation id gives one key in every process and every version.
+_IDEMPOTENCY_NAMESPACE: Final = uuid.UUID("5b3c0f1e-6a43-4c5e-9d0a-0f1a1e2d3c4b")
+# The keys of the seed's ctx mapping (services follow, each under its own name).
+_CONTEXT_KEYS: Final = ("tool_use_id", "services", "references")
+
+# Receives each event a handler emits, at once (a runtime streams progress with it).
+EventSink = Callable[[dict[str, Any]], None]
 
 
-class ToolContext:
+def idempotency_key(invocation_id: str) -> str:
+    """The idempotency key of the tool call ``invocation_id`` names: a UUID (version 5)
+    string, the same for every run of that call (redeliveries, retries, both runtimes), and
+    accepted by downstream APIs that want a UUID or a short opaque string."""
+    return str(uuid.uuid5(_IDEMPOTENCY_NAMESPACE, invocation_id))
+
+
+class ToolContext(Mapping[str, Any]):
     """What a tool handler knows about its call, and how it reports progress.
+
+    A mapping, as in the seed: ``ctx["tool_use_id"]``, ``ctx["services"]``,
+    ``ctx["references"]`` (when the runtime has a reference store) and each service under its
+    own name, by key or attribute (``ctx["db"]``, ``ctx.db``); ``get``, ``keys`` and
+    :meth:`as_dict` work as on a dict. A service named like one of those keys or like an
+    attribute below is reached through ``ctx.services``.
+
+    Attributes: ``tool_use_id``, ``tool_name``, ``thread_id``, ``run_id``, ``agent``,
+    ``services``, ``references``, :attr:`idempotency_key`, ``events``; methods :meth:`emit`
+    and :meth:`progress`.
 
     Built by the runtime for every tool call, so construction stays a handful of slot
     stores: no validation and no copy of ``services``. ``emit`` and ``progress`` append
-    event payloads to ``events``, which the runtime drains into the run log; misusing them
-    raises :class:`~flowai_harness.errors.ToolError`, which fails the tool call.
+    event payloads to ``events``, which the runtime drains into the run log, and hand each one
+    to ``on_event`` at once when one is given; misusing them raises
+    :class:`~flowai_harness.errors.ToolError`, which fails the tool call.
     """
 
     __slots__ = (
+        "_idempotency_key",
+        "_on_event",
+        "_phases",
         "_references",
         "agent",
         "events",
@@ -381,6 +450,9 @@ class ToolContext:
         agent: str,
         services: Mapping[str, Any] = _NO_SERVICES,
         references: ReferenceAccess | None = None,
+        *,
+        idempotency_key: str | None = None,
+        on_event: EventSink | None = None,
     ) -> None:
         self.tool_use_id = tool_use_id
         self.tool_name = tool_name
@@ -396,6 +468,10 @@ class ToolContext:
         )
         self.events: list[dict[str, Any]] = []
         self._references = references
+        self._idempotency_key = idempotency_key
+        self._on_event = on_event
+        # (progress events so far, the last total_phases given)
+        self._phases: tuple[int, int | None] = (0, None)
 
     @property
     def references(self) -> ReferenceAccess:
@@ -408,43 +484,182 @@ class ToolContext:
             )
         return self._references
 
+    @property
+    def idempotency_key(self) -> str:
+        """A key that is the same on every run of this tool call (redeliveries after a
+        crash, retries): pass it to downstream APIs that deduplicate requests by key, so a
+        run repeated after a crash does not repeat the side effect."""
+        if self._idempotency_key is None:
+            raise ToolError(
+                f"tool {self.tool_name!r}: this context was built without an idempotency key; "
+                "the runtimes give one to every call (build it with idempotency_key="
+                "flowai_harness.tools.idempotency_key(invocation_id) in a test)"
+            )
+        return self._idempotency_key
+
+    # --- the mapping -----------------------------------------------------------------------
+
+    def __getitem__(self, key: str) -> Any:
+        if key == "tool_use_id":
+            return self.tool_use_id
+        if key == "services":
+            return self.services
+        if key == "references":
+            if self._references is None:
+                raise KeyError(
+                    "references: this runtime gives tools no reference store; declare "
+                    "reference kinds with define_runtime(references=[...])"
+                )
+            return self._references
+        return self.services[key]
+
+    def __iter__(self) -> Iterator[str]:
+        yield "tool_use_id"
+        yield "services"
+        if self._references is not None:
+            yield "references"
+        for name in self.services:
+            if name not in _CONTEXT_KEYS:
+                yield name
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def __contains__(self, key: object) -> bool:
+        if key in _CONTEXT_KEYS:
+            return key != "references" or self._references is not None
+        return key in self.services
+
+    # A context is one call's, not a value: equal only to itself, hashable like any object.
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    __hash__ = object.__hash__
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached when no attribute has the name: a service, by attribute.
+        if not name.startswith("_"):
+            try:
+                services = object.__getattribute__(self, "services")
+            except AttributeError:
+                services = _NO_SERVICES
+            if name in services:
+                return services[name]
+            raise AttributeError(
+                f"ToolContext has no attribute {name!r}, and no service is called that "
+                f"(services: {', '.join(sorted(services)) or 'none'})"
+            )
+        raise AttributeError(name)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The mapping as a plain dict (``tool_use_id``, ``services``, ``references`` when
+        there is a store, and each service)."""
+        return {key: self[key] for key in self}
+
+    # --- events ----------------------------------------------------------------------------
+
+    def _record(self, event: dict[str, Any]) -> None:
+        self.events.append(event)
+        if self._on_event is not None:
+            self._on_event(event)
+
     def emit(self, name: str, data: Any) -> None:
         """Record a ``custom`` event for the stream (``data`` must be JSON-serializable)."""
         if not isinstance(name, str) or not name:
             raise ToolError(
                 f"tool {self.tool_name!r}: emit() needs a non-empty event name, got {name!r}"
             )
-        self.events.append(
+        self._record(
             {"type": "custom", "name": name, "data": data, "toolInvocationId": self.tool_use_id}
         )
 
-    def progress(self, message: str, *, fraction: float | None = None) -> None:
-        """Record a ``tool-progress`` event; ``fraction`` is the share done, 0.0 to 1.0."""
-        if not isinstance(message, str):
+    def progress(
+        self,
+        label: str | None = None,
+        *,
+        phase_index: int | None = None,
+        total_phases: int | None = None,
+        milestone: str | None = None,
+        fraction: float | None = None,
+        message: str | None = None,
+    ) -> None:
+        """Record a ``tool-progress`` event: ``{type, toolName, toolCallId, label,
+        phaseIndex, totalPhases, milestone?}`` (the seed's shape), plus ``toolInvocationId``,
+        ``message`` (= label) and ``fraction`` when given.
+
+        ``phase_index`` counts from 0; without it each call is the next phase.
+        ``total_phases`` is remembered for later calls; until one is given the total is the
+        phases seen so far. ``fraction`` is the share done, 0.0 to 1.0. ``message`` is the
+        older name of ``label`` (``progress(message, fraction=...)`` still works).
+        """
+        if label is None:
+            label = message
+        elif message is not None:
             raise ToolError(
-                f"tool {self.tool_name!r}: progress() message must be a string, "
-                f"got {type(message).__name__}"
+                f"tool {self.tool_name!r}: progress() takes a label or a message, not both"
             )
+        if not isinstance(label, str):
+            raise ToolError(
+                f"tool {self.tool_name!r}: progress() label must be a string, "
+                f"got {type(label).__name__}"
+            )
+        seen, total = self._phases
+        index = seen if phase_index is None else phase_index
+        if not _is_count(index, 0):
+            raise ToolError(
+                f"tool {self.tool_name!r}: progress() phase_index must be an integer >= 0, "
+                f"got {phase_index!r}"
+            )
+        if total_phases is not None:
+            if not _is_count(total_phases, 1):
+                raise ToolError(
+                    f"tool {self.tool_name!r}: progress() total_phases must be an integer >= 1, "
+                    f"got {total_phases!r}"
+                )
+            total = total_phases
+        if total is not None and index >= total:
+            raise ToolError(
+                f"tool {self.tool_name!r}: progress() phase_index {index} is not below "
+                f"total_phases {total} (phases count from 0)"
+            )
+        if milestone is not None and not isinstance(milestone, str):
+            raise ToolError(
+                f"tool {self.tool_name!r}: progress() milestone must be a string, "
+                f"got {type(milestone).__name__}"
+            )
+        if fraction is not None and (
+            isinstance(fraction, bool)
+            or not isinstance(fraction, (int, float))
+            or not 0.0 <= fraction <= 1.0
+        ):
+            raise ToolError(
+                f"tool {self.tool_name!r}: progress() fraction must be a number from "
+                f"0.0 to 1.0, got {fraction!r}"
+            )
+        self._phases = (index + 1, total)
         event: dict[str, Any] = {
             "type": "tool-progress",
-            "message": message,
-            "toolInvocationId": self.tool_use_id,
+            "toolName": self.tool_name,
+            "toolCallId": self.tool_use_id,
+            "label": label,
+            "phaseIndex": index,
+            "totalPhases": index + 1 if total is None else total,
         }
+        if milestone is not None:
+            event["milestone"] = milestone
+        event["toolInvocationId"] = self.tool_use_id
+        # Readers written against the first shape (docs/wire.md, messages.ToolProgressEvent).
+        event["message"] = label
         if fraction is not None:
-            if (
-                isinstance(fraction, bool)
-                or not isinstance(fraction, (int, float))
-                or not 0.0 <= fraction <= 1.0
-            ):
-                raise ToolError(
-                    f"tool {self.tool_name!r}: progress() fraction must be a number from "
-                    f"0.0 to 1.0, got {fraction!r}"
-                )
             event["fraction"] = float(fraction)
-        self.events.append(event)
+        self._record(event)
 
     def __repr__(self) -> str:
         return (
             f"ToolContext(tool_name={self.tool_name!r}, tool_use_id={self.tool_use_id!r}, "
             f"agent={self.agent!r}, thread_id={self.thread_id!r}, run_id={self.run_id!r})"
         )
+
+
+def _is_count(value: object, least: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least

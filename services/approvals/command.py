@@ -76,6 +76,8 @@ def settings_from_args(args: argparse.Namespace) -> ServiceSettings:
         prefix=args.prefix,
         partitions=args.partitions,
         replication=args.replication,
+        min_insync_replicas=args.min_insync_replicas,
+        allow_unreplicated=args.allow_unreplicated,
         create_topics=not args.no_create_topics,
         claim_ttl=args.claim_ttl,
     )

@@ -71,7 +71,10 @@ class ServiceSettings:
     port: int = 8080
     prefix: str = bus.DEFAULT_PREFIX
     partitions: int = bus.DEFAULT_PARTITIONS
-    replication: int = 1
+    # None: bus.ensure_topics picks (3 replicas, min ISR 2, on 3+ brokers).
+    replication: int | None = None
+    min_insync_replicas: int | None = None
+    allow_unreplicated: bool | None = None
     create_topics: bool = True
     # How long a decision's claim outlives it in Redis (the topic keeps the decision).
     claim_ttl: float = DAY
@@ -113,6 +116,8 @@ class ApprovalsService:
                 self.topics,
                 partitions=settings.partitions,
                 replication=settings.replication,
+                min_insync_replicas=settings.min_insync_replicas,
+                allow_unreplicated=settings.allow_unreplicated,
             )
         redis = Redis.from_url(settings.redis_url)
         producer = bus.producer(settings.bootstrap, client_id="flowai-approvals")

@@ -56,11 +56,7 @@ def parser(prog: str = "flowai serve runtime") -> argparse.ArgumentParser:
         help="the answer of every model turn with --interpreter mock",
     )
     p.add_argument("--group", default=None, help="consumer group (default <prefix>.runtime)")
-    p.add_argument(
-        "--instance-id",
-        default=env("FLOWAI_INSTANCE_ID"),
-        help="static group member id: a restart with the same id takes over at once",
-    )
+    bus.add_instance_argument(p, role="runtime")
     p.add_argument("--session-timeout-ms", type=int, default=10_000)
     return p
 
@@ -91,9 +87,11 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "flowai serve runtime
             bootstrap=args.bootstrap,
             prefix=args.prefix,
             group_id=args.group,
-            instance_id=args.instance_id,
+            instance_id=bus.expand_instance_id(args.instance_id),
             partitions=args.partitions,
             replication=args.replication,
+            min_insync_replicas=args.min_insync_replicas,
+            allow_unreplicated=args.allow_unreplicated,
             create_topics=not args.no_create_topics,
             session_timeout_ms=args.session_timeout_ms,
         )

@@ -100,7 +100,12 @@ class ServiceConfig:
     # waiting for the old member's session to expire.
     instance_id: str | None = None
     partitions: int = bus.DEFAULT_PARTITIONS
-    replication: int = 1
+    # None: bus.ensure_topics picks (3 replicas, min ISR 2, on 3+ brokers).
+    replication: int | None = None
+    min_insync_replicas: int | None = None
+    # A run log with one replica is refused unless this (None: FLOWAI_ALLOW_UNREPLICATED)
+    # says it is a dev cluster.
+    allow_unreplicated: bool | None = None
     create_topics: bool = True
     max_records: int = 1000
     session_timeout_ms: int = 10_000
@@ -206,7 +211,16 @@ class RuntimeService:
         cfg = self.config
         if cfg.create_topics:
             await bus.ensure_topics(
-                cfg.bootstrap, self.topics, partitions=cfg.partitions, replication=cfg.replication
+                cfg.bootstrap,
+                self.topics,
+                partitions=cfg.partitions,
+                replication=cfg.replication,
+                min_insync_replicas=cfg.min_insync_replicas,
+                allow_unreplicated=cfg.allow_unreplicated,
+            )
+        else:
+            await bus.check_run_log(
+                cfg.bootstrap, self.topics, allow_unreplicated=cfg.allow_unreplicated
             )
         self._topic_partitions = await bus.partition_counts(
             cfg.bootstrap, self.topics.all(), wait=10.0

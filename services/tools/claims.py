@@ -1,15 +1,24 @@
 """Effectively-once tool execution: claims and recorded results in Redis.
 
-Owns :class:`InvocationLedger`. The invocation id (the ToolInvocation envelope ``id``) is the
-idempotency key. Two keys per invocation, in one Redis hash slot (``{id}``) so the scripts
-below also run on a Redis Cluster:
+Owns :class:`InvocationLedger` and :func:`check_persistence`. The invocation id (the
+ToolInvocation envelope ``id``) is the idempotency key. Three keys per invocation, in one
+Redis hash slot (``{id}``) so the scripts below also run on a Redis Cluster:
 
 - ``<ns>:{<id>}:claim`` = the owner token of the worker running it, with a TTL (``PX``) that
   the owner renews while the tool runs; a crashed owner's claim expires.
 - ``<ns>:{<id>}:result`` = the recorded ToolResult envelope (bytes), kept ``result_ttl``.
+- ``<ns>:{<id>}:started`` = set (:meth:`InvocationLedger.arm`) just before the handler of an
+  ``at_most_once`` tool runs, deleted when a result is recorded. Found with no claim and no
+  result, it means a worker died (or gave up) while the handler ran: the outcome is unknown
+  and the tool must not run again.
 
-Each step is one Lua script, so "is there a result? else claim" and "record, then release"
-are atomic: a worker never claims an invocation whose result was recorded in between.
+Each step is one Lua script, so "is there a result? else claim", "still ours? then mark the
+run started" and "record, then release" are atomic: a worker never claims an invocation
+whose result was recorded in between, and never starts an at-most-once handler on a claim
+it lost.
+
+The ledger must survive a Redis restart (a Redis without persistence forgets recorded
+results, and the tools run again): :func:`check_persistence` is asked before a worker starts.
 
 Must not import Kafka or the rest of the service; talks to Redis only.
 """
@@ -24,18 +33,33 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
-__all__ = ["Begin", "InvocationLedger"]
+from flowai_harness.errors import VolatileLedgerError
+
+__all__ = ["Begin", "InvocationLedger", "check_persistence"]
 
 log = logging.getLogger("flowai.tools")
 
-# KEYS: claim, result. ARGV: token, claim ttl (ms).
+# KEYS: claim, result, started. ARGV: token, claim ttl (ms).
 # -> {1, recorded result} | {2, ""} (claimed) | {3, ms left on the other owner's claim}
+#  | {4, ""} (claimed, but an at-most-once run started before and left no result)
 _BEGIN: Final = """
 local recorded = redis.call('GET', KEYS[2])
 if recorded then return {1, recorded} end
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2, ''} end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  if redis.call('EXISTS', KEYS[3]) == 1 then return {4, ''} end
+  return {2, ''}
+end
 return {3, redis.call('PTTL', KEYS[1])}
+"""
+
+# KEYS: claim, started. ARGV: token, started ttl (ms). -> 1 when the claim is still ours and
+# the run is now marked started, else 0 (do not run: another worker may own it now).
+_ARM: Final = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+return 1
 """
 
 # KEYS: claim. ARGV: token, claim ttl (ms). -> 1 when still ours and extended, else 0.
@@ -46,13 +70,14 @@ end
 return 0
 """
 
-# KEYS: claim, result. ARGV: token, result, result ttl (ms).
+# KEYS: claim, result, started. ARGV: token, result, result ttl (ms).
 # -> {1, our result} when it is the recorded one, {0, the result recorded before}.
 # First record wins, so every publisher of an invocation publishes the same bytes even if a
-# lost claim let two workers run it.
+# lost claim let two workers run it. With a result recorded the started mark means nothing.
 _RECORD: Final = """
 local stored = redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3])
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+redis.call('DEL', KEYS[3])
 if stored then return {1, ARGV[2]} end
 return {0, redis.call('GET', KEYS[2])}
 """
@@ -70,11 +95,14 @@ class Begin:
     """What :meth:`InvocationLedger.begin` found.
 
     Exactly one holds: ``recorded`` is the recorded ToolResult (publish it, do not run);
-    ``claimed`` (run it); else ``held_ms`` is how long another owner's claim still lasts.
+    ``claimed`` (run it); ``unknown`` (the claim is ours, but an at-most-once run started
+    before and never recorded a result: record "outcome unknown", do not run); else
+    ``held_ms`` is how long another owner's claim still lasts.
     """
 
     recorded: bytes | None = None
     claimed: bool = False
+    unknown: bool = False
     held_ms: int = 0
 
 
@@ -96,6 +124,7 @@ class InvocationLedger:
         self.claim_ttl_ms = max(1, round(claim_ttl * 1000))
         self.result_ttl_ms = max(1, round(result_ttl * 1000))
         self._begin = redis.register_script(_BEGIN)
+        self._arm = redis.register_script(_ARM)
         self._renew = redis.register_script(_RENEW)
         self._record = redis.register_script(_RECORD)
         self._release = redis.register_script(_RELEASE)
@@ -106,11 +135,19 @@ class InvocationLedger:
     def result_key(self, invocation_id: str) -> str:
         return f"{self.namespace}:{{{invocation_id}}}:result"
 
+    def started_key(self, invocation_id: str) -> str:
+        return f"{self.namespace}:{{{invocation_id}}}:started"
+
     def _keys(self, invocation_id: str) -> list[str]:
-        return [self.claim_key(invocation_id), self.result_key(invocation_id)]
+        return [
+            self.claim_key(invocation_id),
+            self.result_key(invocation_id),
+            self.started_key(invocation_id),
+        ]
 
     async def begin(self, invocation_id: str, token: str) -> Begin:
-        """Return the recorded result, or claim the invocation for ``token``, atomically."""
+        """Return the recorded result, or claim the invocation for ``token``, atomically
+        (telling whether an at-most-once run of it started before and left no result)."""
         kind, value = await self._begin(
             keys=self._keys(invocation_id), args=[token, self.claim_ttl_ms]
         )
@@ -118,8 +155,19 @@ class InvocationLedger:
             return Begin(recorded=_as_bytes(value))
         if kind == 2:
             return Begin(claimed=True)
+        if kind == 4:
+            return Begin(unknown=True)
         # PTTL is -1/-2 only if the key lost its TTL or vanished: look again soon.
         return Begin(held_ms=max(int(value), 0))
+
+    async def arm(self, invocation_id: str, token: str) -> bool:
+        """Mark an at-most-once run as started, if ``token`` still holds the claim; call it
+        right before the handler runs. False: the claim is lost, do not run."""
+        armed = await self._arm(
+            keys=[self.claim_key(invocation_id), self.started_key(invocation_id)],
+            args=[token, self.result_ttl_ms],
+        )
+        return bool(armed)
 
     async def renew(self, invocation_id: str, token: str) -> bool:
         """Extend ``token``'s claim by the claim TTL; False when the claim is no longer ours."""
@@ -178,6 +226,60 @@ class InvocationLedger:
                     return
             except Exception:  # Redis blip: try again at the next tick, the TTL has slack
                 log.exception("renewing the claim on invocation %s failed", invocation_id)
+
+
+async def check_persistence(redis: Redis, *, where: str) -> str:
+    """How the Redis at ``where`` persists writes (``"AOF, appendfsync everysec"``...), or
+    :class:`~flowai_harness.errors.VolatileLedgerError` when it does not keep an append-only
+    file or cannot be asked.
+
+    Only an append-only file keeps the last recorded results across a restart; RDB snapshots
+    alone lose everything since the last one, and with it the record that those tools ran.
+    Asks ``INFO persistence`` (allowed on most managed Redis) and, for the fsync policy,
+    ``CONFIG GET`` (often forbidden there; then the policy is not checked).
+    """
+    try:
+        info = await redis.info("persistence")
+    except ResponseError as exc:
+        raise VolatileLedgerError(
+            f"cannot check that the Redis at {where} persists the tool ledger: INFO "
+            f"persistence was refused ({exc}); managed Redis services may forbid it. Make sure "
+            "it keeps an append-only file (appendonly yes, appendfsync everysec) or the "
+            "provider's equivalent, then pass --allow-volatile-ledger (env "
+            "FLOWAI_ALLOW_VOLATILE_LEDGER=1) to start anyway"
+        ) from None
+    if str(info.get("aof_enabled", "0")) != "1":
+        snapshots = await _config(redis, "save")
+        rdb = (
+            f"RDB snapshots ({snapshots!r}) lose every write since the last one"
+            if snapshots
+            else "it keeps no snapshots either"
+        )
+        raise VolatileLedgerError(
+            f"the Redis at {where} has no append-only file (appendonly no), so a restart "
+            f"forgets recorded tool results and claims and the tools run again; {rdb}. Start "
+            "it with --appendonly yes --appendfsync everysec (scripts/services/services and "
+            "compose.yaml do), or pass --allow-volatile-ledger (env "
+            "FLOWAI_ALLOW_VOLATILE_LEDGER=1) to accept that"
+        )
+    fsync = await _config(redis, "appendfsync")
+    if fsync == "no":
+        log.warning(
+            "the Redis at %s writes an append-only file but leaves fsync to the OS "
+            "(appendfsync no): a machine crash can lose about 30 s of recorded results; "
+            "use appendfsync everysec",
+            where,
+        )
+    return f"AOF, appendfsync {fsync or 'not readable (CONFIG GET refused)'}"
+
+
+async def _config(redis: Redis, name: str) -> str | None:
+    try:
+        values = await redis.config_get(name)
+    except ResponseError:
+        return None
+    value = values.get(name, values.get(name.encode()))
+    return None if value is None else value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _as_bytes(value: Any) -> bytes:

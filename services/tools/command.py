@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import sys
 from collections.abc import Sequence
 
@@ -29,7 +28,6 @@ __all__ = ["build_parser", "main", "settings_from_args"]
 
 
 def build_parser(prog: str = "flowai serve tools") -> argparse.ArgumentParser:
-    env = os.environ.get
     parser = argparse.ArgumentParser(
         prog=prog,
         description="Run a tool worker: tool invocations and plan steps from Kafka, results "
@@ -45,10 +43,13 @@ def build_parser(prog: str = "flowai serve tools") -> argparse.ArgumentParser:
         parser, redis="claims, recorded results and references", creates="this worker"
     )
     parser.add_argument("--group", help="consumer group (default: <prefix>.tools)")
-    parser.add_argument(
-        "--instance-id",
-        default=env("FLOWAI_INSTANCE_ID"),
-        help="static group member id: a restart with the same id takes over at once",
+    bus.add_instance_argument(parser, role="tool worker")
+    bus.add_flag_argument(
+        parser,
+        "--allow-volatile-ledger",
+        env="FLOWAI_ALLOW_VOLATILE_LEDGER",
+        help="start even if Redis does not persist the ledger (no append-only file), or "
+        "forbids asking: a Redis restart then forgets recorded results and tools run again",
     )
     parser.add_argument("--concurrency", type=int, default=8, help="tool calls at once (8)")
     parser.add_argument(
@@ -89,9 +90,12 @@ def settings_from_args(args: argparse.Namespace) -> ServiceSettings:
         redis_url=args.redis,
         prefix=args.prefix,
         group=args.group,
-        instance_id=args.instance_id,
+        instance_id=bus.expand_instance_id(args.instance_id),
         partitions=args.partitions,
         replication=args.replication,
+        min_insync_replicas=args.min_insync_replicas,
+        allow_unreplicated=args.allow_unreplicated,
+        allow_volatile_ledger=args.allow_volatile_ledger,
         create_topics=not args.no_create_topics,
         claim_ttl=args.claim_ttl,
         result_ttl=args.result_ttl,

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import urllib.parse
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -30,10 +31,11 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from redis.asyncio import Redis
 
 from flowai_harness import bus
+from flowai_harness.errors import VolatileLedgerError
 from flowai_harness.references import RedisReferenceStore
 
 from .app import ToolApp
-from .claims import InvocationLedger
+from .claims import InvocationLedger, check_persistence
 from .offsets import OffsetTracker
 from .worker import Delivery, ToolWorker, WorkerSettings, default_worker_id
 
@@ -54,7 +56,13 @@ class ServiceSettings:
     group: str | None = None  # default: "<prefix>.tools"
     instance_id: str | None = None  # static group membership
     partitions: int = bus.DEFAULT_PARTITIONS
-    replication: int = 1
+    # None: bus.ensure_topics picks (3 replicas, min ISR 2, on 3+ brokers).
+    replication: int | None = None
+    min_insync_replicas: int | None = None
+    allow_unreplicated: bool | None = None  # None: FLOWAI_ALLOW_UNREPLICATED decides
+    # Start even when Redis does not persist the ledger (or cannot say): recorded results
+    # lost in a Redis restart mean tools run again.
+    allow_volatile_ledger: bool = False
     create_topics: bool = True
     claim_ttl: float = 60.0
     result_ttl: float = 7 * DAY
@@ -123,8 +131,15 @@ class ToolService:
                 self.topics,
                 partitions=settings.partitions,
                 replication=settings.replication,
+                min_insync_replicas=settings.min_insync_replicas,
+                allow_unreplicated=settings.allow_unreplicated,
             )
         redis = Redis.from_url(settings.redis_url)
+        try:
+            await self._check_ledger(redis)
+        except BaseException:
+            await redis.aclose()
+            raise
         producer = bus.producer(settings.bootstrap)
         consumer = bus.consumer(
             settings.bootstrap,
@@ -183,6 +198,18 @@ class ToolService:
             worker.replayed,
             worker.dead_lettered,
         )
+
+    async def _check_ledger(self, redis: Redis) -> None:
+        """Refuse a Redis that would forget recorded results in a restart, unless allowed."""
+        where = _without_password(self.settings.redis_url)
+        try:
+            how = await check_persistence(redis, where=where)
+        except VolatileLedgerError as exc:
+            if not self.settings.allow_volatile_ledger:
+                raise
+            log.warning("%s; starting anyway (--allow-volatile-ledger)", exc.message)
+            return
+        log.info("tool ledger in the Redis at %s: %s", where, how)
 
     async def _consume(self, consumer: AIOKafkaConsumer, worker: ToolWorker) -> None:
         prefetch = self.settings.prefetch or 4 * self.settings.worker.concurrency
@@ -267,6 +294,15 @@ class ToolService:
             log.exception("commit failed; trying again after the next finished message")
             return
         self.tracker.committed(positions)
+
+
+def _without_password(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 async def serve(app: ToolApp, settings: ServiceSettings) -> None:

@@ -9,6 +9,15 @@ anything else is dead-lettered. Both are answered with a ``flowai.v1.ToolResult`
 :mod:`flowai_harness.toolcall`, the code the embedded runtime runs, so the same outcome gives
 the same result; a plan step's result answers the PlanStep envelope's id.
 
+Checked before anything runs: the envelope's tenant must be the app's (else a
+``TENANT_MISMATCH`` dead letter and no result: a worker never writes into a thread of a
+tenant it does not serve, and a misrouted deployment must be loud); the tool must exist
+(else a ``TOOL_NOT_AVAILABLE`` error result and a dead letter) and the arguments must match
+its input schema, by the engine's own validator (else a ``TOOL_ARGS_INVALID`` error result,
+the code the engine gives a model's bad arguments, and a dead letter: the run goes on and
+the model may try again, while operators learn that the runtime and the workers disagree
+about the tool).
+
 Effectively-once, with the invocation id as the key (see :mod:`.claims`):
 
 1. ``begin``: a recorded result exists -> publish it again and stop (a redelivery never
@@ -21,6 +30,13 @@ Effectively-once, with the invocation id as the key (see :mod:`.claims`):
 3. ``record`` the ToolResult in Redis (first record wins), then publish it (key
    ``tenant/thread_id`` on ``tool-results``), and only then report the delivery done, so its
    offset may be committed.
+
+A tool defined with ``delivery="at_most_once"`` is marked started in Redis (``arm``, only
+while the claim is still ours) right before its handler runs. If that worker dies (or is
+stopped) before a result is recorded, the next ``begin`` finds the mark without a claim or a
+result and the worker records a ``TOOL_OUTCOME_UNKNOWN`` error result (and a dead letter)
+instead of running the handler again. Such a tool's timeout is not retried either: the
+handler may still be running, or may have done its work.
 
 A failure of Redis or Kafka before the handler ran, or while publishing, restarts the
 procedure from 1 (every step is idempotent); once the handler ran, recording its result is
@@ -44,20 +60,28 @@ from typing import Any, Final
 
 import orjson
 
-from flowai_harness import bus
-from flowai_harness.errors import InvalidInputError, RetryableToolError, UnknownSchemaError
+from flowai_harness import _native, bus
+from flowai_harness.errors import (
+    FlowaiError,
+    InvalidInputError,
+    RetryableToolError,
+    TenantMismatchError,
+    UnknownSchemaError,
+)
 from flowai_harness.references import MemoryReferenceStore, ReferenceAccess, ReferenceStore
 from flowai_harness.toolcall import (
     NO_ACTION_DISPATCHER,
     REFERENCE_TOOLS,
+    TOOL_TIMEOUT,
     run_plan_step,
     run_reference_tool,
     run_tool_call,
     tool_result,
 )
+from flowai_harness.tools import TOOL_OUTCOME_UNKNOWN, ToolDefinition
 
 from .app import ToolApp
-from .claims import InvocationLedger
+from .claims import Begin, InvocationLedger
 
 __all__ = ["Delivery", "ToolWorker", "WorkerSettings", "default_worker_id"]
 
@@ -70,6 +94,8 @@ PLAN_STEP: Final = "flowai.v1.PlanStep"
 MALFORMED: Final = InvalidInputError.code
 UNKNOWN_SCHEMA: Final = UnknownSchemaError.code
 TOOL_NOT_AVAILABLE: Final = "TOOL_NOT_AVAILABLE"  # the engine's code for a tool nobody runs
+TOOL_ARGS_INVALID: Final = "TOOL_ARGS_INVALID"  # the engine's code for bad arguments
+TENANT_MISMATCH: Final = TenantMismatchError.code
 RETRIES_EXHAUSTED: Final = "TOOL_RETRIES_EXHAUSTED"
 _NO_DISPATCHER_MESSAGE: Final = (
     "this tool worker's app has no action_dispatcher, so it cannot execute plans; give the "
@@ -181,6 +207,9 @@ class ToolWorker:
             app.spec.tenant.resource_id,
             app.spec.references,
         )
+        self.tenant = app.spec.tenant.resource_id
+        # Each tool's input schema as the engine's validator takes it, serialized once.
+        self._schemas = {name: orjson.dumps(tool.input_schema) for name, tool in app.tools.items()}
         self._slots = asyncio.Semaphore(self.settings.concurrency)
         self._routes: Mapping[str, Callable[[dict[str, Any], Delivery], Awaitable[None]]] = {
             TOOL_INVOCATION: self._on_tool_invocation,
@@ -190,6 +219,7 @@ class ToolWorker:
         self.ran = 0
         self.replayed = 0
         self.dead_lettered = 0
+        self.unknown = 0  # at-most-once calls answered "outcome unknown" instead of run again
 
     # --- one delivery ----------------------------------------------------------------------
 
@@ -224,6 +254,14 @@ class ToolWorker:
                     f"take {', '.join(sorted(self._routes))}",
                     envelope,
                 )
+            if envelope["tenant"] != self.tenant:
+                raise _Rejected(
+                    TENANT_MISMATCH,
+                    f"the message is for tenant {envelope['tenant']!r}, but this tool worker "
+                    f"serves tenant {self.tenant!r} (its --app); nothing was run. Give each "
+                    "tenant's app its own tool workers and topic prefix",
+                    envelope,
+                )
             await route(envelope, delivery)
         except _Rejected as rejected:
             await self._dead_letter(delivery, rejected.reason, rejected.message, rejected.envelope)
@@ -252,7 +290,9 @@ class ToolWorker:
             raise _Rejected(MALFORMED, f"ToolInvocation: {problem}", envelope)
         await self._effectively_once(envelope, delivery, self._run_invocation)
 
-    async def _run_invocation(self, envelope: dict[str, Any]) -> _Outcome:
+    async def _run_invocation(self, envelope: dict[str, Any], token: str) -> _Outcome | None:
+        """The outcome of running the invocation; None when an at-most-once tool's claim was
+        lost before its handler started (nothing ran: start over)."""
         call = envelope["payload"]
         name = call["tool"]
         if name in REFERENCE_TOOLS:
@@ -273,12 +313,36 @@ class ToolWorker:
             return _Outcome(
                 self._result(envelope, payload), _DeadLetter(TOOL_NOT_AVAILABLE, message)
             )
+        bad_args = self._args_problem(tool, call["args"])
+        if bad_args is not None:
+            code, message = bad_args
+            payload = {
+                "invocation_id": envelope["id"],
+                "tool_invocation_id": call["tool_invocation_id"],
+                "error": {"message": message, "code": code},
+            }
+            return _Outcome(self._result(envelope, payload), _DeadLetter(code, message))
 
         settings = self.settings
+        at_most_once = tool.delivery == "at_most_once"
         attempt = 0
         while True:
             attempt += 1
             async with self._slots:
+                # Marked while the claim is still ours, right before the handler: a crash
+                # from here on must never lead to a second run.
+                if (
+                    attempt == 1
+                    and at_most_once
+                    and not await self.ledger.arm(envelope["id"], token)
+                ):
+                    log.warning(
+                        "invocation %s: lost the claim before its at-most-once tool %r "
+                        "started; not running it here",
+                        envelope["id"],
+                        name,
+                    )
+                    return None
                 self.ran += 1
                 # A timeout is a TOOL_TIMEOUT error result, retried like any retryable one.
                 payload = await run_tool_call(
@@ -290,6 +354,9 @@ class ToolWorker:
                 )
             error: dict[str, Any] | None = payload.get("error")
             if error is None or error.get("code") not in _retryable_codes():
+                return _Outcome(self._result(envelope, payload))
+            if at_most_once and error.get("code") == TOOL_TIMEOUT:
+                # The handler may still be running, or may have done its work: not again.
                 return _Outcome(self._result(envelope, payload))
             if attempt >= settings.max_attempts:
                 break
@@ -310,6 +377,31 @@ class ToolWorker:
             _DeadLetter(RETRIES_EXHAUSTED, f"{error['code']}: {error['message']}"),
         )
 
+    def _args_problem(self, tool: ToolDefinition, args: Any) -> tuple[str, str] | None:
+        """(code, message) when ``args`` do not match the tool's input schema."""
+        try:
+            _native.validate_json(self._schemas[tool.name], orjson.dumps(args))
+        except InvalidInputError as exc:
+            return TOOL_ARGS_INVALID, f"arguments for `{tool.name}` are invalid: {exc.message}"
+        except FlowaiError as exc:
+            return exc.code, f"the input schema of `{tool.name}` cannot be checked: {exc.message}"
+        return None
+
+    def _outcome_unknown(self, envelope: dict[str, Any]) -> _Outcome:
+        self.unknown += 1
+        call = envelope["payload"]
+        message = (
+            f"tool {call.get('tool')!r} may or may not have run: the tool worker running it "
+            "stopped before recording an outcome, and the tool is at_most_once, so it was not "
+            "run again; check whether its effect happened before calling it again"
+        )
+        payload = {
+            "invocation_id": envelope["id"],
+            "tool_invocation_id": call["tool_invocation_id"],
+            "error": {"message": message, "code": TOOL_OUTCOME_UNKNOWN},
+        }
+        return _Outcome(self._result(envelope, payload), _DeadLetter(TOOL_OUTCOME_UNKNOWN, message))
+
     def _result(self, invocation: Mapping[str, Any], payload: dict[str, Any]) -> bytes:
         # The id follows from the invocation's, so every copy of its result is recognisable.
         return tool_result(invocation, payload, id=f"{invocation['id']}/result", ts=bus.now_ms())
@@ -322,7 +414,7 @@ class ToolWorker:
             raise _Rejected(MALFORMED, f"PlanStep: {problem}", envelope)
         await self._effectively_once(envelope, delivery, self._run_plan_step)
 
-    async def _run_plan_step(self, envelope: dict[str, Any]) -> _Outcome:
+    async def _run_plan_step(self, envelope: dict[str, Any], token: str) -> _Outcome:
         dispatcher = self.app.action_dispatcher
         async with self._slots:
             self.ran += 1
@@ -349,38 +441,49 @@ class ToolWorker:
         self,
         envelope: dict[str, Any],
         delivery: Delivery,
-        run: Callable[[dict[str, Any]], Awaitable[_Outcome]],
+        run: Callable[[dict[str, Any], str], Awaitable[_Outcome | None]],
     ) -> None:
         key = envelope["id"]
-        # Unique per attempt to run, even within this worker: a redelivered copy of an
-        # invocation this worker is still running must wait for it, not join it.
-        token = f"{self.worker_id}:{uuid.uuid4().hex}"
         while True:
-            begin = await self.ledger.begin(key, token)
+            # Unique per attempt to run, even within this worker: a redelivered copy of an
+            # invocation this worker is still running must wait for it, not join it.
+            token = f"{self.worker_id}:{uuid.uuid4().hex}"
+            begin = await self._begin(key, token)
             if begin.recorded is not None:
                 self.replayed += 1
                 await self._publish_result(begin.recorded, delivery)
                 return
-            if begin.claimed:
-                break
+            async with self.ledger.holding(key, token):
+                if begin.unknown:
+                    outcome: _Outcome | None = self._outcome_unknown(envelope)
+                else:
+                    try:
+                        outcome = await run(envelope, token)
+                    except BaseException:
+                        # Stopped (or a bug) before a result exists: let the next owner start
+                        # at once instead of waiting out the claim (an at-most-once run that
+                        # had started stays marked: the next owner answers "unknown").
+                        with contextlib.suppress(Exception):
+                            await asyncio.shield(self.ledger.release(key, token))
+                        raise
+                if outcome is None:
+                    continue  # the claim was lost before anything ran: from the top
+                # The side effect happened: from here on the claim is kept (and renewed)
+                # until the result is recorded, whatever Kafka or Redis do meanwhile; giving
+                # it up would let the tool run again.
+                recorded = await self._finish(envelope, delivery, token, outcome)
+            await self._publish_result(recorded, delivery)
+            return
+
+    async def _begin(self, key: str, token: str) -> Begin:
+        """``begin`` until the invocation has a recorded result or is claimed by ``token``."""
+        while True:
+            begin = await self.ledger.begin(key, token)
+            if begin.recorded is not None or begin.claimed or begin.unknown:
+                return begin
             # Another worker runs it (or a dead one held it): wait for its result or for
             # its claim to expire, whichever comes first.
             await asyncio.sleep(min(self.settings.claim_poll, max(begin.held_ms, 1) / 1000))
-
-        async with self.ledger.holding(key, token):
-            try:
-                outcome = await run(envelope)
-            except BaseException:
-                # Stopped (or a bug) before a result exists: let the next owner start at
-                # once instead of waiting out the claim.
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(self.ledger.release(key, token))
-                raise
-            # The side effect happened: from here on the claim is kept (and renewed) until
-            # the result is recorded, whatever Kafka or Redis do meanwhile; giving it up
-            # would let the tool run again.
-            recorded = await self._finish(envelope, delivery, token, outcome)
-        await self._publish_result(recorded, delivery)
 
     async def _finish(
         self, envelope: dict[str, Any], delivery: Delivery, token: str, outcome: _Outcome

@@ -5,9 +5,17 @@
 - ``prefix``: a fresh topic prefix (``t<hex>``, also the Redis key namespace) per test, so
   tests never see each other's messages; its topics and keys are deleted afterwards.
 - ``redis``: an asyncio Redis client (bytes replies).
+- ``single_broker``: whether that Kafka is one broker. The run log cannot be replicated on
+  one, so the fixtures say so explicitly: ``service_env`` (the environment every spawned
+  service gets) sets ``FLOWAI_ALLOW_UNREPLICATED`` to 1 on one broker and to 0 otherwise,
+  and ``topics`` passes ``allow_unreplicated`` the same way. A test module on another
+  cluster overrides ``service_env``.
+- ``three_brokers`` (session): a three-broker cluster and a Redis of the tests' own
+  (:class:`cluster.Cluster`), started on first use and stopped at the end of the session,
+  for the tests marked ``brokers3``; they take the same skip rule as the others.
 - ``spawn(name, *python_args, env=...)``: starts ``python <args>`` from the repository root
-  with tests/connected importable (the test apps), output to a log; every process is killed
-  (kill -9) at teardown.
+  with tests/connected importable (the test apps) and ``service_env`` (then ``env``) in its
+  environment, output to a log; every process is killed (kill -9) at teardown.
 - ``topics`` (every topic of ``prefix`` created, PARTITIONS each), ``run_log`` (a follower of
   the run log, dead letters and tool invocations) and ``tool_responder`` (a minimal in-test
   tool worker) for the runtime-service tests.
@@ -15,6 +23,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -24,6 +33,7 @@ from pathlib import Path
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
+from cluster import Cluster
 from kafka_helpers import HERE, PARTITIONS, REPO, RunLog, ToolResponder
 from processes import Service
 from redis.asyncio import Redis
@@ -54,6 +64,40 @@ def redis_url() -> str:
     return _required_env("FLOWAI_REDIS_URL")
 
 
+@pytest.fixture(scope="session")
+def single_broker(kafka_bootstrap: str) -> bool:
+    return broker_count(kafka_bootstrap) == 1
+
+
+def broker_count(bootstrap: str) -> int:
+    async def count() -> int:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            return len((await admin.describe_cluster())["brokers"])
+        finally:
+            await admin.close()
+
+    return asyncio.run(count())
+
+
+@pytest.fixture(scope="session")
+def three_brokers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    _required_env("FLOWAI_KAFKA_BOOTSTRAP")  # the services are up: the same skip rule
+    cluster = Cluster(tmp_path_factory.mktemp("three-brokers"))
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def service_env(single_broker: bool) -> dict[str, str]:
+    """What every spawned service gets in its environment on this cluster."""
+    return {"FLOWAI_ALLOW_UNREPLICATED": "1" if single_broker else "0"}
+
+
 @pytest.fixture
 async def prefix(kafka_bootstrap: str) -> AsyncIterator[str]:
     name = f"t{uuid.uuid4().hex[:10]}"
@@ -80,7 +124,7 @@ async def redis(redis_url: str, prefix: str) -> AsyncIterator[Redis]:
 
 
 @pytest.fixture
-def spawn(tmp_path: Path) -> Iterator[Callable[..., Service]]:
+def spawn(tmp_path: Path, service_env: dict[str, str]) -> Iterator[Callable[..., Service]]:
     started: list[Service] = []
 
     def start(name: str, *args: str, env: Mapping[str, str] | None = None) -> Service:
@@ -91,6 +135,7 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., Service]]:
             "PYTHONUNBUFFERED": "1",
             # A crash in native code prints its Python stack instead of vanishing.
             "PYTHONFAULTHANDLER": "1",
+            **service_env,
             **(env or {}),
         }
         with log.open("wb") as out:
@@ -111,9 +156,11 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., Service]]:
 
 
 @pytest.fixture
-async def topics(kafka_bootstrap: str, prefix: str) -> bus.Topics:
+async def topics(kafka_bootstrap: str, prefix: str, single_broker: bool) -> bus.Topics:
     names = bus.Topics(prefix)
-    await bus.ensure_topics(kafka_bootstrap, names, partitions=PARTITIONS)
+    await bus.ensure_topics(
+        kafka_bootstrap, names, partitions=PARTITIONS, allow_unreplicated=single_broker
+    )
     return names
 
 

@@ -49,6 +49,23 @@ class RunLog:
         self.letters: list[dict[str, Any]] = []
         self.invocations: list[dict[str, Any]] = []
 
+    @classmethod
+    async def read_whole(cls, bootstrap: str, topics: bus.Topics) -> RunLog:
+        """A follower that read every partition to its end as of now, then stopped."""
+        log = cls(bootstrap, topics)
+        await log.start()
+        try:
+            ends = await log.consumer.end_offsets(list(log.consumer.assignment()))
+
+            async def behind() -> bool:
+                return any([await log.consumer.position(tp) < end for tp, end in ends.items()])
+
+            while await behind():
+                await log.poll()
+        finally:
+            await log.close()
+        return log
+
     async def start(self) -> None:
         await self.consumer.start()
         tps = [

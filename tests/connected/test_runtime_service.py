@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from collections import Counter
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from typing import Any
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 from kafka_helpers import REPO, RunLog, ToolResponder, runtime_args
 from processes import Service, until
 from redis.asyncio import Redis
@@ -216,18 +218,7 @@ async def test_runtime_killed_mid_run_is_replaced_without_losing_or_duplicating_
     await until(all_finished, within=45, what="every run to finish", services=[second, tools])
 
     # Read the whole log again, from scratch, as any read_committed consumer sees it.
-    fresh = RunLog(kafka_bootstrap, topics)
-    await fresh.start()
-    try:
-        ends = await fresh.consumer.end_offsets(list(fresh.consumer.assignment()))
-
-        async def behind() -> bool:
-            return any([await fresh.consumer.position(tp) < end for tp, end in ends.items()])
-
-        while await behind():
-            await fresh.poll()
-    finally:
-        await fresh.close()
+    fresh = await RunLog.read_whole(kafka_bootstrap, topics)
     ids = [entry["id"] for entry in fresh.entries]
     assert len(ids) == len(set(ids)), "an event was logged twice"
     for thread in threads:
@@ -427,12 +418,30 @@ async def test_partitions_move_between_runtimes_and_threads_continue_where_they_
     await run_everywhere(3, [first])
 
 
-async def test_topics_create_is_idempotent(kafka_bootstrap: str, prefix: str) -> None:
+async def flowai(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """``python -m flowai_harness.cli ARGS`` (``env`` over this environment): (exit status,
+    stdout, stderr)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "flowai_harness.cli",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+    )
+    out, err = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_topics_create_is_idempotent(
+    kafka_bootstrap: str, prefix: str, single_broker: bool
+) -> None:
+    flags = ("--allow-unreplicated",) if single_broker else ()
+
     async def create() -> list[str]:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "flowai_harness.cli",
+        code, out, err = await flowai(
             "topics",
             "create",
             "--prefix",
@@ -441,12 +450,10 @@ async def test_topics_create_is_idempotent(kafka_bootstrap: str, prefix: str) ->
             "2",
             "--bootstrap",
             kafka_bootstrap,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
+            *flags,
         )
-        out, err = await process.communicate()
-        assert process.returncode == 0, err.decode()
-        return out.decode().splitlines()
+        assert code == 0, err
+        return out.splitlines()
 
     first = await create()
     assert first == [f"{topic}: created" for topic in bus.Topics(prefix).all()]
@@ -455,3 +462,75 @@ async def test_topics_create_is_idempotent(kafka_bootstrap: str, prefix: str) ->
     assert await bus.partition_counts(kafka_bootstrap, bus.Topics(prefix).all()) == dict.fromkeys(
         bus.Topics(prefix).all(), 2
     )
+
+
+async def topic_names(bootstrap: str, prefix: str) -> set[str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        return {name for name in await admin.list_topics() if name.startswith(f"{prefix}.")}
+    finally:
+        await admin.close()
+
+
+async def test_an_unreplicated_run_log_is_refused_unless_allowed(
+    kafka_bootstrap: str,
+    prefix: str,
+    spawn: Callable[..., Service],
+    single_broker: bool,
+) -> None:
+    if not single_broker:
+        pytest.skip("one broker is the cluster where a run log can only have one replica")
+    refuse = {"FLOWAI_ALLOW_UNREPLICATED": "0"}
+    # `flowai topics create` creates nothing and says what to do.
+    code, _, err = await flowai(
+        "topics", "create", "--prefix", prefix, "--bootstrap", kafka_bootstrap, env=refuse
+    )
+    assert code == 2
+    assert "RUN_LOG_UNREPLICATED" in err
+    assert "would be created with replication factor 1 (the cluster has 1 broker)" in err
+    assert "--allow-unreplicated" in err
+    assert await topic_names(kafka_bootstrap, prefix) == set()
+
+    # Neither does the runtime service.
+    runtime = spawn("runtime-refused", *runtime_args(kafka_bootstrap, prefix), env=refuse)
+    assert runtime.process.wait(30) == 2
+    assert "RUN_LOG_UNREPLICATED" in runtime.log.read_text()
+    assert await topic_names(kafka_bootstrap, prefix) == set()
+
+    # Told, it creates them; an existing one-replica run log is refused again without it,
+    # also when the service does not create topics.
+    code, _, err = await flowai(
+        "topics", "create", "--prefix", prefix, "--bootstrap", kafka_bootstrap,
+        "--partitions", "3", "--allow-unreplicated",
+    )  # fmt: skip
+    assert code == 0, err
+    for extra in ((), ("--no-create-topics",)):
+        again = spawn(
+            "runtime-existing", *runtime_args(kafka_bootstrap, prefix, *extra), env=refuse
+        )
+        assert again.process.wait(30) == 2
+        assert "has replication factor 1" in again.log.read_text()
+    tools = spawn(
+        "tools-refused",
+        "-m", "services.tools", "--app", "flowai_test_app:spec", "--prefix", prefix,
+        "--bootstrap", kafka_bootstrap, "--partitions", "3",
+        env=refuse,
+    )  # fmt: skip
+    assert tools.process.wait(30) == 2
+    assert "RUN_LOG_UNREPLICATED" in tools.log.read_text()
+
+    allowed = spawn(
+        "runtime-allowed",
+        *runtime_args(kafka_bootstrap, prefix, "--allow-unreplicated"),
+        env=refuse,
+    )
+    async with connect(kafka_bootstrap, tenant="acme", topic_prefix=prefix) as client:
+        events = await asyncio.wait_for(collect(client.query("hello", "allowed")), 60)
+    assert events[-1]["type"] == "finish"
+    assert allowed.alive()
+    assert "accepted because unreplicated topics are allowed" in allowed.log.read_text()
+
+
+async def collect(stream: Any) -> list[dict[str, Any]]:
+    return [event async for event in stream]

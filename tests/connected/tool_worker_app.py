@@ -9,6 +9,10 @@ against repeats themselves: exactly-once is the worker's job (claims and recorde
   ``<ns>:log``, and HINCRBY ``<ns>:pids`` <pid> 1 (which worker did it).
 - ``block_once``: its first call ever says where it runs (SET ``<ns>:blocked`` <pid>) and
   then blocks forever, before any side effect; every later call does the ``effect`` one.
+- ``charge`` and ``pay`` (``delivery="at_most_once"``): each call notes its
+  ``ctx.idempotency_key`` (RPUSH ``<ns>:keys``) and does the ``effect``; the first call ever
+  then says where it runs (SET ``<ns>:blocked`` <pid>) and blocks forever: the side effect
+  happened, its result is not recorded (the crash window).
 """
 
 from __future__ import annotations
@@ -44,9 +48,26 @@ def _block_once(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
     return _effect(args, ctx)
 
 
+def _effect_then_block_once(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    ns = args["ns"]
+    _redis.rpush(f"{ns}:keys", ctx.idempotency_key)
+    done = _effect(args, ctx)
+    if _redis.set(f"{ns}:started:{args['key']}", os.getpid(), nx=True):
+        _redis.set(f"{ns}:blocked", os.getpid())
+        _never.wait()  # until kill -9
+    return done
+
+
 effect = define_tool("effect", {"ns": str, "key": str}).bind(_effect)
 block_once = define_tool("block_once", {"ns": str, "key": str}).bind(_block_once)
+charge = define_tool("charge", {"ns": str, "key": str}).bind(_effect_then_block_once)
+pay = define_tool("pay", {"ns": str, "key": str}, delivery="at_most_once").bind(
+    _effect_then_block_once
+)
 agent = define_specialist(
-    name="worker", model="claude-haiku-4-5", prompt="Use the tools.", tools=[effect, block_once]
+    name="worker",
+    model="claude-haiku-4-5",
+    prompt="Use the tools.",
+    tools=[effect, block_once, charge, pay],
 )
 runtime = define_runtime(tenant=("acme", "v1"), agents=[agent], providers={"anthropic": {}})

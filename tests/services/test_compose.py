@@ -2,20 +2,27 @@
 
 The YAML must parse, name the right images and wire the services to Kafka and Redis on the
 compose network; the service command lines must parse with the services' own argument
-parsers; the tool workers must be scalable (no fixed name, no host port).
+parsers, in the environment compose gives them; the tool workers must be scalable (no fixed
+name, no host port); Redis must persist the tool ledger (AOF, fsync every second); the
+group members (runtime, tool workers) must have a stable instance id by default; the one
+Kafka node must be declared as such (the run log cannot be replicated on it).
 """
 
 from __future__ import annotations
 
 import re
+import socket
 import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from services.approvals.command import build_parser as approvals_parser
 from services.runtime.command import parser as runtime_parser
 from services.tools.command import build_parser as tools_parser
+
+from flowai_harness import bus
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -115,6 +122,66 @@ def test_service_command_lines_parse_with_the_services_parsers(compose: dict[str
     assert tools.app == runtime.app == "service_app:runtime"
     assert tools.concurrency == 8
     assert tools.tool_timeout == 30.0
+
+
+def test_redis_keeps_an_append_only_file_fsynced_every_second(compose: dict[str, Any]) -> None:
+    redis = compose["services"]["redis"]
+    command = redis["command"]
+
+    assert command[0] == "redis-server"
+    options = dict(zip(command[1::2], command[2::2], strict=True))
+    assert options["--appendonly"] == "yes"
+    assert options["--appendfsync"] == "everysec"
+    # The append-only file is written under /data, which is a volume.
+    assert redis["volumes"] == ["redis-data:/data"]
+
+
+@pytest.mark.parametrize(("name", "parser"), [("runtime", runtime_parser), ("tools", tools_parser)])
+def test_group_members_get_a_stable_instance_id_by_default(
+    compose: dict[str, Any], name: str, parser: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = compose["services"][name]
+    for key, value in service["environment"].items():
+        monkeypatch.setenv(key, str(value))
+
+    args = parser().parse_args(service["command"][2:])
+
+    # The container's hostname: kept across restarts of the container, its own per replica.
+    assert service["environment"]["FLOWAI_INSTANCE_ID"] == "{hostname}"
+    assert bus.expand_instance_id(args.instance_id) == socket.gethostname()
+    assert "hostname" not in service  # else every replica would share one id
+
+
+def test_approvals_read_every_partition_so_have_no_instance_id(compose: dict[str, Any]) -> None:
+    approvals = compose["services"]["approvals"]
+
+    assert "FLOWAI_INSTANCE_ID" not in approvals["environment"]
+    args = approvals_parser().parse_args(approvals["command"][2:])
+    assert not hasattr(args, "instance_id")
+
+
+@pytest.mark.parametrize(
+    ("name", "parser"),
+    [("runtime", runtime_parser), ("tools", tools_parser), ("approvals", approvals_parser)],
+)
+def test_one_kafka_node_is_declared_to_every_service_that_creates_topics(
+    compose: dict[str, Any], name: str, parser: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kafka_nodes = len(
+        compose["services"]["kafka"]["environment"]["KAFKA_CONTROLLER_QUORUM_VOTERS"].split(",")
+    )
+    service = compose["services"][name]
+    monkeypatch.delenv("FLOWAI_ALLOW_UNREPLICATED", raising=False)
+    for key, value in service["environment"].items():
+        monkeypatch.setenv(key, str(value))
+
+    args = parser().parse_args(service["command"][2:])
+
+    assert kafka_nodes == 1
+    assert args.allow_unreplicated is True
+    # Nothing pins a replication factor: on a real cluster the defaults apply.
+    assert args.replication is None
+    assert args.min_insync_replicas is None
 
 
 def test_dockerfile_builds_the_wheel_and_runs_flowai() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import sys
 import threading
 import time
@@ -50,9 +51,10 @@ from flowai_harness import (
     messages,
 )
 from flowai_harness.bus import Topics
-from flowai_harness.errors import AppLoadError
+from flowai_harness.errors import AppLoadError, InvalidInputError
 from flowai_harness.references import RedisReferenceStore, ReferenceHandle, reference_id
 from flowai_harness.runtime import new_engine
+from flowai_harness.tools import idempotency_key
 
 TOPICS = Topics("unit")
 FAST = WorkerSettings(
@@ -527,8 +529,13 @@ async def test_progress_and_custom_events_travel_in_the_result(
     assert payload["events"] == [
         {
             "type": "tool-progress",
-            "message": "halfway",
+            "toolName": "report",
+            "toolCallId": "call-1",
+            "label": "halfway",
+            "phaseIndex": 0,
+            "totalPhases": 1,
             "toolInvocationId": "call-1",
+            "message": "halfway",
             "fraction": 0.5,
         },
         {"type": "custom", "name": "rows", "data": {"count": 3}, "toolInvocationId": "call-1"},
@@ -578,6 +585,254 @@ async def test_unknown_tool_gives_an_error_result_and_a_dead_letter(
     ] * 2
     assert "does not declare it" in results[0].body["payload"]["error"]["message"]
     assert "no handler" in results[1].body["payload"]["error"]["message"]
+
+
+async def test_another_tenants_invocation_is_dead_lettered_and_not_run(
+    redis: Redis, namespace: str
+) -> None:
+    calls: list[Any] = []
+    worker, recorder = make_worker(redis, namespace, define_tool("ok", {}).bind(counting(calls)))
+    theirs = {**orjson.loads(invocation("ok")), "tenant": "globex"}
+
+    await worker.handle(delivery(orjson.dumps(theirs)))
+
+    assert calls == []
+    assert recorder.results() == []
+    [letter] = recorder.dead_letters()
+    assert letter.body["payload"]["reason"] == "TENANT_MISMATCH"
+    assert (
+        "for tenant 'globex', but this tool worker serves tenant 'acme'"
+        in (letter.body["payload"]["message"])
+    )
+    assert letter.key == b"globex/thread-1"
+    # Nothing was claimed or recorded for it either.
+    assert await redis.exists(worker.ledger.claim_key(theirs["id"])) == 0
+    assert await worker.ledger.recorded(theirs["id"]) is None
+
+
+async def test_another_tenants_plan_step_is_dead_lettered_and_not_dispatched(
+    redis: Redis, namespace: str, reference_store: RedisReferenceStore
+) -> None:
+    dispatched: Dispatched = []
+    worker, recorder = plan_worker(
+        redis, namespace, reference_store, recording_dispatcher(dispatched)
+    )
+    theirs = {**orjson.loads(plan_step([])), "tenant": "globex"}
+
+    await worker.handle(delivery(orjson.dumps(theirs), topic="unit.plan-steps"))
+
+    assert dispatched == []
+    assert recorder.results() == []
+    assert [letter.body["payload"]["reason"] for letter in recorder.dead_letters()] == [
+        "TENANT_MISMATCH"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        ({"n": "21"}, "/n"),
+        ({}, "n"),
+        ({"n": 1, "extra": True}, "extra"),
+    ],
+    ids=["wrong-type", "missing", "unknown-field"],
+)
+async def test_arguments_that_do_not_match_the_schema_are_an_error_result_and_not_run(
+    redis: Redis, namespace: str, args: dict[str, Any], problem: str
+) -> None:
+    class Args(pydantic.BaseModel):
+        model_config = pydantic.ConfigDict(extra="forbid")
+        n: int
+
+    calls: list[Any] = []
+    worker, recorder = make_worker(
+        redis, namespace, define_tool("double", Args).bind(counting(calls))
+    )
+    message = invocation("double", args)
+
+    await worker.handle(delivery(message))
+    await worker.handle(delivery(message))  # redelivered: the recorded result again
+
+    assert calls == []
+    results = recorder.results()
+    assert len(results) == 2
+    assert results[0].value == results[1].value
+    error = results[0].body["payload"]["error"]
+    assert error["code"] == "TOOL_ARGS_INVALID"
+    assert error["message"].startswith("arguments for `double` are invalid: ")
+    assert problem in error["message"]
+    # The engine's own validator says the same about these arguments.
+    with pytest.raises(InvalidInputError):
+        _native.validate_json(orjson.dumps(Args.model_json_schema()), orjson.dumps(args))
+    [letter] = recorder.dead_letters()
+    assert letter.body["payload"]["reason"] == "TOOL_ARGS_INVALID"
+
+
+async def test_valid_arguments_pass_the_schema_check(redis: Redis, namespace: str) -> None:
+    calls: list[Any] = []
+    tool = define_tool("double", {"n": int, "note": str | None}).bind(counting(calls))
+    worker, recorder = make_worker(redis, namespace, tool)
+
+    await worker.handle(delivery(invocation("double", {"n": 2})))
+
+    assert calls == [{"n": 2}]
+    assert recorder.results()[0].body["payload"]["output"] == {"ok": True}
+
+
+# --- crashes and side effects: idempotency keys, at-most-once tools ---------------------------
+
+
+async def test_every_run_of_an_invocation_gets_the_same_idempotency_key(
+    redis: Redis, namespace: str
+) -> None:
+    keys: list[str] = []
+
+    def remember(args: Any, ctx: ToolContext) -> str:
+        keys.append(ctx.idempotency_key)
+        return "ok"
+
+    tool = define_tool("effect", {}).bind(remember)
+    worker, _ = make_worker(redis, namespace, tool, claim_ttl=0.3)
+    message = invocation("effect")
+    invocation_id = orjson.loads(message)["id"]
+    runtime = create_runtime(make_spec(tool), interpreter="scripted")
+
+    await worker.handle(delivery(message))
+    # The worker died after the effect, before recording it: the result is gone, so the
+    # next delivery runs the tool again, with the same key to give the downstream API.
+    await redis.delete(worker.ledger.result_key(invocation_id))
+    await worker.handle(delivery(message))
+    prompt = orjson.dumps({"tool": "effect", "args": {}}).decode()
+    events = [event async for event in runtime.run_specialist("worker", prompt, "embedded")]
+    [call] = [e for e in events if e["type"] == "tool-invocation" and e["state"] == "call"]
+
+    assert keys[0] == keys[1] == idempotency_key(invocation_id)
+    assert uuid.UUID(keys[0]).version == 5
+    # The embedded runtime derives it the same way, from its own invocation id.
+    embedded_id = f"acme/embedded/run-1/{call['toolInvocationId']}"
+    assert keys[2] == idempotency_key(embedded_id) != keys[0]
+
+
+def blocking_tool(started: asyncio.Event, calls: list[Any]) -> ToolDefinition:
+    async def pay(args: dict[str, Any], ctx: ToolContext) -> str:
+        calls.append(args)
+        started.set()
+        await asyncio.Event().wait()  # until cancelled
+        return "paid"
+
+    return define_tool("pay", {}, delivery="at_most_once").bind(pay)
+
+
+async def test_at_most_once_tool_stopped_mid_run_is_answered_outcome_unknown_not_run_again(
+    redis: Redis, namespace: str
+) -> None:
+    started, calls = asyncio.Event(), []
+    tool = blocking_tool(started, calls)
+    first, _ = make_worker(redis, namespace, tool)
+    second, recorder = make_worker(redis, namespace, tool)
+    message = invocation("pay")
+    invocation_id = orjson.loads(message)["id"]
+
+    running = asyncio.create_task(first.handle(delivery(message)))
+    await asyncio.wait_for(started.wait(), 5)
+    # Stopped past its shutdown grace: the claim is given back, the started mark stays.
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    assert await redis.exists(first.ledger.claim_key(invocation_id)) == 0
+
+    await second.handle(delivery(message))
+    await second.handle(delivery(message))  # and again: the recorded "unknown"
+
+    assert len(calls) == 1
+    results = recorder.results()
+    assert len(results) == 2
+    assert results[0].value == results[1].value
+    error = results[0].body["payload"]["error"]
+    assert error["code"] == "TOOL_OUTCOME_UNKNOWN"
+    assert "may or may not have run" in error["message"]
+    assert [letter.body["payload"]["reason"] for letter in recorder.dead_letters()] == [
+        "TOOL_OUTCOME_UNKNOWN"
+    ]
+    assert second.unknown == 1
+    assert await redis.exists(second.ledger.started_key(invocation_id)) == 0
+
+
+async def test_at_most_once_tool_whose_worker_died_waits_for_the_claim_then_is_unknown(
+    redis: Redis, namespace: str
+) -> None:
+    calls: list[Any] = []
+    tool = define_tool("pay", {}, delivery="at_most_once").bind(counting(calls))
+    worker, recorder = make_worker(redis, namespace, tool, claim_ttl=0.3)
+    message = invocation("pay")
+    invocation_id = orjson.loads(message)["id"]
+    # A worker claimed it, marked it started and died: nothing renews the claim.
+    assert (await worker.ledger.begin(invocation_id, "dead:1")).claimed
+    assert await worker.ledger.arm(invocation_id, "dead:1")
+
+    await worker.handle(delivery(message))
+
+    assert calls == []
+    assert recorder.results()[0].body["payload"]["error"]["code"] == "TOOL_OUTCOME_UNKNOWN"
+
+
+async def test_at_least_once_tool_whose_worker_died_runs_again(
+    redis: Redis, namespace: str
+) -> None:
+    calls: list[Any] = []
+    tool = define_tool("effect", {}).bind(counting(calls))
+    worker, recorder = make_worker(redis, namespace, tool, claim_ttl=0.3)
+    message = invocation("effect")
+    invocation_id = orjson.loads(message)["id"]
+    assert (await worker.ledger.begin(invocation_id, "dead:1")).claimed
+
+    await worker.handle(delivery(message))
+
+    assert len(calls) == 1
+    assert recorder.results()[0].body["payload"]["output"] == {"ok": True}
+
+
+async def test_at_most_once_tool_that_finished_is_replayed_not_unknown(
+    redis: Redis, namespace: str
+) -> None:
+    calls: list[Any] = []
+    tool = define_tool("pay", {}, delivery="at_most_once").bind(counting(calls))
+    worker, recorder = make_worker(redis, namespace, tool)
+    message = invocation("pay")
+    invocation_id = orjson.loads(message)["id"]
+
+    await worker.handle(delivery(message))
+    await worker.handle(delivery(message))
+
+    assert len(calls) == 1
+    assert [r.body["payload"]["output"] for r in recorder.results()] == [{"ok": True}] * 2
+    assert await redis.exists(worker.ledger.started_key(invocation_id)) == 0
+    assert worker.unknown == 0
+
+
+async def test_at_most_once_timeout_is_not_retried(redis: Redis, namespace: str) -> None:
+    calls: list[Any] = []
+    once = slow_tool(calls, 5.0)
+    once = define_tool("slow", {}, delivery="at_most_once").bind(once.handler)  # type: ignore[arg-type]
+    settings = WorkerSettings(tool_timeout=0.2, max_attempts=3, retry_backoff=0.01)
+    worker, recorder = make_worker(redis, namespace, once, settings=settings)
+
+    await worker.handle(delivery(invocation("slow")))
+
+    assert len(calls) == 1
+    assert recorder.results()[0].body["payload"]["error"]["code"] == "TOOL_TIMEOUT"
+
+
+async def test_arm_needs_the_claim(redis: Redis, namespace: str) -> None:
+    ledger = ledger_for(redis, namespace)
+
+    assert (await ledger.begin("inv-1", "a:1")).claimed
+    assert not await ledger.arm("inv-1", "b:1")
+    assert await redis.exists(ledger.started_key("inv-1")) == 0
+    assert await ledger.arm("inv-1", "a:1")
+    assert await redis.exists(ledger.started_key("inv-1")) == 1
+    # The owner itself finds its own claim held, not "unknown".
+    assert (await ledger.begin("inv-1", "a:2")).held_ms > 0
 
 
 @pytest.mark.parametrize(
@@ -1172,3 +1427,40 @@ def test_command_line_defaults_and_environment(monkeypatch: pytest.MonkeyPatch) 
     assert settings.worker.max_attempts == 3
     assert settings.claim_ttl > settings.worker.tool_timeout
     assert settings.result_ttl == 7 * 24 * 3600
+
+
+def test_command_line_durability_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("FLOWAI_ALLOW_VOLATILE_LEDGER", "FLOWAI_ALLOW_UNREPLICATED", "FLOWAI_REPLICATION"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("FLOWAI_INSTANCE_ID", "tools-{hostname}")
+
+    defaults = settings_from_args(build_parser().parse_args(["--app", "m:a"]))
+
+    assert defaults.allow_volatile_ledger is False
+    assert defaults.allow_unreplicated is False
+    assert defaults.replication is None  # bus.ensure_topics decides from the cluster
+    assert defaults.min_insync_replicas is None
+    assert defaults.instance_id == f"tools-{socket.gethostname()}"
+
+    monkeypatch.setenv("FLOWAI_ALLOW_VOLATILE_LEDGER", "1")
+    monkeypatch.setenv("FLOWAI_ALLOW_UNREPLICATED", "yes")
+    told = settings_from_args(
+        build_parser().parse_args(
+            ["--app", "m:a", "--replication", "3", "--min-insync-replicas", "2"]
+        )
+    )
+
+    assert (told.allow_volatile_ledger, told.allow_unreplicated) == (True, True)
+    assert (told.replication, told.min_insync_replicas) == (3, 2)
+
+
+def test_a_flag_variable_that_is_not_a_flag_is_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("FLOWAI_ALLOW_VOLATILE_LEDGER", "maybe")
+
+    with pytest.raises(SystemExit) as info:
+        build_parser()
+
+    assert info.value.code == 2
+    assert "FLOWAI_ALLOW_VOLATILE_LEDGER='maybe' is not a flag" in capsys.readouterr().err

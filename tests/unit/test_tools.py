@@ -1,8 +1,12 @@
-"""Tools: schema conversion, names, approval, binding, and the per-call ToolContext."""
+"""Tools: schema conversion, names, approval, binding, delivery levels, and the per-call
+ToolContext (the seed's mapping, progress events, the event sink, idempotency keys)."""
 
 from __future__ import annotations
 
 import dataclasses
+import re
+import uuid
+from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, Literal
 
@@ -10,7 +14,9 @@ import pydantic
 import pytest
 
 from flowai_harness.errors import InvalidSchemaError, SpecError, ToolError
-from flowai_harness.tools import ToolContext, ToolDefinition, define_tool
+from flowai_harness.references import MemoryReferenceStore, ReferenceAccess
+from flowai_harness.toolcall import run_tool_call
+from flowai_harness.tools import ToolContext, ToolDefinition, define_tool, idempotency_key
 
 
 class SearchArgs(pydantic.BaseModel):
@@ -346,21 +352,222 @@ def test_emit_records_a_custom_event() -> None:
     ]
 
 
-def test_progress_records_tool_progress_events() -> None:
+def test_progress_records_the_seed_tool_progress_shape() -> None:
     ctx = make_context()
 
     ctx.progress("fetching")
     ctx.progress("half way", fraction=0.5)
 
     assert ctx.events == [
-        {"type": "tool-progress", "message": "fetching", "toolInvocationId": "tu-1"},
         {
             "type": "tool-progress",
-            "message": "half way",
+            "toolName": "lookup",
+            "toolCallId": "tu-1",
+            "label": "fetching",
+            "phaseIndex": 0,
+            "totalPhases": 1,
             "toolInvocationId": "tu-1",
+            "message": "fetching",
+        },
+        {
+            "type": "tool-progress",
+            "toolName": "lookup",
+            "toolCallId": "tu-1",
+            "label": "half way",
+            "phaseIndex": 1,
+            "totalPhases": 2,
+            "toolInvocationId": "tu-1",
+            "message": "half way",
             "fraction": 0.5,
         },
     ]
+
+
+def test_progress_phases_milestones_and_the_older_message_keyword() -> None:
+    ctx = make_context()
+
+    ctx.progress("connect", total_phases=3)
+    ctx.progress(message="query")
+    ctx.progress("export", phase_index=2, milestone="exported")
+
+    shapes = [
+        (e["label"], e["phaseIndex"], e["totalPhases"], e.get("milestone")) for e in ctx.events
+    ]
+    assert shapes == [
+        ("connect", 0, 3, None),
+        ("query", 1, 3, None),
+        ("export", 2, 3, "exported"),
+    ]
+    assert [e["message"] for e in ctx.events] == ["connect", "query", "export"]
+
+
+@pytest.mark.parametrize(
+    ("options", "problem"),
+    [
+        ({"phase_index": -1}, "phase_index must be an integer >= 0"),
+        ({"phase_index": True}, "phase_index must be an integer >= 0"),
+        ({"total_phases": 0}, "total_phases must be an integer >= 1"),
+        ({"phase_index": 3, "total_phases": 3}, "phase_index 3 is not below total_phases 3"),
+        ({"milestone": 1}, "milestone must be a string"),
+        ({"message": "y"}, "a label or a message, not both"),
+    ],
+)
+def test_progress_refuses_bad_phases(options: dict[str, Any], problem: str) -> None:
+    ctx = make_context()
+
+    with pytest.raises(ToolError, match=re.escape(problem)):
+        ctx.progress("x", **options)
+    assert ctx.events == []
+
+
+def test_progress_needs_a_string_label() -> None:
+    with pytest.raises(ToolError, match=r"progress\(\) label must be a string, got NoneType"):
+        make_context().progress()
+
+
+def test_an_event_sink_gets_each_event_as_it_is_emitted() -> None:
+    seen: list[tuple[int, str]] = []
+    ctx = ToolContext(
+        "tu-1",
+        "lookup",
+        "thread-1",
+        "run-1",
+        "greeter",
+        on_event=lambda event: seen.append((len(ctx.events), event["type"])),
+    )
+
+    ctx.progress("one")
+    assert seen == [(1, "tool-progress")]
+    ctx.emit("rows", 3)
+
+    assert seen == [(1, "tool-progress"), (2, "custom")]
+    assert [e["type"] for e in ctx.events] == ["tool-progress", "custom"]
+
+
+# --- ToolContext as the seed's mapping -------------------------------------------------------
+
+
+def test_context_is_a_mapping_of_the_call_and_its_services() -> None:
+    db = object()
+    ctx = make_context({"db": db, "region": "eu"})
+
+    assert isinstance(ctx, Mapping)
+    assert ctx["tool_use_id"] == "tu-1"
+    assert ctx["services"] is ctx.services
+    assert ctx["db"] is ctx.db is db
+    assert ctx.get("region") == "eu"
+    assert ctx.get("missing", 7) == 7
+    assert list(ctx.keys()) == ["tool_use_id", "services", "db", "region"]
+    assert ctx.as_dict() == {
+        "tool_use_id": "tu-1",
+        "services": ctx.services,
+        "db": db,
+        "region": "eu",
+    }
+    assert "db" in ctx
+    assert "references" not in ctx
+    assert len(ctx) == 4
+    with pytest.raises(KeyError, match="missing"):
+        ctx["missing"]
+
+
+def test_context_keeps_its_attributes_over_services_of_the_same_name() -> None:
+    ctx = make_context({"agent": "a service", "services": "shadowed", "emit": 1})
+
+    assert ctx.agent == "greeter"
+    assert ctx["agent"] == "a service"
+    assert ctx["services"]["services"] == "shadowed"
+    assert callable(ctx.emit)
+    assert list(ctx) == ["tool_use_id", "services", "agent", "emit"]
+
+
+def test_unknown_attribute_names_the_services() -> None:
+    ctx = make_context({"db": 1})
+
+    with pytest.raises(AttributeError, match=r"no attribute 'cache'.*services: db"):
+        _ = ctx.cache
+
+
+def test_references_are_a_key_when_the_runtime_has_a_store() -> None:
+    store = ReferenceAccess(MemoryReferenceStore(), "acme", [])
+    ctx = ToolContext("tu-1", "lookup", "thread-1", "run-1", "greeter", references=store)
+
+    assert ctx["references"] is ctx.references is store
+    assert list(ctx) == ["tool_use_id", "services", "references"]
+    with pytest.raises(KeyError, match="no reference store"):
+        make_context()["references"]
+
+
+def test_contexts_are_equal_only_to_themselves() -> None:
+    first, second = make_context(), make_context()
+
+    assert first == first
+    assert first != second
+    assert len({first, second}) == 2
+
+
+# --- idempotency keys ------------------------------------------------------------------------
+
+
+def test_idempotency_key_is_a_uuid_fixed_by_the_invocation_id() -> None:
+    key = idempotency_key("acme/thread-1/run-1/call-1")
+
+    assert uuid.UUID(key).version == 5
+    assert key == idempotency_key("acme/thread-1/run-1/call-1")
+    assert key != idempotency_key("acme/thread-1/run-1/call-2")
+    ctx = ToolContext("c", "t", "th", "r", "a", idempotency_key=key)
+    assert ctx.idempotency_key == key
+
+
+def test_a_context_without_an_idempotency_key_says_how_to_get_one() -> None:
+    with pytest.raises(ToolError, match="built without an idempotency key"):
+        _ = make_context().idempotency_key
+
+
+async def test_run_tool_call_gives_the_handler_the_invocation_key_and_streams_events() -> None:
+    seen: list[Any] = []
+    streamed: list[dict[str, Any]] = []
+
+    def record(args: Any, ctx: ToolContext) -> str:
+        seen.append((ctx.idempotency_key, ctx["tool_use_id"], ctx["db"]))
+        ctx.progress("working")
+        seen.append(len(streamed))
+        return "ok"
+
+    invocation = {
+        "id": "acme/thread-1/run-1/call-1",
+        "thread_id": "thread-1",
+        "run_id": "run-1",
+        "payload": {"tool": "t", "tool_invocation_id": "call-1", "args": {}, "agent": "a"},
+    }
+    tool = define_tool("t", {}).bind(record)
+
+    first = await run_tool_call(tool, invocation, {"db": "pg"}, on_event=streamed.append)
+    await run_tool_call(tool, invocation, {"db": "pg"})
+
+    assert seen[0] == (idempotency_key("acme/thread-1/run-1/call-1"), "call-1", "pg")
+    assert seen[1] == 1  # the progress event reached the sink while the handler ran
+    assert seen[2] == seen[0]  # a second run of the same invocation: the same key
+    assert streamed == first["events"]
+
+
+# --- delivery levels -------------------------------------------------------------------------
+
+
+def test_delivery_defaults_to_at_least_once_and_takes_at_most_once() -> None:
+    assert define_tool("t", {}).delivery == "at_least_once"
+    tool = define_tool("pay", {"amount": int}, delivery="at_most_once")
+
+    assert tool.delivery == "at_most_once"
+    assert tool.bind(handler).delivery == "at_most_once"
+    # The engine does not see it: the declaration is unchanged.
+    assert "delivery" not in tool.declaration()
+    assert tool != define_tool("pay", {"amount": int})
+
+
+def test_unknown_delivery_is_refused() -> None:
+    with pytest.raises(SpecError, match="delivery must be one of at_least_once, at_most_once"):
+        define_tool("t", {}, delivery="exactly_once")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("fraction", [-0.1, 1.5, True, "0.5"])
