@@ -122,6 +122,13 @@ def _percentile(sorted_values: Sequence[int], percent: int) -> int:
     return sorted_values[max(0, math.ceil(percent / 100 * len(sorted_values)) - 1)]
 
 
+def _describe(error: BaseException) -> str:
+    # A sample task's failure arrives wrapped in the task group's ExceptionGroup.
+    if isinstance(error, BaseExceptionGroup):
+        return "; ".join(_describe(inner) for inner in error.exceptions)
+    return f"{type(error).__name__}: {error}"
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Plan:
     """A validated request, resolved once before anything runs."""
@@ -305,8 +312,7 @@ class _EvalRun:
             # Only the stream cancels this task: report it instead of propagating.
             emit(self._envelope(EvalCancelled(data=EvalCancelledData(reason=self.cancel_reason))))
         except Exception as error:  # a run-level failure ends the stream, never hangs it
-            message = f"{type(error).__name__}: {error}"
-            emit(self._envelope(EvalFailed(data=EvalFailedData(error=message))))
+            emit(self._envelope(EvalFailed(data=EvalFailedData(error=_describe(error)))))
         else:
             emit(self._envelope(EvalCompleted(data=EvalCompletedData(artifact=artifact))))
 
