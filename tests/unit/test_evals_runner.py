@@ -402,6 +402,7 @@ async def test_failing_samples_are_recorded_with_their_error_kind() -> None:
     assert errored.metadata == {"errorKind": "sample_agent_error"}
     assert errored.error == "provider overloaded"
     assert errored.token_usage.input_tokens == 7  # what the failed run spent still counts
+    assert errored.response_text == "half an answer"
     assert all(not s.passed and s.aggregate_score == 0.0 for s in (raised, malformed, errored))
     assert artifact.summary.passed == 0
 
@@ -662,3 +663,29 @@ def test_run_eval_sync_validates_the_runtimes_artifact() -> None:
 async def test_run_eval_sync_refuses_a_running_loop() -> None:
     with pytest.raises(EvalRunError, match=r"await runtime\.run_eval"):
         run_eval_sync(_Runtime(), request())
+
+
+@pytest.mark.parametrize(
+    ("mode", "weights"),
+    [
+        ("planner", {"trajectory": 0.5, "planned_actions": 0.5}),
+        ("executor", {"trajectory": 0.2, "executed_actions": 0.8}),
+        ("sequential", {"trajectory": 0.5, "planned_actions": 0.25, "executed_actions": 0.25}),
+        ("specialist", {"trajectory": 1 / 3, "planned_actions": 1 / 3, "executed_actions": 1 / 3}),
+    ],
+)
+async def test_each_mode_scores_with_its_presets_weights(
+    mode: str, weights: dict[str, float]
+) -> None:
+    target = {"target_agent_id": "analyst"} if mode == "specialist" else {}
+
+    artifact = await run_eval(
+        request(mode=mode, samples_per_case=1, **target), replay(lambda c, i: coordinator_run())
+    )
+
+    assert artifact.mode == mode
+    assert artifact.metadata.scorer_preset == mode
+    assert artifact.metadata.score_weights == pytest.approx(weights)
+    (sample,) = artifact.test_cases[0].samples
+    assert [c.scorer_name for c in sample.component_scores] == [*weights, "composite"]
+    assert sample.aggregate_score == 1.0

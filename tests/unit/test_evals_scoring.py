@@ -643,6 +643,8 @@ def test_explicit_specialist_final_response_weight_needs_a_spec() -> None:
 
 
 def test_bad_inputs_are_eval_errors() -> None:
+    with pytest.raises(EvalError, match="unknown eval mode 'solo'"):
+        score_sample(rich_case(), RawSampleOutput(), mode="solo")  # type: ignore[arg-type]
     with pytest.raises(EvalError, match="unknown scorer weight key 'speed'"):
         score_sample(rich_case(), RawSampleOutput(), score_weights={"speed": 1})
     with pytest.raises(EvalError, match="unknown scorer_config"):

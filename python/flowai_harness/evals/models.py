@@ -299,6 +299,14 @@ class ResponseScorer(EvalModel):
     case_sensitive: bool = True
 
     @classmethod
+    def _build(cls, method: ResponseScorerMethod, scorer_id: str, **fields: Any) -> ResponseScorer:
+        return validated(
+            cls,
+            {"id": scorer_id, "method": method, **fields},
+            what=f"ResponseScorer.{method}(id={scorer_id!r})",
+        )
+
+    @classmethod
     def judge(
         cls,
         *,
@@ -312,19 +320,15 @@ class ResponseScorer(EvalModel):
     ) -> ResponseScorer:
         """A binary LLM verdict on one question (``instructions``), optionally against a
         reference answer and a two-level rubric ``{0: "...", 1: "..."}``."""
-        return validated(
-            cls,
-            {
-                "id": id,
-                "method": "judge",
-                "instructions": instructions,
-                "reference_response": reference_response,
-                "rubric": dict(rubric) if rubric is not None else None,
-                "context": dict(context) if context is not None else None,
-                "required": required,
-                "weight": weight,
-            },
-            what=f"ResponseScorer.judge(id={id!r})",
+        return cls._build(
+            "judge",
+            id,
+            instructions=instructions,
+            reference_response=reference_response,
+            rubric=dict(rubric) if rubric is not None else None,
+            context=dict(context) if context is not None else None,
+            required=required,
+            weight=weight,
         )
 
     @classmethod
@@ -332,17 +336,7 @@ class ResponseScorer(EvalModel):
         cls, *, id: str, expected: str, required: bool = False, weight: float = 1.0
     ) -> ResponseScorer:
         """Passes when the final response equals ``expected`` exactly."""
-        return validated(
-            cls,
-            {
-                "id": id,
-                "method": "exact",
-                "expected": expected,
-                "required": required,
-                "weight": weight,
-            },
-            what=f"ResponseScorer.exact(id={id!r})",
-        )
+        return cls._build("exact", id, expected=expected, required=required, weight=weight)
 
     @classmethod
     def contains(
@@ -355,17 +349,13 @@ class ResponseScorer(EvalModel):
         weight: float = 1.0,
     ) -> ResponseScorer:
         """Passes when the final response contains ``text``."""
-        return validated(
-            cls,
-            {
-                "id": id,
-                "method": "contains",
-                "text": text,
-                "case_sensitive": case_sensitive,
-                "required": required,
-                "weight": weight,
-            },
-            what=f"ResponseScorer.contains(id={id!r})",
+        return cls._build(
+            "contains",
+            id,
+            text=text,
+            case_sensitive=case_sensitive,
+            required=required,
+            weight=weight,
         )
 
     @classmethod
@@ -373,17 +363,7 @@ class ResponseScorer(EvalModel):
         cls, *, id: str, pattern: str, required: bool = False, weight: float = 1.0
     ) -> ResponseScorer:
         """Passes when ``pattern`` matches somewhere in the final response (``re.search``)."""
-        return validated(
-            cls,
-            {
-                "id": id,
-                "method": "regex",
-                "pattern": pattern,
-                "required": required,
-                "weight": weight,
-            },
-            what=f"ResponseScorer.regex(id={id!r})",
-        )
+        return cls._build("regex", id, pattern=pattern, required=required, weight=weight)
 
     @model_validator(mode="after")
     def _check(self) -> ResponseScorer:

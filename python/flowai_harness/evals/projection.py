@@ -105,21 +105,31 @@ def _resolved_actions(result: object) -> list[dict[str, Any]] | None:
     return resolved
 
 
-def _usage_from_totals(data: Mapping[str, Any]) -> TokenUsageSummary:
-    return TokenUsageSummary(
-        input_tokens=_int(data.get("totalPromptTokens")),
-        output_tokens=_int(data.get("totalCompletionTokens")),
-        cached_tokens=_int(data.get("totalCacheReadInputTokens")),
-        cache_creation_tokens=_int(data.get("totalCacheCreationInputTokens")),
-    )
+# Token fields of a cost summary's totals and of a per-agent or `finish` usage, in the order
+# input, output, cache read, cache write.
+_TOTAL_KEYS: Final = (
+    "totalPromptTokens",
+    "totalCompletionTokens",
+    "totalCacheReadInputTokens",
+    "totalCacheCreationInputTokens",
+)
+_USAGE_KEYS: Final = (
+    "promptTokens",
+    "completionTokens",
+    "cacheReadInputTokens",
+    "cacheCreationInputTokens",
+)
 
 
-def _usage(usage: Mapping[str, Any]) -> TokenUsageSummary:
+def _usage(
+    data: Mapping[str, Any], keys: tuple[str, str, str, str] = _USAGE_KEYS
+) -> TokenUsageSummary:
+    input_key, output_key, read_key, write_key = keys
     return TokenUsageSummary(
-        input_tokens=_int(usage.get("promptTokens")),
-        output_tokens=_int(usage.get("completionTokens")),
-        cached_tokens=_int(usage.get("cacheReadInputTokens")),
-        cache_creation_tokens=_int(usage.get("cacheCreationInputTokens")),
+        input_tokens=_int(data.get(input_key)),
+        output_tokens=_int(data.get(output_key)),
+        cached_tokens=_int(data.get(read_key)),
+        cache_creation_tokens=_int(data.get(write_key)),
     )
 
 
@@ -260,7 +270,7 @@ def project_run(
     if trajectory_events:
         extra[TRAJECTORY_EVENTS_EXTRA_KEY] = trajectory_events
     if cost_summary is not None:
-        token_usage = _usage_from_totals(cost_summary)
+        token_usage = _usage(cost_summary, _TOTAL_KEYS)
     elif finish_usage is not None:
         token_usage = _usage(finish_usage)
     else:

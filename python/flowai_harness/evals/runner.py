@@ -470,8 +470,11 @@ class _EvalRun:
         invocations = list(projection.model_invocations)
         if projection.error is not None:
             failed = self._failed(index, "sample_agent_error", projection.error, duration_ms)
+            # What the failed run did and spent is still worth seeing.
             return failed.model_copy(
                 update={
+                    "actual_trajectory": output.actual_trajectory,
+                    "response_text": output.response_text or None,
                     "token_usage": projection.token_usage,
                     "model_invocations": self._priced(invocations),
                 }

@@ -765,6 +765,8 @@ def score_with_weights(
 def _preset_for_sample(mode: EvalMode | None, preset: ScorerPresetName | None) -> ScorerPresetName:
     if mode is None:
         return preset or "sequential"
+    if mode not in PRESET_FOR_MODE:
+        raise EvalError(f"unknown eval mode {mode!r}; use one of: {', '.join(PRESET_FOR_MODE)}")
     if preset is None:
         return PRESET_FOR_MODE[mode]
     if preset == "trajectory_only":
