@@ -25,6 +25,9 @@ __all__ = [
     "DuplicateInputError",
     "DuplicateToolError",
     "DuplicateVariantError",
+    "EvalCancelledError",
+    "EvalError",
+    "EvalRunError",
     "ExtensionMismatchError",
     "FlowaiError",
     "InvalidInputError",
@@ -43,6 +46,7 @@ __all__ = [
     "ReplayError",
     "RetryableToolError",
     "RunStateError",
+    "ScorerPresetError",
     "SelfRouteError",
     "SignatureError",
     "SpecError",
@@ -390,6 +394,39 @@ class ExtensionMismatchError(FlowaiError, ImportError):
     code = "EXTENSION_MISMATCH"
 
 
+# --- evals ----------------------------------------------------------------------------------
+
+
+class EvalError(FlowaiError, ValueError):
+    """An eval request, test case, scorer setting or sample output is invalid (Python-side).
+
+    The message names the field and what to change; ``details["errors"]`` lists every
+    validation problem when there were several.
+    """
+
+    code = "EVAL_INVALID"
+
+
+class ScorerPresetError(EvalError):
+    """A scorer preset, mode and score weights do not fit together: an unknown preset, a
+    preset that conflicts with the eval mode, or a scorer the preset does not allow."""
+
+    code = "EVAL_SCORER_PRESET_INVALID"
+
+
+class EvalRunError(FlowaiError):
+    """An eval run failed as a whole (its stream ended with ``evalFailed``)."""
+
+    code = "EVAL_RUN_FAILED"
+
+
+class EvalCancelledError(EvalRunError):
+    """An eval run was cancelled before it completed (its stream ended with
+    ``evalCancelled``)."""
+
+    code = "EVAL_CANCELLED"
+
+
 # The one table from code to class; keyed by each class's own ``code`` so no code string is
 # written twice. Bases with Python-only codes are listed too, so every code round-trips.
 _CLASS_BY_CODE: Final[Mapping[str, type[FlowaiError]]] = {
@@ -443,6 +480,10 @@ _CLASS_BY_CODE: Final[Mapping[str, type[FlowaiError]]] = {
         VolatileLedgerError,
         AppLoadError,
         ExtensionMismatchError,
+        EvalError,
+        ScorerPresetError,
+        EvalRunError,
+        EvalCancelledError,
     )
 }
 
