@@ -77,7 +77,20 @@ _TERMINAL_EVENTS: Final = frozenset({"finish", "error"})
 _MODEL_REQUEST: Final = "flowai.v1.ModelRequest"
 _MODEL_RESULT: Final = "flowai.v1.ModelResult"
 _TOOL_INVOCATION: Final = "flowai.v1.ToolInvocation"
+_TOOL_PROGRESS: Final = "flowai.v1.ToolProgress"
 _PLAN_STEP: Final = "flowai.v1.PlanStep"
+
+
+class _Feed:
+    """An input to hand the engine while effects still run (a tool's progress)."""
+
+    __slots__ = ("input",)
+
+    def __init__(self, input: bytes) -> None:
+        self.input = input
+
+
+_Live = Event | _Feed | None
 
 
 class ReplayResult:
@@ -594,12 +607,18 @@ class Runtime:
         """Carry out one step's effects; yields what a stream shows meanwhile (model text as
         it streams) and then the engine's next inputs (their answers). An approval request
         has no answer here: the run waits for a human."""
-        live: asyncio.Queue[Event | None] = asyncio.Queue()
+        live: asyncio.Queue[_Live] = asyncio.Queue()
         task = asyncio.get_running_loop().create_task(self._run_effects(effects, state, live))
         task.add_done_callback(lambda _: live.put_nowait(None))
         try:
             while (item := await live.get()) is not None:
-                yield item
+                if isinstance(item, _Feed):
+                    # Logged while the tool still runs, so it shows now.
+                    fed = await self._step(thread_id, [item.input])
+                    for _, line in fed.events:
+                        yield orjson.loads(line)["payload"]
+                else:
+                    yield item
             for reply in task.result():
                 yield reply
         finally:
@@ -609,7 +628,7 @@ class Runtime:
                     await task
 
     async def _run_effects(
-        self, effects: list[bytes], state: _RunState, live: asyncio.Queue[Event | None]
+        self, effects: list[bytes], state: _RunState, live: asyncio.Queue[_Live]
     ) -> list[bytes]:
         replies = []
         for effect in effects:
@@ -619,13 +638,13 @@ class Runtime:
         return replies
 
     async def _run_effect(
-        self, effect: dict[str, Any], state: _RunState, live: asyncio.Queue[Event | None]
+        self, effect: dict[str, Any], state: _RunState, live: asyncio.Queue[_Live]
     ) -> bytes | None:
         """Carry out one effect; returns the engine's next input, or None for an approval
         request (the run waits for a human)."""
         schema = effect["schema"]
         if schema == _TOOL_INVOCATION:
-            return await self._invoke(effect)
+            return await self._invoke(effect, live)
         if schema == _PLAN_STEP:
             return await self._dispatch_plan(effect)
         if schema == _MODEL_REQUEST:
@@ -661,19 +680,46 @@ class Runtime:
         )
         return tool_result(step, answer, id=self._driver.next_id(), ts=now_ms())
 
-    async def _invoke(self, invocation: dict[str, Any]) -> bytes:
-        """Run one tool invocation; always returns a ToolResult input, never raises."""
+    async def _invoke(self, invocation: dict[str, Any], live: asyncio.Queue[_Live]) -> bytes:
+        """Run one tool invocation; always returns a ToolResult input, never raises. What the
+        handler emits (``ctx.emit``, ``ctx.progress``) is logged as it comes."""
         name = invocation["payload"]["tool"]
         if name in REFERENCE_TOOLS:
             payload = run_reference_tool(invocation, self._references)
         else:
+            call = invocation["payload"]
+
+            def on_event(event: Event) -> None:
+                progress = {
+                    "invocation_id": invocation["id"],
+                    "tool_invocation_id": call["tool_invocation_id"],
+                    "events": [event],
+                }
+                live.put_nowait(
+                    _Feed(
+                        self._driver.envelope(
+                            _TOOL_PROGRESS,
+                            invocation["thread_id"],
+                            progress,
+                            causation_id=invocation["id"],
+                            run_id=invocation.get("run_id"),
+                        )
+                    )
+                )
+
             payload = await run_tool_call(
-                self._tools[name], invocation, self._services, references=self._references
+                self._tools[name],
+                invocation,
+                self._services,
+                references=self._references,
+                on_event=on_event,
             )
+            # Logged already, one by one, while the handler ran.
+            payload.pop("events", None)
         return tool_result(invocation, payload, id=self._driver.next_id(), ts=now_ms())
 
     async def _call_model(
-        self, request: dict[str, Any], state: _RunState, live: asyncio.Queue[Event | None]
+        self, request: dict[str, Any], state: _RunState, live: asyncio.Queue[_Live]
     ) -> bytes | None:
         """Ask the request's provider; its text streams to the stream as it comes. Returns a
         ModelResult input (a provider problem is a failure the engine decides on), or None

@@ -484,10 +484,10 @@ class AgentSpec(_Spec):
         own = {tool.name for tool in self.tools} | set(RESERVED_TOOL_NAMES)
         unknown = sorted(name for name, _ in self.tool_approvals if name not in own)
         if unknown:
-            tools = ", ".join(sorted(t.name for t in self.tools)) or "none"
+            names = ", ".join(sorted(t.name for t in self.tools)) or "none"
             raise UnknownApprovalTargetError(
                 f"agent {self.name!r}: tool_approvals names {', '.join(map(repr, unknown))}, "
-                f"not one of its tools ({tools}); add the tool to tools=[...] or remove the rule"
+                f"not one of its tools ({names}); add the tool to tools=[...] or remove the rule"
             )
         for name, rule in self.tool_approvals:
             check_rule(rule, f"agent {self.name!r}: tool_approvals[{name!r}]")

@@ -124,9 +124,15 @@ def app() -> RuntimeSpec:
             routes=["planner", "executor", "clerk", "night_clerk"],
         ),
         define_planner(
-            "planner", model="claude-sonnet-4-6", prompt="Plan restocks.", tools=[find_products]
+            "planner",
+            model="claude-sonnet-4-6",
+            prompt="Plan restocks.",
+            plan=RESTOCK,
+            tools=[find_products],
         ),
-        define_executor("executor", model="claude-haiku-4-5", prompt="Execute approved plans."),
+        define_executor(
+            "executor", model="claude-haiku-4-5", prompt="Execute approved plans.", plan=RESTOCK
+        ),
         define_specialist(
             "clerk", model="claude-haiku-4-5", prompt="Clean tables.", tools=[delete_rows]
         ),

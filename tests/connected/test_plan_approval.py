@@ -52,7 +52,7 @@ def conversation(*entries: dict[str, Any]) -> str:
 
 
 def restock(plan_id: str) -> str:
-    """Plan (stops at the gate), then execute: the scripted model copies the handle
+    """Plan (a draft), then execute (stops at the gate): the scripted model copies the handle
     find_products returns (its id is the content address of the products)."""
     handle = {"kind": "product_set", "id": reference_id("acme", "product_set", STOCK)}
     body = {
@@ -147,7 +147,7 @@ async def test_plan_approval_decided_through_the_http_api_resumes_the_run(
                 events.append(event)
                 if event["type"] != "approval-required":
                     continue
-                approval_id = event["id"]
+                approval_id = event["data"]["id"]
                 # Only the approvers the app names may decide for acme.
                 with pytest.raises(ApproverNotAllowedError):
                     await approvals_http.decide(
@@ -163,17 +163,17 @@ async def test_plan_approval_decided_through_the_http_api_resumes_the_run(
                     )
 
     assert all(service.alive() for service in services), "\n".join(s.tail() for s in services)
-    [required] = of_type(events, "approval-required")
+    [required] = [e["data"] for e in of_type(events, "approval-required")]
     assert (required["kind"], required["target"], required["resourceId"]) == (
         "plan",
         "restock-1",
         "acme",
     )
-    [decision] = of_type(events, "approval-decision")
+    [decision] = [e["data"] for e in of_type(events, "approval-decision")]
     assert decision["id"] == required["id"] == decided["approval_id"]
     assert decision["outcome"] == {"outcome": "approve"}
     assert decision["approver"] == "alice"
-    moves = [(e["from"], e["to"]) for e in of_type(events, "plan-status-change")]
+    moves = [(e["data"]["from"], e["data"]["to"]) for e in of_type(events, "plan-status-change")]
     assert moves == [
         (None, "draft"),
         ("draft", "pending_approval"),
@@ -183,8 +183,10 @@ async def test_plan_approval_decided_through_the_http_api_resumes_the_run(
     ]
     executed = result_of(events, "executePlan")
     assert executed["status"] == "executed"
-    assert executed["result"] == {"entitiesAffected": 2, "summary": "ordered A-100, C-007"}
-    assert events[-1]["type"] == "finish"
+    assert (executed["entitiesAffected"], executed["summary"]) == (2, "ordered A-100, C-007")
+    kinds = [a["kind"] for a in executed["details"]["resolvedActions"]]
+    assert kinds == ["reorder_products", "hold_inventory"]
+    assert ends_finished(events)
 
     # The dispatcher ran once, with the products hydrated from the Redis reference store.
     ns = topics.prefix
@@ -199,6 +201,11 @@ async def test_plan_approval_decided_through_the_http_api_resumes_the_run(
         ) as response:
             shown = await response.json()
     assert (shown["status"], shown["decision"]["approver"]) == ("decided", "alice")
+
+
+def ends_finished(events: list[Event]) -> bool:
+    """The run finished (not errored): `finish`, then the entry agent's wrapping result."""
+    return [e["type"] for e in events[-2:]] == ["finish", "tool-agent"]
 
 
 async def test_tool_gate_decided_by_the_client_runs_the_tool_once(
@@ -219,15 +226,15 @@ async def test_tool_gate_decided_by_the_client_runs_the_tool_once(
                 if event["type"] == "approval-required":
                     # Nothing ran before the decision.
                     assert await redis.hgetall(f"{topics.prefix}:deleted") == {}
-                    await client.respond_to_approval(event["id"], "approve", approver="bob")
+                    await client.respond_to_approval(event["data"]["id"], "approve", approver="bob")
 
     assert all(service.alive() for service in services)
-    [required] = of_type(events, "approval-required")
+    [required] = [e["data"] for e in of_type(events, "approval-required")]
     assert (required["kind"], required["target"]) == ("tool", "delete_rows")
-    [decision] = of_type(events, "approval-decision")
+    [decision] = [e["data"] for e in of_type(events, "approval-decision")]
     assert decision["approver"] == "bob"
     assert result_of(events, "delete_rows") == {"deleted": "orders", "times": 1}
-    assert events[-1]["type"] == "finish"
+    assert ends_finished(events)
     assert await redis.hgetall(f"{topics.prefix}:deleted") == {b"orders": b"1"}
 
     # The approvals service read bob's decision on the topic: the API refuses another one.
@@ -258,12 +265,12 @@ async def test_an_approval_nobody_decides_expires_and_the_run_goes_on(
                 events.append(event)  # nobody decides: the runtime's deadline must
 
     assert all(service.alive() for service in services)
-    [required] = of_type(events, "approval-required")
+    [required] = [e["data"] for e in of_type(events, "approval-required")]
     assert required["expiresAt"] is not None
-    [decision] = of_type(events, "approval-decision")
+    [decision] = [e["data"] for e in of_type(events, "approval-decision")]
     assert (decision["outcome"], decision["reason"]) == ({"outcome": "reject"}, "timeout")
     assert result_of(events, "delete_rows")["error"]["code"] == "APPROVAL_REJECTED"
-    assert events[-1]["type"] == "finish"
+    assert ends_finished(events)
     assert await redis.hgetall(f"{topics.prefix}:deleted") == {}, "the tool never ran"
 
 
@@ -285,11 +292,13 @@ async def test_a_dynamic_rule_is_evaluated_by_the_runtime_service(
             async for event in client.query(prompt, "rule-thread"):
                 events.append(event)
                 if event["type"] == "approval-required":
-                    await client.respond_to_approval(event["id"], "approve", approver="alice")
+                    await client.respond_to_approval(
+                        event["data"]["id"], "approve", approver="alice"
+                    )
 
     assert all(service.alive() for service in services)
     # Only the big export stopped for a human; both ran once.
-    [required] = of_type(events, "approval-required")
+    [required] = [e["data"] for e in of_type(events, "approval-required")]
     assert required["payload"] == {"rows": 500}
-    assert events[-1]["type"] == "finish"
+    assert ends_finished(events)
     assert await redis.hgetall(f"{topics.prefix}:exported") == {b"10": b"1", b"500": b"1"}

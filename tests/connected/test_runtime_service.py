@@ -65,6 +65,11 @@ async def plain_producer(bootstrap: str) -> AIOKafkaProducer:
     return producer
 
 
+def ends_finished(events: list[dict[str, Any]]) -> bool:
+    """The run finished (not errored): `finish`, then the entry agent's wrapping result."""
+    return [e["type"] for e in events[-2:]] == ["finish", "tool-agent"]
+
+
 def check_thread_log(entries: list[dict[str, Any]], runs: int) -> None:
     """seq 1..N, each exactly once, ``runs`` runs each started once and ended once."""
     seqs = [entry["seq"] for entry in entries]
@@ -72,7 +77,8 @@ def check_thread_log(entries: list[dict[str, Any]], runs: int) -> None:
     kinds = Counter(entry["payload"]["type"] for entry in entries)
     assert kinds["run-start"] == runs
     assert kinds["finish"] + kinds["error"] == runs
-    assert entries[-1]["payload"]["type"] in ("finish", "error")
+    last = entries[-1]["payload"]
+    assert last["type"] == "error" or (last["type"] == "tool-agent" and "targetAgent" not in last)
 
 
 async def test_query_from_an_upstream_producer_is_logged_and_the_client_follows_the_thread(
@@ -129,7 +135,7 @@ async def test_query_from_an_upstream_producer_is_logged_and_the_client_follows_
         return [e for e in events if e["type"] != "data-latency-summary"]
 
     assert comparable(remote) == comparable(local)
-    assert remote[-1]["type"] == "finish"
+    assert ends_finished(remote)
 
     async def logged_twice() -> bool:
         await run_log.poll()
@@ -224,7 +230,7 @@ async def test_runtime_killed_mid_run_is_replaced_without_losing_or_duplicating_
     for thread in threads:
         entries = fresh.thread(thread)
         check_thread_log(entries, runs=1)
-        assert entries[-1]["payload"]["type"] == "finish"
+        assert ends_finished([entry["payload"] for entry in entries])
         assert _results(entries) == [{"slept": 120}] * 4
     # The second process rebuilt the threads from the log, and had work left to do.
     assert "replayed" in second.log.read_text()
@@ -297,7 +303,7 @@ async def test_bad_inputs_become_dead_letters_and_the_service_keeps_going(
     # The service kept going: another thread's run completes.
     async with connect(kafka_bootstrap, tenant="acme", topic_prefix=topics.prefix) as client:
         events = [e async for e in client.query(script(("add", {"a": 1, "b": 1})), "after-bad")]
-    assert events[-1]["type"] == "finish"
+    assert ends_finished(events)
     assert runtime.alive()
 
 
@@ -312,7 +318,7 @@ async def test_a_refused_query_ends_the_client_stream_with_the_engine_error(
         slow = client.query(script(("slow", {"ms": 3000})), "busy")
         stream = slow.__aiter__()
         first = await asyncio.wait_for(stream.__anext__(), 30)
-        assert first["type"] == "step-start"
+        assert (first["type"], first["state"]) == ("tool-agent", "call")
         refused = [e async for e in client.query("{}", "busy")]
         assert refused == [
             {
@@ -322,7 +328,9 @@ async def test_a_refused_query_ends_the_client_stream_with_the_engine_error(
         ]
         slow.cancel()
         rest = [event async for event in stream]
-        assert rest[-1] == {**rest[-1], "type": "finish", "finishReason": "cancelled"}
+        (finish,) = [event for event in rest if event["type"] == "finish"]
+        assert finish["finishReason"] == "cancelled"
+        assert ends_finished(rest)
     assert runtime.alive()
 
 
@@ -377,7 +385,7 @@ async def test_partitions_move_between_runtimes_and_threads_continue_where_they_
                 events = [
                     e async for e in client.query(script(("add", {"a": runs, "b": 0})), thread)
                 ]
-                assert events[-1]["type"] == "finish", events[-1]
+                assert ends_finished(events), events[-1]
 
             await asyncio.wait_for(asyncio.gather(*(one(t) for t in threads)), 40)
 
@@ -527,7 +535,7 @@ async def test_an_unreplicated_run_log_is_refused_unless_allowed(
     )
     async with connect(kafka_bootstrap, tenant="acme", topic_prefix=prefix) as client:
         events = await asyncio.wait_for(collect(client.query("hello", "allowed")), 60)
-    assert events[-1]["type"] == "finish"
+    assert ends_finished(events)
     assert allowed.alive()
     assert "accepted because unreplicated topics are allowed" in allowed.log.read_text()
 

@@ -948,8 +948,10 @@ def plan_spec() -> RuntimeSpec:
         define_coordinator(
             "boss", model="claude-sonnet-4-6", prompt="r", routes=["planner", "executor"]
         ),
-        define_planner("planner", model="claude-sonnet-4-6", prompt="p", tools=[find_products]),
-        define_executor("executor", model="claude-haiku-4-5", prompt="e"),
+        define_planner(
+            "planner", model="claude-sonnet-4-6", prompt="p", plan=RESTOCK, tools=[find_products]
+        ),
+        define_executor("executor", model="claude-haiku-4-5", prompt="e", plan=RESTOCK),
     ]
     return define_runtime(
         ("acme", "v1"),
@@ -1249,7 +1251,9 @@ async def test_engine_plan_is_executed_through_the_worker(
                 await worker.handle(delivery(data, topic=topics[body_["schema"]]))
                 inputs.append(recorder.results()[-1].value)
 
-    moves = [(e["from"], e["to"]) for e in events if e["type"] == "plan-status-change"]
+    moves = [
+        (e["data"]["from"], e["data"]["to"]) for e in events if e["type"] == "plan-status-change"
+    ]
     assert moves[-2:] == [("approved", "executing"), ("executing", "executed")]
     [(_actions, ctx)] = dispatched
     assert ctx["resolved_refs"] == {"product_set": {handle["id"]: STOCK}}
@@ -1260,7 +1264,7 @@ async def test_engine_plan_is_executed_through_the_worker(
     }
     assert results["glimpseRef"] == {"count": 2}
     assert results["executePlan"]["status"] == "executed"
-    assert events[-1]["type"] == "finish"
+    assert [e["type"] for e in events[-2:]] == ["finish", "tool-agent"]
 
 
 _inputs = iter(range(10**9))

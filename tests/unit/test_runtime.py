@@ -6,6 +6,7 @@ which calls happen and checks what the user sees: the stream, the handlers' call
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from typing import Any
@@ -152,6 +153,42 @@ async def test_handler_gets_services_and_the_invocation_it_answers(seen: Seen) -
     assert ctx.agent == "calculator"
     assert ctx.thread_id == "t-ctx"
     assert ctx.run_id == "run-1"
+
+
+async def test_progress_shows_while_an_async_handler_still_runs() -> None:
+    release = asyncio.Event()
+
+    async def add(args: dict[str, Any], ctx: ToolContext) -> dict[str, int]:
+        ctx.progress("fetching", phase_index=0, total_phases=2, milestone="started")
+        await release.wait()  # set only by a consumer that saw the progress
+        return {"sum": args["a"] + args["b"]}
+
+    runtime = create_runtime(make_spec(ADD.bind(add)), interpreter="scripted")
+
+    async def consume() -> list[dict[str, Any]]:
+        events = []
+        async for event in runtime.run_specialist("calculator", call("add", a=1, b=2), "t-p"):
+            events.append(event)
+            if event["type"] == "tool-progress":
+                assert not release.is_set()
+                release.set()
+        return events
+
+    events = await asyncio.wait_for(consume(), timeout=10)
+
+    check_stream(events)
+    (progress,) = of_type(events, "tool-progress")
+    call_event = of_type(events, "tool-invocation", state="call")[0]
+    assert progress["toolName"] == "add"
+    assert progress["toolCallId"] == call_event["toolInvocationId"]
+    assert (progress["label"], progress["phaseIndex"], progress["totalPhases"]) == (
+        "fetching",
+        0,
+        2,
+    )
+    assert progress["milestone"] == "started"
+    # Logged once, as it came, not again with the result.
+    assert len(of_type(runtime.replay("t-p").events, "tool-progress")) == 1
 
 
 async def test_emitted_events_come_between_the_call_and_its_result() -> None:
