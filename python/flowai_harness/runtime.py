@@ -805,7 +805,7 @@ def create_runtime(
     event_hooks: Iterable[EventHook] | None = None,
     data_environment: Mapping[str, Any] | None = None,
     target_database_url: str | None = None,
-    testing: TestingConfig | None = None,
+    testing: TestingConfig | Mapping[str, Any] | None = None,
     interpreter: Interpreter = "noop",
     log_path: str | os.PathLike[str] | None = None,
     fsync: FsyncPolicy = "boundary",
@@ -844,7 +844,7 @@ def create_runtime(
             "services=...)"
         )
     interpreter_config = _interpreter_config(testing, interpreter)
-    tools = _bind_tools(spec, tool_bindings or {})
+    tools = _bind_tools(spec, {**spec.tool_bindings, **(tool_bindings or {})})
     predicates = spec.with_predicates(approval_predicates or {})
     engine = new_engine(spec, interpreter_config)
     if action_dispatcher is not None and not callable(action_dispatcher):
@@ -900,13 +900,15 @@ def new_engine(
 
 
 def interpreter_config(
-    testing: TestingConfig | None = None, interpreter: str = "noop"
+    testing: TestingConfig | Mapping[str, Any] | None = None, interpreter: str = "noop"
 ) -> dict[str, Any]:
     """The engine's interpreter setting for ``testing`` / ``interpreter`` (both modes)."""
     return _interpreter_config(testing, interpreter)
 
 
-def _interpreter_config(testing: TestingConfig | None, interpreter: str | None) -> dict[str, Any]:
+def _interpreter_config(
+    testing: TestingConfig | Mapping[str, Any] | None, interpreter: str | None
+) -> dict[str, Any]:
     if interpreter is None:
         interpreter = "noop"
     if testing is not None and interpreter != "noop":
@@ -915,6 +917,9 @@ def _interpreter_config(testing: TestingConfig | None, interpreter: str | None) 
             "each decides what the model answers"
         )
     if testing is not None:
+        if isinstance(testing, Mapping):
+            # The seed's TestingConfig is a TypedDict: a plain dict is one.
+            testing = TestingConfig(**testing)
         if not isinstance(testing, TestingConfig):
             raise SpecError(
                 f"testing must be TestingConfig(mock_response=...), got {type(testing).__name__}"

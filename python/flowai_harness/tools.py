@@ -53,9 +53,11 @@ __all__ = [
     "SchemaInput",
     "ToolContext",
     "ToolDefinition",
+    "ToolSpec",
     "check_name",
     "define_tool",
     "idempotency_key",
+    "normalize_schema",
 ]
 
 # "default" (no rule of its own: the agent's and the runtime's rules apply), "never",
@@ -93,6 +95,8 @@ class ToolDefinition:
     # "at_most_once": never run twice, even when a worker died mid-call (the model is told
     # the outcome is unknown instead); see the module docstring.
     delivery: Delivery = "at_least_once"
+    # The id a predicate approval is registered under (the seed's ``binding_id``).
+    binding_id: str | None = None
     # The Pydantic model behind ``input_schema`` when there is one, so the runtime can
     # validate arguments into it; None for a plain JSON Schema.
     input_model: type[pydantic.BaseModel] | None = dataclasses.field(default=None, repr=False)
@@ -158,8 +162,9 @@ class ToolDefinition:
 
     @property
     def predicate_id(self) -> str:
-        """The id a predicate ``approval`` travels under in the runtime spec."""
-        return predicate_id("tool", self.name)
+        """The id a predicate ``approval`` travels under in the runtime spec: its
+        ``binding_id`` when given (the seed's), else ``tool:<name>``."""
+        return self.binding_id or predicate_id("tool", self.name)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ToolDefinition):
@@ -175,6 +180,10 @@ class ToolDefinition:
         return hash(self.name)
 
 
+# The seed's name for a tool definition.
+ToolSpec = ToolDefinition
+
+
 # What define_tool takes for a schema: a Pydantic model class, a JSON Schema dict or a
 # {field: type} map.
 SchemaInput = type[pydantic.BaseModel] | Mapping[str, Any]
@@ -186,6 +195,7 @@ def define_tool(
     description: str = "",
     approval: Approval = "default",
     output_schema: SchemaInput | None = None,
+    binding_id: str | None = None,
     *,
     delivery: Delivery = "at_least_once",
 ) -> ToolDefinition:
@@ -196,9 +206,10 @@ def define_tool(
     a bare optional type (``int | None``) defaults to None; give ``(type, default)`` to say
     otherwise, e.g. ``(int | None, ...)`` for a required, nullable field.
 
-    ``approval`` is the tool's own rule: ``"never"``, ``"always"`` or a predicate ``(args,
-    ctx) -> bool`` (raising means approval is required). The default, ``"default"``, lets the
-    agent's and the runtime's rules decide.
+    ``approval`` is the tool's own rule: ``"never"``, ``"always"``, the seed's ``{"kind":
+    "dynamic", "value": id}``, or a predicate ``(args, ctx) -> bool`` (raising means approval
+    is required; ``binding_id`` names it, as in the seed). The default, ``"default"``, lets
+    the agent's and the runtime's rules decide.
 
     ``delivery`` is ``"at_least_once"`` (the default: a handler interrupted by a crash runs
     again; pass ``ctx.idempotency_key`` to downstream APIs to make that harmless) or
@@ -224,9 +235,18 @@ def define_tool(
         output_schema=out_schema,
         approval=approval,
         delivery=delivery,
+        binding_id=_binding_id(name, binding_id),
         input_model=in_model,
         output_model=out_model,
     )
+
+
+def _binding_id(tool: str, binding_id: object) -> str | None:
+    if binding_id is None:
+        return None
+    if not isinstance(binding_id, str) or not binding_id.strip():
+        raise SpecError(f"tool {tool!r}: binding_id must be a non-empty string, got {binding_id!r}")
+    return binding_id
 
 
 def check_name(what: str, name: object) -> str:
@@ -663,3 +683,76 @@ class ToolContext(Mapping[str, Any]):
 
 def _is_count(value: object, least: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def normalize_schema(schema: object) -> dict[str, Any]:
+    """A JSON Schema from what ``define_tool`` takes, or a type hint (``list[int]``, a
+    TypedDict...): the seed's helper. ``$defs`` are inlined, except those that refer to
+    themselves (a recursive model keeps its ``$defs`` and ``$ref``s)."""
+    if isinstance(schema, Mapping) or (
+        isinstance(schema, type) and issubclass(schema, pydantic.BaseModel)
+    ):
+        converted, _ = _to_json_schema("schema", "input", schema)
+    else:
+        try:
+            adapter: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(schema)  # type: ignore[arg-type]
+            converted = adapter.json_schema()
+        except (PydanticUserError, TypeError, ValueError) as exc:
+            raise InvalidSchemaError(
+                f"normalize_schema: {schema!r} is not a JSON Schema dict, a Pydantic model, a "
+                f"{{name: type}} map or a type: {_first_sentence(exc)}"
+            ) from exc
+    return _inline_defs(converted)
+
+
+def _inline_defs(schema: dict[str, Any]) -> dict[str, Any]:
+    defs: dict[str, Any] = dict(schema.get("$defs", {}))
+    if not defs:
+        return schema
+
+    def refs_in(value: Any) -> set[str]:
+        found: set[str] = set()
+        if isinstance(value, dict):
+            ref = value.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                found.add(ref.removeprefix("#/$defs/"))
+            for item in value.values():
+                found |= refs_in(item)
+        elif isinstance(value, list):
+            for item in value:
+                found |= refs_in(item)
+        return found
+
+    direct = {name: refs_in(body) for name, body in defs.items()}
+
+    def reaches(start: str, target: str) -> bool:
+        seen: set[str] = set()
+        todo = list(direct.get(start, ()))
+        while todo:
+            name = todo.pop()
+            if name == target:
+                return True
+            if name not in seen:
+                seen.add(name)
+                todo.extend(direct.get(name, ()))
+        return False
+
+    recursive = {name for name in defs if reaches(name, name)}
+
+    def inline(value: Any) -> Any:
+        if isinstance(value, dict):
+            ref = value.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                name = ref.removeprefix("#/$defs/")
+                if name in defs and name not in recursive:
+                    rest = {k: inline(v) for k, v in value.items() if k != "$ref"}
+                    return {**inline(defs[name]), **rest}
+            return {k: inline(v) for k, v in value.items() if k != "$defs"}
+        if isinstance(value, list):
+            return [inline(item) for item in value]
+        return value
+
+    result: dict[str, Any] = inline(schema)
+    if recursive:
+        result["$defs"] = {name: inline(defs[name]) for name in sorted(recursive)}
+    return result
