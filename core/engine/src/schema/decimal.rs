@@ -84,6 +84,50 @@ impl Decimal {
     }
 }
 
+/// A `multipleOf` step, with what the fast path for float values needs.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Divisor {
+    exact: Decimal,
+    /// For a step `d / 10^k` with `d < 2^53` and `k <= 22`: (the step as f64, d, 10^k), all
+    /// exact in f64. Steps such as 0.01 or 0.5 have one; 1e-30 or 7 do not.
+    fast: Option<(f64, f64, f64)>,
+}
+
+impl Divisor {
+    pub(super) fn new(exact: Decimal) -> Divisor {
+        let k = -exact.exponent;
+        let fast = (exact.digits < 1 << 53 && (0..=22).contains(&k)).then(|| {
+            let digits = exact.digits as f64;
+            let scale = 10f64.powi(k);
+            (digits / scale, digits, scale)
+        });
+        Divisor { exact, fast }
+    }
+
+    pub(super) fn divides_int(&self, i: i128) -> bool {
+        Decimal::of_int(i).is_multiple_of(self.exact)
+    }
+
+    /// Whether the shortest decimal reading back as `x` is a multiple of the step.
+    ///
+    /// Fast path, without formatting `x`: let q be the nearest integer to x / step. If
+    /// `q × d < 10^15` and `q × d / 10^k` (one correctly rounded division of exact operands)
+    /// is `x`, then the decimal D = q × d × 10^−k reads back as `x` and has at most 15
+    /// significant digits. Two different decimals of at most 15 significant digits never read
+    /// back as the same f64, so D is the shortest decimal of `x`, and it is a multiple of the
+    /// step. Anything else takes the exact path.
+    pub(super) fn divides_f64(&self, x: f64) -> bool {
+        if let Some((step, digits, scale)) = self.fast {
+            let q = (x / step).round();
+            let n = q.abs() * digits;
+            if n < 1e15 && (q * digits) / scale == x {
+                return true;
+            }
+        }
+        Decimal::of_f64(x).is_some_and(|d| d.is_multiple_of(self.exact))
+    }
+}
+
 /// `(r × 10) mod m` for `r < m`, without overflowing u128.
 fn times_ten_mod(r: u128, m: u128) -> u128 {
     let add = |a: u128, b: u128| if a >= m - b { a - (m - b) } else { a + b };
@@ -136,6 +180,42 @@ mod tests {
         assert_eq!(dec(1200.0), Decimal::of_int(1200));
         assert_eq!(Decimal::of_f64(f64::NAN), None);
         assert_eq!(Decimal::of_f64(f64::INFINITY), None);
+    }
+
+    #[test]
+    fn decimal_fast_path_agrees_with_the_exact_one() {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for step in [
+            0.1, 0.01, 0.5, 0.25, 0.05, 1e-22, 0.3, 2.5, 1.0, 7.0, 0.001, 1e-5,
+        ] {
+            let divisor = Divisor::new(dec(step));
+            for _ in 0..5_000 {
+                let r = next();
+                // Decimals of 1 to 17 digits around the step's scale, multiples or not.
+                let digits = 1 + (r % 17) as i32;
+                let mantissa = (r >> 8) % 10u64.pow(digits as u32);
+                let exponent = ((r >> 40) % 12) as i32 - 8 + dec(step).exponent;
+                let text = format!("{mantissa}e{exponent}");
+                let value: f64 = text.parse().expect("a float");
+                let exact = dec(value).is_multiple_of(dec(step));
+                assert_eq!(
+                    divisor.divides_f64(value),
+                    exact,
+                    "{text} multipleOf {step}"
+                );
+                assert_eq!(
+                    divisor.divides_f64(-value),
+                    exact,
+                    "-{text} multipleOf {step}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -24,7 +24,7 @@ use std::sync::Arc;
 mod decimal;
 mod ecma;
 
-use decimal::Decimal;
+use decimal::{Decimal, Divisor};
 use ecma::{GaveUp, Pattern};
 
 use serde_json::{Map, Number, Value};
@@ -347,7 +347,7 @@ impl Num {
 #[derive(Clone, Copy, Debug)]
 struct Step {
     shown: Num,
-    exact: Decimal,
+    divisor: Divisor,
 }
 
 fn cmp_int_float(i: i128, f: f64) -> Ordering {
@@ -496,7 +496,10 @@ impl<'s> Compiler<'s> {
                         .filter(|_| m.cmp(Num::Int(0)) == Ordering::Greater);
                     let exact =
                         exact.ok_or_else(|| err("`multipleOf` must be greater than 0".into()))?;
-                    c.multiple_of = Some(Step { shown: m, exact });
+                    c.multiple_of = Some(Step {
+                        shown: m,
+                        divisor: Divisor::new(exact),
+                    });
                 }
                 "enum" => {
                     let values = v
@@ -1450,7 +1453,11 @@ fn check_number(c: &Checks, n: &Number, path: &Path, sink: &mut Sink) -> bool {
         fail!(ok, sink, path, "expected a number < {max}, got {n}");
     }
     if let Some(step) = c.multiple_of {
-        if !x.decimal().is_some_and(|d| d.is_multiple_of(step.exact)) {
+        let divides = match x {
+            Num::Int(i) => step.divisor.divides_int(i),
+            Num::Float(f) => step.divisor.divides_f64(f),
+        };
+        if !divides {
             fail!(
                 ok,
                 sink,
