@@ -33,8 +33,9 @@ use fancy_regex::{Regex, RegexBuilder};
 /// without lookaround or backreferences never backtrack (the crate hands them to a linear-time
 /// engine); this bounds the rest to a few tens of milliseconds per match.
 pub(super) const BACKTRACK_LIMIT: usize = 1_000_000;
-/// Compiled-size limit of the linear-time parts, so `(?:a{1000}){1000}` is refused, not built.
-const SIZE_LIMIT: usize = 4 << 20;
+/// Compiled-size limit of the linear-time parts (the `regex` crate's own default), so
+/// `(?:a{1000}){1000}` is refused rather than built; `^\p{L}{1,100}$` fits.
+const SIZE_LIMIT: usize = 10 << 20;
 /// Groups nested deeper than this are refused rather than risking the stack.
 const MAX_NESTING: usize = 64;
 
@@ -1090,6 +1091,11 @@ mod tests {
         assert!(matches(r"^a{x$", "a{x"));
         assert!(matches(r"^\{\}$", "{}"));
         assert!(matches(r"^a]$", "a]"));
+        // Empty alternatives and groups.
+        assert!(matches(r"^(|a)b$", "b"));
+        assert!(matches(r"^(?:a||b)$", ""));
+        assert!(!matches(r"^(?:a|b)$", ""));
+        assert!(matches(r"^()x{0}$", ""));
         // Classes with nothing in them.
         assert!(!matches(r"[]", "a"));
         assert!(matches(r"^[^]$", "\n"));
@@ -1161,6 +1167,7 @@ mod tests {
         let deep = "(".repeat(MAX_NESTING + 1) + &")".repeat(MAX_NESTING + 1);
         assert!(refused(&deep).contains("nested deeper"));
         assert!(refused("(?:a{1000}){1000}").contains("cannot compile"));
+        Pattern::compile(r"^\p{L}{1,100}$").expect("a repeated Unicode class fits the limit");
     }
 
     #[test]

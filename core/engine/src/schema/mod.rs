@@ -83,7 +83,6 @@ impl fmt::Display for Violation {
     }
 }
 
-/// Joins violations into one sentence for an error message.
 /// Check JSON `value` against JSON Schema `schema` (both as bytes): the validator the engine
 /// uses for tool arguments, for callers outside the engine (e.g. reference values).
 pub fn check_json(schema: &[u8], value: &[u8]) -> crate::error::Result<()> {
@@ -107,6 +106,7 @@ pub fn check_json(schema: &[u8], value: &[u8]) -> crate::error::Result<()> {
         .map_err(|violations| EngineError::new(ErrorCode::InputMalformed, describe(&violations)))
 }
 
+/// Joins violations into one sentence for an error message.
 pub fn describe(violations: &[Violation]) -> String {
     let mut out = String::from("arguments do not match the schema");
     for (i, v) in violations.iter().enumerate() {
@@ -2245,6 +2245,9 @@ mod tests {
                 json!({"items": {"anyOf": [{"uniqueItems": true, "maxItems": 3}, {"minLength": 2, "maxLength": 4}, {"enum": [null, true, 1.0]}]},
                        "prefixItems": [{"type": "string"}], "minProperties": 1}),
                 json!({"type": ["object", "array"], "additionalProperties": {"$ref": "#"}, "items": {"$ref": "#"}, "maxProperties": 3}),
+                json!({"patternProperties": {"^k": {"type": "integer"}, "[/~]": false, "e$": {"$ref": "#"}},
+                       "propertyNames": {"pattern": "^[a-z/~]+$", "maxLength": 3},
+                       "items": {"anyOf": [{"pattern": "(?<=a)b|^$|🦀", "maxLength": 4}, {"multipleOf": 0.1}, {"not": {"pattern": "\\bé"}}]}}),
             ]
             .iter()
             .map(|s| Schema::compile(s).expect("law schemas compile"))
