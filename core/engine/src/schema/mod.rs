@@ -5,17 +5,27 @@
 //! violations that name a JSON-pointer path and say what was expected.
 //!
 //! Every keyword the validator cannot enforce is refused at compile time rather than ignored, so
-//! a schema that compiles is fully enforced (annotations aside). `pattern` is refused because the
-//! engine has no regex engine; the handler validates it instead. `$ref` resolves against the root
-//! schema's `$defs`/`definitions`, by name and lazily, so recursive models compile to a cyclic
-//! table instead of an infinite tree.
+//! a schema that compiles is fully enforced (annotations aside). `pattern`, `patternProperties`
+//! and `propertyNames` are ECMA-262 regular expressions (see `ecma`); one whose meaning the
+//! engine cannot keep is refused, and a match that hits the backtracking limit refuses the value.
+//! `multipleOf` is decided on decimal values (see `decimal`). `$ref` is a JSON pointer into the
+//! root schema (percent-encoded or not), resolved lazily, so recursive models compile to a cyclic
+//! table instead of an infinite tree; `$id` is accepted on the root only, because one inside a
+//! subschema would change the base that its `$ref`s resolve against.
 //!
-//! Must not import anything beyond std and serde_json: no I/O, no clock, no randomness.
+//! Must not import anything beyond std, serde_json and fancy-regex (through `ecma`): no I/O, no
+//! clock, no randomness.
 
 use std::cmp::Ordering;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::Arc;
+
+mod decimal;
+mod ecma;
+
+use decimal::{Decimal, Divisor};
+use ecma::{GaveUp, Pattern};
 
 use serde_json::{Map, Number, Value};
 
@@ -33,14 +43,13 @@ const NEVER: usize = 1;
 const ROOT_NODE: usize = 2;
 
 /// Keywords that carry no constraint; accepted anywhere and ignored.
-const ANNOTATIONS: [&str; 12] = [
+const ANNOTATIONS: [&str; 11] = [
     "title",
     "description",
     "default",
     "examples",
     "format",
     "$schema",
-    "$id",
     "$comment",
     "deprecated",
     "readOnly",
@@ -48,10 +57,11 @@ const ANNOTATIONS: [&str; 12] = [
     "discriminator",
 ];
 
-const SUPPORTED: &str = "type, properties, required, additionalProperties, minProperties, \
-    maxProperties, items, prefixItems, minItems, maxItems, uniqueItems, minLength, maxLength, \
-    minimum, maximum, exclusiveMinimum, exclusiveMaximum, multipleOf, enum, const, anyOf, oneOf, \
-    allOf, not, $ref, $defs, definitions";
+const SUPPORTED: &str = "type, properties, patternProperties, additionalProperties, \
+    propertyNames, required, minProperties, maxProperties, items, prefixItems, minItems, \
+    maxItems, uniqueItems, minLength, maxLength, pattern, minimum, maximum, exclusiveMinimum, \
+    exclusiveMaximum, multipleOf, enum, const, anyOf, oneOf, allOf, not, $ref, $defs, \
+    definitions, $id (root only)";
 
 /// A compiled schema: cheap to clone, immutable, validates without cloning the value.
 #[derive(Clone, Debug)]
@@ -73,7 +83,6 @@ impl fmt::Display for Violation {
     }
 }
 
-/// Joins violations into one sentence for an error message.
 /// Check JSON `value` against JSON Schema `schema` (both as bytes): the validator the engine
 /// uses for tool arguments, for callers outside the engine (e.g. reference values).
 pub fn check_json(schema: &[u8], value: &[u8]) -> crate::error::Result<()> {
@@ -97,6 +106,7 @@ pub fn check_json(schema: &[u8], value: &[u8]) -> crate::error::Result<()> {
         .map_err(|violations| EngineError::new(ErrorCode::InputMalformed, describe(&violations)))
 }
 
+/// Joins violations into one sentence for an error message.
 pub fn describe(violations: &[Violation]) -> String {
     let mut out = String::from("arguments do not match the schema");
     for (i, v) in violations.iter().enumerate() {
@@ -132,14 +142,25 @@ impl Schema {
     /// Validates a value; the error lists every violation found, up to a limit.
     pub fn validate(&self, value: &Value) -> Result<(), Vec<Violation>> {
         let mut sink = Sink::collecting();
-        if self.check(self.root, value, &Path::ROOT, &mut sink) {
-            Ok(())
-        } else {
-            debug_assert!(
-                !sink.errors.is_empty(),
-                "a failed check reports a violation"
-            );
-            Err(sink.errors)
+        let passed = self.check(self.root, value, &Path::ROOT, &mut sink);
+        match sink.gave_up {
+            // A match that gave up decides nothing, wherever it was (even under `not` or in an
+            // `anyOf` branch), so the value is refused rather than let through.
+            Some(gave_up) => {
+                if !sink.errors.contains(&gave_up) {
+                    sink.errors.truncate(MAX_VIOLATIONS - 1);
+                    sink.errors.push(gave_up);
+                }
+                Err(sink.errors)
+            }
+            None if passed => Ok(()),
+            None => {
+                debug_assert!(
+                    !sink.errors.is_empty(),
+                    "a failed check reports a violation"
+                );
+                Err(sink.errors)
+            }
         }
     }
 }
@@ -160,6 +181,10 @@ struct Checks {
     types: Types,
     /// Sorted by name, so an object's keys are matched by binary search.
     properties: Vec<Prop>,
+    /// `patternProperties`: every key matching a pattern is checked against its node.
+    pattern_properties: Vec<(Pattern, usize)>,
+    /// `propertyNames`: every key, as a string, is checked against this node.
+    property_names: Option<usize>,
     /// Names from `required`, in the order given, for reporting the missing ones.
     required: Vec<Box<str>>,
     additional: Option<usize>,
@@ -172,11 +197,12 @@ struct Checks {
     unique_items: bool,
     min_length: Option<usize>,
     max_length: Option<usize>,
+    pattern: Option<Pattern>,
     minimum: Option<Num>,
     maximum: Option<Num>,
     exclusive_minimum: Option<Num>,
     exclusive_maximum: Option<Num>,
-    multiple_of: Option<Num>,
+    multiple_of: Option<Step>,
     enumeration: Option<Vec<Value>>,
     constant: Option<Value>,
     reference: Option<usize>,
@@ -299,13 +325,6 @@ impl Num {
         }
     }
 
-    fn as_f64(self) -> f64 {
-        match self {
-            Num::Int(i) => i as f64,
-            Num::Float(f) => f,
-        }
-    }
-
     fn cmp(self, other: Num) -> Ordering {
         match (self, other) {
             (Num::Int(a), Num::Int(b)) => a.cmp(&b),
@@ -315,16 +334,20 @@ impl Num {
         }
     }
 
-    fn is_multiple_of(self, m: Num) -> bool {
-        match (self, m) {
-            (Num::Int(a), Num::Int(b)) => a % b == 0,
-            _ => {
-                let q = self.as_f64() / m.as_f64();
-                // Decimal steps such as 0.1 are not exact in binary, so allow rounding noise.
-                q.is_finite() && (q - q.round()).abs() <= 1e-9 * q.abs().max(1.0)
-            }
+    /// The exact decimal value (see `decimal` for what "exact" means for a float).
+    fn decimal(self) -> Option<Decimal> {
+        match self {
+            Num::Int(i) => Some(Decimal::of_int(i)),
+            Num::Float(f) => Decimal::of_f64(f),
         }
     }
+}
+
+/// A `multipleOf` step: as written, for messages, and as a decimal, for the test.
+#[derive(Clone, Copy, Debug)]
+struct Step {
+    shown: Num,
+    divisor: Divisor,
 }
 
 fn cmp_int_float(i: i128, f: f64) -> Ordering {
@@ -357,8 +380,9 @@ struct Compiler<'s> {
     nodes: Vec<Node>,
     /// Schema path of each node, for compile-time messages only.
     paths: Vec<String>,
-    /// ("$defs" or "definitions", name) -> node, so each definition compiles once.
-    defs: HashMap<(&'static str, String), usize>,
+    /// JSON pointer (escaped, as in `Node` paths) -> node of each `$ref` target and root
+    /// definition, so each compiles once.
+    defs: HashMap<String, usize>,
     /// Definitions referenced but not compiled yet: compiling them later breaks recursion.
     pending: VecDeque<(usize, &'s Value, String)>,
 }
@@ -467,10 +491,15 @@ impl<'s> Compiler<'s> {
                 "exclusiveMaximum" => c.exclusive_maximum = Some(number(v, key).map_err(err)?),
                 "multipleOf" => {
                     let m = number(v, key).map_err(err)?;
-                    if m.cmp(Num::Int(0)) != Ordering::Greater {
-                        return Err(err("`multipleOf` must be greater than 0".into()));
-                    }
-                    c.multiple_of = Some(m);
+                    let exact = m
+                        .decimal()
+                        .filter(|_| m.cmp(Num::Int(0)) == Ordering::Greater);
+                    let exact =
+                        exact.ok_or_else(|| err("`multipleOf` must be greater than 0".into()))?;
+                    c.multiple_of = Some(Step {
+                        shown: m,
+                        divisor: Divisor::new(exact),
+                    });
                 }
                 "enum" => {
                     let values = v
@@ -500,17 +529,33 @@ impl<'s> Compiler<'s> {
                         .ok_or_else(|| err(format!("`{key}` must be an object of schemas")))?;
                     for (name, def) in defs {
                         if is_root {
-                            self.definition(container, name, def);
+                            self.definition(format!("/{container}/{}", escape(name)), def);
                         } else {
                             // Unreachable by `$ref`, but still a schema the user wrote: check it.
                             self.compile_child(def, child(&format!("{key}/{}", escape(name))))?;
                         }
                     }
                 }
-                "pattern" => {
+                "pattern" => c.pattern = Some(pattern(v, "pattern").map_err(err)?),
+                "patternProperties" => {
+                    let patterns = v
+                        .as_object()
+                        .ok_or_else(|| err("`patternProperties` must be an object".into()))?;
+                    for (source, s) in patterns {
+                        let regex = pattern(&Value::String(source.clone()), key).map_err(err)?;
+                        let at = child(&format!("patternProperties/{}", escape(source)));
+                        c.pattern_properties
+                            .push((regex, self.compile_child(s, at)?));
+                    }
+                }
+                "propertyNames" => c.property_names = Some(self.compile_child(v, child(key))?),
+                "$id" if is_root => {}
+                "$id" => {
                     return Err(err(
-                        "`pattern` is not supported by the engine's validator; \
-                        remove it and validate it in the tool handler"
+                        "`$id` inside a subschema is not supported: it would change the base \
+                         that the `$ref`s beneath it resolve against, and the engine resolves \
+                         `$ref` against the root schema only; remove it, or move the subschema \
+                         under the root `$defs` and refer to it as `#/$defs/<name>`"
                             .into(),
                     ))
                 }
@@ -568,41 +613,52 @@ impl<'s> Compiler<'s> {
         }
     }
 
-    /// The node of a root definition, reserving it on first use and compiling it later.
-    fn definition(&mut self, container: &'static str, name: &str, def: &'s Value) -> usize {
-        if let Some(&index) = self.defs.get(&(container, name.to_string())) {
+    /// The node of the subschema at `pointer` (escaped), reserving it on first use and
+    /// compiling it later.
+    fn definition(&mut self, pointer: String, def: &'s Value) -> usize {
+        if let Some(&index) = self.defs.get(&pointer) {
             return index;
         }
-        let path = format!("/{container}/{}", escape(name));
-        let index = self.reserve(path.clone());
-        self.defs.insert((container, name.to_string()), index);
-        self.pending.push_back((index, def, path));
+        let index = self.reserve(pointer.clone());
+        self.defs.insert(pointer.clone(), index);
+        self.pending.push_back((index, def, pointer));
         index
     }
 
+    /// A `$ref` is a URI reference whose fragment is a JSON pointer into the root schema:
+    /// `#/$defs/Name`, `#/definitions/a~1b`, `#/$defs/My%20Model`, `#/properties/x/items`, or `#`.
+    /// A reference with a base (`other.json#...`) is accepted only when the base is the root's
+    /// own `$id`.
     fn resolve_ref(&mut self, target: &str) -> Result<usize, String> {
-        if target == "#" {
-            return Ok(ROOT_NODE);
-        }
-        let split = [("#/$defs/", "$defs"), ("#/definitions/", "definitions")]
-            .into_iter()
-            .find_map(|(prefix, container)| Some((container, target.strip_prefix(prefix)?)));
-        let (container, name) = match split {
-            Some((container, name)) if !name.is_empty() && !name.contains('/') => (container, name),
+        let root_id = self.root.get("$id").and_then(Value::as_str);
+        let fragment = match target.split_once('#') {
+            Some(("", fragment)) => fragment,
+            Some((base, fragment)) if Some(base) == root_id => fragment,
             _ => {
                 return Err(format!(
-                    "`$ref` target `{target}` is not supported; use `#/$defs/<name>` or \
-                     `#/definitions/<name>` in the root schema"
+                    "`$ref` target `{target}` is not supported; the engine resolves references \
+                     inside this schema only, such as `#/$defs/<name>`"
                 ))
             }
         };
-        let name = name.replace("~1", "/").replace("~0", "~");
-        let root = self.root;
-        let def = root.get(container).and_then(|defs| defs.get(&name));
-        let def = def.ok_or_else(|| {
-            format!("`$ref` target `{target}` does not exist in the root schema's `{container}`")
+        let pointer = percent_decode(fragment).ok_or_else(|| {
+            format!("`$ref` target `{target}` has a malformed percent-escape or is not UTF-8")
         })?;
-        Ok(self.definition(container, &name, def))
+        if pointer.is_empty() {
+            return Ok(ROOT_NODE);
+        }
+        if !pointer.starts_with('/') {
+            return Err(format!(
+                "`$ref` target `{target}` is a plain-name fragment (`$anchor`), which is not \
+                 supported; use a JSON pointer such as `#/$defs/<name>`"
+            ));
+        }
+        let (def, path) = subschema_at(self.root, &pointer)
+            .map_err(|problem| format!("`$ref` target `{target}` {problem}"))?;
+        if path.is_empty() {
+            return Ok(ROOT_NODE);
+        }
+        Ok(self.definition(path, def))
     }
 
     /// Refuses schemas that reach themselves without descending into the value
@@ -662,6 +718,101 @@ fn number(value: &Value, key: &str) -> Result<Num, String> {
     }
 }
 
+fn pattern(value: &Value, keyword: &str) -> Result<Pattern, String> {
+    let source = value
+        .as_str()
+        .ok_or_else(|| format!("`{keyword}` must be a string"))?;
+    Pattern::compile(source).map_err(|reason| {
+        format!(
+            "the `{keyword}` regular expression {} cannot be enforced as ECMA-262 (JSON Schema's \
+             dialect): {reason}",
+            show(value)
+        )
+    })
+}
+
+/// Keywords whose value is a schema, or a map or list of schemas: the only places a `$ref`
+/// pointer may pass through, so a reference cannot land on a `const` value or an `enum` item.
+const SCHEMA_AT_KEY: [&str; 4] = ["items", "additionalProperties", "not", "propertyNames"];
+const SCHEMAS_BY_NAME: [&str; 4] = ["properties", "patternProperties", "$defs", "definitions"];
+const SCHEMAS_BY_INDEX: [&str; 4] = ["allOf", "anyOf", "oneOf", "prefixItems"];
+
+/// The subschema at a JSON pointer (unescaped `~0`/`~1` here) and its canonical escaped path.
+fn subschema_at<'s>(root: &'s Value, pointer: &str) -> Result<(&'s Value, String), String> {
+    let mut segments = pointer.split('/').skip(1).map(|raw| {
+        if raw.replace("~0", "").replace("~1", "").contains('~') {
+            Err(format!(
+                "has `~` not followed by 0 or 1 in the segment `{raw}`"
+            ))
+        } else {
+            Ok(raw.replace("~1", "/").replace("~0", "~"))
+        }
+    });
+    let mut here = root;
+    let mut path = String::new();
+    while let Some(keyword) = segments.next() {
+        let keyword = keyword?;
+        let missing =
+            |path: &str| format!("does not exist in the schema (nothing at {})", at(path));
+        let inner = here.get(&keyword);
+        path.push('/');
+        path.push_str(&escape(&keyword));
+        let inner = inner.ok_or_else(|| missing(&path))?;
+        here = if SCHEMA_AT_KEY.contains(&keyword.as_str()) {
+            inner
+        } else if SCHEMAS_BY_NAME.contains(&keyword.as_str())
+            || SCHEMAS_BY_INDEX.contains(&keyword.as_str())
+        {
+            let name = segments.next().transpose()?.ok_or_else(|| {
+                format!("points at `{keyword}` itself, not at a schema inside it")
+            })?;
+            path.push('/');
+            path.push_str(&escape(&name));
+            let item = if SCHEMAS_BY_NAME.contains(&keyword.as_str()) {
+                inner.as_object().and_then(|m| m.get(&name))
+            } else {
+                let index = name
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|_| name == "0" || !name.starts_with('0'));
+                inner
+                    .as_array()
+                    .zip(index)
+                    .and_then(|(list, i)| list.get(i))
+            };
+            item.ok_or_else(|| missing(&path))?
+        } else {
+            return Err(format!(
+                "does not point at a schema: `{keyword}` at {} is not a keyword that holds \
+                 schemas",
+                at(&path[..path.len() - escape(&keyword).len() - 1])
+            ));
+        };
+    }
+    Ok((here, path))
+}
+
+/// Decodes `%XX` escapes (RFC 3986) into UTF-8 text; None when malformed.
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3)?;
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
+            out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 /// Escapes a name for a JSON pointer segment.
 fn escape(name: &str) -> String {
     name.replace('~', "~0").replace('/', "~1")
@@ -684,6 +835,9 @@ fn at(path: &str) -> &str {
 struct Sink {
     collect: bool,
     errors: Vec<Violation>,
+    /// Set once a pattern match gave up at the backtracking limit: nothing is decided after
+    /// that, so checking stops and the value is refused (see `Schema::validate`).
+    gave_up: Option<Violation>,
 }
 
 impl Sink {
@@ -691,6 +845,7 @@ impl Sink {
         Sink {
             collect: false,
             errors: Vec::new(),
+            gave_up: None,
         }
     }
 
@@ -698,7 +853,33 @@ impl Sink {
         Sink {
             collect: true,
             errors: Vec::new(),
+            gave_up: None,
         }
+    }
+
+    /// Takes over a trial sink's give-up, so it reaches `validate` from under `not` or `anyOf`.
+    fn absorb(&mut self, trial: Sink) -> Vec<Violation> {
+        if self.gave_up.is_none() {
+            self.gave_up = trial.gave_up;
+        }
+        trial.errors
+    }
+
+    fn give_up(&mut self, path: &Path, pattern: &Pattern, subject: &str) {
+        let violation = Violation {
+            path: path.render(),
+            message: format!(
+                "gave up matching {subject} against the pattern {} after {} backtracking steps, so \
+                 the value is refused; the pattern backtracks too much on it (nested quantifiers \
+                 around a backreference or lookaround usually do this)",
+                show(&Value::String(pattern.source().to_string())),
+                ecma::BACKTRACK_LIMIT
+            ),
+        };
+        if self.collect && self.errors.len() < MAX_VIOLATIONS {
+            self.errors.push(violation.clone());
+        }
+        self.gave_up.get_or_insert(violation);
     }
 
     fn fail(&mut self, path: &Path, message: impl FnOnce() -> String) {
@@ -712,7 +893,7 @@ impl Sink {
 
     /// True once nothing more would be recorded, so the caller can stop early.
     fn done(&self) -> bool {
-        !self.collect || self.errors.len() >= MAX_VIOLATIONS
+        !self.collect || self.errors.len() >= MAX_VIOLATIONS || self.gave_up.is_some()
     }
 }
 
@@ -867,8 +1048,11 @@ impl Schema {
             );
         }
         if let Some(n) = c.not {
-            if self.check(n, value, path, &mut Sink::fast()) {
+            if self.passes(n, value, path, sink) {
                 fail!(ok, sink, path, "must not match the schema under `not`");
+            }
+            if sink.gave_up.is_some() {
+                return false;
             }
         }
         ok
@@ -883,8 +1067,15 @@ impl Schema {
     ) -> bool {
         let mut ok = true;
         let mut required_seen = 0;
-        if !c.properties.is_empty() || c.additional.is_some() {
+        let keyed = !c.properties.is_empty()
+            || c.additional.is_some()
+            || !c.pattern_properties.is_empty()
+            || c.property_names.is_some();
+        if keyed {
             for (key, item) in map {
+                if let Some(names) = c.property_names {
+                    sub!(ok, sink, self.check_name(names, key, path, sink));
+                }
                 let declared = match c.properties.binary_search_by(|p| (*p.name).cmp(key)) {
                     Ok(i) => {
                         required_seen += usize::from(c.properties[i].required);
@@ -892,25 +1083,35 @@ impl Schema {
                     }
                     Err(_) => None,
                 };
-                let node = match declared.or(c.additional) {
-                    Some(node) => node,
-                    None => continue,
-                };
-                if declared.is_none() && node == NEVER {
-                    fail!(
-                        ok,
-                        sink,
-                        path,
-                        "unexpected property `{key}`; {}",
-                        allowed(c)
-                    );
-                    continue;
+                let at = path.child(Segment::Key(key));
+                if let Some(node) = declared {
+                    sub!(ok, sink, self.check(node, item, &at, sink));
                 }
-                sub!(
-                    ok,
-                    sink,
-                    self.check(node, item, &path.child(Segment::Key(key)), sink)
-                );
+                let mut matched = declared.is_some();
+                for (pattern, node) in &c.pattern_properties {
+                    match pattern.is_match(key) {
+                        Ok(false) => continue,
+                        Ok(true) => matched = true,
+                        Err(GaveUp) => {
+                            sink.give_up(path, pattern, &format!("the property name `{key}`"));
+                            return false;
+                        }
+                    }
+                    sub!(ok, sink, self.check(*node, item, &at, sink));
+                }
+                match c.additional {
+                    Some(NEVER) if !matched => {
+                        fail!(
+                            ok,
+                            sink,
+                            path,
+                            "unexpected property `{key}`; {}",
+                            allowed(c)
+                        );
+                    }
+                    Some(node) if !matched => sub!(ok, sink, self.check(node, item, &at, sink)),
+                    _ => {}
+                }
             }
         }
         if required_seen < c.required.len() {
@@ -927,6 +1128,27 @@ impl Schema {
             check_count(map.len(), min, max, PROPERTIES, path, sink)
         );
         ok
+    }
+
+    /// `propertyNames`: the key is checked as a string value; its violations are reported at
+    /// the object, saying which name failed.
+    fn check_name(&self, names: usize, key: &str, path: &Path, sink: &mut Sink) -> bool {
+        let name = Value::String(key.to_owned());
+        if !sink.collect {
+            return self.check(names, &name, path, sink);
+        }
+        let mut trial = Sink::collecting();
+        let passed = self.check(names, &name, path, &mut trial);
+        for v in sink.absorb(trial) {
+            if sink.errors.len() >= MAX_VIOLATIONS {
+                break;
+            }
+            sink.errors.push(Violation {
+                path: v.path,
+                message: format!("property name {}: {}", show(&name), v.message),
+            });
+        }
+        passed
     }
 
     fn check_array(&self, c: &Checks, items: &[Value], path: &Path, sink: &mut Sink) -> bool {
@@ -970,6 +1192,15 @@ impl Schema {
         ok
     }
 
+    /// Whether `value` passes node `index`, asked without building messages; a give-up inside
+    /// is carried over to `sink`.
+    fn passes(&self, index: usize, value: &Value, path: &Path, sink: &mut Sink) -> bool {
+        let mut trial = Sink::fast();
+        let passed = self.check(index, value, path, &mut trial);
+        sink.absorb(trial);
+        passed
+    }
+
     /// `anyOf` (exactly: at least one) and `oneOf` (exactly one). Branches are first tried with
     /// a fast sink; messages are built only when none matches.
     fn check_alternatives(
@@ -984,7 +1215,11 @@ impl Schema {
         let mut matched: [usize; 2] = [0; 2];
         let mut matches = 0;
         for (i, &b) in branches.iter().enumerate() {
-            if self.check(b, value, path, &mut Sink::fast()) {
+            let passed = self.passes(b, value, path, sink);
+            if sink.gave_up.is_some() {
+                return false;
+            }
+            if passed {
                 if !one {
                     return true;
                 }
@@ -1041,11 +1276,9 @@ impl Schema {
                 for &i in several {
                     let mut trial = Sink::collecting();
                     self.check(branches[i], value, path, &mut trial);
-                    if closest
-                        .as_ref()
-                        .is_none_or(|(_, e)| trial.errors.len() < e.len())
-                    {
-                        closest = Some((i, trial.errors));
+                    let errors = sink.absorb(trial);
+                    if closest.as_ref().is_none_or(|(_, e)| errors.len() < e.len()) {
+                        closest = Some((i, errors));
                     }
                 }
                 if let Some((i, errors)) = closest {
@@ -1121,12 +1354,34 @@ impl Schema {
 }
 
 fn check_string(c: &Checks, s: &str, path: &Path, sink: &mut Sink) -> bool {
-    if c.min_length.is_none() && c.max_length.is_none() {
-        return true;
+    let mut ok = true;
+    if c.min_length.is_some() || c.max_length.is_some() {
+        // JSON Schema counts characters (code points), not bytes.
+        let len = s.chars().count();
+        sub!(
+            ok,
+            sink,
+            check_count(len, c.min_length, c.max_length, CHARACTERS, path, sink)
+        );
     }
-    // JSON Schema counts characters (code points), not bytes.
-    let len = s.chars().count();
-    check_count(len, c.min_length, c.max_length, CHARACTERS, path, sink)
+    if let Some(pattern) = &c.pattern {
+        match pattern.is_match(s) {
+            Ok(true) => {}
+            Ok(false) => fail!(
+                ok,
+                sink,
+                path,
+                "expected a string matching the pattern {}, got {}",
+                show(&Value::String(pattern.source().to_owned())),
+                show(&Value::String(s.to_owned()))
+            ),
+            Err(GaveUp) => {
+                sink.give_up(path, pattern, "the string");
+                return false;
+            }
+        }
+    }
+    ok
 }
 
 /// The shared bound check of `minLength`/`maxLength`, `minItems`/`maxItems` and
@@ -1197,8 +1452,20 @@ fn check_number(c: &Checks, n: &Number, path: &Path, sink: &mut Sink) -> bool {
     if let Some(max) = c.exclusive_maximum.filter(|&m| x.cmp(m) != Ordering::Less) {
         fail!(ok, sink, path, "expected a number < {max}, got {n}");
     }
-    if let Some(m) = c.multiple_of.filter(|&m| !x.is_multiple_of(m)) {
-        fail!(ok, sink, path, "expected a multiple of {m}, got {n}");
+    if let Some(step) = c.multiple_of {
+        let divides = match x {
+            Num::Int(i) => step.divisor.divides_int(i),
+            Num::Float(f) => step.divisor.divides_f64(f),
+        };
+        if !divides {
+            fail!(
+                ok,
+                sink,
+                path,
+                "expected a multiple of {}, got {n}",
+                step.shown
+            );
+        }
     }
     ok
 }
@@ -1282,6 +1549,12 @@ fn allowed(c: &Checks) -> String {
         .iter()
         .filter(|p| p.node.is_some())
         .map(|p| format!("`{}`", p.name))
+        .chain(c.pattern_properties.iter().map(|(p, _)| {
+            format!(
+                "names matching {}",
+                show(&Value::String(p.source().to_owned()))
+            )
+        }))
         .collect();
     if names.is_empty() {
         "no properties are allowed".to_string()
@@ -1824,15 +2097,26 @@ mod tests {
     #[test]
     fn schema_compile_errors_name_keyword_and_path() {
         let cases = [
-            (json!({"patternProperties": {}}), "unsupported keyword `patternProperties`", " at (root)"),
-            (json!({"properties": {"x": {"propertyNames": {}}}}), "unsupported keyword `propertyNames`", " at /properties/x"),
+            (json!({"patternProperties": {"\\a": {}}}), "the `patternProperties` regular expression \"\\\\a\" cannot be enforced as ECMA-262 (JSON Schema's dialect): `\\a` at character 0 has no meaning", " at (root)"),
+            (json!({"properties": {"x": {"propertyNames": {"pattern": "(?i)x"}}}}), "the `pattern` regular expression \"(?i)x\" cannot be enforced", " at /properties/x/propertyNames"),
+            (json!({"patternProperties": []}), "`patternProperties` must be an object", " at (root)"),
+            (json!({"pattern": 3}), "`pattern` must be a string", " at (root)"),
+            (json!({"properties": {"x": {"$id": "x.json"}}}), "`$id` inside a subschema is not supported", " at /properties/x"),
+            (json!({"unevaluatedProperties": false}), "unsupported keyword `unevaluatedProperties`; the engine's validator supports type, properties, patternProperties", " at (root)"),
             (json!({"properties": {"a": {"type": 3}}}), "`type` must be a string or array of strings", " at /properties/a"),
             (json!({"type": "int"}), "unknown type `int` in `type`; expected one of string, number, integer, boolean, object, array, null", " at (root)"),
             (json!({"type": []}), "`type` must not be an empty array", " at (root)"),
-            (json!({"items": {"pattern": "^a"}}), "`pattern` is not supported by the engine's validator; remove it and validate it in the tool handler", " at /items"),
-            (json!({"properties": {"a": {"$ref": "#/$defs/Missing"}}}), "`$ref` target `#/$defs/Missing` does not exist in the root schema's `$defs`", " at /properties/a"),
-            (json!({"$ref": "other.json#/x"}), "`$ref` target `other.json#/x` is not supported; use `#/$defs/<name>`", " at (root)"),
-            (json!({"$ref": "#/$defs/A/properties/b", "$defs": {"A": {}}}), "is not supported", " at (root)"),
+            (json!({"items": {"pattern": "^a{,2}"}}), "`{` at character 2 starts `{,n}`", " at /items"),
+            (json!({"properties": {"a": {"$ref": "#/$defs/Missing"}}}), "`$ref` target `#/$defs/Missing` does not exist in the schema (nothing at /$defs)", " at /properties/a"),
+            (json!({"$ref": "other.json#/x"}), "`$ref` target `other.json#/x` is not supported; the engine resolves references inside this schema only", " at (root)"),
+            (json!({"$ref": "#/$defs/A/properties/b", "$defs": {"A": {}}}), "does not exist in the schema (nothing at /$defs/A/properties)", " at (root)"),
+            (json!({"$ref": "#/$defs/A/const", "$defs": {"A": {"const": {}}}}), "does not point at a schema: `const` at /$defs/A is not a keyword that holds schemas", " at (root)"),
+            (json!({"$ref": "#/$defs", "$defs": {}}), "points at `$defs` itself, not at a schema inside it", " at (root)"),
+            (json!({"$ref": "#/anyOf/01", "anyOf": [{}, {}]}), "nothing at /anyOf/01", " at (root)"),
+            (json!({"$ref": "#/$defs/a~2", "$defs": {}}), "has `~` not followed by 0 or 1", " at (root)"),
+            (json!({"$ref": "#/$defs/%ZZ"}), "malformed percent-escape", " at (root)"),
+            (json!({"$ref": "#/$defs/%FF"}), "is not UTF-8", " at (root)"),
+            (json!({"$ref": "#node"}), "plain-name fragment (`$anchor`)", " at (root)"),
             (json!({"$defs": {"A": {"type": "object", "nullable": true}}}), "unsupported keyword `nullable` (OpenAPI)", " at /$defs/A"),
             (json!({"$defs": {"A": {"allOf": [{"$ref": "#/$defs/A"}]}}}), "the schema at /$defs/A refers back to itself", "would never end"),
             (json!({"$defs": {"A": {"$ref": "#/$defs/B"}, "B": {"not": {"$ref": "#/$defs/A"}}}}), "refers back to itself", "would never end"),
@@ -1855,7 +2139,7 @@ mod tests {
             assert!(e.ends_with(ends), "{schema}: {e}");
         }
         let nested = compile_err(
-            json!({"anyOf": [{"type": "string"}, {"properties": {"x": {"pattern": "a"}}}]}),
+            json!({"anyOf": [{"type": "string"}, {"properties": {"x": {"pattern": "\\h"}}}]}),
         );
         assert!(nested.ends_with(" at /anyOf/1/properties/x"), "{nested}");
         // Unused definitions are checked too.
@@ -1961,6 +2245,9 @@ mod tests {
                 json!({"items": {"anyOf": [{"uniqueItems": true, "maxItems": 3}, {"minLength": 2, "maxLength": 4}, {"enum": [null, true, 1.0]}]},
                        "prefixItems": [{"type": "string"}], "minProperties": 1}),
                 json!({"type": ["object", "array"], "additionalProperties": {"$ref": "#"}, "items": {"$ref": "#"}, "maxProperties": 3}),
+                json!({"patternProperties": {"^k": {"type": "integer"}, "[/~]": false, "e$": {"$ref": "#"}},
+                       "propertyNames": {"pattern": "^[a-z/~]+$", "maxLength": 3},
+                       "items": {"anyOf": [{"pattern": "(?<=a)b|^$|🦀", "maxLength": 4}, {"multipleOf": 0.1}, {"not": {"pattern": "\\bé"}}]}}),
             ]
             .iter()
             .map(|s| Schema::compile(s).expect("law schemas compile"))
