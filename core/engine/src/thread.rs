@@ -760,7 +760,14 @@ impl Thread {
                 });
             }
             Event::Data { .. } | Event::ToolEmitted { .. } => {}
-            Event::Finish { reason, .. } => self.end_run(reason.as_str()),
+            Event::Finish { reason, .. } => {
+                // The run's decisions are over: nothing it waited for is outstanding now.
+                if let Some(run) = self.run.as_mut() {
+                    run.pending = None;
+                    run.model = None;
+                }
+                self.end_run(reason.as_str())
+            }
             Event::Error { .. } => self.end_run("error"),
             Event::DataPlan {
                 plan_id,
