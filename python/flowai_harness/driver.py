@@ -151,8 +151,8 @@ class Driver:
         check = orjson.loads(data)
         payload = check["payload"]
         ctx = {
-            "kind": "tool",
-            "target": payload["tool"],
+            "kind": payload.get("kind", "tool"),
+            "target": payload.get("target", payload["tool"]),
             "tenant": check["tenant"],
             "agent": payload["agent"],
             "tool": payload["tool"],

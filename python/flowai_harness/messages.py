@@ -521,9 +521,15 @@ class ApprovalCheckPayload(_Strict):
 
     check_id: str
     predicate: str
+    kind: Literal["tool", "plan"] = Field(
+        default="tool", description="The gate's channel, as the predicate's ctx['kind']."
+    )
+    target: str | None = Field(
+        default=None, description="The tool's name, or the plan's id at a plan gate."
+    )
     tool: str
     agent: str
-    args: Any
+    args: Any = Field(description="The call's arguments; the plan itself at a plan gate.")
 
 
 class ApprovalCheckResultPayload(_Strict):

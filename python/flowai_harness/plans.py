@@ -13,10 +13,11 @@ Owns :func:`define_plan` and :class:`PlanSpec` (a plan kind: its JSON Schema, wh
         reason: str
 
 The engine validates plan bodies (``storePlan``) against the schema and runs the lifecycle;
-this module only declares. Schemas must stay in the engine's subset (core/engine/src/schema.rs:
-no ``pattern``); Pydantic's ``discriminator`` mapping is an annotation there, and the
-``oneOf`` it comes with is what gets enforced, which is why every variant's discriminator is
-made required. Must not import specs, the runtime or the native extension.
+this module only declares. Schemas must stay in the engine's subset (docs/wire.md, "Schemas":
+what compiles is fully enforced, what it could not enforce is refused); Pydantic's
+``discriminator`` mapping is an annotation there, and the ``oneOf`` it comes with is what gets
+enforced, which is why every variant's discriminator is made required. Must not import
+specs, the runtime or the native extension.
 """
 
 from __future__ import annotations

@@ -502,6 +502,11 @@ class Runtime:
                     state.ended = True
                     yield self._show(orjson.loads(decided.rejections[0])["payload"])
                     return
+                if state.handed is not None and not state.ended:
+                    # A decision made while these events were shown finished the step the
+                    # gate was waiting for (a reject ends the run with nothing left outside).
+                    stepped, state.handed = state.handed, None
+                    continue
                 if state.ended or self._engine.status(thread_id) == "idle":
                     return
                 if decided.effects and not state.cancelled:

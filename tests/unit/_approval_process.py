@@ -70,7 +70,7 @@ async def main(log_path: str, calls_file: str, mode: str) -> None:
     runtime = open_runtime(log_path, Path(calls_file))
     async for event in runtime.run_specialist("clerk", SCRIPT, THREAD):
         if event["type"] == "approval-required":
-            print(event["id"], flush=True)
+            print(event["data"]["id"], flush=True)
             if mode == "hang":
                 await asyncio.Event().wait()  # until the test kills this process
             break

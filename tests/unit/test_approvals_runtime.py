@@ -13,13 +13,13 @@ import json
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import _approval_process as process_a
 import pytest
-from streams import check_stream, drain, of_type
+from streams import check_stream, drain, finish, of_type, terminal
 
 from flowai_harness import (
     ApprovalOverrides,
@@ -43,6 +43,7 @@ from flowai_harness.errors import (
 Event = dict[str, Any]
 Calls = list[tuple[str, dict[str, Any]]]
 OpenRuntime = Callable[..., Runtime]
+Decide = Callable[[Event], Awaitable[Any]]
 
 PAY_5 = json.dumps({"tool": "pay", "args": {"amount": 5}})
 GATE = "appr:t/run-1/scripted-tool-1"
@@ -118,17 +119,16 @@ async def until(stream: EventStream, kind: str) -> list[Event]:
     return events
 
 
-async def decide_at_gate(
-    stream: EventStream, decide: Callable[[Event], Any], *, waiting: bool
-) -> list[Event]:
-    """Drain ``stream``, calling ``decide(approval-required event)`` at its gate: in the loop
-    body, or (``waiting``) from another task once the stream waits at the gate."""
+async def decide_at_gate(stream: EventStream, decide: Decide, *, waiting: bool) -> list[Event]:
+    """Drain ``stream``, awaiting ``decide(approval-required event)`` at its gate: in the loop
+    body (the seed's way), or (``waiting``) from another task once the stream waits at the
+    gate. A run that meets no gate is drained without a decision."""
     events: list[Event] = []
     if not waiting:
         async for event in stream:
             events.append(event)
             if event["type"] == "approval-required":
-                decide(event)
+                await decide(event)
         check_stream(events)
         return events
     gates: asyncio.Queue[Event] = asyncio.Queue()
@@ -143,8 +143,10 @@ async def decide_at_gate(
     gate = asyncio.create_task(gates.get())
     # The consumer runs on from the put to the gate's wait before this task wakes.
     await asyncio.wait({consumer, gate}, return_when=asyncio.FIRST_COMPLETED)
-    assert gate.done(), f"the stream ended without a gate: {events}"
-    decide(gate.result())
+    if gate.done():
+        await decide(gate.result())
+    else:
+        gate.cancel()
     await consumer
     check_stream(events)
     return events
@@ -159,8 +161,17 @@ def payloads(lines: list[bytes]) -> list[Event]:
 
 
 def streamed(events: list[Event]) -> list[Event]:
-    """Logged events as a stream showed them (without the internal run-start)."""
-    return [event for event in events if event["type"] != "run-start"]
+    """Logged events as a stream showed them (without the internal run-start and
+    model-response)."""
+    return [event for event in events if event["type"] not in ("run-start", "model-response")]
+
+
+async def rest_of_run(runtime: Runtime, approval_id: str, *args: Any, **kw: Any) -> EventStream:
+    """Decide ``approval_id`` when no stream of this process waits at its gate: the decision
+    gives the stream of the rest of the run."""
+    stream = await runtime.respond_to_approval(approval_id, *args, **kw)
+    assert isinstance(stream, EventStream), stream
+    return stream
 
 
 def position(events: list[Event], kind: str, **fields: Any) -> int:
@@ -175,17 +186,22 @@ def position(events: list[Event], kind: str, **fields: Any) -> int:
 # --- a gated tool ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("waiting", [False, True], ids=["in the loop", "while it waits"])
+WAITING = pytest.mark.parametrize("waiting", [False, True], ids=["in the loop", "while it waits"])
+
+
+@WAITING
 async def test_a_gated_tool_runs_only_after_approve(
     open_clerk: Callable[..., Runtime], calls: Calls, waiting: bool
 ) -> None:
     runtime = open_clerk()
-    handed: list[EventStream] = []
+    answers: list[EventStream | None] = []
 
-    def approve(gate: Event) -> None:
+    async def approve(gate: Event) -> None:
         assert calls == []  # not before the decision
         assert runtime.replay("t").status == "awaiting-approval"
-        handed.append(runtime.respond_to_approval(gate["id"], "approve", approver="alice"))
+        answers.append(
+            await runtime.respond_to_approval(gate["data"]["id"], "approve", approver="alice")
+        )
 
     stream = runtime.run_specialist("clerk", PAY_5, "t")
     events = await decide_at_gate(stream, approve, waiting=waiting)
@@ -194,80 +210,92 @@ async def test_a_gated_tool_runs_only_after_approve(
     (required,) = of_type(events, "approval-required")
     assert required == {
         "type": "approval-required",
-        "id": GATE,
-        "kind": "tool",
-        "target": "pay",
-        "payload": {"amount": 5},
-        "resourceId": "acme",
-        "threadId": "t",
-        "correlationId": "scripted-tool-1",
-        "expiresAt": None,
+        "data": {
+            "id": GATE,
+            "kind": "tool",
+            "target": "pay",
+            "payload": {"amount": 5},
+            "resourceId": "acme",
+            "threadId": "t",
+            "correlationId": "scripted-tool-1",
+            "expiresAt": None,
+            "agent": "clerk",
+        },
     }
     (decision,) = of_type(events, "approval-decision")
     assert decision == {
         "type": "approval-decision",
-        "id": GATE,
-        "outcome": {"outcome": "approve"},
-        "approver": "alice",
+        "data": {"id": GATE, "outcome": {"outcome": "approve"}, "approver": "alice"},
     }
     call = position(events, "tool-invocation", state="call")
     result = position(events, "tool-invocation", state="result")
     gate, decided = position(events, "approval-required"), position(events, "approval-decision")
     assert call < gate < decided < result
     assert events[result]["result"] == {"done": "pay", "amount": 5}
-    assert events[-1]["finishReason"] == "stop"
-    # The stream at the gate took the rest of the run; the decision's own stream is empty.
-    assert [event async for event in handed[0]] == []
+    assert finish(events)["finishReason"] == "stop"
+    # The stream at the gate took the rest of the run: the decision hands back no stream.
+    assert answers == [None]
 
 
+@WAITING
 async def test_reject_never_runs_the_handler_and_the_model_sees_the_feedback(
-    open_clerk: Callable[..., Runtime], calls: Calls
+    open_clerk: Callable[..., Runtime], calls: Calls, waiting: bool
 ) -> None:
     runtime = open_clerk()
 
-    def reject(gate: Event) -> None:
-        runtime.respond_to_approval(gate["id"], "reject", "not on a Friday", approver="bob")
+    async def reject(gate: Event) -> None:
+        handed = await runtime.respond_to_approval(
+            gate["data"]["id"], "reject", "not on a Friday", approver="bob"
+        )
+        assert handed is None  # this stream goes on
 
     events = await decide_at_gate(
-        runtime.run_specialist("clerk", PAY_5, "t"), reject, waiting=False
+        runtime.run_specialist("clerk", PAY_5, "t"), reject, waiting=waiting
     )
 
     assert calls == []
     (decision,) = of_type(events, "approval-decision")
-    assert decision["outcome"] == {"outcome": "reject"}
-    assert decision["feedback"] == "not on a Friday"
+    assert decision["data"] == {
+        "id": GATE,
+        "outcome": {"outcome": "reject"},
+        "feedback": "not on a Friday",
+        "approver": "bob",
+    }
     (result,) = of_type(events, "tool-invocation", state="result")
     assert result["isError"] is True
     assert result["result"] == {
-        "error": {"message": "not on a Friday", "code": "APPROVAL_REJECTED"}
+        "error": {"message": "the call was rejected: not on a Friday", "code": "APPROVAL_REJECTED"}
     }
     # The scripted model answers with the last result it saw: the rejection.
     assert "not on a Friday" in of_type(events, "text")[-1]["text"]
-    assert events[-1]["finishReason"] == "stop"
+    assert finish(events)["finishReason"] == "stop"
 
 
-async def test_revise_on_a_tool_returns_the_feedback_and_partial_without_running_it(
-    open_clerk: Callable[..., Runtime], calls: Calls
+@WAITING
+async def test_revise_on_a_tool_is_a_rejection_with_the_feedback_and_never_runs_it(
+    open_clerk: Callable[..., Runtime], calls: Calls, waiting: bool
 ) -> None:
     runtime = open_clerk()
 
-    def revise(gate: Event) -> None:
-        runtime.respond_to_approval(gate["id"], "revise", "pay 4", {"amount": 4})
+    async def revise(gate: Event) -> None:
+        await runtime.respond_to_approval(gate["data"]["id"], "revise", "pay 4", {"amount": 4})
 
-    events = await decide_at_gate(runtime.run_specialist("clerk", PAY_5, "t"), revise, waiting=True)
+    events = await decide_at_gate(
+        runtime.run_specialist("clerk", PAY_5, "t"), revise, waiting=waiting
+    )
 
-    assert calls == []
+    assert calls == []  # neither the call as made nor the partial ran
     (decision,) = of_type(events, "approval-decision")
-    assert decision["outcome"] == {"outcome": "revise", "partial": {"amount": 4}}
-    assert "approver" not in decision
+    assert decision["data"]["outcome"] == {"outcome": "revise", "partial": {"amount": 4}}
+    assert decision["data"]["feedback"] == "pay 4"
+    assert "approver" not in decision["data"]
+    # The seed: for tools, revise counts as reject.
     (result,) = of_type(events, "tool-invocation", state="result")
-    assert not result.get("isError")
+    assert result["isError"] is True
     assert result["result"] == {
-        "should_revise": True,
-        "feedback": "pay 4",
-        "partial": {"amount": 4},
+        "error": {"message": "the call was rejected: pay 4", "code": "APPROVAL_REJECTED"}
     }
-    assert events[-1]["finishReason"] == "stop"
+    assert finish(events)["finishReason"] == "stop"
 
 
 # --- decisions that are refused -------------------------------------------------------------
@@ -302,7 +330,7 @@ async def test_an_unknown_approval_id_is_a_typed_error(
     before = log_lines(tmp_path, "t")
 
     with pytest.raises(UnknownApprovalError) as caught:
-        runtime.respond_to_approval(approval_id, "approve")
+        await runtime.respond_to_approval(approval_id, "approve")
 
     assert isinstance(caught.value, LookupError)
     assert caught.value.code == "UNKNOWN_APPROVAL"
@@ -316,15 +344,15 @@ async def test_the_first_decision_wins(
 ) -> None:
     runtime = open_clerk()
     before = await paused(runtime)
-    await drain(runtime.respond_to_approval(GATE, "approve", approver="alice"), after=before)
+    await drain(await rest_of_run(runtime, GATE, "approve", approver="alice"), after=before)
 
     with pytest.raises(ApprovalAlreadyResolvedError) as caught:
-        runtime.respond_to_approval(GATE, second, approver="mallory")  # type: ignore[arg-type]
+        await runtime.respond_to_approval(GATE, second, approver="mallory")  # type: ignore[arg-type]
 
     assert caught.value.code == "APPROVAL_ALREADY_RESOLVED"
     assert calls == [("pay", {"amount": 5})]
     (decision,) = of_type(runtime.replay("t").events, "approval-decision")
-    assert decision["approver"] == "alice"
+    assert decision["data"]["approver"] == "alice"
 
 
 async def test_another_tenants_approval_reads_as_unknown(
@@ -335,13 +363,13 @@ async def test_another_tenants_approval_reads_as_unknown(
     globex = open_clerk(tmp_path, tenant="globex")
 
     with pytest.raises(UnknownApprovalError):
-        globex.respond_to_approval(GATE, "approve")
+        await globex.respond_to_approval(GATE, "approve")
 
     assert calls == []
     assert acme.replay("t").status == "awaiting-approval"
     assert globex.thread_ids() == []
-    events = await drain(acme.respond_to_approval(GATE, "approve"), after=before)
-    assert events[-1]["finishReason"] == "stop"
+    events = await drain(await rest_of_run(acme, GATE, "approve"), after=before)
+    assert finish(events)["finishReason"] == "stop"
     assert calls == [("pay", {"amount": 5})]
 
 
@@ -354,13 +382,13 @@ async def test_a_bad_outcome_is_invalid_input(
     before = log_lines(tmp_path, "t")
 
     with pytest.raises(InvalidInputError, match="approve, reject, revise"):
-        runtime.respond_to_approval(GATE, outcome)
+        await runtime.respond_to_approval(GATE, outcome)
 
     assert log_lines(tmp_path, "t") == before
     events = await drain(
-        runtime.respond_to_approval(GATE, "approve"), after=streamed(payloads(before))
+        await rest_of_run(runtime, GATE, "approve"), after=streamed(payloads(before))
     )
-    assert events[-1]["finishReason"] == "stop"
+    assert finish(events)["finishReason"] == "stop"
 
 
 async def test_the_approver_is_recorded_in_the_event_and_the_log(
@@ -370,12 +398,12 @@ async def test_the_approver_is_recorded_in_the_event_and_the_log(
     before = await paused(runtime)
 
     events = await drain(
-        runtime.respond_to_approval(GATE, "reject", "no", approver="alice"), after=before
+        await rest_of_run(runtime, GATE, "reject", "no", approver="alice"), after=before
     )
 
     (decision,) = of_type(events, "approval-decision")
 
-    assert decision["approver"] == "alice"
+    assert decision["data"]["approver"] == "alice"
     (logged,) = [
         entry
         for entry in map(json.loads, log_lines(tmp_path, "t"))
@@ -384,7 +412,7 @@ async def test_the_approver_is_recorded_in_the_event_and_the_log(
     assert logged["payload"] == decision
     # Replayed by a runtime that never saw the decision happen.
     (replayed,) = of_type(open_clerk(tmp_path).replay("t").events, "approval-decision")
-    assert replayed["approver"] == "alice"
+    assert replayed["data"]["approver"] == "alice"
 
 
 # --- rules ----------------------------------------------------------------------------------
@@ -406,11 +434,13 @@ async def is_gated(runtime: Runtime, calls: Calls, amount: int = 5) -> bool:
     """Run one payment; reject it if it is gated. True when it was gated (and never ran)."""
     prompt = json.dumps({"tool": "pay", "args": {"amount": amount}})
 
-    def reject(gate: Event) -> None:
-        runtime.respond_to_approval(gate["id"], "reject")
+    async def reject(gate: Event) -> None:
+        await runtime.respond_to_approval(gate["data"]["id"], "reject")
 
+    # Decided from another task: what these tests check is the rule, not the stream's way of
+    # going on after a decision made in its loop body (the gated-tool tests above do that).
     events = await decide_at_gate(
-        runtime.run_specialist("clerk", prompt, "t"), reject, waiting=False
+        runtime.run_specialist("clerk", prompt, "t"), reject, waiting=True
     )
     gated = bool(of_type(events, "approval-required"))
     ran = [args for tool, args in calls if tool == "pay" and args["amount"] == amount]
@@ -450,8 +480,9 @@ async def test_a_predicate_sees_the_args_and_the_call(
 
     ((args, ctx),) = seen
     assert args == {"amount": 7}
-    assert (ctx["agent"], ctx["tool"], ctx["tenant"]) == ("clerk", "pay", "acme")
-    assert ctx["thread_id"] == "t"
+    # The seed's {kind, target, tenant}, and the call's agent, tool and thread.
+    assert (ctx["kind"], ctx["target"], ctx["tenant"]) == ("tool", "pay", "acme")
+    assert (ctx["agent"], ctx["tool"], ctx["thread_id"]) == ("clerk", "pay", "t")
 
 
 # Each level set against the one below it; the rest stay at their defaults.
@@ -524,6 +555,14 @@ def test_overrides_naming_unknown_agents_or_tools_are_spec_errors(
 
 # --- deadlines ------------------------------------------------------------------------------
 
+# The decision a deadline makes: a rejection with no approver.
+TIMED_OUT = {
+    "id": GATE,
+    "outcome": {"outcome": "reject"},
+    "feedback": "no decision before the approval deadline",
+    "reason": "timeout",
+}
+
 
 @pytest.mark.parametrize(
     "timeouts",
@@ -545,16 +584,19 @@ async def test_a_gate_nobody_decides_is_rejected_at_its_deadline(
 
     assert calls == []
     (required,) = of_type(events, "approval-required")
-    assert required["expiresAt"] >= started + 50
+    assert required["data"]["expiresAt"] >= started + 50
     (decision,) = of_type(events, "approval-decision")
-    assert decision["outcome"] == {"outcome": "reject"}
-    assert decision["reason"] == "timeout"
-    assert "approver" not in decision
+    assert decision["data"] == TIMED_OUT
     (result,) = of_type(events, "tool-invocation", state="result")
-    assert result["result"]["error"]["code"] == "APPROVAL_REJECTED"
-    assert events[-1]["finishReason"] == "stop"
+    assert result["result"] == {
+        "error": {
+            "message": "the call was rejected: no decision before the approval deadline",
+            "code": "APPROVAL_REJECTED",
+        }
+    }
+    assert finish(events)["finishReason"] == "stop"
     with pytest.raises(ApprovalAlreadyResolvedError):
-        runtime.respond_to_approval(GATE, "approve")
+        await runtime.respond_to_approval(GATE, "approve")
 
 
 async def test_the_agents_longer_timeout_wins_over_the_runtimes(
@@ -565,8 +607,8 @@ async def test_the_agents_longer_timeout_wins_over_the_runtimes(
 
     before = await paused(runtime)
 
-    assert before[-1]["expiresAt"] >= started + 3_600_000
-    await drain(runtime.respond_to_approval(GATE, "approve"), after=before)
+    assert before[-1]["data"]["expiresAt"] >= started + 3_600_000
+    await drain(await rest_of_run(runtime, GATE, "approve"), after=before)
     assert calls == [("pay", {"amount": 5})]
 
 
@@ -585,17 +627,20 @@ async def test_a_decision_after_the_deadline_finds_it_resolved_even_with_no_stre
     async for event in runtime.run_specialist("clerk", prompt, "t"):
         if event["type"] == "approval-required":
             break
-    # The hour passes: the runtime reads the clock, and the engine decides with that time.
-    monkeypatch.setattr(runtime_module, "_now_ms", lambda: event["expiresAt"])
+    # The hour passes: the runtime checks the clock, and stamps the engine's inputs with it
+    # (the engine decides with that time).
+    expires_at = event["data"]["expiresAt"]
+    monkeypatch.setattr(runtime_module, "now_ms", lambda: expires_at)
+    monkeypatch.setattr(runtime._driver, "clock", lambda: expires_at)
 
     with pytest.raises(ApprovalAlreadyResolvedError, match=r"runtime\.resume\('t'\)"):
-        runtime.respond_to_approval(GATE, "approve", approver="late")
+        await runtime.respond_to_approval(GATE, "approve", approver="late")
 
     (decision,) = of_type(runtime.replay("t").events, "approval-decision")
-    assert (decision["outcome"], decision["reason"]) == ({"outcome": "reject"}, "timeout")
+    assert decision["data"] == TIMED_OUT
     # The run goes on past the rejected payment; resume runs whatever it still waits for.
     events = await drain(runtime.resume("t"), after=streamed(runtime.replay("t").events))
-    assert events[-1]["finishReason"] == "stop"
+    assert finish(events)["finishReason"] == "stop"
     assert calls == [("note", {"text": "x"})]
     assert runtime.replay("t").status == "idle"
 
@@ -603,23 +648,35 @@ async def test_a_decision_after_the_deadline_finds_it_resolved_even_with_no_stre
 # --- leaving, cancelling, resuming ----------------------------------------------------------
 
 
-@pytest.mark.parametrize("waiting", [False, True], ids=["in the loop", "while it waits"])
+@WAITING
 async def test_cancel_at_a_gate_ends_the_run_cancelled(
     open_clerk: Callable[..., Runtime], calls: Calls, waiting: bool
 ) -> None:
     runtime = open_clerk()
     stream = runtime.run_specialist("clerk", PAY_5, "t")
 
-    events = await decide_at_gate(stream, lambda gate: stream.cancel(), waiting=waiting)
+    async def cancel(gate: Event) -> None:
+        stream.cancel()
 
-    assert events[-1]["type"] == "finish"
-    assert events[-1]["finishReason"] == "cancelled"
+    events = await decide_at_gate(stream, cancel, waiting=waiting)
+
+    assert of_type(events, "approval-required")
+    assert terminal(events)["type"] == "finish"
+    assert finish(events)["finishReason"] == "cancelled"
+    assert events[-1] == {
+        "type": "tool-agent",
+        "agentName": "clerk",
+        "toolInvocationId": "run-1",
+        "state": "result",
+        "result": None,
+    }
     assert calls == []
+    assert not of_type(events, "tool-invocation", state="result")
     replay = runtime.replay("t")
     assert replay.status == "idle"
     assert replay.snapshot["lastRun"] == {"runId": "run-1", "outcome": "cancelled"}
     with pytest.raises(UnknownApprovalError):
-        runtime.respond_to_approval(GATE, "approve")
+        await runtime.respond_to_approval(GATE, "approve")
 
 
 @pytest.mark.parametrize("async_tools", [False, True], ids=["sync", "async"])
@@ -649,9 +706,9 @@ async def test_leaving_the_loop_at_a_gate_leaves_the_run_paused(
     assert replay.status == "awaiting-approval"
     assert replay.snapshot["lastRun"] is None
     assert not of_type(replay.events, "finish")
-    events = await drain(runtime.respond_to_approval(GATE, "approve"), after=seen)
+    events = await drain(await rest_of_run(runtime, GATE, "approve"), after=seen)
     assert events[0]["type"] == "approval-decision"
-    assert events[-1]["finishReason"] == "stop"
+    assert finish(events)["finishReason"] == "stop"
     assert calls == [("pay", {"amount": 5}), ("note", {"text": "ok"})]
 
 
@@ -663,12 +720,15 @@ async def test_resume_at_a_gate_waits_for_the_decision(
     resumed = asyncio.create_task(drain(runtime.resume("t"), after=before))
     await asyncio.sleep(0)  # one turn of the loop: the resumed stream is now at the gate
 
-    handed = runtime.respond_to_approval(GATE, "approve", approver="alice")
+    handed = await runtime.respond_to_approval(GATE, "approve", approver="alice")
 
     events = await resumed
-    assert [event async for event in handed] == []
-    assert events[0] == {**events[0], "type": "approval-decision", "approver": "alice"}
-    assert events[-1]["finishReason"] == "stop"
+    assert handed is None  # the resumed stream waits at the gate and goes on
+    assert events[0] == {
+        "type": "approval-decision",
+        "data": {"id": GATE, "outcome": {"outcome": "approve"}, "approver": "alice"},
+    }
+    assert finish(events)["finishReason"] == "stop"
     assert calls == [("pay", {"amount": 5})]
 
 
@@ -680,9 +740,8 @@ async def test_resume_at_a_gate_ends_at_its_deadline(
 
     events = await drain(runtime.resume("t"), after=before)
 
-    assert events[0]["type"] == "approval-decision"
-    assert events[0]["reason"] == "timeout"
-    assert events[-1]["finishReason"] == "stop"
+    assert events[0] == {"type": "approval-decision", "data": TIMED_OUT}
+    assert finish(events)["finishReason"] == "stop"
     assert calls == []
 
 
@@ -725,9 +784,9 @@ async def test_a_run_paused_in_another_process_is_decided_and_finished_here(
     try:
         assert runtime.replay(thread).status == "awaiting-approval"
         streamed_before = streamed(payloads(before))
-        assert approval_id == streamed_before[-1]["id"]
+        assert approval_id == streamed_before[-1]["data"]["id"]
 
-        decided = runtime.respond_to_approval(approval_id, "approve", approver="alice")
+        decided = await rest_of_run(runtime, approval_id, "approve", approver="alice")
         if continue_with == "resume":
             del decided  # dropped unread: resume re-issues what the run waits for
             streamed_before += of_type(runtime.replay(thread).events, "approval-decision")
@@ -737,7 +796,7 @@ async def test_a_run_paused_in_another_process_is_decided_and_finished_here(
     finally:
         runtime.close()
 
-    assert events[-1]["finishReason"] == "stop"
+    assert finish(events)["finishReason"] == "stop"
     # Every tool ran once: the note before the gate in A, the rest here.
     assert process_a.read_calls(calls_file) == [
         ["note", {"text": "checked"}],
@@ -748,10 +807,12 @@ async def test_a_run_paused_in_another_process_is_decided_and_finished_here(
     assert after[: len(before)] == before  # nothing A logged was rewritten or repeated
     new = payloads(after[len(before) :])
     assert new[0]["type"] == "approval-decision"
-    assert new[0]["approver"] == "alice"
+    assert new[0]["data"]["approver"] == "alice"
     assert not of_type(new, "run-start")
-    # Only new model turns: as many step-starts as this process streamed, none of A's again.
+    # Only new model turns: as many step-starts as this process streamed, none of A's again,
+    # each with its logged model response.
     assert len(of_type(new, "step-start")) == len(of_type(events, "step-start"))
+    assert len(of_type(new, "model-response")) == len(of_type(new, "step-start"))
     assert [e["step"] for e in of_type(payloads(after), "step-start")] == [1, 2, 3, 4]
     calls_logged = [e["toolInvocationId"] for e in of_type(new, "tool-invocation", state="call")]
     assert calls_logged == ["scripted-tool-3"]  # the pay call (tool 2) is answered, not made again

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from streams import drain, of_type
+from streams import drain, finish, of_type, terminal
 
 from flowai_harness import (
     CorruptedLogError,
@@ -94,7 +94,7 @@ async def test_a_new_runtime_on_the_log_path_sees_and_continues_the_thread(
     assert second.replay("t").snapshot == before
     assert calls == [{"a": 1, "b": 2}]  # the history was read, not run again
     events = await drain(second.run_specialist("calculator", add_script(scenarios, 3, 4), "t"))
-    assert events[-1]["finishReason"] == "stop"
+    assert finish(events)["finishReason"] == "stop"
     assert calls == [{"a": 1, "b": 2}, {"a": 3, "b": 4}]
     replay = second.replay("t")
     assert replay.snapshot["runs"] == 2
@@ -142,12 +142,18 @@ async def test_another_process_on_the_log_path_sees_and_continues_the_thread(
     assert child.returncode == 0, err.decode()
     seen = json.loads(out)
     assert seen["before"] == before
-    assert seen["events"][-1]["finishReason"] == "stop"
+    assert finish(seen["events"])["finishReason"] == "stop"
     # And back: this process, opening the log again, sees the child's run.
     after = open_scripted(tmp_path).replay("shared").snapshot
     assert after["runs"] == 2
     assert after["lastRun"] == {"runId": "run-2", "outcome": "stop"}
-    assert after["messages"][-1]["content"] == "and now?"
+    # The child's prompt, and the scripted model's echo of it (a prompt that is not a script).
+    asked, answered = after["messages"][-2:]
+    assert (asked["role"], asked["content"]) == ("user", "and now?")
+    assert (answered["role"], answered["content"]) == (
+        "assistant",
+        [{"type": "text", "text": "and now?"}],
+    )
 
 
 @pytest.mark.parametrize(
@@ -232,30 +238,48 @@ async def test_replay_of_an_unknown_thread_is_refused(
 
 async def test_cancel_ends_a_run_a_dead_process_left_waiting_for_a_tool(
     tmp_path: Path,
+    open_runtime: OpenRuntime,
     open_scripted: Callable[[Path], Runtime],
-    golden_dir: Path,
+    scenarios: types.ModuleType,
     calls: list[dict[str, Any]],
 ) -> None:
-    # A process that died after logging a tool call: run-start, step-start, the call.
-    logged = (golden_dir / "acme" / "tools.jsonl").read_bytes().splitlines()[:3]
-    assert json.loads(logged[-1])["payload"]["state"] == "call"
-    (tmp_path / "acme").mkdir()
-    (tmp_path / "acme" / "tools.jsonl").write_bytes(b"\n".join(logged) + b"\n")
-    runtime = open_scripted(tmp_path)
+    # A process that died after logging a tool call: its log up to that call.
+    elsewhere = open_runtime(scenarios.spec(), interpreter="scripted", log_path=tmp_path / "ran")
+    await drain(elsewhere.run_specialist("calculator", add_script(scenarios, 1, 2), "tools"))
+    lines = (tmp_path / "ran" / "acme" / "tools.jsonl").read_bytes().splitlines()
+    payloads = [json.loads(line)["payload"] for line in lines]
+    called = next(
+        i
+        for i, event in enumerate(payloads)
+        if event["type"] == "tool-invocation" and event["state"] == "call"
+    )
+    (tmp_path / "dead" / "acme").mkdir(parents=True)
+    (tmp_path / "dead" / "acme" / "tools.jsonl").write_bytes(
+        b"\n".join(lines[: called + 1]) + b"\n"
+    )
+    runtime = open_scripted(tmp_path / "dead")
     assert runtime.replay("tools").status == "awaiting-tool"
     (busy,) = await drain(runtime.query("hello", "tools"))
     assert busy["error"]["code"] == "THREAD_BUSY"
 
-    cancelled = runtime.cancel("tools")
+    cancelled = await runtime.cancel("tools")
 
-    assert cancelled[-1]["type"] == "finish"
-    assert cancelled[-1]["finishReason"] == "cancelled"
+    assert terminal(cancelled)["type"] == "finish"
+    assert finish(cancelled)["finishReason"] == "cancelled"
+    # The entry agent's wrapper closes after finish, with no final text.
+    assert cancelled[-1] == {
+        "type": "tool-agent",
+        "agentName": "calculator",
+        "toolInvocationId": "run-1",
+        "state": "result",
+        "result": None,
+    }
     replay = runtime.replay("tools")
     assert replay.status == "idle"
     assert replay.snapshot["lastRun"] == {"runId": "run-1", "outcome": "cancelled"}
     with pytest.raises(NoActiveRunError):
-        runtime.cancel("tools")
+        await runtime.cancel("tools")
     events = await drain(runtime.query("hello", "tools"))
-    assert events[-1]["finishReason"] == "stop"
+    assert finish(events)["finishReason"] == "stop"
     assert runtime.replay("tools").snapshot["runs"] == 2
     assert calls == []  # the dead process's pending tool call is not run again

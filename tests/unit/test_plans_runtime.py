@@ -1,25 +1,30 @@
-"""Typed plans through the runtime: role-scoped plan tools, storing and validating a plan, its
-lifecycle at the approval gate, and the action dispatcher with hydrated references.
+"""Typed plans through the runtime: role-scoped plan tools, storing and validating a plan (a
+draft), its lifecycle at the executor's approval gate, and the action dispatcher with
+hydrated references.
 
-A coordinator hands scripted work to a planner, an executor and an analyst (``call_agent``
+A coordinator hands scripted work to a planner, an executor and specialists (``call_agent``
 with a nested script), so one stream shows a plan from storePlan to executed. Declaring plans
 (TaggedUnion, define_plan) is tested in test_plans.py; the transition table in the engine.
 """
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 import pydantic
 import pytest
-from streams import check_stream, of_type
+from streams import check_stream, drain, finish, of_type
 
 from flowai_harness import (
     ApprovalOverrides,
     ApprovalPolicies,
+    EventStream,
     Runtime,
     RuntimeSpec,
     TaggedUnion,
@@ -32,6 +37,7 @@ from flowai_harness import (
     define_runtime,
     define_specialist,
 )
+from flowai_harness.errors import ApprovalAlreadyResolvedError
 from flowai_harness.references import ReferenceHandle
 
 Event = dict[str, Any]
@@ -72,27 +78,49 @@ PRODUCTS = define_reference(
     "product_set", list[Product], glimpse=lambda value: {"count": len(value)}
 )
 RESTOCK = define_plan("restock", RestockPlan)
+DEADLINE_FEEDBACK = "no decision before the approval deadline"
 
 
-def make_spec(*, planner_approval: Any = "default", **runtime_options: Any) -> RuntimeSpec:
+def make_spec(
+    *,
+    planner_approval: Any = "default",
+    executor_approval: Any = "default",
+    executor_timeout: float | None = None,
+    **runtime_options: Any,
+) -> RuntimeSpec:
     agents = [
         define_coordinator(
             "boss",
             model="claude-sonnet-4-6",
             prompt="Route planning, execution and questions.",
-            routes=["planner", "executor", "analyst"],
+            routes=["planner", "executor", "analyst", "auditor"],
         ),
         define_planner(
-            "planner", model="claude-sonnet-4-6", prompt="Plan restocks.", approval=planner_approval
+            "planner",
+            model="claude-sonnet-4-6",
+            prompt="Plan restocks.",
+            plan=RESTOCK,
+            approval=planner_approval,
         ),
-        define_executor("executor", model="claude-haiku-4-5", prompt="Execute approved plans."),
+        define_executor(
+            "executor",
+            model="claude-haiku-4-5",
+            prompt="Execute approved plans.",
+            plan=RESTOCK,
+            approval=executor_approval,
+            approval_timeout=executor_timeout,
+        ),
         define_specialist("analyst", model="claude-haiku-4-5", prompt="Answer questions."),
+        # A specialist has no role tools; the plans toolkit lets it read plans.
+        define_specialist(
+            "auditor", model="claude-haiku-4-5", prompt="Check plans.", toolkits=["plans"]
+        ),
     ]
+    # No plans=[RESTOCK]: the agents' plan kind is attached to the runtime.
     return define_runtime(
         ("acme", "v1"),
         agents=agents,
         providers={"anthropic": {}},
-        plans=[RESTOCK],
         references=[PRODUCTS],
         **runtime_options,
     )
@@ -163,31 +191,78 @@ def execute(plan_id: str) -> tuple[str, Any]:
     return ("executePlan", {"planId": plan_id})
 
 
-def handle_of(runtime: Runtime) -> dict[str, Any]:
+def get(plan_id: str) -> tuple[str, Any]:
+    return ("getPlan", {"planId": plan_id})
+
+
+async def handle_of(runtime: Runtime) -> dict[str, Any]:
     """A product_set reference created outside the model's context, as a plan cites it."""
-    created = runtime.create_reference(PRODUCTS, STOCK)
+    created = await runtime.create_reference(PRODUCTS, STOCK)
     return {"kind": created["kind"], "id": created["id"]}
+
+
+def store_then_execute(handle: dict[str, Any], *after: tuple[str, Any]) -> str:
+    """The planner stores plan p1 (a draft); the executor executes it, then runs ``after``."""
+    return conversation(
+        ask("planner", store("p1", body(handle))), ask("executor", execute("p1"), *after)
+    )
 
 
 async def run(
     runtime: Runtime,
     prompt: str,
-    outcome: str = "approve",
+    outcome: str | list[str] = "approve",
     thread: str = "t",
+    *,
+    waiting: bool = False,
+    at_gate: Callable[[Event], None] | None = None,
     **decision: Any,
 ) -> list[Event]:
-    """Drain a query, deciding every gate with ``outcome`` from the loop body."""
+    """Drain a query, deciding each gate with ``outcome`` (one for all, or a list in gate
+    order): from the loop body (the seed's way), or (``waiting``) from another task while the
+    stream waits at the gate. ``at_gate(gate)`` runs at each gate before its decision."""
+    outcomes = itertools.repeat(outcome) if isinstance(outcome, str) else iter(outcome)
     events: list[Event] = []
-    async for event in runtime.query(prompt, thread):
-        events.append(event)
-        if event["type"] == "approval-required":
-            runtime.respond_to_approval(event["id"], outcome, **decision)  # type: ignore[arg-type]
+
+    async def decide(gate: Event) -> None:
+        if at_gate is not None:
+            at_gate(gate)
+        chosen = next(outcomes, None)
+        assert chosen is not None, f"more gates than outcomes: {gate}"
+        handed = await runtime.respond_to_approval(gate["data"]["id"], chosen, **decision)  # type: ignore[arg-type]
+        assert handed is None  # the stream at the gate goes on
+
+    if not waiting:
+        async for event in runtime.query(prompt, thread):
+            events.append(event)
+            if event["type"] == "approval-required":
+                await decide(event)
+        check_stream(events)
+        return events
+    gates: asyncio.Queue[Event] = asyncio.Queue()
+
+    async def consume() -> None:
+        async for event in runtime.query(prompt, thread):
+            events.append(event)
+            if event["type"] == "approval-required":
+                gates.put_nowait(event)
+
+    consumer = asyncio.create_task(consume())
+    while True:
+        gate = asyncio.create_task(gates.get())
+        # The consumer runs on from the put to the gate's wait before this task wakes.
+        await asyncio.wait({consumer, gate}, return_when=asyncio.FIRST_COMPLETED)
+        if not gate.done():
+            gate.cancel()
+            break
+        await decide(gate.result())
+    await consumer
     check_stream(events)
     return events
 
 
 def moves(events: list[Event]) -> list[tuple[str | None, str]]:
-    return [(e["from"], e["to"]) for e in of_type(events, "plan-status-change")]
+    return [(e["data"]["from"], e["data"]["to"]) for e in of_type(events, "plan-status-change")]
 
 
 def result_of(events: list[Event], tool: str) -> Any:
@@ -197,6 +272,18 @@ def result_of(events: list[Event], tool: str) -> Any:
 
 def results_of(events: list[Event], tool: str) -> list[Any]:
     return [e["result"] for e in of_type(events, "tool-invocation", toolName=tool, state="result")]
+
+
+def planned(events: list[Event]) -> list[dict[str, Any]]:
+    """The stored plan's actions, as data-plan showed them."""
+    (plan,) = of_type(events, "data-plan")
+    actions: list[dict[str, Any]] = plan["data"]["actions"]
+    return actions
+
+
+WAITING = pytest.mark.parametrize("waiting", [False, True], ids=["in the loop", "while it waits"])
+APPROVED = [("draft", "pending_approval"), ("pending_approval", "approved")]
+EXECUTED = [("approved", "executing"), ("executing", "executed")]
 
 
 # --- role-scoped tools ----------------------------------------------------------------------
@@ -214,11 +301,15 @@ ROLE_TOOLS = [
     ("executor", "resolveRef", True),
     ("executor", "glimpseRef", True),
     ("analyst", "storePlan", False),
-    ("analyst", "getPlan", True),
+    ("analyst", "getPlan", False),
     ("analyst", "executePlan", False),
     ("analyst", "resolveRef", False),
+    ("auditor", "getPlan", True),
+    ("auditor", "storePlan", False),
+    ("auditor", "executePlan", False),
+    ("auditor", "resolveRef", False),
     ("boss", "storePlan", False),
-    ("boss", "getPlan", True),
+    ("boss", "getPlan", False),
     ("boss", "executePlan", False),
     ("boss", "glimpseRef", False),
 ]
@@ -229,7 +320,7 @@ async def test_plan_tools_are_scoped_to_roles(
     open_shop: Callable[..., Runtime], dispatched: Dispatched, agent: str, tool: str, allowed: bool
 ) -> None:
     runtime = open_shop()
-    handle = handle_of(runtime)
+    handle = await handle_of(runtime)
     args = {
         "storePlan": store("p1", body(handle))[1],
         "getPlan": {"planId": "p1"},
@@ -287,7 +378,7 @@ async def test_store_plan_refuses_an_invalid_body_as_a_tool_error(
 
     events = await run(
         runtime,
-        conversation(ask("planner", store("p1", plan, spec_name), ("getPlan", {"planId": "p1"}))),
+        conversation(ask("planner", store("p1", plan, spec_name), get("p1"))),
     )
 
     stored, read = results_of(events, "storePlan")[0], results_of(events, "getPlan")[0]
@@ -298,17 +389,16 @@ async def test_store_plan_refuses_an_invalid_body_as_a_tool_error(
     assert read["error"]["code"] == "PLAN_NOT_FOUND"
 
 
-async def test_a_stored_plan_is_a_draft_of_typed_actions_and_context(
-    open_shop: Callable[..., Runtime],
+async def test_a_stored_plan_is_a_draft_of_typed_actions_and_context_with_no_gate(
+    open_shop: Callable[..., Runtime], dispatched: Dispatched
 ) -> None:
-    runtime = open_shop(approval_policies=ApprovalPolicies(plans="always"))
-    handle = handle_of(runtime)
-
-    events = await run(
-        runtime,
-        conversation(ask("planner", store("p1", body(handle)), ("getPlan", {"planId": "p1"}))),
-        outcome="revise",
+    # Plans need approval everywhere here: still, storing one asks nobody.
+    runtime = open_shop(
+        approval_policies=ApprovalPolicies(plans="always"), planner_approval="always"
     )
+    handle = await handle_of(runtime)
+
+    events = await run(runtime, conversation(ask("planner", store("p1", body(handle)), get("p1"))))
 
     (plan,) = of_type(events, "data-plan")
     reorder, hold = body(handle)["actions"]
@@ -322,69 +412,108 @@ async def test_a_stored_plan_is_a_draft_of_typed_actions_and_context(
         "context": {"reason": "below reorder point"},
     }
     assert plan["data"] == expected
-    assert moves(events)[0] == (None, "draft")
-    assert events.index(plan) < events.index(of_type(events, "plan-status-change")[0])
+    assert result_of(events, "storePlan") == {"planId": "p1", "status": "draft"}
+    (created,) = of_type(events, "plan-status-change")
+    assert created == {
+        "type": "plan-status-change",
+        "data": {"planId": "p1", "from": None, "to": "draft"},
+    }
+    assert events.index(plan) < events.index(created)
+    assert of_type(events, "approval-required") == []
     assert result_of(events, "getPlan") == {**expected, "status": "draft"}
+    assert dispatched == []
 
 
-# --- lifecycle ------------------------------------------------------------------------------
+# --- the gate at executePlan ----------------------------------------------------------------
 
 
+@WAITING
 async def test_an_approved_plan_runs_through_its_whole_lifecycle(
-    open_shop: Callable[..., Runtime], dispatched: Dispatched
+    open_shop: Callable[..., Runtime], dispatched: Dispatched, waiting: bool
 ) -> None:
     runtime = open_shop()
-    handle = handle_of(runtime)
+    handle = await handle_of(runtime)
+
+    def at_gate(gate: Event) -> None:
+        assert dispatched == []  # nothing runs before the decision
+        assert runtime.replay("t").status == "awaiting-approval"
 
     events = await run(
         runtime,
-        conversation(ask("planner", store("p1", body(handle))), ask("executor", execute("p1"))),
+        store_then_execute(handle, get("p1")),
+        waiting=waiting,
+        at_gate=at_gate,
         approver="alice",
     )
 
-    assert moves(events) == [
-        (None, "draft"),
-        ("draft", "pending_approval"),
-        ("pending_approval", "approved"),
-        ("approved", "executing"),
-        ("executing", "executed"),
-    ]
+    assert moves(events) == [(None, "draft"), *APPROVED, *EXECUTED]
+    assert result_of(events, "storePlan") == {"planId": "p1", "status": "draft"}
+    (execute_call,) = of_type(events, "tool-invocation", toolName="executePlan", state="call")
     (gate,) = of_type(events, "approval-required")
-    assert (gate["kind"], gate["target"], gate["resourceId"]) == ("plan", "p1", "acme")
-    assert gate["payload"]["planId"] == "p1"
-    assert gate["payload"]["actions"] == of_type(events, "data-plan")[0]["data"]["actions"]
-    store_call = of_type(events, "tool-invocation", toolName="storePlan", state="call")[0]
-    assert gate["correlationId"] == store_call["toolInvocationId"]
+    actions = planned(events)
+    assert gate["data"] == {
+        "id": f"appr:t/run-1/{execute_call['toolInvocationId']}",
+        "kind": "plan",
+        "target": "p1",
+        "payload": {
+            "planId": "p1",
+            "specName": "restock",
+            "status": "pending_approval",
+            "actions": actions,
+            "context": {"reason": "below reorder point"},
+        },
+        "resourceId": "acme",
+        "threadId": "t",
+        "correlationId": "p1",
+        "expiresAt": None,
+        "agent": "executor",
+    }
     (decision,) = of_type(events, "approval-decision")
-    assert decision["approver"] == "alice"
-    # The gate shows between draft and the decision; the result follows the approval.
-    assert events.index(of_type(events, "plan-status-change", to="pending_approval")[0]) < (
-        events.index(gate)
-    )
-    assert result_of(events, "storePlan") == {"planId": "p1", "status": "approved"}
-    assert result_of(events, "executePlan") == {
+    assert decision["data"] == {
+        "id": gate["data"]["id"],
+        "outcome": {"outcome": "approve"},
+        "approver": "alice",
+    }
+    # The gate opens on the executor's call, shows after pending_approval, and the plan
+    # runs only after the decision.
+    (execute_result,) = of_type(events, "tool-invocation", toolName="executePlan", state="result")
+    order = [
+        events.index(execute_call),
+        events.index(of_type(events, "plan-status-change", to="pending_approval")[0]),
+        events.index(gate),
+        events.index(decision),
+        events.index(of_type(events, "plan-status-change", to="approved")[0]),
+        events.index(of_type(events, "plan-status-change", to="executing")[0]),
+        events.index(of_type(events, "plan-status-change", to="executed")[0]),
+        events.index(execute_result),
+    ]
+    assert order == sorted(order)
+    # The dispatcher's own answer, with the plan's actions, its id and its new status.
+    assert execute_result["result"] == {
+        "entitiesAffected": 2,
+        "summary": "ordered",
+        "details": {"po": 7, "resolvedActions": actions},
         "planId": "p1",
         "status": "executed",
-        "result": {"entitiesAffected": 2, "summary": "ordered", "details": {"po": 7}},
     }
+    assert result_of(events, "getPlan")["status"] == "executed"
     assert len(dispatched) == 1
-    assert events[-1]["finishReason"] == "stop"
+    assert finish(events)["finishReason"] == "stop"
 
 
+@WAITING
 @pytest.mark.parametrize("outcome", ["reject", "revise"])
 async def test_reject_and_revise_send_the_plan_back_to_draft(
-    open_shop: Callable[..., Runtime], dispatched: Dispatched, outcome: str
+    open_shop: Callable[..., Runtime], dispatched: Dispatched, outcome: str, waiting: bool
 ) -> None:
     runtime = open_shop()
-    handle = handle_of(runtime)
+    handle = await handle_of(runtime)
 
     events = await run(
         runtime,
-        conversation(
-            ask("planner", store("p1", body(handle))),
-            ask("executor", execute("p1"), ("getPlan", {"planId": "p1"})),
-        ),
+        store_then_execute(handle, get("p1")),
         outcome=outcome,
+        waiting=waiting,
         feedback="order 20, not 50",
         partial={"quantity": 20},
     )
@@ -394,18 +523,52 @@ async def test_reject_and_revise_send_the_plan_back_to_draft(
         ("draft", "pending_approval"),
         ("pending_approval", "draft"),
     ]
-    stored = result_of(events, "storePlan")
+    assert result_of(events, "storePlan") == {"planId": "p1", "status": "draft"}
+    (executed,) = of_type(events, "tool-invocation", toolName="executePlan", state="result")
     if outcome == "revise":
-        assert stored["should_revise"] is True
-        assert stored["partial"] == {"quantity": 20}
+        assert not executed.get("isError")
+        assert executed["result"] == {
+            "rejected": True,
+            "should_revise": True,
+            "plan_id": "p1",
+            "partial": {"quantity": 20},
+            "feedback": "order 20, not 50",
+            "status": "draft",
+        }
     else:
-        assert stored["error"]["code"] == "PLAN_REJECTED"
-        assert "order 20, not 50" in stored["error"]["message"]
-    executed = result_of(events, "executePlan")
-    assert executed["error"]["code"] == "PLAN_INVALID_TRANSITION"
-    assert "draft" in executed["error"]["message"]
+        assert executed["isError"] is True
+        assert executed["result"] == {
+            "error": {"message": "Plan p1 rejected: order 20, not 50", "code": "PLAN_REJECTED"}
+        }
     assert result_of(events, "getPlan")["status"] == "draft"
     assert dispatched == []
+    assert finish(events)["finishReason"] == "stop"
+
+
+async def test_a_plan_sent_back_to_draft_goes_through_the_gate_again(
+    open_shop: Callable[..., Runtime], dispatched: Dispatched
+) -> None:
+    runtime = open_shop()
+    handle = await handle_of(runtime)
+
+    events = await run(
+        runtime, store_then_execute(handle, execute("p1")), outcome=["reject", "approve"]
+    )
+
+    first, second = of_type(events, "approval-required")
+    assert first["data"]["id"] != second["data"]["id"]
+    assert first["data"]["target"] == second["data"]["target"] == "p1"
+    assert moves(events) == [
+        (None, "draft"),
+        ("draft", "pending_approval"),
+        ("pending_approval", "draft"),
+        *APPROVED,
+        *EXECUTED,
+    ]
+    rejected, ran = results_of(events, "executePlan")
+    assert rejected["error"]["code"] == "PLAN_REJECTED"
+    assert ran["status"] == "executed"
+    assert len(dispatched) == 1
 
 
 async def test_execute_plan_of_an_unknown_plan_is_a_tool_error(
@@ -414,52 +577,154 @@ async def test_execute_plan_of_an_unknown_plan_is_a_tool_error(
     events = await run(open_shop(), conversation(ask("executor", execute("nope"))))
 
     assert result_of(events, "executePlan")["error"]["code"] == "PLAN_NOT_FOUND"
+    assert of_type(events, "approval-required") == []
     assert dispatched == []
 
 
-# Each level of the plans channel set against the one below it.
+# Each level of the plans channel set against the one below it. The gate is the executing
+# agent's: the planner's rule has no say.
 PLAN_LEVELS = {
     "policy floor gates": ({}, True),
     "policy floor runs": ({"approval_policies": ApprovalPolicies(plans="never")}, False),
-    "agent over policy": ({"planner_approval": {"plans": "never"}}, False),
+    "agent over policy": ({"executor_approval": {"plans": "never"}}, False),
     "agent default inherits": (
-        {"approval_policies": ApprovalPolicies(plans="never"), "planner_approval": "default"},
+        {"approval_policies": ApprovalPolicies(plans="never"), "executor_approval": "default"},
         False,
     ),
     "agent gates over policy": (
-        {"approval_policies": ApprovalPolicies(plans="never"), "planner_approval": "always"},
+        {"approval_policies": ApprovalPolicies(plans="never"), "executor_approval": "always"},
         True,
     ),
     "override over agent": (
         {
-            "planner_approval": {"plans": "always"},
-            "approval_overrides": ApprovalOverrides(agents={"planner": {"plans": "never"}}),
+            "executor_approval": {"plans": "always"},
+            "approval_overrides": ApprovalOverrides(agents={"executor": {"plans": "never"}}),
         },
         False,
     ),
-    "predicate over the body": (
-        {
-            "approval_policies": ApprovalPolicies(
-                plans=lambda args, ctx: len(args["body"]["actions"]) > 1
-            )
-        },
+    "planner's never is not the gate's": ({"planner_approval": {"plans": "never"}}, True),
+    "planner's always is not the gate's": (
+        {"approval_policies": ApprovalPolicies(plans="never"), "planner_approval": "always"},
+        False,
+    ),
+    "predicate gates": (
+        {"approval_policies": ApprovalPolicies(plans=lambda args, ctx: args["planId"] == "p1")},
         True,
+    ),
+    "predicate lets through": (
+        {"approval_policies": ApprovalPolicies(plans=lambda args, ctx: args["planId"] != "p1")},
+        False,
     ),
 }
 
 
 @pytest.mark.parametrize(("options", "gated"), PLAN_LEVELS.values(), ids=PLAN_LEVELS.keys())
-async def test_the_plans_channel_follows_the_most_specific_rule(
-    open_shop: Callable[..., Runtime], options: dict[str, Any], gated: bool
+async def test_the_plans_channel_follows_the_executors_most_specific_rule(
+    open_shop: Callable[..., Runtime], dispatched: Dispatched, options: dict[str, Any], gated: bool
 ) -> None:
     runtime = open_shop(**options)
 
-    events = await run(runtime, conversation(ask("planner", store("p1", body(handle_of(runtime))))))
+    events = await run(runtime, store_then_execute(await handle_of(runtime)))
 
     assert bool(of_type(events, "approval-required")) is gated
-    expected = [(None, "draft"), ("draft", "pending_approval"), ("pending_approval", "approved")]
-    assert moves(events) == (expected if gated else [(None, "draft"), ("draft", "approved")])
-    assert result_of(events, "storePlan") == {"planId": "p1", "status": "approved"}
+    # Without a gate the plan is approved at once: draft -> approved -> executing.
+    approval = APPROVED if gated else [("draft", "approved")]
+    assert moves(events) == [(None, "draft"), *approval, *EXECUTED]
+    assert result_of(events, "storePlan") == {"planId": "p1", "status": "draft"}
+    assert result_of(events, "executePlan")["status"] == "executed"
+    assert len(dispatched) == 1
+
+
+async def test_a_plans_predicate_is_asked_about_the_plan(
+    open_shop: Callable[..., Runtime],
+) -> None:
+    seen: list[tuple[Any, Any]] = []
+
+    def record(args: Any, ctx: Any) -> bool:
+        seen.append((args, ctx))
+        return False
+
+    runtime = open_shop(approval_policies=ApprovalPolicies(plans=record))
+
+    await run(runtime, store_then_execute(await handle_of(runtime)))
+
+    ((args, ctx),) = seen  # once, at executePlan; storing asks nothing
+    assert args["planId"] == "p1"
+    # The seed's {kind, target, tenant}, as the gate's approval-required would name them.
+    assert (ctx["kind"], ctx["target"], ctx["tenant"]) == ("plan", "p1", "acme")
+    assert (ctx["agent"], ctx["thread_id"]) == ("executor", "t")
+
+
+async def test_a_plan_gate_nobody_decides_is_rejected_at_its_deadline(
+    open_shop: Callable[..., Runtime], dispatched: Dispatched
+) -> None:
+    runtime = open_shop(executor_timeout=0.05)
+    handle = await handle_of(runtime)
+    started = time.time_ns() // 1_000_000
+
+    # Nobody decides: the stream must end by itself.
+    events = await drain(runtime.query(store_then_execute(handle, get("p1")), "t"))
+
+    (gate,) = of_type(events, "approval-required")
+    assert gate["data"]["expiresAt"] >= started + 50
+    (decision,) = of_type(events, "approval-decision")
+    assert decision["data"] == {
+        "id": gate["data"]["id"],
+        "outcome": {"outcome": "reject"},
+        "feedback": DEADLINE_FEEDBACK,
+        "reason": "timeout",
+    }
+    assert moves(events) == [
+        (None, "draft"),
+        ("draft", "pending_approval"),
+        ("pending_approval", "draft"),
+    ]
+    assert result_of(events, "executePlan") == {
+        "error": {"message": f"Plan p1 rejected: {DEADLINE_FEEDBACK}", "code": "PLAN_REJECTED"}
+    }
+    assert result_of(events, "getPlan")["status"] == "draft"
+    assert dispatched == []
+    with pytest.raises(ApprovalAlreadyResolvedError):
+        await runtime.respond_to_approval(gate["data"]["id"], "approve")
+
+
+async def test_a_plan_paused_at_its_gate_is_decided_by_another_runtime_on_the_log(
+    tmp_path: Path,
+    open_shop: Callable[..., Runtime],
+    dispatched: Dispatched,
+) -> None:
+    first = open_shop(log_path=tmp_path)
+    handle = await handle_of(first)
+    before: list[Event] = []
+    async for event in first.query(store_then_execute(handle), "t"):
+        before.append(event)
+        if event["type"] == "approval-required":
+            break  # leaves the run paused at the gate, in the log
+    check_stream(before, complete=False)
+    gate = before[-1]["data"]
+    first.close()
+    second = open_shop(log_path=tmp_path)
+    assert second.replay("t").status == "awaiting-approval"
+    assert dispatched == []
+
+    stream = await second.respond_to_approval(gate["id"], "approve", approver="alice")
+
+    assert isinstance(stream, EventStream)  # no stream here waits: the rest of the run
+    events = await drain(stream, after=before)
+    assert events[0] == {
+        "type": "approval-decision",
+        "data": {"id": gate["id"], "outcome": {"outcome": "approve"}, "approver": "alice"},
+    }
+    assert moves(events) == [("pending_approval", "approved"), *EXECUTED]
+    # The dispatcher ran here, with the references from the store under log_path.
+    ((actions, ctx),) = dispatched
+    assert actions == gate["payload"]["actions"]
+    assert ctx["resolved_refs"] == {"product_set": {handle["id"]: STOCK}}
+    assert result_of(events, "executePlan")["status"] == "executed"
+    assert finish(events)["finishReason"] == "stop"
+    # The first decision wins.
+    with pytest.raises(ApprovalAlreadyResolvedError):
+        await second.respond_to_approval(gate["id"], "reject", approver="mallory")
 
 
 # --- the action dispatcher ------------------------------------------------------------------
@@ -483,25 +748,23 @@ async def test_the_dispatcher_gets_every_action_and_the_hydrated_references(
             dispatched.append((actions, ctx))
 
     runtime = open_shop(dispatcher=dispatcher, log_path=tmp_path)
-    handle = handle_of(runtime)
+    handle = await handle_of(runtime)
 
-    events = await run(
-        runtime,
-        conversation(ask("planner", store("p1", body(handle))), ask("executor", execute("p1"))),
-    )
+    events = await run(runtime, store_then_execute(handle))
 
     ((actions, ctx),) = dispatched
     assert [action["kind"] for action in actions] == ["reorder_products", "hold_inventory"]
-    assert actions == of_type(events, "data-plan")[0]["data"]["actions"]
+    assert actions == planned(events)
     assert ctx["resolved_refs"] == {"product_set": {handle["id"]: STOCK}}
     assert (ctx["plan_id"], ctx["spec_name"]) == ("p1", "restock")
     assert ctx["context"] == {"reason": "below reorder point"}
     assert ctx["thread_id"] == "t"
-    # None is a fine answer: executed, with no result.
+    # None is a fine answer: executed, an empty result.
     assert result_of(events, "executePlan") == {
+        "entitiesAffected": 0,
+        "details": {"resolvedActions": actions},
         "planId": "p1",
         "status": "executed",
-        "result": None,
     }
     # The model and the run log only ever had the handle.
     log = (tmp_path / "acme" / "t.jsonl").read_bytes()
@@ -527,18 +790,15 @@ async def test_any_other_dispatcher_answer_fails_the_plan(
     open_shop: Callable[..., Runtime], answer: Any
 ) -> None:
     runtime = open_shop(dispatcher=lambda actions, ctx: answer)
-    handle = handle_of(runtime)
+    handle = await handle_of(runtime)
 
-    events = await run(
-        runtime,
-        conversation(ask("planner", store("p1", body(handle))), ask("executor", execute("p1"))),
-    )
+    events = await run(runtime, store_then_execute(handle))
 
     assert moves(events)[-2:] == [("approved", "executing"), ("executing", "failed")]
     error = result_of(events, "executePlan")["error"]
     assert error["code"] == "PLAN_FAILED"
     assert "must return None or {entitiesAffected: int >= 0" in error["message"]
-    assert events[-1]["finishReason"] == "stop"  # the model sees the failure; the run goes on
+    assert finish(events)["finishReason"] == "stop"  # the model sees the failure; the run goes on
 
 
 def raising(actions: list[dict[str, Any]], ctx: dict[str, Any]) -> None:
@@ -562,15 +822,9 @@ async def test_a_failing_or_missing_dispatcher_fails_the_plan_clearly(
     open_shop: Callable[..., Runtime], dispatcher: Any, says: str
 ) -> None:
     runtime = open_shop(dispatcher=dispatcher)
-    handle = handle_of(runtime)
+    handle = await handle_of(runtime)
 
-    events = await run(
-        runtime,
-        conversation(
-            ask("planner", store("p1", body(handle))),
-            ask("executor", execute("p1"), ("getPlan", {"planId": "p1"})),
-        ),
-    )
+    events = await run(runtime, store_then_execute(handle, get("p1")))
 
     assert moves(events)[-1] == ("executing", "failed")
     error = result_of(events, "executePlan")["error"]
@@ -585,10 +839,7 @@ async def test_a_plan_citing_a_reference_that_is_gone_fails_before_any_action_ru
     runtime = open_shop()
     missing = {"kind": "product_set", "id": "ref_" + "0" * 32}
 
-    events = await run(
-        runtime,
-        conversation(ask("planner", store("p1", body(missing))), ask("executor", execute("p1"))),
-    )
+    events = await run(runtime, store_then_execute(missing))
 
     assert moves(events)[-1] == ("executing", "failed")
     error = result_of(events, "executePlan")["error"]

@@ -16,13 +16,14 @@ from typing import Any
 
 import pydantic
 import pytest
-from streams import drain, of_type
+from streams import drain, finish, of_type
 
 from flowai_harness import (
     Runtime,
     RuntimeSpec,
     define_coordinator,
     define_executor,
+    define_plan,
     define_reference,
     define_runtime,
     define_specialist,
@@ -56,6 +57,15 @@ PRODUCTS = define_reference(
 )
 # A JSON Schema kind with the default glimpse.
 NOTES = define_reference("notes", {"type": "array", "items": {"type": "string"}})
+# The executor's plan kind (an executor needs one; these tests store no plan).
+RECOUNT = define_plan(
+    "recount",
+    {
+        "type": "object",
+        "properties": {"actions": {"type": "array", "items": {"type": "object"}}},
+        "required": ["actions"],
+    },
+)
 
 
 @define_tool("find_products", {"warehouse": str}, description="Low-stock products, as a reference.")
@@ -74,7 +84,10 @@ def make_spec(tenant: str = "acme") -> RuntimeSpec:
         (tenant, "v1"),
         agents=[
             define_coordinator(
-                "boss", model="claude-sonnet-4-6", prompt="Route.", routes=["clerk", "executor"]
+                "boss",
+                model="claude-sonnet-4-6",
+                prompt="Route.",
+                routes=["clerk", "executor", "auditor"],
             ),
             define_specialist(
                 "clerk",
@@ -82,7 +95,14 @@ def make_spec(tenant: str = "acme") -> RuntimeSpec:
                 prompt="You look up stock.",
                 tools=[find_products, count_products],
             ),
-            define_executor("executor", model="claude-haiku-4-5", prompt="Execute."),
+            define_executor("executor", model="claude-haiku-4-5", prompt="Execute.", plan=RECOUNT),
+            # A specialist has no role tools; the references toolkit gives it the two.
+            define_specialist(
+                "auditor",
+                model="claude-haiku-4-5",
+                prompt="You check references.",
+                toolkits=["references"],
+            ),
         ],
         providers={"anthropic": {}},
         references=[PRODUCTS, NOTES],
@@ -108,65 +128,66 @@ def result_of(events: list[Event], tool: str) -> Any:
 # --- the runtime's API ----------------------------------------------------------------------
 
 
-def test_create_resolve_and_glimpse(open_shop: Callable[..., Runtime]) -> None:
+async def test_create_resolve_and_glimpse(open_shop: Callable[..., Runtime]) -> None:
     runtime = open_shop()
 
-    handle = runtime.create_reference(PRODUCTS, STOCK)
+    handle = await runtime.create_reference(PRODUCTS, STOCK)
 
     assert handle == {"kind": "product_set", "id": handle["id"], "glimpse": {"count": 2}}
     assert re.fullmatch(r"ref_[0-9a-f]{32}", handle["id"])
-    assert runtime.resolve_reference(handle) == STOCK
-    assert runtime.reference_glimpse(handle) == {"count": 2}
+    assert await runtime.resolve_reference(handle) == STOCK
+    assert await runtime.reference_glimpse(handle) == {"count": 2}
     # A bare id or a handle without its glimpse reads the same.
-    assert runtime.resolve_reference(handle["id"]) == STOCK
-    assert runtime.resolve_reference({"kind": "product_set", "id": handle["id"]}) == STOCK
+    assert await runtime.resolve_reference(handle["id"]) == STOCK
+    assert await runtime.resolve_reference({"kind": "product_set", "id": handle["id"]}) == STOCK
 
 
-def test_kinds_by_name_default_and_given_glimpses(open_shop: Callable[..., Runtime]) -> None:
+async def test_kinds_by_name_default_and_given_glimpses(open_shop: Callable[..., Runtime]) -> None:
     runtime = open_shop()
 
-    notes = runtime.create_reference("notes", ["a", "b", "c", "d"])
-    given = runtime.create_reference("notes", ["x"], glimpse="one note")
+    notes = await runtime.create_reference("notes", ["a", "b", "c", "d"])
+    given = await runtime.create_reference("notes", ["x"], glimpse="one note")
 
     assert notes["glimpse"] == {"count": 4, "sample": ["a", "b", "c"]}
-    assert runtime.reference_glimpse(notes) == notes["glimpse"]
+    assert await runtime.reference_glimpse(notes) == notes["glimpse"]
     assert given["glimpse"] == "one note"
-    assert runtime.resolve_reference(given) == ["x"]
+    assert await runtime.resolve_reference(given) == ["x"]
 
 
-def test_ids_are_content_addresses(open_shop: Callable[..., Runtime]) -> None:
+async def test_ids_are_content_addresses(open_shop: Callable[..., Runtime]) -> None:
     runtime = open_shop()
     reordered = [{"on_hand": p["on_hand"], "name": p["name"], "sku": p["sku"]} for p in STOCK]
 
-    first = runtime.create_reference(PRODUCTS, STOCK)
+    first = await runtime.create_reference(PRODUCTS, STOCK)
 
-    assert runtime.create_reference(PRODUCTS, reordered)["id"] == first["id"]
-    assert runtime.create_reference(PRODUCTS, [Product(**p) for p in STOCK])["id"] == first["id"]
-    assert runtime.create_reference(PRODUCTS, STOCK[:1])["id"] != first["id"]
+    assert (await runtime.create_reference(PRODUCTS, reordered))["id"] == first["id"]
+    as_models = [Product(**p) for p in STOCK]
+    assert (await runtime.create_reference(PRODUCTS, as_models))["id"] == first["id"]
+    assert (await runtime.create_reference(PRODUCTS, STOCK[:1]))["id"] != first["id"]
     # Another runtime of the tenant names the same value the same way.
-    assert open_shop().create_reference(PRODUCTS, STOCK)["id"] == first["id"]
+    assert (await open_shop().create_reference(PRODUCTS, STOCK))["id"] == first["id"]
 
 
 @pytest.mark.parametrize("on_disk", [True, False], ids=["log_path", "memory"])
-def test_references_are_per_tenant(
+async def test_references_are_per_tenant(
     tmp_path: Path, open_shop: Callable[..., Runtime], on_disk: bool
 ) -> None:
     log_path = tmp_path if on_disk else None
     acme, globex = open_shop(log_path), open_shop(log_path, tenant="globex")
-    handle = acme.create_reference(PRODUCTS, STOCK)
+    handle = await acme.create_reference(PRODUCTS, STOCK)
     unknown = {"kind": "product_set", "id": "ref_" + "f" * 32}
 
     with pytest.raises(ReferenceNotFoundError) as theirs:
-        globex.resolve_reference(handle)
+        await globex.resolve_reference(handle)
     with pytest.raises(ReferenceNotFoundError) as nobodys:
-        globex.resolve_reference(unknown)
+        await globex.resolve_reference(unknown)
     with pytest.raises(ReferenceNotFoundError):
-        globex.reference_glimpse(handle)
+        await globex.reference_glimpse(handle)
 
     # Another tenant's id reads exactly like an unknown one.
     assert str(theirs.value).replace(handle["id"], unknown["id"]) == str(nobodys.value)
-    assert globex.create_reference(PRODUCTS, STOCK)["id"] != handle["id"]
-    assert acme.resolve_reference(handle) == STOCK
+    assert (await globex.create_reference(PRODUCTS, STOCK))["id"] != handle["id"]
+    assert await acme.resolve_reference(handle) == STOCK
 
 
 @pytest.mark.parametrize(
@@ -180,28 +201,28 @@ def test_references_are_per_tenant(
         42,
     ],
 )
-def test_unknown_or_malformed_refs_are_not_found(
+async def test_unknown_or_malformed_refs_are_not_found(
     tmp_path: Path, open_shop: Callable[..., Runtime], ref: Any
 ) -> None:
     runtime = open_shop(tmp_path)
 
     with pytest.raises(ReferenceNotFoundError) as caught:
-        runtime.resolve_reference(ref)
+        await runtime.resolve_reference(ref)
 
     assert isinstance(caught.value, LookupError)
     assert caught.value.code == "REFERENCE_NOT_FOUND"
 
 
-def test_a_handle_of_another_kind_is_not_found(open_shop: Callable[..., Runtime]) -> None:
+async def test_a_handle_of_another_kind_is_not_found(open_shop: Callable[..., Runtime]) -> None:
     runtime = open_shop()
-    handle = runtime.create_reference(PRODUCTS, STOCK)
+    handle = await runtime.create_reference(PRODUCTS, STOCK)
 
     with pytest.raises(ReferenceNotFoundError):
-        runtime.resolve_reference({"kind": "notes", "id": handle["id"]})
+        await runtime.resolve_reference({"kind": "notes", "id": handle["id"]})
 
 
 @pytest.mark.parametrize("on_disk", [True, False], ids=["log_path", "memory"])
-def test_references_expire_after_their_ttl(
+async def test_references_expire_after_their_ttl(
     tmp_path: Path,
     open_shop: Callable[..., Runtime],
     monkeypatch: pytest.MonkeyPatch,
@@ -211,22 +232,22 @@ def test_references_expire_after_their_ttl(
     # The stores read the clock through this function; the runtime builds them with it.
     monkeypatch.setattr(references_module, "_wall_clock_ms", lambda: now[0])
     runtime = open_shop(tmp_path if on_disk else None)
-    handle = runtime.create_reference(PRODUCTS, STOCK)
-    notes = runtime.create_reference(NOTES, ["kept"])  # no ttl
+    handle = await runtime.create_reference(PRODUCTS, STOCK)
+    notes = await runtime.create_reference(NOTES, ["kept"])  # no ttl
 
     now[0] += PRODUCTS.ttl_ms - 1
-    assert runtime.resolve_reference(handle) == STOCK
+    assert await runtime.resolve_reference(handle) == STOCK
     now[0] += 1
 
     with pytest.raises(ReferenceNotFoundError, match="expired"):
-        runtime.resolve_reference(handle)
+        await runtime.resolve_reference(handle)
     with pytest.raises(ReferenceNotFoundError):
-        runtime.reference_glimpse(handle)
+        await runtime.reference_glimpse(handle)
     now[0] += 10**9
-    assert runtime.resolve_reference(notes) == ["kept"]
+    assert await runtime.resolve_reference(notes) == ["kept"]
     # Creating it again starts a new time to live, under the same id.
-    assert runtime.create_reference(PRODUCTS, STOCK)["id"] == handle["id"]
-    assert runtime.resolve_reference(handle) == STOCK
+    assert (await runtime.create_reference(PRODUCTS, STOCK))["id"] == handle["id"]
+    assert await runtime.resolve_reference(handle) == STOCK
 
 
 @pytest.mark.parametrize(
@@ -240,13 +261,13 @@ def test_references_expire_after_their_ttl(
         (NOTES, [object()]),
     ],
 )
-def test_values_are_checked_against_the_kinds_schema(
+async def test_values_are_checked_against_the_kinds_schema(
     tmp_path: Path, open_shop: Callable[..., Runtime], kind: Any, value: Any
 ) -> None:
     runtime = open_shop(tmp_path)
 
     with pytest.raises(ReferenceValidationError, match=f"reference '{kind.name}'") as caught:
-        runtime.create_reference(kind, value)
+        await runtime.create_reference(kind, value)
 
     assert isinstance(caught.value, InvalidInputError)
     assert not (tmp_path / "acme" / "refs").exists()  # nothing kept
@@ -255,27 +276,27 @@ def test_values_are_checked_against_the_kinds_schema(
 @pytest.mark.parametrize(
     "kind", ["orders", define_reference("product_set", list[str])], ids=["unknown", "redefined"]
 )
-def test_only_the_runtimes_declared_kinds_are_accepted(
+async def test_only_the_runtimes_declared_kinds_are_accepted(
     open_shop: Callable[..., Runtime], kind: Any
 ) -> None:
     with pytest.raises(UnknownReferenceKindError, match="not declared by this runtime"):
-        open_shop().create_reference(kind, ["x"])
+        await open_shop().create_reference(kind, ["x"])
 
 
 # --- payloads on disk, out of the log -------------------------------------------------------
 
 
-def test_payloads_live_under_log_path_and_another_runtime_resolves_them(
+async def test_payloads_live_under_log_path_and_another_runtime_resolves_them(
     tmp_path: Path, open_shop: Callable[..., Runtime]
 ) -> None:
-    handle = open_shop(tmp_path).create_reference(PRODUCTS, STOCK)
+    handle = await open_shop(tmp_path).create_reference(PRODUCTS, STOCK)
 
     stored = tmp_path / "acme" / "refs" / f"{handle['id']}.json"
     assert stored.exists()
-    assert open_shop(tmp_path).resolve_reference(handle) == STOCK
-    assert open_shop(tmp_path).reference_glimpse(handle) == {"count": 2}
+    assert await open_shop(tmp_path).resolve_reference(handle) == STOCK
+    assert await open_shop(tmp_path).reference_glimpse(handle) == {"count": 2}
     with pytest.raises(ReferenceNotFoundError):
-        open_shop().resolve_reference(handle)  # in memory: another store
+        await open_shop().resolve_reference(handle)  # in memory: another store
 
 
 async def test_tools_create_and_resolve_through_ctx_and_the_log_holds_only_handles(
@@ -293,8 +314,8 @@ async def test_tools_create_and_resolve_through_ctx_and_the_log_holds_only_handl
 
     assert handle == {"kind": "product_set", "id": handle["id"], "glimpse": {"count": 2}}
     assert result_of(counted, "count_products") == [{"count": 2}]
-    assert runtime.resolve_reference(handle) == STOCK
-    assert handle["id"] == runtime.create_reference(PRODUCTS, STOCK)["id"]
+    assert await runtime.resolve_reference(handle) == STOCK
+    assert handle["id"] == (await runtime.create_reference(PRODUCTS, STOCK))["id"]
     log = (tmp_path / "acme" / "t.jsonl").read_bytes()
     assert handle["id"].encode() in log
     assert b'"glimpse":{"count":2}' in log
@@ -307,7 +328,7 @@ async def test_the_executor_resolves_and_glimpses_from_the_store(
     open_shop: Callable[..., Runtime],
 ) -> None:
     runtime = open_shop()
-    handle = runtime.create_reference(PRODUCTS, STOCK)
+    handle = await runtime.create_reference(PRODUCTS, STOCK)
     missing = {"kind": "product_set", "id": "ref_" + "0" * 32}
     nested = tool_script(
         ("glimpseRef", {"ref": handle}),
@@ -323,4 +344,25 @@ async def test_the_executor_resolves_and_glimpses_from_the_store(
     assert found == STOCK
     assert not_found["error"]["code"] == "REFERENCE_NOT_FOUND"
     assert missing["id"] in not_found["error"]["message"]
-    assert events[-1]["finishReason"] == "stop"
+    assert finish(events)["finishReason"] == "stop"
+
+
+@pytest.mark.parametrize(
+    ("agent", "allowed"), [("auditor", True), ("clerk", False)], ids=["toolkit", "no toolkit"]
+)
+async def test_the_references_toolkit_gives_other_agents_the_reference_tools(
+    open_shop: Callable[..., Runtime], agent: str, allowed: bool
+) -> None:
+    runtime = open_shop()
+    handle = await runtime.create_reference(PRODUCTS, STOCK)
+    nested = tool_script(("glimpseRef", {"ref": handle}), ("resolveRef", {"ref": handle}))
+    prompt = json.dumps({"tool": "call_agent", "args": {"agent": agent, "prompt": nested}})
+
+    events = await drain(runtime.query(prompt, "t"))
+
+    results = result_of(events, "glimpseRef") + result_of(events, "resolveRef")
+    if allowed:
+        assert results == [{"count": 2}, STOCK]
+    else:
+        assert [r["error"]["code"] for r in results] == ["TOOL_NOT_ALLOWED_FOR_ROLE"] * 2
+        assert all(SECRET not in json.dumps(r) for r in results)

@@ -280,12 +280,25 @@ impl Decider<'_, '_> {
         let pending = self.pending();
         let run_id = self.thread.run_id().unwrap_or_default();
         let id = ids::check_id(&self.thread.tenant, &self.thread.id, run_id, &pending.id);
+        // A plan gate's predicate is asked about the plan (kind `plan`, target its id, the
+        // plan itself as args), as the human at that gate would be.
+        let plan = (pending.tool == EXECUTE_PLAN).then(|| self.plan_args().plan_id);
+        let (kind, target, args) = match plan.and_then(|id| Some((self.plan_json(&id)?, id))) {
+            Some((plan, plan_id)) => ("plan", plan_id, plan),
+            None => (
+                "tool",
+                pending.tool.clone(),
+                serde_json::from_str::<serde_json::Value>(pending.args.get()).unwrap_or_default(),
+            ),
+        };
         let payload = serde_json::json!({
             "check_id": id,
             "predicate": predicate,
+            "kind": kind,
+            "target": target,
             "tool": pending.tool,
             "agent": pending.agent,
-            "args": serde_json::from_str::<serde_json::Value>(pending.args.get()).unwrap_or_default(),
+            "args": args,
         });
         let causation = self.last_event_id();
         self.effect(

@@ -826,8 +826,10 @@ impl EntryRef<'_> {
                 match p.data {
                     // Format 2: the fields are under `data`.
                     Some(data) => {
-                        let nested: PayloadRef<'_> = serde_json::from_str(data.get())
-                            .map_err(|e| corrupt(format!("a `{kind}` event has a bad `data`: {e}")))?;
+                        let nested: PayloadRef<'_> =
+                            serde_json::from_str(data.get()).map_err(|e| {
+                                corrupt(format!("a `{kind}` event has a bad `data`: {e}"))
+                            })?;
                         flat_event(kind, &nested)?
                     }
                     None => flat_event(kind, p)?,
@@ -879,8 +881,7 @@ impl EntryRef<'_> {
 }
 
 fn parse_stop(word: &str) -> Result<StopReason> {
-    serde_json::from_value(word.into())
-        .map_err(|_| corrupt(format!("unknown stopReason `{word}`")))
+    serde_json::from_value(word.into()).map_err(|_| corrupt(format!("unknown stopReason `{word}`")))
 }
 
 /// A plan or approval event from its (top-level or nested) fields.
@@ -892,7 +893,8 @@ fn flat_event(kind: &str, f: &PayloadRef<'_>) -> Result<Event> {
     Ok(match kind {
         "plan-status-change" => {
             let status = |word: &str| {
-                PlanStatus::parse(word).ok_or_else(|| corrupt(format!("unknown plan status `{word}`")))
+                PlanStatus::parse(word)
+                    .ok_or_else(|| corrupt(format!("unknown plan status `{word}`")))
             };
             let to = status(need(f.to.as_deref(), kind, "to")?)?;
             Event::PlanStatusChange {

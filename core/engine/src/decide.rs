@@ -15,8 +15,10 @@ use serde_json::value::RawValue;
 
 use crate::codec::{encode_entry, write_json_str, Header};
 use crate::error::ErrorCode;
-use crate::event::{Block, Event, EventKind, FailureKind, FinishReason, ModelFailure,
-    ModelResponse, Recovery, StopReason, Usage};
+use crate::event::{
+    Block, Event, EventKind, FailureKind, FinishReason, ModelFailure, ModelResponse, Recovery,
+    StopReason, Usage,
+};
 use crate::ids;
 use crate::inputs::{MODEL_REQUEST, TOOL_INVOCATION};
 use crate::interpreter::{Answer, Interpreter, Turn};
@@ -171,7 +173,11 @@ impl Decider<'_, '_> {
                 return;
             }
             let first = self.spec.chain(agent)[0].clone();
-            self.request_model(1, first.provider.as_deref().unwrap_or_default(), &first.model);
+            self.request_model(
+                1,
+                first.provider.as_deref().unwrap_or_default(),
+                &first.model,
+            );
         }
     }
 
@@ -190,13 +196,8 @@ impl Decider<'_, '_> {
             _ => run.model_turns + 1,
         };
         let run_id = run.id.clone();
-        let request_id = ids::model_request_id(
-            &self.thread.tenant,
-            &self.thread.id,
-            &run_id,
-            turn,
-            attempt,
-        );
+        let request_id =
+            ids::model_request_id(&self.thread.tenant, &self.thread.id, &run_id, turn, attempt);
         self.emit(Event::StepStart {
             agent: agent_name.clone(),
             step,
@@ -284,13 +285,11 @@ impl Decider<'_, '_> {
                     text: text.clone(),
                     request_id: Some(response.request_id.clone()),
                 }),
-                Block::Reasoning { text, .. } if !text.is_empty() => {
-                    shown.push(Event::Reasoning {
-                        agent: response.agent.clone(),
-                        text: text.clone(),
-                        request_id: Some(response.request_id.clone()),
-                    })
-                }
+                Block::Reasoning { text, .. } if !text.is_empty() => shown.push(Event::Reasoning {
+                    agent: response.agent.clone(),
+                    text: text.clone(),
+                    request_id: Some(response.request_id.clone()),
+                }),
                 _ => {}
             }
         }
@@ -313,7 +312,8 @@ impl Decider<'_, '_> {
         let wait = run.model.as_ref().expect("a request is out").clone();
         let agent_name = run.frame().agent.clone();
         let agent = self.agent(&agent_name);
-        let recovery = model::recovery(self.spec, agent, &wait, kind, retry_after_ms, self.cause.ts);
+        let recovery =
+            model::recovery(self.spec, agent, &wait, kind, retry_after_ms, self.cause.ts);
         let request_id = match &wait.state {
             ModelState::Sent { request_id, .. } => request_id.clone(),
             _ => String::new(),
@@ -516,13 +516,15 @@ impl Decider<'_, '_> {
                 .expect("compiled spec: agent tools exist")
                 .input
         } else if crate::spec::is_builtin_tool(tool) {
+            let role = format!("{:?}", agent_spec.role).to_lowercase();
+            let offered = if builtins.is_empty() {
+                format!("a {role} has no built-in tools")
+            } else {
+                format!("its built-in tools are: {}", builtins.join(", "))
+            };
             return Some((
                 "TOOL_NOT_ALLOWED_FOR_ROLE",
-                format!(
-                    "`{tool}` is not available to a {:?} agent (`{agent}`); its built-in tools are: {}",
-                    agent_spec.role,
-                    builtins.join(", ")
-                ),
+                format!("`{tool}` is not available to {role} agent `{agent}`; {offered}"),
             ));
         } else {
             let mut available: Vec<&str> = agent_spec.tools.iter().map(String::as_str).collect();
@@ -715,7 +717,12 @@ impl Decider<'_, '_> {
 
     /// Cancel the run: `finish` (cancelled), then the wrapper's result.
     pub fn cancel(&mut self) {
-        let usage = self.thread.run.as_ref().map(|run| run.usage).unwrap_or_default();
+        let usage = self
+            .thread
+            .run
+            .as_ref()
+            .map(|run| run.usage)
+            .unwrap_or_default();
         self.emit(Event::Finish {
             reason: FinishReason::Cancelled,
             usage,

@@ -303,7 +303,10 @@ impl Engine {
         cause: &Cause<'_>,
         decide: impl FnOnce(&mut Decider<'_, '_>),
     ) {
-        let thread = self.threads.get_mut(thread_id).expect("checked by the caller");
+        let thread = self
+            .threads
+            .get_mut(thread_id)
+            .expect("checked by the caller");
         let mut d = Engine::decider(
             &self.spec,
             &self.interpreter,
@@ -320,7 +323,9 @@ impl Engine {
         self.threads.get(thread_id).ok_or_else(|| {
             EngineError::new(
                 ErrorCode::UnknownThread,
-                format!("{what} for unknown thread `{thread_id}`; its run log was never loaded here"),
+                format!(
+                    "{what} for unknown thread `{thread_id}`; its run log was never loaded here"
+                ),
             )
         })
     }
@@ -432,7 +437,9 @@ impl Engine {
             })
         });
         if outstanding.is_none() {
-            if thread.run.is_none() && !ids::belongs_to(&payload.invocation_id, &thread.tenant, &thread.id) {
+            if thread.run.is_none()
+                && !ids::belongs_to(&payload.invocation_id, &thread.tenant, &thread.id)
+            {
                 return Err(EngineError::new(
                     ErrorCode::NoActiveRun,
                     format!(
@@ -517,62 +524,64 @@ impl Engine {
             .response
             .as_ref()
             .and_then(|r| model::problem_with(&r.content, thread));
-        self.with_thread(&envelope.thread_id, cause, |d| match (payload.response, payload.failure) {
-            (Some(response), _) if problem.is_none() => {
-                let content = response
-                    .content
-                    .into_iter()
-                    .map(|block| match block {
-                        Block::ToolCall {
-                            id,
-                            name,
-                            args,
-                            args_error,
-                        } => Block::ToolCall {
-                            id,
-                            name,
-                            args: one_line(&args),
-                            args_error,
-                        },
-                        other => other,
-                    })
-                    .collect();
-                d.model_answered(ModelResponse {
-                    agent,
-                    request_id: payload.request_id,
-                    attempt,
-                    provider: response.provider,
-                    model: response.model,
-                    stop_reason: response.stop_reason,
-                    raw_stop_reason: response.raw_stop_reason,
-                    usage: Usage::from(&response.usage),
-                    latency_ms: response.latency_ms,
-                    ttft_ms: response.ttft_ms,
-                    content,
-                });
-            }
-            (Some(response), _) => d.model_failed(
-                FailureKind::BadResponse,
-                format!(
-                    "{} answered with content the engine cannot use: {}",
-                    response.model,
-                    problem.unwrap_or_default()
+        self.with_thread(&envelope.thread_id, cause, |d| {
+            match (payload.response, payload.failure) {
+                (Some(response), _) if problem.is_none() => {
+                    let content = response
+                        .content
+                        .into_iter()
+                        .map(|block| match block {
+                            Block::ToolCall {
+                                id,
+                                name,
+                                args,
+                                args_error,
+                            } => Block::ToolCall {
+                                id,
+                                name,
+                                args: one_line(&args),
+                                args_error,
+                            },
+                            other => other,
+                        })
+                        .collect();
+                    d.model_answered(ModelResponse {
+                        agent,
+                        request_id: payload.request_id,
+                        attempt,
+                        provider: response.provider,
+                        model: response.model,
+                        stop_reason: response.stop_reason,
+                        raw_stop_reason: response.raw_stop_reason,
+                        usage: Usage::from(&response.usage),
+                        latency_ms: response.latency_ms,
+                        ttft_ms: response.ttft_ms,
+                        content,
+                    });
+                }
+                (Some(response), _) => d.model_failed(
+                    FailureKind::BadResponse,
+                    format!(
+                        "{} answered with content the engine cannot use: {}",
+                        response.model,
+                        problem.unwrap_or_default()
+                    ),
+                    None,
+                    None,
+                    response.latency_ms,
                 ),
-                None,
-                None,
-                response.latency_ms,
-            ),
-            (None, Some(failure)) => {
-                let _ = &model;
-                d.model_failed(
-                    failure.kind,
-                    failure.message,
-                    failure.status,
-                    failure.retry_after_ms,
-                    failure.latency_ms.unwrap_or(0),
-                )
+                (None, Some(failure)) => {
+                    let _ = &model;
+                    d.model_failed(
+                        failure.kind,
+                        failure.message,
+                        failure.status,
+                        failure.retry_after_ms,
+                        failure.latency_ms.unwrap_or(0),
+                    )
+                }
+                (None, None) => unreachable!("checked: a result has a response or a failure"),
             }
-            (None, None) => unreachable!("checked: a result has a response or a failure"),
         });
         Ok(())
     }
@@ -699,7 +708,9 @@ impl Engine {
     /// When thread `thread_id` needs the time next (an approval's deadline, a model retry, a
     /// model request's timeout), in ms.
     pub fn deadline(&self, thread_id: &str) -> Option<i64> {
-        self.threads.get(thread_id).and_then(|t| self.deadline_of(t))
+        self.threads
+            .get(thread_id)
+            .and_then(|t| self.deadline_of(t))
     }
 
     fn deadline_of(&self, thread: &Thread) -> Option<i64> {
@@ -728,7 +739,11 @@ impl Engine {
         let mut due: Vec<(i64, &str)> = self
             .threads
             .values()
-            .filter_map(|t| self.deadline_of(t).filter(|at| *at <= now).map(|at| (at, t.id.as_str())))
+            .filter_map(|t| {
+                self.deadline_of(t)
+                    .filter(|at| *at <= now)
+                    .map(|at| (at, t.id.as_str()))
+            })
             .collect();
         due.sort_unstable();
         due.into_iter().map(|(_, id)| id).collect()

@@ -73,7 +73,10 @@ impl Serialize for Usage {
         out.serialize_field("completionTokens", &self.completion_tokens)?;
         out.serialize_field("totalTokens", &self.total())?;
         out.serialize_field("cacheReadInputTokens", &self.cache_read_input_tokens)?;
-        out.serialize_field("cacheCreationInputTokens", &self.cache_creation_input_tokens)?;
+        out.serialize_field(
+            "cacheCreationInputTokens",
+            &self.cache_creation_input_tokens,
+        )?;
         out.end()
     }
 }

@@ -59,8 +59,7 @@ pub fn malformed(message: String) -> EngineError {
 }
 
 fn read<'a, T: Deserialize<'a>>(payload: &'a RawValue, shape: &str) -> Result<T> {
-    serde_json::from_str(payload.get())
-        .map_err(|e| malformed(format!("a {shape}: {e}")))
+    serde_json::from_str(payload.get()).map_err(|e| malformed(format!("a {shape}: {e}")))
 }
 
 #[derive(Deserialize)]

@@ -49,10 +49,7 @@ pub enum Answer {
         usage: Usage,
     },
     /// The prompt cannot be followed; the run ends with this error.
-    Fail {
-        code: &'static str,
-        message: String,
-    },
+    Fail { code: &'static str, message: String },
 }
 
 /// A parsed scripted prompt, cached per frame.

@@ -103,7 +103,9 @@ pub fn request(spec: &Spec, agent: &AgentSpec, thread: &Thread, attempt: &Attemp
         tools: tools(spec, agent),
         max_tokens: agent.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
         temperature: agent.temperature,
-        thinking: agent.thinking_budget.map(|budget_tokens| Thinking { budget_tokens }),
+        thinking: agent
+            .thinking_budget
+            .map(|budget_tokens| Thinking { budget_tokens }),
         cache: agent.prompt_cache.unwrap_or(true),
     };
     serde_json::to_vec(&request).expect("requests always serialize")

@@ -448,7 +448,9 @@ pub fn is_builtin_tool(name: &str) -> bool {
 pub fn builtin_description(name: &str) -> &'static str {
     match name {
         CALL_AGENT => "Hand a task to another agent and get its answer.",
-        STORE_PLAN => "Store a plan (specName, planId, body) as a draft; it runs only through executePlan.",
+        STORE_PLAN => {
+            "Store a plan (specName, planId, body) as a draft; it runs only through executePlan."
+        }
         GET_PLAN => "Read a stored plan and its status (planId).",
         EXECUTE_PLAN => "Execute a stored plan (planId); it waits for approval if it needs one.",
         RESOLVE_REF => "Read the full value behind a reference handle (ref: {kind, id}).",
@@ -667,7 +669,12 @@ impl Spec {
         let mut agent_builtin_tools = Vec::with_capacity(doc.agents.len());
         let mut chains = Vec::with_capacity(doc.agents.len());
         for agent in &mut doc.agents {
-            let provider = resolve_provider(&agent.name, &agent.model, agent.provider.as_deref(), &doc.providers)?;
+            let provider = resolve_provider(
+                &agent.name,
+                &agent.model,
+                agent.provider.as_deref(),
+                &doc.providers,
+            )?;
             agent.provider = Some(provider.clone());
             let mut chain = vec![ModelRef {
                 model: agent.model.clone(),
@@ -766,7 +773,9 @@ impl Spec {
     }
 
     pub fn is_stateful(&self, agent: &AgentSpec) -> bool {
-        agent.stateful.unwrap_or_else(|| stateful_by_default(agent.role))
+        agent
+            .stateful
+            .unwrap_or_else(|| stateful_by_default(agent.role))
     }
 
     /// The retry policy of the agent's model calls.
@@ -1165,7 +1174,11 @@ mod tests {
         assert_eq!(provider_for_model("claude-haiku-4-5"), Some("anthropic"));
         assert_eq!(provider_for_model("gpt-4o"), Some("openai"));
         assert_eq!(provider_for_model("o3-mini"), Some("openai"));
-        assert_eq!(provider_for_model("llama-3"), Some("anthropic"), "the seed's default");
+        assert_eq!(
+            provider_for_model("llama-3"),
+            Some("anthropic"),
+            "the seed's default"
+        );
         assert_eq!(provider_for_model("us.anthropic.claude-x"), None);
         let mut explicit = agent("a", "specialist", "my-model", &[]);
         explicit["provider"] = json!("openai");

@@ -44,7 +44,11 @@ pub fn cost(run: &Run) -> Value {
         .iter()
         .map(|m| {
             total.add(m.usage);
-            let cost = if m.live { price(&m.model, m.usage) } else { Some(0.0) };
+            let cost = if m.live {
+                price(&m.model, m.usage)
+            } else {
+                Some(0.0)
+            };
             match cost {
                 Some(cost) => total_cost += cost,
                 None => {

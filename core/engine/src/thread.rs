@@ -498,7 +498,9 @@ impl Thread {
 
     fn check_request(&self, run: &Run, request_id: &str) -> Result<()> {
         match run.model.as_ref().map(|m| &m.state) {
-            Some(ModelState::Sent { request_id: out, .. }) if out == request_id => Ok(()),
+            Some(ModelState::Sent {
+                request_id: out, ..
+            }) if out == request_id => Ok(()),
             _ => Err(diverged(format!(
                 "thread `{}`: an answer to model request `{request_id}`, which is not out",
                 self.id

@@ -21,7 +21,12 @@ fn changes(out: &[Out]) -> Vec<(serde_json::Value, serde_json::Value)> {
     out.events()
         .iter()
         .filter(|o| o.label() == "plan-status-change")
-        .map(|o| (o.payload()["data"]["from"].clone(), o.payload()["data"]["to"].clone()))
+        .map(|o| {
+            (
+                o.payload()["data"]["from"].clone(),
+                o.payload()["data"]["to"].clone(),
+            )
+        })
         .collect()
 }
 
@@ -247,7 +252,10 @@ fn a_plan_is_stored_as_a_draft_then_gated_approved_and_executed_by_the_executor(
     assert_eq!(required["target"], "p1");
     assert_eq!(required["correlationId"], "p1");
     assert_eq!(required["payload"]["planId"], "p1");
-    assert!(out.effects().iter().all(|e| e.envelope["schema"] != "flowai.v1.PlanStep"));
+    assert!(out
+        .effects()
+        .iter()
+        .all(|e| e.envelope["schema"] != "flowai.v1.PlanStep"));
 
     let out = d.send(approval_decision("t", &approval_id("t", 2, 1), "approve"));
     assert_eq!(
@@ -275,7 +283,10 @@ fn a_plan_is_stored_as_a_draft_then_gated_approved_and_executed_by_the_executor(
     assert_eq!(result["summary"], "done");
     assert_eq!(result["status"], "executed");
     assert_eq!(
-        result["details"]["resolvedActions"].as_array().unwrap().len(),
+        result["details"]["resolvedActions"]
+            .as_array()
+            .unwrap()
+            .len(),
         2
     );
     assert_eq!(d.snapshot_json("t")["plans"][0]["status"], "executed");
@@ -302,14 +313,18 @@ fn an_executor_whose_plan_rule_is_never_runs_a_draft_without_a_gate() {
 #[test]
 fn display_aliases_label_the_status_changes() {
     let mut spec = plans_spec();
-    spec["plans"][0]["display_aliases"] = json!({"draft": "Proposed", "pending_approval": "Awaiting sign-off"});
+    spec["plans"][0]["display_aliases"] =
+        json!({"draft": "Proposed", "pending_approval": "Awaiting sign-off"});
     let mut d = Driver::new(engine(spec, scripted()));
     let out = planner(&mut d, "t", &[store_plan("p1")]);
     let data = &out.one("plan-status-change")["data"];
     assert_eq!(data["toAlias"], "Proposed");
     let out = executor(&mut d, "t", "p1");
     let data = &out.one("plan-status-change")["data"];
-    assert_eq!((&data["fromAlias"], &data["toAlias"]), (&json!("Proposed"), &json!("Awaiting sign-off")));
+    assert_eq!(
+        (&data["fromAlias"], &data["toAlias"]),
+        (&json!("Proposed"), &json!("Awaiting sign-off"))
+    );
 }
 
 #[test]
@@ -346,7 +361,10 @@ fn reject_and_revise_send_a_plan_back_to_draft() {
                 "Plan p1 rejected: fewer units"
             );
         }
-        assert!(out.effects().is_empty(), "{outcome}: the dispatcher never runs");
+        assert!(
+            out.effects().is_empty(),
+            "{outcome}: the dispatcher never runs"
+        );
         assert_eq!(d.snapshot_json("t")["plans"][0]["status"], "draft");
     }
 }

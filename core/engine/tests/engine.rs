@@ -100,7 +100,10 @@ fn mock_query_runs_the_seed_hello_world_stream() {
                "cacheReadInputTokens": 0, "cacheCreationInputTokens": 0})
     );
     let end = events[8].payload();
-    assert_eq!((end["agentName"].as_str(), end["state"].as_str()), (Some("router"), Some("result")));
+    assert_eq!(
+        (end["agentName"].as_str(), end["state"].as_str()),
+        (Some("router"), Some("result"))
+    );
     assert!(d.engine.poll_output().is_none(), "nothing after finish");
     let snapshot = d.snapshot_json("t");
     assert_eq!(snapshot["status"], "idle");

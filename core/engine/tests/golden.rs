@@ -328,13 +328,20 @@ fn format_1_logs_still_replay_and_their_threads_go_on_in_format_2() {
         assert_eq!(replay.lines, lines(&log).len(), "{name}");
         let thread = &replay.threads[0];
         assert_eq!(thread.phase(), flowai_engine::run::Phase::Idle, "{name}");
-        assert!(thread.usage.total() > 0, "{name}: usage folded from step-starts");
+        assert!(
+            thread.usage.total() > 0,
+            "{name}: usage folded from step-starts"
+        );
         // A new run on an old thread is written in format 2 and replays with it.
         let mut d = Driver::scripted();
         for line in lines(&log) {
             d.apply(line).unwrap();
         }
-        let outs = d.send(query(&name, "again").agent("calculator").id("after-upgrade"));
+        let outs = d.send(
+            query(&name, "again")
+                .agent("calculator")
+                .id("after-upgrade"),
+        );
         assert_eq!(outs.events()[0].payload()["v"], 2, "{name}");
         assert_eq!(outs.labels().last().unwrap(), "tool-agent/result", "{name}");
         let replayed = flowai_engine::replay(&d.log(&name)).unwrap();

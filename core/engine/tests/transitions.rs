@@ -122,7 +122,12 @@ fn plan_approved_and_executed() -> Driver {
 fn live_model_retried_then_answered() -> Driver {
     let mut d = Driver::new(engine(golden_spec(), live()));
     d.send(query("t", "How much is 2 + 3?").ts(T0));
-    d.send(model_failure("t", &request("t", 1, 1, 1), "rate_limited", Some(2_000)));
+    d.send(model_failure(
+        "t",
+        &request("t", 1, 1, 1),
+        "rate_limited",
+        Some(2_000),
+    ));
     d.send(deadline_reached("t").ts(T0 + 2_000));
     let content = json!([
         {"type": "reasoning", "text": "Easy.", "signature": "sig"},
@@ -235,7 +240,10 @@ fn format_1_runs_written_by_hand() -> Driver {
             "gate-error",
             vec![f1.clone(), step.clone(), call("x"), gate, error.clone()],
         ),
-        ("tool-error", vec![f1.clone(), step, call("x"), error.clone()]),
+        (
+            "tool-error",
+            vec![f1.clone(), step, call("x"), error.clone()],
+        ),
         ("running-error", vec![f1, error]),
     ];
     for (thread, events) in runs {
@@ -291,7 +299,10 @@ const SCENARIOS: [Scenario; 17] = [
         live_model_cancelled_while_waiting,
     ),
     ("format 1 logs replayed", format_1_logs_replayed),
-    ("format 1 runs written by hand", format_1_runs_written_by_hand),
+    (
+        "format 1 runs written by hand",
+        format_1_runs_written_by_hand,
+    ),
     ("invalid script", invalid_script),
 ];
 
@@ -358,7 +369,10 @@ fn report(
 
 /// Every phase and event kind a table names.
 fn phases_and_kinds(table: &[(Phase, EventKind, Phase)]) -> (BTreeSet<Phase>, BTreeSet<EventKind>) {
-    let phases = table.iter().flat_map(|(from, _, to)| [*from, *to]).collect();
+    let phases = table
+        .iter()
+        .flat_map(|(from, _, to)| [*from, *to])
+        .collect();
     let kinds = table.iter().map(|(_, kind, _)| *kind).collect();
     (phases, kinds)
 }
@@ -387,7 +401,9 @@ fn threads_in_every_phase(format: u32) -> BTreeMap<Phase, Thread> {
     path.push(sample(EventKind::ApprovalRequired).unwrap());
     for event in path {
         let seq = thread.last_seq + 1;
-        thread.apply(seq, T0, "in", event).expect("the sample path folds");
+        thread
+            .apply(seq, T0, "in", event)
+            .expect("the sample path folds");
         // A later thread in the same phase wins: its frame has a queued call.
         reached.insert(thread.phase(), thread.clone());
     }
@@ -592,17 +608,19 @@ fn every_pair_outside_the_tables_is_refused_and_leaves_the_thread_untouched() {
                     continue;
                 }
                 let (Some(thread), Some(event)) = (threads.get(phase), sample(*kind)) else {
-                    panic!("no sample for {phase:?} + {kind:?}; see every_kind_and_phase_..._sample");
+                    panic!(
+                        "no sample for {phase:?} + {kind:?}; see every_kind_and_phase_..._sample"
+                    );
                 };
                 let mut thread = thread.clone();
                 let before = format!("{thread:?}");
                 let seq = thread.last_seq + 1;
-                let err = thread
-                    .apply(seq, T0, "in", event)
-                    .err()
-                    .unwrap_or_else(|| {
-                        panic!("format {format}: {kind:?} was accepted while {}", phase.as_str())
-                    });
+                let err = thread.apply(seq, T0, "in", event).err().unwrap_or_else(|| {
+                    panic!(
+                        "format {format}: {kind:?} was accepted while {}",
+                        phase.as_str()
+                    )
+                });
                 assert_eq!(
                     err.code,
                     ErrorCode::ReplayDiverged,

@@ -148,11 +148,21 @@ pub fn model_response(thread: &str, request_id: &str, content: Value, stop: &str
 
 /// A text-only answer.
 pub fn model_text(thread: &str, request_id: &str, text: &str) -> Input {
-    model_response(thread, request_id, json!([{"type": "text", "text": text}]), "stop")
+    model_response(
+        thread,
+        request_id,
+        json!([{"type": "text", "text": text}]),
+        "stop",
+    )
 }
 
 /// A failed model call of `kind`.
-pub fn model_failure(thread: &str, request_id: &str, kind: &str, retry_after_ms: Option<i64>) -> Input {
+pub fn model_failure(
+    thread: &str,
+    request_id: &str,
+    kind: &str,
+    retry_after_ms: Option<i64>,
+) -> Input {
     Input::new(
         "flowai.v1.ModelResult",
         thread,
@@ -209,7 +219,9 @@ pub fn sub_agent(outs: &[Out], state: &str) -> Value {
         .events()
         .iter()
         .map(|o| o.payload().clone())
-        .filter(|p| p["type"] == "tool-agent" && p["state"] == state && p.get("targetAgent").is_some())
+        .filter(|p| {
+            p["type"] == "tool-agent" && p["state"] == state && p.get("targetAgent").is_some()
+        })
         .collect();
     assert_eq!(found.len(), 1, "expected one sub-agent tool-agent/{state}");
     found[0].clone()
