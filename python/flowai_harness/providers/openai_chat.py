@@ -1,0 +1,302 @@
+"""The OpenAI provider: one ModelRequest as one streamed Chat Completions call.
+
+Owns :class:`OpenAIProvider` and :func:`chat_params`, the mapping from the contract's request
+(docs/wire.md "Model calls") to ``AsyncOpenAI.chat.completions.create(stream=True,
+stream_options={"include_usage": True})``:
+
+- the system prompt is the first ``system`` message; an assistant turn becomes one message
+  with its text and ``tool_calls`` (arguments as JSON text); each ``tool_result`` becomes its
+  own ``role: tool`` message (content: a string as it is, other JSON as its text);
+  ``reasoning`` blocks are dropped (Chat Completions takes none back).
+- ``max_tokens`` is sent as ``max_completion_tokens``; ``thinking`` and ``cache`` have no
+  Chat Completions parameter (OpenAI caches long prompts by itself) and are not sent.
+
+Why Chat Completions and not the Responses API: every OpenAI-compatible server (vLLM, Ollama,
+LM Studio, llama.cpp, most gateways) speaks Chat Completions, and ``baseUrl`` is how users
+reach them; the engine keeps the whole history itself, so the Responses API's server-side
+state buys nothing, and its reasoning items only round-trip through OpenAI's own store.
+
+The stream is folded into the response: text deltas (and the ``reasoning_content`` /
+``reasoning`` deltas that OpenAI-compatible reasoning servers send) are reported through
+``on_delta``; tool-call arguments are assembled across chunks by their index (parallel calls);
+usage comes from the final usage chunk, ``prompt_tokens`` net of
+``prompt_tokens_details.cached_tokens``. SDK retries are off (the engine decides retries).
+Must not import the runtime, the native engine or any service.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any, ClassVar, Final
+
+import openai
+import orjson
+from openai.types.chat import ChatCompletionChunk
+from openai.types.chat.chat_completion_chunk import ChoiceDeltaToolCall
+
+from .base import (
+    Answer,
+    DeltaCallback,
+    ProviderFailure,
+    StreamingProvider,
+    kind_for_status,
+    parse_tool_args,
+    request_error,
+    retry_after_ms,
+    tool_result_text,
+    transport_message,
+    unexpected,
+)
+from .settings import ProviderSettings
+
+__all__ = ["OpenAIProvider", "chat_params"]
+
+# The API's finish reasons in the seed's finish-reason words.
+STOP_REASONS: Final = {
+    "stop": "stop",
+    "length": "length",
+    "tool_calls": "tool-calls",
+    "function_call": "tool-calls",
+    "content_filter": "content-filter",
+}
+_STREAM_OPTIONS: Final = {"include_usage": True}
+# Where OpenAI-compatible servers put reasoning text in a delta (not in the SDK's types).
+_REASONING_FIELDS: Final = ("reasoning_content", "reasoning")
+_ID_UNSAFE: Final = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def _user_content(blocks: list[Mapping[str, Any]]) -> str | list[dict[str, str]] | None:
+    texts = [block["text"] for block in blocks if block["type"] == "text" and block["text"]]
+    if not texts:
+        return None
+    if len(texts) == 1:
+        return str(texts[0])
+    return [{"type": "text", "text": text} for text in texts]
+
+
+def chat_params(request: Mapping[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of ``chat.completions.create`` for a ModelRequest payload."""
+    messages: list[dict[str, Any]] = []
+    system = request.get("system")
+    if system:
+        messages.append({"role": "system", "content": system})
+    for message in request["messages"]:
+        role = message["role"]
+        blocks = message["content"]
+        for block in blocks:
+            if block["type"] not in ("text", "reasoning", "tool_call", "tool_result"):
+                raise ValueError(f"unknown content block type {block['type']!r}")
+        if role == "user":
+            content = _user_content(blocks)
+            if content is not None:
+                messages.append({"role": "user", "content": content})
+        elif role == "assistant":
+            text = "\n\n".join(b["text"] for b in blocks if b["type"] == "text" and b["text"])
+            calls = [
+                {
+                    "id": b["id"],
+                    "type": "function",
+                    "function": {"name": b["name"], "arguments": orjson.dumps(b["args"]).decode()},
+                }
+                for b in blocks
+                if b["type"] == "tool_call"
+            ]
+            if text or calls:
+                turn: dict[str, Any] = {"role": "assistant", "content": text or None}
+                if calls:
+                    turn["tool_calls"] = calls
+                messages.append(turn)
+        elif role == "tool":
+            messages.extend(
+                {
+                    "role": "tool",
+                    "tool_call_id": b["tool_call_id"],
+                    "content": tool_result_text(b["content"]),
+                }
+                for b in blocks
+                if b["type"] == "tool_result"
+            )
+        else:
+            raise ValueError(f"unknown message role {role!r}")
+
+    params: dict[str, Any] = {
+        "model": request["model"],
+        "messages": messages,
+        "max_completion_tokens": int(request["max_tokens"]),
+        "stream": True,
+        "stream_options": _STREAM_OPTIONS,
+    }
+    tools = []
+    for tool in request.get("tools") or ():
+        function = {"name": tool["name"], "parameters": tool["input_schema"]}
+        if tool.get("description"):
+            function["description"] = tool["description"]
+        tools.append({"type": "function", "function": function})
+    if tools:
+        params["tools"] = tools
+    if request.get("temperature") is not None:
+        params["temperature"] = request["temperature"]
+    return params
+
+
+class OpenAIProvider(StreamingProvider):
+    """OpenAI Chat Completions over the official async SDK; see the module docstring.
+
+    ``client`` replaces the SDK client built from the settings (its retries should be off).
+    """
+
+    name: ClassVar[str] = "openai"
+
+    def __init__(
+        self, settings: ProviderSettings, *, client: openai.AsyncOpenAI | None = None
+    ) -> None:
+        super().__init__(settings)
+        if client is None:
+            client = openai.AsyncOpenAI(
+                api_key=settings.api_key,
+                base_url=settings.base_url if settings.base_url is not None else openai.NOT_GIVEN,
+                timeout=(
+                    settings.timeout_secs if settings.timeout_secs is not None else openai.NOT_GIVEN
+                ),
+                max_retries=0,
+                default_headers=dict(settings.default_headers) or None,
+            )
+        self.client = client
+
+    async def aclose(self) -> None:
+        await self.client.close()
+
+    async def _call(
+        self, request: Mapping[str, Any], on_delta: DeltaCallback | None, started: float
+    ) -> dict[str, Any]:
+        try:
+            params = chat_params(request)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise request_error(exc) from exc
+        fold = _ChatFold(Answer(started, params["model"], on_delta))
+        stream = await self.client.chat.completions.create(**params)
+        async with stream:
+            async for chunk in stream:
+                fold.chunk(chunk)
+        return fold.result(self.name, str(request.get("request_id")))
+
+    def _failure(self, exc: Exception) -> ProviderFailure:
+        if isinstance(exc, openai.APITimeoutError):
+            return ProviderFailure(
+                "timeout", transport_message(exc.message, exc, exc.request.url.netloc)
+            )
+        if isinstance(exc, openai.APIConnectionError):
+            return ProviderFailure(
+                "connection", transport_message(exc.message, exc, exc.request.url.netloc)
+            )
+        if isinstance(exc, openai.APIResponseValidationError):
+            return ProviderFailure("bad_response", f"malformed answer: {exc.message}")
+        if isinstance(exc, openai.APIError):
+            body = exc.body if isinstance(exc.body, Mapping) else {}
+            message = str(body.get("message") or exc.message)
+            error_type = exc.type or None
+            if isinstance(exc, openai.APIStatusError):
+                status = exc.status_code
+                return ProviderFailure(
+                    kind_for_status(status, error_type, message, exc.code),
+                    f"{status} {error_type or 'error'}: {message}",
+                    status=status,
+                    retry_after_ms=retry_after_ms(exc.response.headers),
+                )
+            # An error object inside a stream that began with 200.
+            return ProviderFailure(
+                kind_for_status(200, error_type or exc.code, message, exc.code),
+                f"error in the stream ({error_type or exc.code}): {message}",
+            )
+        if isinstance(exc, ValueError):
+            # json.JSONDecodeError is a ValueError: a chunk whose data is not JSON.
+            return ProviderFailure("bad_response", f"malformed answer: {exc}")
+        return unexpected(self.name, exc)
+
+
+class _ChatFold:
+    """Folds streamed chunks into one response (choice 0; ``n`` is never asked for)."""
+
+    __slots__ = ("answer", "calls", "finish", "model_seen", "reasoning_at", "text_at")
+
+    def __init__(self, answer: Answer) -> None:
+        self.answer = answer
+        self.text_at: int | None = None
+        self.reasoning_at: int | None = None
+        # the API's tool-call index -> (index in answer.content, argument parts)
+        self.calls: dict[int, tuple[int, list[str]]] = {}
+        self.finish: str | None = None
+        self.model_seen = False
+
+    def chunk(self, chunk: ChatCompletionChunk) -> None:
+        answer = self.answer
+        if not self.model_seen and chunk.model:
+            answer.model = chunk.model
+            self.model_seen = True
+        usage = chunk.usage
+        if usage is not None:
+            details = usage.prompt_tokens_details
+            cached = (details.cached_tokens or 0) if details is not None else 0
+            answer.prompt_tokens = usage.prompt_tokens - cached
+            answer.cache_read_input_tokens = cached
+            answer.completion_tokens = usage.completion_tokens
+        for choice in chunk.choices:
+            if choice.index != 0:
+                continue
+            delta = choice.delta
+            if delta.model_extra:
+                self.reasoning(delta.model_extra)
+            if delta.content:
+                if self.text_at is None:
+                    self.text_at = answer.open({"type": "text", "text": ""})
+                answer.stream(self.text_at, delta.content, "text-delta")
+            if delta.tool_calls:
+                for part in delta.tool_calls:
+                    self.tool_call(part)
+            if choice.finish_reason is not None:
+                self.finish = choice.finish_reason
+
+    def reasoning(self, extra: Mapping[str, Any]) -> None:
+        for field in _REASONING_FIELDS:
+            text = extra.get(field)
+            if isinstance(text, str) and text:
+                if self.reasoning_at is None:
+                    self.reasoning_at = self.answer.open({"type": "reasoning", "text": ""})
+                self.answer.stream(self.reasoning_at, text, "reasoning-delta")
+                return
+
+    def tool_call(self, part: ChoiceDeltaToolCall) -> None:
+        function = part.function
+        name = function.name if function is not None else None
+        slot = self.calls.get(part.index)
+        if slot is None:
+            self.answer.first_content()
+            call = {"type": "tool_call", "id": part.id or "", "name": name or "", "args": {}}
+            slot = self.calls[part.index] = (self.answer.open(call), [])
+        elif part.id or name:
+            call = self.answer.content[slot[0]]
+            call["id"] = call["id"] or part.id or ""
+            call["name"] = call["name"] or name or ""
+        if function is not None and function.arguments:
+            slot[1].append(function.arguments)
+
+    def result(self, provider: str, request_id: str) -> dict[str, Any]:
+        if self.finish is None:
+            raise ProviderFailure("bad_response", "the stream ended without a finish_reason")
+        answer = self.answer
+        for position, (index, parts) in self.calls.items():
+            call = answer.content[index]
+            if not call["id"]:
+                # Some OpenAI-compatible servers send no id; the engine needs one per call.
+                call["id"] = _ID_UNSAFE.sub("_", f"call_{request_id}_{position}")
+            args, error = parse_tool_args("".join(parts))
+            call["args"] = args
+            if error is not None:
+                call["args_error"] = error
+        answer.raw_stop_reason = self.finish
+        stop = STOP_REASONS.get(self.finish, "stop")
+        if self.calls and stop == "stop":
+            # Several OpenAI-compatible servers finish a tool-calling turn with "stop".
+            stop = "tool-calls"
+        return answer.result(provider, stop)
