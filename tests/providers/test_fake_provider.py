@@ -240,6 +240,7 @@ async def test_the_server_runs_as_a_process_from_a_script_file(
         "--script",
         str(script),
         stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     try:
         assert process.stdout is not None
@@ -254,10 +255,11 @@ async def test_the_server_runs_as_a_process_from_a_script_file(
     finally:
         if process.returncode is None:
             process.send_signal(signal.SIGTERM)
-        code = await asyncio.wait_for(process.wait(), 30)
+        _, err = await asyncio.wait_for(process.communicate(), 30)
 
     assert result["response"]["content"] == [{"type": "text", "text": "from a file"}]
-    assert code == 0
+    assert process.returncode == 0
+    assert err == b""
 
 
 async def test_a_missing_script_file_is_a_usage_error_exit(tmp_path: Path) -> None:

@@ -134,6 +134,24 @@ async def test_a_slow_first_byte_past_the_timeout_is_a_timeout(
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
+async def test_a_stream_that_goes_quiet_past_the_timeout_is_a_timeout(
+    provider: str, fake: FakeProvider, model_request: MakeRequest
+) -> None:
+    # The headers and the first words arrive, then nothing.
+    fake.add(Turn(text="one two three", stall_after=2))
+    built = build_providers(fake.provider_settings(api_key="test-key", timeoutSecs=0.2))
+    deltas: list[dict[str, Any]] = []
+    try:
+        result = await built[provider].complete(model_request(provider), on_delta=deltas.append)
+    finally:
+        await close_providers(built)
+
+    assert result["failure"]["kind"] == "timeout"
+    assert [delta["text"] for delta in deltas] == ["one ", "two "]
+    assert await fake.requests[0].wait_finished() == "disconnected"
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
 async def test_a_refused_connection_is_a_connection_failure(
     provider: str, model_request: MakeRequest
 ) -> None:

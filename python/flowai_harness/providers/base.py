@@ -17,7 +17,8 @@ Owns
 - the pieces of a response both APIs build alike: :class:`Answer` (content blocks, deltas,
   usage, stop reason, timing), :func:`parse_tool_args`, :func:`tool_result_text`.
 
-Must not import the SDKs, the runtime or the native engine.
+Must not import the SDKs (only httpx2, their HTTP client, whose transport errors surface
+while the body is read), the runtime or the native engine.
 """
 
 from __future__ import annotations
@@ -27,12 +28,15 @@ import email.utils
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from typing import Any, ClassVar, Final, Literal, Protocol
 
+import httpx2
 import orjson
 
 from .settings import ProviderSettings
+from .sse import SSEDecoder
 
 __all__ = [
     "FAILURE_KINDS",
@@ -41,6 +45,8 @@ __all__ = [
     "FailureKind",
     "ModelProvider",
     "ProviderFailure",
+    "StreamBody",
+    "StreamFold",
     "StreamingProvider",
     "kind_for_status",
     "parse_tool_args",
@@ -263,10 +269,34 @@ class Answer:
         }
 
 
+class StreamBody(Protocol):
+    """The SDKs' streaming HTTP response, as the adapters read it."""
+
+    def iter_bytes(self) -> AsyncIterator[bytes]: ...
+
+
+class StreamFold(Protocol):
+    """Folds one answer's SSE events into the response payload."""
+
+    def event(self, name: str | None, data: bytes) -> None: ...
+
+    def result(self, provider: str) -> dict[str, Any]: ...
+
+
 class StreamingProvider:
-    """The call skeleton of an adapter: subclasses give :attr:`name`, :meth:`_call` (one
-    streamed exchange, returning the response payload) and :meth:`_failure` (an SDK error to
-    a :class:`ProviderFailure`)."""
+    """The call skeleton of an adapter. Subclasses give :attr:`name` and
+
+    - ``_params(request)``: the SDK call's keyword arguments (a bad payload raises
+      KeyError / TypeError / ValueError, reported as ``bad_request``);
+    - ``_fold(answer, request)``: the :class:`StreamFold` for one answer;
+    - ``_open(params)``: the SDK's streaming response context (it raises the SDK's typed
+      errors for HTTP failures);
+    - ``_failure(exc)``: an SDK error as a :class:`ProviderFailure`.
+
+    The skeleton reads the body's SSE events into the fold; a transport error while reading
+    is a ``timeout`` or ``connection`` failure, an event that is not what the API sends is
+    ``bad_response``.
+    """
 
     name: ClassVar[str]
 
@@ -328,10 +358,50 @@ class StreamingProvider:
     async def _call(
         self, request: Mapping[str, Any], on_delta: DeltaCallback | None, started: float
     ) -> dict[str, Any]:
+        try:
+            params = self._params(request)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProviderFailure(
+                "bad_request", f"the ModelRequest payload is not usable: {exc!r}"
+            ) from exc
+        fold = self._fold(Answer(started, str(params["model"]), on_delta), request)
+        async with self._open(params) as response:
+            decoder = SSEDecoder()
+            try:
+                async for chunk in response.iter_bytes():
+                    for name, data in decoder.feed(chunk):
+                        fold.event(name, data)
+            except httpx2.TimeoutException as exc:
+                raise ProviderFailure(
+                    "timeout", transport_message("the stream timed out", exc, _netloc(exc))
+                ) from exc
+            except httpx2.TransportError as exc:
+                raise ProviderFailure(
+                    "connection", transport_message("the stream broke off", exc, _netloc(exc))
+                ) from exc
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                # orjson.JSONDecodeError is a ValueError: an event whose data is not JSON.
+                raise ProviderFailure("bad_response", f"malformed stream: {exc!r}") from exc
+        return fold.result(self.name)
+
+    def _params(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _fold(self, answer: Answer, request: Mapping[str, Any]) -> StreamFold:
+        raise NotImplementedError
+
+    def _open(self, params: dict[str, Any]) -> AbstractAsyncContextManager[StreamBody]:
         raise NotImplementedError
 
     def _failure(self, exc: Exception) -> ProviderFailure:
         raise NotImplementedError
+
+
+def _netloc(exc: httpx2.TransportError) -> bytes | None:
+    try:
+        return exc.request.url.netloc
+    except RuntimeError:  # an error raised without its request
+        return None
 
 
 def unexpected(provider: str, exc: Exception) -> ProviderFailure:
@@ -352,8 +422,3 @@ def transport_message(message: str, exc: BaseException, netloc: bytes | None) ->
     if host and host not in message:
         message = f"{message} calling {host}"
     return message
-
-
-def request_error(exc: KeyError | TypeError | ValueError) -> ProviderFailure:
-    """A ModelRequest payload the adapter cannot turn into an API call."""
-    return ProviderFailure("bad_request", f"the ModelRequest payload is not usable: {exc!r}")

@@ -16,33 +16,37 @@ LM Studio, llama.cpp, most gateways) speaks Chat Completions, and ``baseUrl`` is
 reach them; the engine keeps the whole history itself, so the Responses API's server-side
 state buys nothing, and its reasoning items only round-trip through OpenAI's own store.
 
-The stream is folded into the response: text deltas (and the ``reasoning_content`` /
-``reasoning`` deltas that OpenAI-compatible reasoning servers send) are reported through
-``on_delta``; tool-call arguments are assembled across chunks by their index (parallel calls);
-usage comes from the final usage chunk, ``prompt_tokens`` net of
-``prompt_tokens_details.cached_tokens``. SDK retries are off (the engine decides retries).
-Must not import the runtime, the native engine or any service.
+The SDK sends the request (``chat.completions.with_streaming_response.create``: its auth,
+headers, timeouts, connection pool and typed HTTP errors) and the adapter reads the SSE body
+itself (see :mod:`.sse` for why). The parameters other than ``model`` travel in
+``extra_body``: they are already the API's JSON, and the SDK's type-driven transform of
+``messages`` and ``tools`` would only copy them, at a cost larger than the rest of the call.
+:class:`ChatStreamFold` folds the chunks into the response: text deltas (and the
+``reasoning_content`` / ``reasoning`` deltas that OpenAI-compatible reasoning servers send)
+are reported through ``on_delta``; tool-call arguments are assembled across chunks by their
+index (parallel calls); usage comes from the final usage chunk, ``prompt_tokens`` net of
+``prompt_tokens_details.cached_tokens``; an ``error`` chunk is a failure of its type. SDK
+retries are off (the engine decides retries). Must not import the runtime, the native engine
+or any service.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
 from typing import Any, ClassVar, Final
 
 import openai
 import orjson
-from openai.types.chat import ChatCompletionChunk
-from openai.types.chat.chat_completion_chunk import ChoiceDeltaToolCall
 
 from .base import (
     Answer,
-    DeltaCallback,
     ProviderFailure,
+    StreamBody,
     StreamingProvider,
     kind_for_status,
     parse_tool_args,
-    request_error,
     retry_after_ms,
     tool_result_text,
     transport_message,
@@ -50,7 +54,7 @@ from .base import (
 )
 from .settings import ProviderSettings
 
-__all__ = ["OpenAIProvider", "chat_params"]
+__all__ = ["ChatStreamFold", "OpenAIProvider", "chat_params"]
 
 # The API's finish reasons in the seed's finish-reason words.
 STOP_REASONS: Final = {
@@ -167,19 +171,17 @@ class OpenAIProvider(StreamingProvider):
     async def aclose(self) -> None:
         await self.client.close()
 
-    async def _call(
-        self, request: Mapping[str, Any], on_delta: DeltaCallback | None, started: float
-    ) -> dict[str, Any]:
-        try:
-            params = chat_params(request)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise request_error(exc) from exc
-        fold = _ChatFold(Answer(started, params["model"], on_delta))
-        stream = await self.client.chat.completions.create(**params)
-        async with stream:
-            async for chunk in stream:
-                fold.chunk(chunk)
-        return fold.result(self.name, str(request.get("request_id")))
+    def _params(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        return chat_params(request)
+
+    def _fold(self, answer: Answer, request: Mapping[str, Any]) -> ChatStreamFold:
+        return ChatStreamFold(answer, str(request.get("request_id")))
+
+    def _open(self, params: dict[str, Any]) -> AbstractAsyncContextManager[StreamBody]:
+        body = {key: value for key, value in params.items() if key != "model"}
+        return self.client.chat.completions.with_streaming_response.create(
+            model=params["model"], messages=[], stream=True, extra_body=body
+        )
 
     def _failure(self, exc: Exception) -> ProviderFailure:
         if isinstance(exc, openai.APITimeoutError):
@@ -190,98 +192,113 @@ class OpenAIProvider(StreamingProvider):
             return ProviderFailure(
                 "connection", transport_message(exc.message, exc, exc.request.url.netloc)
             )
-        if isinstance(exc, openai.APIResponseValidationError):
-            return ProviderFailure("bad_response", f"malformed answer: {exc.message}")
-        if isinstance(exc, openai.APIError):
+        if isinstance(exc, openai.APIStatusError):
             body = exc.body if isinstance(exc.body, Mapping) else {}
             message = str(body.get("message") or exc.message)
-            error_type = exc.type or None
-            if isinstance(exc, openai.APIStatusError):
-                status = exc.status_code
-                return ProviderFailure(
-                    kind_for_status(status, error_type, message, exc.code),
-                    f"{status} {error_type or 'error'}: {message}",
-                    status=status,
-                    retry_after_ms=retry_after_ms(exc.response.headers),
-                )
-            # An error object inside a stream that began with 200.
+            status = exc.status_code
             return ProviderFailure(
-                kind_for_status(200, error_type or exc.code, message, exc.code),
-                f"error in the stream ({error_type or exc.code}): {message}",
+                kind_for_status(status, exc.type, message, exc.code),
+                f"{status} {exc.type or 'error'}: {message}",
+                status=status,
+                retry_after_ms=retry_after_ms(exc.response.headers),
             )
-        if isinstance(exc, ValueError):
-            # json.JSONDecodeError is a ValueError: a chunk whose data is not JSON.
-            return ProviderFailure("bad_response", f"malformed answer: {exc}")
         return unexpected(self.name, exc)
 
 
-class _ChatFold:
-    """Folds streamed chunks into one response (choice 0; ``n`` is never asked for)."""
+class ChatStreamFold:
+    """Folds the streamed chunks of one answer into the response payload (``event`` per SSE
+    event, then ``result``; choice 0, as ``n`` is never asked for); public so the benchmark
+    can time it without I/O."""
 
-    __slots__ = ("answer", "calls", "finish", "model_seen", "reasoning_at", "text_at")
+    __slots__ = (
+        "answer",
+        "calls",
+        "done",
+        "finish",
+        "model_seen",
+        "reasoning_at",
+        "request_id",
+        "text_at",
+    )
 
-    def __init__(self, answer: Answer) -> None:
+    def __init__(self, answer: Answer, request_id: str) -> None:
         self.answer = answer
+        self.request_id = request_id
         self.text_at: int | None = None
         self.reasoning_at: int | None = None
         # the API's tool-call index -> (index in answer.content, argument parts)
         self.calls: dict[int, tuple[int, list[str]]] = {}
         self.finish: str | None = None
         self.model_seen = False
+        self.done = False
 
-    def chunk(self, chunk: ChatCompletionChunk) -> None:
+    def event(self, name: str | None, data: bytes) -> None:
+        if self.done or data.startswith(b"[DONE]"):
+            self.done = True
+            return
+        chunk = orjson.loads(data)
+        error = chunk.get("error")
+        if error:
+            self.error(error)
         answer = self.answer
-        if not self.model_seen and chunk.model:
-            answer.model = chunk.model
+        if not self.model_seen and chunk.get("model"):
+            answer.model = chunk["model"]
             self.model_seen = True
-        usage = chunk.usage
-        if usage is not None:
-            details = usage.prompt_tokens_details
-            cached = (details.cached_tokens or 0) if details is not None else 0
-            answer.prompt_tokens = usage.prompt_tokens - cached
+        usage = chunk.get("usage")
+        if usage:
+            details = usage.get("prompt_tokens_details") or {}
+            cached = details.get("cached_tokens") or 0
+            answer.prompt_tokens = (usage.get("prompt_tokens") or 0) - cached
             answer.cache_read_input_tokens = cached
-            answer.completion_tokens = usage.completion_tokens
-        for choice in chunk.choices:
-            if choice.index != 0:
+            answer.completion_tokens = usage.get("completion_tokens") or 0
+        for choice in chunk.get("choices") or ():
+            if choice.get("index", 0) != 0:
                 continue
-            delta = choice.delta
-            if delta.model_extra:
-                self.reasoning(delta.model_extra)
-            if delta.content:
+            delta = choice.get("delta") or {}
+            for field in _REASONING_FIELDS:
+                text = delta.get(field)
+                if text and isinstance(text, str):
+                    if self.reasoning_at is None:
+                        self.reasoning_at = answer.open({"type": "reasoning", "text": ""})
+                    answer.stream(self.reasoning_at, text, "reasoning-delta")
+                    break
+            text = delta.get("content")
+            if text:
                 if self.text_at is None:
                     self.text_at = answer.open({"type": "text", "text": ""})
-                answer.stream(self.text_at, delta.content, "text-delta")
-            if delta.tool_calls:
-                for part in delta.tool_calls:
-                    self.tool_call(part)
-            if choice.finish_reason is not None:
-                self.finish = choice.finish_reason
+                answer.stream(self.text_at, text, "text-delta")
+            for part in delta.get("tool_calls") or ():
+                self.tool_call(part)
+            if choice.get("finish_reason") is not None:
+                self.finish = choice["finish_reason"]
 
-    def reasoning(self, extra: Mapping[str, Any]) -> None:
-        for field in _REASONING_FIELDS:
-            text = extra.get(field)
-            if isinstance(text, str) and text:
-                if self.reasoning_at is None:
-                    self.reasoning_at = self.answer.open({"type": "reasoning", "text": ""})
-                self.answer.stream(self.reasoning_at, text, "reasoning-delta")
-                return
-
-    def tool_call(self, part: ChoiceDeltaToolCall) -> None:
-        function = part.function
-        name = function.name if function is not None else None
-        slot = self.calls.get(part.index)
+    def tool_call(self, part: Mapping[str, Any]) -> None:
+        function = part.get("function") or {}
+        name = function.get("name")
+        slot = self.calls.get(part["index"])
+        call: dict[str, Any]
         if slot is None:
             self.answer.first_content()
-            call = {"type": "tool_call", "id": part.id or "", "name": name or "", "args": {}}
-            slot = self.calls[part.index] = (self.answer.open(call), [])
-        elif part.id or name:
+            call = {"type": "tool_call", "id": part.get("id") or "", "name": name or "", "args": {}}
+            slot = self.calls[part["index"]] = (self.answer.open(call), [])
+        elif part.get("id") or name:
             call = self.answer.content[slot[0]]
-            call["id"] = call["id"] or part.id or ""
+            call["id"] = call["id"] or part.get("id") or ""
             call["name"] = call["name"] or name or ""
-        if function is not None and function.arguments:
-            slot[1].append(function.arguments)
+        arguments = function.get("arguments")
+        if arguments:
+            slot[1].append(arguments)
 
-    def result(self, provider: str, request_id: str) -> dict[str, Any]:
+    def error(self, error: Any) -> None:
+        details = error if isinstance(error, Mapping) else {"message": str(error)}
+        error_type = details.get("type") or details.get("code")
+        message = str(details.get("message") or "")
+        raise ProviderFailure(
+            kind_for_status(200, error_type, message, details.get("code")),
+            f"error in the stream ({error_type}): {message}",
+        )
+
+    def result(self, provider: str) -> dict[str, Any]:
         if self.finish is None:
             raise ProviderFailure("bad_response", "the stream ended without a finish_reason")
         answer = self.answer
@@ -289,7 +306,7 @@ class _ChatFold:
             call = answer.content[index]
             if not call["id"]:
                 # Some OpenAI-compatible servers send no id; the engine needs one per call.
-                call["id"] = _ID_UNSAFE.sub("_", f"call_{request_id}_{position}")
+                call["id"] = _ID_UNSAFE.sub("_", f"call_{self.request_id}_{position}")
             args, error = parse_tool_args("".join(parts))
             call["args"] = args
             if error is not None:

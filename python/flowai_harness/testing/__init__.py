@@ -3,13 +3,17 @@
 Owns the public names of the fake provider server (:mod:`.fake_provider`) and its script
 vocabulary (:mod:`.fake_script`): point the official Anthropic / OpenAI SDKs (or
 ``build_providers``) at :class:`FakeProvider` and script what the "model" answers, how fast,
-and how it fails. Importing this package needs aiohttp (the ``dev`` extra). Must not import
+and how it fails. The server names load on first use (they need aiohttp, the ``dev`` extra),
+so the script vocabulary imports without it and ``python -m
+flowai_harness.testing.fake_provider`` does not import its own module twice. Must not import
 the runtime, the native engine or any service.
 """
 
 from __future__ import annotations
 
-from .fake_provider import FakeProvider, FakeRequest, Responder
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .fake_script import (
     Fault,
     ToolCall,
@@ -27,6 +31,18 @@ from .fake_script import (
     turn_from_dict,
     turns_from_json,
 )
+
+if TYPE_CHECKING:
+    from .fake_provider import FakeProvider, FakeRequest, Responder
+
+_SERVER_NAMES = frozenset({"FakeProvider", "FakeRequest", "Responder"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SERVER_NAMES:
+        return getattr(importlib.import_module(".fake_provider", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "FakeProvider",
