@@ -38,7 +38,7 @@ from .base import (
     StreamingProvider,
     kind_for_status,
     parse_tool_args,
-    retry_after_ms,
+    status_failure,
     tool_result_text,
     transport_message,
     unexpected,
@@ -59,6 +59,13 @@ STOP_REASONS: Final = {
     "refusal": "content-filter",
 }
 _CACHEABLE: Final = ("text", "tool_use", "tool_result")
+# The API's usage fields -> the Answer's (the contract's) names.
+_USAGE_FIELDS: Final = (
+    ("input_tokens", "prompt_tokens"),
+    ("output_tokens", "completion_tokens"),
+    ("cache_read_input_tokens", "cache_read_input_tokens"),
+    ("cache_creation_input_tokens", "cache_creation_input_tokens"),
+)
 
 
 def _block(block: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -183,13 +190,12 @@ class AnthropicProvider(StreamingProvider):
                 "connection", transport_message(exc.message, exc, exc.request.url.netloc)
             )
         if isinstance(exc, anthropic.APIStatusError):
-            message = exc.api_message or exc.message
-            status = exc.status_code
-            return ProviderFailure(
-                kind_for_status(status, exc.type, message, exc.error_code),
-                f"{status} {exc.type or 'error'}: {message}",
-                status=status,
-                retry_after_ms=retry_after_ms(exc.response.headers),
+            return status_failure(
+                exc.status_code,
+                exc.type,
+                exc.api_message or exc.message,
+                exc.error_code,
+                exc.response.headers,
             )
         return unexpected(self.name, exc)
 
@@ -286,19 +292,10 @@ class MessageStreamFold:
 
     def usage(self, usage: Mapping[str, Any]) -> None:
         # message_delta counts are cumulative and may leave fields out: keep what is known.
-        answer = self.answer
-        value = usage.get("input_tokens")
-        if value is not None:
-            answer.prompt_tokens = value
-        value = usage.get("output_tokens")
-        if value is not None:
-            answer.completion_tokens = value
-        value = usage.get("cache_read_input_tokens")
-        if value is not None:
-            answer.cache_read_input_tokens = value
-        value = usage.get("cache_creation_input_tokens")
-        if value is not None:
-            answer.cache_creation_input_tokens = value
+        for field, attribute in _USAGE_FIELDS:
+            value = usage.get(field)
+            if value is not None:
+                setattr(self.answer, attribute, value)
 
     def result(self, provider: str) -> dict[str, Any]:
         if not self.finished:

@@ -30,7 +30,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
-from typing import Any, ClassVar, Final, Literal, Protocol
+from typing import Any, ClassVar, Final, Literal, Protocol, get_args
 
 import httpx2
 import orjson
@@ -51,7 +51,9 @@ __all__ = [
     "kind_for_status",
     "parse_tool_args",
     "retry_after_ms",
+    "status_failure",
     "tool_result_text",
+    "transport_message",
 ]
 
 log = logging.getLogger("flowai_harness.providers")
@@ -68,17 +70,7 @@ FailureKind = Literal[
     "context_length",
     "bad_response",
 ]
-FAILURE_KINDS: Final[tuple[FailureKind, ...]] = (
-    "rate_limited",
-    "overloaded",
-    "server",
-    "timeout",
-    "connection",
-    "auth",
-    "bad_request",
-    "context_length",
-    "bad_response",
-)
+FAILURE_KINDS: Final[tuple[FailureKind, ...]] = get_args(FailureKind)
 # How providers and OpenAI-compatible servers word "the prompt does not fit the model".
 _CONTEXT_LENGTH: Final = re.compile(
     r"prompt is too long|context length|context window|maximum context|context_length"
@@ -422,3 +414,19 @@ def transport_message(message: str, exc: BaseException, netloc: bytes | None) ->
     if host and host not in message:
         message = f"{message} calling {host}"
     return message
+
+
+def status_failure(
+    status: int,
+    error_type: str | None,
+    message: str,
+    code: str | None,
+    headers: Mapping[str, str],
+) -> ProviderFailure:
+    """An HTTP error answer (an SDK's APIStatusError) as a failure."""
+    return ProviderFailure(
+        kind_for_status(status, error_type, message, code),
+        f"{status} {error_type or 'error'}: {message}",
+        status=status,
+        retry_after_ms=retry_after_ms(headers),
+    )

@@ -47,7 +47,7 @@ from .base import (
     StreamingProvider,
     kind_for_status,
     parse_tool_args,
-    retry_after_ms,
+    status_failure,
     tool_result_text,
     transport_message,
     unexpected,
@@ -195,12 +195,8 @@ class OpenAIProvider(StreamingProvider):
         if isinstance(exc, openai.APIStatusError):
             body = exc.body if isinstance(exc.body, Mapping) else {}
             message = str(body.get("message") or exc.message)
-            status = exc.status_code
-            return ProviderFailure(
-                kind_for_status(status, exc.type, message, exc.code),
-                f"{status} {exc.type or 'error'}: {message}",
-                status=status,
-                retry_after_ms=retry_after_ms(exc.response.headers),
+            return status_failure(
+                exc.status_code, exc.type, message, exc.code, exc.response.headers
             )
         return unexpected(self.name, exc)
 

@@ -386,15 +386,17 @@ class FakeProvider:
         record.status = 200
         fault = turn.fault
         content_left = sum(frame.content for frame in frames)
+        # A fault or stall "after n chunks" comes before the next content frame, or right
+        # after the last one when the answer has no more.
+        fault_at = None if fault is None else min(fault.after_chunks, content_left)
+        stall_at = None if turn.stall_after is None else min(turn.stall_after, content_left)
         sent = 0
         for frame in frames:
-            # A fault or stall "after n chunks" happens before the next content frame, or right
-            # after the last one when the answer has no more.
             at_mark = frame.content or content_left == 0
-            if fault is not None and at_mark and sent == fault.after_chunks:
+            if fault is not None and at_mark and sent == fault_at:
                 await self._fail_stream(api, request, response, record, fault)
                 return response
-            if turn.stall_after is not None and at_mark and sent == turn.stall_after:
+            if at_mark and sent == stall_at:
                 await asyncio.Event().wait()
             if frame.content:
                 delay = turn.ttft_s if sent == 0 else turn.chunk_delay_s

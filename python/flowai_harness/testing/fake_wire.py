@@ -205,6 +205,16 @@ def anthropic_stream(
     return head + frames + tail
 
 
+def _whole_input(text: str) -> Any:
+    """A tool call's input in a non-streamed message, which can only carry a JSON object:
+    arguments scripted as invalid JSON come as an empty object there."""
+    try:
+        value = orjson.loads(text or "{}")
+    except orjson.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def anthropic_message(
     turn: Turn, body: Mapping[str, Any], seq: int, prompt_bytes: int
 ) -> dict[str, Any]:
@@ -229,7 +239,7 @@ def anthropic_message(
                 "type": "tool_use",
                 "id": _tool_id("anthropic", seq, position, call.id),
                 "name": call.name,
-                "input": orjson.loads(call.args_text() or "{}"),
+                "input": _whole_input(call.args_text()),
             }
         )
     tokens = _tokens(turn, prompt_bytes, len(text) + len(turn.reasoning_chunks()))
