@@ -25,6 +25,14 @@ _LF: Final = b"\n"
 
 
 def _event(block: bytes) -> tuple[str | None, bytes] | None:
+    # The providers' usual shapes, one data line with or without an event line, read with
+    # a few slices; anything else goes through the general reading below.
+    if block.startswith(b"data: ") and _LF not in block:
+        return None, block[6:]
+    if block.startswith(b"event: "):
+        end = block.find(_LF)
+        if end > 0 and block.startswith(b"data: ", end + 1) and _LF not in block[end + 1 :]:
+            return block[7:end].decode("utf-8", "replace"), block[end + 7 :]
     name: str | None = None
     data: list[bytes] = []
     for line in block.split(_LF):
