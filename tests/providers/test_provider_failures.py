@@ -220,3 +220,10 @@ def test_every_status_maps_to_a_contract_kind() -> None:
     assert kind_for_status(408) == "timeout"
     assert kind_for_status(200, "overloaded_error") == "overloaded"
     assert kind_for_status(200, "invalid_request_error", "prompt is too long") == "context_length"
+    assert kind_for_status(400, None, "the request exceeds the available context size") == (
+        "context_length"
+    )
+    # Too many bytes is not too many tokens.
+    assert kind_for_status(413, "request_too_large", "Request exceeds the maximum size") == (
+        "bad_request"
+    )

@@ -73,8 +73,8 @@ FailureKind = Literal[
 FAILURE_KINDS: Final[tuple[FailureKind, ...]] = get_args(FailureKind)
 # How providers and OpenAI-compatible servers word "the prompt does not fit the model".
 _CONTEXT_LENGTH: Final = re.compile(
-    r"prompt is too long|context length|context window|maximum context|context_length"
-    r"|too many (input )?tokens|exceeds? the (model'?s? )?(maximum|context)",
+    r"prompt is too long|context length|context window|context size|maximum context"
+    r"|context_length|too many (input )?tokens",
     re.IGNORECASE,
 )
 

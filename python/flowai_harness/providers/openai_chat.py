@@ -13,8 +13,10 @@ stream_options={"include_usage": True})``:
 
 Why Chat Completions and not the Responses API: every OpenAI-compatible server (vLLM, Ollama,
 LM Studio, llama.cpp, most gateways) speaks Chat Completions, and ``baseUrl`` is how users
-reach them; the engine keeps the whole history itself, so the Responses API's server-side
-state buys nothing, and its reasoning items only round-trip through OpenAI's own store.
+reach them with the same adapter; the engine keeps the whole history itself, so the Responses
+API's server-side conversation state buys nothing. What Chat Completions gives up is handing
+an OpenAI reasoning model its own (encrypted) reasoning back between tool calls; that would
+be a Responses adapter beside this one, not a replacement.
 
 The SDK sends the request (``chat.completions.with_streaming_response.create``: its auth,
 headers, timeouts, connection pool and typed HTTP errors) and the adapter reads the SSE body

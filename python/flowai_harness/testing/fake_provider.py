@@ -18,7 +18,9 @@ matched. Every request is recorded as a :class:`FakeRequest` (body, headers with
 credentials, the turn that answered, the outcome: ``completed``, ``disconnected`` when the
 client went away first, ``dropped``, ...), so tests assert what the SDK sent and count calls.
 The server runs handlers with cancellation on disconnect, which is how it observes a client
-that aborts a stream.
+that aborts a stream. Tests that must know what is in flight hold turns at a named gate
+(``Turn(hold="go")``, opened by :meth:`FakeProvider.release`) and read ``in_flight`` /
+``max_in_flight``; :meth:`FakeProvider.wait_for_requests` waits for arrivals.
 
 In-process::
 
