@@ -38,6 +38,7 @@ __all__ = [
     "NoActiveRunError",
     "NotFoundError",
     "PlanTransitionError",
+    "ProviderConfigError",
     "ProviderNotDeclaredError",
     "ProviderUnavailableError",
     "ReferenceNotFoundError",
@@ -355,6 +356,14 @@ class ProviderUnavailableError(FlowaiError):
     code = "PROVIDER_UNAVAILABLE"
 
 
+class ProviderConfigError(SpecError):
+    """A model provider's settings (``providers={"anthropic": {...}}``) cannot be used: an
+    unknown provider or setting, a missing API key, an unset key variable. ``details`` names
+    the ``provider`` and the offending ``setting`` (and ``env`` for a variable), never a key."""
+
+    code = "PROVIDER_CONFIG_INVALID"
+
+
 class BusError(FlowaiError):
     """Kafka cannot be used as configured: unreachable, missing or mis-partitioned topics."""
 
@@ -474,6 +483,7 @@ _CLASS_BY_CODE: Final[Mapping[str, type[FlowaiError]]] = {
         RetryableToolError,
         ToolTimeoutError,
         ProviderUnavailableError,
+        ProviderConfigError,
         BusError,
         UsageError,
         UnreplicatedRunLogError,
