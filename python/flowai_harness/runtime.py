@@ -38,6 +38,7 @@ from .errors import (
     UnknownToolError,
     error_from_code,
 )
+from .modelcall import call_model
 from .references import (
     FileReferenceStore,
     MemoryReferenceStore,
@@ -168,6 +169,16 @@ class _RunState:
         # The model call in flight (cancelled with the run; a running tool is not).
         self.model_call: asyncio.Task[dict[str, Any]] | None = None
 
+    def cancel(self) -> None:
+        """Mark the run cancelled and wake what it waits on: a gate's waiter, a model call."""
+        self.cancelled = True
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        model_call = self.model_call
+        if model_call is not None and not model_call.done():
+            model_call.cancel()
+
 
 class EventStream:
     """The events of one run, as an async iterator of dicts; ``cancel()`` stops the run.
@@ -221,13 +232,7 @@ class EventStream:
         """Stop the run: it ends with ``finish`` (``cancelled``). A model call in flight is
         aborted at once; a run waiting at an approval gate is cancelled at once; a tool that
         is running finishes first (its result is logged before the cancellation)."""
-        self._state.cancelled = True
-        waiter = self._state.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-        model_call = self._state.model_call
-        if model_call is not None and not model_call.done():
-            model_call.cancel()
+        self._state.cancel()
 
     @property
     def cancelled(self) -> bool:
@@ -265,6 +270,8 @@ class Runtime:
         self._action_dispatcher = action_dispatcher
         # Runs of this process waiting at an approval gate, by thread.
         self._waiting: dict[str, _RunState] = {}
+        # Runs a stream of this process is driving, by thread.
+        self._running: dict[str, _RunState] = {}
         self._engine = engine
         self._tools = dict(handlers)
         self._services = types.MappingProxyType(dict(services))
@@ -314,8 +321,15 @@ class Runtime:
         return ReplayResult(thread_id, replay, log)
 
     async def cancel(self, thread_id: str) -> list[Event]:
-        """Cancel the thread's active run (e.g. one left waiting by a crashed process);
-        returns the events that ended it."""
+        """Cancel the thread's active run; returns the events that ended it.
+
+        A run a stream of this process is driving is cancelled as its stream's ``cancel()``
+        does (a model call in flight is aborted): its stream shows the end, and this returns
+        []. A run no stream drives (one left waiting by a crashed process) ends here."""
+        state = self._running.get(thread_id)
+        if state is not None and not state.ended:
+            state.cancel()
+            return []
         self._ensure_loaded(thread_id)
         decided = await self._step(thread_id, [self._cancel_input(thread_id)])
         if decided.rejections:
@@ -417,8 +431,24 @@ class Runtime:
         return self._log.thread_ids()
 
     def close(self) -> None:
-        """Close the run-log files."""
+        """Close the run-log files (the providers' connections: :meth:`aclose`)."""
         self._log.close()
+
+    async def aclose(self) -> None:
+        """Close the live providers' connections and the run-log files. ``async with
+        runtime:`` does this on exit."""
+        providers, self._providers = self._providers, {}
+        if providers:
+            from .providers import close_providers
+
+            await close_providers(providers)
+        self.close()
+
+    async def __aenter__(self) -> Runtime:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
     # --- the drive loop ------------------------------------------------------------------
 
@@ -478,6 +508,7 @@ class Runtime:
     ) -> AsyncGenerator[Event, None]:
         self._ensure_loaded(thread_id)
         inputs = [] if first_input is None else [first_input]
+        self._running[thread_id] = state
         try:
             while stepped is not None or inputs:
                 decided = stepped or await self._step(thread_id, inputs)
@@ -534,6 +565,8 @@ class Runtime:
             self._abandon(thread_id, state)
             if self._waiting.get(thread_id) is state:
                 del self._waiting[thread_id]
+            if self._running.get(thread_id) is state:
+                del self._running[thread_id]
 
     async def _wait(self, thread_id: str, state: _RunState) -> Decided | list[bytes] | None:
         """Wait for what the run needs next: a human decision at a gate (or cancel()), or the
@@ -731,47 +764,33 @@ class Runtime:
         when ``cancel()`` aborted the call (the run is cancelled next)."""
         payload = request["payload"]
         request_id = payload["request_id"]
-        provider = self._providers.get(payload["provider"])
+        agent = payload["agent"]
         started = time.perf_counter()
-        if provider is None:
-            result: dict[str, Any] = {
-                "request_id": request_id,
-                "failure": {
-                    "kind": "auth",
-                    "message": f"provider {payload['provider']!r} is not configured in this "
-                    "runtime; declare it in define_runtime(providers=...) with its key",
-                    "provider": payload["provider"],
-                    "model": payload["model"],
-                    "latency_ms": 0,
-                },
-            }
-        else:
-            agent = payload["agent"]
 
-            def on_delta(delta: dict[str, Any]) -> None:
-                kind = "text" if delta.get("type") == "text-delta" else "reasoning"
-                state.streamed.add(request_id)
-                live.put_nowait(
-                    {
-                        "type": kind,
-                        "text": delta.get("text", ""),
-                        "agent": agent,
-                        "requestId": request_id,
-                    }
-                )
-
-            call = asyncio.get_running_loop().create_task(
-                provider.complete(payload, on_delta=on_delta)
+        def on_delta(delta: dict[str, Any]) -> None:
+            kind = "text" if delta.get("type") == "text-delta" else "reasoning"
+            state.streamed.add(request_id)
+            live.put_nowait(
+                {
+                    "type": kind,
+                    "text": delta.get("text", ""),
+                    "agent": agent,
+                    "requestId": request_id,
+                }
             )
-            state.model_call = call
-            try:
-                result = await call
-            except asyncio.CancelledError:
-                if call.cancelled() and state.cancelled:
-                    return None  # cancel() aborted the HTTP request
-                raise
-            finally:
-                state.model_call = None
+
+        call = asyncio.get_running_loop().create_task(
+            call_model(self._providers, payload, on_delta=on_delta)
+        )
+        state.model_call = call
+        try:
+            result = await call
+        except asyncio.CancelledError:
+            if call.cancelled() and state.cancelled:
+                return None  # cancel() aborted the HTTP request
+            raise
+        finally:
+            state.model_call = None
         log.debug("model call %s took %.1f ms", request_id, (time.perf_counter() - started) * 1000)
         return self._driver.envelope(
             _MODEL_RESULT,

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from flowai_harness import (
+    RetryPolicy,
     TestingConfig,
     create_runtime,
     define_coordinator,
@@ -25,6 +26,7 @@ from flowai_harness import (
 )
 from flowai_harness.runtime import Runtime
 from flowai_harness.specs import RuntimeSpec
+from flowai_harness.testing import FakeProvider, ToolCall, Turn, Usage, rate_limited
 
 HERE = Path(__file__).parent
 
@@ -40,12 +42,14 @@ def explode(args: dict[str, Any], ctx: Any) -> None:
     raise RuntimeError(args["reason"])
 
 
-def spec() -> RuntimeSpec:
+def spec(providers: dict[str, Any] | None = None) -> RuntimeSpec:
     calculator = define_specialist(
         name="calculator",
         model="claude-haiku-4-5",
         prompt="You add numbers with the add tool.",
         tools=[add, explode],
+        # The live scenario's rate limit is retried at once (the log records the wait).
+        retry=RetryPolicy(initial_backoff=0.01, max_backoff=0.05),
     )
     coordinator = define_coordinator(
         name="router",
@@ -56,7 +60,7 @@ def spec() -> RuntimeSpec:
     return define_runtime(
         tenant=define_tenant("acme", "v1"),
         agents=[coordinator, calculator],
-        providers={"anthropic": {}},
+        providers=providers or {"anthropic": {}},
     )
 
 
@@ -114,6 +118,32 @@ async def generate(log_path: Path) -> None:
     async for event in stream:
         if event["type"] == "tool-invocation" and event["state"] == "call":
             stream.cancel()
+
+    await generate_live(log_path)
+
+
+async def generate_live(log_path: Path) -> None:
+    """A thread recorded from a live model (the fake provider server, through the official
+    SDK): a rate limit retried, reasoning, two parallel tool calls, then the answer. Its log
+    holds every model answer, so it replays with no provider at all."""
+    turns = [
+        Turn(fault=rate_limited(retry_after_ms=20)),
+        Turn(
+            reasoning="Two sums; both at once.",
+            text="Adding both.",
+            tool_calls=[
+                ToolCall("add", {"a": 1, "b": 2}, id="toolu_live_1"),
+                ToolCall("add", {"a": 3, "b": 4}, id="toolu_live_2"),
+            ],
+            usage=Usage(input_tokens=420, output_tokens=61, cache_read_input_tokens=300),
+        ),
+        Turn(text="1 + 2 = 3 and 3 + 4 = 7.", usage=Usage(input_tokens=510, output_tokens=14)),
+    ]
+    async with FakeProvider(turns) as fake:
+        async with create_runtime(
+            spec(fake.provider_settings()), interpreter="live", log_path=log_path
+        ) as live:
+            await drain(live, "What are 1 + 2 and 3 + 4?", "live", agent="calculator")
 
 
 def write_expected(log_path: Path) -> None:

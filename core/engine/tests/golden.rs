@@ -113,11 +113,12 @@ fn decoding_and_reencoding_a_line_gives_the_same_bytes() {
 #[test]
 fn a_live_engine_rewrites_each_golden_log_byte_for_byte_from_its_inputs() {
     for (name, log) in golden_logs() {
-        // scenarios.py runs `hello` on the mock interpreter and the rest scripted.
-        let interpreter = if name == "hello" {
-            mock("hello from the Rust runtime")
-        } else {
-            scripted()
+        // scenarios.py runs `hello` on the mock interpreter, `live` on a live model (its
+        // answers are inputs, read back from the log) and the rest scripted.
+        let interpreter = match name.as_str() {
+            "hello" => mock("hello from the Rust runtime"),
+            "live" => live(),
+            _ => scripted(),
         };
         let mut driver = Driver::new(engine(golden_spec(), interpreter));
         for input in inputs_of(&log) {
@@ -126,6 +127,9 @@ fn a_live_engine_rewrites_each_golden_log_byte_for_byte_from_its_inputs() {
                 outs.rejections().is_empty(),
                 "{name}: {:?}",
                 outs.rejections()
+                    .iter()
+                    .map(|o| String::from_utf8_lossy(&o.bytes).into_owned())
+                    .collect::<Vec<_>>()
             );
         }
         assert_eq!(
@@ -160,22 +164,72 @@ fn inputs_of(log: &[u8]) -> Vec<Value> {
                 json!({"prompt": payloads[0]["prompt"], "agent": payloads[0]["agent"]}),
             ),
             "finish" => ("flowai.v1.CancelRun", json!({})),
+            // A retry's step-start: the deadline of the wait after a failure.
+            "step-start" => ("flowai.v1.DeadlineReached", json!({})),
+            "model-response" => {
+                let r = payloads[0];
+                let usage = &r["usage"];
+                let response = json!({
+                    "content": r["content"], "stop_reason": r["stopReason"],
+                    "raw_stop_reason": r["rawStopReason"], "provider": r["provider"],
+                    "model": r["model"], "latency_ms": r["latencyMs"], "ttft_ms": r["ttftMs"],
+                    "usage": {
+                        "prompt_tokens": usage["promptTokens"],
+                        "completion_tokens": usage["completionTokens"],
+                        "cache_read_input_tokens": usage["cacheReadInputTokens"],
+                        "cache_creation_input_tokens": usage["cacheCreationInputTokens"],
+                    },
+                });
+                (
+                    "flowai.v1.ModelResult",
+                    json!({"request_id": r["requestId"], "response": response}),
+                )
+            }
+            "model-failure" => {
+                let f = payloads[0];
+                let failure = json!({
+                    "kind": f["kind"], "message": f["message"], "status": f["status"],
+                    "retry_after_ms": f["retryAfterMs"], "provider": f["provider"],
+                    "model": f["model"], "latency_ms": f["latencyMs"],
+                });
+                (
+                    "flowai.v1.ModelResult",
+                    json!({"request_id": f["requestId"], "failure": failure}),
+                )
+            }
             _ => {
                 let emitted: Vec<&Value> = payloads
                     .iter()
                     .copied()
                     .take_while(|p| matches!(p["type"].as_str(), Some("custom" | "tool-progress")))
                     .collect();
-                let result = payloads[emitted.len()];
-                assert_eq!(label(result), "tool-invocation/result");
-                let id = result["toolInvocationId"].as_str().unwrap();
-                let mut payload = json!({
-                    "invocation_id": format!(
+                let invocation_id = |id: &str| {
+                    format!(
                         "{}/{}/{}/{id}",
                         first["tenant"].as_str().unwrap(),
                         first["thread_id"].as_str().unwrap(),
                         first["run_id"].as_str().unwrap()
-                    ),
+                    )
+                };
+                if emitted.len() == payloads.len() {
+                    // Logged while the tool ran: a ToolProgress input of their own.
+                    let id = emitted[0]["toolInvocationId"].as_str().unwrap();
+                    let payload = json!({
+                        "invocation_id": invocation_id(id), "tool_invocation_id": id,
+                        "events": emitted,
+                    });
+                    inputs.push(json!({
+                        "schema": "flowai.v1.ToolProgress", "id": cause,
+                        "tenant": first["tenant"], "thread_id": first["thread_id"],
+                        "ts": first["ts"], "payload": payload,
+                    }));
+                    continue;
+                }
+                let result = payloads[emitted.len()];
+                assert_eq!(label(result), "tool-invocation/result");
+                let id = result["toolInvocationId"].as_str().unwrap();
+                let mut payload = json!({
+                    "invocation_id": invocation_id(id),
                     "tool_invocation_id": id,
                     "events": emitted,
                 });

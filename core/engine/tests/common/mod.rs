@@ -26,7 +26,8 @@ pub fn golden_spec() -> Value {
             {"name": "router", "role": "coordinator", "model": "claude-sonnet-4-6",
              "prompt": "Route arithmetic to the calculator.", "routes": ["calculator"]},
             {"name": "calculator", "role": "specialist", "model": "claude-haiku-4-5",
-             "prompt": "You add numbers with the add tool.", "tools": ["add", "explode"]}
+             "prompt": "You add numbers with the add tool.", "tools": ["add", "explode"],
+             "retry": {"initial_backoff_ms": 10, "max_backoff_ms": 50}}
         ],
         "tools": [
             {"name": "add", "description": "Add two integers.",
