@@ -177,6 +177,11 @@ class Topics:
             self.dead_letters,
         )
 
+    def result_topic(self, schema: str) -> str:
+        """Where a worker publishes a result of ``schema`` (a ``ModelResult`` or a
+        ``ToolResult``): a runtime input topic."""
+        return self.model_results if schema == "flowai.v1.ModelResult" else self.tool_results
+
     def effect_topic(self, schema: str) -> str | None:
         """Where an engine effect of ``schema`` goes; None for one this version cannot route."""
         return {

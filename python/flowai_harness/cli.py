@@ -3,8 +3,9 @@
 Owns the commands and their exit codes; each does its work through the package (``bus``,
 ``messages``) or hands over to a service's own command line:
 
-- ``flowai serve runtime|tools|approvals [--app module:attr ...]``: runs ``services/<name>``
-  (``services.<name>.__main__.main(argv)``); each service parses its own options.
+- ``flowai serve runtime|tools|models|approvals [--app module:attr ...]``: runs
+  ``services/<name>`` (``services.<name>.main(argv)``); each service parses its own options.
+  ``models`` is the tools service with ``--role models`` (model workers).
 - ``flowai replay THREAD_ID --tenant T``: the thread's timeline from the run log (seq, time,
   type, summary), read_committed, as the runtime service logged it.
 - ``flowai topics create [--partitions N] [--replication R] [--min-insync-replicas M]
@@ -36,7 +37,7 @@ from .errors import FlowaiError, UsageError
 
 __all__ = ["main"]
 
-SERVICES = ("runtime", "tools", "approvals")
+SERVICES = ("runtime", "tools", "models", "approvals")
 _SUMMARY_WIDTH = 100
 
 
@@ -54,7 +55,7 @@ def parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser(
         "serve",
-        help="run a service (runtime, tools, approvals)",
+        help="run a service (runtime, tools, models, approvals)",
         description="Run a service; the options after its name are the service's own "
         "(see `flowai serve runtime --help`).",
     )
@@ -135,6 +136,9 @@ def _is_kafka_error(exc: Exception) -> bool:
 
 
 def _serve(service: str, argv: list[str]) -> int:
+    if service == "models":
+        # Model workers are the worker service in the models role.
+        return _service_main("tools")(["--role", "models", *argv])
     entry = _service_main(service)
     return entry(argv)
 

@@ -12,6 +12,13 @@ One follower consumer per client reads the run log and dead letters from where t
 when the client started, and hands each record to the stream waiting for its thread, so many
 concurrent queries cost one consumer.
 
+Live model text: the follower also reads ``<prefix>.model-deltas``, where model workers
+publish a call's text as it streams, and yields it as ``text`` / ``reasoning`` events (with
+the call's ``requestId``) the moment it comes, as the embedded runtime does; the run log's
+complete ``text`` of that call is then not repeated. A call whose deltas come only after its
+logged text (a lagging deltas partition) shows the logged text, and its late deltas are
+dropped.
+
 Imports aiokafka lazily (the ``kafka`` extra), so ``import flowai_harness`` works without it.
 Must not import the runtime, the native engine or any service.
 """
@@ -65,7 +72,7 @@ def connect(
 class _Follow:
     """One stream's view of the records of its thread."""
 
-    __slots__ = ("format", "query_id", "queue", "run_id")
+    __slots__ = ("early", "format", "logged", "query_id", "queue", "run_id", "streamed")
 
     def __init__(self, query_id: str) -> None:
         self.query_id = query_id
@@ -73,6 +80,12 @@ class _Follow:
         # The log format of the run (1: before the entry agent's wrapping pair).
         self.format = 2
         self.queue: asyncio.Queue[Any] = asyncio.Queue()
+        # Model calls whose text was shown as it streamed: request id -> last delta seq.
+        self.streamed: dict[str, int] = {}
+        # Model calls whose complete text the run log showed (their late deltas are dropped).
+        self.logged: set[str] = set()
+        # Deltas read before the run's run-start (another partition's fetch came first).
+        self.early: list[dict[str, Any]] = []
 
 
 def ends_run(event: Event, log_format: int = 2) -> bool:
@@ -191,11 +204,15 @@ class Client:
                 partitions = await bus.partition_count(
                     self.bootstrap_servers, self.topics.runtime_events
                 )
-                letters = await bus.partition_count(
-                    self.bootstrap_servers, self.topics.dead_letters
+                counts = await bus.partition_counts(
+                    self.bootstrap_servers, [self.topics.dead_letters, self.topics.model_deltas]
                 )
                 tps = [TopicPartition(self.topics.runtime_events, p) for p in range(partitions)]
-                tps += [TopicPartition(self.topics.dead_letters, p) for p in range(letters)]
+                tps += [
+                    TopicPartition(topic, p)
+                    for topic, count in counts.items()
+                    for p in range(count)
+                ]
                 follower.assign(tps)
                 # Follow from the end: every query registers before it publishes, so
                 # nothing of its run comes before this position.
@@ -346,22 +363,26 @@ class Client:
         follower = self._follower
         assert follower is not None
         run_log = self.topics.runtime_events
+        deltas = self.topics.model_deltas
         waiting = self._waiting
         try:
             while True:
                 batch = await follower.getmany(timeout_ms=1000)
                 for tp, records in batch.items():
-                    is_log = tp.topic == run_log
+                    deliver = (
+                        _deliver_event
+                        if tp.topic == run_log
+                        else _deliver_delta
+                        if tp.topic == deltas
+                        else _deliver_dead_letter
+                    )
                     for record in records:
                         follows = waiting.get(record.key) if record.key is not None else None
                         if not follows:
                             continue
                         body = orjson.loads(record.value)
                         for follow in list(follows):
-                            if is_log:
-                                _deliver_event(follow, body)
-                            else:
-                                _deliver_dead_letter(follow, body)
+                            deliver(follow, body)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # a broken follower must not leave streams hanging
@@ -386,10 +407,49 @@ def _deliver_event(follow: _Follow, body: dict[str, Any]) -> None:
         if payload.get("type") == "run-start" and body.get("causation_id") == follow.query_id:
             follow.run_id = body.get("run_id")
             follow.format = int(payload.get("v") or 1)
+            early, follow.early = follow.early, []
+            for delta in early:
+                _deliver_delta(follow, delta)
         return
-    if body.get("run_id") != follow.run_id or payload.get("type") in _INTERNAL:
+    kind = payload.get("type")
+    if body.get("run_id") != follow.run_id or kind in _INTERNAL:
         return
+    if kind in ("text", "reasoning"):
+        request_id = payload.get("requestId")
+        if request_id in follow.streamed:
+            return  # shown while it streamed
+        if request_id is not None:
+            follow.logged.add(request_id)
     follow.queue.put_nowait(payload)
+
+
+# At most this many deltas wait for their run's run-start (a bound, not a tuning knob).
+_EARLY_DELTAS: Final = 10_000
+
+
+def _deliver_delta(follow: _Follow, body: dict[str, Any]) -> None:
+    if follow.run_id is None:
+        if len(follow.early) < _EARLY_DELTAS:
+            follow.early.append(body)
+        return
+    payload = body.get("payload")
+    if body.get("run_id") != follow.run_id or not isinstance(payload, dict):
+        return
+    request_id = payload.get("request_id")
+    seq = payload.get("seq")
+    if not isinstance(request_id, str) or not isinstance(seq, int) or request_id in follow.logged:
+        return
+    if seq <= follow.streamed.get(request_id, 0):
+        return  # a copy (the producer retried)
+    follow.streamed[request_id] = seq
+    follow.queue.put_nowait(
+        {
+            "type": "reasoning" if payload.get("type") == "reasoning-delta" else "text",
+            "text": payload.get("text", ""),
+            "agent": payload.get("agent"),
+            "requestId": request_id,
+        }
+    )
 
 
 def _deliver_dead_letter(follow: _Follow, body: dict[str, Any]) -> None:

@@ -1,4 +1,5 @@
-"""The tool worker's command line: ``flowai serve tools`` and ``python -m services.tools``.
+"""The worker's command line: ``flowai serve tools``, ``flowai serve models`` (the same with
+``--role models``) and ``python -m services.tools``.
 
 Owns :func:`build_parser`, :func:`settings_from_args` and :func:`main`: options and their
 environment defaults, logging, exit codes (0 stopped, 1 Kafka failed at run time, 2 a usage
@@ -21,8 +22,10 @@ from flowai_harness import bus
 from flowai_harness.errors import FlowaiError
 
 from .app import load_app
-from .service import DAY, ServiceSettings, serve
-from .worker import WorkerSettings, default_worker_id
+from .models import ModelSettings
+from .once import default_worker_id
+from .service import DAY, ROLES, ServiceSettings, serve
+from .worker import WorkerSettings
 
 __all__ = ["build_parser", "main", "settings_from_args"]
 
@@ -30,8 +33,9 @@ __all__ = ["build_parser", "main", "settings_from_args"]
 def build_parser(prog: str = "flowai serve tools") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
-        description="Run a tool worker: tool invocations and plan steps from Kafka, results "
-        "back, each executed effectively once (Redis keeps claims and results).",
+        description="Run a worker: tool invocations and plan steps (role tools), model "
+        "requests (role models), or both, from Kafka, results back, each answered effectively "
+        "once (Redis keeps claims and results).",
     )
     parser.add_argument(
         "--app", required=True, help="module:attr of the RuntimeSpec (or a function returning it)"
@@ -42,7 +46,15 @@ def build_parser(prog: str = "flowai serve tools") -> argparse.ArgumentParser:
     bus.add_service_arguments(
         parser, redis="claims, recorded results and references", creates="this worker"
     )
-    parser.add_argument("--group", help="consumer group (default: <prefix>.tools)")
+    parser.add_argument(
+        "--role",
+        choices=ROLES,
+        default="tools",
+        help="what to answer: tools (tool invocations and plan steps), models (model "
+        "requests, with the providers of the app's spec), or all (tools)",
+    )
+    parser.add_argument("--group", help="consumer group of tools (default: <prefix>.tools)")
+    parser.add_argument("--model-group", help="consumer group of models (default: <prefix>.models)")
     bus.add_instance_argument(parser, role="tool worker")
     bus.add_flag_argument(
         parser,
@@ -72,6 +84,26 @@ def build_parser(prog: str = "flowai serve tools") -> argparse.ArgumentParser:
     )
     parser.add_argument("--prefetch", type=int, help="messages in flight (4 x concurrency)")
     parser.add_argument(
+        "--model-concurrency", type=int, default=64, help="model calls at once (64)"
+    )
+    parser.add_argument(
+        "--model-prefetch", type=int, help="model requests in flight (2 x model concurrency)"
+    )
+    parser.add_argument(
+        "--provider-concurrency",
+        action="append",
+        default=[],
+        metavar="PROVIDER=N",
+        help="calls at once to one provider from this worker, overriding the spec's "
+        "maxConcurrency (repeatable)",
+    )
+    parser.add_argument(
+        "--no-stream-deltas",
+        action="store_true",
+        help="do not publish streamed model text on model-deltas (clients then see each "
+        "model turn when it completes)",
+    )
+    parser.add_argument(
         "--session-timeout-ms",
         type=int,
         default=10_000,
@@ -89,7 +121,9 @@ def settings_from_args(args: argparse.Namespace) -> ServiceSettings:
         bootstrap=args.bootstrap,
         redis_url=args.redis,
         prefix=args.prefix,
+        role=args.role,
         group=args.group,
+        model_group=args.model_group,
         instance_id=bus.expand_instance_id(args.instance_id),
         partitions=args.partitions,
         replication=args.replication,
@@ -100,6 +134,8 @@ def settings_from_args(args: argparse.Namespace) -> ServiceSettings:
         claim_ttl=args.claim_ttl,
         result_ttl=args.result_ttl,
         prefetch=args.prefetch,
+        model_prefetch=args.model_prefetch,
+        provider_concurrency=_provider_limits(args.provider_concurrency),
         session_timeout_ms=args.session_timeout_ms,
         heartbeat_interval_ms=max(100, args.session_timeout_ms // 3),
         shutdown_grace=args.shutdown_grace,
@@ -111,7 +147,24 @@ def settings_from_args(args: argparse.Namespace) -> ServiceSettings:
             retry_backoff=args.retry_backoff,
             claim_poll=min(0.25, args.claim_ttl / 8),
         ),
+        models=ModelSettings(
+            concurrency=args.model_concurrency,
+            stream_deltas=not args.no_stream_deltas,
+            claim_poll=min(0.25, args.claim_ttl / 8),
+        ),
     )
+
+
+def _provider_limits(entries: Sequence[str]) -> dict[str, int]:
+    limits: dict[str, int] = {}
+    for entry in entries:
+        name, sep, number = entry.partition("=")
+        if not sep or not name or not number.strip().isdigit():
+            raise ValueError(
+                f"--provider-concurrency takes PROVIDER=N (e.g. anthropic=16), got {entry!r}"
+            )
+        limits[name.strip()] = int(number)
+    return limits
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "flowai serve tools") -> int:

@@ -1,10 +1,19 @@
-"""The tool worker process: Kafka in, :class:`~.worker.ToolWorker` per message, offsets out.
+"""The tool service's process: Kafka in, a worker per message, offsets out.
 
-Owns :class:`ToolService` (the consumer loop, the rebalance listener, the committer and the
-shutdown) and :func:`serve` (run until SIGTERM/SIGINT). The command
-line is :mod:`.command`.
+Owns :class:`ToolService` (the consumer loops, the rebalance listeners, the committers and
+the shutdown) and :func:`serve` (run until SIGTERM/SIGINT). The command line is
+:mod:`.command`.
 
-One consumer group (default ``<prefix>.tools``) over ``tool-invocations`` and ``plan-steps``.
+A process runs one or two lanes, by ``role``:
+
+- ``tools``: one consumer group (default ``<prefix>.tools``) over ``tool-invocations`` and
+  ``plan-steps``, answered by :class:`~.worker.ToolWorker`.
+- ``models``: one consumer group (default ``<prefix>.models``) over ``model-requests``,
+  answered by :class:`~.models.ModelWorker` with the providers of the app's spec. A group of
+  its own, so model workers scale apart from tool workers, and a slow tool never holds a
+  model call back (or the other way round).
+- ``all``: both, in one process.
+
 Messages of one partition run concurrently (they are independent: each is keyed by its own
 id), so a partition's commit position is the lowest offset not yet done
 (:class:`~.offsets.OffsetTracker`); an offset is done only once its result is published.
@@ -23,7 +32,9 @@ import contextlib
 import logging
 import signal
 import urllib.parse
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
@@ -31,19 +42,25 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from redis.asyncio import Redis
 
 from flowai_harness import bus
-from flowai_harness.errors import VolatileLedgerError
+from flowai_harness.errors import ProviderConfigError, VolatileLedgerError
+from flowai_harness.modelcall import Complete
 from flowai_harness.references import RedisReferenceStore
 
 from .app import ToolApp
 from .claims import InvocationLedger, check_persistence
+from .models import ModelSettings, ModelWorker
 from .offsets import OffsetTracker
-from .worker import Delivery, ToolWorker, WorkerSettings, default_worker_id
+from .once import Delivery, OnceWorker, default_worker_id
+from .worker import ToolWorker, WorkerSettings
 
-__all__ = ["ServiceSettings", "ToolService", "serve"]
+__all__ = ["ROLES", "Role", "ServiceSettings", "ToolService", "serve"]
 
 log = logging.getLogger("flowai.tools")
 
 DAY = 24 * 60 * 60
+
+Role = Literal["tools", "models", "all"]
+ROLES: tuple[Role, ...] = ("tools", "models", "all")
 
 
 @dataclass(frozen=True)
@@ -53,7 +70,9 @@ class ServiceSettings:
     bootstrap: str
     redis_url: str
     prefix: str = bus.DEFAULT_PREFIX
+    role: Role = "tools"
     group: str | None = None  # default: "<prefix>.tools"
+    model_group: str | None = None  # default: "<prefix>.models"
     instance_id: str | None = None  # static group membership
     partitions: int = bus.DEFAULT_PARTITIONS
     # None: bus.ensure_topics picks (3 replicas, min ISR 2, on 3+ brokers).
@@ -67,57 +86,100 @@ class ServiceSettings:
     claim_ttl: float = 60.0
     result_ttl: float = 7 * DAY
     # Fetched messages not yet done, at most: those waiting for a run slot or for another
-    # worker's claim. Default: four per run slot.
+    # worker's claim. Default: four per run slot (tools), two per call slot (models).
     prefetch: int | None = None
+    model_prefetch: int | None = None
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 3_000
     shutdown_grace: float = 30.0
     worker_id: str = field(default_factory=default_worker_id)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
+    models: ModelSettings = field(default_factory=ModelSettings)
+    # Per provider, calls in flight at once from this worker (overrides the spec's
+    # maxConcurrency for that provider).
+    provider_concurrency: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("claim_ttl", "result_ttl", "shutdown_grace"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.prefetch is not None and self.prefetch < 1:
-            raise ValueError(f"prefetch must be at least 1, got {self.prefetch}")
+        for name in ("prefetch", "model_prefetch"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+        if self.role not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)}, got {self.role!r}")
+        for provider, limit in self.provider_concurrency.items():
+            if limit < 1:
+                raise ValueError(
+                    f"provider concurrency for {provider!r} must be at least 1, got {limit}"
+                )
 
     @property
     def group_id(self) -> str:
         return self.group or f"{self.prefix}.tools"
 
+    @property
+    def model_group_id(self) -> str:
+        return self.model_group or f"{self.prefix}.models"
+
+    @property
+    def runs_tools(self) -> bool:
+        return self.role in ("tools", "all")
+
+    @property
+    def runs_models(self) -> bool:
+        return self.role in ("models", "all")
+
+
+class _Lane:
+    """One consumer group and the worker that answers its messages."""
+
+    def __init__(
+        self, name: str, topics: list[str], group_id: str, prefetch: int, worker: OnceWorker
+    ) -> None:
+        self.name = name
+        self.topics = topics
+        self.group_id = group_id
+        self.prefetch = prefetch
+        self.worker = worker
+        self.tracker: OffsetTracker[TopicPartition] = OffsetTracker()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.dirty = asyncio.Event()
+        self.consumer: AIOKafkaConsumer | None = None
+
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, service: ToolService) -> None:
+    def __init__(self, service: ToolService, lane: _Lane) -> None:
         self._service = service
+        self._lane = lane
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         # Commit what is done while the partitions are still ours; what is still running
         # goes on (its result is published) but is committed by the next owner, which gets
         # it again and finds the recorded result (or waits for our claim).
-        await self._service.commit()
-        self._service.tracker.forget(revoked)
+        await self._service.commit(self._lane)
+        self._lane.tracker.forget(revoked)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         log.info(
-            "tool worker %s owns %s",
+            "%s %s owns %s",
+            self._lane.worker.role,
             self._service.settings.worker_id,
             ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(assigned)) or "nothing",
         )
 
 
 class ToolService:
-    """Consumes tool invocations and plan steps until :meth:`stop`; see the module docstring."""
+    """Consumes tool invocations, plan steps and model requests (by ``role``) until
+    :meth:`stop`; see the module docstring."""
 
     def __init__(self, app: ToolApp, settings: ServiceSettings) -> None:
         self.app = app
         self.settings = settings
         self.topics = bus.Topics(settings.prefix)
-        self.tracker: OffsetTracker[TopicPartition] = OffsetTracker()
+        self.lanes: list[_Lane] = []
         self._stopping = asyncio.Event()
-        self._dirty = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._consumer: AIOKafkaConsumer | None = None
 
     def stop(self) -> None:
         """Stop fetching; in-flight messages get ``shutdown_grace`` seconds to finish."""
@@ -125,6 +187,8 @@ class ToolService:
 
     async def run(self) -> None:
         settings = self.settings
+        # Providers first: a missing key is a configuration error before anything connects.
+        providers = _build_providers(self.app, settings) if settings.runs_models else {}
         if settings.create_topics:
             await bus.ensure_topics(
                 settings.bootstrap,
@@ -139,65 +203,104 @@ class ToolService:
             await self._check_ledger(redis)
         except BaseException:
             await redis.aclose()
+            await _close_providers(providers)
             raise
         producer = bus.producer(settings.bootstrap)
-        consumer = bus.consumer(
-            settings.bootstrap,
-            group_id=settings.group_id,
-            session_timeout_ms=settings.session_timeout_ms,
-            heartbeat_interval_ms=settings.heartbeat_interval_ms,
-            client_id=f"flowai-tools-{settings.worker_id}",
-            group_instance_id=settings.instance_id,
-        )
-        consumer.subscribe(
-            [self.topics.tool_invocations, self.topics.plan_steps], listener=_Rebalance(self)
-        )
-        self._consumer = consumer
-        ledger = InvocationLedger(
-            redis,
-            namespace=f"{settings.prefix}:tools",
-            claim_ttl=settings.claim_ttl,
-            result_ttl=settings.result_ttl,
-        )
+        publisher = bus.KafkaPublisher(producer)
         # The claim-check store every tool worker shares: handlers' ctx.references, the
         # executor's resolveRef/glimpseRef and the action dispatcher's resolved_refs.
         references = RedisReferenceStore.from_url(
             settings.redis_url, namespace=f"{settings.prefix}:refs"
         )
-        worker = ToolWorker(
-            self.app,
-            ledger,
-            bus.KafkaPublisher(producer),
-            self.topics,
-            settings.worker,
-            worker_id=settings.worker_id,
-            references=references,
-        )
+        if settings.runs_tools:
+            tools = ToolWorker(
+                self.app,
+                self._ledger(redis, "tools"),
+                publisher,
+                self.topics,
+                settings.worker,
+                worker_id=settings.worker_id,
+                references=references,
+            )
+            self.lanes.append(
+                _Lane(
+                    "tools",
+                    [self.topics.tool_invocations, self.topics.plan_steps],
+                    settings.group_id,
+                    settings.prefetch or 4 * settings.worker.concurrency,
+                    tools,
+                )
+            )
+        if settings.runs_models:
+            models = ModelWorker(
+                providers,
+                self._ledger(redis, "models"),
+                publisher,
+                self.topics,
+                settings.models,
+                tenant=self.app.spec.tenant.resource_id,
+                worker_id=settings.worker_id,
+            )
+            self.lanes.append(
+                _Lane(
+                    "models",
+                    [self.topics.model_requests],
+                    settings.model_group_id,
+                    settings.model_prefetch or 2 * settings.models.concurrency,
+                    models,
+                )
+            )
         await producer.start()
         try:
-            await consumer.start()
-            committer = asyncio.create_task(self._commit_loop())
-            try:
-                await self._consume(consumer, worker)
-                await self._drain()
-            finally:
-                committer.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await committer
-                await self.commit()
-                await consumer.stop()
+            await asyncio.gather(*(self._run_lane(lane) for lane in self.lanes))
         finally:
             await producer.stop()
             await redis.aclose()
             references.close()
-        log.info(
-            "tool worker %s stopped: ran %d calls, republished %d recorded results, "
-            "%d dead letters",
-            settings.worker_id,
-            worker.ran,
-            worker.replayed,
-            worker.dead_lettered,
+            await _close_providers(providers)
+        for lane in self.lanes:
+            worker = lane.worker
+            log.info(
+                "%s %s stopped: ran %d, republished %d recorded results, %d dead letters",
+                worker.role,
+                settings.worker_id,
+                worker.ran,
+                worker.replayed,
+                worker.dead_lettered,
+            )
+
+    def _ledger(self, redis: Redis, lane: str) -> InvocationLedger:
+        return InvocationLedger(
+            redis,
+            namespace=f"{self.settings.prefix}:{lane}",
+            claim_ttl=self.settings.claim_ttl,
+            result_ttl=self.settings.result_ttl,
         )
+
+    async def _run_lane(self, lane: _Lane) -> None:
+        settings = self.settings
+        consumer = bus.consumer(
+            settings.bootstrap,
+            group_id=lane.group_id,
+            session_timeout_ms=settings.session_timeout_ms,
+            heartbeat_interval_ms=settings.heartbeat_interval_ms,
+            client_id=f"flowai-{lane.name}-{settings.worker_id}",
+            # Static membership is per group: one instance id serves both lanes.
+            group_instance_id=settings.instance_id,
+        )
+        consumer.subscribe(lane.topics, listener=_Rebalance(self, lane))
+        lane.consumer = consumer
+        await consumer.start()
+        committer = asyncio.create_task(self._commit_loop(lane))
+        try:
+            await self._consume(lane, consumer)
+            await self._drain(lane)
+        finally:
+            committer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await committer
+            await self.commit(lane)
+            await consumer.stop()
 
     async def _check_ledger(self, redis: Redis) -> None:
         """Refuse a Redis that would forget recorded results in a restart, unless allowed."""
@@ -209,23 +312,21 @@ class ToolService:
                 raise
             log.warning("%s; starting anyway (--allow-volatile-ledger)", exc.message)
             return
-        log.info("tool ledger in the Redis at %s: %s", where, how)
+        log.info("ledger in the Redis at %s: %s", where, how)
 
-    async def _consume(self, consumer: AIOKafkaConsumer, worker: ToolWorker) -> None:
-        prefetch = self.settings.prefetch or 4 * self.settings.worker.concurrency
+    async def _consume(self, lane: _Lane, consumer: AIOKafkaConsumer) -> None:
         log.info(
-            "tool worker %s consuming %s, %s as group %s (%d tools, concurrency %d)",
+            "%s %s consuming %s as group %s (prefetch %d)",
+            lane.worker.role,
             self.settings.worker_id,
-            self.topics.tool_invocations,
-            self.topics.plan_steps,
-            self.settings.group_id,
-            len(self.app.tools),
-            self.settings.worker.concurrency,
+            ", ".join(lane.topics),
+            lane.group_id,
+            lane.prefetch,
         )
         while not self._stopping.is_set():
-            free = prefetch - len(self._tasks)
+            free = lane.prefetch - len(lane.tasks)
             # Pause rather than stop polling: the consumer must keep calling getmany to stay
-            # in the group while every slot waits on a slow tool.
+            # in the group while every slot waits on a slow call.
             if free <= 0:
                 consumer.pause(*consumer.assignment())
             elif consumer.paused():
@@ -233,13 +334,13 @@ class ToolService:
             batch = await consumer.getmany(timeout_ms=100, max_records=max(free, 1))
             for tp, records in batch.items():
                 for record in records:
-                    self.tracker.start(tp, record.offset)
-                    task = asyncio.create_task(self._process(worker, tp, record))
-                    self._tasks.add(task)
-                    task.add_done_callback(self._tasks.discard)
+                    lane.tracker.start(tp, record.offset)
+                    task = asyncio.create_task(self._process(lane, tp, record))
+                    lane.tasks.add(task)
+                    task.add_done_callback(lane.tasks.discard)
 
     async def _process(
-        self, worker: ToolWorker, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]
+        self, lane: _Lane, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]
     ) -> None:
         delivery = Delivery(
             topic=record.topic,
@@ -249,39 +350,42 @@ class ToolService:
             value=record.value,
             headers=tuple(record.headers or ()),
         )
-        await worker.handle(delivery)
+        await lane.worker.handle(delivery)
         # If the partition was revoked and given back meanwhile, the same offset may be in
         # flight again here: the same message, whose result this task just published, so
         # marking it done is still true.
-        self.tracker.finish(tp, record.offset)
-        self._dirty.set()
+        lane.tracker.finish(tp, record.offset)
+        lane.dirty.set()
 
-    async def _drain(self) -> None:
-        if not self._tasks:
+    async def _drain(self, lane: _Lane) -> None:
+        if not lane.tasks:
             return
         log.info(
-            "waiting up to %.0f s for %d messages", self.settings.shutdown_grace, len(self._tasks)
+            "%s: waiting up to %.0f s for %d messages",
+            lane.name,
+            self.settings.shutdown_grace,
+            len(lane.tasks),
         )
-        _done, pending = await asyncio.wait(self._tasks, timeout=self.settings.shutdown_grace)
+        _done, pending = await asyncio.wait(lane.tasks, timeout=self.settings.shutdown_grace)
         for task in pending:
             # Uncommitted: the next owner gets these again (our claims are released).
             task.cancel()
         if pending:
             await asyncio.wait(pending)
 
-    async def _commit_loop(self) -> None:
+    async def _commit_loop(self, lane: _Lane) -> None:
         while True:
-            await self._dirty.wait()
-            self._dirty.clear()
-            await self.commit()
+            await lane.dirty.wait()
+            lane.dirty.clear()
+            await self.commit(lane)
 
-    async def commit(self) -> None:
+    async def commit(self, lane: _Lane) -> None:
         """Commit every partition's position up to its lowest offset not yet done."""
-        consumer = self._consumer
+        consumer = lane.consumer
         if consumer is None:
             return
         owned = consumer.assignment()
-        positions = {tp: pos for tp, pos in self.tracker.to_commit().items() if tp in owned}
+        positions = {tp: pos for tp, pos in lane.tracker.to_commit().items() if tp in owned}
         if not positions:
             return
         try:
@@ -293,7 +397,33 @@ class ToolService:
         except KafkaError:
             log.exception("commit failed; trying again after the next finished message")
             return
-        self.tracker.committed(positions)
+        lane.tracker.committed(positions)
+
+
+def _build_providers(app: ToolApp, settings: ServiceSettings) -> dict[str, Complete]:
+    """The app's providers, with this worker's concurrency limits applied."""
+    from flowai_harness.providers import build_providers
+
+    configured = {name: dict(entry) for name, entry in app.spec.providers.items()}
+    unknown = sorted(set(settings.provider_concurrency) - set(configured))
+    if unknown:
+        raise ProviderConfigError(
+            f"--provider-concurrency names {', '.join(map(repr, unknown))}, which the app's "
+            f"spec does not declare; its providers are: {', '.join(sorted(configured)) or 'none'}",
+            details={"setting": "provider_concurrency"},
+        )
+    for name, limit in settings.provider_concurrency.items():
+        configured[name]["maxConcurrency"] = limit
+    return dict(build_providers(configured))
+
+
+async def _close_providers(providers: Mapping[str, Complete]) -> None:
+    if not providers:
+        return
+    from flowai_harness.providers import close_providers
+
+    with contextlib.suppress(Exception):
+        await close_providers(providers)
 
 
 def _without_password(url: str) -> str:
@@ -306,7 +436,7 @@ def _without_password(url: str) -> str:
 
 
 async def serve(app: ToolApp, settings: ServiceSettings) -> None:
-    """Run a tool worker until SIGTERM or SIGINT."""
+    """Run the service's lanes until SIGTERM or SIGINT."""
     service = ToolService(app, settings)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -1,7 +1,7 @@
 """What a tool worker does with one consumed message; Kafka's consumer loop is elsewhere.
 
-Owns :class:`ToolWorker` and :class:`Delivery`. For each delivery it
-routes by the envelope's ``schema``: a ``ToolInvocation`` runs its tool's handler (or, for the
+Owns :class:`ToolWorker`, a :class:`~.once.OnceWorker`. For each delivery it routes by the
+envelope's ``schema``: a ``ToolInvocation`` runs its tool's handler (or, for the
 executor's built-in ``resolveRef`` / ``glimpseRef``, reads the reference store), a
 ``PlanStep`` goes to the app's action dispatcher exactly as in the embedded runtime
 (``dispatcher(actions, ctx)`` with the referenced values hydrated from the reference store),
@@ -18,18 +18,11 @@ the code the engine gives a model's bad arguments, and a dead letter: the run go
 the model may try again, while operators learn that the runtime and the workers disagree
 about the tool).
 
-Effectively-once, with the invocation id as the key (see :mod:`.claims`):
-
-1. ``begin``: a recorded result exists -> publish it again and stop (a redelivery never
-   repeats the side effect); another owner's claim is live -> wait, polling, until its
-   result appears or the claim expires; else the claim is ours.
-2. run the handler while renewing the claim: per-attempt timeout, retries with exponential
-   backoff for retryable errors, at most ``concurrency`` handlers at once per worker. A plan
-   step runs once (its actions are not assumed idempotent): a failure or timeout is the
-   result, and the engine marks the plan failed.
-3. ``record`` the ToolResult in Redis (first record wins), then publish it (key
-   ``tenant/thread_id`` on ``tool-results``), and only then report the delivery done, so its
-   offset may be committed.
+Effectively once, with the invocation id as the key (:mod:`.once`): the handler runs while
+the claim is held and renewed, with a per-attempt timeout, retries with exponential backoff
+for retryable errors, and at most ``concurrency`` handlers at once per worker. A plan step
+runs once (its actions are not assumed idempotent): a failure or timeout is the result, and
+the engine marks the plan failed.
 
 A tool defined with ``delivery="at_most_once"`` is marked started in Redis (``arm``, only
 while the claim is still ours) right before its handler runs. If that worker dies (or is
@@ -38,36 +31,22 @@ result and the worker records a ``TOOL_OUTCOME_UNKNOWN`` error result (and a dea
 instead of running the handler again. Such a tool's timeout is not retried either: the
 handler may still be running, or may have done its work.
 
-A failure of Redis or Kafka before the handler ran, or while publishing, restarts the
-procedure from 1 (every step is idempotent); once the handler ran, recording its result is
-retried while the claim is held, so the tool does not run again.
-
 Must not import another service or drive the engine (tool workers do not decide).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
 import random
-import socket
-import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
 
 from flowai_harness import _native, bus
-from flowai_harness.errors import (
-    FlowaiError,
-    InvalidInputError,
-    RetryableToolError,
-    TenantMismatchError,
-    UnknownSchemaError,
-)
+from flowai_harness.errors import FlowaiError, InvalidInputError, RetryableToolError
 from flowai_harness.references import MemoryReferenceStore, ReferenceAccess, ReferenceStore
 from flowai_harness.toolcall import (
     NO_ACTION_DISPATCHER,
@@ -81,7 +60,16 @@ from flowai_harness.toolcall import (
 from flowai_harness.tools import TOOL_OUTCOME_UNKNOWN, ToolDefinition
 
 from .app import ToolApp
-from .claims import Begin, InvocationLedger
+from .claims import InvocationLedger
+from .once import (
+    MALFORMED,
+    DeadLetter,
+    Delivery,
+    OnceWorker,
+    Outcome,
+    Rejected,
+    default_worker_id,
+)
 
 __all__ = ["Delivery", "ToolWorker", "WorkerSettings", "default_worker_id"]
 
@@ -90,30 +78,15 @@ log = logging.getLogger("flowai.tools")
 TOOL_INVOCATION: Final = "flowai.v1.ToolInvocation"
 PLAN_STEP: Final = "flowai.v1.PlanStep"
 
-# Dead-letter reasons (stable codes operators match on).
-MALFORMED: Final = InvalidInputError.code
-UNKNOWN_SCHEMA: Final = UnknownSchemaError.code
+# Dead-letter reasons (stable codes operators match on), beside those of .once.
 TOOL_NOT_AVAILABLE: Final = "TOOL_NOT_AVAILABLE"  # the engine's code for a tool nobody runs
 TOOL_ARGS_INVALID: Final = "TOOL_ARGS_INVALID"  # the engine's code for bad arguments
-TENANT_MISMATCH: Final = TenantMismatchError.code
 RETRIES_EXHAUSTED: Final = "TOOL_RETRIES_EXHAUSTED"
 _NO_DISPATCHER_MESSAGE: Final = (
     "this tool worker's app has no action_dispatcher, so it cannot execute plans; give the "
     "--app object an action_dispatcher attribute: fn(actions, ctx), as "
     "create_runtime(action_dispatcher=fn)"
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """One consumed message, as the worker needs it."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: Sequence[tuple[str, bytes]] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,42 +118,10 @@ class WorkerSettings:
         return delay * random.uniform(0.5, 1.0)
 
 
-@dataclass(frozen=True, slots=True)
-class _DeadLetter:
-    reason: str
-    message: str
+class ToolWorker(OnceWorker):
+    """Runs tool invocations and plan steps effectively once (see the module docstring)."""
 
-
-@dataclass(frozen=True, slots=True)
-class _Outcome:
-    """What running an invocation produced: the result to record, maybe a dead letter."""
-
-    result: bytes
-    dead_letter: _DeadLetter | None = None
-
-
-class _Rejected(Exception):
-    """The delivery cannot be handled at all: dead-letter it and move on."""
-
-    def __init__(self, reason: str, message: str, envelope: Mapping[str, Any] | None) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-        self.envelope = envelope
-
-
-def default_worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-class ToolWorker:
-    """Handles deliveries effectively once; see the module docstring for the order of steps.
-
-    :meth:`handle` never raises for a bad message or a failing tool: it returns once the
-    delivery is done (result published or dead-lettered), which is when its offset may be
-    committed. It raises only ``CancelledError`` (the worker stops; the offset stays
-    uncommitted and the next owner of the partition gets the message again).
-    """
+    role = "tool worker"
 
     def __init__(
         self,
@@ -196,107 +137,46 @@ class ToolWorker:
         """``references`` is the store behind ``ctx.references``, ``resolveRef`` and the
         dispatcher's ``resolved_refs`` (the service passes the Redis one; the default, in
         this process only, suits tests)."""
-        self.app = app
-        self.ledger = ledger
-        self.publisher = publisher
-        self.topics = topics
         self.settings = settings or WorkerSettings()
-        self.worker_id = worker_id or default_worker_id()
+        super().__init__(
+            ledger,
+            publisher,
+            topics,
+            tenant=app.spec.tenant.resource_id,
+            worker_id=worker_id,
+            claim_poll=self.settings.claim_poll,
+            failure_backoff=self.settings.failure_backoff,
+        )
+        self.app = app
         self.references = ReferenceAccess(
             references if references is not None else MemoryReferenceStore(),
             app.spec.tenant.resource_id,
             app.spec.references,
         )
-        self.tenant = app.spec.tenant.resource_id
         # Each tool's input schema as the engine's validator takes it, serialized once.
         self._schemas = {name: orjson.dumps(tool.input_schema) for name, tool in app.tools.items()}
         self._slots = asyncio.Semaphore(self.settings.concurrency)
-        self._routes: Mapping[str, Callable[[dict[str, Any], Delivery], Awaitable[None]]] = {
+        self._routes = {
             TOOL_INVOCATION: self._on_tool_invocation,
             PLAN_STEP: self._on_plan_step,
         }
-        # Counters for logs, tests and the benchmark; never used to decide anything.
-        self.ran = 0
-        self.replayed = 0
-        self.dead_lettered = 0
         self.unknown = 0  # at-most-once calls answered "outcome unknown" instead of run again
-
-    # --- one delivery ----------------------------------------------------------------------
-
-    async def handle(self, delivery: Delivery) -> None:
-        """Handle one delivery until it is done; retried from the top when Redis/Kafka fail."""
-        while True:
-            try:
-                await self._handle_once(delivery)
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                # Every step is idempotent (a recorded result is published again, a claim of
-                # ours is renewed or re-taken), so starting over is safe.
-                log.exception(
-                    "handling %s[%d]@%d failed; trying again in %.1f s",
-                    delivery.topic,
-                    delivery.partition,
-                    delivery.offset,
-                    self.settings.failure_backoff,
-                )
-                await asyncio.sleep(self.settings.failure_backoff)
-
-    async def _handle_once(self, delivery: Delivery) -> None:
-        try:
-            envelope = self._decode(delivery)
-            route = self._routes.get(envelope["schema"])
-            if route is None:
-                raise _Rejected(
-                    UNKNOWN_SCHEMA,
-                    f"schema {envelope['schema']!r} is not handled by tool workers; they "
-                    f"take {', '.join(sorted(self._routes))}",
-                    envelope,
-                )
-            if envelope["tenant"] != self.tenant:
-                raise _Rejected(
-                    TENANT_MISMATCH,
-                    f"the message is for tenant {envelope['tenant']!r}, but this tool worker "
-                    f"serves tenant {self.tenant!r} (its --app); nothing was run. Give each "
-                    "tenant's app its own tool workers and topic prefix",
-                    envelope,
-                )
-            await route(envelope, delivery)
-        except _Rejected as rejected:
-            await self._dead_letter(delivery, rejected.reason, rejected.message, rejected.envelope)
-
-    def _decode(self, delivery: Delivery) -> dict[str, Any]:
-        if delivery.value is None:
-            raise _Rejected(MALFORMED, "the message has no value (a tombstone?)", None)
-        try:
-            envelope = orjson.loads(delivery.value)
-        except orjson.JSONDecodeError as exc:
-            raise _Rejected(MALFORMED, f"the message is not JSON: {exc}", None) from None
-        if not isinstance(envelope, dict):
-            raise _Rejected(
-                MALFORMED, f"the message is JSON {type(envelope).__name__}, not an envelope", None
-            )
-        problem = _envelope_problem(envelope)
-        if problem is not None:
-            raise _Rejected(MALFORMED, f"not a flowai envelope: {problem}", envelope)
-        return envelope
 
     # --- tool invocations ------------------------------------------------------------------
 
     async def _on_tool_invocation(self, envelope: dict[str, Any], delivery: Delivery) -> None:
         problem = _invocation_problem(envelope)
         if problem is not None:
-            raise _Rejected(MALFORMED, f"ToolInvocation: {problem}", envelope)
+            raise Rejected(MALFORMED, f"ToolInvocation: {problem}", envelope)
         await self._effectively_once(envelope, delivery, self._run_invocation)
 
-    async def _run_invocation(self, envelope: dict[str, Any], token: str) -> _Outcome | None:
+    async def _run_invocation(self, envelope: dict[str, Any], token: str) -> Outcome | None:
         """The outcome of running the invocation; None when an at-most-once tool's claim was
         lost before its handler started (nothing ran: start over)."""
         call = envelope["payload"]
         name = call["tool"]
         if name in REFERENCE_TOOLS:
-            return _Outcome(self._result(envelope, run_reference_tool(envelope, self.references)))
+            return Outcome(self._result(envelope, run_reference_tool(envelope, self.references)))
         tool = self.app.tools.get(name)
         if tool is None:
             why = (
@@ -310,9 +190,7 @@ class ToolWorker:
                 "tool_invocation_id": call["tool_invocation_id"],
                 "error": {"message": message, "code": TOOL_NOT_AVAILABLE},
             }
-            return _Outcome(
-                self._result(envelope, payload), _DeadLetter(TOOL_NOT_AVAILABLE, message)
-            )
+            return Outcome(self._result(envelope, payload), DeadLetter(TOOL_NOT_AVAILABLE, message))
         bad_args = self._args_problem(tool, call["args"])
         if bad_args is not None:
             code, message = bad_args
@@ -321,7 +199,7 @@ class ToolWorker:
                 "tool_invocation_id": call["tool_invocation_id"],
                 "error": {"message": message, "code": code},
             }
-            return _Outcome(self._result(envelope, payload), _DeadLetter(code, message))
+            return Outcome(self._result(envelope, payload), DeadLetter(code, message))
 
         settings = self.settings
         at_most_once = tool.delivery == "at_most_once"
@@ -354,10 +232,10 @@ class ToolWorker:
                 )
             error: dict[str, Any] | None = payload.get("error")
             if error is None or error.get("code") not in _retryable_codes():
-                return _Outcome(self._result(envelope, payload))
+                return Outcome(self._result(envelope, payload))
             if at_most_once and error.get("code") == TOOL_TIMEOUT:
                 # The handler may still be running, or may have done its work: not again.
-                return _Outcome(self._result(envelope, payload))
+                return Outcome(self._result(envelope, payload))
             if attempt >= settings.max_attempts:
                 break
             delay = settings.backoff(attempt)
@@ -372,9 +250,9 @@ class ToolWorker:
             await asyncio.sleep(delay)
         # The last attempt failed too: the model sees the failure, operators a dead letter.
         error["message"] = f"{error['message']} (gave up after {settings.max_attempts} attempts)"
-        return _Outcome(
+        return Outcome(
             self._result(envelope, payload),
-            _DeadLetter(RETRIES_EXHAUSTED, f"{error['code']}: {error['message']}"),
+            DeadLetter(RETRIES_EXHAUSTED, f"{error['code']}: {error['message']}"),
         )
 
     def _args_problem(self, tool: ToolDefinition, args: Any) -> tuple[str, str] | None:
@@ -387,7 +265,7 @@ class ToolWorker:
             return exc.code, f"the input schema of `{tool.name}` cannot be checked: {exc.message}"
         return None
 
-    def _outcome_unknown(self, envelope: dict[str, Any]) -> _Outcome:
+    def _outcome_unknown(self, envelope: dict[str, Any]) -> Outcome:
         self.unknown += 1
         call = envelope["payload"]
         message = (
@@ -400,7 +278,7 @@ class ToolWorker:
             "tool_invocation_id": call["tool_invocation_id"],
             "error": {"message": message, "code": TOOL_OUTCOME_UNKNOWN},
         }
-        return _Outcome(self._result(envelope, payload), _DeadLetter(TOOL_OUTCOME_UNKNOWN, message))
+        return Outcome(self._result(envelope, payload), DeadLetter(TOOL_OUTCOME_UNKNOWN, message))
 
     def _result(self, invocation: Mapping[str, Any], payload: dict[str, Any]) -> bytes:
         # The id follows from the invocation's, so every copy of its result is recognisable.
@@ -411,10 +289,10 @@ class ToolWorker:
     async def _on_plan_step(self, envelope: dict[str, Any], delivery: Delivery) -> None:
         problem = _plan_step_problem(envelope)
         if problem is not None:
-            raise _Rejected(MALFORMED, f"PlanStep: {problem}", envelope)
+            raise Rejected(MALFORMED, f"PlanStep: {problem}", envelope)
         await self._effectively_once(envelope, delivery, self._run_plan_step)
 
-    async def _run_plan_step(self, envelope: dict[str, Any], token: str) -> _Outcome:
+    async def _run_plan_step(self, envelope: dict[str, Any], token: str) -> Outcome:
         dispatcher = self.app.action_dispatcher
         async with self._slots:
             self.ran += 1
@@ -431,126 +309,9 @@ class ToolWorker:
         dead = (
             None
             if dispatcher is not None
-            else _DeadLetter(NO_ACTION_DISPATCHER, _NO_DISPATCHER_MESSAGE)
+            else DeadLetter(NO_ACTION_DISPATCHER, _NO_DISPATCHER_MESSAGE)
         )
-        return _Outcome(self._result(envelope, payload), dead)
-
-    # --- effectively once ------------------------------------------------------------------
-
-    async def _effectively_once(
-        self,
-        envelope: dict[str, Any],
-        delivery: Delivery,
-        run: Callable[[dict[str, Any], str], Awaitable[_Outcome | None]],
-    ) -> None:
-        key = envelope["id"]
-        while True:
-            # Unique per attempt to run, even within this worker: a redelivered copy of an
-            # invocation this worker is still running must wait for it, not join it.
-            token = f"{self.worker_id}:{uuid.uuid4().hex}"
-            begin = await self._begin(key, token)
-            if begin.recorded is not None:
-                self.replayed += 1
-                await self._publish_result(begin.recorded, delivery)
-                return
-            async with self.ledger.holding(key, token):
-                if begin.unknown:
-                    outcome: _Outcome | None = self._outcome_unknown(envelope)
-                else:
-                    try:
-                        outcome = await run(envelope, token)
-                    except BaseException:
-                        # Stopped (or a bug) before a result exists: let the next owner start
-                        # at once instead of waiting out the claim (an at-most-once run that
-                        # had started stays marked: the next owner answers "unknown").
-                        with contextlib.suppress(Exception):
-                            await asyncio.shield(self.ledger.release(key, token))
-                        raise
-                if outcome is None:
-                    continue  # the claim was lost before anything ran: from the top
-                # The side effect happened: from here on the claim is kept (and renewed)
-                # until the result is recorded, whatever Kafka or Redis do meanwhile; giving
-                # it up would let the tool run again.
-                recorded = await self._finish(envelope, delivery, token, outcome)
-            await self._publish_result(recorded, delivery)
-            return
-
-    async def _begin(self, key: str, token: str) -> Begin:
-        """``begin`` until the invocation has a recorded result or is claimed by ``token``."""
-        while True:
-            begin = await self.ledger.begin(key, token)
-            if begin.recorded is not None or begin.claimed or begin.unknown:
-                return begin
-            # Another worker runs it (or a dead one held it): wait for its result or for
-            # its claim to expire, whichever comes first.
-            await asyncio.sleep(min(self.settings.claim_poll, max(begin.held_ms, 1) / 1000))
-
-    async def _finish(
-        self, envelope: dict[str, Any], delivery: Delivery, token: str, outcome: _Outcome
-    ) -> bytes:
-        """Dead-letter (when the outcome says so), then record; returns the recorded result."""
-        letter = outcome.dead_letter
-        while True:
-            try:
-                if letter is not None:
-                    # Before the record: a crash in between repeats the dead letter, never
-                    # loses it.
-                    await self._dead_letter(delivery, letter.reason, letter.message, envelope)
-                    letter = None
-                recorded, _ours = await self.ledger.record(envelope["id"], token, outcome.result)
-                return recorded
-            except Exception:
-                log.exception(
-                    "recording the result of %s failed; trying again in %.1f s",
-                    envelope["id"],
-                    self.settings.failure_backoff,
-                )
-                await asyncio.sleep(self.settings.failure_backoff)
-
-    async def _publish_result(self, result: bytes, delivery: Delivery) -> None:
-        body = orjson.loads(result)
-        await self.publisher.publish(
-            self.topics.tool_results,
-            bus.thread_key(body["tenant"], body["thread_id"]),
-            result,
-            _trace_headers(delivery),
-        )
-
-    # --- dead letters ----------------------------------------------------------------------
-
-    async def _dead_letter(
-        self,
-        delivery: Delivery,
-        reason: str,
-        message: str,
-        envelope: Mapping[str, Any] | None,
-    ) -> None:
-        self.dead_lettered += 1
-        log.warning(
-            "dead letter from %s[%d]@%d: %s: %s",
-            delivery.topic,
-            delivery.partition,
-            delivery.offset,
-            reason,
-            message,
-        )
-        letter = bus.dead_letter(
-            reason=reason,
-            message=message,
-            original=delivery.value or b"",
-            service="tools",
-            source=(delivery.topic, delivery.partition, delivery.offset),
-        )
-        tenant = _str_or_none(envelope, "tenant")
-        thread_id = _str_or_none(envelope, "thread_id")
-        key = (
-            bus.thread_key(tenant, thread_id)
-            if tenant is not None and thread_id is not None
-            else delivery.key
-        )
-        await self.publisher.publish(
-            self.topics.dead_letters, key, letter, _trace_headers(delivery)
-        )
+        return Outcome(self._result(envelope, payload), dead)
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -566,19 +327,6 @@ def _retryable_codes() -> frozenset[str]:
         codes.add(cls.code)
         stack.extend(cls.__subclasses__())
     return frozenset(codes)
-
-
-_ENVELOPE_FIELDS: Final = (("schema", str), ("id", str), ("tenant", str), ("thread_id", str))
-
-
-def _envelope_problem(envelope: Mapping[str, Any]) -> str | None:
-    for name, kind in _ENVELOPE_FIELDS:
-        value = envelope.get(name)
-        if not isinstance(value, kind) or not value:
-            return f"{name!r} must be a non-empty string, got {value!r}"
-    if not isinstance(envelope.get("payload"), dict):
-        return f"'payload' must be an object, got {envelope.get('payload')!r}"
-    return None
 
 
 def _invocation_problem(envelope: Mapping[str, Any]) -> str | None:
@@ -607,14 +355,3 @@ def _plan_step_problem(envelope: Mapping[str, Any]) -> str | None:
     if not isinstance(payload.get("references", []), list):
         return f"payload 'references' must be a list, got {payload.get('references')!r}"
     return None
-
-
-def _str_or_none(envelope: Mapping[str, Any] | None, name: str) -> str | None:
-    value = None if envelope is None else envelope.get(name)
-    return value if isinstance(value, str) else None
-
-
-def _trace_headers(delivery: Delivery) -> list[tuple[str, bytes]]:
-    # What the worker publishes is caused by the delivery: same trace, a span of its own.
-    parent = bus.traceparent_of(delivery.headers)
-    return [(bus.TRACEPARENT, bus.child_traceparent(parent).encode())]

@@ -139,11 +139,13 @@ async def generate_live(log_path: Path) -> None:
         ),
         Turn(text="1 + 2 = 3 and 3 + 4 = 7.", usage=Usage(input_tokens=510, output_tokens=14)),
     ]
-    async with FakeProvider(turns) as fake:
-        async with create_runtime(
+    async with (
+        FakeProvider(turns) as fake,
+        create_runtime(
             spec(fake.provider_settings()), interpreter="live", log_path=log_path
-        ) as live:
-            await drain(live, "What are 1 + 2 and 3 + 4?", "live", agent="calculator")
+        ) as live,
+    ):
+        await drain(live, "What are 1 + 2 and 3 + 4?", "live", agent="calculator")
 
 
 def write_expected(log_path: Path) -> None:

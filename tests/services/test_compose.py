@@ -45,8 +45,18 @@ def compose() -> dict[str, Any]:
     return interpolate(document)
 
 
-def test_compose_has_kafka_redis_and_the_three_services(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == {"kafka", "redis", "runtime", "tools", "approvals"}
+def test_compose_has_kafka_redis_and_the_services(compose: dict[str, Any]) -> None:
+    assert set(compose["services"]) == {
+        "kafka",
+        "redis",
+        "runtime",
+        "tools",
+        "models",
+        "approvals",
+    }
+    # Model workers need provider keys: they start with the `live` profile only.
+    assert compose["services"]["models"]["profiles"] == ["live"]
+    assert all("profiles" not in s for n, s in compose["services"].items() if n != "models")
     assert set(compose["volumes"]) == {"kafka-data", "redis-data"}
 
 
@@ -75,7 +85,17 @@ def test_kafka_is_a_single_kraft_node_reachable_on_the_compose_network(
     assert "kafka:9092" in " ".join(kafka["healthcheck"]["test"])
 
 
-@pytest.mark.parametrize("name", ["runtime", "tools", "approvals"])
+def models_parser() -> Any:
+    """`flowai serve models ...` is the tools service's parser with `--role models`."""
+
+    class Parser:
+        def parse_args(self, argv: list[str]) -> Any:
+            return tools_parser().parse_args(["--role", "models", *argv])
+
+    return Parser()
+
+
+@pytest.mark.parametrize("name", ["runtime", "tools", "models", "approvals"])
 def test_services_share_one_image_and_reach_kafka_and_redis(
     compose: dict[str, Any], name: str
 ) -> None:
@@ -105,12 +125,13 @@ def test_services_share_one_image_and_reach_kafka_and_redis(
     assert (REPO / source / f"{module}.py").is_file()
 
 
-def test_tool_workers_are_scalable(compose: dict[str, Any]) -> None:
-    tools = compose["services"]["tools"]
+@pytest.mark.parametrize("name", ["tools", "models"])
+def test_workers_are_scalable(compose: dict[str, Any], name: str) -> None:
+    workers = compose["services"][name]
 
-    assert "container_name" not in tools
-    assert "ports" not in tools
-    assert "hostname" not in tools
+    assert "container_name" not in workers
+    assert "ports" not in workers
+    assert "hostname" not in workers
 
 
 def test_service_command_lines_parse_with_the_services_parsers(compose: dict[str, Any]) -> None:
@@ -118,10 +139,13 @@ def test_service_command_lines_parse_with_the_services_parsers(compose: dict[str
 
     tools = tools_parser().parse_args(services["tools"]["command"][2:])
     runtime = runtime_parser().parse_args(services["runtime"]["command"][2:])
+    models = models_parser().parse_args(services["models"]["command"][2:])
 
-    assert tools.app == runtime.app == "service_app:runtime"
+    assert tools.app == runtime.app == models.app == "service_app:runtime"
     assert tools.concurrency == 8
     assert tools.tool_timeout == 30.0
+    assert models.role == "models"
+    assert models.model_concurrency == 64
 
 
 def test_redis_keeps_an_append_only_file_fsynced_every_second(compose: dict[str, Any]) -> None:
@@ -136,7 +160,10 @@ def test_redis_keeps_an_append_only_file_fsynced_every_second(compose: dict[str,
     assert redis["volumes"] == ["redis-data:/data"]
 
 
-@pytest.mark.parametrize(("name", "parser"), [("runtime", runtime_parser), ("tools", tools_parser)])
+@pytest.mark.parametrize(
+    ("name", "parser"),
+    [("runtime", runtime_parser), ("tools", tools_parser), ("models", models_parser)],
+)
 def test_group_members_get_a_stable_instance_id_by_default(
     compose: dict[str, Any], name: str, parser: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -162,7 +189,12 @@ def test_approvals_read_every_partition_so_have_no_instance_id(compose: dict[str
 
 @pytest.mark.parametrize(
     ("name", "parser"),
-    [("runtime", runtime_parser), ("tools", tools_parser), ("approvals", approvals_parser)],
+    [
+        ("runtime", runtime_parser),
+        ("tools", tools_parser),
+        ("models", models_parser),
+        ("approvals", approvals_parser),
+    ],
 )
 def test_one_kafka_node_is_declared_to_every_service_that_creates_topics(
     compose: dict[str, Any], name: str, parser: Any, monkeypatch: pytest.MonkeyPatch
