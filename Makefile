@@ -1,6 +1,9 @@
 # The one task runner: README, CI (.ci/run) and developers all call these targets.
 #
-#   make demo   build everything, run the demo on the embedded runtime
+#   make demo   build everything, run the demos on the embedded runtime (the live-model one
+#               against the fake provider server)
+#   make demo-live   the live-model demo against the real API (ANTHROPIC_API_KEY, or
+#               OPENAI_API_KEY with PROVIDER=openai)
 #   make test   build everything, start Kafka + Redis, run every check and test, stop them
 #
 # Everything installs itself on a fresh machine: the venv and Python packages, the Rust
@@ -18,10 +21,10 @@ SERVICES := scripts/services/services
 IMPURE_CRATES := pyo3|tokio|rand|rand_core|getrandom|chrono|time|reqwest|mio|socket2
 
 .PHONY: help setup build demo test check check-rust check-python test-rust test-python \
-        services-up services-down bench golden schemas clean
+        services-up services-down bench golden schemas clean demo-live
 
 help:
-	@echo "make demo | make test | make build | make check | make bench | make services-up | make services-down"
+	@echo "make demo | make demo-live | make test | make build | make check | make bench | make services-up | make services-down"
 
 # Fresh venv with every runtime and dev dependency (re-run when pyproject.toml changes).
 $(VENV)/.deps: pyproject.toml
@@ -39,6 +42,10 @@ build: setup
 demo: build
 	$(PY) examples/hello.py
 	$(PY) -m examples.acme
+	$(PY) examples/live_agent.py
+
+demo-live: build
+	$(PY) examples/live_agent.py --real --provider $(or $(PROVIDER),anthropic)
 
 check-rust:
 	cargo fmt --all -- --check
