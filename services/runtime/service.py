@@ -585,6 +585,14 @@ class RuntimeService:
         for data in decided.effects:
             self._publish_effect(part, tp, record, outbox, data, headers)
         self.stats["duplicates"] += len(decided.duplicates)
+        for data in decided.duplicates:
+            duplicate = bus.peek(data) or {}
+            log.info(
+                "duplicate input %s on thread %s ignored: %s",
+                duplicate.get("causation_id"),
+                duplicate.get("thread_id"),
+                error_of(data)["message"],
+            )
         for data in decided.rejections:
             error = error_of(data)
             if record is None or tp is None:
