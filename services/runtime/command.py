@@ -58,6 +58,14 @@ def parser(prog: str = "flowai serve runtime") -> argparse.ArgumentParser:
     p.add_argument("--group", default=None, help="consumer group (default <prefix>.runtime)")
     bus.add_instance_argument(p, role="runtime")
     p.add_argument("--session-timeout-ms", type=int, default=10_000)
+    p.add_argument(
+        "--dedup-window",
+        type=float,
+        default=float(env("FLOWAI_DEDUP_WINDOW", "86400")),
+        help="seconds an input's id is remembered, so the same message published again "
+        "(an upstream retry) is ignored instead of run again; rebuilt from the run log "
+        "(env FLOWAI_DEDUP_WINDOW, default 86400: a day)",
+    )
     return p
 
 
@@ -70,6 +78,12 @@ def interpreter_config(kind: str, mock_response: str | None) -> dict[str, Any]:
             )
         return {"kind": "mock", "response": mock_response}
     return engine_interpreter(None, kind)
+
+
+def _dedup_window_ms(seconds: float) -> int:
+    if not seconds > 0:
+        raise UsageError(f"--dedup-window must be a positive number of seconds, got {seconds}")
+    return int(seconds * 1000)
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "flowai serve runtime") -> int:
@@ -94,6 +108,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "flowai serve runtime
             allow_unreplicated=args.allow_unreplicated,
             create_topics=not args.no_create_topics,
             session_timeout_ms=args.session_timeout_ms,
+            dedup_window_ms=_dedup_window_ms(args.dedup_window),
         )
         service = RuntimeService(spec, interpreter, config)
     except FlowaiError as exc:

@@ -109,6 +109,9 @@ class ServiceConfig:
     create_topics: bool = True
     max_records: int = 1000
     session_timeout_ms: int = 10_000
+    # How long an input's id is remembered to ignore it when published again (ms; None:
+    # the engine's default, 24 h). Rebuilt from the run log, so it survives restarts.
+    dedup_window_ms: int | None = None
 
     @property
     def group(self) -> str:
@@ -172,7 +175,7 @@ class RuntimeService:
         self.config = config
         self.tenant = spec.tenant.resource_id
         self.topics = bus.Topics(config.prefix)
-        self._engine = new_engine(spec, interpreter)
+        self._engine = new_engine(spec, interpreter, dedup_window_ms=config.dedup_window_ms)
         # Ids of inputs this instance makes itself (deadlines, approval checks).
         self._boot = time.time_ns()
         self._driver = Driver(

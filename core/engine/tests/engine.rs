@@ -881,3 +881,38 @@ fn a_run_whose_agent_left_the_spec_ends_with_unknown_agent() {
     assert_eq!(outs.one("error")["error"]["code"], "UNKNOWN_AGENT");
     assert_eq!(d.snapshot_json("t")["status"], "idle");
 }
+
+#[test]
+fn an_input_id_is_remembered_for_the_dedup_window_then_forgotten() {
+    let config = json!({
+        "spec": golden_spec(),
+        "interpreter": mock("hi"),
+        "dedup_window_ms": 1_000,
+    });
+    let mut d = Driver::new(flowai_engine::Engine::new(config.to_string().as_bytes()).unwrap());
+    let first = query("t", "hello").id("q-1").ts(T0);
+    d.send(first.clone());
+    // Within the window: the same message again is a duplicate.
+    assert_rejected(
+        &mut d,
+        first.clone().ts(T0 + 500),
+        &["t"],
+        ErrorCode::DuplicateInput,
+    );
+    // An input past the window pushes q-1 out; the same message is then a new query.
+    d.send(query("t", "later").id("q-2").ts(T0 + 2_000));
+    let outs = d.send(first.ts(T0 + 2_001));
+    assert!(outs.rejections().is_empty(), "{:?}", outs.rejections());
+    assert_eq!(d.snapshot_json("t")["runs"], 3);
+    // The fold forgets the same ids: a replayed engine with that window agrees.
+    let mut again = flowai_engine::Engine::new(config.to_string().as_bytes()).unwrap();
+    again.load(&d.log("t")).unwrap();
+    let (live, replayed) = (d.engine.thread("t").unwrap(), again.thread("t").unwrap());
+    assert_eq!(replayed.seen_inputs.len(), live.seen_inputs.len());
+    for id in ["q-1", "q-2"] {
+        assert!(
+            live.seen_inputs.contains(id) && replayed.seen_inputs.contains(id),
+            "{id}"
+        );
+    }
+}
