@@ -85,9 +85,11 @@ test: build check test-rust
 bench: build
 	$(PY) bench/embedded.py
 
-# schemas/v1 from the Pydantic message models (a test fails when they drift).
+# schemas/v1 from the Pydantic message models, and the AsyncAPI document of the bus that
+# references them (tests fail when either drifts).
 schemas: setup
 	$(PY) -m flowai_harness.messages --out schemas/v1
+	$(PY) -m flowai_harness.asyncapi --out schemas/asyncapi.yaml
 
 golden: build
 	$(PY) tests/golden/scenarios.py

@@ -17,7 +17,8 @@ upstream producers and tests. Must not import the runtime, the native engine, th
 clients or any service.
 
 Reading them off Kafka: the runtime writes ``RuntimeEvent`` (the run log), ``ToolInvocation``,
-``PlanStep``, ``ApprovalRequest`` and its ``DeadLetter`` records inside Kafka transactions, so
+``PlanStep``, ``ModelRequest``, ``ApprovalRequest`` and its ``DeadLetter`` records inside Kafka
+transactions (schemas/asyncapi.yaml says which topic carries what), so
 every reader of those topics must consume with ``isolation.level=read_committed``. A
 ``read_uncommitted`` reader (the default of the Java consumer and of kcat) also gets the
 records of transactions that a crash aborted and the next runtime wrote again: they look like
