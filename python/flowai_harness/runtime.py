@@ -643,20 +643,30 @@ class Runtime:
         self, thread_id: str, effects: list[bytes], state: _RunState
     ) -> AsyncGenerator[Event | bytes, None]:
         """Carry out one step's effects; yields what a stream shows meanwhile (model text as
-        it streams) and then the engine's next inputs (their answers). An approval request
-        has no answer here: the run waits for a human."""
+        it streams, what a tool emits as it runs) and then the engine's next inputs (their
+        answers). An approval request has no answer here: the run waits for a human."""
+        decoded = [orjson.loads(effect) for effect in effects]
+        if all(self._runs_inline(effect) for effect in decoded):
+            # Nothing here awaits I/O (sync tools block the loop anyway): no task, no queue.
+            # What a tool emitted is logged and shown before its result, as it would be live.
+            emitted: list[_Live] = []
+            replies = [await self._run_effect(e, state, emitted.append) for e in decoded]
+            for item in emitted:
+                async for shown in self._shown(thread_id, item):
+                    yield shown
+            for reply in replies:
+                if reply is not None:
+                    yield reply
+            return
         live: asyncio.Queue[_Live] = asyncio.Queue()
-        task = asyncio.get_running_loop().create_task(self._run_effects(effects, state, live))
+        task = asyncio.get_running_loop().create_task(
+            self._run_effects(decoded, state, live.put_nowait)
+        )
         task.add_done_callback(lambda _: live.put_nowait(None))
         try:
             while (item := await live.get()) is not None:
-                if isinstance(item, _Feed):
-                    # Logged while the tool still runs, so it shows now.
-                    fed = await self._step(thread_id, [item.input])
-                    for _, line in fed.events:
-                        yield orjson.loads(line)["payload"]
-                else:
-                    yield item
+                async for shown in self._shown(thread_id, item):
+                    yield shown
             for reply in task.result():
                 yield reply
         finally:
@@ -665,28 +675,48 @@ class Runtime:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
+    async def _shown(self, thread_id: str, item: _Live) -> AsyncGenerator[Event, None]:
+        """What a stream shows for one live item: a model delta as it is, a tool's emitted
+        event once it is logged (so it shows while the tool still runs)."""
+        if isinstance(item, _Feed):
+            fed = await self._step(thread_id, [item.input])
+            for _, line in fed.events:
+                yield orjson.loads(line)["payload"]
+        elif item is not None:
+            yield item
+
+    def _runs_inline(self, effect: dict[str, Any]) -> bool:
+        """An effect whose work never awaits: a sync tool handler, a reference lookup, or one
+        with no answer here (an approval request)."""
+        schema = effect["schema"]
+        if schema == _TOOL_INVOCATION:
+            name = effect["payload"]["tool"]
+            tool = self._tools.get(name)
+            return name in REFERENCE_TOOLS or (tool is not None and not tool.is_async)
+        return schema not in (_MODEL_REQUEST, _PLAN_STEP)
+
     async def _run_effects(
-        self, effects: list[bytes], state: _RunState, live: asyncio.Queue[_Live]
+        self, effects: list[dict[str, Any]], state: _RunState, put: Callable[[_Live], None]
     ) -> list[bytes]:
         replies = []
         for effect in effects:
-            reply = await self._run_effect(orjson.loads(effect), state, live)
+            reply = await self._run_effect(effect, state, put)
             if reply is not None:
                 replies.append(reply)
         return replies
 
     async def _run_effect(
-        self, effect: dict[str, Any], state: _RunState, live: asyncio.Queue[_Live]
+        self, effect: dict[str, Any], state: _RunState, put: Callable[[_Live], None]
     ) -> bytes | None:
         """Carry out one effect; returns the engine's next input, or None for an approval
-        request (the run waits for a human)."""
+        request (the run waits for a human). ``put`` takes what streams meanwhile."""
         schema = effect["schema"]
         if schema == _TOOL_INVOCATION:
-            return await self._invoke(effect, live)
+            return await self._invoke(effect, put)
         if schema == _PLAN_STEP:
             return await self._dispatch_plan(effect)
         if schema == _MODEL_REQUEST:
-            return await self._call_model(effect, state, live)
+            return await self._call_model(effect, state, put)
         return None
 
     def _abandon(self, thread_id: str, state: _RunState) -> None:
@@ -718,7 +748,7 @@ class Runtime:
         )
         return tool_result(step, answer, id=self._driver.next_id(), ts=now_ms())
 
-    async def _invoke(self, invocation: dict[str, Any], live: asyncio.Queue[_Live]) -> bytes:
+    async def _invoke(self, invocation: dict[str, Any], put: Callable[[_Live], None]) -> bytes:
         """Run one tool invocation; always returns a ToolResult input, never raises. What the
         handler emits (``ctx.emit``, ``ctx.progress``) is logged as it comes."""
         name = invocation["payload"]["tool"]
@@ -733,7 +763,7 @@ class Runtime:
                     "tool_invocation_id": call["tool_invocation_id"],
                     "events": [event],
                 }
-                live.put_nowait(
+                put(
                     _Feed(
                         self._driver.envelope(
                             _TOOL_PROGRESS,
@@ -757,7 +787,7 @@ class Runtime:
         return tool_result(invocation, payload, id=self._driver.next_id(), ts=now_ms())
 
     async def _call_model(
-        self, request: dict[str, Any], state: _RunState, live: asyncio.Queue[_Live]
+        self, request: dict[str, Any], state: _RunState, put: Callable[[_Live], None]
     ) -> bytes | None:
         """Ask the request's provider; its text streams to the stream as it comes. Returns a
         ModelResult input (a provider problem is a failure the engine decides on), or None
@@ -770,7 +800,7 @@ class Runtime:
         def on_delta(delta: dict[str, Any]) -> None:
             kind = "text" if delta.get("type") == "text-delta" else "reasoning"
             state.streamed.add(request_id)
-            live.put_nowait(
+            put(
                 {
                     "type": kind,
                     "text": delta.get("text", ""),
