@@ -111,7 +111,8 @@ def dynamic_ids(rules: Iterable[object]) -> set[str]:
 def predicate_id(*parts: str) -> str:
     """The stable id of a predicate, from where it was declared.
 
-    Ids are ``policy:<channel>``, ``agent:<agent>:<channel>``, ``tool:<tool>``,
+    Ids are ``policy:<channel>``, ``agent:<agent>:<channel>`` (a tool's own is the seed's
+    ``<name>_approval`` or its ``binding_id``),
     ``agent:<agent>:tool:<tool>``, ``override:agent:<agent>:<channel>`` and
     ``override:tool:<tool>``. Names cannot contain ``:``, so ids never collide.
     """
@@ -139,7 +140,9 @@ class ApprovalPatch:
 
     def __post_init__(self) -> None:
         for channel in CHANNELS:
-            check_rule(getattr(self, channel), f"approval {channel}", allow_default=True)
+            # The seed's dict forms become rules here, so nothing downstream sees a dict.
+            rule = check_rule(getattr(self, channel), f"approval {channel}", allow_default=True)
+            object.__setattr__(self, channel, rule)
 
     @property
     def is_default(self) -> bool:
@@ -194,7 +197,8 @@ class ApprovalPolicies:
 
     def __post_init__(self) -> None:
         for channel in CHANNELS:
-            check_rule(getattr(self, channel), f"approval policy {channel}")
+            rule = check_rule(getattr(self, channel), f"approval policy {channel}")
+            object.__setattr__(self, channel, rule)
 
     def to_json(self) -> dict[str, Any]:
         return {

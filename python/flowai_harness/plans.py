@@ -60,16 +60,19 @@ def TaggedUnion(
 ) -> Any:
     """A discriminated union of Pydantic models, for a plan's ``actions``.
 
-    Every model needs a ``Literal`` field named ``discriminator`` (``kind`` by default); no
-    two models may share a value of it.
+    Every model needs a field named ``discriminator`` (``kind`` by default) that names its
+    kind: a ``Literal`` of strings, or (the seed's shorthand) a ``str`` field whose default
+    is a non-empty string, which stands for ``Literal[<default>]`` (the union then holds a
+    subclass of the model with that field). No two models may share a value of it.
     """
     if not isinstance(discriminator, str) or not discriminator:
         raise SpecError(f"TaggedUnion: discriminator must be a field name, got {discriminator!r}")
     if len(models) < 2:
         raise SpecError(
-            f"TaggedUnion needs at least two models, got {len(models)}; a plan with one kind "
+            f"TaggedUnion needs at least 2 models, got {len(models)}; a plan with one kind "
             "of action can use list[ThatModel]"
         )
+    models = tuple(_with_literal(model, discriminator) for model in models)
     owners: dict[str, type[pydantic.BaseModel]] = {}
     for model in models:
         for tag in _tags(model, discriminator):
@@ -85,14 +88,36 @@ def TaggedUnion(
     return Annotated[union, pydantic.Field(discriminator=discriminator), info]
 
 
+def _with_literal(model: object, discriminator: str) -> Any:
+    """``model`` itself, or, for the shorthand ``kind: str = "x"``, a subclass of it (same
+    name) whose ``kind`` is ``Literal["x"]`` with that default."""
+    if not (isinstance(model, type) and issubclass(model, pydantic.BaseModel)):
+        return model  # _tags says what is wrong
+    field = model.model_fields.get(discriminator)
+    if (
+        field is None
+        or field.annotation is not str
+        or not isinstance(field.default, str)
+        or not field.default
+    ):
+        return model
+    tag = field.default
+    return pydantic.create_model(
+        model.__name__,
+        __base__=model,
+        __module__=model.__module__,
+        **{discriminator: (Literal[tag], tag)},  # type: ignore[call-overload]
+    )
+
+
 def _tags(model: object, discriminator: str) -> tuple[str, ...]:
     if not (isinstance(model, type) and issubclass(model, pydantic.BaseModel)):
         raise SpecError(f"TaggedUnion: {model!r} is not a Pydantic model class")
     field = model.model_fields.get(discriminator)
     if field is None or typing.get_origin(field.annotation) is not Literal:
         raise SpecError(
-            f"TaggedUnion: {model.__name__} needs a field {discriminator}: Literal['...'] "
-            "naming its kind of action"
+            f"TaggedUnion: {model.__name__} needs a field {discriminator}: Literal['...'] (or "
+            f"{discriminator}: str = '...') naming its kind of action"
         )
     tags = typing.get_args(field.annotation)
     if not all(isinstance(tag, str) for tag in tags):

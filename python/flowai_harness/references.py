@@ -143,9 +143,6 @@ def glimpse(value: Any, *, max_items: int = 3) -> Any:
     return {"value": to_json_safe(value, lenient=True)}
 
 
-_default_glimpse: Final = glimpse
-
-
 # --- reference kinds ------------------------------------------------------------------------
 
 
@@ -192,10 +189,11 @@ class ReferenceSpec:
 
     def summarize(self, typed: Any, json_value: Any) -> Any:
         """The glimpse of a checked value: the kind's glimpse function (given the typed
-        value), else :func:`glimpse` of the JSON form."""
+        value), else ``{}`` (the seed's rule: the model sees nothing of a value nobody
+        summarized)."""
         if self.glimpse is not None:
             return to_json_safe(self.glimpse(typed), lenient=True)
-        return _default_glimpse(json_value)
+        return {}
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ReferenceSpec):
@@ -235,15 +233,17 @@ def define_reference(
     """Declare a kind of referenced value.
 
     ``schema`` is a Pydantic model class, a type such as ``list[Product]``, or a JSON Schema
-    dict. ``ttl_ms`` is how long a created reference stays resolvable (None: as long as the
-    store keeps it). ``glimpse`` turns a value into the short summary a model sees; by
-    default :func:`glimpse`.
+    dict. ``ttl_ms`` is how long a created reference stays resolvable (None or 0: as long
+    as the store keeps it; the seed allows any ``ttl_ms >= 0``). ``glimpse`` turns a value
+    into the short summary a model sees (it runs once, before the value is stored); without
+    one a reference's glimpse is ``{}``, as in the seed (unless ``create_reference`` is
+    given one); :func:`glimpse` is a helper to build one.
     """
     check_name("reference", name)
     if ttl_ms is not None and (isinstance(ttl_ms, bool) or not isinstance(ttl_ms, int)):
         raise SpecError(f"reference {name!r}: ttl_ms must be an int of milliseconds or None")
-    if ttl_ms is not None and ttl_ms < 1:
-        raise SpecError(f"reference {name!r}: ttl_ms must be >= 1, got {ttl_ms}")
+    if ttl_ms is not None and ttl_ms < 0:
+        raise SpecError(f"reference {name!r}: ttl_ms must be >= 0, got {ttl_ms}")
     if glimpse is not None and not callable(glimpse):
         raise SpecError(
             f"reference {name!r}: glimpse must be a function value -> summary, "
@@ -402,7 +402,8 @@ class _StoreBase:
         )
         ref_id = reference_id(tenant, spec.name, json_value)
         now = self._now_ms()
-        expires_at = None if spec.ttl_ms is None else now + spec.ttl_ms
+        # 0, like None, is no expiry.
+        expires_at = now + spec.ttl_ms if spec.ttl_ms else None
         # Creating it again refreshes the time to live and the glimpse.
         self._put(
             tenant, ref_id, _Entry(spec.name, now, expires_at, summary, _canonical(json_value))

@@ -37,7 +37,7 @@ from typing import Any, Final, Literal, get_args
 import pydantic
 from pydantic.errors import PydanticUserError
 
-from .approvals import RuleOrDefault, check_rule, predicate_id, rule_json
+from .approvals import DynamicRule, RuleOrDefault, check_rule, rule_json
 from .errors import InvalidSchemaError, SpecError, ToolError
 
 if typing.TYPE_CHECKING:
@@ -111,7 +111,9 @@ class ToolDefinition:
                 f"tool {self.name!r}: description must be a string, "
                 f"got {type(self.description).__name__}"
             )
-        check_rule(self.approval, f"tool {self.name!r}", allow_default=True)
+        object.__setattr__(
+            self, "approval", check_rule(self.approval, f"tool {self.name!r}", allow_default=True)
+        )
         if self.delivery not in _DELIVERIES:
             raise SpecError(
                 f"tool {self.name!r}: delivery must be one of {', '.join(sorted(_DELIVERIES))}, "
@@ -162,9 +164,18 @@ class ToolDefinition:
 
     @property
     def predicate_id(self) -> str:
-        """The id a predicate ``approval`` travels under in the runtime spec: its
-        ``binding_id`` when given (the seed's), else ``tool:<name>``."""
-        return self.binding_id or predicate_id("tool", self.name)
+        """The id a predicate ``approval`` is registered under, as in the seed: its
+        ``binding_id`` when given, else ``<name>_approval`` (other rules may name it as
+        ``{"kind": "dynamic", "value": id}``)."""
+        return self.binding_id or f"{self.name}_approval"
+
+    @property
+    def approval_handler(self) -> Callable[..., Any] | None:
+        """The function behind a predicate ``approval`` (the seed's field), else None."""
+        approval = self.approval
+        if callable(approval) and not isinstance(approval, (str, DynamicRule)):
+            return approval
+        return None
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ToolDefinition):

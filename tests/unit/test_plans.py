@@ -81,7 +81,7 @@ def test_a_custom_discriminator() -> None:
 
 
 def test_a_tagged_union_needs_two_models() -> None:
-    with pytest.raises(SpecError, match="at least two models, got 1"):
+    with pytest.raises(SpecError, match="at least 2 models, got 1"):
         TaggedUnion(Reorder)
 
 

@@ -148,7 +148,8 @@ async def test_kinds_by_name_default_and_given_glimpses(open_shop: Callable[...,
     notes = await runtime.create_reference("notes", ["a", "b", "c", "d"])
     given = await runtime.create_reference("notes", ["x"], glimpse="one note")
 
-    assert notes["glimpse"] == {"count": 4, "sample": ["a", "b", "c"]}
+    # Without a glimpse function or an explicit glimpse the model sees nothing (the seed's).
+    assert notes["glimpse"] == {}
     assert await runtime.reference_glimpse(notes) == notes["glimpse"]
     assert given["glimpse"] == "one note"
     assert await runtime.resolve_reference(given) == ["x"]

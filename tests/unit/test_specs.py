@@ -783,14 +783,14 @@ def test_define_runtime_sends_plans_references_and_approvals(native: FakeNative)
         "output_schema": None,
         "approval": "default",
     }
-    assert sent["tools"][1]["approval"] == {"predicate": "tool:pay"}
+    assert sent["tools"][1]["approval"] == {"predicate": "pay_approval"}
     assert runtime.plans == (REORDER,)
     assert runtime.references == (PRODUCT_SET,)
     assert runtime.plan("reorder") is REORDER
     assert runtime.reference("product_set") is PRODUCT_SET
     assert runtime.plan("other") is None
-    assert runtime.predicates.ids() == ["policy:tools", "tool:pay"]
-    assert runtime.predicates.evaluate("tool:pay", {"amount": 101}, {}) is True
+    assert runtime.predicates.ids() == ["pay_approval", "policy:tools"]
+    assert runtime.predicates.evaluate("pay_approval", {"amount": 101}, {}) is True
 
 
 def test_a_spec_without_the_new_features_sends_no_new_keys(native: FakeNative) -> None:

@@ -205,8 +205,8 @@ def test_a_predicate_approval_travels_as_its_id() -> None:
     tool = define_tool("pay", {"amount": int}, approval=over_limit)
 
     assert tool.approval is over_limit
-    assert tool.predicate_id == "tool:pay"
-    assert tool.declaration()["approval"] == {"predicate": "tool:pay"}
+    assert tool.predicate_id == "pay_approval"
+    assert tool.declaration()["approval"] == {"predicate": "pay_approval"}
     assert tool != define_tool("pay", {"amount": int}, approval=lambda args, ctx: True)
 
 

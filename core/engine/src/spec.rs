@@ -138,17 +138,21 @@ impl<'de> Deserialize<'de> for ToolkitDoc {
         #[serde(untagged)]
         enum Doc {
             Id(String),
+            // The seed's `{id, config: {tools}}`, or a compiled spec's `{id, tools}` (what
+            // `Serialize` writes: a compiled spec must compile to itself).
             Full {
                 id: String,
                 #[serde(default)]
                 config: Option<Config>,
+                #[serde(default)]
+                tools: Option<Vec<String>>,
             },
         }
         Ok(match Doc::deserialize(d)? {
             Doc::Id(id) => ToolkitDoc { id, tools: None },
-            Doc::Full { id, config } => ToolkitDoc {
+            Doc::Full { id, config, tools } => ToolkitDoc {
                 id,
-                tools: config.and_then(|c| c.tools),
+                tools: tools.or_else(|| config.and_then(|c| c.tools)),
             },
         })
     }

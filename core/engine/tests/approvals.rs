@@ -448,3 +448,15 @@ fn a_paused_run_replays_and_continues_from_its_log() {
     let out = fresh.send(tool_result("t", &invocation("t", 2, 1), json!(null)).id("fresh-2"));
     assert_eq!(out.labels().last().unwrap(), "tool-agent/result");
 }
+
+#[test]
+fn a_compiled_spec_compiles_to_itself_narrowed_toolkits_included() {
+    let mut spec = golden_spec();
+    spec["agents"][1]["toolkits"] =
+        json!([{"id": "references", "config": {"tools": ["glimpseRef"]}}]);
+    let compiled = flowai_engine::spec::Spec::compile(spec.to_string().as_bytes()).unwrap();
+    let again = flowai_engine::spec::Spec::compile(&compiled.to_json()).unwrap();
+    assert_eq!(again.to_json(), compiled.to_json());
+    let calculator = again.agent("calculator").unwrap();
+    assert_eq!(again.builtin_tools(calculator), ["glimpseRef"]);
+}
