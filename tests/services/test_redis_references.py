@@ -17,12 +17,12 @@ import orjson
 import pytest
 import redis
 
-from flowai_harness import define_reference
+from flowai_harness import define_reference, glimpse
 from flowai_harness.errors import ReferenceNotFoundError
 from flowai_harness.references import RedisReferenceStore, ReferenceAccess
 
 ITEMS = [{"sku": "a-1"}, {"sku": "b-2"}]
-FOREVER = define_reference("items", {"type": "array"})
+FOREVER = define_reference("items", {"type": "array"}, glimpse=glimpse)
 BRIEF = define_reference("quote", {"type": "number"}, ttl_ms=60_000)
 
 
