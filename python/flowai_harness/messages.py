@@ -32,7 +32,7 @@ import base64
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 import orjson
 import pydantic
@@ -76,6 +76,21 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = "v1"
+
+# Why a model call failed (docs/wire.md, "Model calls"): the one list the providers report,
+# the engine decides on, and specs name in retry_on / fallback_on.
+FailureKind = Literal[
+    "rate_limited",
+    "overloaded",
+    "server",
+    "timeout",
+    "connection",
+    "auth",
+    "bad_request",
+    "context_length",
+    "bad_response",
+]
+FAILURE_KINDS: tuple[FailureKind, ...] = get_args(FailureKind)
 
 
 def envelope(
@@ -479,17 +494,7 @@ class ModelResponseBody(_Strict):
 
 
 class ModelFailureBody(_Strict):
-    kind: Literal[
-        "rate_limited",
-        "overloaded",
-        "server",
-        "timeout",
-        "connection",
-        "auth",
-        "bad_request",
-        "context_length",
-        "bad_response",
-    ]
+    kind: FailureKind
     message: str
     retry_after_ms: int | None = None
     status: int | None = None

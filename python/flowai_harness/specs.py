@@ -24,7 +24,6 @@ import dataclasses
 import datetime
 import importlib
 import types
-import typing
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Final, Literal, Protocol, TypeVar
 
@@ -64,6 +63,7 @@ from .errors import (
     SpecError,
     UnknownApprovalTargetError,
 )
+from .messages import FAILURE_KINDS, FailureKind
 from .plans import PlanSpec
 from .prompts import LayeredPrompt, render_agent_prompt
 from .references import ReferenceSpec
@@ -314,18 +314,6 @@ def _as_toolkits(agent: object, toolkits: object) -> tuple[ToolkitSpec, ...]:
     return tuple(t if isinstance(t, ToolkitSpec) else ToolkitSpec(t) for t in items)
 
 
-FailureKind = Literal[
-    "rate_limited",
-    "overloaded",
-    "server",
-    "timeout",
-    "connection",
-    "auth",
-    "bad_request",
-    "context_length",
-    "bad_response",
-]
-FAILURE_KINDS: Final[tuple[str, ...]] = typing.get_args(FailureKind)
 TRANSIENT_FAILURES: Final[tuple[FailureKind, ...]] = (
     "rate_limited",
     "overloaded",

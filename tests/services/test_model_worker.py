@@ -9,7 +9,6 @@ broker): deliveries are built directly and a recording publisher stands in for t
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -28,27 +27,6 @@ from flowai_harness.providers import build_providers, close_providers
 from flowai_harness.testing import FakeProvider, Turn, rate_limited
 
 TOPICS = Topics("unit")
-
-
-@pytest.fixture
-async def redis() -> AsyncIterator[Redis]:
-    url = os.environ.get("FLOWAI_REDIS_URL")
-    if not url:
-        if os.environ.get("CI"):
-            pytest.fail("FLOWAI_REDIS_URL is not set; start Redis with scripts/services")
-        pytest.skip("needs Redis: scripts/services/services start; set -a; . var/services/env")
-    client = Redis.from_url(url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-async def namespace(redis: Redis) -> AsyncIterator[str]:
-    name = f"test-{uuid.uuid4().hex[:12]}:models"
-    yield name
-    keys = [key async for key in redis.scan_iter(match=f"{name}:*", count=10_000)]
-    if keys:
-        await redis.delete(*keys)
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -63,27 +63,6 @@ FAST = WorkerSettings(
 
 
 # --- fixtures --------------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def redis() -> AsyncIterator[Redis]:
-    url = os.environ.get("FLOWAI_REDIS_URL")
-    if not url:
-        if os.environ.get("CI"):
-            pytest.fail("FLOWAI_REDIS_URL is not set; start Redis with scripts/services")
-        pytest.skip("needs Redis: scripts/services/services start; set -a; . var/services/env")
-    client = Redis.from_url(url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-async def namespace(redis: Redis) -> AsyncIterator[str]:
-    name = f"test-{uuid.uuid4().hex[:12]}:tools"
-    yield name
-    keys = [key async for key in redis.scan_iter(match=f"{name}:*", count=10_000)]
-    if keys:
-        await redis.delete(*keys)
 
 
 def ledger_for(redis: Redis, namespace: str, claim_ttl: float = 2.0) -> InvocationLedger:

@@ -30,11 +30,12 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
-from typing import Any, ClassVar, Final, Literal, Protocol, get_args
+from typing import Any, ClassVar, Final, Literal, Protocol
 
 import httpx2
 import orjson
 
+from ..messages import FAILURE_KINDS, FailureKind
 from .settings import ProviderSettings
 from .sse import SSEDecoder
 
@@ -59,18 +60,7 @@ __all__ = [
 log = logging.getLogger("flowai_harness.providers")
 
 DeltaCallback = Callable[[dict[str, Any]], None]
-FailureKind = Literal[
-    "rate_limited",
-    "overloaded",
-    "server",
-    "timeout",
-    "connection",
-    "auth",
-    "bad_request",
-    "context_length",
-    "bad_response",
-]
-FAILURE_KINDS: Final[tuple[FailureKind, ...]] = get_args(FailureKind)
+
 # How providers and OpenAI-compatible servers word "the prompt does not fit the model".
 _CONTEXT_LENGTH: Final = re.compile(
     r"prompt is too long|context length|context window|context size|maximum context"
