@@ -21,6 +21,7 @@ __all__ = [
     "BusError",
     "CoordinatorWithoutRoutesError",
     "CorruptedLogError",
+    "DecisionUnverifiedError",
     "DuplicateAgentError",
     "DuplicateInputError",
     "DuplicateToolError",
@@ -381,6 +382,13 @@ class UnreplicatedRunLogError(FlowaiError):
     of every thread; refused unless explicitly allowed (``--allow-unreplicated``)."""
 
     code = "RUN_LOG_UNREPLICATED"
+
+
+class DecisionUnverifiedError(FlowaiError):
+    """An approval decision whose signature is missing, malformed, from a key this runtime does
+    not trust, or does not match what it decides (flowai_harness.decision_auth)."""
+
+    code = "DECISION_UNVERIFIED"
 
 
 class VolatileLedgerError(FlowaiError):

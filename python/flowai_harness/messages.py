@@ -440,12 +440,23 @@ class ApprovalRequestPayload(ApprovalRequestData):
     """The ``approval-required`` event's data, published for approvers."""
 
 
+class DecisionSignature(_Strict):
+    """Ed25519 over what decides (flowai_harness.decision_auth): the runtime service accepts
+    a decision only with a signature from a key it trusts."""
+
+    alg: Literal["ed25519"]
+    kid: str = Field(description="the signing key's id")
+    issued_at: int = Field(description="when it was signed, ms since the epoch")
+    sig: str = Field(description="the signature, base64url without padding")
+
+
 class ApprovalDecisionPayload(_Strict):
     approval_id: str
     outcome: Literal["approve", "reject", "revise"]
     feedback: str | None = None
     partial: Any = Field(default=None, description="revised arguments or plan (outcome revise)")
     approver: str | None = Field(default=None, description="who decided (user id, bot, ...)")
+    signature: DecisionSignature | None = None
 
 
 class ToolProgressPayload(_Strict):

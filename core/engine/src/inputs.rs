@@ -144,13 +144,16 @@ pub struct DecisionPayload {
     pub partial: Option<Box<RawValue>>,
     #[serde(default)]
     pub approver: Option<String>,
+    /// Checked by the runtime before the engine sees the decision (decision_auth.py).
+    #[serde(default, rename = "signature")]
+    pub _signature: Option<Box<RawValue>>,
 }
 
 impl DecisionPayload {
     pub fn read(payload: &RawValue) -> Result<Self> {
         read(
             payload,
-            "ApprovalDecision payload is {\"approval_id\", \"outcome\", \"feedback\"?, \"partial\"?, \"approver\"?}",
+            "ApprovalDecision payload is {\"approval_id\", \"outcome\", \"feedback\"?, \"partial\"?, \"approver\"?, \"signature\"?}",
         )
     }
 }
