@@ -496,6 +496,7 @@ _CLASS_BY_CODE: Final[Mapping[str, type[FlowaiError]]] = {
         UsageError,
         UnreplicatedRunLogError,
         VolatileLedgerError,
+        DecisionUnverifiedError,
         AppLoadError,
         ExtensionMismatchError,
         EvalError,
