@@ -69,7 +69,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -258,9 +258,18 @@ class Usage:
         self._drops = listen_drops()
         self._started = time.perf_counter()
 
-    def report(self, queries: int) -> str:
-        """CPU share (of one core) and memory of each process since this was made, and the
-        CPU milliseconds each spent per query (``queries`` completed meanwhile)."""
+    def shares(self) -> dict[str, float]:
+        """Each process's CPU seconds per second since this was made."""
+        elapsed = time.perf_counter() - self._started
+        return {
+            stat.name: (stat.cpu_seconds() - before) / elapsed
+            for stat, before in zip(self.stats, self._cpu, strict=True)
+        }
+
+    def report(self, queries: int, idle: Mapping[str, float] | None = None) -> str:
+        """CPU share (of one core) and memory of each process since this was made, the CPU
+        milliseconds each spent per query (``queries`` completed meanwhile) and, given the
+        ``idle`` shares, what it spent beyond idling."""
         elapsed = time.perf_counter() - self._started
         busy, total = machine_busy()
         machine = (busy - self._busy[0]) / max(1, total - self._busy[1])
@@ -269,21 +278,33 @@ class Usage:
             f"machine {machine * 100:.0f}% busy"
             + (f"; {drops} connection attempts dropped by full accept queues" if drops else "")
         ]
-        per_query = 0.0
-        for stat, before in zip(self.stats, self._cpu, strict=True):
-            used = stat.cpu_seconds() - before
-            rss, peak = stat.memory_mb()
+        idle = idle or {}
+        per_query = beyond = floor = 0.0
+        for stat, share in self.shares().items():
+            rss, peak = next(s for s in self.stats if s.name == stat).memory_mb()
             memory = f", RSS {rss:.0f} MiB (peak {peak:.0f})" if not math.isnan(rss) else ""
-            cost = used * 1000 / queries if queries else math.nan
-            per_query += 0 if math.isnan(cost) else cost
-            per = f", {cost:5.2f} CPU ms/query" if queries else ""
-            lines.append(f"{stat.name:<14} {used / elapsed * 100:4.0f}% CPU{per}{memory}")
+            per = ""
+            if queries:
+                cost = share * elapsed * 1000 / queries
+                per_query += cost
+                per = f", {cost:5.2f} CPU ms/query"
+                if stat in idle:
+                    extra = max(0.0, share - idle[stat]) * elapsed * 1000 / queries
+                    beyond += extra
+                    floor += idle[stat]
+                    per += f" ({extra:5.2f} beyond idle)"
+            lines.append(f"{stat:<14} {share * 100:4.0f}% CPU{per}{memory}")
         cores = os.cpu_count() or 1
         if queries and per_query:
-            lines.append(
-                f"all of these: {per_query:.1f} CPU ms/query, so {cores} cores carry at most "
-                f"~{cores * 1000 / per_query:.0f} queries/s"
-            )
+            summary = f"all of these: {per_query:.1f} CPU ms/query"
+            if beyond:
+                # Idling costs `floor` cores whatever the load; each query costs `beyond`.
+                summary += (
+                    f", {beyond:.1f} beyond idle; idling takes {floor:.2f} cores, so "
+                    f"{cores} cores carry at most ~{(cores - floor) * 1000 / beyond:.0f} "
+                    "such queries/s"
+                )
+            lines.append(summary)
         return "\n".join(lines)
 
 
@@ -300,6 +321,8 @@ class Services:
         self.log_dir = log_dir
         self.fake_url = ""
         self.model_count = 0
+        # Each process's CPU share with nothing to do (see idle()).
+        self.idle: dict[str, float] = {}
         self.started: list[tuple[str, subprocess.Popen[bytes]]] = []
 
     def spawn(self, name: str, *args: str, profile: bool = False) -> subprocess.Popen[bytes]:
@@ -720,7 +743,7 @@ async def bench_step(
     load = load_average()
     tag = f"step{run}"
     samples = await offered(client, args.rate, args.seconds, tag, within=60 + args.seconds)
-    report = usage.report(len(samples))
+    report = usage.report(len(samples), services.idle)
     print(f"one-tool-step query at {args.rate:g}/s for {args.seconds:g} s (run {run}); {load}")
     print(indented(report, "  "))
     attach_calls(samples, await fake.calls_by_thread())
@@ -800,7 +823,7 @@ async def bench_threads(
         samples, elapsed = await level(
             client, n, args.hold, args.spread, tag, within=args.query_timeout
         )
-        report = usage.report(len(samples))
+        report = usage.report(len(samples), services.idle)
         calls = await fake.calls_by_thread()
         attach_calls(samples, calls)
         ok = [s for s in samples if s.ok and not math.isnan(s.model)]
@@ -835,11 +858,13 @@ async def bench_threads(
 
 
 async def idle(services: Services, seconds: float = 5.0) -> None:
-    """What the processes cost with nothing to do (consumers polling, heartbeats)."""
+    """What the processes cost with nothing to do (consumers polling, heartbeats); kept as
+    the floor the measurements' CPU figures are compared with."""
     usage = Usage(services.stats())
     await asyncio.sleep(seconds)
     print(f"idle for {seconds:g} s, {services.model_count} model worker(s); {load_average()}")
     print(indented(usage.report(0), "  "))
+    services.idle = usage.shares()
 
 
 async def wait_ready(client: Any, services: Services, within: float = 90) -> None:
