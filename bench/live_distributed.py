@@ -190,6 +190,16 @@ class ProcStat:
         after = text[text.rindex(")") + 2 :].split()
         return (int(after[11]) + int(after[12])) / self.TICK
 
+    def waited_seconds(self) -> float:
+        """Seconds its threads were ready to run but waited for a CPU (run-queue delay),
+        summed over its threads, from /proc/<pid>/task/*/schedstat."""
+        total = 0
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{self.pid}/task").iterdir():
+                with contextlib.suppress(OSError, IndexError, ValueError):
+                    total += int((task / "schedstat").read_text().split()[1])
+        return total / 1e9
+
     def memory_mb(self) -> tuple[float, float]:
         """(resident now, peak resident) in MiB."""
         values = {"VmRSS": math.nan, "VmHWM": math.nan}
@@ -206,6 +216,15 @@ def machine_busy() -> tuple[float, float]:
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     idle = fields[3] + fields[4]
     return sum(fields) - idle, sum(fields)
+
+
+def cpu_pressure() -> float:
+    """Seconds since boot during which some runnable task waited for a CPU (the kernel's
+    pressure stall information, /proc/pressure/cpu), NaN where the kernel has none."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        first = Path("/proc/pressure/cpu").read_text().splitlines()[0]
+        return int(first.rsplit("total=", 1)[1]) / 1e6
+    return math.nan
 
 
 def listen_drops() -> int:
@@ -254,7 +273,9 @@ class Usage:
     def __init__(self, stats: Iterable[ProcStat]) -> None:
         self.stats = list(stats)
         self._cpu = [s.cpu_seconds() for s in self.stats]
+        self._waited = [s.waited_seconds() for s in self.stats]
         self._busy = machine_busy()
+        self._pressure = cpu_pressure()
         self._drops = listen_drops()
         self._started = time.perf_counter()
 
@@ -274,12 +295,18 @@ class Usage:
         busy, total = machine_busy()
         machine = (busy - self._busy[0]) / max(1, total - self._busy[1])
         drops = listen_drops() - self._drops
+        stalled = (cpu_pressure() - self._pressure) / elapsed
         lines = [
-            f"machine {machine * 100:.0f}% busy"
+            f"machine {machine * 100:.0f}% busy, some task waiting for a CPU "
+            f"{stalled * 100:.0f}% of the time"
             + (f"; {drops} connection attempts dropped by full accept queues" if drops else "")
         ]
         idle = idle or {}
         per_query = beyond = floor = 0.0
+        waits = {
+            s.name: (s.waited_seconds() - before) / elapsed
+            for s, before in zip(self.stats, self._waited, strict=True)
+        }
         for stat, share in self.shares().items():
             rss, peak = next(s for s in self.stats if s.name == stat).memory_mb()
             memory = f", RSS {rss:.0f} MiB (peak {peak:.0f})" if not math.isnan(rss) else ""
@@ -293,7 +320,9 @@ class Usage:
                     beyond += extra
                     floor += idle[stat]
                     per += f" ({extra:5.2f} beyond idle)"
-            lines.append(f"{stat:<14} {share * 100:4.0f}% CPU{per}{memory}")
+            # Ready to run but no CPU free: a machine short of cores, not a slow service.
+            waited = f", waited {waits[stat] * 1000:4.0f} ms/s for a CPU"
+            lines.append(f"{stat:<14} {share * 100:4.0f}% CPU{per}{waited}{memory}")
         cores = os.cpu_count() or 1
         if queries and per_query:
             summary = f"all of these: {per_query:.1f} CPU ms/query"
