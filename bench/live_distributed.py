@@ -607,11 +607,18 @@ async def one_query(client: Any, thread: str, agent: str, text: str, within: flo
     return sample
 
 
-def attach_calls(samples: Iterable[Sample], calls: dict[str, list[Call]]) -> None:
+def attach_calls(samples: Iterable[Sample], calls: dict[str, list[Call]]) -> str:
+    """Give each sample its model calls and their time; returns a note on calls the fake
+    server did not complete (a retried or abandoned call), empty when there were none."""
+    failed: dict[str, int] = {}
     for sample in samples:
         sample.calls = calls.get(sample.thread, [])
         if sample.calls:
             sample.model = sum(call.finished - call.arrived for call in sample.calls)
+        for call in sample.calls:
+            if call.outcome != "completed":
+                failed[call.outcome] = failed.get(call.outcome, 0) + 1
+    return f"; model calls not completed: {failed}" if failed else ""
 
 
 # --- where the time goes: the logged timeline of each query ------------------------------------
@@ -775,13 +782,13 @@ async def bench_step(
     report = usage.report(len(samples), services.idle)
     print(f"one-tool-step query at {args.rate:g}/s for {args.seconds:g} s (run {run}); {load}")
     print(indented(report, "  "))
-    attach_calls(samples, await fake.calls_by_thread())
+    failed = attach_calls(samples, await fake.calls_by_thread())
     ok = [s for s in samples if s.ok and not math.isnan(s.model)]
     lost = len(samples) - len([s for s in samples if s.ok])
     extra = sum(1 for s in ok if len(s.calls) != 2)
     print(
         f"  queries {len(samples)}, finished {len(samples) - lost}, lost {lost}"
-        f"{f', {extra} with other than 2 model calls' if extra else ''}"
+        f"{f', {extra} with other than 2 model calls' if extra else ''}{failed}"
     )
     if not ok:
         return
@@ -853,8 +860,7 @@ async def bench_threads(
             client, n, args.hold, args.spread, tag, within=args.query_timeout
         )
         report = usage.report(len(samples), services.idle)
-        calls = await fake.calls_by_thread()
-        attach_calls(samples, calls)
+        failed = attach_calls(samples, await fake.calls_by_thread())
         ok = [s for s in samples if s.ok and not math.isnan(s.model)]
         lost = len(samples) - len([s for s in samples if s.ok])
         peak, first, last = in_flight(c for s in samples for c in s.calls)
@@ -864,7 +870,7 @@ async def bench_threads(
         print(
             f"    queries {len(samples)}, completed {len(samples) - lost}, lost {lost}, "
             f"{len(samples) / elapsed:.0f} queries/s over {elapsed:.1f} s; model calls in "
-            f"flight at the fake server: peak {peak}, mean {mean_in_flight:.0f}"
+            f"flight at the fake server: peak {peak}, mean {mean_in_flight:.0f}{failed}"
         )
         if ok:
             print(f"    total      {spread_ms([s.total for s in ok])}")
