@@ -182,6 +182,8 @@ async def test_the_admin_api_queues_turns_and_lists_requests(
         ("anthropic", "admin", 200, "completed")
     ]
     assert recorded[0]["body"]["model"] == "claude-sonnet-4-6"
+    # When it arrived and when the server was done with it (what benchmarks subtract).
+    assert 0 < recorded[0]["arrived_at"] <= recorded[0]["finished_at"]
     assert fake.requests == []
 
 

@@ -16,7 +16,9 @@ accepts it (API, model, body substring, predicate), else the default (a turn, or
 ``responder(request) -> Turn | None``), else it is answered 500 with a message saying no turn
 matched. Every request is recorded as a :class:`FakeRequest` (body, headers without
 credentials, the turn that answered, the outcome: ``completed``, ``disconnected`` when the
-client went away first, ``dropped``, ...), so tests assert what the SDK sent and count calls.
+client went away first, ``dropped``, ...; when it arrived and when the server was done with it,
+``arrived_at`` / ``finished_at`` in wall-clock seconds), so tests assert what the SDK sent and
+count calls, and benchmarks measure the model's share of a run.
 The server runs handlers with cancellation on disconnect, which is how it observes a client
 that aborts a stream. Tests that must know what is in flight hold turns at a named gate
 (``Turn(hold="go")``, opened by :meth:`FakeProvider.release`) and read ``in_flight`` /
@@ -40,6 +42,7 @@ import argparse
 import asyncio
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,6 +106,10 @@ class FakeRequest:
     turn: str | None = None
     status: int | None = None
     outcome: Outcome = "pending"
+    # Wall-clock seconds (time.time()): before the body was read, and once the response was
+    # written (or failed), so finished_at - arrived_at is the model's time as the server saw it.
+    arrived_at: float = 0.0
+    finished_at: float | None = None
     finished: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
     async def wait_finished(self, within_s: float = 10.0) -> Outcome:
@@ -120,6 +127,8 @@ class FakeRequest:
             "turn": self.turn,
             "status": self.status,
             "outcome": self.outcome,
+            "arrived_at": self.arrived_at,
+            "finished_at": self.finished_at,
         }
 
 
@@ -295,6 +304,7 @@ class FakeProvider:
         return await self._answer("openai", request)
 
     async def _answer(self, api: ApiName, request: web.Request) -> web.StreamResponse:
+        arrived_at = time.time()
         raw = await request.read()
         try:
             body = orjson.loads(raw)
@@ -311,6 +321,7 @@ class FakeProvider:
                 if key.lower() not in _CREDENTIAL_HEADERS
             },
             api_key=_credential(request),
+            arrived_at=arrived_at,
         )
         self.requests.append(record)
         self.in_flight += 1
@@ -346,6 +357,7 @@ class FakeProvider:
             self.in_flight -= 1
             if record.outcome == "pending":
                 record.outcome = "completed"
+            record.finished_at = time.time()
             record.finished.set()
 
     def _error(self, api: ApiName, record: FakeRequest, fault: Fault) -> web.Response:
