@@ -5,6 +5,7 @@
         [--rate 20] [--seconds 15] [--step-ttft 0.2]
         [--levels 50,100,250,500,1000,2000,3000] [--hold 0] [--spread 1.0] [--wait-ttft 1.0]
         [--model-workers N] [--model-concurrency N] [--no-hops] [--profile]
+        [--models workers|responder]
 
 Everything runs as separate processes on one machine: the fake provider server
 (``python -m flowai_harness.testing.fake_provider``), the runtime service with
@@ -38,6 +39,14 @@ What it measures:
   overhead <= 50 ms). Model workers: ``--model-workers`` (default: one per 1,000 calls of
   the largest level, the SDK's connection pool per client) with ``--model-concurrency``
   each (default: the largest level shared among them).
+
+``--models responder`` replaces the fake provider server and the model workers with one
+lean process here (``--responder``) that consumes ``model-requests`` and, after the same
+time to first token, publishes each ``ModelResult`` itself: no HTTP, no SDK. That isolates
+what the runtime service sustains from what the provider SDKs cost on this 2-core machine
+(with ``workers``, most of the CPU goes to the SDKs' HTTP stack in the model workers, which
+a deployment runs on machines of their own). Model time is then the responder's, from the
+request's arrival to its result's publication.
 
 With each measurement: every process's CPU share and CPU milliseconds per query, its RSS
 and peak RSS (from /proc; Kafka and Redis are found by their listening port and are shared
@@ -390,6 +399,23 @@ class Services:
             await asyncio.sleep(0.05)
         raise SystemExit(f"the fake provider server did not start; see {log}")
 
+    def start_responder(self, calls: Path, step_ttft: float, wait_ttft: float) -> None:
+        self.spawn(
+            "responder",
+            str(REPO / "bench" / "live_distributed.py"),
+            "--responder",
+            "--bootstrap",
+            self.bootstrap,
+            "--prefix",
+            self.prefix,
+            "--calls",
+            str(calls),
+            "--step-ttft",
+            str(step_ttft),
+            "--wait-ttft",
+            str(wait_ttft),
+        )
+
     def common(self, log_level: str = "WARNING") -> tuple[str, ...]:
         return (
             "--app",
@@ -491,6 +517,124 @@ class Services:
                 process.kill()
                 process.wait(5)
         self.started.clear()
+
+
+# --- the lean model responder (``--models responder``) ---------------------------------------
+
+
+async def responder(
+    bootstrap: str, prefix: str, calls: Path, step_ttft: float, wait_ttft: float
+) -> None:
+    """Answer model requests like the fake script does, without HTTP or an SDK: a model
+    that takes ``ttft`` to answer. Each call is recorded as a JSON line in ``calls``."""
+    from flowai_harness import bus
+    from flowai_harness.messages import envelope
+
+    topics = bus.Topics(prefix)
+    consumer = bus.consumer(bootstrap, group_id=f"{prefix}.models", client_id="bench-responder")
+    producer = bus.producer(bootstrap)
+    await producer.start()
+    consumer.subscribe([topics.model_requests])
+    await consumer.start()
+    record = calls.open("ab", buffering=0)
+    usage = {
+        "prompt_tokens": 100,
+        "completion_tokens": 10,
+        "cache_read_input_tokens": 0,
+        "cache_creation_input_tokens": 0,
+    }
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def answer(request: dict[str, Any]) -> None:
+        arrived = time.time()
+        payload = request["payload"]
+        if payload["model"] == WAIT_MODEL:
+            ttft, content = wait_ttft, [{"type": "text", "text": "Done waiting."}]
+        elif any(m["role"] == "tool" for m in payload["messages"]):
+            ttft, content = step_ttft, [{"type": "text", "text": "The sum is 3."}]
+        else:
+            ttft = step_ttft
+            content = [
+                {
+                    "type": "tool_call",
+                    "id": f"call-{uuid.uuid4().hex[:8]}",
+                    "name": "add",
+                    "args": {"a": 1, "b": 2},
+                }
+            ]
+        await asyncio.sleep(ttft)
+        result = {
+            "request_id": payload["request_id"],
+            "response": {
+                "content": content,
+                "stop_reason": "stop" if content[0]["type"] == "text" else "tool-calls",
+                "raw_stop_reason": "end_turn",
+                "usage": usage,
+                "provider": payload["provider"],
+                "model": payload["model"],
+                "latency_ms": int(ttft * 1000),
+                "ttft_ms": int(ttft * 1000),
+            },
+        }
+        body = envelope(
+            "flowai.v1.ModelResult",
+            id=f"{request['id']}/result",
+            tenant=request["tenant"],
+            thread_id=request["thread_id"],
+            run_id=request.get("run_id"),
+            causation_id=request["id"],
+            payload=result,
+        )
+        key = bus.thread_key(request["tenant"], request["thread_id"])
+        await producer.send_and_wait(topics.model_results, body, key=key)
+        record.write(
+            orjson.dumps(
+                {"thread": request["thread_id"], "arrived": arrived, "finished": time.time()}
+            )
+            + b"\n"
+        )
+
+    try:
+        while True:
+            batch = await consumer.getmany(timeout_ms=1000)
+            for records in batch.values():
+                for r in records:
+                    if r.value is None:
+                        continue
+                    task = asyncio.create_task(answer(orjson.loads(r.value)))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+    finally:
+        await consumer.stop()
+        await producer.stop()
+        record.close()
+
+
+class ResponderAdmin:
+    """The responder's record of calls, read like the fake server's admin API: each read
+    takes the calls recorded since the last one."""
+
+    def __init__(self, calls: Path) -> None:
+        self.calls = calls
+        self.read_to = 0
+
+    async def calls_by_thread(self) -> dict[str, list[Call]]:
+        found: dict[str, list[Call]] = {}
+        if not self.calls.exists():
+            return found
+        with self.calls.open("rb") as file:
+            file.seek(self.read_to)
+            data = file.read()
+        complete = data[: data.rfind(b"\n") + 1]
+        self.read_to += len(complete)
+        for line in complete.splitlines():
+            row = orjson.loads(line)
+            found.setdefault(row["thread"], []).append(
+                Call(row["arrived"], row["finished"], None, "completed")
+            )
+        for thread_calls in found.values():
+            thread_calls.sort(key=lambda call: call.arrived)
+        return found
 
 
 # --- the fake server's record ----------------------------------------------------------------
@@ -773,7 +917,11 @@ async def offered(
 
 
 async def bench_step(
-    args: argparse.Namespace, client: Any, services: Services, fake: FakeAdmin, run: int
+    args: argparse.Namespace,
+    client: Any,
+    services: Services,
+    fake: FakeAdmin | ResponderAdmin,
+    run: int,
 ) -> None:
     usage = Usage(services.stats())
     load = load_average()
@@ -839,7 +987,11 @@ def in_flight(calls: Iterable[Call]) -> tuple[int, float, float]:
 
 
 async def bench_threads(
-    args: argparse.Namespace, client: Any, services: Services, fake: FakeAdmin, run: int
+    args: argparse.Namespace,
+    client: Any,
+    services: Services,
+    fake: FakeAdmin | ResponderAdmin,
+    run: int,
 ) -> None:
     shape = (
         f"one wave (each thread one query, starts spread over {args.spread:g} s)"
@@ -968,13 +1120,20 @@ async def run(args: argparse.Namespace) -> None:
         await bus.ensure_topics(
             args.bootstrap, topics, partitions=PARTITIONS, allow_unreplicated=True
         )
-        await services.start_fake(script)
-        fake = FakeAdmin(services.fake_url, script)
+        fake: FakeAdmin | ResponderAdmin
+        if args.models == "responder":
+            calls = log_dir / "responder-calls.jsonl"
+            services.start_responder(calls, args.step_ttft, args.wait_ttft)
+            fake = ResponderAdmin(calls)
+        else:
+            await services.start_fake(script)
+            fake = FakeAdmin(services.fake_url, script)
         services.runtime()
         services.worker("tools", "tools", "--concurrency", "64")
-        # One model worker for the one-tool-step queries (a small deployment); the threads
-        # measurement adds the others its largest level needs.
-        await services.model_workers(1, args.model_concurrency)
+        if args.models == "workers":
+            # One model worker for the one-tool-step queries (a small deployment); the
+            # threads measurement adds the others its largest level needs.
+            await services.model_workers(1, args.model_concurrency)
         async with connect(args.bootstrap, tenant=TENANT, topic_prefix=prefix) as client:
             await wait_ready(client, services)
             await warm_up(client)
@@ -985,7 +1144,7 @@ async def run(args: argparse.Namespace) -> None:
                     await bench_step(args, client, services, fake, n)
                     services.check_alive()
             if "threads" not in args.skip:
-                if services.model_count < args.model_workers:
+                if args.models == "workers" and services.model_count < args.model_workers:
                     await services.model_workers(args.model_workers, args.model_concurrency)
                     await warm_up(client)
                     await fake.calls_by_thread()
@@ -1041,6 +1200,16 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--no-hops", dest="hops", action="store_false", help="threads: skip the hop breakdown"
     )
+    parser.add_argument(
+        "--models",
+        choices=("workers", "responder"),
+        default="workers",
+        help="who answers model requests: model workers calling the fake provider through "
+        "the SDK (workers), or a lean responder with no HTTP (responder)",
+    )
+    parser.add_argument("--responder", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--prefix", help=argparse.SUPPRESS)
+    parser.add_argument("--calls", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     args.levels = [int(x) for x in args.levels.split(",") if x.strip()]
@@ -1054,7 +1223,13 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    asyncio.run(run(parse(argv)))
+    args = parse(argv)
+    if args.responder:
+        asyncio.run(
+            responder(args.bootstrap, args.prefix, args.calls, args.step_ttft, args.wait_ttft)
+        )
+        return
+    asyncio.run(run(args))
 
 
 if __name__ == "__main__":
