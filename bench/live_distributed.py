@@ -371,6 +371,8 @@ class Services:
             **os.environ,
             "PYTHONPATH": os.pathsep.join([str(REPO / "bench"), str(REPO)]),
             "PYTHONUNBUFFERED": "1",
+            # No approval gates here: the runtime need not check decision signatures.
+            "FLOWAI_ALLOW_UNSIGNED_DECISIONS": "1",
             FAKE_URL_ENV: self.fake_url,
             "FLOWAI_ALLOW_UNREPLICATED": os.environ.get("FLOWAI_ALLOW_UNREPLICATED", "1"),
         }

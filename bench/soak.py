@@ -330,7 +330,7 @@ def error_code(result: Any) -> str:
 async def soak(args: argparse.Namespace) -> None:
     from aiokafka.admin import AIOKafkaAdminClient
 
-    from flowai_harness import bus
+    from flowai_harness import bus, decision_auth
 
     bootstrap, redis_url = args.bootstrap, args.redis
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
@@ -345,12 +345,18 @@ async def soak(args: argparse.Namespace) -> None:
     prefix, log_dir = args.prefix, args.log_dir
     topics = bus.Topics(prefix)
     http_port = free_port()
+    # The approvals service signs the decisions it publishes; the runtime trusts its key.
+    private_pem, public_pem = decision_auth.generate_keys()
+    (log_dir / "decision-key.pem").write_bytes(private_pem)
+    (log_dir / "decision-key.pub.pem").write_bytes(public_pem)
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(REPO / "bench"), str(REPO)]),
         "PYTHONUNBUFFERED": "1",
         "FLOWAI_REDIS_URL": redis_url,
         "FLOWAI_ALLOW_UNREPLICATED": "1" if args.allow_unreplicated else "0",
+        "FLOWAI_DECISION_KEY": str(log_dir / "decision-key.pem"),
+        "FLOWAI_DECISION_PUBLIC_KEYS": str(log_dir / "decision-key.pub.pem"),
     }
     common = ("--app", "soak:runtime", "--bootstrap", bootstrap, "--prefix", prefix)
     common += ("--partitions", str(PARTITIONS))

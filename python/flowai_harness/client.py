@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
     from .bus import Topics
+    from .decision_auth import DecisionSigner
 
 __all__ = ["Client", "RemoteEventStream", "connect"]
 
@@ -49,6 +50,7 @@ Event = dict[str, Any]
 Outcome = Literal["approve", "reject", "revise"]
 
 _INTERNAL: Final = frozenset({"run-start", "model-response"})
+DECISION_KEY_ENV: Final = "FLOWAI_DECISION_KEY"
 _END = object()
 
 
@@ -58,15 +60,29 @@ def connect(
     tenant: str,
     topic_prefix: str = "flowai",
     client_id: str | None = None,
+    decision_key: str | bytes | None = None,
 ) -> Client:
     """A client of the runtime service of ``tenant`` on the topics under ``topic_prefix``.
 
     Use it as ``async with connect(...) as client:`` (or call :meth:`Client.start` and
     :meth:`Client.close`); ``query`` also starts it on first use.
+
+    ``decision_key`` (PEM text or a file path; default: env ``FLOWAI_DECISION_KEY``) is a
+    deciding key: :meth:`Client.respond_to_approval` signs decisions with it, as the runtime
+    service requires (flowai_harness.decision_auth). Without one a decision is published
+    unsigned, which only a runtime started with ``--allow-unsigned-decisions`` accepts;
+    people decide through the approvals service instead.
     """
     if not isinstance(tenant, str) or not tenant:
         raise TypeError(f"tenant must be a non-empty str, got {tenant!r}")
-    return Client(bootstrap_servers, tenant=tenant, topic_prefix=topic_prefix, client_id=client_id)
+    key = decision_key if decision_key is not None else os.environ.get(DECISION_KEY_ENV)
+    return Client(
+        bootstrap_servers,
+        tenant=tenant,
+        topic_prefix=topic_prefix,
+        client_id=client_id,
+        decision_key=key or None,
+    )
 
 
 class _Follow:
@@ -164,9 +180,15 @@ class Client:
         tenant: str,
         topic_prefix: str = "flowai",
         client_id: str | None = None,
+        decision_key: str | bytes | None = None,
     ) -> None:
         from . import bus
 
+        self._signer: DecisionSigner | None = None
+        if decision_key is not None:
+            from .decision_auth import DecisionSigner
+
+            self._signer = DecisionSigner.from_pem(decision_key)
         self.tenant = tenant
         self.bootstrap_servers = bootstrap_servers
         self.topics: Topics = bus.Topics(topic_prefix)
@@ -287,7 +309,7 @@ class Client:
         """Publish a ``flowai.v1.ApprovalDecision``; returns its id.
 
         The thread comes from the approval id (``appr:{thread_id}/{run_id}/{call id}``) unless
-        ``thread_id`` is given.
+        ``thread_id`` is given. Signed with the client's ``decision_key`` when it has one.
         """
         if outcome not in ("approve", "reject", "revise"):
             raise ValueError(f"outcome must be 'approve', 'reject' or 'revise', got {outcome!r}")
@@ -299,6 +321,8 @@ class Client:
                 payload[name] = value
         await self.start()
         envelope = self._envelope("flowai.v1.ApprovalDecision", thread_id, payload)
+        if self._signer is not None:
+            envelope = orjson.dumps(self._signer.signed(orjson.loads(envelope)))
         await self._send(self.topics.approval_decisions, thread_id, envelope)
         return str(orjson.loads(envelope)["id"])
 

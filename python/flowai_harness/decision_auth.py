@@ -253,11 +253,19 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     keygen = commands.add_parser("keygen", help="write decision-key.pem and decision-key.pub.pem")
     keygen.add_argument("--out", type=Path, default=Path("."), help="directory (.)")
+    keygen.add_argument(
+        "--if-missing",
+        action="store_true",
+        help="do nothing when the pair is there already (a deployment's first start)",
+    )
     args = parser.parse_args(argv)
-    private_pem, public_pem = generate_keys()
     args.out.mkdir(parents=True, exist_ok=True)
     private_path = args.out / "decision-key.pem"
     public_path = args.out / "decision-key.pub.pem"
+    if args.if_missing and private_path.exists() and public_path.exists():
+        print(f"{private_path} and {public_path} are there already", file=sys.stderr)
+        return 0
+    private_pem, public_pem = generate_keys()
     fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as out:
         out.write(private_pem)

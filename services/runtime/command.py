@@ -22,11 +22,14 @@ from aiokafka.errors import KafkaError
 
 from flowai_harness import bus
 from flowai_harness.apps import load_spec
+from flowai_harness.decision_auth import DecisionVerifier
 from flowai_harness.errors import BusError, FlowaiError, UsageError
 from flowai_harness.runtime import INTERPRETERS
 from flowai_harness.runtime import interpreter_config as engine_interpreter
 
 from .service import RuntimeService, ServiceConfig
+
+log = logging.getLogger("flowai.runtime")
 
 
 def parser(prog: str = "flowai serve runtime") -> argparse.ArgumentParser:
@@ -59,6 +62,23 @@ def parser(prog: str = "flowai serve runtime") -> argparse.ArgumentParser:
     bus.add_instance_argument(p, role="runtime")
     p.add_argument("--session-timeout-ms", type=int, default=10_000)
     p.add_argument(
+        "--decision-public-key",
+        action="append",
+        default=_env_keys(env("FLOWAI_DECISION_PUBLIC_KEYS")),
+        metavar="PEM",
+        help="a public key (PEM file) whose signatures on approval decisions this runtime "
+        "trusts: the approvals service's (repeatable, for rotation; env "
+        "FLOWAI_DECISION_PUBLIC_KEYS, comma-separated). An unsigned or wrongly signed "
+        "decision is a dead letter (DECISION_UNVERIFIED)",
+    )
+    bus.add_flag_argument(
+        p,
+        "--allow-unsigned-decisions",
+        env="FLOWAI_ALLOW_UNSIGNED_DECISIONS",
+        help="accept approval decisions without a signature (development only: then whoever "
+        "can write to the approval-decisions topic can open any gate)",
+    )
+    p.add_argument(
         "--dedup-window",
         type=float,
         default=float(env("FLOWAI_DEDUP_WINDOW", "86400")),
@@ -78,6 +98,29 @@ def interpreter_config(kind: str, mock_response: str | None) -> dict[str, Any]:
             )
         return {"kind": "mock", "response": mock_response}
     return engine_interpreter(None, kind)
+
+
+def _env_keys(value: str | None) -> list[str]:
+    return [part.strip() for part in (value or "").split(",") if part.strip()]
+
+
+def _decision_verifier(keys: list[str], allow_unsigned: bool) -> DecisionVerifier | None:
+    if keys:
+        verifier = DecisionVerifier.from_pems(keys)
+        log.info("approval decisions must be signed by: %s", ", ".join(verifier.key_ids))
+        return verifier
+    if allow_unsigned:
+        log.warning(
+            "approval decisions are accepted unsigned (--allow-unsigned-decisions): whoever "
+            "can write to the approval-decisions topic can open any gate; development only"
+        )
+        return None
+    raise UsageError(
+        "approval decisions must be signed: give the approvals service's public key with "
+        "--decision-public-key FILE (env FLOWAI_DECISION_PUBLIC_KEYS; make a pair with "
+        "`python -m flowai_harness.decision_auth keygen`), or pass "
+        "--allow-unsigned-decisions on a development machine"
+    )
 
 
 def _dedup_window_ms(seconds: float) -> int:
@@ -109,6 +152,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "flowai serve runtime
             create_topics=not args.no_create_topics,
             session_timeout_ms=args.session_timeout_ms,
             dedup_window_ms=_dedup_window_ms(args.dedup_window),
+            decisions=_decision_verifier(args.decision_public_key, args.allow_unsigned_decisions),
         )
         service = RuntimeService(spec, interpreter, config)
     except FlowaiError as exc:

@@ -69,7 +69,9 @@ from aiokafka.errors import ProducerFenced
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
 
 from flowai_harness import bus
+from flowai_harness.decision_auth import DecisionVerifier
 from flowai_harness.driver import Decided, Driver, error_of
+from flowai_harness.errors import DecisionUnverifiedError
 from flowai_harness.logread import LogReader
 from flowai_harness.runtime import new_engine
 from flowai_harness.specs import RuntimeSpec
@@ -82,6 +84,7 @@ SERVICE: Final = "runtime"
 # Codes of the rejections this service makes itself (the engine's codes pass through).
 INPUT_EMPTY: Final = "INPUT_MALFORMED"
 INPUT_WRONG_PARTITION: Final = "INPUT_WRONG_PARTITION"
+APPROVAL_DECISION: Final = "flowai.v1.ApprovalDecision"
 EFFECT_UNROUTABLE: Final = "EFFECT_UNROUTABLE"
 
 _KEYED_BY_ID: Final = frozenset(
@@ -112,6 +115,9 @@ class ServiceConfig:
     # How long an input's id is remembered to ignore it when published again (ms; None:
     # the engine's default, 24 h). Rebuilt from the run log, so it survives restarts.
     dedup_window_ms: int | None = None
+    # Approval decisions must be signed by a key this verifier trusts (None: accepted
+    # unsigned, which only --allow-unsigned-decisions asks for).
+    decisions: DecisionVerifier | None = None
 
     @property
     def group(self) -> str:
@@ -565,6 +571,18 @@ class RuntimeService:
                         f"{key.decode()!r} and the default (murmur2) partitioner",
                     )
                     return
+        if (
+            fields is not None
+            and fields.get("schema") == APPROVAL_DECISION
+            and self.config.decisions is not None
+        ):
+            try:
+                self.config.decisions.verify(fields)
+            except DecisionUnverifiedError as exc:
+                # Nothing decides for a tenant's approval without proof it came from a
+                # deciding key: whoever can write to the topic cannot open a gate.
+                self._dead_letter(part, tp, record, outbox, exc.code, exc.message)
+                return
         decided = await self._driver.feed([value])
         self._route(part, decided, outbox, headers, tp, record)
 

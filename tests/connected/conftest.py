@@ -38,7 +38,7 @@ from kafka_helpers import HERE, PARTITIONS, REPO, RunLog, ToolResponder
 from processes import Service
 from redis.asyncio import Redis
 
-from flowai_harness import bus
+from flowai_harness import bus, decision_auth
 
 
 def _required_env(name: str) -> str:
@@ -92,10 +92,37 @@ def three_brokers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]
         cluster.stop()
 
 
+@pytest.fixture(scope="session")
+def decision_keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
+    """A deciding key pair for the session: the approvals service (and this process's
+    clients, through FLOWAI_DECISION_KEY) sign decisions with the private key; the runtimes
+    trust the public one."""
+    folder = tmp_path_factory.mktemp("decision-keys")
+    private, public = decision_auth.generate_keys()
+    (folder / "decision-key.pem").write_bytes(private)
+    (folder / "decision-key.pub.pem").write_bytes(public)
+    before = os.environ.get("FLOWAI_DECISION_KEY")
+    os.environ["FLOWAI_DECISION_KEY"] = str(folder / "decision-key.pem")
+    try:
+        yield folder / "decision-key.pem", folder / "decision-key.pub.pem"
+    finally:
+        if before is None:
+            os.environ.pop("FLOWAI_DECISION_KEY", None)
+        else:
+            os.environ["FLOWAI_DECISION_KEY"] = before
+
+
 @pytest.fixture
-def service_env(single_broker: bool) -> dict[str, str]:
-    """What every spawned service gets in its environment on this cluster."""
-    return {"FLOWAI_ALLOW_UNREPLICATED": "1" if single_broker else "0"}
+def service_env(single_broker: bool, decision_keys: tuple[Path, Path]) -> dict[str, str]:
+    """What every spawned service gets in its environment on this cluster: whether the run
+    log may have one replica, and the decision keys (the runtime trusts the public key, the
+    approvals service signs with the private one)."""
+    private, public = decision_keys
+    return {
+        "FLOWAI_ALLOW_UNREPLICATED": "1" if single_broker else "0",
+        "FLOWAI_DECISION_PUBLIC_KEYS": str(public),
+        "FLOWAI_DECISION_KEY": str(private),
+    }
 
 
 @pytest.fixture

@@ -542,3 +542,15 @@ async def test_an_unreplicated_run_log_is_refused_unless_allowed(
 
 async def collect(stream: Any) -> list[dict[str, Any]]:
     return [event async for event in stream]
+
+
+async def test_the_runtime_refuses_to_start_without_a_way_to_check_decisions(
+    kafka_bootstrap: str, prefix: str, spawn: Callable[..., Service]
+) -> None:
+    no_keys = {"FLOWAI_DECISION_PUBLIC_KEYS": "", "FLOWAI_ALLOW_UNSIGNED_DECISIONS": "0"}
+    runtime = spawn("runtime-no-keys", *runtime_args(kafka_bootstrap, prefix), env=no_keys)
+    assert runtime.process.wait(30) == 2
+    said = runtime.log.read_text()
+    assert "approval decisions must be signed" in said
+    assert "--decision-public-key" in said
+    assert "Traceback" not in said

@@ -53,11 +53,33 @@ def test_compose_has_kafka_redis_and_the_services(compose: dict[str, Any]) -> No
         "tools",
         "models",
         "approvals",
+        "decision-keys",
     }
     # Model workers need provider keys: they start with the `live` profile only.
     assert compose["services"]["models"]["profiles"] == ["live"]
     assert all("profiles" not in s for n, s in compose["services"].items() if n != "models")
-    assert set(compose["volumes"]) == {"kafka-data", "redis-data"}
+    assert set(compose["volumes"]) == {"kafka-data", "redis-data", "decision-keys"}
+
+
+def test_decisions_are_signed_with_a_pair_made_once(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    keys = services["decision-keys"]
+    # The image's own key maker, idempotent: a restart keeps the pair in the volume.
+    assert keys["image"] == services["runtime"]["image"]
+    assert keys["command"] == ["keygen", "--out", "/keys", "--if-missing"]
+    assert keys["volumes"] == ["decision-keys:/keys"]
+    # The approvals service signs with the private key; the runtime checks with the public
+    # one (and never needs the private key).
+    assert services["approvals"]["environment"]["FLOWAI_DECISION_KEY"] == "/keys/decision-key.pem"
+    runtime_env = services["runtime"]["environment"]
+    assert runtime_env["FLOWAI_DECISION_PUBLIC_KEYS"] == "/keys/decision-key.pub.pem"
+    assert "FLOWAI_DECISION_KEY" not in runtime_env
+    assert "FLOWAI_ALLOW_UNSIGNED_DECISIONS" not in runtime_env
+    for name in ("runtime", "approvals"):
+        assert "decision-keys:/keys:ro" in services[name]["volumes"]
+        assert services[name]["depends_on"]["decision-keys"] == {
+            "condition": "service_completed_successfully"
+        }
 
 
 def test_kafka_is_a_single_kraft_node_reachable_on_the_compose_network(
@@ -113,12 +135,12 @@ def test_services_share_one_image_and_reach_kafka_and_redis(
         .split("://")[1]
     )
     assert env["FLOWAI_REDIS_URL"].startswith("redis://redis:6379/")
-    assert service["depends_on"] == {
+    assert {k: v for k, v in service["depends_on"].items() if k != "decision-keys"} == {
         "kafka": {"condition": "service_healthy"},
         "redis": {"condition": "service_healthy"},
     }
     # The app is baked at /srv/app and mounted over it; the module named by --app is there.
-    [mount] = service["volumes"]
+    mount = service["volumes"][0]
     source, target, _mode = mount.split(":")
     module = service["command"][3].split(":")[0]
     assert target == "/srv/app"

@@ -21,6 +21,7 @@ from services.runtime.service import RuntimeService, ServiceConfig, _Partition
 
 from flowai_harness import (
     bus,
+    decision_auth,
     define_runtime,
     define_specialist,
     define_tenant,
@@ -103,9 +104,11 @@ class FakeProducer:
         ]
 
 
-@pytest.fixture
-def service() -> tuple[RuntimeService, FakeProducer]:
-    runtime = RuntimeService(SPEC, {"kind": "scripted"}, ServiceConfig(bootstrap="unused:1"))
+def make_service(
+    spec: Any = SPEC, config: ServiceConfig | None = None
+) -> tuple[RuntimeService, FakeProducer]:
+    config = config or ServiceConfig(bootstrap="unused:1")
+    runtime = RuntimeService(spec, {"kind": "scripted"}, config)
     topics = runtime.topics
     runtime._partition_count = PARTITIONS
     runtime._topic_partitions = dict.fromkeys(topics.all(), PARTITIONS)
@@ -116,6 +119,11 @@ def service() -> tuple[RuntimeService, FakeProducer]:
         part.expected = dict.fromkeys(inputs, 0)
         runtime._partitions[number] = part
     return runtime, producer
+
+
+@pytest.fixture
+def service() -> tuple[RuntimeService, FakeProducer]:
+    return make_service()
 
 
 def record(topic: str, partition: int, offset: int, value: bytes, key: bytes | None = None) -> Any:
@@ -275,3 +283,103 @@ async def test_a_failed_transaction_rebuilds_the_partition(
     await runtime._process(number, [(tp, [record(tp.topic, number, 0, query("t-5", "x"))])])
     assert producer.state == "aborted"
     assert resynced == [number]
+
+
+# --- signed approval decisions ---------------------------------------------------------------
+
+KEYS = decision_auth.generate_keys()
+SIGNER = decision_auth.DecisionSigner.from_pem(KEYS[0])
+
+
+@define_tool("pay", {"amount": int}, approval="always")
+def pay(args: dict[str, Any], ctx: Any) -> dict[str, Any]:
+    return {"paid": args["amount"]}
+
+
+GATED = define_runtime(
+    tenant=define_tenant("acme", "v1"),
+    agents=[define_specialist(name="clerk", model="claude-haiku-4-5", prompt="p", tools=[pay])],
+    providers={"anthropic": {}},
+)
+
+
+async def at_the_gate(runtime: RuntimeService, thread_id: str) -> tuple[int, str]:
+    """A run of ``thread_id`` waiting at its pay gate; returns (partition, approval id)."""
+    number = home(thread_id)
+    tp = TopicPartition(runtime.topics.queries, number)
+    prompt = json.dumps({"tool": "pay", "args": {"amount": 5}})
+    await runtime._process(number, [(tp, [record(tp.topic, number, 0, query(thread_id, prompt))])])
+    return number, f"appr:{thread_id}/run-1/scripted-tool-1"
+
+
+def decision(thread_id: str, approval_id: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "schema": "flowai.v1.ApprovalDecision",
+        "id": f"d-{thread_id}-{len(extra)}",
+        "tenant": "acme",
+        "thread_id": thread_id,
+        "ts": 6,
+        "payload": {"approval_id": approval_id, "outcome": "approve", "approver": "alice", **extra},
+    }
+
+
+async def decide(runtime: RuntimeService, number: int, offset: int, body: dict[str, Any]) -> None:
+    tp = TopicPartition(runtime.topics.approval_decisions, number)
+    await runtime._process(number, [(tp, [record(tp.topic, number, offset, orjson.dumps(body))])])
+
+
+def dead_letters(producer: FakeProducer, topics: bus.Topics) -> list[str]:
+    return [letter["payload"]["reason"] for _, _, letter in producer.records(topics.dead_letters)]
+
+
+async def test_a_decision_signed_by_a_trusted_key_opens_the_gate() -> None:
+    verifier = decision_auth.DecisionVerifier.from_pems([KEYS[1]])
+    runtime, producer = make_service(GATED, ServiceConfig(bootstrap="unused:1", decisions=verifier))
+    number, approval = await at_the_gate(runtime, "t-signed")
+    await decide(runtime, number, 0, SIGNER.signed(decision("t-signed", approval)))
+    kinds = [e["payload"]["type"] for _, _, e in producer.records(runtime.topics.runtime_events)]
+    assert "approval-decision" in kinds
+    assert len(producer.records(runtime.topics.tool_invocations)) == 1, "the tool goes out"
+    assert dead_letters(producer, runtime.topics) == []
+
+
+@pytest.mark.parametrize(
+    "forge",
+    [
+        pytest.param(lambda body: body, id="unsigned"),
+        pytest.param(
+            lambda body: decision_auth.DecisionSigner.from_pem(
+                decision_auth.generate_keys()[0]
+            ).signed(body),
+            id="an-untrusted-key",
+        ),
+        pytest.param(
+            lambda body: {
+                **SIGNER.signed(body),
+                "payload": {**SIGNER.signed(body)["payload"], "approver": "mallory"},
+            },
+            id="approver-changed",
+        ),
+        pytest.param(
+            lambda body: {
+                **SIGNER.signed({**body, "thread_id": "t-other"}),
+                "thread_id": body["thread_id"],
+            },
+            id="moved-from-another-thread",
+        ),
+    ],
+)
+async def test_an_unverified_decision_is_a_dead_letter_and_the_gate_stays_shut(
+    forge: Any,
+) -> None:
+    verifier = decision_auth.DecisionVerifier.from_pems([KEYS[1]])
+    runtime, producer = make_service(GATED, ServiceConfig(bootstrap="unused:1", decisions=verifier))
+    number, approval = await at_the_gate(runtime, "t-forged")
+    logged = len(producer.records(runtime.topics.runtime_events))
+    await decide(runtime, number, 0, forge(decision("t-forged", approval)))
+    assert dead_letters(producer, runtime.topics) == ["DECISION_UNVERIFIED"]
+    assert len(producer.records(runtime.topics.runtime_events)) == logged, "nothing decided"
+    assert producer.records(runtime.topics.tool_invocations) == []
+    # The real decision still opens it.
+    await decide(runtime, number, 1, SIGNER.signed(decision("t-forged", approval)))
+    assert len(producer.records(runtime.topics.tool_invocations)) == 1
