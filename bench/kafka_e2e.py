@@ -205,7 +205,10 @@ async def one_query(client: Any, thread_id: str) -> tuple[float, bool]:
     start = time.perf_counter()
     finished = False
     async for event in client.query(ONE_TOOL, thread_id):
-        finished = event["type"] == "finish"
+        # A run ends with finish, then the entry agent's wrapping tool-agent result.
+        finished = finished or event["type"] == "finish"
+        if event["type"] == "error":
+            finished = False
     return time.perf_counter() - start, finished
 
 

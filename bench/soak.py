@@ -302,7 +302,7 @@ async def read_all(bootstrap: str, topic: str) -> list[dict[str, Any]]:
 
     from flowai_harness import bus
 
-    consumer = bus.consumer(bootstrap, interactive=False)
+    consumer = bus.consumer(bootstrap)
     await consumer.start()
     entries: list[dict[str, Any]] = []
     try:

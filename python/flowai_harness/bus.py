@@ -53,7 +53,7 @@ from .messages import schema_name
 __all__ = [
     "DEFAULT_PARTITIONS",
     "DEFAULT_PREFIX",
-    "INTERACTIVE_FETCH_WAIT_MS",
+    "FETCH_WAIT_MS",
     "TRACEPARENT",
     "KafkaPublisher",
     "Publisher",
@@ -81,9 +81,12 @@ __all__ = [
 
 DEFAULT_PREFIX: Final = "flowai"
 DEFAULT_PARTITIONS: Final = 6
-# A consumer on an interactive path (runtime, tool workers, clients following a run) waits at
-# most this long for a fetch to fill; Kafka's default (500 ms) would add up at every hop.
-INTERACTIVE_FETCH_WAIT_MS: Final = 5
+# How long a fetch waits for data when there is none. The broker answers as soon as one byte
+# (fetch.min.bytes) of committed data is there, also when a transaction's commit marker makes
+# data visible to read_committed readers, so this does not delay a hop; it only sets how often
+# an idle consumer asks. 5 ms cost every consumer 7-11% of a core doing nothing; 500 ms (Kafka's
+# default) gives the same one-step latency (bench/kafka_e2e.py, p50 13-15 ms either way).
+FETCH_WAIT_MS: Final = 500
 TRACEPARENT: Final = "traceparent"
 # What topics get on a cluster of at least PREFERRED_REPLICATION brokers, unless told: a
 # broker may be lost (or restarted) without losing or refusing an acknowledged write.
@@ -578,7 +581,6 @@ def consumer(
     bootstrap: str,
     *topics: str,
     group_id: str | None = None,
-    interactive: bool = True,
     **overrides: Any,
 ) -> AIOKafkaConsumer:
     """A ``read_committed`` consumer that commits only on purpose.
@@ -592,7 +594,7 @@ def consumer(
         "isolation_level": "read_committed",
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
-        "fetch_max_wait_ms": INTERACTIVE_FETCH_WAIT_MS if interactive else 500,
+        "fetch_max_wait_ms": FETCH_WAIT_MS,
         "partition_assignment_strategy": (RangePartitionAssignor,),
     }
     settings.update(overrides)

@@ -195,7 +195,7 @@ async def read_thread(
     key = bus.thread_key(tenant, thread_id)
     count = await bus.partition_count(bootstrap, topics.runtime_events)
     tp = TopicPartition(topics.runtime_events, bus.partition_for(key, count))
-    consumer = bus.consumer(bootstrap, interactive=False, client_id="flowai-replay")
+    consumer = bus.consumer(bootstrap, client_id="flowai-replay")
     await consumer.start()
     try:
         consumer.assign([tp])

@@ -17,6 +17,7 @@ import os
 import sys
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -27,7 +28,7 @@ from kafka_helpers import REPO, RunLog, ToolResponder, runtime_args
 from processes import Service, until
 from redis.asyncio import Redis
 
-from flowai_harness import bus, connect, create_runtime, messages
+from flowai_harness import bus, connect, create_runtime, decision_auth, messages
 
 pytestmark = pytest.mark.connected
 
@@ -334,13 +335,16 @@ async def test_a_refused_query_ends_the_client_stream_with_the_engine_error(
     assert runtime.alive()
 
 
-async def test_respond_to_approval_publishes_an_approval_decision_for_the_thread(
-    kafka_bootstrap: str, topics: bus.Topics
+async def test_respond_to_approval_publishes_a_signed_decision_for_the_thread(
+    kafka_bootstrap: str, topics: bus.Topics, decision_keys: tuple[Path, Path]
 ) -> None:
+    private, public = decision_keys
     consumer = bus.consumer(kafka_bootstrap, topics.approval_decisions)
     await consumer.start()
     try:
-        async with connect(kafka_bootstrap, tenant="acme", topic_prefix=topics.prefix) as client:
+        async with connect(
+            kafka_bootstrap, tenant="acme", topic_prefix=topics.prefix, decision_key=str(private)
+        ) as client:
             decision_id = await client.respond_to_approval(
                 "appr:review-thread/run-1/call-9",
                 "revise",
@@ -356,13 +360,16 @@ async def test_respond_to_approval_publishes_an_approval_decision_for_the_thread
     assert isinstance(decision, messages.ApprovalDecision)
     assert decision.id == decision_id
     assert decision.thread_id == "review-thread"
-    assert decision.payload == messages.ApprovalDecisionPayload(
-        approval_id="appr:review-thread/run-1/call-9",
-        outcome="revise",
-        feedback="smaller batch",
-        partial={"limit": 10},
-        approver="ana@example.com",
-    )
+    assert decision.payload.model_dump(exclude={"signature"}) == {
+        "approval_id": "appr:review-thread/run-1/call-9",
+        "outcome": "revise",
+        "feedback": "smaller batch",
+        "partial": {"limit": 10},
+        "approver": "ana@example.com",
+    }
+    # Signed with the client's deciding key: a runtime that trusts it accepts the decision.
+    verifier = decision_auth.DecisionVerifier.from_pems([str(public)])
+    assert verifier.verify(orjson.loads(record.value)) == verifier.key_ids[0]
 
 
 async def test_partitions_move_between_runtimes_and_threads_continue_where_they_were(
