@@ -1,15 +1,19 @@
 """Distributed benchmark on the local Kafka: prints figures, asserts nothing.
 
     set -a; . var/services/env; set +a
-    python bench/kafka_e2e.py [--rate 50] [--seconds 10] [--tools worker|responder]
+    python bench/kafka_e2e.py [--rate 50] [--seconds 10] [--runs 1] [--tools worker|responder]
                               [--replay-events 100000] [--skip latency,ramp,replay,raw]
 
 What it measures (a fresh topic prefix each run; its topics are deleted at the end):
 
+- start-up: the first 20 queries after the services answered, one at a time (printed apart:
+  the steady state is measured after them).
 - latency: end-to-end time of a one-tool-step query at a fixed offered rate: from just
-  before the client publishes the Query to the moment it reads the run's ``finish`` from the
+  before the client publishes the Query to the moment it reads the run's end from the
   run log (runtime service -> tool -> runtime service, two transactions, read_committed at
-  every hop); p50 / p99 / max.
+  every hop); p50 / p99 / max, ``--runs`` times, with the spread of p99 across runs; then
+  where the time goes: each hop between the client, the run log and the tool results, from
+  the records' timestamps.
 - ramp: offered rates rising step by step, each for a few seconds; the highest rate at which
   every query finished (zero loss), the last within 0.5 s of the offer ending, with p99 under
   a second (so the service kept up instead of queueing).
@@ -29,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import platform
@@ -201,7 +206,12 @@ async def responder(bootstrap: str, prefix: str) -> None:
 # --- latency and ramp ------------------------------------------------------------------------
 
 
+# When each query started and ended (wall clock, seconds), for the hop breakdown.
+WALL: dict[str, tuple[float, float]] = {}
+
+
 async def one_query(client: Any, thread_id: str) -> tuple[float, bool]:
+    wall = time.time()
     start = time.perf_counter()
     finished = False
     async for event in client.query(ONE_TOOL, thread_id):
@@ -209,7 +219,9 @@ async def one_query(client: Any, thread_id: str) -> tuple[float, bool]:
         finished = finished or event["type"] == "finish"
         if event["type"] == "error":
             finished = False
-    return time.perf_counter() - start, finished
+    elapsed = time.perf_counter() - start
+    WALL[thread_id] = (wall, wall + elapsed)
+    return elapsed, finished
 
 
 async def offered(
@@ -243,21 +255,108 @@ async def offered(
 
 
 async def warm_up(client: Any) -> None:
+    """The first queries after start-up, one at a time: connections, caches, the broker's
+    first transactions. Printed apart from the steady state."""
+    ms = []
     for n in range(20):
-        await one_query(client, f"warm-{n}")
-
-
-async def bench_latency(client: Any, rate: float, seconds: float) -> None:
-    result = await offered(client, rate, seconds, "lat", within=seconds + 30)
-    ms = [x * 1000 for x in result["latencies"]]
-    if not ms:
-        print(f"latency at {rate:g}/s: no query finished")
-        return
+        latency, _ = await one_query(client, f"warm-{n}")
+        ms.append(latency * 1000)
     print(
-        f"latency, one-tool-step query at {rate:g}/s for {seconds:g} s: "
-        f"p50 {statistics.median(ms):.1f} ms  p99 {percentile(ms, 0.99):.1f} ms  "
-        f"max {max(ms):.1f} ms  (n={len(ms)}, lost {result['lost']})"
+        f"start-up: the first 20 queries, one at a time: first {ms[0]:.1f} ms, "
+        f"p50 {statistics.median(ms):.1f} ms, max {max(ms):.1f} ms"
     )
+
+
+async def bench_latency(
+    client: Any, bootstrap: str, topics: bus.Topics, rate: float, seconds: float, runs: int
+) -> None:
+    p99s = []
+    for run in range(1, runs + 1):
+        tag = f"lat{run}"
+        result = await offered(client, rate, seconds, tag, within=seconds + 30)
+        ms = [x * 1000 for x in result["latencies"]]
+        if not ms:
+            print(f"latency at {rate:g}/s (run {run}): no query finished")
+            continue
+        p99s.append(percentile(ms, 0.99))
+        print(
+            f"latency, one-tool-step query at {rate:g}/s for {seconds:g} s (steady state, run "
+            f"{run}): p50 {statistics.median(ms):.1f} ms  p99 {p99s[-1]:.1f} ms  "
+            f"max {max(ms):.1f} ms  (n={len(ms)}, lost {result['lost']})"
+        )
+        if run == runs:
+            threads = {f"{tag}-{n}" for n in range(result["count"])}
+            await print_hops(bootstrap, topics, threads)
+    if len(p99s) > 1:
+        print(
+            f"p99 over {len(p99s)} runs: {min(p99s):.1f} .. {max(p99s):.1f} ms "
+            f"(spread {max(p99s) / min(p99s):.2f}x)"
+        )
+
+
+async def print_hops(bootstrap: str, topics: bus.Topics, threads: set[str]) -> None:
+    """Where one query's time goes, from the topics' record timestamps (whole ms; a record's
+    timestamp is when its producer appended it, before its transaction commits)."""
+    from aiokafka import TopicPartition
+
+    wanted = [topics.runtime_events, topics.tool_results]
+    consumer = bus.consumer(bootstrap, max_partition_fetch_bytes=8 * 1024 * 1024)
+    await consumer.start()
+    seen: dict[str, dict[str, float]] = {}
+    try:
+        counts = await bus.partition_counts(bootstrap, wanted)
+        tps = [TopicPartition(t, p) for t, n in counts.items() for p in range(n)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        left = {tp for tp in tps if ends[tp] > 0}
+        while left:
+            batch = await consumer.getmany(*left, timeout_ms=1000)
+            for tp, records in batch.items():
+                for record in records:
+                    body = orjson.loads(record.value)
+                    thread = body.get("thread_id")
+                    if thread not in threads:
+                        continue
+                    at = record.timestamp / 1000
+                    marks = seen.setdefault(thread, {})
+                    if tp.topic == topics.tool_results:
+                        marks.setdefault("tool worker publishes the result", at)
+                        continue
+                    kind, state = body["payload"].get("type"), body["payload"].get("state")
+                    if kind == "run-start":
+                        marks["runtime logs the run (and the invocation)"] = at
+                    elif kind == "tool-invocation" and state == "result":
+                        marks["runtime logs the result (and the answer)"] = at
+            for tp in list(left):
+                if await consumer.position(tp) >= ends[tp]:
+                    left.discard(tp)
+    finally:
+        await consumer.stop()
+    order = [
+        "client publishes",
+        "runtime logs the run (and the invocation)",
+        "tool worker publishes the result",
+        "runtime logs the result (and the answer)",
+        "client stream ends",
+    ]
+    hops: dict[str, list[float]] = {}
+    for thread, marks in seen.items():
+        if thread not in WALL or len(marks) != 3:
+            continue
+        marks["client publishes"], marks["client stream ends"] = WALL[thread]
+        for before, after in itertools.pairwise(order):
+            hops.setdefault(f"{before} -> {after}", []).append(
+                (marks[after] - marks[before]) * 1000
+            )
+    print(f"  where the time goes ({len(next(iter(hops.values()), []))} queries):")
+    for name in (f"{b} -> {a}" for b, a in itertools.pairwise(order)):
+        values = hops.get(name, [])
+        if values:
+            print(
+                f"    {name:<78} p50 {statistics.median(values):6.1f}  "
+                f"p99 {percentile(values, 0.99):6.1f} ms"
+            )
 
 
 async def bench_ramp(client: Any, rates: list[float], seconds: float) -> None:
@@ -415,7 +514,9 @@ async def run(args: argparse.Namespace) -> None:
                 await wait_ready(client)
                 await warm_up(client)
                 if "latency" not in skip:
-                    await bench_latency(client, args.rate, args.seconds)
+                    await bench_latency(
+                        client, bootstrap, topics, args.rate, args.seconds, args.runs
+                    )
                 if "ramp" not in skip:
                     rates = [float(r) for r in args.ramp.split(",")]
                     await bench_ramp(client, rates, args.ramp_seconds)
@@ -457,6 +558,9 @@ def main() -> None:
     )
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--runs", type=int, default=1, help="latency measurements, one after another (1)"
+    )
     parser.add_argument("--ramp", default="100,200,300,400,500,600,800,1000")
     parser.add_argument("--ramp-seconds", type=float, default=5.0)
     parser.add_argument("--replay-events", type=int, default=100_000)
