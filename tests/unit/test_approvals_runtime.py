@@ -851,12 +851,35 @@ def quorum_decision(approver: str, outcome: str = "approve", approvals: int = 2)
     }
 
 
+def approve_as(runtime: Runtime, approver: str) -> Decide:
+    async def approve(event: Event) -> Any:
+        return await runtime.respond_to_approval(GATE, "approve", approver=approver)
+
+    return approve
+
+
+async def decided_in_the_loop(
+    runtime: Runtime, at: dict[str, Decide], *, leave_at: str | None = None
+) -> list[Event]:
+    """The clerk's payment in thread t, awaiting ``at[type](event)`` in the loop body at each
+    event of that type; leaves the loop after the first ``leave_at`` event (the run stays
+    paused), else drains it."""
+    events = []
+    async for event in runtime.run_specialist("clerk", PAY_5, "t"):
+        events.append(event)
+        if event["type"] in at:
+            await at[event["type"]](event)
+        if event["type"] == leave_at:
+            break
+    check_stream(events, complete=leave_at is None)
+    return events
+
+
 @WAITING
 async def test_two_approvers_open_the_gate_and_the_stream_shows_the_progress(
     open_clerk: Callable[..., Runtime], calls: Calls, waiting: bool
 ) -> None:
     runtime = open_clerk(pay=RequireApprovers(2))
-    stream = runtime.run_specialist("clerk", PAY_5, "t")
     answers: list[EventStream | None] = []
 
     async def decide(event: Event) -> None:
@@ -865,13 +888,13 @@ async def test_two_approvers_open_the_gate_and_the_stream_shows_the_progress(
         assert runtime.replay("t").status == "awaiting-approval"
         answers.append(await runtime.respond_to_approval(GATE, "approve", approver=approver))
 
-    events: list[Event] = []
     if waiting:
         # Decided from another task while the stream waits at the gate, each in its turn.
+        events: list[Event] = []
         asks: asyncio.Queue[Event] = asyncio.Queue()
 
         async def consume() -> None:
-            async for event in stream:
+            async for event in runtime.run_specialist("clerk", PAY_5, "t"):
                 events.append(event)
                 if event["type"] in ("approval-required", "approval-progress"):
                     asks.put_nowait(event)
@@ -880,12 +903,11 @@ async def test_two_approvers_open_the_gate_and_the_stream_shows_the_progress(
         for _ in range(2):
             await decide(await asks.get())
         await consumer
+        check_stream(events)
     else:
-        async for event in stream:
-            events.append(event)
-            if event["type"] in ("approval-required", "approval-progress"):
-                await decide(event)
-    check_stream(events)
+        events = await decided_in_the_loop(
+            runtime, {"approval-required": decide, "approval-progress": decide}
+        )
 
     assert calls == [("pay", {"amount": 5})]
     assert answers == [None, None]  # the stream at the gate went on both times
@@ -900,14 +922,13 @@ async def test_both_approvers_deciding_in_one_loop_turn_show_in_order(
     open_clerk: Callable[..., Runtime], calls: Calls
 ) -> None:
     runtime = open_clerk(pay=RequireApprovers(2))
-    events = []
-    async for event in runtime.run_specialist("clerk", PAY_5, "t"):
-        events.append(event)
-        if event["type"] == "approval-required":
-            # Both before the stream gets back to the gate: neither step may be lost.
-            for approver in ("alice", "bob"):
-                assert await runtime.respond_to_approval(GATE, "approve", approver=approver) is None
-    check_stream(events)
+
+    async def both(gate: Event) -> None:
+        # Both before the stream gets back to the gate: neither step may be lost.
+        for approver in ("alice", "bob"):
+            assert await approve_as(runtime, approver)(gate) is None
+
+    events = await decided_in_the_loop(runtime, {"approval-required": both})
 
     gate = position(events, "approval-required")
     assert events[gate + 1 : gate + 3] == [progress("alice", 1), quorum_decision("bob")]
@@ -948,14 +969,13 @@ async def test_a_reject_after_one_approve_closes_the_gate(
     open_clerk: Callable[..., Runtime], calls: Calls, rejecter: str
 ) -> None:
     runtime = open_clerk(pay=RequireApprovers(2))
-    events = []
-    async for event in runtime.run_specialist("clerk", PAY_5, "t"):
-        events.append(event)
-        if event["type"] == "approval-required":
-            await runtime.respond_to_approval(GATE, "approve", approver="alice")
-        if event["type"] == "approval-progress":
-            await runtime.respond_to_approval(GATE, "reject", "too much", approver=rejecter)
-    check_stream(events)
+
+    async def reject(event: Event) -> None:
+        await runtime.respond_to_approval(GATE, "reject", "too much", approver=rejecter)
+
+    events = await decided_in_the_loop(
+        runtime, {"approval-required": approve_as(runtime, "alice"), "approval-progress": reject}
+    )
 
     assert calls == []
     (decision,) = of_type(events, "approval-decision")
@@ -973,13 +993,9 @@ async def test_the_deadline_rejects_a_partly_approved_gate(
     open_clerk: Callable[..., Runtime], calls: Calls
 ) -> None:
     runtime = open_clerk(pay=RequireApprovers(2), approval_timeout=0.05)
-    events = []
+
     # Only alice approves; nobody else does, so the stream must end by itself.
-    async for event in runtime.run_specialist("clerk", PAY_5, "t"):
-        events.append(event)
-        if event["type"] == "approval-required":
-            await runtime.respond_to_approval(GATE, "approve", approver="alice")
-    check_stream(events)
+    events = await decided_in_the_loop(runtime, {"approval-required": approve_as(runtime, "alice")})
 
     assert calls == []
     assert of_type(events, "approval-progress") == [progress("alice", 1)]
@@ -992,13 +1008,10 @@ async def test_a_second_runtime_on_the_log_completes_the_quorum(
     tmp_path: Path, open_clerk: Callable[..., Runtime], calls: Calls
 ) -> None:
     first = open_clerk(tmp_path, pay=RequireApprovers(2))
-    seen = []
-    async for event in first.run_specialist("clerk", PAY_5, "t"):
-        seen.append(event)
-        if event["type"] == "approval-required":
-            await first.respond_to_approval(GATE, "approve", approver="alice")
-        if event["type"] == "approval-progress":
-            break  # this process leaves; the run stays paused with alice counted
+    # The first runtime leaves at the progress; the run stays paused with alice counted.
+    seen = await decided_in_the_loop(
+        first, {"approval-required": approve_as(first, "alice")}, leave_at="approval-progress"
+    )
     assert seen[-1] == progress("alice", 1)
     first.close()
 
