@@ -6,7 +6,13 @@ callbacks (``define_tool``), and ``create_runtime`` runs them on the embedded en
 """
 
 from ._version import __version__
-from .approvals import ApprovalOverrides, ApprovalPatch, ApprovalPolicies, DynamicRule
+from .approvals import (
+    ApprovalOverrides,
+    ApprovalPatch,
+    ApprovalPolicies,
+    DynamicRule,
+    RequireApprovers,
+)
 from .client import Client, RemoteEventStream, connect
 from .dataenv import DataEnvironmentConfig, normalize_data_environment
 from .errors import (
@@ -157,6 +163,7 @@ __all__ = [
     "ReplayDivergenceError",
     "ReplayError",
     "ReplayResult",
+    "RequireApprovers",
     "ResolvedAction",
     "ResponseScorer",
     "RetryPolicy",

@@ -1,6 +1,7 @@
 """Approval rules: who must say yes before a plan runs or a tool's handler is called.
 
-Owns the rule values (``"never"``, ``"always"`` or a predicate ``(args, ctx) -> bool``), the
+Owns the rule values (``"never"``, ``"always"``, :class:`RequireApprovers` (the two-person
+rule: N distinct people must approve) or a predicate ``(args, ctx) -> bool``), the
 runtime floor :class:`ApprovalPolicies`, the per-agent patch :class:`ApprovalPatch`, the
 runtime-level :class:`ApprovalOverrides`, their JSON for the runtime spec (docs/wire.md,
 "Plans, approval gates, references"), :class:`PredicateRegistry` (stable ids for predicates, so
@@ -31,6 +32,7 @@ __all__ = [
     "DynamicRule",
     "Predicate",
     "PredicateRegistry",
+    "RequireApprovers",
     "Rule",
     "RuleOrDefault",
     "as_patch",
@@ -60,7 +62,29 @@ class DynamicRule:
             )
 
 
-Rule: TypeAlias = Literal["never", "always"] | Predicate | DynamicRule
+@dataclasses.dataclass(frozen=True, slots=True)
+class RequireApprovers:
+    """The two-person rule: ``approvers`` distinct people must approve before the call or the
+    plan goes ahead. Each approve short of that shows as an ``approval-progress`` event and
+    the run keeps waiting; any reject (or the deadline) closes the gate. Every decision on such
+    a gate must name its ``approver``, and the same approver never counts twice.
+
+    ``RequireApprovers(1)`` is ``"always"``. The dict form is ``{"kind": "always",
+    "approvers_required": n}``.
+    """
+
+    approvers: int
+
+    def __post_init__(self) -> None:
+        n = self.approvers
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise SpecError(
+                f"RequireApprovers needs a whole number of approvers >= 1 (2 for the "
+                f"two-person rule), got {n!r}"
+            )
+
+
+Rule: TypeAlias = Literal["never", "always"] | RequireApprovers | Predicate | DynamicRule
 # "default" inherits from the level below; only patches (an agent's approval=) may say it.
 RuleOrDefault: TypeAlias = Rule | Literal["default"]
 Channel = Literal["plans", "tools"]
@@ -68,17 +92,36 @@ Channel = Literal["plans", "tools"]
 CHANNELS: Final[tuple[Channel, ...]] = ("plans", "tools")
 
 
+_RULE_DICT_KEYS: Final = frozenset({"kind", "value", "approvers_required"})
+
+
 def check_rule(value: object, where: str, *, allow_default: bool = False) -> RuleOrDefault:
     """Return ``value`` if it is a rule (or ``"default"`` where allowed), else a SpecError.
 
     The seed's dict forms are accepted: ``{"kind": "never" | "always"}`` and ``{"kind":
-    "dynamic", "value": id}`` (a :class:`DynamicRule`)."""
+    "dynamic", "value": id}`` (a :class:`DynamicRule`); and ``{"kind": "always",
+    "approvers_required": n}`` (a :class:`RequireApprovers`). A quorum of one is
+    ``"always"``."""
     if value == "never" or value == "always" or (allow_default and value == "default"):
         return value
     if isinstance(value, DynamicRule):
         return value
-    if isinstance(value, Mapping) and set(value) <= {"kind", "value"}:
+    if isinstance(value, RequireApprovers):
+        return "always" if value.approvers == 1 else value
+    if isinstance(value, Mapping) and set(value) <= _RULE_DICT_KEYS:
         kind = value.get("kind")
+        if "approvers_required" in value:
+            if kind != "always" or "value" in value:
+                raise SpecError(
+                    f"{where}: approvers_required goes with kind 'always' (N people must "
+                    f"approve), got {dict(value)!r}; write {{'kind': 'always', "
+                    "'approvers_required': 2}"
+                )
+            try:
+                quorum = RequireApprovers(value["approvers_required"])
+            except SpecError as exc:
+                raise SpecError(f"{where}: approvers_required: {exc.message}") from None
+            return check_rule(quorum, where)
         if kind in ("never", "always") and "value" not in value:
             return "never" if kind == "never" else "always"
         if kind == "dynamic":
@@ -86,7 +129,7 @@ def check_rule(value: object, where: str, *, allow_default: bool = False) -> Rul
     if callable(value) and not isinstance(value, (str, type)):
         return value
     choices = "'default', 'never', 'always'" if allow_default else "'never', 'always'"
-    choices += ", {'kind': 'dynamic', 'value': id}"
+    choices += ", RequireApprovers(n), {'kind': 'dynamic', 'value': id}"
     hint = (
         " ('default' is for agents, where it inherits the runtime's rule)"
         if value == "default"
@@ -99,7 +142,10 @@ def check_rule(value: object, where: str, *, allow_default: bool = False) -> Rul
 
 
 def describe_rule(rule: RuleOrDefault) -> str:
-    """A rule in one word, for prompts and reprs: never, always, dynamic or default."""
+    """A rule in a few words, for prompts and reprs: never, always, always (N approvers),
+    dynamic or default."""
+    if isinstance(rule, RequireApprovers):
+        return f"always ({rule.approvers} approvers)"
     return rule if isinstance(rule, str) else "dynamic"
 
 
@@ -119,16 +165,19 @@ def predicate_id(*parts: str) -> str:
     return ":".join(parts)
 
 
-def rule_json(rule: RuleOrDefault, pid: str) -> str | dict[str, str]:
-    """A rule as the runtime spec carries it: ``"never"``, ``"always"``, ``"default"`` or
-    ``{"predicate": id}`` (``pid`` for a function; a dynamic rule's own id)."""
+def rule_json(rule: RuleOrDefault, pid: str) -> str | dict[str, str] | dict[str, int]:
+    """A rule as the runtime spec carries it: ``"never"``, ``"always"``, ``"default"``,
+    ``{"approvers": n}`` or ``{"predicate": id}`` (``pid`` for a function; a dynamic rule's
+    own id)."""
     if isinstance(rule, DynamicRule):
         return {"predicate": rule.id}
+    if isinstance(rule, RequireApprovers):
+        return "always" if rule.approvers == 1 else {"approvers": rule.approvers}
     return rule if isinstance(rule, str) else {"predicate": pid}
 
 
 def _is_function(rule: object) -> TypeGuard[Predicate]:
-    return callable(rule) and not isinstance(rule, (str, DynamicRule))
+    return callable(rule) and not isinstance(rule, (str, DynamicRule, RequireApprovers))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -330,7 +379,7 @@ class ApprovalOverrides:
 
 def _is_rule_dict(value: Mapping[str, object]) -> bool:
     """The seed's dict form of a rule, as opposed to a mapping of tool names."""
-    return set(value) <= {"kind", "value"} and value.get("kind") in ("never", "always", "dynamic")
+    return set(value) <= _RULE_DICT_KEYS and value.get("kind") in ("never", "always", "dynamic")
 
 
 def _named(value: Mapping[str, object] | None, field: str) -> Mapping[str, object]:

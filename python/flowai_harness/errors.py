@@ -17,7 +17,9 @@ __all__ = [
     "AppLoadError",
     "ApprovalAlreadyResolvedError",
     "ApprovalExpiredError",
+    "ApproverAlreadyApprovedError",
     "ApproverNotAllowedError",
+    "ApproverRequiredError",
     "BusError",
     "CoordinatorWithoutRoutesError",
     "CorruptedLogError",
@@ -273,6 +275,20 @@ class ApprovalExpiredError(ApprovalAlreadyResolvedError):
     code = "APPROVAL_EXPIRED"
 
 
+class ApproverRequiredError(InvalidInputError):
+    """A decision on an approval that needs several approvers does not name its approver
+    (pass ``approver=``): the two-person rule counts people."""
+
+    code = "APPROVER_REQUIRED"
+
+
+class ApproverAlreadyApprovedError(RunStateError):
+    """This approver already approved this approval, which needs more than one approver:
+    another person must approve it (the same person never counts twice)."""
+
+    code = "APPROVER_ALREADY_APPROVED"
+
+
 class ApproverNotAllowedError(FlowaiError, PermissionError):
     """The approver named in a decision may not decide for that tenant (the approvals
     service's ``approvers`` policy)."""
@@ -482,6 +498,8 @@ _CLASS_BY_CODE: Final[Mapping[str, type[FlowaiError]]] = {
         PlanTransitionError,
         ApprovalAlreadyResolvedError,
         ApprovalExpiredError,
+        ApproverRequiredError,
+        ApproverAlreadyApprovedError,
         ApproverNotAllowedError,
         SignatureError,
         ReplayError,

@@ -318,6 +318,11 @@ class ApprovalRequestData(_Open):
     )
     expiresAt: int | None = Field(default=None, description="ms; null: no deadline")
     agent: str | None = None
+    approvalsRequired: int | None = Field(
+        default=None,
+        ge=2,
+        description="how many different approvers must approve; absent: one",
+    )
 
 
 class ApprovalRequiredEvent(_Open):
@@ -331,11 +336,34 @@ class ApprovalDecisionData(_Open):
     feedback: str | None = None
     approver: str | None = None
     reason: str | None = Field(default=None, description="timeout when a deadline decided")
+    approvals: int | None = Field(
+        default=None,
+        ge=0,
+        description="at a gate that needs several approvers: how many had approved, this "
+        "decision included",
+    )
+    approvalsRequired: int | None = Field(
+        default=None, ge=2, description="how many different approvers the gate needed"
+    )
 
 
 class ApprovalDecisionEvent(_Open):
     type: Literal["approval-decision"]
     data: ApprovalDecisionData
+
+
+class ApprovalProgressData(_Open):
+    """One more approver of a gate that needs several; the gate keeps waiting."""
+
+    id: str
+    approver: str
+    approvals: int = Field(ge=1, description="how many different approvers have approved")
+    approvalsRequired: int = Field(ge=2, description="how many the gate needs")
+
+
+class ApprovalProgressEvent(_Open):
+    type: Literal["approval-progress"]
+    data: ApprovalProgressData
 
 
 class PlanStatusChangeData(_Open):
@@ -378,6 +406,7 @@ EventPayload = Annotated[
     | CustomEvent
     | ToolProgressEvent
     | ApprovalRequiredEvent
+    | ApprovalProgressEvent
     | ApprovalDecisionEvent
     | PlanStatusChangeEvent
     | FinishEvent

@@ -353,6 +353,12 @@ class Runtime:
         has since exited) it returns the stream of the rest of the run, run here from its
         log. Raises ``UnknownApprovalError`` for an id that is not waiting in this tenant's
         threads and ``ApprovalAlreadyResolvedError`` for one already decided (or expired).
+
+        At a gate that needs several approvers (:class:`~flowai_harness.RequireApprovers`)
+        every decision names its ``approver`` (else ``ApproverRequiredError``); an approve
+        short of the quorum is counted (the stream shows ``approval-progress`` and keeps
+        waiting), the last one opens the gate, any reject closes it. The same approver
+        approving again raises ``ApproverAlreadyApprovedError``.
         """
         if outcome not in _OUTCOMES:
             raise InvalidInputError(
@@ -482,9 +488,11 @@ class Runtime:
         lines = [line for _, line in decided.events]
         if not lines:
             return
-        # Durable at run ends and approval gates: a paused run must survive its process.
+        # Durable at run ends and approval gates: a paused run must survive its process, and
+        # an approver counted toward a quorum must stay counted.
         boundary = any(
             b'"type":"approval-required"' in line
+            or b'"type":"approval-progress"' in line
             or b'"type":"finish"' in line
             or b'"type":"error"' in line
             for line in lines
@@ -635,6 +643,10 @@ class Runtime:
             return False
         if state.waiter is not None and not state.waiter.done():
             state.waiter.set_result(stepped)
+        elif state.handed is not None:
+            # Decided again before the stream took the last step (approvers of a quorum gate,
+            # one after the other in the loop body): the stream shows both, in order.
+            state.handed.extend(stepped)
         else:
             state.handed = stepped
         return True

@@ -430,9 +430,10 @@ class AgentSpec(_Spec):
         "provider": "Pass a provider declared in define_runtime(providers=...), or None to "
         "infer it from the model.",
         "description": "Pass a string.",
-        "approval": "Pass 'default', 'never', 'always', a function (args, ctx) -> bool, or "
-        "{'plans': ..., 'tools': ...}.",
-        "tool_approvals": "Pass a mapping of tool name to 'never', 'always' or a function.",
+        "approval": "Pass 'default', 'never', 'always', RequireApprovers(n), a function "
+        "(args, ctx) -> bool, or {'plans': ..., 'tools': ...}.",
+        "tool_approvals": "Pass a mapping of tool name to 'never', 'always', "
+        "RequireApprovers(n) or a function.",
         "approval_timeout_ms": "Pass approval_timeout= in seconds (> 0), or None.",
         "stateful": "Pass True, False, or None for the role's default.",
         "max_tokens": "Pass an int >= 1 (output tokens per model turn), or None.",

@@ -217,10 +217,12 @@ def define_tool(
     a bare optional type (``int | None``) defaults to None; give ``(type, default)`` to say
     otherwise, e.g. ``(int | None, ...)`` for a required, nullable field.
 
-    ``approval`` is the tool's own rule: ``"never"``, ``"always"``, the seed's ``{"kind":
-    "dynamic", "value": id}``, or a predicate ``(args, ctx) -> bool`` (raising means approval
-    is required; ``binding_id`` names it, as in the seed). The default, ``"default"``, lets
-    the agent's and the runtime's rules decide.
+    ``approval`` is the tool's own rule: ``"never"``, ``"always"``,
+    ``RequireApprovers(2)`` (two different people must approve; also ``{"kind": "always",
+    "approvers_required": 2}``), the seed's ``{"kind": "dynamic", "value": id}``, or a
+    predicate ``(args, ctx) -> bool`` (raising means approval is required; ``binding_id``
+    names it, as in the seed). The default, ``"default"``, lets the agent's and the runtime's
+    rules decide.
 
     ``delivery`` is ``"at_least_once"`` (the default: a handler interrupted by a crash runs
     again; pass ``ctx.idempotency_key`` to downstream APIs to make that harmless) or

@@ -31,8 +31,9 @@ def check_stream(
     ``finish`` comes at most once, followed only by summaries and the entry agent's wrapping
     ``tool-agent`` result; nothing follows ``error``; internal events (``run-start``,
     ``model-response``) are never streamed. An approval gate (``approval-required``) comes
-    after its call and before its one ``approval-decision``, and the gated call's result comes
-    after the decision. ``complete``: the stream was drained, so it ends the run (``error``,
+    after its call and before its one ``approval-decision`` (with any ``approval-progress`` of
+    a gate that needs several approvers in between), and the gated call's result comes after
+    the decision. ``complete``: the stream was drained, so it ends the run (``error``,
     or ``finish`` and the wrapper's result). ``after``: the events of the same run streamed
     before (by another stream or process), for a stream that continues a run.
     """
@@ -86,6 +87,9 @@ def check_stream(
             assert data["id"] not in gates, f"event {index}: second gate {data['id']}"
             gates[data["id"]] = tool_id
             undecided.add(tool_id)
+        elif kind == "approval-progress":
+            tool_id = gates.get(event["data"]["id"], "")
+            assert tool_id in undecided, f"event {index}: progress of a gate that is not open"
         elif kind == "approval-decision":
             approval = event["data"]["id"]
             tool_id = gates.get(approval, "")

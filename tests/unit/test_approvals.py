@@ -12,6 +12,7 @@ from flowai_harness.approvals import (
     ApprovalPolicies,
     DynamicRule,
     PredicateRegistry,
+    RequireApprovers,
     as_patch,
     check_rule,
     describe_rule,
@@ -61,6 +62,90 @@ def test_rule_json_and_description() -> None:
         "default",
         "dynamic",
     ]
+
+
+# --- the two-person rule ---------------------------------------------------------------------
+
+
+TWO = RequireApprovers(2)
+
+
+@pytest.mark.parametrize(
+    ("rule", "expected", "json"),
+    [
+        (TWO, TWO, {"approvers": 2}),
+        (RequireApprovers(5), RequireApprovers(5), {"approvers": 5}),
+        ({"kind": "always", "approvers_required": 3}, RequireApprovers(3), {"approvers": 3}),
+        # A quorum of one is "always": one spelling per meaning reaches the engine.
+        (RequireApprovers(1), "always", "always"),
+        ({"kind": "always", "approvers_required": 1}, "always", "always"),
+    ],
+)
+def test_a_quorum_rule_and_its_dict_form(rule: Any, expected: Any, json: Any) -> None:
+    checked = check_rule(rule, "here")
+
+    assert checked == expected
+    assert rule_json(checked, "unused") == json
+    assert check_rule(rule, "here", allow_default=True) == expected
+
+
+def test_a_quorum_rule_describes_itself_and_is_no_predicate() -> None:
+    assert describe_rule(TWO) == "always (2 approvers)"
+    patch = ApprovalPatch(plans=TWO)
+    assert patch.predicates("agent:a") == {}
+    assert ApprovalPolicies(tools=TWO).predicates() == {}
+    assert hash(TWO) == hash(RequireApprovers(2))
+
+
+@pytest.mark.parametrize("n", [0, -2, True, 2.0, "2", None])
+def test_a_quorum_needs_a_whole_number_of_approvers(n: Any) -> None:
+    with pytest.raises(SpecError, match=r"whole number of approvers >= 1.*got"):
+        RequireApprovers(n)
+
+
+@pytest.mark.parametrize(
+    ("rule", "match"),
+    [
+        ({"kind": "never", "approvers_required": 2}, "approvers_required goes with kind 'always'"),
+        (
+            {"kind": "dynamic", "value": "x", "approvers_required": 2},
+            "approvers_required goes with kind 'always'",
+        ),
+        ({"approvers_required": 2}, "approvers_required goes with kind 'always'"),
+        (
+            {"kind": "always", "approvers_required": 0},
+            r"here: approvers_required: RequireApprovers needs a whole number",
+        ),
+        ({"kind": "always", "approvers_required": "two"}, "got 'two'"),
+        ({"kind": "always", "approvers": 2}, "an approval rule must be"),
+    ],
+)
+def test_bad_quorum_dicts_say_what_to_write(rule: Any, match: str) -> None:
+    with pytest.raises(SpecError, match=match):
+        check_rule(rule, "here")
+
+
+def test_a_quorum_rule_goes_wherever_a_rule_goes() -> None:
+    dict_form = {"kind": "always", "approvers_required": 2}
+    patch = as_patch({"plans": dict_form, "tools": "never"}, "agent 'a'")
+    overrides = ApprovalOverrides(
+        agents={"a": {"tools": TWO}},
+        tools={"pay": dict_form, "b": {"refund": RequireApprovers(3)}},
+    )
+
+    assert patch == ApprovalPatch(plans=TWO, tools="never")
+    assert patch.to_json("agent:a") == {"plans": {"approvers": 2}, "tools": "never"}
+    assert as_patch(TWO, "x") == ApprovalPatch(plans=TWO, tools=TWO)
+    assert ApprovalPolicies(plans=TWO).to_json() == {"plans": {"approvers": 2}, "tools": "never"}
+    assert overrides.to_json() == {
+        "agents": {"a": {"plans": "default", "tools": {"approvers": 2}}},
+        "tools": {"pay": {"approvers": 2}},
+        "agent_tools": {"b": {"refund": {"approvers": 3}}},
+    }
+    # Precedence is unchanged: the most specific level wins, whatever its rule.
+    assert tool_rule(policy=TWO) == TWO
+    assert tool_rule(tool=TWO, agent_tool="never") == "never"
+    assert tool_rule(agent_tool="never", override_tool=RequireApprovers(3)) == RequireApprovers(3)
 
 
 def test_predicate_ids_join_where_they_were_declared() -> None:

@@ -1,5 +1,6 @@
 """Approval gates through the runtime: a gated tool waits for a human, decisions and their
-typed errors, the rule hierarchy, deadlines, and pauses that outlive their process.
+typed errors, the rule hierarchy, deadlines, pauses that outlive their process, and the
+two-person rule (a gate that needs several different approvers).
 
 The scripted interpreter makes "the model" call ``pay``; its handler records every call, so
 each test can say whether it ran. Pure rule logic (precedence, predicate ids) is tested in
@@ -25,6 +26,7 @@ from flowai_harness import (
     ApprovalOverrides,
     ApprovalPolicies,
     EventStream,
+    RequireApprovers,
     Runtime,
     RuntimeSpec,
     SpecError,
@@ -35,6 +37,8 @@ from flowai_harness import (
 from flowai_harness import runtime as runtime_module
 from flowai_harness.errors import (
     ApprovalAlreadyResolvedError,
+    ApproverAlreadyApprovedError,
+    ApproverRequiredError,
     InvalidInputError,
     UnknownApprovalError,
     UnknownApprovalTargetError,
@@ -817,3 +821,250 @@ async def test_a_run_paused_in_another_process_is_decided_and_finished_here(
     calls_logged = [e["toolInvocationId"] for e in of_type(new, "tool-invocation", state="call")]
     assert calls_logged == ["scripted-tool-3"]  # the pay call (tool 2) is answered, not made again
     assert [json.loads(line)["seq"] for line in after] == list(range(1, len(after) + 1))
+
+
+# --- the two-person rule --------------------------------------------------------------------
+
+
+def progress(approver: str, approvals: int, required: int = 2) -> Event:
+    return {
+        "type": "approval-progress",
+        "data": {
+            "id": GATE,
+            "approver": approver,
+            "approvals": approvals,
+            "approvalsRequired": required,
+        },
+    }
+
+
+def quorum_decision(approver: str, outcome: str = "approve", approvals: int = 2) -> Event:
+    return {
+        "type": "approval-decision",
+        "data": {
+            "id": GATE,
+            "outcome": {"outcome": outcome},
+            "approver": approver,
+            "approvals": approvals,
+            "approvalsRequired": 2,
+        },
+    }
+
+
+def approve_as(runtime: Runtime, approver: str) -> Decide:
+    async def approve(event: Event) -> Any:
+        return await runtime.respond_to_approval(GATE, "approve", approver=approver)
+
+    return approve
+
+
+async def decided_in_the_loop(
+    runtime: Runtime, at: dict[str, Decide], *, leave_at: str | None = None
+) -> list[Event]:
+    """The clerk's payment in thread t, awaiting ``at[type](event)`` in the loop body at each
+    event of that type; leaves the loop after the first ``leave_at`` event (the run stays
+    paused), else drains it."""
+    events = []
+    async for event in runtime.run_specialist("clerk", PAY_5, "t"):
+        events.append(event)
+        if event["type"] in at:
+            await at[event["type"]](event)
+        if event["type"] == leave_at:
+            break
+    check_stream(events, complete=leave_at is None)
+    return events
+
+
+@WAITING
+async def test_two_approvers_open_the_gate_and_the_stream_shows_the_progress(
+    open_clerk: Callable[..., Runtime], calls: Calls, waiting: bool
+) -> None:
+    runtime = open_clerk(pay=RequireApprovers(2))
+    answers: list[EventStream | None] = []
+
+    async def decide(event: Event) -> None:
+        approver = {"approval-required": "alice", "approval-progress": "bob"}[event["type"]]
+        assert calls == []  # nobody's approve ran it yet
+        assert runtime.replay("t").status == "awaiting-approval"
+        answers.append(await runtime.respond_to_approval(GATE, "approve", approver=approver))
+
+    if waiting:
+        # Decided from another task while the stream waits at the gate, each in its turn.
+        events: list[Event] = []
+        asks: asyncio.Queue[Event] = asyncio.Queue()
+
+        async def consume() -> None:
+            async for event in runtime.run_specialist("clerk", PAY_5, "t"):
+                events.append(event)
+                if event["type"] in ("approval-required", "approval-progress"):
+                    asks.put_nowait(event)
+
+        consumer = asyncio.create_task(consume())
+        for _ in range(2):
+            await decide(await asks.get())
+        await consumer
+        check_stream(events)
+    else:
+        events = await decided_in_the_loop(
+            runtime, {"approval-required": decide, "approval-progress": decide}
+        )
+
+    assert calls == [("pay", {"amount": 5})]
+    assert answers == [None, None]  # the stream at the gate went on both times
+    (required,) = of_type(events, "approval-required")
+    assert required["data"]["approvalsRequired"] == 2
+    gate = position(events, "approval-required")
+    assert events[gate + 1 : gate + 3] == [progress("alice", 1), quorum_decision("bob")]
+    assert finish(events)["finishReason"] == "stop"
+
+
+async def test_both_approvers_deciding_in_one_loop_turn_show_in_order(
+    open_clerk: Callable[..., Runtime], calls: Calls
+) -> None:
+    runtime = open_clerk(pay=RequireApprovers(2))
+
+    async def both(gate: Event) -> None:
+        # Both before the stream gets back to the gate: neither step may be lost.
+        for approver in ("alice", "bob"):
+            assert await approve_as(runtime, approver)(gate) is None
+
+    events = await decided_in_the_loop(runtime, {"approval-required": both})
+
+    gate = position(events, "approval-required")
+    assert events[gate + 1 : gate + 3] == [progress("alice", 1), quorum_decision("bob")]
+    assert calls == [("pay", {"amount": 5})]
+
+
+async def test_a_repeat_or_nameless_approver_is_refused_and_logs_nothing(
+    tmp_path: Path, open_clerk: Callable[..., Runtime], calls: Calls
+) -> None:
+    runtime = open_clerk(tmp_path, pay=RequireApprovers(2))
+    before = await paused(runtime)
+    await runtime.respond_to_approval(GATE, "approve", approver="alice")
+    logged = log_lines(tmp_path, "t")
+
+    with pytest.raises(ApproverAlreadyApprovedError, match="another person must approve") as twice:
+        await runtime.respond_to_approval(GATE, "approve", approver="alice")
+    with pytest.raises(ApproverRequiredError, match="must name its approver") as nameless:
+        await runtime.respond_to_approval(GATE, "approve")
+    with pytest.raises(ApproverRequiredError):
+        await runtime.respond_to_approval(GATE, "reject", "no")
+
+    assert twice.value.code == "APPROVER_ALREADY_APPROVED"
+    assert nameless.value.code == "APPROVER_REQUIRED"
+    assert isinstance(nameless.value, InvalidInputError)
+    assert log_lines(tmp_path, "t") == logged
+    assert calls == []
+    assert runtime.replay("t").snapshot["run"]["pending"]["approval"]["approvers"] == ["alice"]
+    events = await drain(
+        await rest_of_run(runtime, GATE, "approve", approver="bob"),
+        after=[*before, progress("alice", 1)],
+    )
+    assert events[0] == quorum_decision("bob")
+    assert calls == [("pay", {"amount": 5})]
+
+
+@pytest.mark.parametrize("rejecter", ["bob", "alice"])
+async def test_a_reject_after_one_approve_closes_the_gate(
+    open_clerk: Callable[..., Runtime], calls: Calls, rejecter: str
+) -> None:
+    runtime = open_clerk(pay=RequireApprovers(2))
+
+    async def reject(event: Event) -> None:
+        await runtime.respond_to_approval(GATE, "reject", "too much", approver=rejecter)
+
+    events = await decided_in_the_loop(
+        runtime, {"approval-required": approve_as(runtime, "alice"), "approval-progress": reject}
+    )
+
+    assert calls == []
+    (decision,) = of_type(events, "approval-decision")
+    assert decision["data"] == {
+        **quorum_decision(rejecter, "reject", approvals=1)["data"],
+        "feedback": "too much",
+    }
+    (result,) = of_type(events, "tool-invocation", state="result")
+    assert result["result"]["error"]["code"] == "APPROVAL_REJECTED"
+    with pytest.raises(ApprovalAlreadyResolvedError):
+        await runtime.respond_to_approval(GATE, "approve", approver="carol")
+
+
+async def test_the_deadline_rejects_a_partly_approved_gate(
+    open_clerk: Callable[..., Runtime], calls: Calls
+) -> None:
+    runtime = open_clerk(pay=RequireApprovers(2), approval_timeout=0.05)
+
+    # Only alice approves; nobody else does, so the stream must end by itself.
+    events = await decided_in_the_loop(runtime, {"approval-required": approve_as(runtime, "alice")})
+
+    assert calls == []
+    assert of_type(events, "approval-progress") == [progress("alice", 1)]
+    (decision,) = of_type(events, "approval-decision")
+    assert decision["data"] == {**TIMED_OUT, "approvals": 1, "approvalsRequired": 2}
+    assert finish(events)["finishReason"] == "stop"
+
+
+async def test_a_second_runtime_on_the_log_completes_the_quorum(
+    tmp_path: Path, open_clerk: Callable[..., Runtime], calls: Calls
+) -> None:
+    first = open_clerk(tmp_path, pay=RequireApprovers(2))
+    # The first runtime leaves at the progress; the run stays paused with alice counted.
+    seen = await decided_in_the_loop(
+        first, {"approval-required": approve_as(first, "alice")}, leave_at="approval-progress"
+    )
+    assert seen[-1] == progress("alice", 1)
+    first.close()
+
+    # Another runtime on the same log_path knows alice approved, from the log alone.
+    second = open_clerk(tmp_path, pay=RequireApprovers(2))
+    replay = second.replay("t")
+    assert replay.status == "awaiting-approval"
+    assert replay.snapshot["run"]["pending"]["approval"] == {
+        "id": GATE,
+        "expiresAt": None,
+        "approvalsRequired": 2,
+        "approvers": ["alice"],
+    }
+    with pytest.raises(ApproverAlreadyApprovedError):
+        await second.respond_to_approval(GATE, "approve", approver="alice")
+    events = await drain(await rest_of_run(second, GATE, "approve", approver="bob"), after=seen)
+
+    assert events[0] == quorum_decision("bob")
+    assert finish(events)["finishReason"] == "stop"
+    assert calls == [("pay", {"amount": 5})]
+    logged = payloads(log_lines(tmp_path, "t"))
+    assert [e["type"] for e in logged if e["type"].startswith("approval-")] == [
+        "approval-required",
+        "approval-progress",
+        "approval-decision",
+    ]
+
+
+def test_a_quorum_rule_is_declared_wherever_a_rule_goes() -> None:
+    spec = make_spec(
+        pay=RequireApprovers(2),
+        approval={"plans": {"kind": "always", "approvers_required": 3}},
+        tool_approvals={"note": RequireApprovers(4)},
+        approval_policies=ApprovalPolicies(plans=RequireApprovers(5)),
+        approval_overrides=ApprovalOverrides(
+            agents={"clerk": {"tools": RequireApprovers(6)}},
+            tools={"clerk": {"pay": RequireApprovers(7)}, "note": RequireApprovers(8)},
+        ),
+    )
+
+    # The engine compiled it: every level carries {"approvers": n}.
+    compiled = json.loads(spec.compiled)
+    (clerk,) = compiled["agents"]
+    assert [tool["approval"] for tool in compiled["tools"]] == [{"approvers": 2}, "never"]
+    assert clerk["approval"] == {"plans": {"approvers": 3}, "tools": "default"}
+    assert clerk["tool_approvals"] == {"note": {"approvers": 4}}
+    assert compiled["approvals"] == {
+        "policies": {"plans": {"approvers": 5}, "tools": "never"},
+        "overrides": {
+            "agents": {"clerk": {"plans": "default", "tools": {"approvers": 6}}},
+            "tools": {"note": {"approvers": 8}},
+            "agent_tools": {"clerk": {"pay": {"approvers": 7}}},
+        },
+    }
+    # The agent's prompt shows the rule that applies to each tool.
+    assert "| pay | Pay an invoice. | always (7 approvers) |" in clerk["prompt"]

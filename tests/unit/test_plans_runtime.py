@@ -25,6 +25,7 @@ from flowai_harness import (
     ApprovalOverrides,
     ApprovalPolicies,
     EventStream,
+    RequireApprovers,
     Runtime,
     RuntimeSpec,
     TaggedUnion,
@@ -632,6 +633,32 @@ async def test_the_plans_channel_follows_the_executors_most_specific_rule(
     assert moves(events) == [(None, "draft"), *approval, *EXECUTED]
     assert result_of(events, "storePlan") == {"planId": "p1", "status": "draft"}
     assert result_of(events, "executePlan")["status"] == "executed"
+    assert len(dispatched) == 1
+
+
+async def test_a_plan_under_the_two_person_rule_runs_after_the_second_approver(
+    open_shop: Callable[..., Runtime], dispatched: Dispatched
+) -> None:
+    runtime = open_shop(executor_approval={"plans": RequireApprovers(2)})
+    prompt = store_then_execute(await handle_of(runtime))
+    events: list[Event] = []
+    async for event in runtime.query(prompt, "t"):
+        events.append(event)
+        if event["type"] == "approval-required":
+            await runtime.respond_to_approval(event["data"]["id"], "approve", approver="alice")
+        elif event["type"] == "approval-progress":
+            assert dispatched == []  # one approver is not enough
+            assert runtime.replay("t").snapshot["plans"][0]["status"] == "pending_approval"
+            await runtime.respond_to_approval(event["data"]["id"], "approve", approver="bob")
+    check_stream(events)
+
+    (gate,) = of_type(events, "approval-required")
+    assert (gate["data"]["kind"], gate["data"]["approvalsRequired"]) == ("plan", 2)
+    (counted,) = of_type(events, "approval-progress")
+    assert (counted["data"]["approver"], counted["data"]["approvals"]) == ("alice", 1)
+    (decision,) = of_type(events, "approval-decision")
+    assert (decision["data"]["approver"], decision["data"]["approvals"]) == ("bob", 2)
+    assert moves(events) == [(None, "draft"), *APPROVED, *EXECUTED]
     assert len(dispatched) == 1
 
 

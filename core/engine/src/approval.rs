@@ -1,7 +1,8 @@
 //! Approval gates: which rule applies to a call, and the gate each outstanding call sits at.
 //!
-//! Rules: a rule is `never`, `always` or a named predicate the runtime evaluates (a predicate
-//! that fails means approval is required). The rule for a call is found by precedence, lowest
+//! Rules: a rule is `never`, `always`, `{"approvers": N}` (N >= 2 distinct people must approve:
+//! the two-person rule) or a named predicate the runtime evaluates (a predicate that fails
+//! means approval is required). The rule for a call is found by precedence, lowest
 //! to highest: runtime policy < the agent's `approval` patch < the tool's own rule < the agent's
 //! `tool_approvals` < runtime overrides (agent patch, then tool rule, then the rule for that
 //! tool of that agent). `default` inherits.
@@ -11,12 +12,17 @@
 //! | from       | on                                  | to        |
 //! |------------|-------------------------------------|-----------|
 //! | (new call) | rule `never`                        | Clear     |
-//! | (new call) | rule `always`                       | Waiting   |
+//! | (new call) | rule `always` or `{"approvers": N}` | Waiting   |
 //! | (new call) | rule predicate                      | Checking  |
 //! | Checking   | check says required                 | Waiting   |
 //! | Checking   | check says not required             | Clear     |
-//! | Waiting    | approve                             | Clear     |
+//! | Waiting    | approve short of the quorum         | Waiting   |
+//! | Waiting    | approve (the quorum's last)         | Clear     |
 //! | Waiting    | reject, revise, deadline passed     | Decided   |
+//!
+//! A gate waits for `required` distinct approvers (1 unless the rule is a quorum); each approve
+//! short of it is logged as `approval-progress` and names its approver, and an approver who
+//! already approved is not counted again. Any reject closes the gate at once.
 //!
 //! Only a `Clear` call goes out to its tool; a `Decided` one is answered by the engine with the
 //! decision. Imports nothing internal but `error`.
@@ -31,7 +37,19 @@ use serde::{Deserialize, Serialize, Serializer};
 pub enum Rule {
     Never,
     Always,
+    /// `N >= 2` distinct approvers must approve.
+    Quorum(u32),
     Predicate(String),
+}
+
+impl Rule {
+    /// How many distinct approvers a gate under this rule waits for.
+    pub fn approvals_required(&self) -> u32 {
+        match self {
+            Rule::Quorum(n) => *n,
+            _ => 1,
+        }
+    }
 }
 
 impl Serialize for Rule {
@@ -39,6 +57,11 @@ impl Serialize for Rule {
         match self {
             Rule::Never => s.serialize_str("never"),
             Rule::Always => s.serialize_str("always"),
+            Rule::Quorum(n) => {
+                let mut map = BTreeMap::new();
+                map.insert("approvers", n);
+                map.serialize(s)
+            }
             Rule::Predicate(id) => {
                 let mut map = BTreeMap::new();
                 map.insert("predicate", id);
@@ -62,10 +85,11 @@ impl Serialize for Slot {
 }
 
 #[derive(Deserialize)]
-#[serde(untagged)]
+#[serde(untagged, deny_unknown_fields)]
 enum RuleDoc {
     Word(String),
     Predicate { predicate: String },
+    Quorum { approvers: serde_json::Number },
 }
 
 fn rule_from_doc(doc: RuleDoc, allow_default: bool) -> Result<Option<Rule>, String> {
@@ -75,8 +99,20 @@ fn rule_from_doc(doc: RuleDoc, allow_default: bool) -> Result<Option<Rule>, Stri
             "always" => Ok(Some(Rule::Always)),
             "default" if allow_default => Ok(None),
             other => Err(format!(
-                "`{other}` is not an approval rule; use \"never\", \"always\"{}, or a predicate",
+                "`{other}` is not an approval rule; use \"never\", \"always\"{}, {{\"approvers\": N}} or a predicate",
                 if allow_default { ", \"default\"" } else { "" }
+            )),
+        },
+        RuleDoc::Quorum { approvers } => match approvers.as_u64() {
+            Some(n @ 2..) => Ok(Some(Rule::Quorum(u32::try_from(n).map_err(|_| {
+                format!("{{\"approvers\": {n}}} asks for more approvers than anyone has")
+            })?))),
+            Some(1) => Err(
+                "{\"approvers\": 1} is one approver: write \"always\"; a quorum needs 2 or more"
+                    .to_owned(),
+            ),
+            _ => Err(format!(
+                "{{\"approvers\": {approvers}}}: the number of approvers must be a whole number >= 2"
             )),
         },
         RuleDoc::Predicate { predicate } if !predicate.is_empty() => {
@@ -125,27 +161,33 @@ impl Patch {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum PatchDoc {
-    Channels {
-        #[serde(default)]
-        plans: Slot,
-        #[serde(default)]
-        tools: Slot,
-    },
-    Both(Slot),
-}
-
+// Read by hand rather than as an untagged enum, so a bad rule inside a patch is reported as
+// itself instead of as "no variant matched".
 impl<'de> Deserialize<'de> for Patch {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(match PatchDoc::deserialize(d)? {
-            PatchDoc::Channels { plans, tools } => Patch { plans, tools },
-            PatchDoc::Both(slot) => Patch {
-                plans: slot.clone(),
-                tools: slot,
-            },
-        })
+        use serde_json::Value;
+        let slot = |value: Value| Slot::deserialize(value).map_err(de::Error::custom);
+        match Value::deserialize(d)? {
+            Value::Object(mut channels)
+                if channels.keys().all(|key| key == "plans" || key == "tools") =>
+            {
+                let mut take = |key: &str| match channels.remove(key) {
+                    Some(value) => slot(value),
+                    None => Ok(Slot::default()),
+                };
+                Ok(Patch {
+                    plans: take("plans")?,
+                    tools: take("tools")?,
+                })
+            }
+            both => {
+                let slot = slot(both)?;
+                Ok(Patch {
+                    plans: slot.clone(),
+                    tools: slot,
+                })
+            }
+        }
     }
 }
 
@@ -259,10 +301,13 @@ pub enum Gate {
     /// May go out to its tool (or, under a predicate rule and not yet approved, waits for the
     /// check's answer: the table's `Checking`, which is not logged).
     Clear,
-    /// Waits for a human decision.
+    /// Waits for a human decision: `required` distinct approvers, of whom `approvers` have
+    /// approved so far (in order).
     Waiting {
         approval_id: String,
         expires_at: Option<i64>,
+        required: u32,
+        approvers: Vec<String>,
     },
     /// Decided against (reject, revise or timeout); the engine answers the call itself.
     Decided,
@@ -275,6 +320,8 @@ pub enum GateEvent {
     RulePredicate,
     CheckRequired,
     CheckNotRequired,
+    /// An approve that leaves the gate short of its quorum.
+    ApproveShort,
     Approve,
     RejectOrRevise,
 }
@@ -306,6 +353,11 @@ pub const GATE_TRANSITIONS: &[(GateState, GateEvent, GateState)] = &[
         GateState::Checking,
         GateEvent::CheckNotRequired,
         GateState::Clear,
+    ),
+    (
+        GateState::Waiting,
+        GateEvent::ApproveShort,
+        GateState::Waiting,
     ),
     (GateState::Waiting, GateEvent::Approve, GateState::Clear),
     (
@@ -402,11 +454,41 @@ mod tests {
     }
 
     #[test]
+    fn a_quorum_rule_needs_two_or_more_approvers() {
+        let rule = serde_json::from_str::<Rule>(r#"{"approvers": 3}"#).unwrap();
+        assert_eq!(rule, Rule::Quorum(3));
+        assert_eq!(rule.approvals_required(), 3);
+        assert_eq!(Rule::Always.approvals_required(), 1);
+        assert_eq!(serde_json::to_string(&rule).unwrap(), r#"{"approvers":3}"#);
+        for (json, says) in [
+            (r#"{"approvers": 1}"#, "write \"always\""),
+            (r#"{"approvers": 0}"#, "whole number >= 2"),
+            (r#"{"approvers": -2}"#, "whole number >= 2"),
+            (r#"{"approvers": 2.5}"#, "whole number >= 2"),
+            (r#"{"approvers": 99999999999}"#, "more approvers"),
+        ] {
+            let err = serde_json::from_str::<Rule>(json).unwrap_err().to_string();
+            assert!(err.contains(says), "{json}: {err}");
+        }
+        for json in [
+            r#"{"approvers": "2"}"#,
+            r#"{"approvers": 2, "predicate": "p"}"#,
+        ] {
+            assert!(serde_json::from_str::<Rule>(json).is_err(), "{json}");
+        }
+        assert_eq!(
+            patch(r#"{"plans": {"approvers": 2}}"#).get(Channel::Plans),
+            Some(&Rule::Quorum(2))
+        );
+    }
+
+    #[test]
     fn normalized_rules_parse_back() {
         for json in [
             r#""default""#,
             r#"{"tools": "always"}"#,
             r#"{"plans": {"predicate": "p"}}"#,
+            r#"{"plans": {"approvers": 2}, "tools": "never"}"#,
         ] {
             let p = patch(json);
             let again: Patch = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
@@ -484,6 +566,14 @@ mod tests {
         assert_eq!(
             gate_next(GateState::Waiting, GateEvent::Approve),
             Some(GateState::Clear)
+        );
+        assert_eq!(
+            gate_next(GateState::Waiting, GateEvent::ApproveShort),
+            Some(GateState::Waiting)
+        );
+        assert_eq!(
+            gate_next(GateState::Checking, GateEvent::ApproveShort),
+            None
         );
     }
 

@@ -9,8 +9,9 @@
 //! - Any other call passes the tools gate before it goes out as a `ToolInvocation`.
 //!
 //! The gate (see the table in `approval.rs`): a rule of `never` clears the call, `always`
-//! asks a human (`approval-required` + an `ApprovalRequest` effect), a predicate asks the
-//! runtime first (`ApprovalCheck`). Imports `decide` (the loop these extend).
+//! asks a human (`approval-required` + an `ApprovalRequest` effect), `{"approvers": N}` asks
+//! N distinct humans the same way (each approve short of N is an `approval-progress`), a
+//! predicate asks the runtime first (`ApprovalCheck`). Imports `decide` (the loop these extend).
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -18,7 +19,7 @@ use serde_json::value::RawValue;
 use crate::approval::{self, Channel, Gate, Levels, Outcome, Rule};
 use crate::codec::write_approval_request;
 use crate::decide::{check_value, error_result, raw, Decider};
-use crate::event::{ApprovalKind, ApprovalRequest, Event};
+use crate::event::{ApprovalKind, ApprovalRequest, Event, Tally};
 use crate::ids;
 use crate::inputs::{APPROVAL_CHECK, APPROVAL_REQUEST, PLAN_STEP};
 use crate::plan::{self as plans, PlanStatus};
@@ -206,8 +207,10 @@ impl Decider<'_, '_> {
     pub fn gate(&mut self, channel: Channel) {
         match self.rule(channel) {
             Rule::Never => self.cleared(),
-            Rule::Always => self.request_approval(),
             Rule::Predicate(predicate) => self.check(&predicate),
+            rule @ (Rule::Always | Rule::Quorum(_)) => {
+                self.request_approval(rule.approvals_required())
+            }
         }
     }
 
@@ -235,8 +238,9 @@ impl Decider<'_, '_> {
         self.invoke();
     }
 
-    /// Ask a human: `approval-required`, and the request for approval services.
-    pub fn request_approval(&mut self) {
+    /// Ask `required` distinct humans: `approval-required`, and the request for approval
+    /// services.
+    pub fn request_approval(&mut self, required: u32) {
         let pending = self.pending();
         let run_id = self.thread.run_id().unwrap_or_default().to_owned();
         let id = approval::approval_id(&self.thread.id, &run_id, &pending.id);
@@ -267,6 +271,7 @@ impl Decider<'_, '_> {
             correlation_id,
             expires_at,
             agent: Some(agent),
+            approvals_required: (required > 1).then_some(required),
         };
         let mut effect = Vec::new();
         write_approval_request(&request, &mut effect);
@@ -309,6 +314,31 @@ impl Decider<'_, '_> {
         );
     }
 
+    /// Where the waiting quorum gate stands once `approving` is counted (None: one approver).
+    fn tally(&self, approving: bool) -> Option<Tally> {
+        match &self.thread.pending()?.gate {
+            Gate::Waiting {
+                required,
+                approvers,
+                ..
+            } if *required > 1 => Some(Tally {
+                approvals: approvers.len() as u32 + u32::from(approving),
+                required: *required,
+            }),
+            _ => None,
+        }
+    }
+
+    /// One more approver of a gate that needs several: counted, and the gate keeps waiting.
+    pub fn approve_in_part(&mut self, id: String, approver: String) {
+        let tally = self.tally(true).expect("checked: a quorum gate is waiting");
+        self.emit(Event::ApprovalProgress {
+            id,
+            approver,
+            tally,
+        });
+    }
+
     /// A decision on the waiting approval (a human's, or the deadline's).
     #[allow(clippy::too_many_arguments)]
     pub fn decide(
@@ -320,6 +350,7 @@ impl Decider<'_, '_> {
         approver: Option<String>,
         reason: Option<String>,
     ) {
+        let tally = self.tally(outcome == Outcome::Approve);
         self.emit(Event::ApprovalDecision {
             id,
             outcome,
@@ -327,6 +358,7 @@ impl Decider<'_, '_> {
             feedback: feedback.clone(),
             approver,
             reason,
+            tally,
         });
         let tool = &self.pending().tool;
         let is_plan = tool == EXECUTE_PLAN || tool == STORE_PLAN;

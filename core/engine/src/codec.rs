@@ -16,7 +16,7 @@ use crate::approval::Outcome;
 use crate::error::{EngineError, ErrorCode, Result};
 use crate::event::{
     ApprovalKind, ApprovalRequest, Block, Event, EventKind, FailureKind, FinishReason,
-    ModelFailure, ModelResponse, Recovery, StopReason, Usage, UsageDoc, RUNTIME_EVENT,
+    ModelFailure, ModelResponse, Recovery, StopReason, Tally, Usage, UsageDoc, RUNTIME_EVENT,
 };
 use crate::plan::PlanStatus;
 
@@ -327,6 +327,18 @@ pub fn write_payload(event: &Event, out: &mut Vec<u8>) {
             w.key("data");
             write_approval_request(request, w.out);
         }
+        Event::ApprovalProgress {
+            id,
+            approver,
+            tally,
+        } => {
+            w.str("type", "approval-progress");
+            w.object("data", |d| {
+                d.str("id", id);
+                d.str("approver", approver);
+                write_tally(d, tally);
+            });
+        }
         Event::ApprovalDecision {
             id,
             outcome,
@@ -334,6 +346,7 @@ pub fn write_payload(event: &Event, out: &mut Vec<u8>) {
             feedback,
             approver,
             reason,
+            tally,
         } => {
             w.str("type", "approval-decision");
             w.object("data", |d| {
@@ -347,6 +360,9 @@ pub fn write_payload(event: &Event, out: &mut Vec<u8>) {
                 d.opt_str("feedback", feedback.as_deref());
                 d.opt_str("approver", approver.as_deref());
                 d.opt_str("reason", reason.as_deref());
+                if let Some(tally) = tally {
+                    write_tally(d, tally);
+                }
             });
         }
     }
@@ -365,7 +381,15 @@ pub fn write_approval_request(request: &ApprovalRequest, out: &mut Vec<u8>) {
     d.str("correlationId", &request.correlation_id);
     d.json("expiresAt", &request.expires_at);
     d.opt_str("agent", request.agent.as_deref());
+    if let Some(required) = request.approvals_required {
+        d.json("approvalsRequired", &required);
+    }
     d.close();
+}
+
+fn write_tally(d: &mut ObjectWriter<'_>, tally: &Tally) {
+    d.json("approvals", &tally.approvals);
+    d.json("approvalsRequired", &tally.required);
 }
 
 fn data_type_name(kind: EventKind) -> &'static str {
@@ -588,6 +612,10 @@ pub struct PayloadRef<'a> {
     approver: Option<Str<'a>>,
     #[serde(borrow, default)]
     reason: Option<Str<'a>>,
+    #[serde(default)]
+    approvals: Option<u32>,
+    #[serde(default)]
+    approvals_required: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -822,7 +850,8 @@ impl EntryRef<'_> {
                     context: owned(plan.context),
                 }
             }
-            "plan-status-change" | "approval-required" | "approval-decision" => {
+            "plan-status-change" | "approval-required" | "approval-progress"
+            | "approval-decision" => {
                 match p.data {
                     // Format 2: the fields are under `data`.
                     Some(data) => {
@@ -921,7 +950,21 @@ fn flat_event(kind: &str, f: &PayloadRef<'_>) -> Result<Event> {
             correlation_id: s(&f.correlation_id, "correlationId")?,
             expires_at: f.expires_at,
             agent: opt(&f.agent),
+            approvals_required: match f.approvals_required {
+                None => None,
+                Some(n @ 2..) => Some(n),
+                Some(n) => {
+                    return Err(corrupt(format!(
+                        "an `approval-required` event asks for {n} approvers; more than one is written only when 2 or more are needed"
+                    )))
+                }
+            },
         })),
+        "approval-progress" => Event::ApprovalProgress {
+            id: s(&f.id, "id")?,
+            approver: s(&f.approver, "approver")?,
+            tally: need(tally(kind, f)?, kind, "approvals")?,
+        },
         _ => {
             let outcome = need(f.outcome.as_ref(), kind, "outcome")?;
             Event::ApprovalDecision {
@@ -933,9 +976,24 @@ fn flat_event(kind: &str, f: &PayloadRef<'_>) -> Result<Event> {
                 feedback: opt(&f.feedback),
                 approver: opt(&f.approver),
                 reason: opt(&f.reason),
+                tally: tally(kind, f)?,
             }
         }
     })
+}
+
+/// `approvals` and `approvalsRequired`, which come together or not at all.
+fn tally(kind: &str, f: &PayloadRef<'_>) -> Result<Option<Tally>> {
+    match (f.approvals, f.approvals_required) {
+        (None, None) => Ok(None),
+        (Some(approvals), Some(required)) => Ok(Some(Tally {
+            approvals,
+            required,
+        })),
+        _ => Err(corrupt(format!(
+            "a `{kind}` event has one of `approvals` and `approvalsRequired` without the other"
+        ))),
+    }
 }
 
 /// The payload object of a line as raw JSON (only needed for tool-emitted events).

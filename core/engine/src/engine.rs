@@ -598,14 +598,39 @@ impl Engine {
             .threads
             .get(&envelope.thread_id)
             .ok_or_else(|| unknown_approval(&payload.approval_id))?;
-        waiting_for(thread, &payload.approval_id)?;
+        let (required, approvers) = waiting_for(thread, &payload.approval_id)?;
+        let approver = payload.approver;
+        let short = if required > 1 {
+            let who = approver
+                .as_deref()
+                .filter(|who| !who.trim().is_empty())
+                .ok_or_else(|| approver_required(&payload.approval_id, required))?;
+            if outcome == Outcome::Approve && approvers.iter().any(|a| a == who) {
+                return Err(EngineError::new(
+                    ErrorCode::ApproverAlreadyApproved,
+                    format!(
+                        "`{who}` already approved `{}`; it needs {required} different approvers, {} so far ({}): another person must approve",
+                        payload.approval_id,
+                        approvers.len(),
+                        approvers.join(", ")
+                    ),
+                ));
+            }
+            outcome == Outcome::Approve && approvers.len() as u64 + 1 < u64::from(required)
+        } else {
+            false
+        };
         self.with_thread(&envelope.thread_id, cause, |d| {
+            if short {
+                d.approve_in_part(payload.approval_id, approver.expect("checked: named"));
+                return;
+            }
             d.decide(
                 payload.approval_id,
                 outcome,
                 payload.feedback,
                 payload.partial.filter(|p| p.get() != "null"),
-                payload.approver,
+                approver,
                 None,
             );
         });
@@ -622,6 +647,7 @@ impl Engine {
         if let Some(Gate::Waiting {
             approval_id,
             expires_at: Some(expires_at),
+            ..
         }) = thread.pending().map(|p| p.gate.clone())
         {
             if cause.ts >= expires_at {
@@ -673,7 +699,7 @@ impl Engine {
         }
         self.with_thread(&envelope.thread_id, cause, |d| {
             if payload.required {
-                d.request_approval();
+                d.request_approval(1);
             } else {
                 d.cleared();
             }
@@ -897,14 +923,26 @@ fn unknown_approval(approval_id: &str) -> EngineError {
     )
 }
 
-/// Check that `approval_id` is the approval `thread` waits for.
-fn waiting_for(thread: &Thread, approval_id: &str) -> Result<()> {
+fn approver_required(approval_id: &str, required: u32) -> EngineError {
+    EngineError::new(
+        ErrorCode::ApproverRequired,
+        format!(
+            "approval `{approval_id}` needs {required} different approvers, so a decision on it must name its approver; send it again with `approver`"
+        ),
+    )
+}
+
+/// Check that `approval_id` is the approval `thread` waits for; its quorum and approvers so far.
+fn waiting_for<'t>(thread: &'t Thread, approval_id: &str) -> Result<(u32, &'t [String])> {
     if let Some(Gate::Waiting {
-        approval_id: id, ..
+        approval_id: id,
+        required,
+        approvers,
+        ..
     }) = thread.pending().map(|p| &p.gate)
     {
         if id == approval_id {
-            return Ok(());
+            return Ok((*required, approvers));
         }
     }
     if thread.resolved_approvals.contains(approval_id) {

@@ -40,13 +40,17 @@ pub enum ErrorCode {
     PlanInvalidTransition,
     UnknownApproval,
     ApprovalAlreadyResolved,
+    /// A decision on a gate that needs several approvers names no approver.
+    ApproverRequired,
+    /// An approver approves a gate they already approved (the two-person rule counts people).
+    ApproverAlreadyApproved,
     /// The thread took this input already (same id), or it answers something the thread no
     /// longer waits for: ignored, never a second effect.
     DuplicateInput,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 26] = [
+    pub const ALL: [ErrorCode; 28] = [
         ErrorCode::SpecInvalid,
         ErrorCode::SpecDuplicateAgent,
         ErrorCode::SpecDuplicateTool,
@@ -72,6 +76,8 @@ impl ErrorCode {
         ErrorCode::PlanInvalidTransition,
         ErrorCode::UnknownApproval,
         ErrorCode::ApprovalAlreadyResolved,
+        ErrorCode::ApproverRequired,
+        ErrorCode::ApproverAlreadyApproved,
         ErrorCode::DuplicateInput,
     ];
 
@@ -102,6 +108,8 @@ impl ErrorCode {
             ErrorCode::PlanInvalidTransition => "PLAN_INVALID_TRANSITION",
             ErrorCode::UnknownApproval => "UNKNOWN_APPROVAL",
             ErrorCode::ApprovalAlreadyResolved => "APPROVAL_ALREADY_RESOLVED",
+            ErrorCode::ApproverRequired => "APPROVER_REQUIRED",
+            ErrorCode::ApproverAlreadyApproved => "APPROVER_ALREADY_APPROVED",
             ErrorCode::DuplicateInput => "DUPLICATE_INPUT",
         }
     }

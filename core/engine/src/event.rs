@@ -169,6 +169,8 @@ pub enum EventKind {
     DataPlan,
     PlanStatusChange,
     ApprovalRequired,
+    /// An approve that leaves a quorum gate waiting for more approvers.
+    ApprovalProgress,
     ApprovalDecision,
 }
 
@@ -440,6 +442,12 @@ pub enum Event {
         aliases: Option<(Option<String>, String)>,
     },
     ApprovalRequired(Box<ApprovalRequest>),
+    /// One more distinct approver of a gate that needs several; the gate keeps waiting.
+    ApprovalProgress {
+        id: String,
+        approver: String,
+        tally: Tally,
+    },
     ApprovalDecision {
         id: String,
         outcome: Outcome,
@@ -447,7 +455,16 @@ pub enum Event {
         feedback: Option<String>,
         approver: Option<String>,
         reason: Option<String>,
+        /// At a gate that needs several approvers: how many had approved when it closed.
+        tally: Option<Tally>,
     },
+}
+
+/// Where a quorum gate stands: `approvals` distinct approvers of the `required` (>= 2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tally {
+    pub approvals: u32,
+    pub required: u32,
 }
 
 /// What an approval guards.
@@ -483,6 +500,15 @@ pub struct ApprovalRequest {
     pub expires_at: Option<i64>,
     /// The agent whose call waits (format 2).
     pub agent: Option<String>,
+    /// How many distinct approvers must approve, when more than one (the two-person rule).
+    pub approvals_required: Option<u32>,
+}
+
+impl ApprovalRequest {
+    /// How many distinct approvers the gate waits for.
+    pub fn required(&self) -> u32 {
+        self.approvals_required.unwrap_or(1)
+    }
 }
 
 impl Event {
@@ -510,6 +536,7 @@ impl Event {
             Event::DataPlan { .. } => EventKind::DataPlan,
             Event::PlanStatusChange { .. } => EventKind::PlanStatusChange,
             Event::ApprovalRequired(_) => EventKind::ApprovalRequired,
+            Event::ApprovalProgress { .. } => EventKind::ApprovalProgress,
             Event::ApprovalDecision { .. } => EventKind::ApprovalDecision,
         }
     }

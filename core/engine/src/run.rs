@@ -11,6 +11,8 @@
 //!   and `tool-progress` events arrive while it is out. While a call is out, plan tools log
 //!   `data-plan` and `plan-status-change`; an `approval-required` moves to `AwaitingApproval`,
 //!   and its `approval-decision` moves back (the call then goes out, or the engine answers it).
+//!   At a gate that needs several approvers, each approve short of the quorum is an
+//!   `approval-progress` and the run keeps waiting.
 //! - `tool-agent` calls and results of sub-agents, `data-tool-agent` and the summaries happen
 //!   while `Running`.
 //! - `finish` ends the decisions (`Closing`): from `Running` (stop) or from any waiting phase
@@ -77,6 +79,7 @@ pub const TRANSITIONS: &[Row] = &[
     (AwaitingTool, E::DataPlan, AwaitingTool),
     (AwaitingTool, E::PlanStatusChange, AwaitingTool),
     (AwaitingTool, E::ApprovalRequired, AwaitingApproval),
+    (AwaitingApproval, E::ApprovalProgress, AwaitingApproval),
     (AwaitingApproval, E::ApprovalDecision, AwaitingTool),
     (Running, E::Finish, Closing),
     (Running, E::FinishCancelled, Closing),
@@ -90,7 +93,7 @@ pub const TRANSITIONS: &[Row] = &[
     (AwaitingApproval, E::Error, Idle),
 ];
 
-/// The format 1 machine, for logs written by earlier engines.
+/// The format 1 machine, for logs written by earlier engines (which knew no quorum gates).
 pub const LEGACY: &[Row] = &[
     (Idle, E::RunStart, Running),
     (Running, E::StepStart, Running),

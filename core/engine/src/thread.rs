@@ -16,7 +16,8 @@ use serde_json::value::RawValue;
 use crate::approval::{Gate, Outcome};
 use crate::error::{EngineError, ErrorCode, Result};
 use crate::event::{
-    Block, Event, EventKind, ModelFailure, ModelResponse, Recovery, StopReason, Usage, LOG_FORMAT,
+    Block, Event, EventKind, ModelFailure, ModelResponse, Recovery, StopReason, Tally, Usage,
+    LOG_FORMAT,
 };
 use crate::interpreter::Script;
 use crate::plan::{self, Plan};
@@ -485,15 +486,88 @@ impl Thread {
                     self.id, request.id
                 ))),
             },
-            Event::ApprovalDecision { id, .. } => match run.pending.as_ref().map(|p| &p.gate) {
-                Some(Gate::Waiting { approval_id, .. }) if approval_id == id => Ok(()),
-                _ => Err(diverged(format!(
-                    "thread `{}`: decision for approval `{id}`, which is not waiting",
-                    self.id
-                ))),
-            },
+            Event::ApprovalProgress {
+                id,
+                approver,
+                tally,
+            } => {
+                let (required, approvers) = self.waiting_at(run, id)?;
+                let next = approvers.len() as u64 + 1;
+                if tally.required != required
+                    || u64::from(tally.approvals) != next
+                    || next >= u64::from(required)
+                {
+                    return Err(diverged(format!(
+                        "thread `{}`: approval `{id}` counts {} of {} approvers, but {} of {required} had approved before",
+                        self.id,
+                        tally.approvals,
+                        tally.required,
+                        approvers.len()
+                    )));
+                }
+                self.check_new_approver(id, approvers, approver)
+            }
+            Event::ApprovalDecision {
+                id,
+                outcome,
+                approver,
+                tally,
+                ..
+            } => {
+                let (required, approvers) = self.waiting_at(run, id)?;
+                let approving = *outcome == Outcome::Approve;
+                let expected = (required > 1).then(|| Tally {
+                    approvals: approvers.len() as u32 + u32::from(approving),
+                    required,
+                });
+                if *tally != expected {
+                    return Err(diverged(format!(
+                        "thread `{}`: decision for approval `{id}` says {tally:?} approvals, but the gate stands at {expected:?}",
+                        self.id
+                    )));
+                }
+                if approving && required > 1 {
+                    if approvers.len() as u64 + 1 != u64::from(required) {
+                        return Err(diverged(format!(
+                            "thread `{}`: approval `{id}` is approved with {} of {required} approvers",
+                            self.id,
+                            approvers.len() + 1
+                        )));
+                    }
+                    let approver = approver.as_deref().unwrap_or_default();
+                    self.check_new_approver(id, approvers, approver)?;
+                }
+                Ok(())
+            }
             _ => Ok(()),
         }
+    }
+
+    /// The quorum and the approvers so far of approval `id`, which must be the one waiting.
+    fn waiting_at<'r>(&self, run: &'r Run, id: &str) -> Result<(u32, &'r [String])> {
+        match run.pending.as_ref().map(|p| &p.gate) {
+            Some(Gate::Waiting {
+                approval_id,
+                required,
+                approvers,
+                ..
+            }) if approval_id == id => Ok((*required, approvers)),
+            _ => Err(diverged(format!(
+                "thread `{}`: decision for approval `{id}`, which is not waiting",
+                self.id
+            ))),
+        }
+    }
+
+    /// An approve at a quorum gate counts only once per named approver.
+    fn check_new_approver(&self, id: &str, approvers: &[String], approver: &str) -> Result<()> {
+        if approver.is_empty() || approvers.iter().any(|a| a == approver) {
+            return Err(diverged(format!(
+                "thread `{}`: approval `{id}` counts `{approver}` again or without a name",
+                self.id
+            )));
+        }
+        Ok(())
     }
 
     fn check_request(&self, run: &Run, request_id: &str) -> Result<()> {
@@ -795,11 +869,19 @@ impl Thread {
                 }
             }
             Event::ApprovalRequired(request) => {
+                let required = request.required();
                 let pending = self.pending_mut();
                 pending.gate = Gate::Waiting {
                     approval_id: request.id,
                     expires_at: request.expires_at,
+                    required,
+                    approvers: Vec::new(),
                 };
+            }
+            Event::ApprovalProgress { approver, .. } => {
+                if let Gate::Waiting { approvers, .. } = &mut self.pending_mut().gate {
+                    approvers.push(approver);
+                }
             }
             Event::ApprovalDecision { id, outcome, .. } => {
                 let pending = self.pending_mut();
@@ -965,9 +1047,13 @@ impl Thread {
                         Gate::Waiting {
                             approval_id,
                             expires_at,
+                            required,
+                            approvers,
                         } => Some(ApprovalSnapshot {
                             id: approval_id,
                             expires_at: *expires_at,
+                            approvals_required: (*required > 1).then_some(*required),
+                            approvers: (*required > 1).then_some(approvers.as_slice()),
                         }),
                         _ => None,
                     },
@@ -1084,6 +1170,11 @@ pub struct PlanSnapshot<'a> {
 pub struct ApprovalSnapshot<'a> {
     pub id: &'a str,
     pub expires_at: Option<i64>,
+    /// At a gate that needs several approvers: how many, and who approved so far.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approvals_required: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approvers: Option<&'a [String]>,
 }
 
 #[derive(Serialize, Debug)]

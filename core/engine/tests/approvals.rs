@@ -460,3 +460,332 @@ fn a_compiled_spec_compiles_to_itself_narrowed_toolkits_included() {
     let calculator = again.agent("calculator").unwrap();
     assert_eq!(again.builtin_tools(calculator), ["glimpseRef"]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The two-person rule: `{"approvers": N}`
+
+/// A planner's `delete_rows` call waiting at a gate that needs `n` approvers.
+fn at_a_quorum_gate(n: u32) -> (Driver, String) {
+    let mut d = Driver::new(engine(quorum_spec(n), scripted()));
+    planner(&mut d, "t", &[("delete_rows", json!({"table": "orders"}))]);
+    (d, approval_id("t", 1, 1))
+}
+
+fn rejected_with(out: &[Out]) -> String {
+    assert_eq!(out.rejections().len(), 1, "{:?}", out.labels());
+    assert!(out.events().is_empty(), "a refused decision logs nothing");
+    out.rejections()[0].payload()["error"]["code"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn a_quorum_gate_opens_at_the_nth_distinct_approver() {
+    let (mut d, id) = at_a_quorum_gate(3);
+    let log = d.logs_of("t");
+    let required = &log.last().unwrap()["data"];
+    assert_eq!(required["approvalsRequired"], 3);
+    assert_eq!(
+        d.engine.thread("t").unwrap().pending().unwrap().gate,
+        flowai_engine::approval::Gate::Waiting {
+            approval_id: id.clone(),
+            expires_at: required["expiresAt"].as_i64(),
+            required: 3,
+            approvers: vec![],
+        }
+    );
+
+    for (n, who) in [(1, "alice"), (2, "bob")] {
+        let out = d.send(decision_by("t", &id, "approve", who));
+        assert_eq!(out.labels(), ["approval-progress"], "{who}");
+        assert_eq!(
+            out.one("approval-progress")["data"],
+            json!({"id": id, "approver": who, "approvals": n, "approvalsRequired": 3})
+        );
+        assert!(out.effects().is_empty(), "{who}: the call waits");
+        let snapshot = d.snapshot_json("t");
+        assert_eq!(snapshot["status"], "awaiting-approval");
+        assert_eq!(
+            snapshot["run"]["pending"]["approval"]["approvalsRequired"],
+            3
+        );
+    }
+    assert_eq!(
+        d.snapshot_json("t")["run"]["pending"]["approval"]["approvers"],
+        json!(["alice", "bob"])
+    );
+
+    let out = d.send(decision_by("t", &id, "approve", "carol"));
+    assert_eq!(
+        out.one("approval-decision")["data"],
+        json!({"id": id, "outcome": {"outcome": "approve"}, "approver": "carol",
+               "approvals": 3, "approvalsRequired": 3})
+    );
+    assert_eq!(
+        out.effects()[0].envelope["schema"],
+        "flowai.v1.ToolInvocation"
+    );
+    let out = d.send(tool_result(
+        "t",
+        &invocation("t", 1, 1),
+        json!({"deleted": 3}),
+    ));
+    assert_eq!(out.labels().last().unwrap(), "tool-agent/result");
+    let out = d.send(decision_by("t", &id, "approve", "dave"));
+    assert_eq!(rejected_with(&out), "APPROVAL_ALREADY_RESOLVED");
+}
+
+#[test]
+fn the_request_for_approvers_carries_the_quorum_and_a_single_gate_does_not() {
+    let mut quorum = Driver::new(engine(quorum_spec(2), scripted()));
+    let out = planner(&mut quorum, "t", &[("delete_rows", json!({}))]);
+    let effect = out.effects()[0];
+    assert_eq!(effect.envelope["schema"], "flowai.v1.ApprovalRequest");
+    assert_eq!(effect.payload()["approvalsRequired"], 2);
+    assert_eq!(
+        effect.payload(),
+        &out.one("approval-required")["data"],
+        "approval services receive the event's data, quorum included"
+    );
+
+    let mut single = Driver::new(engine(plans_spec(), scripted()));
+    let out = planner(&mut single, "t", &[("delete_rows", json!({}))]);
+    assert!(out.one("approval-required")["data"]
+        .get("approvalsRequired")
+        .is_none());
+    let approval = &single.snapshot_json("t")["run"]["pending"]["approval"];
+    assert!(approval.get("approvalsRequired").is_none() && approval.get("approvers").is_none());
+}
+
+#[test]
+fn a_repeat_approver_and_a_nameless_decision_are_refused_and_change_nothing() {
+    let (mut d, id) = at_a_quorum_gate(2);
+    d.send(decision_by("t", &id, "approve", "alice"));
+    let before = d.snapshot("t");
+    let lines = d.log("t");
+    for (input, code, says) in [
+        (
+            decision_by("t", &id, "approve", "alice"),
+            "APPROVER_ALREADY_APPROVED",
+            "another person must approve",
+        ),
+        (
+            approval_decision("t", &id, "approve"),
+            "APPROVER_REQUIRED",
+            "must name its approver",
+        ),
+        (
+            decision_by("t", &id, "approve", "  "),
+            "APPROVER_REQUIRED",
+            "must name its approver",
+        ),
+        (
+            approval_decision("t", &id, "reject"),
+            "APPROVER_REQUIRED",
+            "needs 2 different approvers",
+        ),
+    ] {
+        let out = d.send(input);
+        assert_eq!(rejected_with(&out), code);
+        let message = out.rejections()[0].payload()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(message.contains(says), "{message}");
+        assert_eq!(d.snapshot("t"), before, "{code}: nothing changed");
+        assert_eq!(d.log("t"), lines, "{code}: nothing logged");
+    }
+    // The refusals cost nothing: bob still opens it.
+    let out = d.send(decision_by("t", &id, "approve", "bob"));
+    assert_eq!(
+        out.effects()[0].envelope["schema"],
+        "flowai.v1.ToolInvocation"
+    );
+}
+
+#[test]
+fn any_reject_after_an_approve_closes_the_gate() {
+    // The second approver rejects; or the first changes her mind: any reject closes it.
+    for rejecter in ["bob", "alice"] {
+        let (mut d, id) = at_a_quorum_gate(2);
+        d.send(decision_by("t", &id, "approve", "alice"));
+        let out = d.send(
+            decision_by("t", &id, "reject", rejecter).payload("feedback", json!("not today")),
+        );
+        assert_eq!(
+            out.one("approval-decision")["data"],
+            json!({"id": id, "outcome": {"outcome": "reject"}, "feedback": "not today",
+                   "approver": rejecter, "approvals": 1, "approvalsRequired": 2})
+        );
+        assert!(out.effects().is_empty(), "{rejecter}: the tool never runs");
+        assert_eq!(
+            out.one("tool-invocation/result")["result"]["error"]["code"],
+            "APPROVAL_REJECTED"
+        );
+        let out = d.send(decision_by("t", &id, "approve", "carol"));
+        assert_eq!(rejected_with(&out), "APPROVAL_ALREADY_RESOLVED");
+    }
+}
+
+#[test]
+fn the_deadline_closes_a_partly_approved_gate() {
+    let (mut d, id) = at_a_quorum_gate(2);
+    d.send(decision_by("t", &id, "approve", "alice"));
+    let expires = d.snapshot_json("t")["run"]["pending"]["approval"]["expiresAt"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(
+        d.engine.next_deadline(),
+        Some(("t", expires)),
+        "progress keeps the deadline"
+    );
+    let out = d.send(deadline_reached("t").ts(expires));
+    let decision = &out.one("approval-decision")["data"];
+    assert_eq!(decision["outcome"]["outcome"], "reject");
+    assert_eq!(decision["reason"], "timeout");
+    assert!(decision.get("approver").is_none());
+    assert_eq!(
+        (&decision["approvals"], &decision["approvalsRequired"]),
+        (&json!(1), &json!(2))
+    );
+    assert!(out.effects().is_empty());
+}
+
+#[test]
+fn a_partly_approved_gate_replays_and_the_last_approve_opens_it_elsewhere() {
+    let (mut live, id) = at_a_quorum_gate(2);
+    live.send(decision_by("t", &id, "approve", "alice"));
+    // Another process folds the log: it knows alice approved.
+    let mut fresh = Driver::new(engine(quorum_spec(2), scripted()));
+    fresh.clock = live.clock;
+    for line in lines(&live.log("t")) {
+        fresh.apply(line).unwrap();
+    }
+    assert_eq!(fresh.snapshot("t"), live.snapshot("t"));
+    let again = fresh.send(decision_by("t", &id, "approve", "alice").id("fresh-1"));
+    assert_eq!(rejected_with(&again), "APPROVER_ALREADY_APPROVED");
+    let out = fresh.send(decision_by("t", &id, "approve", "bob").id("fresh-2"));
+    assert_eq!(out.one("approval-decision")["data"]["approvals"], 2);
+    assert_eq!(
+        out.effects()[0].envelope["schema"],
+        "flowai.v1.ToolInvocation"
+    );
+    let out = fresh.send(tool_result("t", &invocation("t", 1, 1), json!(1)).id("fresh-3"));
+    assert_eq!(out.labels().last().unwrap(), "tool-agent/result");
+
+    // The whole log replays, and every line decodes and encodes back to its bytes.
+    let log = fresh.log("t");
+    let replayed = flowai_engine::replay(&log).unwrap();
+    assert_eq!(
+        snapshot_bytes(&replayed.threads[0]),
+        fresh.snapshot("t").unwrap()
+    );
+    for line in lines(&log) {
+        let text = std::str::from_utf8(line).unwrap();
+        let entry = flowai_engine::codec::EntryRef::parse_str(text).unwrap();
+        let event = entry
+            .event(|| flowai_engine::codec::raw_payload_of(text))
+            .unwrap();
+        let header = flowai_engine::codec::Header {
+            tenant: &entry.tenant,
+            thread_id: &entry.thread_id,
+            run_id: entry.run_id.as_deref(),
+            causation_id: entry.causation(),
+            ts: entry.ts,
+            seq: entry.seq,
+        };
+        assert_eq!(
+            String::from_utf8(flowai_engine::codec::encode_entry(&header, &event)).unwrap(),
+            text
+        );
+    }
+}
+
+#[test]
+fn a_log_that_counts_an_approver_twice_or_opens_short_of_the_quorum_diverges() {
+    let (mut d, id) = at_a_quorum_gate(3);
+    d.send(decision_by("t", &id, "approve", "alice"));
+    let log = d.log("t");
+    let good = lines(&log);
+    let progress = String::from_utf8(good.last().unwrap().to_vec()).unwrap();
+    let next_seq = good.len() + 1;
+    let seq = |line: &str| {
+        line.replace(
+            &format!("\"seq\":{}", good.len()),
+            &format!("\"seq\":{next_seq}"),
+        )
+    };
+    let tampered = [
+        // alice again, as the second approver
+        seq(&progress.replace("\"approvals\":1", "\"approvals\":2")),
+        // an approve that opens the gate with two of three
+        seq(&progress
+            .replace("approval-progress", "approval-decision")
+            .replace(
+                "\"approver\":\"alice\"",
+                "\"outcome\":{\"outcome\":\"approve\"},\"approver\":\"bob\"",
+            )
+            .replace("\"approvals\":1", "\"approvals\":2")),
+        // bob's approve counted as the third
+        seq(&progress
+            .replace("alice", "bob")
+            .replace("\"approvals\":1", "\"approvals\":3")),
+    ];
+    for line in tampered {
+        let mut whole = log.clone();
+        whole.extend_from_slice(line.as_bytes());
+        whole.push(b'\n');
+        let err = flowai_engine::replay(&whole).err().expect(&line);
+        assert_eq!(err.code, ErrorCode::ReplayDiverged, "{line}: {err}");
+        assert_eq!(err.line, Some(next_seq), "{err}");
+    }
+}
+
+#[test]
+fn a_plan_gate_under_the_two_person_rule_runs_after_the_second_approver() {
+    let mut d = Driver::new(engine(quorum_spec(2), scripted()));
+    planner(&mut d, "t", &[store_plan("p1")]);
+    let out = executor(&mut d, "t", "p1");
+    let required = &out.one("approval-required")["data"];
+    assert_eq!(
+        (&required["kind"], &required["approvalsRequired"]),
+        (&json!("plan"), &json!(2))
+    );
+    let id = approval_id("t", 2, 1);
+
+    let out = d.send(decision_by("t", &id, "approve", "alice"));
+    assert_eq!(out.labels(), ["approval-progress"]);
+    assert!(changes(&out).is_empty(), "the plan stays pending");
+    assert!(out.effects().is_empty(), "the dispatcher does not run yet");
+    assert_eq!(
+        d.snapshot_json("t")["plans"][0]["status"],
+        "pending_approval"
+    );
+
+    let out = d.send(decision_by("t", &id, "approve", "bob"));
+    assert_eq!(
+        changes(&out),
+        [
+            (json!("pending_approval"), json!("approved")),
+            (json!("approved"), json!("executing"))
+        ]
+    );
+    assert_eq!(out.effects()[0].envelope["schema"], "flowai.v1.PlanStep");
+    let out = d.send(tool_result("t", &invocation("t", 2, 1), json!(null)));
+    assert_eq!(changes(&out), [(json!("executing"), json!("executed"))]);
+}
+
+#[test]
+fn one_approver_is_always_and_a_quorum_of_one_is_a_spec_error() {
+    let err = match flowai_engine::Engine::new(
+        json!({"spec": quorum_spec(1), "interpreter": scripted()})
+            .to_string()
+            .as_bytes(),
+    ) {
+        Ok(_) => panic!("a quorum of one compiled"),
+        Err(err) => err,
+    };
+    assert_eq!(err.code, ErrorCode::SpecInvalid);
+    assert!(err.message.contains("write \"always\""), "{}", err.message);
+}

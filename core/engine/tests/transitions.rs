@@ -11,7 +11,7 @@ use common::*;
 use flowai_engine::approval::Outcome;
 use flowai_engine::event::{
     ApprovalKind, ApprovalRequest, Block, Event, EventKind, FailureKind, FinishReason,
-    ModelFailure, ModelResponse, Recovery, StopReason, Usage,
+    ModelFailure, ModelResponse, Recovery, StopReason, Tally, Usage,
 };
 use flowai_engine::plan::PlanStatus;
 use flowai_engine::run::{self, Phase, LEGACY, TRANSITIONS};
@@ -144,6 +144,17 @@ fn live_model_cancelled_while_waiting() -> Driver {
     d
 }
 
+/// A payment under the two-person rule: alice's approve is progress, bob's opens the gate.
+fn two_approvers_open_a_gate() -> Driver {
+    let mut d = Driver::new(engine(quorum_spec(2), scripted()));
+    d.send(query("t", &script(&[("delete_rows", json!({}))])).agent("planner"));
+    let id = approval_id("t", 1, 1);
+    d.send(decision_by("t", &id, "approve", "alice"));
+    d.send(decision_by("t", &id, "approve", "bob"));
+    d.send(tool_result("t", &invocation("t", 1, 1), json!(1)));
+    d
+}
+
 fn cancelled_at_an_approval_gate() -> Driver {
     let mut d = Driver::new(engine(plans_spec(), scripted()));
     d.send(query("t", &script(&[("delete_rows", json!({}))])).agent("planner"));
@@ -262,8 +273,9 @@ fn invalid_script() -> Driver {
 
 type Scenario = (&'static str, fn() -> Driver);
 
-const SCENARIOS: [Scenario; 17] = [
+const SCENARIOS: [Scenario; 18] = [
     ("plan approved and executed", plan_approved_and_executed),
+    ("two approvers open a gate", two_approvers_open_a_gate),
     (
         "cancelled at an approval gate",
         cancelled_at_an_approval_gate,
@@ -566,7 +578,16 @@ fn sample(kind: EventKind) -> Option<Event> {
             correlation_id: "c1".into(),
             expires_at: None,
             agent: Some(agent()),
+            approvals_required: None,
         })),
+        EventKind::ApprovalProgress => Event::ApprovalProgress {
+            id: "appr".into(),
+            approver: "alice".into(),
+            tally: Tally {
+                approvals: 1,
+                required: 2,
+            },
+        },
         EventKind::ApprovalDecision => Event::ApprovalDecision {
             id: "appr".into(),
             outcome: Outcome::Approve,
@@ -574,6 +595,7 @@ fn sample(kind: EventKind) -> Option<Event> {
             feedback: None,
             approver: None,
             reason: None,
+            tally: None,
         },
     })
 }

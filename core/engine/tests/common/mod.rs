@@ -546,6 +546,20 @@ pub fn plans_spec() -> Value {
     })
 }
 
+/// `plans_spec` with the two-person rule (`{"approvers": n}`) on `delete_rows` and on the
+/// executor's plans.
+pub fn quorum_spec(n: u32) -> Value {
+    let mut spec = plans_spec();
+    spec["tools"][0]["approval"] = json!({"approvers": n});
+    spec["agents"][1]["approval"] = json!({"plans": {"approvers": n}});
+    spec
+}
+
+/// A decision naming its approver.
+pub fn decision_by(thread: &str, approval_id: &str, outcome: &str, approver: &str) -> Input {
+    approval_decision(thread, approval_id, outcome).payload("approver", json!(approver))
+}
+
 pub fn plan_body() -> Value {
     json!({
         "reason": "low stock",
