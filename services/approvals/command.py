@@ -135,6 +135,13 @@ def build_parser(prog: str = "flowai serve approvals") -> argparse.ArgumentParse
         default=1.0,
         help="seconds between looks for expired approvals and Slack calls to retry (1)",
     )
+    slack.add_argument(
+        "--slack-lease",
+        type=float,
+        default=30.0,
+        help="seconds an instance may hold a message's posting or update before another "
+        "instance takes it over (30); longer than a Slack call can take",
+    )
     return parser
 
 
@@ -157,6 +164,7 @@ def _slack(args: argparse.Namespace) -> SlackSettings | None:
         signing_secret=signing or "",
         api_url=args.slack_api_url,
         sweep=args.slack_sweep,
+        lease=args.slack_lease,
     )
 
 

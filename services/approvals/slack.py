@@ -417,7 +417,9 @@ class SlackBridge:
             return
         posting = await self.postings.get(*key)
         if (posting is None and not pending) or (posting is not None and posting.shown == state):
-            self._done(key, state)  # decided before it was posted, or shown already
+            # Decided before it was posted, or shown already (by another instance).
+            log.info("approval %s of %s needs nothing in Slack now", approval.id, approval.tenant)
+            self._done(key, state)
             return
         token = await self.postings.lease(*key)
         if token is None:
@@ -427,6 +429,9 @@ class SlackBridge:
         try:
             posting = await self.postings.get(*key)
             if posting is not None and posting.shown == state:
+                log.info(
+                    "approval %s of %s needs nothing in Slack now", approval.id, approval.tenant
+                )
                 self._done(key, state)
                 return
             text, blocks = render(approval, now)
