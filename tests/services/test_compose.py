@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 from services.approvals.command import build_parser as approvals_parser
+from services.approvals.command import settings_from_args as approvals_settings
 from services.runtime.command import parser as runtime_parser
 from services.tools.command import build_parser as tools_parser
 
@@ -185,6 +186,22 @@ def test_approvals_read_every_partition_so_have_no_instance_id(compose: dict[str
     assert "FLOWAI_INSTANCE_ID" not in approvals["environment"]
     args = approvals_parser().parse_args(approvals["command"][2:])
     assert not hasattr(args, "instance_id")
+
+
+def test_approvals_start_in_compose_as_a_development_setup_unless_given_keys(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    approvals = compose["services"]["approvals"]
+    for key, value in approvals["environment"].items():
+        monkeypatch.setenv(key, str(value))
+
+    args = approvals_parser().parse_args(approvals["command"][2:])
+    settings = approvals_settings(args)
+
+    assert (args.allow_unsigned_decisions, args.allow_unauthenticated) == (True, True)
+    assert settings.decision_key is None
+    assert settings.slack is None
+    assert args.tenant_secrets is None
 
 
 @pytest.mark.parametrize(
