@@ -173,10 +173,11 @@ class ApprovalsService:
                 "!" * 78,
                 "!" * 78,
             )
-        if not self.policy.secrets.configured and self.policy.allow_unauthenticated:
+        if self.policy.allow_unauthenticated:
             log.warning(
-                "no tenant has an API secret and --allow-unauthenticated is set: anyone who "
-                "reaches the HTTP port can read and decide every approval. Development only."
+                "--allow-unauthenticated: anyone who reaches the HTTP port can read and decide "
+                "the approvals of every tenant without an API secret%s. Development only.",
+                "" if self.policy.secrets.configured else " (here: every tenant)",
             )
         if settings.create_topics:
             await bus.ensure_topics(

@@ -495,7 +495,9 @@ class SlackBridge:
         action_id = action.get("action_id")
         if action_id not in (APPROVE, REJECT, REVISE):
             return
-        target = orjson.loads(action.get("value") or "{}")
+        target = _json(action.get("value"), "the button's value")
+        if not isinstance(target, dict):
+            raise InvalidInputError("the button's value must be a JSON object")
         tenant, approval_id = str(target.get("t")), str(target.get("a"))
         user = str((payload.get("user") or {}).get("id"))
         channel = (payload.get("channel") or {}).get("id") or (payload.get("container") or {}).get(
@@ -525,7 +527,12 @@ class SlackBridge:
         view = payload.get("view") or {}
         if view.get("callback_id") != MODAL:
             return None
-        meta = orjson.loads(view.get("private_metadata") or "{}")
+        meta = _json(view.get("private_metadata"), "the modal's private_metadata")
+        outcome = meta.get("o") if isinstance(meta, dict) else None
+        if outcome not in ("reject", "revise"):
+            raise InvalidInputError(
+                f"the modal's outcome must be reject or revise, got {outcome!r}"
+            )
         values = (view.get("state") or {}).get("values") or {}
         feedback = _input(values, FEEDBACK)
         partial_text = _input(values, PARTIAL)
@@ -538,7 +545,7 @@ class SlackBridge:
             await self.desk.decide(
                 str(meta.get("t")),
                 str(meta.get("a")),
-                DecisionRequest(meta.get("o"), slack_approver(user), feedback, partial),
+                DecisionRequest(outcome, slack_approver(user), feedback, partial),
                 confirm_wait=_CLICK_CONFIRM_S,
             )
         except FlowaiError as exc:
@@ -554,19 +561,23 @@ class SlackBridge:
 
 def _payload(raw: bytes) -> dict[str, Any]:
     """The JSON of an interactive request (form field ``payload``) or of an Events API one."""
-    if raw.startswith(b"{"):
-        body = orjson.loads(raw)
-    else:
-        fields = parse_qs(raw.decode(errors="replace"))
+    text = raw.decode(errors="replace")
+    if not text.startswith("{"):
+        fields = parse_qs(text)
         if "payload" not in fields:
             raise InvalidInputError("a Slack interactive request carries a 'payload' form field")
-        try:
-            body = orjson.loads(fields["payload"][0])
-        except orjson.JSONDecodeError as exc:
-            raise InvalidInputError(f"the Slack payload is not JSON: {exc}") from None
+        text = fields["payload"][0]
+    body = _json(text, "the Slack payload")
     if not isinstance(body, dict):
         raise InvalidInputError("the Slack payload must be a JSON object")
     return body
+
+
+def _json(text: str | None, what: str) -> Any:
+    try:
+        return orjson.loads(text or "{}")
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInputError(f"{what} is not JSON: {exc}") from None
 
 
 def _input(values: Mapping[str, Any], block: str) -> str | None:

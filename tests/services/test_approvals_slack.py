@@ -39,6 +39,7 @@ from services.approvals.slack import APPROVE, REJECT, REVISE, SlackBridge, Slack
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from flowai_harness.approvals_http import slack_signature
 from flowai_harness.errors import UsageError
 from flowai_harness.testing.fake_slack import FakeSlack, SlackMessage
 
@@ -344,6 +345,32 @@ async def test_a_click_slack_did_not_sign_is_refused(
     assert b"SIGNATURE_INVALID" in body
     assert says in body
     assert topic.sent == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"nothing=here", b"payload=%7Bnot+json", b"payload=%5B1%5D"],
+    ids=["no-payload", "not-json", "not-an-object"],
+)
+async def test_a_signed_request_that_is_not_a_slack_payload_is_400(
+    fake: FakeSlack, redis: Redis, namespace: str, body: bytes
+) -> None:
+    async with instance(fake, redis, namespace) as one:
+        stamp = str(int(time.time()))
+        response = await one.client.post(
+            "/slack/events",
+            data=body,
+            headers={
+                "Content-Type": "application/x-www-form-urlencoded",
+                "X-Slack-Request-Timestamp": stamp,
+                "X-Slack-Signature": slack_signature(fake.signing_secret, stamp, body),
+            },
+        )
+        answer = orjson.loads(await response.read())
+
+    assert response.status == 400
+    assert answer["error"]["code"] == "INPUT_MALFORMED"
+    assert "payload" in answer["error"]["message"]
 
 
 async def test_the_events_api_handshake_is_answered(
