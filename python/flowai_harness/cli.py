@@ -262,15 +262,16 @@ def timeline_line(entry: dict[str, Any]) -> str:
     """``seq  time  type  summary`` for one logged envelope."""
     payload = entry.get("payload") or {}
     kind = str(payload.get("type", "?"))
-    ts = entry.get("ts")
-    when = (
-        datetime.datetime.fromtimestamp(ts / 1000, tz=datetime.UTC).isoformat(
-            timespec="milliseconds"
-        )
-        if isinstance(ts, int)
-        else "?"
-    )
+    when = _utc(entry.get("ts"), "milliseconds", missing="?")
     return f"{entry.get('seq', '?'):>5}  {when}  {kind:<22} {_summary(kind, payload)}"
+
+
+def _utc(ms: Any, timespec: str, *, missing: str) -> str:
+    """Milliseconds since the epoch as ISO 8601 UTC (``missing`` when not a number)."""
+    if not isinstance(ms, int):
+        return missing
+    moment = datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.UTC)
+    return moment.isoformat(timespec=timespec)
 
 
 def _short(value: Any, width: int = _SUMMARY_WIDTH) -> str:
@@ -380,14 +381,7 @@ def _tenant_secret(path: str | None) -> str | None:
 
 def approval_line(approval: dict[str, Any]) -> str:
     """``id  status  kind target  agent  thread  expires`` for one approval."""
-    expires = approval.get("expires_at")
-    when = (
-        datetime.datetime.fromtimestamp(expires / 1000, tz=datetime.UTC).isoformat(
-            timespec="seconds"
-        )
-        if isinstance(expires, int)
-        else "never"
-    )
+    when = _utc(approval.get("expires_at"), "seconds", missing="never")
     progress = ""
     if approval.get("approvals_required", 1) > 1:
         progress = f"  {len(approval.get('approvals') or [])}/{approval['approvals_required']}"

@@ -168,15 +168,6 @@ def _slack(args: argparse.Namespace) -> SlackSettings | None:
     )
 
 
-def _pem(value: str) -> bytes:
-    if "-----BEGIN" in value:
-        return value.encode()
-    try:
-        return Path(value).read_bytes()
-    except OSError as exc:
-        raise UsageError(f"cannot read the key file {value!r}: {exc.strerror}") from None
-
-
 def settings_from_args(args: argparse.Namespace) -> ServiceSettings:
     host, port = parse_address(args.http)
     public = args.decision_public_key
@@ -198,9 +189,9 @@ def settings_from_args(args: argparse.Namespace) -> ServiceSettings:
         min_insync_replicas=args.min_insync_replicas,
         allow_unreplicated=args.allow_unreplicated,
         create_topics=not args.no_create_topics,
-        decision_key=None if args.decision_key is None else _pem(args.decision_key),
+        decision_key=args.decision_key,
         allow_unsigned_decisions=args.allow_unsigned_decisions,
-        trusted_keys=[_pem(item) for item in public],
+        trusted_keys=public,
         slack=_slack(args),
         confirm_wait=args.confirm_wait,
         hold_at=None if hold is None else steps[hold],

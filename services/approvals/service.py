@@ -99,11 +99,13 @@ class ServiceSettings:
     min_insync_replicas: int | None = None
     allow_unreplicated: bool | None = None
     create_topics: bool = True
-    # The Ed25519 private key (PEM) that signs decisions; None only with allow_unsigned.
-    decision_key: bytes | None = None
+    # The Ed25519 private key that signs decisions (PEM text or a file); None only with
+    # allow_unsigned_decisions.
+    decision_key: bytes | str | None = None
     allow_unsigned_decisions: bool = False
-    # More public keys (PEM) whose decisions on the topic count (operators' tools).
-    trusted_keys: Sequence[bytes] = ()
+    # More public keys (PEM text or files) whose decisions on the topic count (operators'
+    # tools).
+    trusted_keys: Sequence[bytes | str] = ()
     slack: SlackSettings | None = None
     # How long a decision waits to be read back before 202 says confirmed: false.
     confirm_wait: float = 10.0
@@ -127,6 +129,7 @@ class ServiceSettings:
             )
         if self.hold_at is not None and self.hold_at not in STEPS:
             raise ValueError(f"hold_at must be one of {', '.join(STEPS)}, got {self.hold_at!r}")
+        self.signing()  # a key that cannot be read or is not Ed25519 stops here, not later
 
     def signing(self) -> tuple[DecisionSigner | None, DecisionVerifier | None]:
         """What signs the decisions published, and what checks the decisions read from the

@@ -976,10 +976,19 @@ def test_command_line_defaults_environment_and_the_decision_key(
     monkeypatch.setenv("FLOWAI_APPROVALS_TEST_HOLD", "somewhere")
     with pytest.raises(UsageError, match="FLOWAI_APPROVALS_TEST_HOLD"):
         settings_from_args(build_parser().parse_args(["--app", "m:a"]))
+    monkeypatch.delenv("FLOWAI_APPROVALS_TEST_HOLD")
+    with pytest.raises(UsageError, match="cannot read the key file"):
+        settings_from_args(
+            build_parser().parse_args(["--app", "m:a", "--decision-key", str(tmp_path / "none")])
+        )
+    with pytest.raises(UsageError, match="not a PEM private key"):
+        settings_from_args(
+            build_parser().parse_args(["--app", "m:a", "--decision-key", str(public)])
+        )
 
     assert (settings.host, settings.port, settings.prefix) == ("0.0.0.0", 9090, "shop")
-    assert settings.decision_key == PRIVATE_PEM
-    assert list(settings.trusted_keys) == [PUBLIC_PEM]
+    assert settings.decision_key == str(key)
+    assert list(settings.trusted_keys) == [str(public)]
     assert unsigned.decision_key is None
     signer, verifier = settings.signing()
     assert signer is not None
