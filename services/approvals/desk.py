@@ -198,7 +198,7 @@ class ApprovalDesk:
         changed: list[Approval] = []
         if topic == self.topics.approval_requests:
             approval, new = self.book.add_request(_validated(ApprovalRequest, value))
-            if new:
+            if new:  # or a copy reporting more approvers
                 changed.append(approval)
         elif topic == self.topics.approval_decisions:
             message = _validated(ApprovalDecision, value)
@@ -384,7 +384,7 @@ def _answer(approval: Approval, decision: Decision, *, confirmed: bool) -> dict[
         **decision.view(),
         "confirmed": confirmed,
         "approvals_required": approval.approvals_required,
-        "approvals": approval.approvers,
+        "approvals": approval.progress,
     }
 
 
@@ -392,11 +392,12 @@ def _check_open(approval: Approval, approver: str, now: int) -> None:
     if approval.decision is not None:
         raise _already_decided(approval)
     mine = approval.vote_of(approver)
-    if mine is not None:
+    if mine is not None or approver in approval.reported:
+        outcome = "approve" if mine is None else mine.outcome
         raise ApprovalAlreadyResolvedError(
-            f"{approver!r} already decided approval {approval.id!r} ({mine.outcome}); it "
+            f"{approver!r} already decided approval {approval.id!r} ({outcome}); it "
             f"needs {approval.approvals_required} different approvers",
-            details={"decision": mine.view()},
+            details={} if mine is None else {"decision": mine.view()},
         )
     if approval.cancelled_at is not None:
         raise ApprovalAlreadyResolvedError(

@@ -10,7 +10,8 @@ simply is not in the tenant's view.
 Rules of the fold, the same the engine applies to the thread's decisions:
 
 - a request is added once; a copy (the runtime re-issues the requests of a run it resumes)
-  changes nothing;
+  changes nothing but the approvers the engine reports as counted so far (``approvals``,
+  from an engine that counts approvers), which are shown beside the ones read here;
 - decisions count in the order of their partition (a thread's decisions share one). A
   decision id seen before is a copy (a retried publish) and changes nothing; an approver
   counts once per approval; an approval that needs ``approvalsRequired`` approvers (the
@@ -105,6 +106,8 @@ class Approval:
     votes: list[Decision] = field(default_factory=list)
     decision: Decision | None = None  # the one that decided it
     cancelled_at: int | None = None
+    # Who the engine says approved so far (its request's ``approvals``), when it says.
+    reported: tuple[str, ...] = ()
     # The id of every decision read for it, counted or not.
     seen: set[str] = field(default_factory=set)
 
@@ -125,8 +128,14 @@ class Approval:
 
     @property
     def approvers(self) -> list[str]:
-        """Who approved so far, in order."""
+        """Who approved so far, in order (as counted here)."""
         return [v.approver or "?" for v in self.votes if v.outcome == "approve"]
+
+    @property
+    def progress(self) -> list[str]:
+        """Who approved so far, as counted here or reported by the engine."""
+        counted = self.approvers
+        return counted + [name for name in self.reported if name not in counted]
 
     def view(self, now: int) -> dict[str, Any]:
         """The approval as the API shows it (snake_case, like the envelopes)."""
@@ -145,7 +154,7 @@ class Approval:
             "expires_at": self.expires_at,
             "status": self.status(now),
             "approvals_required": self.approvals_required,
-            "approvals": self.approvers,
+            "approvals": self.progress,
             "decision": None if self.decision is None else self.decision.view(),
         }
 
@@ -168,6 +177,7 @@ class Approval:
             agent=payload.agent,
             glimpse=payload.glimpse,
             approvals_required=required if isinstance(required, int) and required > 1 else 1,
+            reported=_reported(payload.model_extra),
         )
 
 
@@ -180,10 +190,15 @@ class ApprovalBook:
     _early: dict[tuple[str, str], list[Decision]] = field(default_factory=dict)
 
     def add_request(self, message: ApprovalRequest) -> tuple[Approval, bool]:
-        """Fold one request; returns the approval and whether it is new."""
+        """Fold one request; returns the approval and whether it changed (new, or a copy
+        reporting more approvers)."""
         approvals = self._tenants.setdefault(message.tenant, {})
         known = approvals.get(message.payload.id)
         if known is not None:
+            reported = _reported(message.payload.model_extra)
+            if len(reported) > len(known.reported):
+                known.reported = reported
+                return known, True
             return known, False
         approval = Approval.of(message)
         approvals[approval.id] = approval
@@ -251,3 +266,17 @@ def _count(approval: Approval, decision: Decision) -> bool:
     if decision.outcome != "approve" or len(approval.approvers) >= approval.approvals_required:
         approval.decision = decision
     return True
+
+
+def _reported(extra: dict[str, Any] | None) -> tuple[str, ...]:
+    """The approvers an engine reports in a request's ``approvals`` (names, or objects with
+    an ``approver``); () when it reports none."""
+    listed = (extra or {}).get("approvals")
+    if not isinstance(listed, list):
+        return ()
+    names = [
+        item if isinstance(item, str) else item.get("approver")
+        for item in listed
+        if isinstance(item, (str, dict))
+    ]
+    return tuple(name for name in names if isinstance(name, str) and name)

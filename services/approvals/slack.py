@@ -124,7 +124,7 @@ def _state(approval: Approval, now: int) -> str:
         assert approval.decision is not None
         return f"decided:{approval.decision.id}"
     if status == "pending":
-        return f"pending:{len(approval.approvers)}"
+        return f"pending:{len(approval.progress)}"
     return status
 
 
@@ -196,10 +196,10 @@ def render(approval: Approval, now: int) -> tuple[str, list[dict[str, Any]]]:
     if approval.glimpse is not None:
         blocks.append(_section(f"*Glimpse*\n{_code(approval.glimpse, 1200)}"))
     if approval.approvals_required > 1:
-        approvers = ", ".join(_who(name) for name in approval.approvers) or "none yet"
+        approvers = ", ".join(_who(name) for name in approval.progress) or "none yet"
         blocks.append(
             _context(
-                f"Approvals: {len(approval.approvers)} of {approval.approvals_required} "
+                f"Approvals: {len(approval.progress)} of {approval.approvals_required} "
                 f"(different people): {approvers}"
             )
         )
@@ -319,7 +319,8 @@ class SlackBridge:
         desk.on_change = self.touch
 
     async def check_token(self) -> None:
-        """Ask Slack who the token is (``auth.test``); a refused token stops the start."""
+        """Ask Slack who the token is (``auth.test``): a token Slack refuses stops the start;
+        a Slack that cannot be reached does not (the API serves on, the posts are retried)."""
         try:
             answer = await self.client.auth_test()
         except SlackApiError as exc:
@@ -328,10 +329,13 @@ class SlackBridge:
                 "SLACK_BOT_TOKEN (the app's OAuth & Permissions page, xoxb-...)"
             ) from None
         except (SlackClientError, aiohttp.ClientError, TimeoutError) as exc:
-            raise UsageError(
-                f"cannot reach Slack's Web API at {self.client.base_url} ({exc!r}); check "
-                "FLOWAI_SLACK_API_URL and the network"
-            ) from None
+            log.warning(
+                "cannot reach Slack's Web API at %s (%r); posting as soon as it answers "
+                "(check FLOWAI_SLACK_API_URL and the network if this lasts)",
+                self.client.base_url,
+                exc,
+            )
+            return
         log.info("posting to Slack as %s of team %s", answer.get("user"), answer.get("team"))
 
     def touch(self, approval: Approval) -> None:

@@ -472,6 +472,30 @@ async def test_two_distinct_approvers_decide_an_approval_that_asks_for_two() -> 
     assert len(topic.sent) == 2
 
 
+async def test_approvers_the_engine_reports_are_shown_and_may_not_approve_again() -> None:
+    desk, topic = make_desk()
+    changed: list[str] = []
+    desk.on_change = lambda approval: changed.append(approval.id)
+    request = approval_request(approvalsRequired=3, approvals=["alice"])
+    desk.observe(TOPICS.approval_requests, request)
+    # A copy of the request (a resumed run) reporting one more; then one reporting less.
+    again = approval_request(approvalsRequired=3, approvals=[{"approver": "alice"}, "dave"])
+    desk.observe(TOPICS.approval_requests, again)
+    desk.observe(TOPICS.approval_requests, request)
+    path = url("acme", id_of(request), decision=True)
+
+    async with serving(desk) as client:
+        alice = await post(client, path, APPROVE)
+        bob = await post(client, path, {"outcome": "approve", "approver": "bob"})
+
+    # New, the copy reporting more, bob's decision (not the copy reporting less).
+    assert changed == [id_of(request)] * 3
+    assert alice[0] == 409
+    assert "already decided" in alice[1]["error"]["message"]
+    assert (bob[0], bob[1]["approvals"]) == (202, ["bob", "alice", "dave"])
+    assert len(topic.sent) == 1
+
+
 async def test_a_reject_closes_a_two_person_approval() -> None:
     desk, _ = make_desk()
     request = approval_request(approvalsRequired=2)

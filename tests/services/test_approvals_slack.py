@@ -205,6 +205,18 @@ async def test_a_refused_token_stops_the_start(
         await bridge.check_token()
 
 
+async def test_a_slack_that_cannot_be_reached_does_not_stop_the_start(
+    redis: Redis, namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    desk, _ = make_desk()
+    settings = SlackSettings(bot_token="xoxb-1", signing_secret="s", api_url="http://127.0.0.1:9/")
+    bridge = SlackBridge(settings, desk, Postings(redis, namespace=namespace), ROUTES)
+
+    await bridge.check_token()
+
+    assert "cannot reach Slack's Web API at http://127.0.0.1:9/" in caplog.text
+
+
 # --- deciding from Slack ---------------------------------------------------------------------
 
 
