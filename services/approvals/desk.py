@@ -328,10 +328,11 @@ class ApprovalDesk:
             # Durably on the topic, not read back yet: whether it counted is not known.
             return _answer(approval, decision, confirmed=False)
         counted = approval.counted(decision.id)
-        if counted is not None:
+        if counted is not None and counted.same_choice(decision):
             return _answer(approval, counted, confirmed=True)
         # Read back, and it did not count: another decision came first on the topic (the
-        # runtime honours that one), or this approver's own, by another route.
+        # runtime honours that one), or this approver's own (another choice, sent at the
+        # same moment, or by another route).
         _check_open(approval, request.approver, self.clock())
         raise ApprovalAlreadyResolvedError(
             f"approval {approval_id!r} did not take this decision; read it again"

@@ -369,6 +369,49 @@ async def test_a_retry_after_a_lost_answer_gets_the_same_decision_and_no_copy_co
     assert len(topic.sent) == 1, "the retry answered from the topic, publishing nothing"
 
 
+async def test_an_approver_sending_two_choices_at_once_gets_one_of_them() -> None:
+    # Both pass the checks and are published (one id: the second is a copy) before the
+    # consumer reads either back.
+    desk, topic = make_desk()
+    topic.deliver = False
+    read_back = asyncio.Event()
+
+    async def wait_folded(check: Callable[[], bool], within: float) -> bool:
+        await read_back.wait()
+        return check()
+
+    desk._wait_folded = wait_folded
+    both_sent = asyncio.Event()
+    publish = topic.publish
+
+    async def publish_and_count(*args: Any) -> None:
+        await publish(*args)
+        if len(topic.sent) == 2:
+            both_sent.set()
+
+    topic.publish = publish_and_count  # type: ignore[method-assign]
+    request = approval_request()
+    desk.observe(TOPICS.approval_requests, request)
+    path = url("acme", id_of(request), decision=True)
+
+    async with serving(desk) as client:
+        answers = asyncio.gather(
+            post(client, path, APPROVE),
+            post(client, path, {"outcome": "reject", "approver": "alice"}),
+        )
+        await asyncio.wait_for(both_sent.wait(), 10)
+        for _, _, value in topic.sent:
+            desk.observe(TOPICS.approval_decisions, value)
+        read_back.set()
+        statuses = await answers
+
+    first = topic.decisions()[0]["payload"]["outcome"]
+    asked = ["approve", "reject"]
+    assert [status for status, _ in statuses] == [202 if o == first else 409 for o in asked]
+    [(_, refused)] = [(status, body) for status, body in statuses if status == 409]
+    assert refused["decision"]["outcome"] == first
+
+
 async def test_a_publish_not_read_back_in_time_is_202_unconfirmed_and_copies_do_not_count() -> None:
     desk, topic = make_desk()
     topic.deliver = False  # this instance's consumer lags behind
