@@ -55,6 +55,7 @@ from services.approvals.policy import (
     load_policy,
 )
 from services.approvals.service import ApprovalsService, ServiceSettings
+from slack_sdk.signature import SignatureVerifier
 
 from flowai_harness import approvals_http, bus, messages
 from flowai_harness.decision_auth import DecisionSigner, generate_keys
@@ -810,6 +811,9 @@ def test_slacks_published_example_verifies() -> None:
     expected = "v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503"
 
     assert approvals_http.slack_signature(secret, "1531420618", body) == expected
+    # The slack-sdk's own verifier agrees.
+    sdk = SignatureVerifier(secret)
+    assert sdk.generate_signature(timestamp="1531420618", body=body) == expected
     approvals_http.verify_slack(secret, "1531420618", expected, body, now=1531420618 + 299)
     with pytest.raises(SignatureError, match="more than 300 s"):
         approvals_http.verify_slack(secret, "1531420618", expected, body, now=1531420618 + 301)
