@@ -222,6 +222,23 @@ async def follow(bootstrap: str, topics: Any, progress: Progress, stop: asyncio.
         await consumer.stop()
 
 
+SECRET = "soak-tenant-secret-0123456789"
+
+
+def write_keys(directory: Path) -> Path:
+    """The decision key pair and the tenant's API secret, in ``directory/keys``."""
+    from flowai_harness.decision_auth import generate_keys
+
+    keys = directory / "keys"
+    keys.mkdir(parents=True, exist_ok=True)
+    private_pem, public_pem = generate_keys()
+    (keys / "decision-key.pem").write_bytes(private_pem)
+    (keys / "decision-key.pub.pem").write_bytes(public_pem)
+    (keys / "secrets.json").write_bytes(orjson.dumps({TENANT: SECRET}))
+    (keys / "secrets.json").chmod(0o600)
+    return keys
+
+
 async def decide_approvals(base_url: str, stop: asyncio.Event, decided: Counter[str]) -> None:
     """A human who approves everything, through an approvals service that keeps dying."""
     import aiohttp
@@ -233,7 +250,9 @@ async def decide_approvals(base_url: str, stop: asyncio.Event, decided: Counter[
         while not stop.is_set():
             try:
                 async with asyncio.timeout(5):
-                    waiting = await approvals_http.pending(base_url, TENANT, session=session)
+                    waiting = await approvals_http.pending(
+                        base_url, TENANT, secret=SECRET, session=session
+                    )
             except (aiohttp.ClientError, TimeoutError, FlowaiError):
                 decided["api unavailable"] += 1
                 await asyncio.sleep(0.2)
@@ -247,6 +266,7 @@ async def decide_approvals(base_url: str, stop: asyncio.Event, decided: Counter[
                             approval["id"],
                             "approve",
                             approver="soak",
+                            secret=SECRET,
                             session=session,
                         )
                     decided["approved"] += 1
@@ -330,7 +350,7 @@ def error_code(result: Any) -> str:
 async def soak(args: argparse.Namespace) -> None:
     from aiokafka.admin import AIOKafkaAdminClient
 
-    from flowai_harness import bus, decision_auth
+    from flowai_harness import bus
 
     bootstrap, redis_url = args.bootstrap, args.redis
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
@@ -345,18 +365,17 @@ async def soak(args: argparse.Namespace) -> None:
     prefix, log_dir = args.prefix, args.log_dir
     topics = bus.Topics(prefix)
     http_port = free_port()
-    # The approvals service signs the decisions it publishes; the runtime trusts its key.
-    private_pem, public_pem = decision_auth.generate_keys()
-    (log_dir / "decision-key.pem").write_bytes(private_pem)
-    (log_dir / "decision-key.pub.pem").write_bytes(public_pem)
+    keys = write_keys(Path(log_dir))
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(REPO / "bench"), str(REPO)]),
         "PYTHONUNBUFFERED": "1",
         "FLOWAI_REDIS_URL": redis_url,
         "FLOWAI_ALLOW_UNREPLICATED": "1" if args.allow_unreplicated else "0",
-        "FLOWAI_DECISION_KEY": str(log_dir / "decision-key.pem"),
-        "FLOWAI_DECISION_PUBLIC_KEYS": str(log_dir / "decision-key.pub.pem"),
+        # The approvals service signs decisions; the runtime checks them with the public key.
+        "FLOWAI_DECISION_KEY": str(keys / "decision-key.pem"),
+        "FLOWAI_DECISION_PUBLIC_KEYS": str(keys / "decision-key.pub.pem"),
+        "FLOWAI_APPROVALS_TENANT_SECRETS": str(keys / "secrets.json"),
     }
     common = ("--app", "soak:runtime", "--bootstrap", bootstrap, "--prefix", prefix)
     common += ("--partitions", str(PARTITIONS))

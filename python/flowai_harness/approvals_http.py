@@ -1,15 +1,27 @@
-"""The approvals service's HTTP API from the caller's side: request signing and a small client.
+"""The approvals service's HTTP API from the caller's side: request signatures and a client.
 
-Owns the chat-ops request signature (Slack-style): a signed request carries
-``X-Flowai-Request-Timestamp`` (Unix seconds) and ``X-Flowai-Signature: v0=<hex>``, the
-HMAC-SHA256 with the shared secret of ``v0:{timestamp}:{raw body}``. :func:`sign` makes the
-headers, :func:`verify` checks them (constant-time comparison; older or newer than five
-minutes is refused, so a captured request cannot be replayed later); the approvals service
-and its callers use these two, so the format is written once.
+Owns the two request signatures the approvals service checks, written once for both sides:
 
-:func:`decide` and :func:`pending` call the API (``POST
-/v1/tenants/{tenant}/approvals/{id}/decision`` and ``GET /v1/tenants/{tenant}/approvals``)
-for bots and tests. An error answer is raised as the typed error its ``code`` names
+- **Tenant requests** (every ``/v1/tenants/{tenant}/...`` call, reads included): the caller
+  holds the tenant's secret and sends ``X-Flowai-Request-Timestamp`` (Unix seconds) and
+  ``X-Flowai-Signature: v1=<hex>``, the HMAC-SHA256 of
+  ``v1:{timestamp}:{METHOD}:{path}:{raw body}``. The path names the tenant and the
+  approval, so a captured request cannot be moved to another approval or tenant; the
+  timestamp bounds a replay to five minutes (and an approval takes one decision per
+  approver). :func:`sign_request` makes the headers, :func:`verify_request` checks them.
+  The path signed is the canonical one (:func:`approvals_path`, :func:`approval_path`,
+  :func:`decision_path`: each part percent-encoded with nothing left safe), which the server
+  rebuilds from the decoded route, so both sides agree however a proxy re-encodes it.
+- **Slack's own scheme** for its interactive callbacks: ``X-Slack-Request-Timestamp`` and
+  ``X-Slack-Signature: v0=<hex HMAC-SHA256 of "v0:{timestamp}:{raw body}">`` with the Slack
+  app's signing secret (:func:`slack_signature`, :func:`verify_slack`).
+
+Both refuse a timestamp more than five minutes from the receiver's clock and compare in
+constant time; a refusal is a :class:`~flowai_harness.errors.SignatureError` saying what is
+wrong.
+
+:func:`pending`, :func:`show` and :func:`decide` call the API for bots, operators (``flowai
+approvals``) and tests. An error answer is raised as the typed error its ``code`` names
 (``UNKNOWN_APPROVAL`` -> :class:`~flowai_harness.errors.UnknownApprovalError`, ...).
 
 Imports aiohttp (the ``kafka`` extra) only inside the client functions. Must not import the
@@ -21,7 +33,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final, Literal
 from urllib.parse import quote
 
@@ -35,45 +47,126 @@ if TYPE_CHECKING:
 __all__ = [
     "MAX_AGE_S",
     "SIGNATURE_HEADER",
+    "SLACK_SIGNATURE_HEADER",
+    "SLACK_TIMESTAMP_HEADER",
     "TIMESTAMP_HEADER",
+    "approval_path",
+    "approvals_path",
     "decide",
     "decision_path",
     "pending",
-    "sign",
-    "signature",
-    "verify",
+    "request_signature",
+    "show",
+    "sign_request",
+    "slack_signature",
+    "verify_request",
+    "verify_slack",
 ]
 
 SIGNATURE_HEADER: Final = "X-Flowai-Signature"
 TIMESTAMP_HEADER: Final = "X-Flowai-Request-Timestamp"
-VERSION: Final = "v0"
+SLACK_SIGNATURE_HEADER: Final = "X-Slack-Signature"
+SLACK_TIMESTAMP_HEADER: Final = "X-Slack-Request-Timestamp"
+# v0 was the body-only form this service used before; it is Slack's, and only Slack's, now.
+REQUEST_VERSION: Final = "v1"
+SLACK_VERSION: Final = "v0"
 # How far a signed request's timestamp may be from the receiver's clock, either way.
 MAX_AGE_S: Final = 5 * 60
 
 Outcome = Literal["approve", "reject", "revise"]
+Secret = str | bytes
 
 
-def _key(secret: str | bytes) -> bytes:
+def _key(secret: Secret) -> bytes:
     key = secret.encode() if isinstance(secret, str) else secret
     if not key:
-        raise ValueError("the signing secret must not be empty")
+        raise ValueError("a signing secret must not be empty")
     return key
 
 
-def signature(secret: str | bytes, timestamp: str | int, body: bytes) -> str:
-    """``v0=<hex HMAC-SHA256 of "v0:{timestamp}:{body}">``."""
-    base = f"{VERSION}:{timestamp}:".encode() + body
-    return f"{VERSION}=" + hmac.new(_key(secret), base, hashlib.sha256).hexdigest()
+def _hmac(secret: Secret, base: bytes) -> str:
+    return hmac.new(_key(secret), base, hashlib.sha256).hexdigest()
 
 
-def sign(secret: str | bytes, timestamp: int | None, body: bytes) -> dict[str, str]:
-    """The headers that sign ``body`` (``timestamp``: Unix seconds, default now)."""
+# --- paths -----------------------------------------------------------------------------------
+
+
+def approvals_path(tenant: str) -> str:
+    """``/v1/tenants/{tenant}/approvals``."""
+    return f"/v1/tenants/{quote(tenant, safe='')}/approvals"
+
+
+def approval_path(tenant: str, approval_id: str) -> str:
+    """``/v1/tenants/{tenant}/approvals/{id}`` (approval ids contain ``/`` and ``:``)."""
+    return f"{approvals_path(tenant)}/{quote(approval_id, safe='')}"
+
+
+def decision_path(tenant: str, approval_id: str) -> str:
+    """``/v1/tenants/{tenant}/approvals/{id}/decision``."""
+    return approval_path(tenant, approval_id) + "/decision"
+
+
+# --- tenant requests -------------------------------------------------------------------------
+
+
+def request_signature(
+    secret: Secret, timestamp: str | int, method: str, path: str, body: bytes
+) -> str:
+    """``v1=<hex HMAC-SHA256 of "v1:{timestamp}:{METHOD}:{path}:{body}">``."""
+    base = f"{REQUEST_VERSION}:{timestamp}:{method.upper()}:{path}:".encode() + body
+    return f"{REQUEST_VERSION}=" + _hmac(secret, base)
+
+
+def sign_request(
+    secret: Secret, method: str, path: str, body: bytes = b"", *, timestamp: int | None = None
+) -> dict[str, str]:
+    """The headers that sign a request (``timestamp``: Unix seconds, default now)."""
     stamp = str(int(time.time()) if timestamp is None else timestamp)
-    return {TIMESTAMP_HEADER: stamp, SIGNATURE_HEADER: signature(secret, stamp, body)}
+    return {
+        TIMESTAMP_HEADER: stamp,
+        SIGNATURE_HEADER: request_signature(secret, stamp, method, path, body),
+    }
 
 
-def verify(
-    secret: str | bytes,
+def verify_request(
+    secrets: Iterable[Secret],
+    timestamp: str | None,
+    given: str | None,
+    method: str,
+    path: str,
+    body: bytes,
+    *,
+    now: float | None = None,
+    max_age: float = MAX_AGE_S,
+) -> None:
+    """Check a tenant request's signature against the tenant's secrets (more than one while
+    a secret is rotated); raises :class:`SignatureError` saying what is wrong."""
+    how = (
+        f"send {TIMESTAMP_HEADER} (Unix seconds) and {SIGNATURE_HEADER} (v1=<hex HMAC-SHA256 "
+        "with the tenant's secret of 'v1:{timestamp}:{METHOD}:{path}:{body}'>)"
+    )
+    stamp = _fresh(timestamp, given, TIMESTAMP_HEADER, how, now, max_age)
+    assert given is not None
+    for secret in secrets:
+        expected = request_signature(secret, stamp, method, path, body)
+        if hmac.compare_digest(expected.encode(), given.encode()):
+            return
+    raise SignatureError(
+        "the request signature does not match: sign the method, the exact path (each part "
+        "percent-encoded) and the exact body bytes with this tenant's secret"
+    )
+
+
+# --- Slack's scheme --------------------------------------------------------------------------
+
+
+def slack_signature(secret: Secret, timestamp: str | int, body: bytes) -> str:
+    """Slack's ``v0=<hex HMAC-SHA256 of "v0:{timestamp}:{body}">``."""
+    return f"{SLACK_VERSION}=" + _hmac(secret, f"{SLACK_VERSION}:{timestamp}:".encode() + body)
+
+
+def verify_slack(
+    secret: Secret,
     timestamp: str | None,
     given: str | None,
     body: bytes,
@@ -81,18 +174,33 @@ def verify(
     now: float | None = None,
     max_age: float = MAX_AGE_S,
 ) -> None:
-    """Check a request's signature headers; raises :class:`SignatureError` saying what is
-    wrong (missing, malformed, stale, or not matching the body)."""
-    if not timestamp or not given:
+    """Check a request from Slack (its interactive callbacks) with the app's signing secret;
+    raises :class:`SignatureError` saying what is wrong."""
+    how = f"Slack sends {SLACK_TIMESTAMP_HEADER} and {SLACK_SIGNATURE_HEADER}"
+    stamp = _fresh(timestamp, given, SLACK_TIMESTAMP_HEADER, how, now, max_age)
+    assert given is not None
+    if not hmac.compare_digest(slack_signature(secret, stamp, body).encode(), given.encode()):
         raise SignatureError(
-            f"the request is not signed: send {TIMESTAMP_HEADER} (Unix seconds) and "
-            f"{SIGNATURE_HEADER} (v0=<hex HMAC-SHA256 of 'v0:{{timestamp}}:{{body}}'>)"
+            "the Slack signature does not match the body: check SLACK_SIGNING_SECRET (the "
+            "app's Basic Information page) and that nothing rewrites the body on the way"
         )
+
+
+def _fresh(
+    timestamp: str | None,
+    given: str | None,
+    header: str,
+    how: str,
+    now: float | None,
+    max_age: float,
+) -> str:
+    if not timestamp or not given:
+        raise SignatureError(f"the request is not signed: {how}")
     try:
         stamp = int(timestamp)
     except ValueError:
         raise SignatureError(
-            f"{TIMESTAMP_HEADER} must be an integer of Unix seconds, got {timestamp[:40]!r}"
+            f"{header} must be an integer of Unix seconds, got {timestamp[:40]!r}"
         ) from None
     clock = time.time() if now is None else now
     if abs(clock - stamp) > max_age:
@@ -100,18 +208,10 @@ def verify(
             f"the request timestamp {stamp} is more than {max_age:g} s from now; sign each "
             "request when it is sent (and keep the clocks in sync)"
         )
-    expected = signature(secret, timestamp, body)
-    if not hmac.compare_digest(expected.encode(), given.encode()):
-        raise SignatureError(
-            "the request signature does not match its body; sign the exact bytes sent with "
-            "the shared secret"
-        )
+    return timestamp
 
 
-def decision_path(tenant: str, approval_id: str) -> str:
-    """``/v1/tenants/{tenant}/approvals/{id}/decision``, each part percent-encoded
-    (approval ids contain ``/`` and ``:``)."""
-    return f"/v1/tenants/{quote(tenant, safe='')}/approvals/{quote(approval_id, safe='')}/decision"
+# --- the client ------------------------------------------------------------------------------
 
 
 async def decide(
@@ -123,20 +223,22 @@ async def decide(
     approver: str,
     feedback: str | None = None,
     partial: Any = None,
-    secret: str | bytes | None = None,
+    secret: Secret | None = None,
     session: aiohttp.ClientSession | None = None,
 ) -> dict[str, Any]:
-    """Decide an approval through the approvals service; returns the decision it published.
+    """Decide an approval through the approvals service; returns the decision it published
+    (``confirmed``: read back from the topic, and it counted).
 
-    ``secret`` signs the request (needed when the service has a signing secret); ``session``
-    reuses an aiohttp session (else one is opened for the call; bound the wait with
-    ``asyncio.timeout`` around the call). Raises the
-    typed error the service answers with: :class:`~flowai_harness.errors.UnknownApprovalError`
+    ``secret`` is the tenant's (the service refuses unsigned requests unless it runs with
+    ``--allow-unauthenticated``); ``session`` reuses an aiohttp session (else one is opened
+    for the call; bound the wait with ``asyncio.timeout`` around the call). Raises the typed
+    error the service answers with: :class:`~flowai_harness.errors.UnknownApprovalError`
     (404), :class:`~flowai_harness.errors.ApprovalAlreadyResolvedError` (409, the earlier
     decision in ``details``), :class:`~flowai_harness.errors.ApprovalExpiredError` (409),
     :class:`~flowai_harness.errors.ApproverNotAllowedError` (403),
     :class:`~flowai_harness.errors.SignatureError` (401),
-    :class:`~flowai_harness.errors.InvalidInputError` (400).
+    :class:`~flowai_harness.errors.InvalidInputError` (400),
+    :class:`~flowai_harness.errors.BusError` (503).
     """
     document: dict[str, Any] = {"outcome": outcome, "approver": approver}
     if feedback is not None:
@@ -144,39 +246,58 @@ async def decide(
     if partial is not None:
         document["partial"] = partial
     body = orjson.dumps(document)
-    headers = {"Content-Type": "application/json"}
-    if secret is not None:
-        headers.update(sign(secret, None, body))
-    url = base_url.rstrip("/") + decision_path(tenant, approval_id)
-    return await _call("POST", url, body, headers, session)
+    path = decision_path(tenant, approval_id)
+    return await _call("POST", base_url, path, body, secret, session)
 
 
 async def pending(
     base_url: str,
     tenant: str,
     *,
+    secret: Secret | None = None,
     session: aiohttp.ClientSession | None = None,
 ) -> list[dict[str, Any]]:
     """The tenant's approvals still waiting for a decision (expired ones marked)."""
-    url = f"{base_url.rstrip('/')}/v1/tenants/{quote(tenant, safe='')}/approvals"
-    answer = await _call("GET", url, None, {}, session)
+    answer = await _call("GET", base_url, approvals_path(tenant), b"", secret, session)
     approvals: list[dict[str, Any]] = answer["approvals"]
     return approvals
 
 
+async def show(
+    base_url: str,
+    tenant: str,
+    approval_id: str,
+    *,
+    secret: Secret | None = None,
+    session: aiohttp.ClientSession | None = None,
+) -> dict[str, Any]:
+    """One approval of the tenant, decided or not."""
+    return await _call("GET", base_url, approval_path(tenant, approval_id), b"", secret, session)
+
+
 async def _call(
     method: str,
-    url: str,
-    body: bytes | None,
-    headers: Mapping[str, str],
+    base_url: str,
+    path: str,
+    body: bytes,
+    secret: Secret | None,
     session: aiohttp.ClientSession | None,
 ) -> dict[str, Any]:
     import aiohttp  # the kafka extra
+    import yarl  # aiohttp's URL type
 
+    headers = {"Content-Type": "application/json"} if body else {}
+    if secret is not None:
+        headers.update(sign_request(secret, method, path, body))
+    url = base_url.rstrip("/") + path
     own = session is None
     client = aiohttp.ClientSession() if session is None else session
     try:
-        async with client.request(method, url, data=body, headers=dict(headers)) as response:
+        # The path is sent as signed: already percent-encoded, not to be encoded again.
+        target = yarl.URL(url, encoded=True)
+        async with client.request(
+            method, target, data=body if body else None, headers=headers
+        ) as response:
             raw = await response.read()
             status = response.status
     finally:

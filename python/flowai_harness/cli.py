@@ -13,9 +13,15 @@ Owns the commands and their exit codes; each does its work through the package (
   3 with min.insync.replicas 2 on a cluster of three or more brokers unless told otherwise,
   and a run log with one replica is refused unless ``--allow-unreplicated`` (env
   ``FLOWAI_ALLOW_UNREPLICATED=1``), as :func:`flowai_harness.bus.ensure_topics` says.
+- ``flowai approvals list|show ID|decide ID OUTCOME --tenant T``: an operator's view of a
+  tenant's approvals through the approvals service's HTTP API (``--url``, env
+  ``FLOWAI_APPROVALS_URL``), each request signed with the tenant's secret (env
+  ``FLOWAI_APPROVALS_SECRET`` or ``--secret-file``), so the service authorises it as it
+  does any other caller (:mod:`flowai_harness.approvals_http`).
 
-Exit codes: 0 done, 1 Kafka failed while working, 2 a usage or configuration error (one line
-on stderr, no traceback). Must stay thin: no service logic here, and services are imported
+Exit codes: 0 done, 1 Kafka (or the approvals service) failed while working, 2 a usage or
+configuration error, or a request the approvals service refused (one line on stderr, no
+traceback). Must stay thin: no service logic here, and services are imported
 only when asked for.
 """
 
@@ -86,7 +92,45 @@ def parser() -> argparse.ArgumentParser:
     _bus().add_replication_arguments(create, creates="this command")
     create.add_argument("--prefix", default=_env_prefix())
     create.add_argument("--bootstrap", default=_env_bootstrap())
+    _approvals_parser(commands)
     return p
+
+
+def _approvals_parser(commands: Any) -> None:
+    approvals = commands.add_parser(
+        "approvals",
+        help="list, show and decide approvals (through the approvals service)",
+        description="A tenant's approvals through the approvals service's HTTP API, each "
+        "request signed with the tenant's secret (env FLOWAI_APPROVALS_SECRET, or "
+        "--secret-file).",
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--tenant", required=True)
+    common.add_argument(
+        "--url",
+        default=os.environ.get("FLOWAI_APPROVALS_URL", "http://127.0.0.1:8080"),
+        help="the approvals service (env FLOWAI_APPROVALS_URL; default http://127.0.0.1:8080)",
+    )
+    common.add_argument(
+        "--secret-file",
+        metavar="FILE",
+        help="file holding the tenant's secret (default: env FLOWAI_APPROVALS_SECRET)",
+    )
+    common.add_argument("--json", action="store_true", help="print the service's JSON")
+    actions = approvals.add_subparsers(dest="approvals_command", required=True)
+    actions.add_parser("list", parents=[common], help="the approvals waiting for a decision")
+    show = actions.add_parser("show", parents=[common], help="one approval")
+    show.add_argument("approval_id")
+    decide = actions.add_parser("decide", parents=[common], help="decide one approval")
+    decide.add_argument("approval_id")
+    decide.add_argument("outcome", choices=("approve", "reject", "revise"))
+    decide.add_argument(
+        "--approver",
+        default=os.environ.get("FLOWAI_APPROVER"),
+        help="who decides, as the tenant's approvers policy names them (env FLOWAI_APPROVER)",
+    )
+    decide.add_argument("--feedback")
+    decide.add_argument("--partial", help="revised arguments or plan, as JSON")
 
 
 def _bus() -> Any:
@@ -111,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
             return _serve(args.service, list(args.args))
         if args.command == "replay":
             return asyncio.run(_replay(args))
+        if args.command == "approvals":
+            return asyncio.run(_approvals(args))
         return asyncio.run(_topics_create(args))
     except FlowaiError as exc:
         print(f"flowai: {exc}", file=sys.stderr)
@@ -216,15 +262,16 @@ def timeline_line(entry: dict[str, Any]) -> str:
     """``seq  time  type  summary`` for one logged envelope."""
     payload = entry.get("payload") or {}
     kind = str(payload.get("type", "?"))
-    ts = entry.get("ts")
-    when = (
-        datetime.datetime.fromtimestamp(ts / 1000, tz=datetime.UTC).isoformat(
-            timespec="milliseconds"
-        )
-        if isinstance(ts, int)
-        else "?"
-    )
+    when = _utc(entry.get("ts"), "milliseconds", missing="?")
     return f"{entry.get('seq', '?'):>5}  {when}  {kind:<22} {_summary(kind, payload)}"
+
+
+def _utc(ms: Any, timespec: str, *, missing: str) -> str:
+    """Milliseconds since the epoch as ISO 8601 UTC (``missing`` when not a number)."""
+    if not isinstance(ms, int):
+        return missing
+    moment = datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.UTC)
+    return moment.isoformat(timespec=timespec)
 
 
 def _short(value: Any, width: int = _SUMMARY_WIDTH) -> str:
@@ -260,6 +307,89 @@ def _summary(kind: str, p: dict[str, Any]) -> str:
         return _short(p.get("message", ""))
     rest = {k: v for k, v in p.items() if k != "type"}
     return _short(rest)
+
+
+# --- approvals -------------------------------------------------------------------------------
+
+
+async def _approvals(args: argparse.Namespace) -> int:
+    import aiohttp  # the kafka extra
+
+    from . import approvals_http
+    from .errors import BusError
+
+    secret = _tenant_secret(args.secret_file)
+    try:
+        if args.approvals_command == "list":
+            waiting = await approvals_http.pending(args.url, args.tenant, secret=secret)
+            if args.json:
+                print(orjson.dumps(waiting, option=orjson.OPT_INDENT_2).decode())
+            for approval in [] if args.json else waiting:
+                print(approval_line(approval))
+            if not waiting and not args.json:
+                print(f"no approvals waiting for tenant {args.tenant}", file=sys.stderr)
+        elif args.approvals_command == "show":
+            shown = await approvals_http.show(
+                args.url, args.tenant, args.approval_id, secret=secret
+            )
+            print(orjson.dumps(shown, option=orjson.OPT_INDENT_2).decode())
+        else:
+            if not args.approver:
+                raise UsageError("--approver is required (or FLOWAI_APPROVER): who decides")
+            try:
+                partial = None if args.partial is None else orjson.loads(args.partial)
+            except orjson.JSONDecodeError as exc:
+                raise UsageError(f"--partial must be JSON: {exc}") from None
+            decided = await approvals_http.decide(
+                args.url,
+                args.tenant,
+                args.approval_id,
+                args.outcome,
+                approver=args.approver,
+                feedback=args.feedback,
+                partial=partial,
+                secret=secret,
+            )
+            if args.json:
+                print(orjson.dumps(decided, option=orjson.OPT_INDENT_2).decode())
+            else:
+                state = "" if decided.get("confirmed") else " (not read back yet)"
+                print(
+                    f"{decided['outcome']} by {decided['approver']} published as "
+                    f"{decided['decision_id']}{state}"
+                )
+    except BusError as exc:
+        print(f"flowai: {exc.code}: {exc.message}", file=sys.stderr)
+        return 1
+    except FlowaiError as exc:
+        print(f"flowai: {exc.code}: {exc.message}", file=sys.stderr)
+        return 2
+    except aiohttp.ClientError as exc:
+        print(f"flowai: cannot reach the approvals service at {args.url}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _tenant_secret(path: str | None) -> str | None:
+    if path is not None:
+        try:
+            return Path(path).read_text().strip()
+        except OSError as exc:
+            raise UsageError(f"cannot read --secret-file {path}: {exc.strerror}") from None
+    return os.environ.get("FLOWAI_APPROVALS_SECRET") or None
+
+
+def approval_line(approval: dict[str, Any]) -> str:
+    """``id  status  kind target  agent  thread  expires`` for one approval."""
+    when = _utc(approval.get("expires_at"), "seconds", missing="never")
+    progress = ""
+    if approval.get("approvals_required", 1) > 1:
+        progress = f"  {len(approval.get('approvals') or [])}/{approval['approvals_required']}"
+    return (
+        f"{approval['id']}  {approval['status']:<8} {approval['kind']} {approval['target']}"
+        f"  agent={approval.get('agent') or '-'}  thread={approval['thread_id']}"
+        f"  expires={when}{progress}"
+    )
 
 
 # --- topics ----------------------------------------------------------------------------------

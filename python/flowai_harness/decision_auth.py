@@ -51,6 +51,7 @@ __all__ = [
     "DecisionVerifier",
     "generate_keys",
     "key_id",
+    "key_list",
     "load_private_key",
     "load_public_keys",
     "main",
@@ -176,6 +177,13 @@ class DecisionVerifier:
                 "or the signature is not one"
             ) from None
         return kid
+
+
+def key_list(value: str | None) -> list[str]:
+    """Key files named in one setting (``FLOWAI_DECISION_PUBLIC_KEYS``): separated by commas
+    or by the path separator, as a deployment finds easier."""
+    parts = (value or "").replace(os.pathsep, ",").split(",")
+    return [part.strip() for part in parts if part.strip()]
 
 
 def _read(value: bytes | str | os.PathLike[str]) -> bytes:

@@ -1,31 +1,46 @@
-"""What the approvals service does, without Kafka's loop or HTTP's plumbing.
+"""What the approvals service does, without Kafka's loop, HTTP's plumbing or Slack's API.
 
-Owns :class:`ApprovalDesk`, :class:`DecisionRequest` (:func:`parse_decision`) and
-:class:`Rejected`.
+Owns :class:`ApprovalDesk`, :class:`DecisionRequest` (:func:`parse_decision`),
+:func:`decision_id` and :class:`Rejected`.
 
-- :meth:`ApprovalDesk.observe` folds one message of ``approval-requests`` or
-  ``approval-decisions`` into the :class:`~.pending.ApprovalBook`, validated against the
-  message models (``schemas/v1``); a message it cannot use raises :class:`Rejected` with the
-  dead-letter reason.
-- :meth:`ApprovalDesk.decide` turns an HTTP decision into a ``flowai.v1.ApprovalDecision``:
-  the approval must be known to the tenant (another tenant's id reads as unknown), the
-  approver allowed by the policy, the approval neither decided nor expired; then the
-  approval is claimed in Redis (first decision wins, across instances) and the decision is
-  published (key ``tenant/thread_id``, so it reaches the runtime that owns the thread).
+- :meth:`ApprovalDesk.observe` folds one message of ``approval-requests``,
+  ``approval-decisions`` or ``queries`` (only its ``CancelRun``) into the
+  :class:`~.pending.ApprovalBook`, validated against the message models (``schemas/v1``);
+  a message it cannot use raises :class:`Rejected` with the dead-letter reason. A decision
+  whose signature does not verify (a forgery, or a key this service was not given) is left
+  out of the book, as the runtime leaves it out of the run: it is logged, not dead-lettered
+  (the runtime dead-letters it).
+- :meth:`ApprovalDesk.decide` turns a human's decision into a signed
+  ``flowai.v1.ApprovalDecision``: the approval must be known to the tenant (another
+  tenant's id reads as unknown), the approver allowed by the policy, the approval open (not
+  decided, expired or cancelled) and not decided by this approver already.
+
+**Crash safety: publish first, let the topic decide.** There is no claim to take or give
+back. A decision's id is derived from (tenant, approval, approver) (:func:`decision_id`), so
+publishing it twice (a retry after a crash, before or after the broker took it) yields
+copies the book and the runtime both ignore. The service publishes (acks=all), then waits
+until its consumer has folded that id: the book then holds every decision published before
+it on the thread's partition, in the order the runtime sees them, so the answer is the
+runtime's: 202 when the decision counted (``confirmed``), 409 naming the one that came
+first when another decision won the race. A 202 therefore always means the decision is
+durably on Kafka; if reading it back takes longer than the wait, the answer is still 202,
+with ``confirmed: false``. A process killed at any step leaves nothing held: before the
+publish nothing happened, after it the decision is on the topic and a retry by the same
+approver answers 202 with it (the same choice) or 409 (another one).
 
 Errors are the package's typed errors (the HTTP layer maps each class to a status):
 InvalidInputError (400), ApproverNotAllowedError (403), UnknownApprovalError (404),
 ApprovalAlreadyResolvedError / ApprovalExpiredError (409), BusError (503).
 
-Must not import aiohttp or another service; talks to Kafka only through a
+Must not import aiohttp, Redis, Slack or another service; talks to Kafka only through a
 :class:`flowai_harness.bus.Publisher`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final, Literal, TypeVar
 
@@ -33,29 +48,40 @@ import orjson
 import pydantic
 
 from flowai_harness import bus
+from flowai_harness.decision_auth import DecisionSigner, DecisionVerifier
 from flowai_harness.errors import (
     ApprovalAlreadyResolvedError,
     ApprovalExpiredError,
     ApproverNotAllowedError,
     BusError,
+    DecisionUnverifiedError,
     InvalidInputError,
     UnknownApprovalError,
     UnknownSchemaError,
 )
-from flowai_harness.messages import ApprovalDecision, ApprovalRequest, Envelope
+from flowai_harness.messages import ApprovalDecision, ApprovalRequest, CancelRun, Envelope
 
-from .claims import DecisionClaims
 from .pending import Approval, ApprovalBook, Decision
 from .policy import AppPolicy
 
-__all__ = ["ApprovalDesk", "DecisionRequest", "Rejected", "parse_decision"]
+__all__ = [
+    "ApprovalDesk",
+    "DecisionRequest",
+    "Rejected",
+    "Step",
+    "decision_id",
+    "parse_decision",
+]
 
 log = logging.getLogger("flowai.approvals")
 
 OUTCOMES: Final = ("approve", "reject", "revise")
 MAX_APPROVER: Final = 256
 _FIELDS: Final = ("outcome", "approver", "feedback", "partial")
-_DECISION: Final = ApprovalDecision.NAME
+_CANCEL: Final = CancelRun.NAME.encode()
+
+# Where deciding can be held for a crash test (FLOWAI_APPROVALS_TEST_HOLD, see service.py).
+Step = Literal["before-publish", "after-publish"]
 
 
 class Rejected(Exception):
@@ -69,7 +95,7 @@ class Rejected(Exception):
 
 @dataclass(frozen=True, slots=True)
 class DecisionRequest:
-    """A decision as posted to the API."""
+    """A decision as a human asked for it."""
 
     outcome: Literal["approve", "reject", "revise"]
     approver: str
@@ -113,29 +139,54 @@ def parse_decision(raw: bytes) -> DecisionRequest:
     )
 
 
+def decision_id(tenant: str, approval_id: str, approver: str) -> str:
+    """The id of ``approver``'s decision on an approval: the same at every attempt, so a
+    repeated publish is a copy (an approver counts once per approval anyway)."""
+    digest = hashlib.sha256("\0".join((tenant, approval_id, approver)).encode()).hexdigest()
+    return f"decision/{digest[:32]}"
+
+
+Waiter = Callable[[Callable[[], bool], float], Awaitable[bool]]
+
+
 class ApprovalDesk:
     """The approvals of every tenant, and deciding them; see the module docstring."""
 
     def __init__(
         self,
         policy: AppPolicy,
-        claims: DecisionClaims,
         publisher: bus.Publisher,
         topics: bus.Topics,
         *,
+        signer: DecisionSigner | None,
+        verifier: DecisionVerifier | None,
         clock: Callable[[], int] = bus.now_ms,
         catch_up: Callable[[], Awaitable[None]] | None = None,
+        wait_folded: Waiter | None = None,
+        confirm_wait: float = 10.0,
+        hold: Callable[[Step], Awaitable[None]] | None = None,
     ) -> None:
-        """``catch_up`` waits (bounded) until everything on the input topics right now has
+        """``signer`` signs what this desk publishes (None: unsigned, development only);
+        ``verifier`` checks the decisions read from the topic (None: all are taken).
+        ``catch_up`` waits (bounded) until everything on the input topics right now has
         been observed; a lookup of an unknown id calls it once before answering 404, so a
-        request a bot just read on the topic is found."""
+        request a bot just read on the topic is found. ``wait_folded(check, seconds)``
+        waits until ``check()`` holds after a fold (False when the time ran out)."""
         self.policy = policy
-        self.claims = claims
         self.publisher = publisher
         self.topics = topics
         self.book = ApprovalBook()
+        self.signer = signer
+        self.verifier = verifier
         self.clock = clock
+        self.confirm_wait = confirm_wait
         self._catch_up = catch_up
+        self._wait_folded = wait_folded
+        self._hold = hold
+        # Called with an approval whose view changed (a new request, a counted decision, a
+        # cancellation): the Slack messages follow it.
+        self.on_change: Callable[[Approval], None] | None = None
+        self.unverified = 0
         # False until the topics were read up to where they ended at start: before that an
         # answer could miss approvals or decisions.
         self.ready = catch_up is None
@@ -143,13 +194,52 @@ class ApprovalDesk:
     # --- the topics ------------------------------------------------------------------------
 
     def observe(self, topic: str, value: bytes | None) -> None:
-        """Fold one message of ``approval-requests`` / ``approval-decisions``."""
+        """Fold one message of ``approval-requests`` / ``approval-decisions`` / ``queries``."""
+        changed: list[Approval] = []
         if topic == self.topics.approval_requests:
-            self.book.add_request(_validated(ApprovalRequest, value))
+            approval, new = self.book.add_request(_validated(ApprovalRequest, value))
+            if new:  # or a copy reporting more approvers
+                changed.append(approval)
         elif topic == self.topics.approval_decisions:
-            self.book.add_decision(_validated(ApprovalDecision, value))
+            message = _validated(ApprovalDecision, value)
+            if self._verified(message, value or b""):
+                counted = self.book.add_decision(message)
+                if counted is not None:
+                    changed.append(counted)
+        elif topic == self.topics.queries:
+            # Queries are the runtime's to judge: only a well-formed CancelRun matters here.
+            if value is None or _CANCEL not in value:
+                return
+            try:
+                cancel = CancelRun.model_validate_json(value)
+            except pydantic.ValidationError:
+                return
+            changed.extend(
+                self.book.cancel(cancel.tenant, cancel.thread_id, cancel.run_id, cancel.ts)
+            )
         else:  # a wiring mistake, not a bad message
             raise ValueError(f"the approvals service does not read {topic!r}")
+        if self.on_change is not None:
+            for approval in changed:
+                self.on_change(approval)
+
+    def _verified(self, message: ApprovalDecision, raw: bytes) -> bool:
+        if self.verifier is None:
+            return True
+        try:
+            self.verifier.verify(orjson.loads(raw))
+        except DecisionUnverifiedError as exc:
+            self.unverified += 1
+            log.warning(
+                "ignoring decision %s on %s of %s (approver %r): %s",
+                message.id,
+                message.payload.approval_id,
+                message.tenant,
+                message.payload.approver,
+                exc.message,
+            )
+            return False
+        return True
 
     # --- the API ---------------------------------------------------------------------------
 
@@ -173,52 +263,87 @@ class ApprovalDesk:
             )
         return approval
 
-    async def decide(
-        self, tenant: str, approval_id: str, request: DecisionRequest
-    ) -> dict[str, Any]:
-        """Publish ``request`` as the approval's decision; returns it as published."""
+    async def check(self, tenant: str, approval_id: str, approver: str) -> Approval:
+        """The approval, if ``approver`` may decide it now; else the error saying why."""
         approval = await self.lookup(tenant, approval_id)
         now = self.clock()
-        if not await self.policy.approvers.allows(tenant, request.approver, approval.view(now)):
+        if not await self.policy.approvers.allows(tenant, approver, approval.view(now)):
             raise ApproverNotAllowedError(
-                f"approver {request.approver!r} may not decide for tenant {tenant!r} "
+                f"approver {approver!r} may not decide for tenant {tenant!r} "
                 f"(allowed: {self.policy.approvers.describe(tenant)})"
             )
-        _check_open(approval, now)
+        _check_open(approval, approver, now)
+        return approval
+
+    async def decide(
+        self,
+        tenant: str,
+        approval_id: str,
+        request: DecisionRequest,
+        *,
+        confirm_wait: float | None = None,
+    ) -> dict[str, Any]:
+        """Publish ``request`` as the approver's decision; returns it as the API answers."""
+        approval = await self.lookup(tenant, approval_id)
+        earlier = approval.vote_of(request.approver)
         decision = Decision(
-            id=f"decision/{uuid.uuid4().hex}",
+            id=decision_id(tenant, approval_id, request.approver),
             outcome=request.outcome,
             approver=request.approver,
-            ts=now,
+            ts=self.clock(),
             feedback=request.feedback,
             partial=request.partial,
         )
-        claimed = decision.view()
-        holder = await self.claims.claim(tenant, approval_id, claimed)
-        if holder is not None:
-            raise _already_decided(approval_id, holder)
+        if earlier is not None and earlier.same_choice(decision):
+            # A retry of a decision that is on the topic already (the answer was lost).
+            return _answer(approval, earlier, confirmed=True)
+        approval = await self.check(tenant, approval_id, request.approver)
+        envelope = self._envelope(approval, decision)
+        if self._hold is not None:
+            await self._hold("before-publish")
         try:
             await self.publisher.publish(
                 self.topics.approval_decisions,
                 bus.thread_key(tenant, approval.thread_id),
-                self._envelope(approval, decision),
+                envelope,
                 [(bus.TRACEPARENT, bus.new_traceparent().encode())],
             )
         except Exception as exc:
             log.exception("publishing the decision on %s failed", approval_id)
-            # Not published: let the next attempt decide. (Should the broker have taken it
-            # after all, the engine still honours only the first decision on the topic.)
-            await self.claims.release(tenant, approval_id, claimed)
             raise BusError(
                 f"the decision could not be published ({type(exc).__name__}); try again"
             ) from exc
-        # Shown at once; the topic, read back, confirms it (or names the decision that was
-        # published first by another route, which then wins here too).
-        self.book.decided(tenant, approval_id, decision, confirmed=False)
+        if self._hold is not None:
+            await self._hold("after-publish")
         log.info(
-            "approval %s of %s: %s by %s", approval_id, tenant, request.outcome, request.approver
+            "approval %s of %s: %s by %s published%s",
+            approval_id,
+            tenant,
+            request.outcome,
+            request.approver,
+            "" if self.signer is not None else " UNSIGNED",
         )
-        return {"approval_id": approval_id, "tenant": tenant, **claimed}
+        wait = self.confirm_wait if confirm_wait is None else confirm_wait
+        if not await self._folded(lambda: decision.id in approval.seen, wait):
+            # Durably on the topic, not read back yet: whether it counted is not known.
+            return _answer(approval, decision, confirmed=False)
+        counted = approval.counted(decision.id)
+        if counted is not None and counted.same_choice(decision):
+            return _answer(approval, counted, confirmed=True)
+        # Read back, and it did not count: another decision came first on the topic (the
+        # runtime honours that one), or this approver's own (another choice, sent at the
+        # same moment, or by another route).
+        _check_open(approval, request.approver, self.clock())
+        raise ApprovalAlreadyResolvedError(
+            f"approval {approval_id!r} did not take this decision; read it again"
+        )
+
+    async def _folded(self, check: Callable[[], bool], within: float) -> bool:
+        if check():
+            return True
+        if self._wait_folded is None:
+            return False
+        return await self._wait_folded(check, within)
 
     def _envelope(self, approval: Approval, decision: Decision) -> bytes:
         payload: dict[str, Any] = {
@@ -230,19 +355,20 @@ class ApprovalDesk:
             payload["feedback"] = decision.feedback
         if decision.partial is not None:
             payload["partial"] = decision.partial
-        return orjson.dumps(
-            {
-                "schema": _DECISION,
-                "id": decision.id,
-                "tenant": approval.tenant,
-                "thread_id": approval.thread_id,
-                "run_id": approval.run_id,
-                # The request it answers (its envelope id is the approval id).
-                "causation_id": approval.id,
-                "ts": decision.ts,
-                "payload": payload,
-            }
-        )
+        envelope: dict[str, Any] = {
+            "schema": ApprovalDecision.NAME,
+            "id": decision.id,
+            "tenant": approval.tenant,
+            "thread_id": approval.thread_id,
+            "run_id": approval.run_id,
+            # The request it answers (its envelope id is the approval id).
+            "causation_id": approval.id,
+            "ts": decision.ts,
+            "payload": payload,
+        }
+        if self.signer is not None:
+            envelope = self.signer.signed(envelope)
+        return orjson.dumps(envelope)
 
     def _check_ready(self) -> None:
         if not self.ready:
@@ -252,9 +378,34 @@ class ApprovalDesk:
             )
 
 
-def _check_open(approval: Approval, now: int) -> None:
+def _answer(approval: Approval, decision: Decision, *, confirmed: bool) -> dict[str, Any]:
+    return {
+        "approval_id": approval.id,
+        "tenant": approval.tenant,
+        **decision.view(),
+        "confirmed": confirmed,
+        "approvals_required": approval.approvals_required,
+        "approvals": approval.progress,
+    }
+
+
+def _check_open(approval: Approval, approver: str, now: int) -> None:
     if approval.decision is not None:
-        raise _already_decided(approval.id, approval.decision.view())
+        raise _already_decided(approval)
+    mine = approval.vote_of(approver)
+    if mine is not None or approver in approval.reported:
+        outcome = "approve" if mine is None else mine.outcome
+        raise ApprovalAlreadyResolvedError(
+            f"{approver!r} already decided approval {approval.id!r} ({outcome}); it "
+            f"needs {approval.approvals_required} different approvers",
+            details={} if mine is None else {"decision": mine.view()},
+        )
+    if approval.cancelled_at is not None:
+        raise ApprovalAlreadyResolvedError(
+            f"approval {approval.id!r} was cancelled with its run at {approval.cancelled_at} "
+            "(ms since the epoch); there is nothing left to decide",
+            details={"cancelled_at": approval.cancelled_at},
+        )
     if approval.expires_at is not None and now >= approval.expires_at:
         raise ApprovalExpiredError(
             f"approval {approval.id!r} expired at {approval.expires_at} (ms since the epoch); "
@@ -263,11 +414,13 @@ def _check_open(approval: Approval, now: int) -> None:
         )
 
 
-def _already_decided(approval_id: str, decision: Mapping[str, Any]) -> ApprovalAlreadyResolvedError:
+def _already_decided(approval: Approval) -> ApprovalAlreadyResolvedError:
+    decision = approval.decision
+    assert decision is not None
     return ApprovalAlreadyResolvedError(
-        f"approval {approval_id!r} was already decided: {decision.get('outcome')} by "
-        f"{decision.get('approver')!r}; the first decision wins",
-        details={"decision": dict(decision)},
+        f"approval {approval.id!r} was already decided: {decision.outcome} by "
+        f"{decision.approver!r}; the first decision wins",
+        details={"decision": decision.view()},
     )
 
 

@@ -22,7 +22,7 @@ from aiokafka.errors import KafkaError
 
 from flowai_harness import bus
 from flowai_harness.apps import load_spec
-from flowai_harness.decision_auth import DecisionVerifier
+from flowai_harness.decision_auth import DecisionVerifier, key_list
 from flowai_harness.errors import BusError, FlowaiError, UsageError
 from flowai_harness.runtime import INTERPRETERS
 from flowai_harness.runtime import interpreter_config as engine_interpreter
@@ -64,7 +64,7 @@ def parser(prog: str = "flowai serve runtime") -> argparse.ArgumentParser:
     p.add_argument(
         "--decision-public-key",
         action="append",
-        default=_env_keys(env("FLOWAI_DECISION_PUBLIC_KEYS")),
+        default=key_list(env("FLOWAI_DECISION_PUBLIC_KEYS")),
         metavar="PEM",
         help="a public key (PEM file) whose signatures on approval decisions this runtime "
         "trusts: the approvals service's (repeatable, for rotation; env "
@@ -98,10 +98,6 @@ def interpreter_config(kind: str, mock_response: str | None) -> dict[str, Any]:
             )
         return {"kind": "mock", "response": mock_response}
     return engine_interpreter(None, kind)
-
-
-def _env_keys(value: str | None) -> list[str]:
-    return [part.strip() for part in (value or "").split(",") if part.strip()]
 
 
 def _decision_verifier(keys: list[str], allow_unsigned: bool) -> DecisionVerifier | None:

@@ -209,6 +209,24 @@ def test_approvals_read_every_partition_so_have_no_instance_id(compose: dict[str
     assert not hasattr(args, "instance_id")
 
 
+def test_approvals_in_compose_sign_decisions_and_serve_the_api_as_a_development_setup(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    approvals = compose["services"]["approvals"]
+    for key, value in approvals["environment"].items():
+        monkeypatch.setenv(key, str(value))
+
+    args = approvals_parser().parse_args(approvals["command"][2:])
+
+    # Decisions are signed with the key the decision-keys service made (in the volume).
+    assert args.decision_key == "/keys/decision-key.pem"
+    assert args.allow_unsigned_decisions is False
+    # Without tenant secrets the API (on 127.0.0.1 only) serves tenants without one.
+    assert args.allow_unauthenticated is True
+    assert args.tenant_secrets is None
+    assert approvals["ports"] == ["127.0.0.1:8080:8080"]
+
+
 @pytest.mark.parametrize(
     ("name", "parser"),
     [
