@@ -161,8 +161,8 @@ class Approval:
     @classmethod
     def of(cls, message: ApprovalRequest) -> Approval:
         payload = message.payload
-        # A newer engine says how many approvers it needs (the two-person rule).
-        required = (payload.model_extra or {}).get("approvalsRequired")
+        # How many different approvers it needs (the two-person rule; absent: one).
+        required = payload.approvalsRequired
         return cls(
             tenant=message.tenant,
             id=payload.id,

@@ -172,7 +172,7 @@ def finished(events: list[Event]) -> bool:
 
 async def decisions_on_the_topic(bootstrap: str, topic: str) -> list[dict[str, Any]]:
     """Every committed decision so far."""
-    consumer = bus.consumer(bootstrap, interactive=False)
+    consumer = bus.consumer(bootstrap)
     await consumer.start()
     try:
         from aiokafka import TopicPartition

@@ -28,7 +28,6 @@ from processes import Service, until
 from redis.asyncio import Redis
 
 from flowai_harness import approvals_http, bus, connect
-from flowai_harness.decision_auth import generate_keys
 from flowai_harness.errors import ApprovalAlreadyResolvedError, ApproverNotAllowedError
 from flowai_harness.references import reference_id
 
@@ -87,17 +86,12 @@ async def start_services(
     """Runtime, tool worker and approvals processes; returns them and the API's base URL
     once the approvals service has read its topics."""
     common = ("--app", APP, "--bootstrap", bootstrap, "--prefix", topics.prefix)
-    private_pem, public_pem = generate_keys()
-    (keys / "decision-key.pem").write_bytes(private_pem)
-    (keys / "decision-key.pub.pem").write_bytes(public_pem)
     (keys / "secrets.json").write_bytes(orjson.dumps({"acme": SECRET}))
+    # The session's deciding key pair comes with every spawned service (conftest.py): the
+    # approvals service signs with it, the runtime trusts it, and so do the clients here.
     env = {
         "FLOWAI_TEST_NS": topics.prefix,
         "FLOWAI_REDIS_URL": redis_url,
-        # For the runtime once it verifies decisions; the approvals service signs with the
-        # private key and counts what this key signs.
-        "FLOWAI_DECISION_PUBLIC_KEYS": str(keys / "decision-key.pub.pem"),
-        "FLOWAI_DECISION_KEY": str(keys / "decision-key.pem"),
         "FLOWAI_APPROVALS_TENANT_SECRETS": str(keys / "secrets.json"),
     }
     port = free_port()
@@ -275,13 +269,18 @@ async def test_tool_gate_decided_by_the_client_runs_the_tool_once(
     assert ends_finished(events)
     assert await redis.hgetall(f"{topics.prefix}:deleted") == {b"orders": b"1"}
 
-    # The approvals service counts decisions on the topic only when they are signed by a key
-    # it trusts; the client's are not signed yet (tests/services/test_approvals_service.py
-    # shows signed ones counting), so it still offers the approval, and the runtime ignores
-    # a decision on an approval it resolved.
+    # The approvals service read bob's signed decision on the topic: the API refuses another.
+    async def shown_decided() -> bool:
+        async with aiohttp.ClientSession() as http:
+            shown = await approvals_http.show(
+                base, "acme", required["id"], secret=SECRET, session=http
+            )
+        return shown["decision"] is not None
+
+    await until(shown_decided, within=10, what="the decision in the approvals service")
     async with aiohttp.ClientSession() as http:
         shown = await approvals_http.show(base, "acme", required["id"], secret=SECRET, session=http)
-    assert shown["decision"] is None
+    assert shown["decision"]["approver"] == "bob"
 
 
 async def test_an_approval_nobody_decides_expires_and_the_run_goes_on(
