@@ -93,7 +93,7 @@ def three_brokers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]
 
 
 @pytest.fixture(scope="session")
-def decision_keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
+def decision_keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A deciding key pair for the session: the approvals service (and this process's
     clients, through FLOWAI_DECISION_KEY) sign decisions with the private key; the runtimes
     trust the public one."""
@@ -101,15 +101,14 @@ def decision_keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Pa
     private, public = decision_auth.generate_keys()
     (folder / "decision-key.pem").write_bytes(private)
     (folder / "decision-key.pub.pem").write_bytes(public)
-    before = os.environ.get("FLOWAI_DECISION_KEY")
-    os.environ["FLOWAI_DECISION_KEY"] = str(folder / "decision-key.pem")
-    try:
-        yield folder / "decision-key.pem", folder / "decision-key.pub.pem"
-    finally:
-        if before is None:
-            os.environ.pop("FLOWAI_DECISION_KEY", None)
-        else:
-            os.environ["FLOWAI_DECISION_KEY"] = before
+    return folder / "decision-key.pem", folder / "decision-key.pub.pem"
+
+
+@pytest.fixture(autouse=True)
+def deciding_client(decision_keys: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The clients these tests connect sign their decisions with the session's key (only
+    while a connected test runs: other tests see the environment as it was)."""
+    monkeypatch.setenv("FLOWAI_DECISION_KEY", str(decision_keys[0]))
 
 
 @pytest.fixture
