@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -28,9 +29,14 @@ pytestmark = [pytest.mark.connected, pytest.mark.brokers3]
 
 
 @pytest.fixture
-def service_env() -> dict[str, str]:
+def service_env(decision_keys: tuple[Path, Path]) -> dict[str, str]:
     # Three brokers need no excuse: a service that would run an unreplicated log must fail.
-    return {"FLOWAI_ALLOW_UNREPLICATED": "0"}
+    private, public = decision_keys
+    return {
+        "FLOWAI_ALLOW_UNREPLICATED": "0",
+        "FLOWAI_DECISION_PUBLIC_KEYS": str(public),
+        "FLOWAI_DECISION_KEY": str(private),
+    }
 
 
 @pytest.fixture
