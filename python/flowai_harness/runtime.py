@@ -268,9 +268,8 @@ class Runtime:
         self.resource_id = self.tenant
         self._references = ReferenceAccess(references, self.tenant, spec.references)
         self._action_dispatcher = action_dispatcher
-        # Runs of this process waiting at an approval gate, by thread.
-        self._waiting: dict[str, _RunState] = {}
-        # Runs a stream of this process is driving, by thread.
+        # Runs a stream of this process is driving, by thread. A decision can only step a
+        # thread at its gate, so the one driving it is the stream waiting there.
         self._running: dict[str, _RunState] = {}
         self._engine = engine
         self._tools = dict(handlers)
@@ -521,10 +520,6 @@ class Runtime:
             while stepped is not None or inputs:
                 decided = stepped or await self._step(thread_id, inputs)
                 stepped, inputs = None, []
-                if self._engine.status(thread_id) == "awaiting-approval":
-                    # Live at the gate from now on: a decision made while the consumer
-                    # handles these events comes to this stream.
-                    self._waiting[thread_id] = state
                 for _, line in decided.events:
                     event = orjson.loads(line)["payload"]
                     kind = event["type"]
@@ -571,10 +566,6 @@ class Runtime:
                         return  # nothing more can happen here
         finally:
             self._abandon(thread_id, state)
-            if self._waiting.get(thread_id) is state:
-                del self._waiting[thread_id]
-            if self._running.get(thread_id) is state:
-                del self._running[thread_id]
 
     async def _wait(self, thread_id: str, state: _RunState) -> Decided | list[bytes] | None:
         """Wait for what the run needs next: a human decision at a gate (or cancel()), or the
@@ -607,7 +598,6 @@ class Runtime:
             return handed
         waiter: asyncio.Future[Decided | None] = asyncio.get_running_loop().create_future()
         state.waiter = waiter
-        self._waiting[thread_id] = state
         try:
             while True:
                 deadline = self._engine.deadline(thread_id)
@@ -638,7 +628,7 @@ class Runtime:
 
     def _hand_over(self, thread_id: str, stepped: Decided) -> bool:
         """Give a step to the stream of this process waiting at the thread's gate, if any."""
-        state = self._waiting.get(thread_id)
+        state = self._running.get(thread_id)
         if state is None or state.ended:
             return False
         if state.waiter is not None and not state.waiter.done():
@@ -735,8 +725,8 @@ class Runtime:
         """End a run its stream left mid-way (break, aclose, an exception in the consumer)
         in the log, so the thread does not stay busy. Idempotent. A run paused at an approval
         gate is left paused: it may be decided later, from this process or another."""
-        if self._waiting.get(thread_id) is state:
-            del self._waiting[thread_id]
+        if self._running.get(thread_id) is state:
+            del self._running[thread_id]
         status = self._engine.status(thread_id)
         if status == "awaiting-approval":
             # Done with the run for good: the generator's own ``finally`` comes later (when
