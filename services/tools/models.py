@@ -181,8 +181,10 @@ class _DeltaStream:
                 await self._wake.wait()
                 self._wake.clear()
                 while self._waiting:
-                    delta, self._waiting = self._waiting[0], self._waiting[1:]
-                    await self._publish(delta)
+                    # What comes while these go out is merged into the next batch.
+                    batch, self._waiting = self._waiting, []
+                    for delta in batch:
+                        await self._publish(delta)
                 if self._closed:
                     return
         except asyncio.CancelledError:
