@@ -46,7 +46,6 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Final, Literal
 
 import orjson
@@ -62,6 +61,7 @@ from .fake_wire import (
     openai_completion,
     openai_stream,
 )
+from .local_server import LocalServer
 
 try:
     from aiohttp import web
@@ -139,7 +139,7 @@ class _Queued:
     remaining: int | None
 
 
-class FakeProvider:
+class FakeProvider(LocalServer):
     """The fake provider server; see the module docstring.
 
     ``api_key``: when given, requests carrying another key are answered 401 as the real APIs
@@ -160,21 +160,21 @@ class FakeProvider:
         self.api_key = api_key
         self.models = tuple(models)
         self.requests: list[FakeRequest] = []
-        self._host = host
-        self._port = port
+        super().__init__(host, port)
         self._queue: list[_Queued] = []
         self._added = 0
         self._gates: dict[str, asyncio.Event] = {}
         self.in_flight = 0
         self.max_in_flight = 0
-        self._runner: web.AppRunner | None = None
         self._arrived: asyncio.Condition | None = None
         self.add(*turns)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        app = web.Application()
+    # Cancellation on disconnect is how a handler learns that the client aborted.
+    handler_cancellation = True
+
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/messages", self._on_messages)
         app.router.add_post("/v1/chat/completions", self._on_chat_completions)
         app.router.add_get("/v1/models", self._on_models)
@@ -182,40 +182,12 @@ class FakeProvider:
         app.router.add_get("/_fake/requests", self._on_admin_requests)
         app.router.add_post("/_fake/reset", self._on_admin_reset)
         app.router.add_get("/_fake/health", self._on_admin_health)
-        # Cancellation on disconnect is how a handler learns that the client aborted.
-        runner = web.AppRunner(
-            app, handler_cancellation=True, access_log=None, shutdown_timeout=0.5
-        )
-        await runner.setup()
-        site = web.TCPSite(runner, self._host, self._port, reuse_address=True)
-        await site.start()
-        addresses = runner.addresses
-        self._port = int(addresses[0][1])
-        self._runner = runner
+
+    async def start(self) -> None:
+        await super().start()
         self._arrived = asyncio.Condition()
 
-    async def stop(self) -> None:
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
-
-    async def __aenter__(self) -> FakeProvider:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
     # --- where it is -------------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        return f"http://{self._host}:{self._port}"
 
     @property
     def anthropic_url(self) -> str:

@@ -37,13 +37,13 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any, Final
 from urllib.parse import parse_qsl, urlencode
 
 import orjson
 
 from ..approvals_http import SLACK_SIGNATURE_HEADER, SLACK_TIMESTAMP_HEADER, slack_signature
+from .local_server import LocalServer
 
 try:
     import aiohttp
@@ -99,7 +99,7 @@ class SlackMessage:
         return {"type": "message", "ts": self.ts, "text": self.text, "blocks": self.blocks}
 
 
-class FakeSlack:
+class FakeSlack(LocalServer):
     """The fake Slack; see the module docstring.
 
     ``token``: the bot token it accepts. ``signing_secret``: what it signs interactive
@@ -125,9 +125,7 @@ class FakeSlack:
         self.messages: list[SlackMessage] = []
         self.ephemerals: list[dict[str, Any]] = []
         self.views: dict[str, dict[str, Any]] = {}
-        self._host = host
-        self._port = port
-        self._runner: web.AppRunner | None = None
+        super().__init__(host, port)
         self._changed: asyncio.Condition | None = None
         self._failures: dict[str, list[str]] = {}
         self._triggers: set[str] = set()
@@ -136,39 +134,18 @@ class FakeSlack:
 
     # --- lifecycle ---------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/api/{method}", self._on_call)
         app.router.add_get("/api/{method}", self._on_call)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-        await runner.setup()
-        site = web.TCPSite(runner, self._host, self._port, reuse_address=True)
-        await site.start()
-        self._port = int(runner.addresses[0][1])
-        self._runner = runner
+
+    async def start(self) -> None:
+        await super().start()
         self._changed = asyncio.Condition()
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
-
-    async def __aenter__(self) -> FakeSlack:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     @property
     def api_url(self) -> str:
         """The Web API base URL (``slack-sdk``'s ``base_url``)."""
-        return f"http://{self._host}:{self._port}/api/"
+        return f"{self.url}/api/"
 
     # --- what tests ask --------------------------------------------------------------------
 
@@ -240,7 +217,7 @@ class FakeSlack:
             "team": {"id": self.team_id, "domain": "fake"},
             "channel": {"id": message.channel, "name": "approvals"},
             "message": message.as_json(),
-            "response_url": f"http://{self._host}:{self._port}/actions/{trigger}",
+            "response_url": f"{self.url}/actions/{trigger}",
             "actions": [
                 {
                     "type": "button",
