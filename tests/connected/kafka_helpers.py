@@ -39,6 +39,24 @@ def runtime_args(bootstrap: str, prefix: str, *extra: str) -> tuple[str, ...]:
     )
 
 
+def live_runtime_args(bootstrap: str, prefix: str, *extra: str) -> tuple[str, ...]:
+    """``python`` arguments of a runtime service on the live-model app (live_app.py)."""
+    return (
+        "-m", "services.runtime", "--app", "live_app:spec", "--interpreter", "live",
+        "--bootstrap", bootstrap, "--prefix", prefix, "--partitions", str(PARTITIONS), *extra,
+    )  # fmt: skip
+
+
+def live_worker_args(
+    bootstrap: str, redis_url: str, prefix: str, role: str, *extra: str
+) -> tuple[str, ...]:
+    """``python`` arguments of workers (``--role tools|models|all``) on the live-model app."""
+    return (
+        "-m", "services.tools", "--app", "live_app:spec", "--role", role,
+        "--bootstrap", bootstrap, "--redis", redis_url, "--prefix", prefix, *extra,
+    )  # fmt: skip
+
+
 class RunLog:
     """Follows every partition of the run log (read_committed) from the beginning."""
 

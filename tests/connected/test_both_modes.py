@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from kafka_helpers import HERE, PARTITIONS
+from kafka_helpers import HERE, live_runtime_args, live_worker_args
 from processes import Service
 from redis.asyncio import Redis
 
@@ -193,21 +193,8 @@ async def test_embedded_and_distributed_stream_the_same_events(
     embedded_calls = len(fake.requests)
 
     env = {"FAKE_ANTHROPIC_URL": fake.anthropic_url, "FAKE_OPENAI_URL": fake.openai_url}
-    common = ("--app", "live_app:spec", "--bootstrap", kafka_bootstrap, "--prefix", topics.prefix)
-    spawn(
-        "runtime",
-        "-m",
-        "services.runtime",
-        *common,
-        "--interpreter",
-        "live",
-        "--partitions",
-        str(PARTITIONS),
-        env=env,
-    )
-    spawn(
-        "workers", "-m", "services.tools", *common, "--redis", redis_url, "--role", "all", env=env
-    )
+    spawn("runtime", *live_runtime_args(kafka_bootstrap, topics.prefix), env=env)
+    spawn("workers", *live_worker_args(kafka_bootstrap, redis_url, topics.prefix, "all"), env=env)
     remote: dict[str, list[Event]] = {}
     async with connect(kafka_bootstrap, tenant="acme", topic_prefix=topics.prefix) as client:
         for scenario in SCENARIOS:

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from kafka_helpers import PARTITIONS, RunLog
+from kafka_helpers import PARTITIONS, RunLog, live_runtime_args, live_worker_args
 from processes import Service, until
 from redis.asyncio import Redis
 
@@ -74,23 +74,14 @@ async def test_every_input_published_again_is_ignored_after_a_restart(
         Turn(tool_calls=[ToolCall("pay", {"amount": 9}, id="toolu_pay2")]),
     )
     env = {"FAKE_ANTHROPIC_URL": fake.anthropic_url}
-    common = ("--app", "live_app:spec", "--bootstrap", kafka_bootstrap, "--prefix", topics.prefix)
-    runtime_args = (
-        "-m",
-        "services.runtime",
-        *common,
-        "--interpreter",
-        "live",
-        "--partitions",
-        str(PARTITIONS),
-        "--instance-id",
-        "dedup-runtime",
-        "--session-timeout-ms",
-        "6000",
+    runtime_args = live_runtime_args(
+        kafka_bootstrap,
+        topics.prefix,
+        *("--instance-id", "dedup-runtime", "--session-timeout-ms", "6000"),
     )
     first = spawn("runtime-first", *runtime_args, env=env)
     workers = spawn(
-        "workers", "-m", "services.tools", *common, "--redis", redis_url, "--role", "all", env=env
+        "workers", *live_worker_args(kafka_bootstrap, redis_url, topics.prefix, "all"), env=env
     )
     async with connect(kafka_bootstrap, tenant="acme", topic_prefix=topics.prefix) as client:
         # A paid run: query, model results, an approval decision, a tool result.

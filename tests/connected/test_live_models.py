@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 import pytest
-from kafka_helpers import PARTITIONS, RunLog
+from kafka_helpers import RunLog, live_runtime_args, live_worker_args
 from processes import Service, until
 from redis.asyncio import Redis
 
@@ -29,42 +29,6 @@ pytestmark = pytest.mark.connected
 async def fake() -> AsyncIterator[FakeProvider]:
     async with FakeProvider() as server:
         yield server
-
-
-def runtime(bootstrap: str, prefix: str, *extra: str) -> tuple[str, ...]:
-    return (
-        "-m",
-        "services.runtime",
-        "--app",
-        "live_app:spec",
-        "--interpreter",
-        "live",
-        "--bootstrap",
-        bootstrap,
-        "--prefix",
-        prefix,
-        "--partitions",
-        str(PARTITIONS),
-        *extra,
-    )
-
-
-def workers(bootstrap: str, redis_url: str, prefix: str, role: str, *extra: str) -> tuple[str, ...]:
-    return (
-        "-m",
-        "services.tools",
-        "--app",
-        "live_app:spec",
-        "--role",
-        role,
-        "--bootstrap",
-        bootstrap,
-        "--redis",
-        redis_url,
-        "--prefix",
-        prefix,
-        *extra,
-    )
 
 
 def model_events(entries: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
@@ -86,9 +50,15 @@ async def test_the_client_shows_live_text_as_it_streams(
     )
     env = {"FAKE_ANTHROPIC_URL": fake.anthropic_url}
     services = [
-        spawn("runtime", *runtime(kafka_bootstrap, topics.prefix), env=env),
-        spawn("tools", *workers(kafka_bootstrap, redis_url, topics.prefix, "tools"), env=env),
-        spawn("models", *workers(kafka_bootstrap, redis_url, topics.prefix, "models"), env=env),
+        spawn("runtime", *live_runtime_args(kafka_bootstrap, topics.prefix), env=env),
+        spawn(
+            "tools", *live_worker_args(kafka_bootstrap, redis_url, topics.prefix, "tools"), env=env
+        ),
+        spawn(
+            "models",
+            *live_worker_args(kafka_bootstrap, redis_url, topics.prefix, "models"),
+            env=env,
+        ),
     ]
     async with connect(kafka_bootstrap, tenant="acme", topic_prefix=topics.prefix) as client:
         events = [e async for e in client.query("What is 2 + 3?", "live-1", agent="analyst")]
@@ -127,8 +97,12 @@ async def test_a_runtime_killed_during_a_model_call_does_not_call_the_model_agai
     fake.add(Turn(text="Answered once.", hold="go"))
     env = {"FAKE_ANTHROPIC_URL": fake.anthropic_url}
     flags = ("--instance-id", "runtime-live", "--session-timeout-ms", "6000")
-    first = spawn("runtime-first", *runtime(kafka_bootstrap, topics.prefix, *flags), env=env)
-    models = spawn("models", *workers(kafka_bootstrap, redis_url, topics.prefix, "models"), env=env)
+    first = spawn(
+        "runtime-first", *live_runtime_args(kafka_bootstrap, topics.prefix, *flags), env=env
+    )
+    models = spawn(
+        "models", *live_worker_args(kafka_bootstrap, redis_url, topics.prefix, "models"), env=env
+    )
     producer = bus.producer(kafka_bootstrap)
     await producer.start()
     try:
@@ -151,7 +125,9 @@ async def test_a_runtime_killed_during_a_model_call_does_not_call_the_model_agai
     await fake.wait_for_requests(1, within_s=30)
     first.kill()  # the model call is out; the runtime that asked is gone
     fake.release("go")  # the model answers; the worker publishes the result
-    second = spawn("runtime-second", *runtime(kafka_bootstrap, topics.prefix, *flags), env=env)
+    second = spawn(
+        "runtime-second", *live_runtime_args(kafka_bootstrap, topics.prefix, *flags), env=env
+    )
 
     async def finished() -> bool:
         await run_log.poll()
@@ -179,10 +155,10 @@ async def test_a_model_worker_killed_mid_call_leaves_it_to_another(
     env = {"FAKE_ANTHROPIC_URL": fake.anthropic_url}
     # A short claim: a dead worker's call moves on quickly.
     fast = ("--claim-ttl", "2", "--session-timeout-ms", "6000")
-    services = [spawn("runtime", *runtime(kafka_bootstrap, topics.prefix), env=env)]
+    services = [spawn("runtime", *live_runtime_args(kafka_bootstrap, topics.prefix), env=env)]
     doomed = spawn(
         "models-doomed",
-        *workers(kafka_bootstrap, redis_url, topics.prefix, "models", *fast),
+        *live_worker_args(kafka_bootstrap, redis_url, topics.prefix, "models", *fast),
         env=env,
     )
     async with connect(kafka_bootstrap, tenant="acme", topic_prefix=topics.prefix) as client:
@@ -193,7 +169,7 @@ async def test_a_model_worker_killed_mid_call_leaves_it_to_another(
         doomed.kill()
         survivor = spawn(
             "models-survivor",
-            *workers(kafka_bootstrap, redis_url, topics.prefix, "models", *fast),
+            *live_worker_args(kafka_bootstrap, redis_url, topics.prefix, "models", *fast),
             env=env,
         )
         services.append(survivor)
