@@ -4,7 +4,7 @@ and in the test process (``make_spec()``).
 Tenant ``acme``. Every model is live; the providers' base URLs are the test's fake provider
 server (``FAKE_ANTHROPIC_URL``, ``FAKE_OPENAI_URL``). Agents: ``router`` (coordinator) routes
 to ``analyst`` (tool ``add``; retries fast, falls back to an OpenAI model) and ``clerk`` (tool
-``pay``, which always asks for approval).
+``pay``, which always asks for approval, and ``transfer``, which needs two approvers).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import os
 from typing import Any
 
 from flowai_harness import (
+    RequireApprovers,
     RetryPolicy,
     RuntimeSpec,
     define_coordinator,
@@ -31,6 +32,11 @@ def add(args: dict[str, Any], ctx: Any) -> dict[str, int]:
 @define_tool("pay", {"amount": int}, description="Pay an amount.", approval="always")
 def pay(args: dict[str, Any], ctx: Any) -> dict[str, Any]:
     return {"paid": args["amount"]}
+
+
+@define_tool("transfer", {"amount": int}, description="Move money.", approval=RequireApprovers(2))
+def transfer(args: dict[str, Any], ctx: Any) -> dict[str, Any]:
+    return {"moved": args["amount"]}
 
 
 FAST_RETRY = RetryPolicy(max_attempts=2, initial_backoff=0.05, max_backoff=0.2, request_timeout=60)
@@ -55,8 +61,8 @@ def make_spec() -> RuntimeSpec:
     clerk = define_specialist(
         name="clerk",
         model="claude-haiku-4-5",
-        prompt="Pay with the pay tool.",
-        tools=[pay],
+        prompt="Pay with the pay tool; move money with transfer.",
+        tools=[pay, transfer],
         retry=FAST_RETRY,
     )
     unreachable = "http://127.0.0.1:9"

@@ -1,8 +1,9 @@
 """One driver, two transports: the same scenarios, with the same live model answers, stream
 the same events from the embedded runtime and from the distributed services.
 
-Scenarios: a tool loop, routing through the coordinator, an approval gate, a retried rate
-limit, a fallback across providers, and a run cancelled at its gate. Each runs first on an
+Scenarios: a tool loop, routing through the coordinator, an approval gate approved, one
+rejected and one needing two approvers, a retried rate limit, a fallback across providers,
+and a run cancelled at its gate. Each runs first on an
 embedded ``create_runtime(spec, interpreter="live")`` and then through ``connect()`` against
 the runtime service (``--interpreter live``) with tool and model workers; the fake provider
 server answers both with the same script. The streams must be equal, except for what only
@@ -38,7 +39,9 @@ class Scenario:
     prompt: str
     turns: tuple[Turn, ...]
     agent: str | None = None
-    at_gate: str | None = None  # "approve" or "cancel"
+    # At the gate: "approve", "reject", "approve2" (alice, then bob on approval-progress)
+    # or "cancel".
+    at_gate: str | None = None
     expect_last: str = "tool-agent"
     notes: list[str] = field(default_factory=list)
 
@@ -98,6 +101,29 @@ SCENARIOS = (
         agent="analyst",
     ),
     Scenario(
+        "reject",
+        "Pay 8.",
+        (
+            Turn(tool_calls=[ToolCall("pay", {"amount": 8}, id="toolu_j1")], usage=_usage(12)),
+            Turn(text="Not paid, then.", usage=_usage(13)),
+        ),
+        agent="clerk",
+        at_gate="reject",
+    ),
+    Scenario(
+        "two-person",
+        "Move 100.",
+        (
+            Turn(
+                tool_calls=[ToolCall("transfer", {"amount": 100}, id="toolu_q1")],
+                usage=_usage(14),
+            ),
+            Turn(text="Moved.", usage=_usage(15)),
+        ),
+        agent="clerk",
+        at_gate="approve2",
+    ),
+    Scenario(
         "cancel",
         "Pay 9.",
         (Turn(tool_calls=[ToolCall("pay", {"amount": 9}, id="toolu_c1")], usage=_usage(11)),),
@@ -123,6 +149,20 @@ def live_app() -> Any:
         sys.path.remove(str(HERE))
 
 
+def gate_action(scenario: Scenario, event: Event) -> tuple[str, str | None] | None:
+    """What the scenario's human does on ``event``: (outcome, approver), or ("cancel", None)."""
+    if event["type"] == "approval-progress" and scenario.at_gate == "approve2":
+        return "approve", "bob"
+    if event["type"] != "approval-required":
+        return None
+    return {
+        "approve": ("approve", "alice"),
+        "approve2": ("approve", "alice"),
+        "reject": ("reject", "alice"),
+        "cancel": ("cancel", None),
+    }[scenario.at_gate or "cancel"]
+
+
 async def run_embedded(runtime: Runtime, scenario: Scenario, thread: str) -> list[Event]:
     stream = (
         runtime.run_specialist(scenario.agent, scenario.prompt, thread)
@@ -132,11 +172,19 @@ async def run_embedded(runtime: Runtime, scenario: Scenario, thread: str) -> lis
     events: list[Event] = []
     async for event in stream:
         events.append(event)
-        if event["type"] == "approval-required":
-            if scenario.at_gate == "approve":
-                await runtime.respond_to_approval(event["data"]["id"], "approve")
-            else:
-                stream.cancel()
+        action = gate_action(scenario, event)
+        if action is None:
+            continue
+        outcome, approver = action
+        if outcome == "cancel":
+            stream.cancel()
+        else:
+            await runtime.respond_to_approval(
+                event["data"]["id"],
+                outcome,
+                "not now",
+                approver=approver,  # type: ignore[arg-type]
+            )
     return events
 
 
@@ -145,11 +193,16 @@ async def run_remote(client: Any, scenario: Scenario, thread: str) -> list[Event
     events: list[Event] = []
     async for event in stream:
         events.append(event)
-        if event["type"] == "approval-required":
-            if scenario.at_gate == "approve":
-                await client.respond_to_approval(event["data"]["id"], "approve")
-            else:
-                stream.cancel()
+        action = gate_action(scenario, event)
+        if action is None:
+            continue
+        outcome, approver = action
+        if outcome == "cancel":
+            stream.cancel()
+        else:
+            await client.respond_to_approval(
+                event["data"]["id"], outcome, "not now", approver=approver
+            )
     return events
 
 
@@ -213,3 +266,11 @@ async def test_embedded_and_distributed_stream_the_same_events(
     fallback_steps = [e for e in embedded["fallback"] if e["type"] == "step-start"]
     assert [s["provider"] for s in fallback_steps] == ["anthropic", "anthropic", "openai"]
     assert sum(e["type"] == "step-start" for e in embedded["retry"]) == 2
+    rejected = [e for e in embedded["reject"] if e["type"] == "tool-invocation"][-1]
+    assert rejected["result"]["error"]["code"] == "APPROVAL_REJECTED"
+    progress = [e["data"] for e in embedded["two-person"] if e["type"] == "approval-progress"]
+    assert [(p["approver"], p["approvals"], p["approvalsRequired"]) for p in progress] == [
+        ("alice", 1, 2)
+    ]
+    moved = [e for e in embedded["two-person"] if e["type"] == "tool-invocation"][-1]
+    assert moved["result"] == {"moved": 100}
