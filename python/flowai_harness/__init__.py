@@ -213,6 +213,7 @@ __all__ = [
     "define_final_response_eval",
     "define_final_response_scorer_config",
     "define_ground_truth",
+    "define_mcp_toolset",
     "define_plan",
     "define_planner",
     "define_reference",
@@ -232,3 +233,14 @@ __all__ = [
     "run_eval_sync",
     "score_sample",
 ]
+
+# The MCP SDK takes seconds to import: flowai_harness.mcp loads when one of its names is used.
+_FROM_MCP = ("define_mcp_toolset", "McpToolset")
+
+
+def __getattr__(name: str) -> object:
+    if name in _FROM_MCP:
+        from . import mcp
+
+        return getattr(mcp, name)
+    raise AttributeError(f"module 'flowai_harness' has no attribute {name!r}")

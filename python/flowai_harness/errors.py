@@ -36,6 +36,10 @@ __all__ = [
     "InvalidInputError",
     "InvalidPlanError",
     "InvalidSchemaError",
+    "McpProtocolError",
+    "McpServerError",
+    "McpServerUnavailableError",
+    "McpToolError",
     "MissingToolHandlerError",
     "MultipleCoordinatorsError",
     "NoActiveRunError",
@@ -367,6 +371,34 @@ class ToolTimeoutError(RetryableToolError):
     code = "TOOL_TIMEOUT"
 
 
+class McpToolError(ToolError):
+    """A tool of an MCP server answered with an error result (``isError``); the model sees
+    its text."""
+
+    code = "MCP_TOOL_ERROR"
+
+
+class McpProtocolError(ToolError):
+    """An MCP server answered a tool call with a JSON-RPC error or with a result that breaks
+    the protocol; the model sees what was wrong."""
+
+    code = "MCP_PROTOCOL_ERROR"
+
+
+class McpServerUnavailableError(RetryableToolError):
+    """An MCP server could not be reached, or went away during a call (a stdio server that
+    exited); the next call starts it again, and a tool worker retries."""
+
+    code = "MCP_SERVER_UNAVAILABLE"
+
+
+class McpServerError(SpecError):
+    """An MCP toolset cannot be used at start: its server cannot be started or reached, does
+    not list its tools, or lists a tool this harness cannot take (name, schema, subset)."""
+
+    code = "MCP_SERVER_UNUSABLE"
+
+
 class ProviderUnavailableError(FlowaiError):
     """A live model provider was asked for, but none is wired in this version."""
 
@@ -508,6 +540,10 @@ _CLASS_BY_CODE: Final[Mapping[str, type[FlowaiError]]] = {
         ToolError,
         RetryableToolError,
         ToolTimeoutError,
+        McpToolError,
+        McpProtocolError,
+        McpServerUnavailableError,
+        McpServerError,
         ProviderUnavailableError,
         ProviderConfigError,
         BusError,

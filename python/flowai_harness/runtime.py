@@ -32,6 +32,7 @@ from .errors import (
     InvalidInputError,
     MissingToolHandlerError,
     SpecError,
+    ThreadBusyError,
     UnknownAgentError,
     UnknownApprovalError,
     UnknownThreadError,
@@ -277,13 +278,13 @@ class Runtime:
         self._log = log
         self._providers = dict(providers or {})
         self._hooks = tuple(event_hooks)
+        self._predicates = spec.predicates if predicates is None else predicates
         self._driver = Driver(
-            engine,
-            tenant=self.tenant,
-            predicates=spec.predicates if predicates is None else predicates,
-            services=self._services,
+            engine, tenant=self.tenant, predicates=self._predicates, services=self._services
         )
         self._agents = {agent.name: agent for agent in spec.agents}
+        # The scripted twin that runs single tool calls (run_tool), made on first use.
+        self._tool_runner: Runtime | None = None
 
     # --- public API ----------------------------------------------------------------------
 
@@ -431,6 +432,118 @@ class Runtime:
             first = self._driver.envelope("flowai.v1.ResumeRun", thread_id, {})
         return EventStream(self, thread_id, first, stepped)
 
+    def run_tool(self, agent: str, tool: str, args: Any, *, thread_id: str) -> EventStream:
+        """Run one call of ``agent``'s ``tool`` through the engine, as if the agent's model had
+        made it (MCP serving calls tools this way).
+
+        The engine validates the arguments, applies the approval rules (a gated call waits
+        at its gate like any other) and logs every event in ``thread_id``; the tool runs as
+        in a query. Whatever this runtime's interpreter, the call is a scripted run: one turn
+        calls the tool, the next answers with its result. The stream's ``tool-invocation``
+        result is the call's outcome.
+        """
+        if agent not in self._agents:
+            raise UnknownAgentError(
+                f"no agent named {agent!r}; this runtime's agents are: "
+                f"{', '.join(sorted(self._agents))}"
+            )
+        runner = self._tool_runner
+        if runner is None:
+            runner = self._tool_runner = self._twin({"kind": "scripted"})
+        # Both engines read the thread from the shared log afresh, so neither appends after
+        # a stale copy of it.
+        for runtime in (self, runner):
+            running = runtime._running.get(thread_id)
+            if running is not None and not running.ended:
+                raise ThreadBusyError(
+                    f"thread {thread_id!r} is still running a run of this runtime; wait for "
+                    "its finish, cancel it, or use another thread_id"
+                )
+            runtime._engine.forget(thread_id)
+        prompt = orjson.dumps({"tool": tool, "args": args}).decode()
+        return runner._start(prompt, thread_id, agent)
+
+    def _twin(self, interpreter: Mapping[str, Any]) -> Runtime:
+        """This runtime (tools, services, stores, log, hooks) on an engine of its own with
+        another interpreter."""
+        twin = Runtime.__new__(Runtime)
+        twin.__dict__.update(self.__dict__)
+        twin._engine = new_engine(self.spec, interpreter)
+        twin._driver = Driver(
+            twin._engine, tenant=self.tenant, predicates=self._predicates, services=self._services
+        )
+        twin._running = {}
+        twin._tool_runner = None
+        return twin
+
+    def list_mcp_tools(self, agent: str, *, expose_agent_tools: bool = False) -> list[Event]:
+        """The tools ``agent`` offers an MCP client: ``{name, description, inputSchema,
+        outputSchema?}`` each. ``expose_agent_tools`` adds the built-in tools its role and
+        toolkits give it (plans, references); ``call_agent`` is never offered."""
+        from .mcp.serving import McpServer
+
+        return McpServer(self, agent, expose_agent_tools=expose_agent_tools).list_tools()
+
+    def serve_mcp_stdio(
+        self,
+        agent: str,
+        *,
+        thread_id: str | None = None,
+        call_timeout_secs: float = 30,
+        expose_agent_tools: bool = False,
+    ) -> None:
+        """Serve ``agent``'s tools to an MCP client over this process's stdin and stdout,
+        until the client closes them. Calls run through the engine and are logged in
+        ``thread_id`` (default ``mcp-<agent>``); a gated tool answers with a tool error saying
+        it needs approval. Blocks; from async code use ``flowai_harness.mcp.McpServer``."""
+        from .mcp.serving import McpServer
+
+        McpServer(
+            self,
+            agent,
+            thread_id=thread_id,
+            call_timeout_secs=call_timeout_secs,
+            expose_agent_tools=expose_agent_tools,
+        ).serve_stdio()
+
+    def serve_mcp_http(
+        self,
+        agent: str,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8765,
+        path: str = "/mcp",
+        transport: str = "streamable-http",
+        thread_id: str | None = None,
+        call_timeout_secs: float = 30,
+        expose_agent_tools: bool = False,
+        allowed_origins: Iterable[str] | None = None,
+        require_origin: bool = True,
+    ) -> None:
+        """Serve ``agent``'s tools over MCP Streamable HTTP at ``http://host:port/path``.
+
+        Origin check (as the MCP spec asks, against DNS rebinding): with ``require_origin``
+        (the default) a request whose ``Origin`` header is not in ``allowed_origins`` (default:
+        the server's own loopback origins) is refused with 403; requests without an Origin
+        (non-browser clients) pass. ``require_origin=False`` turns the check off. Blocks until
+        interrupted; from async code use ``flowai_harness.mcp.McpServer``."""
+        from .mcp.serving import McpServer
+
+        McpServer(
+            self,
+            agent,
+            thread_id=thread_id,
+            call_timeout_secs=call_timeout_secs,
+            expose_agent_tools=expose_agent_tools,
+        ).serve_http(
+            host=host,
+            port=port,
+            path=path,
+            transport=transport,
+            allowed_origins=allowed_origins,
+            require_origin=require_origin,
+        )
+
     def thread_ids(self) -> list[str]:
         """Every thread with a run log in this runtime's log store."""
         return self._log.thread_ids()
@@ -447,6 +560,10 @@ class Runtime:
             from .providers import close_providers
 
             await close_providers(providers)
+        for source in self.spec.tool_sources:
+            close = getattr(source, "aclose", None)
+            if close is not None:
+                await close()
         self.close()
 
     async def __aenter__(self) -> Runtime:

@@ -25,7 +25,17 @@ import datetime
 import importlib
 import types
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Final, Literal, Protocol, TypeVar
+from typing import (
+    TYPE_CHECKING,
+    Annotated,
+    Any,
+    ClassVar,
+    Final,
+    Literal,
+    Protocol,
+    TypeVar,
+    runtime_checkable,
+)
 
 import orjson
 import pydantic
@@ -79,6 +89,7 @@ __all__ = [
     "StorageFactorySpec",
     "TenantIdentity",
     "TestingConfig",
+    "ToolSource",
     "ToolkitSpec",
     "define_coordinator",
     "define_executor",
@@ -307,11 +318,34 @@ class ToolkitSpec:
         return {"id": self.id, "config": None if tools is None else {"tools": list(tools)}}
 
 
+@runtime_checkable
+class ToolSource(Protocol):
+    """A toolkit whose tools come from elsewhere (an MCP server: ``define_mcp_toolset``);
+    ``define_runtime`` asks it for them once, and they become the agent's own tools."""
+
+    name: str
+
+    def tool_definitions(self) -> tuple[ToolDefinition, ...]: ...
+
+
 def _as_toolkits(agent: object, toolkits: object) -> tuple[ToolkitSpec, ...]:
+    return _split_toolkits(agent, toolkits)[0]
+
+
+def _split_toolkits(
+    agent: object, toolkits: object
+) -> tuple[tuple[ToolkitSpec, ...], tuple[ToolSource, ...]]:
+    """The built-in toolkits and the tool sources among ``toolkits``."""
     if toolkits is None:
-        return ()
+        return (), ()
     items = _as_list(agent, "toolkits", toolkits, "['references']")
-    return tuple(t if isinstance(t, ToolkitSpec) else ToolkitSpec(t) for t in items)
+    sources = tuple(t for t in items if isinstance(t, ToolSource))
+    builtin = tuple(
+        t if isinstance(t, ToolkitSpec) else ToolkitSpec(t)
+        for t in items
+        if not isinstance(t, ToolSource)
+    )
+    return builtin, sources
 
 
 TRANSIENT_FAILURES: Final[tuple[FailureKind, ...]] = (
@@ -409,6 +443,9 @@ class AgentSpec(_Spec):
     # None: the role's default (coordinators and planners keep their conversation).
     stateful: StrictBool | None = None
     toolkits: tuple[pydantic.InstanceOf[ToolkitSpec], ...] = ()
+    # Toolkits of tools from elsewhere (MCP servers), until define_runtime makes their tools
+    # the agent's own.
+    tool_sources: tuple[pydantic.InstanceOf[ToolSource], ...] = ()
     # The plan kind a planner stores or an executor runs (attached to the runtime).
     plan: pydantic.InstanceOf[PlanSpec] | None = None
     fallback: tuple[pydantic.InstanceOf[ModelSpec], ...] = ()
@@ -472,7 +509,8 @@ class AgentSpec(_Spec):
             )
         own = {tool.name for tool in self.tools} | set(RESERVED_TOOL_NAMES)
         unknown = sorted(name for name, _ in self.tool_approvals if name not in own)
-        if unknown:
+        # A tool source's tools are known only at define_runtime, which checks again.
+        if unknown and not self.tool_sources:
             names = ", ".join(sorted(t.name for t in self.tools)) or "none"
             raise UnknownApprovalTargetError(
                 f"agent {self.name!r}: tool_approvals names {', '.join(map(repr, unknown))}, "
@@ -569,7 +607,7 @@ def _define_agent(
     max_turns: int | None,
     approval: object,
     tool_approvals: Mapping[str, Rule] | None,
-    toolkits: Iterable[str | ToolkitSpec] | None,
+    toolkits: Iterable[str | ToolkitSpec | ToolSource] | None,
     plan: PlanSpec | None,
     options: Mapping[str, Any],
 ) -> AgentSpec:
@@ -581,6 +619,7 @@ def _define_agent(
             f"{chosen.provider!r}; give it once"
         )
     fallback = options.get("fallback") or ()
+    builtin_toolkits, tool_sources = _split_toolkits(name, toolkits)
     return AgentSpec(
         name=name,
         role=role,
@@ -595,7 +634,8 @@ def _define_agent(
         tool_approvals=_as_tool_approvals(name, tool_approvals),
         approval_timeout_ms=timeout_ms(options.get("approval_timeout"), f"agent {name!r}"),
         stateful=stateful,
-        toolkits=_as_toolkits(name, toolkits),
+        toolkits=builtin_toolkits,
+        tool_sources=tool_sources,
         plan=_as_plan(name, role, plan),
         fallback=tuple(
             as_model(m, f"agent {name!r}: fallback")
@@ -681,7 +721,7 @@ class _DefineAgent(Protocol):
         max_turns: int | None = None,
         approval: ApprovalInput = None,
         tool_approvals: Mapping[str, Rule] | None = None,
-        toolkits: Iterable[str | ToolkitSpec] | None = None,
+        toolkits: Iterable[str | ToolkitSpec | ToolSource] | None = None,
         provider: str | None = None,
         description: str = "",
         approval_timeout: float | datetime.timedelta | None = None,
@@ -706,7 +746,7 @@ def define_coordinator(
     max_turns: int | None = None,
     approval: ApprovalInput = None,
     tool_approvals: Mapping[str, Rule] | None = None,
-    toolkits: Iterable[str | ToolkitSpec] | None = None,
+    toolkits: Iterable[str | ToolkitSpec | ToolSource] | None = None,
     provider: str | None = None,
     description: str = "",
     approval_timeout: float | datetime.timedelta | None = None,
@@ -780,7 +820,7 @@ def define_planner(
     max_turns: int | None = None,
     approval: ApprovalInput = None,
     tool_approvals: Mapping[str, Rule] | None = None,
-    toolkits: Iterable[str | ToolkitSpec] | None = None,
+    toolkits: Iterable[str | ToolkitSpec | ToolSource] | None = None,
     provider: str | None = None,
     description: str = "",
     approval_timeout: float | datetime.timedelta | None = None,
@@ -822,7 +862,7 @@ def define_executor(
     max_turns: int | None = None,
     approval: ApprovalInput = None,
     tool_approvals: Mapping[str, Rule] | None = None,
-    toolkits: Iterable[str | ToolkitSpec] | None = None,
+    toolkits: Iterable[str | ToolkitSpec | ToolSource] | None = None,
     provider: str | None = None,
     description: str = "",
     approval_timeout: float | datetime.timedelta | None = None,
@@ -864,7 +904,7 @@ def define_specialist(
     max_turns: int | None = None,
     approval: ApprovalInput = None,
     tool_approvals: Mapping[str, Rule] | None = None,
-    toolkits: Iterable[str | ToolkitSpec] | None = None,
+    toolkits: Iterable[str | ToolkitSpec | ToolSource] | None = None,
     provider: str | None = None,
     description: str = "",
     approval_timeout: float | datetime.timedelta | None = None,
@@ -938,6 +978,9 @@ class RuntimeSpec(_Spec):
     storage_factories: pydantic.InstanceOf[StorageFactories] | None = None
     # Python-only: handlers create_runtime binds unless it is given others.
     tool_bindings: Mapping[str, Any] = Field(default_factory=dict, repr=False)
+    # The agents' tool sources (MCP toolsets), each once: their tools are in ``tools``; the
+    # runtime closes their connections.
+    tool_sources: tuple[pydantic.InstanceOf[ToolSource], ...] = Field(default=(), repr=False)
 
     _hints: ClassVar[Mapping[str, str]] = {
         "tenant": "Pass define_tenant(...), a (name, version) pair or a mapping.",
@@ -1028,6 +1071,26 @@ def _as_agents(agents: object) -> tuple[AgentSpec, ...]:
                 "with define_coordinator, define_planner, define_executor or define_specialist"
             )
     return result
+
+
+def _with_source_tools(
+    agents: tuple[AgentSpec, ...],
+) -> tuple[tuple[AgentSpec, ...], tuple[ToolSource, ...]]:
+    """The agents with their tool sources' tools made their own (each source asked once), and
+    every source once."""
+    sources: dict[int, ToolSource] = {}
+    expanded = []
+    for agent in agents:
+        if not agent.tool_sources:
+            expanded.append(agent)
+            continue
+        tools = list(agent.tools)
+        for source in agent.tool_sources:
+            sources.setdefault(id(source), source)
+            tools.extend(source.tool_definitions())
+        fields = {name: getattr(agent, name) for name in AgentSpec.model_fields}
+        expanded.append(AgentSpec(**{**fields, "tools": tuple(tools), "tool_sources": ()}))
+    return tuple(expanded), tuple(sources.values())
 
 
 def _shared_tools(agents: Iterable[AgentSpec]) -> tuple[ToolDefinition, ...]:
@@ -1298,7 +1361,7 @@ def define_runtime(
     ``create_runtime`` uses unless it is given others.
     """
     identity = _as_tenant(tenant)
-    agent_specs = _as_agents(agents)
+    agent_specs, tool_sources = _with_source_tools(_as_agents(agents))
     provider_settings = _as_providers(providers)
     tools = _shared_tools(agent_specs)
     plan_specs = _attach_plans(_as_named(plans, PlanSpec, "plans", "define_plan"), agent_specs)
@@ -1363,6 +1426,7 @@ def define_runtime(
         ),
         storage_factories=storage_factories,
         tool_bindings=bindings,
+        tool_sources=tool_sources,
     )
 
 
