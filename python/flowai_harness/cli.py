@@ -18,6 +18,11 @@ Owns the commands and their exit codes; each does its work through the package (
   ``FLOWAI_APPROVALS_URL``), each request signed with the tenant's secret (env
   ``FLOWAI_APPROVALS_SECRET`` or ``--secret-file``), so the service authorises it as it
   does any other caller (:mod:`flowai_harness.approvals_http`).
+- ``flowai mcp python MODULE:OBJECT --agent A [--transport stdio|streamable-http] [--host
+  --port --path --allow-origin ... --no-origin-check --thread-id --call-timeout-secs
+  --expose-agent-tools]``: serves one agent's tools to MCP clients
+  (``Runtime.serve_mcp_stdio`` / ``serve_mcp_http``); OBJECT is a Runtime, a RuntimeSpec
+  (run on the noop interpreter) or a zero-argument function returning either.
 
 Exit codes: 0 done, 1 Kafka (or the approvals service) failed while working, 2 a usage or
 configuration error, or a request the approvals service refused (one line on stderr, no
@@ -93,7 +98,43 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("--prefix", default=_env_prefix())
     create.add_argument("--bootstrap", default=_env_bootstrap())
     _approvals_parser(commands)
+    _mcp_parser(commands)
     return p
+
+
+def _mcp_parser(commands: Any) -> None:
+    mcp = commands.add_parser("mcp", help="serve an agent's tools over MCP")
+    kinds = mcp.add_subparsers(dest="mcp_command", required=True)
+    python = kinds.add_parser(
+        "python",
+        help="serve the tools of an agent of a Python app",
+        description="Serve one agent's tools to MCP clients. TARGET is module:object naming a "
+        "Runtime, a RuntimeSpec or a zero-argument function returning one. Every call runs "
+        "through the engine and is logged in --thread-id.",
+    )
+    python.add_argument("target", metavar="MODULE:OBJECT")
+    python.add_argument("--agent", required=True, help="the agent whose tools are served")
+    python.add_argument("--transport", choices=("stdio", "streamable-http"), default="stdio")
+    python.add_argument("--host", default="127.0.0.1")
+    python.add_argument("--port", type=int, default=8765)
+    python.add_argument("--path", default="/mcp")
+    python.add_argument(
+        "--allow-origin",
+        action="append",
+        dest="allowed_origins",
+        metavar="ORIGIN",
+        help="an Origin browsers may call from (repeatable; default: this server's own)",
+    )
+    python.add_argument(
+        "--no-origin-check", action="store_true", help="do not check the Origin header"
+    )
+    python.add_argument("--thread-id", default=None, help="the thread calls are logged in")
+    python.add_argument("--call-timeout-secs", type=float, default=30.0)
+    python.add_argument(
+        "--expose-agent-tools",
+        action="store_true",
+        help="also offer the agent's built-in tools (plans, references)",
+    )
 
 
 def _approvals_parser(commands: Any) -> None:
@@ -157,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_replay(args))
         if args.command == "approvals":
             return asyncio.run(_approvals(args))
+        if args.command == "mcp":
+            return _mcp(args)
         return asyncio.run(_topics_create(args))
     except FlowaiError as exc:
         print(f"flowai: {exc}", file=sys.stderr)
@@ -209,6 +252,49 @@ def _service_main(service: str) -> Callable[[list[str]], int]:
     if not callable(entry):
         raise UsageError(f"services/{service} has no main(argv) entry point yet")
     return entry  # type: ignore[no-any-return]
+
+
+# --- mcp -------------------------------------------------------------------------------------
+
+
+def _mcp(args: argparse.Namespace) -> int:
+    from .apps import import_object
+    from .runtime import Runtime, create_runtime
+    from .specs import RuntimeSpec
+
+    target = import_object(args.target, option="MODULE:OBJECT")
+    if callable(target) and not isinstance(target, (Runtime, RuntimeSpec)):
+        target = target()
+    if isinstance(target, RuntimeSpec):
+        target = create_runtime(target)
+    if not isinstance(target, Runtime):
+        raise UsageError(
+            f"{args.target} must name a Runtime, a RuntimeSpec or a function returning one, "
+            f"got {type(target).__name__}"
+        )
+    options: dict[str, Any] = {
+        "thread_id": args.thread_id,
+        "call_timeout_secs": args.call_timeout_secs,
+        "expose_agent_tools": args.expose_agent_tools,
+    }
+    if args.transport == "stdio":
+        target.serve_mcp_stdio(args.agent, **options)
+        return 0
+    print(
+        f"flowai: serving the tools of {args.agent!r} over MCP at "
+        f"http://{args.host}:{args.port}{args.path}",
+        file=sys.stderr,
+    )
+    target.serve_mcp_http(
+        args.agent,
+        host=args.host,
+        port=args.port,
+        path=args.path,
+        allowed_origins=args.allowed_origins,
+        require_origin=not args.no_origin_check,
+        **options,
+    )
+    return 0
 
 
 # --- replay ----------------------------------------------------------------------------------
