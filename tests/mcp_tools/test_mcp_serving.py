@@ -204,3 +204,12 @@ async def test_blocking_serve_refuses_to_run_inside_an_event_loop() -> None:
     with pytest.raises(UsageError, match="streamable-http"):
         async with McpServer(runtime, "clerk").http(port=0, transport="sse"):
             pass
+
+
+def test_the_cli_refuses_a_target_that_is_not_a_runtime(capsys: pytest.CaptureFixture[str]) -> None:
+    from flowai_harness.cli import main
+
+    assert main(["mcp", "python", "mcp_test_app:clerk", "--agent", "clerk"]) == 2
+    assert "must name a Runtime" in capsys.readouterr().err
+    assert main(["mcp", "python", "mcp_test_app:nothing", "--agent", "clerk"]) == 2
+    assert "no attribute 'nothing'" in capsys.readouterr().err
