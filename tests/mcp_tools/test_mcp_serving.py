@@ -10,8 +10,12 @@ with 403.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
+import socket
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -213,3 +217,51 @@ def test_the_cli_refuses_a_target_that_is_not_a_runtime(capsys: pytest.CaptureFi
     assert "must name a Runtime" in capsys.readouterr().err
     assert main(["mcp", "python", "mcp_test_app:nothing", "--agent", "clerk"]) == 2
     assert "no attribute 'nothing'" in capsys.readouterr().err
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+async def _accepting(port: int, process: asyncio.subprocess.Process, within: float) -> None:
+    """Wait until the server process accepts connections on ``port`` (fail if it exits)."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            assert process.returncode is None, "the MCP server process exited"
+            assert time.monotonic() < deadline, f"nothing listens on {port} after {within} s"
+            await asyncio.sleep(0.05)
+            continue
+        writer.close()
+        await writer.wait_closed()
+        return
+
+
+async def test_serve_mcp_http_from_the_cli_answers_the_sdk_client(record_log: Path) -> None:
+    port = _free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m", "flowai_harness.cli", "mcp", "python", "mcp_test_app:runtime", "--agent", "clerk",
+        "--transport", "streamable-http", "--port", str(port),
+        "--allow-origin", "https://app.example",
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), *sys.path])},
+        stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        await _accepting(port, process, within=60)
+        url = f"http://127.0.0.1:{port}/mcp"
+        async with Client(url) as client:
+            added = await client.call_tool("add", {"a": 20, "b": 22})
+            assert added.structured_content == {"sum": 42}
+        async with httpx2.AsyncClient() as http:
+            foreign = await http.post(url, json={}, headers={"origin": "http://evil.example"})
+        assert foreign.status_code == 403
+    finally:
+        process.terminate()
+        # The server shuts down, then ends as SIGTERM ends a process (uvicorn re-raises it).
+        assert await process.wait() in (0, -signal.SIGTERM)

@@ -77,6 +77,8 @@ class McpServer:
         self.call_timeout_secs = float(call_timeout_secs)
         self._tools = _offered_tools(runtime, agent, expose_agent_tools)
         self._turn = asyncio.Lock()
+        # The HTTP server task while http() runs.
+        self._serving: asyncio.Task[None] | None = None
 
     # --- what a client sees ---------------------------------------------------------------
 
@@ -239,6 +241,7 @@ class McpServer:
         )
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", ws="none"))
         task = asyncio.get_running_loop().create_task(server.serve(sockets=[listener]))
+        self._serving = task
         try:
             yield f"http://{_url_host(host)}:{bound}{path}"
         finally:
@@ -248,9 +251,12 @@ class McpServer:
             listener.close()
 
     async def run_http(self, **options: Any) -> None:
-        """Serve over Streamable HTTP until cancelled (options as :meth:`http`)."""
+        """Serve over Streamable HTTP until cancelled or stopped by SIGINT / SIGTERM
+        (options as :meth:`http`)."""
         async with self.http(**options):
-            await asyncio.Event().wait()
+            serving = self._serving
+            assert serving is not None
+            await asyncio.shield(serving)
 
     def serve_http(self, **options: Any) -> None:
         """:meth:`run_http` on an event loop of its own (blocks until interrupted)."""
