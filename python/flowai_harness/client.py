@@ -297,7 +297,9 @@ class ThreadStream:
         tail = self._send is not None
         start = ends[log_tp] if tail else info.log_offset
         self.start_offset = start
-        reader = bus.consumer(client.bootstrap_servers, client_id=f"{client._client_id}-thread")
+        reader = bus.consumer(
+            client.bootstrap_servers, client_id=f"{client._client_id}-thread", fetch_max_wait_ms=50
+        )
         try:
             await reader.start()
             reader.assign([log_tp, letters_tp])
@@ -393,6 +395,7 @@ class Client:
         self._closed = False
         self._failure: BaseException | None = None
         self._reader: LogReader | None = None
+        self._index_offsets: AIOKafkaConsumer | None = None
         self._redis_url: str | None = None
         self._reference_specs: tuple[ReferenceSpec, ...] = ()
         self._references: ReferenceAccess | None = None
@@ -471,6 +474,9 @@ class Client:
         if self._reader is not None:
             await self._reader.close()
             self._reader = None
+        if self._index_offsets is not None:
+            await self._index_offsets.stop()
+            self._index_offsets = None
         if self._references is not None:
             self._references_store_close()
             self._references = None
@@ -616,14 +622,26 @@ class Client:
     async def _read_index(self, tps: list[Any], *, key: bytes | None) -> dict[Any, list[bytes]]:
         """The committed index records of ``tps`` (of ``key`` only, when given); counts
         the records walked in ``self.index_scanned``."""
+        from aiokafka import TopicPartition
+
+        from . import bus
         from .logread import LogReader
 
         if self._reader is None:
-            self._reader = LogReader(self.bootstrap_servers, client_id=self._client_id)
-            await self._reader.start()
-        assert self._follower is not None
-        begins = await self._follower.beginning_offsets(tps)
-        ends = await self._follower.end_offsets(tps)  # read_committed: last stable offsets
+            reader = LogReader(self.bootstrap_servers, client_id=self._client_id)
+            offsets = bus.consumer(self.bootstrap_servers, client_id=self._client_id)
+            await reader.start()
+            await offsets.start()
+            # Assigned and paused (it never fetches), so the index stays in its metadata
+            # and each offsets lookup is one round trip, not a metadata refresh.
+            every = [TopicPartition(self.topics.threads, n) for n in range(self._partitions)]
+            offsets.assign(every)
+            offsets.pause(*every)
+            self._reader, self._index_offsets = reader, offsets
+        offsets = self._index_offsets
+        assert offsets is not None
+        begins = await offsets.beginning_offsets(tps)
+        ends = await offsets.end_offsets(tps)  # read_committed: last stable offsets
         read = await self._reader.read({tp: (begins[tp], ends[tp]) for tp in tps}, key=key)
         self.index_scanned = sum(
             log.scanned if key is not None else len(log.values) for log in read.values()
