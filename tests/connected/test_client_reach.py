@@ -381,3 +381,36 @@ async def log_end(client: Client, topics: bus.Topics, partition: int) -> int:
     assert client._follower is not None
     tp = TopicPartition(topics.runtime_events, partition)
     return int((await client._follower.end_offsets([tp]))[tp])
+
+
+async def test_the_index_keeps_where_a_thread_starts_across_a_takeover(
+    kafka_bootstrap: str,
+    topics: bus.Topics,
+    spawn: Callable[..., Service],
+    client: Client,
+    responder: ToolResponder,
+) -> None:
+    first = spawn("runtime", *client_runtime(kafka_bootstrap, topics.prefix))
+    # Other threads of its partition first, so the thread starts past offset 0.
+    partition = bus.partition_for(b"acme/kept", 3)
+    neighbours = [f"before-{n}" for n in range(30)]
+    neighbours = [t for t in neighbours if bus.partition_for(f"acme/{t}".encode(), 3) == partition]
+    for thread_id in neighbours[:2]:
+        await asyncio.wait_for(collect(client.query(script(), thread_id)), 60)
+    one = await asyncio.wait_for(
+        collect(client.query(script(("add", {"a": 1, "b": 2})), "kept")), 60
+    )
+    before = await wait_for_thread(client, "kept", first, lambda t: t.status == "idle")
+    assert before.log_offset > 0
+    first.kill()  # kill -9: the next runtime reads the index back on assignment
+    second = spawn("runtime", *client_runtime(kafka_bootstrap, topics.prefix))
+    two = await asyncio.wait_for(
+        collect(client.query(script(("add", {"a": 3, "b": 4})), "kept")), 90
+    )
+    after = await wait_for_thread(
+        client, "kept", second, lambda t: t.status == "idle" and t.seq > before.seq
+    )
+    assert after.log_offset == before.log_offset
+    assert after.created == before.created
+    followed = await asyncio.wait_for(collect(client.follow("kept")), 60)
+    assert comparable(followed) == comparable(one + two)
