@@ -477,8 +477,9 @@ class Client:
         if self._index_offsets is not None:
             await self._index_offsets.stop()
             self._index_offsets = None
-        if self._references is not None:
-            self._references_store_close()
+        if self._references_store is not None:
+            self._references_store.close()
+            self._references_store = None
             self._references = None
 
     async def __aenter__(self) -> Client:
@@ -716,9 +717,6 @@ class Client:
                 self._references_store, self.tenant, self._reference_specs
             )
         return self._references
-
-    def _references_store_close(self) -> None:
-        self._references_store.close()
 
     # --- internals -------------------------------------------------------------------------
 
