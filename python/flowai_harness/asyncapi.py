@@ -70,7 +70,8 @@ _CARRIES: Final[Mapping[str, tuple[str, ...]]] = {
     "model-deltas": ("ModelDelta",),
     "approval-requests": ("ApprovalRequest",),
     "approval-decisions": ("ApprovalDecision",),
-    "dead-letters": ("DeadLetter",),
+    "dead-letters": ("DeadLetter", "Redrive"),
+    "threads": ("Thread",),
 }
 
 _THREAD_KEY: Final = (
@@ -152,7 +153,14 @@ _DESCRIPTIONS: Final[Mapping[str, str]] = {
         "was wrong and what to do, the original bytes and where they were read. The runtime "
         "writes its dead letters on the input's partition number, so a client following a "
         "thread sees its refused query; the tool workers, model workers and approvals service "
-        "write theirs with an idempotent producer."
+        "write theirs with an idempotent producer. `flowai dead-letters redrive` re-publishes "
+        "a dead letter's message (same id) and records a `Redrive` here."
+    ),
+    "threads": (
+        "The thread index, compacted: per thread the run-log partition, an offset at or "
+        "before its first event, its last seq and status. The runtime writes it in the "
+        "transaction of the events it describes (when the status changes or the thread "
+        "rests); the client's `follow` and `threads()` read it instead of the whole run log."
     ),
 }
 
@@ -221,6 +229,15 @@ def _operations(topics: bus.Topics) -> list[_Operation]:
             "group) before it handles any of the partition's inputs.",
         )
     )
+    ops.append(
+        _Operation(
+            "runtime",
+            "receive",
+            stem(topics.threads),
+            "With the run log on assignment: the partition's thread index, so the offsets "
+            "where its threads start survive a takeover.",
+        )
+    )
     ops += [
         _Operation(
             "runtime",
@@ -230,7 +247,7 @@ def _operations(topics: bus.Topics) -> list[_Operation]:
             "with the input offsets: all of it is visible to `read_committed` readers, or "
             "none of it.",
         )
-        for name in (topics.runtime_events, *effects, topics.dead_letters)
+        for name in (topics.runtime_events, *effects, topics.dead_letters, topics.threads)
     ]
     ops += [
         _Operation(
@@ -316,6 +333,15 @@ def _operations(topics: bus.Topics) -> list[_Operation]:
         )
         for name in (topics.runtime_events, topics.dead_letters, topics.model_deltas)
     ]
+    ops.append(
+        _Operation(
+            "client",
+            "receive",
+            stem(topics.threads),
+            "`follow` and `threads()`: the thread's partition (or all) from the beginning to "
+            "the last stable offset, `read_committed`, no consumer group.",
+        )
+    )
     ops += [
         _Operation(
             "upstream",
@@ -352,11 +378,25 @@ def _doc(model: type[Envelope]) -> str:
     return "\n\n".join(" ".join(p.split()) for p in paragraphs).replace("``", "`")
 
 
+# The topic settings the AsyncAPI Kafka binding (0.5.0) has fields for.
+_BINDING_TOPIC_SETTINGS: Final = frozenset(
+    {
+        "cleanup.policy",
+        "retention.ms",
+        "retention.bytes",
+        "delete.retention.ms",
+        "max.message.bytes",
+    }
+)
+
+
 def _topic_configuration(stem: str) -> dict[str, Any]:
     # bus keeps Kafka's string settings; the binding wants numbers and a list of policies.
     settings = bus._TOPIC_CONFIGS.get(stem, {})
     out: dict[str, Any] = {}
     for name, value in settings.items():
+        if name not in _BINDING_TOPIC_SETTINGS:
+            continue  # a broker setting the Kafka binding has no field for (segment.ms)
         out[name] = value.split(",") if name == "cleanup.policy" else int(value)
     return out
 
@@ -374,7 +414,7 @@ def _retention(stem: str) -> str:
 def _key(name: str) -> str:
     if name in _KEYED_BY_ID:
         return _OWN_ID_KEY
-    if name == "DeadLetter":
+    if name in ("DeadLetter", "Redrive"):
         return _DEAD_LETTER_KEY
     return _THREAD_KEY
 

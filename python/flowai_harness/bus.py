@@ -7,8 +7,8 @@ off) and :func:`check_run_log` (the run log's replication), the producer/consume
 with the settings every service shares, the command line options every service shares
 (:func:`add_service_arguments`, :func:`add_instance_argument`),
 :class:`Publisher` / :class:`KafkaPublisher` (send one message and wait for the broker's
-ack; tests stand in their own), the :func:`dead_letter` builder and the W3C ``traceparent``
-header helpers.
+ack; tests stand in their own), the :func:`dead_letter` and :func:`thread_record` builders
+and the W3C ``traceparent`` header helpers.
 
 Replication: topics get replication factor 3 and ``min.insync.replicas=2`` on a cluster of
 three or more brokers, else one replica per broker, unless ``--replication`` /
@@ -76,6 +76,7 @@ __all__ = [
     "peek",
     "producer",
     "thread_key",
+    "thread_record",
     "traceparent_of",
 ]
 
@@ -96,6 +97,7 @@ PREFERRED_MIN_INSYNC_REPLICAS: Final = 2
 log = logging.getLogger("flowai.bus")
 
 _DEAD_LETTER = schema_name("DeadLetter")
+_THREAD = schema_name("Thread")
 _TOPIC_ALREADY_EXISTS: Final = 36
 
 
@@ -161,6 +163,11 @@ class Topics:
         return self._name("model-deltas")
 
     @property
+    def threads(self) -> str:
+        """The thread index (compacted): where each thread's log starts, and its status."""
+        return self._name("threads")
+
+    @property
     def runtime_inputs(self) -> tuple[str, ...]:
         """What the runtime consumes (one consumer group); co-partitioned with the run log."""
         return (self.queries, self.tool_results, self.model_results, self.approval_decisions)
@@ -178,6 +185,7 @@ class Topics:
             self.approval_requests,
             self.approval_decisions,
             self.dead_letters,
+            self.threads,
         )
 
     def result_topic(self, schema: str) -> str:
@@ -333,6 +341,8 @@ def env_flag(name: str) -> bool:
 _TOPIC_CONFIGS: Final[Mapping[str, Mapping[str, str]]] = {
     "runtime-events": {"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete"},
     "model-deltas": {"retention.ms": "3600000", "cleanup.policy": "delete"},
+    # The latest record per thread is the index; older ones only cost readers time.
+    "threads": {"cleanup.policy": "compact", "segment.ms": "3600000"},
 }
 
 
@@ -711,6 +721,39 @@ def dead_letter(
         },
     }
     return orjson.dumps(body)
+
+
+def thread_record(
+    tenant: str,
+    thread_id: str,
+    *,
+    status: str,
+    seq: int,
+    partition: int,
+    log_offset: int,
+    created: int | None,
+    ts: int | None = None,
+) -> bytes:
+    """A ``flowai.v1.Thread`` envelope: the thread index's record of one thread (see
+    :class:`~flowai_harness.messages.Thread`)."""
+    return orjson.dumps(
+        {
+            "schema": _THREAD,
+            "id": f"{tenant}/{thread_id}/thread/{seq}",
+            "tenant": tenant,
+            "thread_id": thread_id,
+            "run_id": None,
+            "causation_id": f"{tenant}/{thread_id}/{seq}",
+            "ts": ts if ts is not None else now_ms(),
+            "payload": {
+                "status": status,
+                "seq": seq,
+                "partition": partition,
+                "log_offset": log_offset,
+                "created": created,
+            },
+        }
+    )
 
 
 # --- W3C trace context -----------------------------------------------------------------------

@@ -13,6 +13,8 @@ Owns the commands and their exit codes; each does its work through the package (
   3 with min.insync.replicas 2 on a cluster of three or more brokers unless told otherwise,
   and a run log with one replica is refused unless ``--allow-unreplicated`` (env
   ``FLOWAI_ALLOW_UNREPLICATED=1``), as :func:`flowai_harness.bus.ensure_topics` says.
+- ``flowai dead-letters list|show ID|redrive ID...`` (filters ``--topic``, ``--reason``,
+  ``--tenant``, ``--service``, ``--since``, ``--until``): :mod:`flowai_harness.deadletters`.
 - ``flowai approvals list|show ID|decide ID OUTCOME --tenant T``: an operator's view of a
   tenant's approvals through the approvals service's HTTP API (``--url``, env
   ``FLOWAI_APPROVALS_URL``), each request signed with the tenant's secret (env
@@ -45,6 +47,7 @@ from typing import Any
 import orjson
 
 from .errors import FlowaiError, UsageError
+from .progress import progress
 
 __all__ = ["main"]
 
@@ -99,6 +102,9 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("--bootstrap", default=_env_bootstrap())
     _approvals_parser(commands)
     _mcp_parser(commands)
+    from . import deadletters
+
+    deadletters.add_parser(commands, bootstrap=_env_bootstrap(), prefix=_env_prefix())
     return p
 
 
@@ -200,6 +206,10 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_approvals(args))
         if args.command == "mcp":
             return _mcp(args)
+        if args.command == "dead-letters":
+            from . import deadletters
+
+            return asyncio.run(deadletters.run(args))
         return asyncio.run(_topics_create(args))
     except FlowaiError as exc:
         print(f"flowai: {exc}", file=sys.stderr)
@@ -334,11 +344,13 @@ async def read_thread(
         await consumer.seek_to_beginning(tp)
         end = (await consumer.end_offsets([tp]))[tp]
         entries: list[dict[str, Any]] = []
-        while await consumer.position(tp) < end:
-            batch = await consumer.getmany(tp, timeout_ms=500)
-            for record in batch.get(tp, []):
-                if record.key == key and record.offset < end:
-                    entries.append(orjson.loads(record.value))
+        with progress(f"reading {tp.topic}[{tp.partition}]", end) as shown:
+            while (position := await consumer.position(tp)) < end:
+                batch = await consumer.getmany(tp, timeout_ms=500)
+                for record in batch.get(tp, []):
+                    if record.key == key and record.offset < end:
+                        entries.append(orjson.loads(record.value))
+                shown.advance(await consumer.position(tp) - position)
     finally:
         await consumer.stop()
     return entries

@@ -19,6 +19,19 @@ complete ``text`` of that call is then not repeated. A call whose deltas come on
 logged text (a lagging deltas partition) shows the logged text, and its late deltas are
 dropped.
 
+Any thread, not only the client's own runs (:meth:`Client.follow`, :meth:`Client.resume`,
+:meth:`Client.cancel`, :meth:`Client.threads`): the runtime keeps a thread index
+(``<prefix>.threads``, compacted, one record per thread on its run-log partition number)
+saying where each thread's log starts and how the thread stands. Following a thread reads its
+index record (the index partition of the thread's number), then only the thread's run-log
+partition, from the offset the index gives, and stops at the thread's last event when it is
+at rest, or at the end of its current run. A thread the index does not know is an
+:class:`~flowai_harness.errors.UnknownThreadError`; another tenant's thread reads exactly like
+one (the index is looked up by ``tenant/thread_id`` and every record's tenant is checked).
+
+References: the claim-check store the tool workers share (Redis, ``<prefix>:refs``), through
+the same :class:`~flowai_harness.references.ReferenceAccess` a tool handler gets.
+
 Imports aiokafka lazily (the ``kafka`` extra), so ``import flowai_harness`` works without it.
 Must not import the runtime, the native engine or any service.
 """
@@ -29,13 +42,21 @@ import asyncio
 import contextlib
 import itertools
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 import orjson
 
-from .errors import BusError, FlowaiError, InvalidInputError
+from .errors import (
+    BusError,
+    FlowaiError,
+    InvalidInputError,
+    UnknownThreadError,
+    UsageError,
+    error_from_code,
+)
 from .messages import envelope
 
 if TYPE_CHECKING:
@@ -43,15 +64,20 @@ if TYPE_CHECKING:
 
     from .bus import Topics
     from .decision_auth import DecisionSigner
+    from .logread import LogReader
+    from .references import ReferenceAccess, ReferenceSpec
 
-__all__ = ["Client", "RemoteEventStream", "connect"]
+__all__ = ["Client", "RemoteEventStream", "ThreadInfo", "ThreadStream", "connect"]
 
 Event = dict[str, Any]
 Outcome = Literal["approve", "reject", "revise"]
 
 _INTERNAL: Final = frozenset({"run-start", "model-response"})
 DECISION_KEY_ENV: Final = "FLOWAI_DECISION_KEY"
+REDIS_URL_ENV: Final = "FLOWAI_REDIS_URL"
 _END = object()
+# Statuses in which a thread is not in a run: its log ends at the index record's seq.
+_AT_REST: Final = frozenset({"idle"})
 
 
 def connect(
@@ -61,6 +87,8 @@ def connect(
     topic_prefix: str = "flowai",
     client_id: str | None = None,
     decision_key: str | bytes | None = None,
+    redis_url: str | None = None,
+    references: Iterable[ReferenceSpec] = (),
 ) -> Client:
     """A client of the runtime service of ``tenant`` on the topics under ``topic_prefix``.
 
@@ -72,17 +100,24 @@ def connect(
     service requires (flowai_harness.decision_auth). Without one a decision is published
     unsigned, which only a runtime started with ``--allow-unsigned-decisions`` accepts;
     people decide through the approvals service instead.
+
+    ``redis_url`` (default: env ``FLOWAI_REDIS_URL``) is the Redis the tool workers keep
+    references in; ``references`` are the kinds :meth:`Client.create_reference` may create
+    (the app's ``define_runtime(references=...)``).
     """
     if not isinstance(tenant, str) or not tenant:
         raise TypeError(f"tenant must be a non-empty str, got {tenant!r}")
     key = decision_key if decision_key is not None else os.environ.get(DECISION_KEY_ENV)
-    return Client(
+    client = Client(
         bootstrap_servers,
         tenant=tenant,
         topic_prefix=topic_prefix,
         client_id=client_id,
         decision_key=key or None,
     )
+    client._redis_url = redis_url or os.environ.get(REDIS_URL_ENV) or None
+    client._reference_specs = tuple(references)
+    return client
 
 
 class _Follow:
@@ -170,8 +205,164 @@ class RemoteEventStream:
         return None if self._follow is None else self._follow.query_id
 
 
+@dataclass(frozen=True, slots=True)
+class ThreadInfo:
+    """One thread as the thread index has it: ``status`` is the engine's phase after its
+    last logged events (idle, running, awaiting-model, awaiting-tool, awaiting-approval,
+    closing), ``seq`` its last logged seq when the entry was written (at every status change
+    and every rest), ``partition`` and ``log_offset`` where its run log starts, ``created``
+    and ``updated`` times in ms."""
+
+    thread_id: str
+    status: str
+    seq: int
+    partition: int
+    log_offset: int
+    created: int | None
+    updated: int | None
+
+
+class ThreadStream:
+    """The logged events of one thread, read from its run-log partition; iterate it once.
+
+    Made by :meth:`Client.follow` (from the thread's first event, or ``from_seq``),
+    :meth:`Client.resume` and :meth:`Client.cancel` (from the moment they publish their
+    input to the run's end). After iterating, ``records_read`` says how many run-log
+    records it fetched (the thread's and its partition neighbours') and
+    ``index_records_read`` how many thread-index records it walked to find the thread.
+    """
+
+    __slots__ = (
+        "_client",
+        "_raise_refusal",
+        "_send",
+        "_started",
+        "from_seq",
+        "index_records_read",
+        "records_read",
+        "start_offset",
+        "thread_id",
+    )
+
+    def __init__(
+        self,
+        client: Client,
+        thread_id: str,
+        *,
+        from_seq: int = 0,
+        send: str | None = None,
+        raise_refusal: bool = False,
+    ) -> None:
+        self.thread_id = thread_id
+        self.from_seq = from_seq
+        self._client = client
+        self._send = send
+        self._raise_refusal = raise_refusal
+        self._started = False
+        self.records_read = 0
+        self.index_records_read = 0
+        self.start_offset: int | None = None
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[Event]:
+        from aiokafka import TopicPartition
+
+        from . import bus
+
+        if self._started:
+            raise FlowaiError("iterate a thread's event stream once", code="STREAM_CONSUMED")
+        self._started = True
+        client = self._client
+        await client.start()
+        if client._failure is not None:
+            raise BusError(f"the run-log follower failed: {client._failure!r}")
+        thread_id = self.thread_id
+        key = bus.thread_key(client.tenant, thread_id)
+        number = bus.partition_for(key, client._partitions)
+        log_tp = TopicPartition(client.topics.runtime_events, number)
+        letters_tp = TopicPartition(client.topics.dead_letters, number)
+        assert client._follower is not None
+        # The log's end before the index is read: whatever the index says was committed by
+        # then, so what happens to the thread after it comes at or after these offsets.
+        ends = await client._follower.end_offsets([log_tp, letters_tp])
+        info, _ = await client._lookup(thread_id)
+        self.index_records_read = client.index_scanned
+        at_rest = info.status in _AT_REST
+        if self._send is None and at_rest and self.from_seq > info.seq:
+            return
+        if self._send == "flowai.v1.ResumeRun" and at_rest:
+            return  # nothing unfinished: the embedded runtime's empty stream
+        tail = self._send is not None
+        start = ends[log_tp] if tail else info.log_offset
+        self.start_offset = start
+        reader = bus.consumer(
+            client.bootstrap_servers, client_id=f"{client._client_id}-thread", fetch_max_wait_ms=50
+        )
+        try:
+            await reader.start()
+            reader.assign([log_tp, letters_tp])
+            reader.seek(log_tp, start)
+            reader.seek(letters_tp, ends[letters_tp])
+            input_id = None
+            if self._send is not None:
+                input_id = await client._publish_input(self._send, thread_id)
+            # A tail starts inside the run it acts on; a follower finds the runs it reads.
+            in_run = tail
+            log_format = 2
+            last_seq = 0
+            while True:
+                batch = await reader.getmany(timeout_ms=1000)
+                for record in batch.get(letters_tp, []):
+                    if record.key != key or input_id is None:
+                        continue
+                    body = orjson.loads(record.value)
+                    payload = body.get("payload") or {}
+                    if (
+                        body.get("schema") == "flowai.v1.DeadLetter"
+                        and payload.get("original_id") == input_id
+                    ):
+                        code = str(payload.get("reason"))
+                        message = str(payload.get("message", ""))
+                        if self._raise_refusal:
+                            raise error_from_code(code, message)
+                        yield {"type": "error", "error": {"message": message, "code": code}}
+                        return
+                records = batch.get(log_tp, [])
+                self.records_read += len(records)
+                for record in records:
+                    if record.key != key:
+                        continue
+                    body = orjson.loads(record.value)
+                    if body.get("tenant") != client.tenant or body.get("thread_id") != thread_id:
+                        continue
+                    payload = body["payload"]
+                    seq = body.get("seq") or 0
+                    last_seq = max(last_seq, seq)
+                    kind = payload.get("type")
+                    if kind == "run-start":
+                        in_run = True
+                        log_format = int(payload.get("v") or 1)
+                    ended = ends_run(payload, log_format)
+                    if ended:
+                        in_run = False
+                    if seq >= self.from_seq and kind not in _INTERNAL:
+                        yield {**payload, "seq": seq}
+                    if ended and tail:
+                        return
+                    if not tail and at_rest and not in_run and last_seq >= info.seq:
+                        return  # the thread's last event as the index had it
+                if not tail and not in_run and await reader.position(log_tp) >= ends[log_tp]:
+                    return
+        finally:
+            with contextlib.suppress(Exception):
+                await reader.stop()
+
+
 class Client:
-    """Queries and approval decisions for one tenant's runtime service, over Kafka."""
+    """One tenant's runtime service over Kafka: queries, specialists, approval decisions,
+    any thread's events (follow, resume, cancel), the thread list and references."""
 
     def __init__(
         self,
@@ -203,6 +394,14 @@ class Client:
         self._start_lock = asyncio.Lock()
         self._closed = False
         self._failure: BaseException | None = None
+        self._reader: LogReader | None = None
+        self._index_offsets: AIOKafkaConsumer | None = None
+        self._redis_url: str | None = None
+        self._reference_specs: tuple[ReferenceSpec, ...] = ()
+        self._references: ReferenceAccess | None = None
+        self._references_store: Any = None
+        # Thread-index records the last index read walked (for follow's figures).
+        self.index_scanned = 0
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -272,6 +471,16 @@ class Client:
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None
+        if self._reader is not None:
+            await self._reader.close()
+            self._reader = None
+        if self._index_offsets is not None:
+            await self._index_offsets.stop()
+            self._index_offsets = None
+        if self._references_store is not None:
+            self._references_store.close()
+            self._references_store = None
+            self._references = None
 
     async def __aenter__(self) -> Client:
         await self.start()
@@ -326,6 +535,189 @@ class Client:
         await self._send(self.topics.approval_decisions, thread_id, envelope)
         return str(orjson.loads(envelope)["id"])
 
+    def run_specialist(
+        self, name: str, prompt: str, thread_id: str | None = None
+    ) -> RemoteEventStream:
+        """Run the specialist ``name`` directly on ``prompt``, bypassing the coordinator (a
+        name the runtime does not know ends the stream with an ``UNKNOWN_AGENT`` error)."""
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"name must be a non-empty str, got {name!r}")
+        if thread_id is None:
+            thread_id = f"specialist-{name}-{self._id_prefix}-{next(self._ids)}"
+        return self.query(prompt, thread_id, agent=name)
+
+    def follow(self, thread_id: str, from_seq: int = 0) -> ThreadStream:
+        """The logged events of ``thread_id`` whose seq is ``from_seq`` or more, each with
+        its ``seq``; a thread at rest ends after its last event, a thread in a run when that
+        run ends. Works for any thread of this tenant, whoever started it (an upstream
+        producer, another client). Iterating raises ``UnknownThreadError`` for a thread the
+        tenant does not have."""
+        if not isinstance(thread_id, str) or not thread_id:
+            raise TypeError(f"thread_id must be a non-empty str, got {thread_id!r}")
+        if not isinstance(from_seq, int) or from_seq < 0:
+            raise TypeError(f"from_seq must be an int >= 0, got {from_seq!r}")
+        return ThreadStream(self, thread_id, from_seq=from_seq)
+
+    def resume(self, thread_id: str) -> ThreadStream:
+        """Continue the thread's unfinished run (after its runtime crashed, say): publishes
+        a ``flowai.v1.ResumeRun`` (the runtime re-issues what the run waits for) and yields
+        the run's events from then on, to its end. An idle thread gives an empty stream; an
+        unknown one raises ``UnknownThreadError`` when iterated."""
+        if not isinstance(thread_id, str) or not thread_id:
+            raise TypeError(f"thread_id must be a non-empty str, got {thread_id!r}")
+        return ThreadStream(self, thread_id, send="flowai.v1.ResumeRun")
+
+    async def cancel(self, thread_id: str) -> list[Event]:
+        """Cancel the thread's active run; returns the events from the cancellation to the
+        run's end. Raises ``UnknownThreadError`` for a thread the tenant does not have and
+        ``NoActiveRunError`` when no run is active (the runtime's refusal, read back from
+        the dead letters)."""
+        if not isinstance(thread_id, str) or not thread_id:
+            raise TypeError(f"thread_id must be a non-empty str, got {thread_id!r}")
+        stream = ThreadStream(self, thread_id, send="flowai.v1.CancelRun", raise_refusal=True)
+        return [event async for event in stream]
+
+    async def threads(self) -> list[ThreadInfo]:
+        """This tenant's threads with their status, from the thread index (sorted by id)."""
+        from aiokafka import TopicPartition
+
+        await self.start()
+        # The index has the run log's partition count (bus.ensure_topics checks it).
+        tps = [TopicPartition(self.topics.threads, n) for n in range(self._partitions)]
+        read = await self._read_index(tps, key=None)
+        latest: dict[str, ThreadInfo] = {}
+        for values in read.values():
+            for value in values:
+                info = self._thread_info(orjson.loads(value))
+                if info is not None:
+                    latest[info.thread_id] = info
+        return [latest[thread_id] for thread_id in sorted(latest)]
+
+    async def thread(self, thread_id: str) -> ThreadInfo:
+        """One thread's index entry; ``UnknownThreadError`` when the tenant has no such
+        thread (or it has not logged its first event yet)."""
+        info, _ = await self._lookup(thread_id)
+        return info
+
+    async def create_reference(
+        self, reference: ReferenceSpec | str, value: Any, glimpse: Any = None
+    ) -> dict[str, Any]:
+        """Keep ``value`` in the workers' reference store; returns its handle ``{kind, id,
+        glimpse}`` (a kind given by name must be among ``connect(references=...)``)."""
+        access = self._reference_access(reference)
+        return await asyncio.to_thread(access.create, reference, value, glimpse)
+
+    async def resolve_reference(self, ref: Any) -> Any:
+        """The value behind a handle (``ReferenceNotFoundError`` when unknown, expired or
+        another tenant's)."""
+        access = self._reference_access(None)
+        return await asyncio.to_thread(access.resolve, ref)
+
+    async def reference_glimpse(self, ref: Any) -> Any:
+        """The glimpse kept with a handle."""
+        access = self._reference_access(None)
+        return await asyncio.to_thread(access.glimpse, ref)
+
+    # --- thread index and references -------------------------------------------------------
+
+    async def _read_index(self, tps: list[Any], *, key: bytes | None) -> dict[Any, list[bytes]]:
+        """The committed index records of ``tps`` (of ``key`` only, when given); counts
+        the records walked in ``self.index_scanned``."""
+        from aiokafka import TopicPartition
+
+        from . import bus
+        from .logread import LogReader
+
+        if self._reader is None:
+            reader = LogReader(self.bootstrap_servers, client_id=self._client_id)
+            offsets = bus.consumer(self.bootstrap_servers, client_id=self._client_id)
+            await reader.start()
+            await offsets.start()
+            # Assigned and paused (it never fetches), so the index stays in its metadata
+            # and each offsets lookup is one round trip, not a metadata refresh.
+            every = [TopicPartition(self.topics.threads, n) for n in range(self._partitions)]
+            offsets.assign(every)
+            offsets.pause(*every)
+            self._reader, self._index_offsets = reader, offsets
+        offsets = self._index_offsets
+        assert offsets is not None
+        begins = await offsets.beginning_offsets(tps)
+        ends = await offsets.end_offsets(tps)  # read_committed: last stable offsets
+        read = await self._reader.read({tp: (begins[tp], ends[tp]) for tp in tps}, key=key)
+        self.index_scanned = sum(
+            log.scanned if key is not None else len(log.values) for log in read.values()
+        )
+        return {tp: log.values for tp, log in read.items()}
+
+    async def _lookup(self, thread_id: str) -> tuple[ThreadInfo, int]:
+        """The thread's latest index entry and its partition count; raises
+        ``UnknownThreadError`` when the index has none for this tenant."""
+        from aiokafka import TopicPartition
+
+        from . import bus
+
+        await self.start()
+        key = bus.thread_key(self.tenant, thread_id)
+        tp = TopicPartition(self.topics.threads, bus.partition_for(key, self._partitions))
+        read = await self._read_index([tp], key=key)
+        info: ThreadInfo | None = None
+        for value in read[tp]:
+            found = self._thread_info(orjson.loads(value))
+            # The key alone is ambiguous when ids contain '/': the fields must match too.
+            if found is not None and found.thread_id == thread_id:
+                info = found
+        if info is None:
+            raise UnknownThreadError(
+                f"tenant {self.tenant!r} has no thread {thread_id!r} on {self.topics.prefix}: "
+                "check the thread id and the tenant (a thread shows once its first event is "
+                "logged; see client.threads())"
+            )
+        return info, self._partitions
+
+    def _thread_info(self, body: dict[str, Any]) -> ThreadInfo | None:
+        payload = body.get("payload")
+        thread_id = body.get("thread_id")
+        if (
+            body.get("schema") != "flowai.v1.Thread"
+            or body.get("tenant") != self.tenant
+            or not isinstance(thread_id, str)
+            or not isinstance(payload, dict)
+        ):
+            return None
+        return ThreadInfo(
+            thread_id=thread_id,
+            status=str(payload.get("status")),
+            seq=int(payload.get("seq", 0)),
+            partition=int(payload.get("partition", 0)),
+            log_offset=int(payload.get("log_offset", 0)),
+            created=payload.get("created"),
+            updated=body.get("ts"),
+        )
+
+    def _reference_access(self, reference: ReferenceSpec | str | None) -> ReferenceAccess:
+        from .references import RedisReferenceStore, ReferenceAccess, ReferenceSpec
+
+        if self._references is None:
+            if self._redis_url is None:
+                raise UsageError(
+                    "references live in the workers' Redis: pass connect(..., redis_url=...) "
+                    f"or set {REDIS_URL_ENV}"
+                )
+            store = RedisReferenceStore.from_url(
+                self._redis_url, namespace=f"{self.topics.prefix}:refs"
+            )
+            self._references = ReferenceAccess(store, self.tenant, self._reference_specs)
+            self._references_store = store
+        if isinstance(reference, ReferenceSpec) and reference.name not in {
+            spec.name for spec in self._reference_specs
+        }:
+            # A kind handed over directly is as good as a declared one.
+            self._reference_specs += (reference,)
+            self._references = ReferenceAccess(
+                self._references_store, self.tenant, self._reference_specs
+            )
+        return self._references
+
     # --- internals -------------------------------------------------------------------------
 
     def _envelope(self, schema: str, thread_id: str, payload: dict[str, Any]) -> bytes:
@@ -376,6 +768,13 @@ class Client:
             follows.remove(follow)
             if not follows:
                 del self._waiting[key]
+
+    async def _publish_input(self, schema: str, thread_id: str) -> str:
+        """Publish an empty-payload input (``CancelRun``, ``ResumeRun``); returns its id."""
+        await self.start()
+        data = self._envelope(schema, thread_id, {})
+        await self._send(self.topics.queries, thread_id, data)
+        return str(orjson.loads(data)["id"])
 
     async def _publish_cancel(self, thread_id: str) -> None:
         await self.start()
@@ -477,6 +876,8 @@ def _deliver_delta(follow: _Follow, body: dict[str, Any]) -> None:
 
 
 def _deliver_dead_letter(follow: _Follow, body: dict[str, Any]) -> None:
+    if body.get("schema") != "flowai.v1.DeadLetter":
+        return  # a re-drive record, say
     payload = body.get("payload") or {}
     if follow.run_id is None and payload.get("original_id") == follow.query_id:
         follow.queue.put_nowait(

@@ -23,6 +23,7 @@ __all__ = [
     "BusError",
     "CoordinatorWithoutRoutesError",
     "CorruptedLogError",
+    "DeadLetterNotFoundError",
     "DecisionUnverifiedError",
     "DuplicateAgentError",
     "DuplicateInputError",
@@ -48,6 +49,7 @@ __all__ = [
     "ProviderConfigError",
     "ProviderNotDeclaredError",
     "ProviderUnavailableError",
+    "RedriveRefusedError",
     "ReferenceNotFoundError",
     "ReferenceValidationError",
     "ReplayDivergenceError",
@@ -419,6 +421,20 @@ class BusError(FlowaiError):
     code = "BUS_ERROR"
 
 
+class DeadLetterNotFoundError(NotFoundError):
+    """No dead letter with that id on the dead-letters topic (``flowai dead-letters``)."""
+
+    code = "DEAD_LETTER_NOT_FOUND"
+
+
+class RedriveRefusedError(FlowaiError):
+    """A re-drive that would not do what the operator wants: no known source topic, a
+    replacement that is not an envelope or changes the message id, or a letter already
+    re-driven (without ``--again``)."""
+
+    code = "REDRIVE_REFUSED"
+
+
 class UsageError(FlowaiError):
     """A command line was given something it cannot use (``flowai``, the services)."""
 
@@ -548,6 +564,8 @@ _CLASS_BY_CODE: Final[Mapping[str, type[FlowaiError]]] = {
         ProviderConfigError,
         BusError,
         UsageError,
+        DeadLetterNotFoundError,
+        RedriveRefusedError,
         UnreplicatedRunLogError,
         VolatileLedgerError,
         DecisionUnverifiedError,

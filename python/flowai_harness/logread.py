@@ -1,8 +1,9 @@
 """Reading run-log partitions fast: committed record values, without per-record objects.
 
 Owns :class:`LogReader`, used when a runtime instance rebuilds the threads of the partitions
-it was assigned. A consumer builds a ``ConsumerRecord`` per record (two thirds of the time a
-replay spends in Python); rebuilding needs only each record's value (and the set of keys, to
+it was assigned, and by the client to read the thread index (one key, or all of it). A
+consumer builds a ``ConsumerRecord`` per record (two thirds of the time a replay spends in
+Python); rebuilding needs only each record's value (and the set of keys, to
 know which threads a partition holds), so this reader sends Fetch requests itself through
 aiokafka's client and walks the record batches with aiokafka's C record parser.
 
@@ -42,10 +43,13 @@ _NO_ERROR: Final = 0
 
 @dataclass
 class PartitionLog:
-    """The committed values of one partition between two offsets, in order."""
+    """The committed values of one partition between two offsets, in order. A read for one
+    key keeps only that key's values and counts every committed record it walked
+    (``scanned``)."""
 
     values: list[bytes] = field(default_factory=list)
     keys: set[bytes | None] = field(default_factory=set)
+    scanned: int = 0
 
 
 class LogReader:
@@ -73,10 +77,10 @@ class LogReader:
         await self._client.close()
 
     async def read(
-        self, ranges: dict[TopicPartition, tuple[int, int]]
+        self, ranges: dict[TopicPartition, tuple[int, int]], *, key: bytes | None = None
     ) -> dict[TopicPartition, PartitionLog]:
         """The committed values of each partition from ``start`` (inclusive) to ``end``
-        (exclusive): ``{tp: (start, end)}``."""
+        (exclusive): ``{tp: (start, end)}``; with ``key``, only the records of that key."""
         logs = {tp: PartitionLog() for tp in ranges}
         positions = {tp: start for tp, (start, end) in ranges.items() if start < end}
         for topic in {tp.topic for tp in ranges}:
@@ -101,7 +105,7 @@ class LogReader:
                     *(self._fetch(node, tps, positions) for node, tps in by_node.items())
                 )
                 for response in responses:
-                    self._absorb(response, ranges, positions, logs)
+                    self._absorb(response, ranges, positions, logs, key)
             # Below the last stable offset the broker always has data; a fetch that moves no
             # partition means the range is wrong (say, the log was truncated).
             stalled = stalled + 1 if positions == before else 0
@@ -159,6 +163,7 @@ class LogReader:
         ranges: dict[TopicPartition, tuple[int, int]],
         positions: dict[TopicPartition, int],
         logs: dict[TopicPartition, PartitionLog],
+        key: bytes | None,
     ) -> None:
         version = response.API_VERSION
         for topic, partitions in response.topics:
@@ -173,7 +178,7 @@ class LogReader:
                 aborted = data[2] if version >= 11 else data[-2]
                 end = ranges[tp][1]
                 position = _read_batches(
-                    MemoryRecords(data[-1]), aborted or [], positions[tp], end, logs[tp]
+                    MemoryRecords(data[-1]), aborted or [], positions[tp], end, logs[tp], key
                 )
                 if position >= end:
                     del positions[tp]
@@ -187,8 +192,10 @@ def _read_batches(
     position: int,
     end: int,
     log: PartitionLog,
+    key: bytes | None = None,
 ) -> int:
-    """Append the committed values of ``records`` below ``end``; returns the next offset."""
+    """Append the committed values of ``records`` below ``end`` (of ``key`` only, when
+    given); returns the next offset."""
     values = log.values
     keys = log.keys
     pending_aborts = sorted(aborted_transactions, key=lambda txn: txn[1])
@@ -212,13 +219,27 @@ def _read_batches(
         elif batch.is_control_batch:
             position = batch.next_offset
             continue
-        for record in batch:
-            offset = record.offset
-            if offset < position:
-                continue
-            if offset >= end:
-                return end
-            values.append(record.value)
-            keys.add(record.key)
+        if key is None:
+            for record in batch:
+                offset = record.offset
+                if offset < position:
+                    continue
+                if offset >= end:
+                    return end
+                values.append(record.value)
+                keys.add(record.key)
+        else:
+            for record in batch:
+                offset = record.offset
+                if offset < position:
+                    continue
+                if offset >= end:
+                    return end
+                log.scanned += 1
+                if record.key == key:
+                    values.append(record.value)
+                    keys.add(key)
+            position = batch.next_offset
+            continue
         position = batch.next_offset
     return position

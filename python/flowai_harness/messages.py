@@ -63,8 +63,12 @@ __all__ = [
     "PlanStepPayload",
     "Query",
     "QueryPayload",
+    "Redrive",
+    "RedrivePayload",
     "ResumeRun",
     "RuntimeEvent",
+    "Thread",
+    "ThreadPayload",
     "ToolInvocation",
     "ToolInvocationPayload",
     "ToolProgress",
@@ -611,6 +615,39 @@ class DeadLetterPayload(_Strict):
         return self.original.encode()
 
 
+class RedrivePayload(_Strict):
+    """Who re-published which dead letter's message, where it went, and whether it was the
+    original bytes or a corrected message with the same id."""
+
+    dead_letter_id: str = Field(description="the `id` of the DeadLetter re-driven")
+    original_id: str | None = Field(description="the re-published message's envelope id")
+    operator: str = Field(description="who re-drove it (the --operator of the command)")
+    note: str | None = None
+    topic: str = Field(description="where the message was re-published (its source topic)")
+    partition: int
+    offset: int
+    replaced: bool = Field(description="true: a corrected message, not the original bytes")
+
+
+class ThreadPayload(_Strict):
+    """Where a thread's log starts and how the thread stands."""
+
+    status: str = Field(
+        description="the thread's phase after its last logged events: idle, running, "
+        "awaiting-model, awaiting-tool, awaiting-approval or closing"
+    )
+    seq: int = Field(ge=1, description="the thread's last logged seq when this was written")
+    partition: int = Field(ge=0, description="the run-log partition holding the thread")
+    log_offset: int = Field(
+        ge=0,
+        description="an offset of that partition at or before the thread's first event: "
+        "a reader of the thread starts there instead of at the beginning",
+    )
+    created: int | None = Field(
+        default=None, description="when the thread's first event was logged (ms); null if unknown"
+    )
+
+
 # --- envelopes -------------------------------------------------------------------------------
 
 
@@ -798,6 +835,31 @@ class ResumeRun(Envelope):
     payload: EmptyPayload = Field(default_factory=EmptyPayload)
 
 
+class Thread(Envelope):
+    """Index: a thread's place in the run log and its status (``threads`` topic, compacted,
+    key ``tenant/thread_id``, the partition number of the thread's run log). The runtime
+    writes one in the transaction of the events it describes whenever the status changes or
+    the thread comes to rest (idle, awaiting approval); the latest per key is current."""
+
+    NAME = schema_name("Thread")
+    schema_: Literal["flowai.v1.Thread"] = Field(default="flowai.v1.Thread", alias="schema")
+    payload: ThreadPayload
+
+
+class Redrive(Envelope):
+    """An operator re-published a dead letter's message (``dead-letters`` topic, key of the
+    dead letter): the record of who did it, when (``ts``) and where it went.
+
+    ``tenant`` and ``thread_id`` are null when the message did not name them.
+    """
+
+    NAME = schema_name("Redrive")
+    schema_: Literal["flowai.v1.Redrive"] = Field(default="flowai.v1.Redrive", alias="schema")
+    tenant: str | None  # type: ignore[assignment]
+    thread_id: str | None  # type: ignore[assignment]
+    payload: RedrivePayload
+
+
 class DeadLetter(Envelope):
     """A message a service could not handle, with the reason (``dead-letters`` topic).
 
@@ -829,6 +891,8 @@ _MODELS: tuple[type[Envelope], ...] = (
     DeadlineReached,
     ResumeRun,
     DeadLetter,
+    Thread,
+    Redrive,
 )
 
 SCHEMAS: dict[str, type[Envelope]] = {model.NAME: model for model in _MODELS}
@@ -850,7 +914,9 @@ _Message = Annotated[
     | ApprovalCheckResult
     | DeadlineReached
     | ResumeRun
-    | DeadLetter,
+    | DeadLetter
+    | Thread
+    | Redrive,
     Field(discriminator="schema_"),
 ]
 _MESSAGE: pydantic.TypeAdapter[Envelope] = pydantic.TypeAdapter(_Message)

@@ -40,6 +40,12 @@ module feeds it the inputs it reads and routes what comes out:
   :class:`~flowai_harness.logread.LogReader` (record values only, no consumer records), the
   fetch of the next partition overlapping the fold of the current one. Records fetched
   while a rebalance ran are read again from where this instance stands.
+- Thread index: the same transaction carries a ``Thread`` record (``threads`` topic,
+  compacted, partition ``p``) for each thread whose status changed or that came to rest:
+  its status, last seq, and an offset of run-log partition ``p`` at or before its first
+  event (the log's end before the transaction that logged that event), which followers
+  start from instead of offset 0. On assignment the partition's index is read back, so the
+  offsets survive a takeover.
 - A failed transaction leaves the engine ahead of the log, so the partition is rebuilt from
   the log and its inputs are read again from the committed offsets.
 
@@ -87,6 +93,10 @@ INPUT_WRONG_PARTITION: Final = "INPUT_WRONG_PARTITION"
 APPROVAL_DECISION: Final = "flowai.v1.ApprovalDecision"
 EFFECT_UNROUTABLE: Final = "EFFECT_UNROUTABLE"
 
+# Statuses a thread rests in: its index record is written whenever it gets there (with the
+# new seq), not only when the status changes.
+_RESTING: Final = frozenset({"idle", "awaiting-approval"})
+
 _KEYED_BY_ID: Final = frozenset(
     {"flowai.v1.ToolInvocation", "flowai.v1.PlanStep", "flowai.v1.ModelRequest"}
 )
@@ -130,6 +140,7 @@ class _Partition:
     __slots__ = (
         "expected",
         "fenced",
+        "index",
         "inputs",
         "log_end",
         "next_offsets",
@@ -151,6 +162,9 @@ class _Partition:
         # The next input offset to handle (set by a seek, advanced by each poll).
         self.expected: dict[TopicPartition, int] = {}
         self.fenced = False
+        # thread id -> (log offset at or before its first event, created ms, last status
+        # written to the thread index): what the next index record must repeat.
+        self.index: dict[str, tuple[int, int | None, str]] = {}
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -382,6 +396,7 @@ class RuntimeService:
             inputs = [TopicPartition(topic, number) for topic in self.topics.runtime_inputs]
             self._partitions[number] = _Partition(number, inputs, producer)
         await self._replay(numbers)
+        await self._load_thread_index(numbers)
 
     def _new_producer(self, number: int) -> AIOKafkaProducer:
         return bus.producer(
@@ -492,6 +507,7 @@ class RuntimeService:
                 for record in records:
                     await self._handle(part, tp, record, outbox)
                 offsets[tp] = OffsetAndMetadata(records[-1].offset + 1, "")
+            self._index_threads(part, outbox)
             last_event = await outbox.send(self.topics.runtime_events, number)
             await producer.send_offsets_to_transaction(offsets, self.config.group)
             await producer.commit_transaction()  # flushes: every batch is acknowledged
@@ -602,6 +618,7 @@ class RuntimeService:
             if thread_key is None:
                 thread_key = part.threads[thread_id] = bus.thread_key(self.tenant, thread_id)
             outbox.add(self.topics.runtime_events, part.number, thread_key, data, headers)
+            outbox.logged(thread_id, data)
         self.stats["events"] += len(decided.events)
         for data in decided.effects:
             self._publish_effect(part, tp, record, outbox, data, headers)
@@ -642,6 +659,7 @@ class RuntimeService:
         try:
             await producer.begin_transaction()
             self._route(part, await self._driver.feed([value]), outbox, [])
+            self._index_threads(part, outbox)
             last_event = await outbox.send(self.topics.runtime_events, part.number)
             await producer.commit_transaction()
             log_end = last_event()
@@ -657,6 +675,64 @@ class RuntimeService:
             return
         if log_end is not None:
             part.log_end = log_end + 2
+
+    # --- the thread index ----------------------------------------------------------------
+
+    def _index_threads(self, part: _Partition, outbox: _Outbox) -> None:
+        """Add a ``Thread`` record for each thread this transaction logged events of whose
+        status changed or that came to rest, so followers find where its log starts."""
+        now = bus.now_ms()
+        for thread_id, (first, last) in outbox.threads.items():
+            status = self._engine.status(thread_id) or "idle"
+            known = part.index.get(thread_id)
+            if known is None:
+                # A thread new to the log starts after everything logged so far; one logged
+                # before the index existed starts somewhere from the beginning.
+                new = orjson.loads(first)["seq"] == 1
+                known = (max(part.log_end, 0), now, "") if new else (0, None, "")
+            log_offset, created, written = known
+            if status == written and status not in _RESTING:
+                continue
+            part.index[thread_id] = (log_offset, created, status)
+            seq = orjson.loads(last)["seq"]
+            record = bus.thread_record(
+                self.tenant,
+                thread_id,
+                status=status,
+                seq=seq,
+                partition=part.number,
+                log_offset=log_offset,
+                created=created,
+                ts=now,
+            )
+            outbox.add(
+                self.topics.threads,
+                part.number,
+                part.threads.get(thread_id) or bus.thread_key(self.tenant, thread_id),
+                record,
+                [],
+            )
+
+    async def _load_thread_index(self, numbers: list[int]) -> None:
+        """What the thread index says of this tenant's threads in partitions ``numbers``
+        (read_committed, to the last stable offset; the latest record per thread wins)."""
+        assert self._replayer is not None
+        assert self._reader is not None
+        tps = [TopicPartition(self.topics.threads, n) for n in numbers]
+        begins = await self._replayer.beginning_offsets(tps)
+        ends = await self._replayer.end_offsets(tps)
+        read = await self._reader.read({tp: (begins[tp], ends[tp]) for tp in tps})
+        for tp, log_part in read.items():
+            index = self._partitions[tp.partition].index
+            for value in log_part.values:
+                body = orjson.loads(value)
+                payload = body.get("payload") or {}
+                if body.get("tenant") == self.tenant and isinstance(body.get("thread_id"), str):
+                    index[body["thread_id"]] = (
+                        int(payload.get("log_offset", 0)),
+                        payload.get("created"),
+                        str(payload.get("status", "")),
+                    )
 
     def _publish_effect(
         self,
@@ -743,10 +819,12 @@ class _Outbox:
     once, after every input of the poll was handled.
     """
 
-    __slots__ = ("_batches", "_counts", "_producer")
+    __slots__ = ("_batches", "_counts", "_producer", "threads")
 
     def __init__(self, producer: AIOKafkaProducer) -> None:
         self._producer = producer
+        # thread id -> [first, last] run-log event of it in this transaction.
+        self.threads: dict[str, list[bytes]] = {}
         # (topic, partition) -> builders; all but the last are full.
         self._batches: dict[tuple[str, int], list[Any]] = {}
         self._counts: dict[tuple[str, int], int] = {}
@@ -769,6 +847,14 @@ class _Outbox:
             if builders[-1].append(key=key, value=value, timestamp=None, headers=headers) is None:
                 raise ValueError(f"a record of {len(value)} bytes does not fit a Kafka batch")
         self._counts[where] += 1
+
+    def logged(self, thread_id: str, event: bytes) -> None:
+        """Note a run-log event of ``thread_id`` (for the thread index)."""
+        seen = self.threads.get(thread_id)
+        if seen is None:
+            self.threads[thread_id] = [event, event]
+        else:
+            seen[1] = event
 
     async def send(self, topic: str, partition: int) -> Callable[[], int | None]:
         """Queue every batch for the transaction; returns a function that gives the offset
