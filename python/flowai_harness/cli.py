@@ -18,6 +18,8 @@ Owns the commands and their exit codes; each does its work through the package (
   ``FLOWAI_APPROVALS_URL``), each request signed with the tenant's secret (env
   ``FLOWAI_APPROVALS_SECRET`` or ``--secret-file``), so the service authorises it as it
   does any other caller (:mod:`flowai_harness.approvals_http`).
+- ``flowai studio --app module:attr [...]``: Studio, the browser UI on the run log
+  (``flowai_harness.studio.command``; its options are its own, see ``flowai studio --help``).
 
 Exit codes: 0 done, 1 Kafka (or the approvals service) failed while working, 2 a usage or
 configuration error, or a request the approvals service refused (one line on stderr, no
@@ -93,6 +95,11 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("--prefix", default=_env_prefix())
     create.add_argument("--bootstrap", default=_env_bootstrap())
     _approvals_parser(commands)
+    commands.add_parser(
+        "studio",
+        help="Studio, the browser UI on the run log (see `flowai studio --help`)",
+        add_help=False,
+    )
     return p
 
 
@@ -145,6 +152,12 @@ def _bus() -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["studio"]:
+        # Studio parses its own options (they would be a second parser's worth here).
+        from .studio.command import main as studio_main
+
+        return studio_main(argv[1:])
     try:
         args = parser().parse_args(argv)
     except FlowaiError as exc:
