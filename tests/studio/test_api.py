@@ -208,3 +208,24 @@ def test_the_api_is_documented_by_openapi(studio: Callable[..., Studio]) -> None
     } <= set(document["paths"])
     stream = document["paths"]["/api/threads/{thread_id}/stream"]["get"]
     assert "text/event-stream" in stream["responses"]["200"]["content"]
+
+
+def test_cancel_ends_a_run_waiting_at_its_gate(studio: Callable[..., Studio]) -> None:
+    app = studio("--app", ACME)
+    approval = run_to_gate(app, "cancel-thread")
+    assert call(f"{app.url}/api/threads/cancel-thread/cancel", "POST")[0] == 202
+    url = f"{app.url}/api/threads/cancel-thread/stream"
+    with urlopen(url, timeout=DEADLINE_S) as stream:
+        finish = next(
+            json.loads(raw.decode()[len("data: ") :])["payload"]
+            for raw in stream
+            if raw.startswith(b"data: ") and b'"type":"finish"' in raw
+        )
+    assert finish["finishReason"] == "cancelled"
+    status, thread, _ = call(f"{app.url}/api/threads/cancel-thread")
+    assert (status, thread["status"]) == (200, "cancelled")
+    status, approvals, _ = call(f"{app.url}/api/approvals?status=all")
+    [closed] = [a for a in approvals if a["id"] == approval]
+    assert (closed["status"], closed["reason"]) == ("closed", "cancelled")
+    status, body, _ = call(f"{app.url}/api/threads/cancel-thread/cancel", "POST")
+    assert (status, body["error"]["code"]) == (409, "NO_ACTIVE_RUN")

@@ -18,11 +18,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from ..errors import RunStateError, UnknownAgentError
+from ..errors import RunStateError, ThreadBusyError, UnknownAgentError
 from ..specs import RuntimeSpec
 from .hub import Hub
 
-__all__ = ["AgentInfo", "StudioBackend", "agents_of", "check_chat_target"]
+__all__ = ["AgentInfo", "StudioBackend", "agents_of", "check_chat_target", "check_idle"]
 
 Outcome = Literal["approve", "reject", "revise"]
 
@@ -83,6 +83,18 @@ def check_chat_target(agents: list[AgentInfo], name: str | None) -> str | None:
         f"no agent named {name!r}; this app's agents are: "
         f"{', '.join(agent.name for agent in agents)}"
     )
+
+
+def check_idle(hub: Hub, thread_id: str, *, driving: bool) -> None:
+    """Refuse a chat on a thread whose run is still going (``driving``: Studio drives one
+    there), before anything is published or started."""
+    thread = hub.index.threads.get(thread_id)
+    status = thread.as_json()["status"] if thread is not None else "idle"
+    if driving or status in ("running", "awaiting-approval"):
+        raise ThreadBusyError(
+            f"thread {thread_id!r} has a run in progress ({status}); wait for it, decide "
+            "its approval, or cancel it before sending another message"
+        )
 
 
 class StudioBackend(Protocol):

@@ -33,10 +33,10 @@ from aiokafka.errors import KafkaError
 
 from .. import bus
 from ..client import Client, RemoteEventStream, connect
-from ..errors import BusError, ThreadBusyError
+from ..errors import BusError
 from ..messages import envelope
 from ..specs import RuntimeSpec
-from .backend import AgentInfo, Outcome, agents_of, check_chat_target
+from .backend import AgentInfo, Outcome, agents_of, check_chat_target, check_idle
 from .hub import Hub
 
 __all__ = ["DistributedBackend"]
@@ -138,13 +138,7 @@ class DistributedBackend:
 
     async def chat(self, prompt: str, thread_id: str, agent: str | None) -> None:
         target = check_chat_target(self._agents, agent)
-        thread = self.hub.index.threads.get(thread_id)
-        status = thread.as_json()["status"] if thread is not None else "idle"
-        if thread_id in self._runs or status in ("running", "awaiting-approval"):
-            raise ThreadBusyError(
-                f"thread {thread_id!r} has a run in progress ({status}); wait for it, decide "
-                "its approval, or cancel it before sending another message"
-            )
+        check_idle(self.hub, thread_id, driving=thread_id in self._runs)
         stream = self._client.query(prompt, thread_id, agent=target)
         task = asyncio.get_running_loop().create_task(self._drive(thread_id, stream))
         self._runs[thread_id] = (stream, task)

@@ -23,10 +23,10 @@ from typing import Any, Final, Literal
 
 import orjson
 
-from ..errors import FlowaiError, ThreadBusyError
+from ..errors import FlowaiError
 from ..runlog import RunLog
 from ..runtime import EventStream, Runtime
-from .backend import AgentInfo, Outcome, agents_of, check_chat_target
+from .backend import AgentInfo, Outcome, agents_of, check_chat_target, check_idle
 from .hub import Hub
 
 __all__ = ["EmbeddedBackend"]
@@ -117,7 +117,8 @@ class EmbeddedBackend:
 
     async def chat(self, prompt: str, thread_id: str, agent: str | None) -> None:
         target = check_chat_target(self._agents, agent)
-        self._check_idle(thread_id)
+        task = self._tasks.get(thread_id)
+        check_idle(self.hub, thread_id, driving=task is not None and not task.done())
         if target is None:
             stream = self.runtime.query(prompt, thread_id)
         else:
@@ -144,16 +145,6 @@ class EmbeddedBackend:
             self._drive(rest.thread_id, rest)
 
     # --- internals -------------------------------------------------------------------------
-
-    def _check_idle(self, thread_id: str) -> None:
-        task = self._tasks.get(thread_id)
-        thread = self.hub.index.threads.get(thread_id)
-        status = thread.as_json()["status"] if thread is not None else "idle"
-        if (task is not None and not task.done()) or status in ("running", "awaiting-approval"):
-            raise ThreadBusyError(
-                f"thread {thread_id!r} has a run in progress ({status}); wait for it, decide "
-                "its approval, or cancel it before sending another message"
-            )
 
     def _drive(self, thread_id: str, stream: EventStream) -> None:
         task = asyncio.get_running_loop().create_task(self._follow(thread_id, stream))
