@@ -201,7 +201,9 @@ export function render(main, ctx) {
     cancel.hidden = !busy;
     main.dataset.threadStatus = thread ? thread.status : "idle";
   };
-  const open = (id) => {
+  // Resolves once the thread's stream has caught up: a run started after that shows every
+  // live event (live events are not replayed).
+  const open = (id) => new Promise((caughtUp) => {
     follower?.close();
     conversation?.dispose();
     log.replaceChildren();
@@ -209,7 +211,10 @@ export function render(main, ctx) {
     conversation = null;
     threadLabel.textContent = id ? `thread ${id}` : "new thread";
     if (id) localStorage.setItem(LAST_THREAD, id);
-    if (!id) return showRunning();
+    if (!id) {
+      showRunning();
+      return caughtUp();
+    }
     conversation = new Conversation(log, id, ctx);
     follower = followThread(id, 0, {
       onLogged: (envelope) => {
@@ -220,9 +225,17 @@ export function render(main, ctx) {
         conversation.live(event);
         log.scrollTop = log.scrollHeight;
       },
-      onState: (s, n) => (connection.textContent = s === "live" ? "● live" : `reconnecting (${n})…`),
+      onState: (s, n) => {
+        connection.textContent = s === "live" ? "● live" : `reconnecting (${n})…`;
+        if (s === "live") caughtUp();
+      },
     });
     showRunning();
+  });
+
+  const newThreadId = () => {
+    const bytes = crypto.getRandomValues(new Uint8Array(6));
+    return "studio-" + [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
   };
 
   form.addEventListener("submit", async (event) => {
@@ -232,12 +245,14 @@ export function render(main, ctx) {
     error.textContent = "";
     send.disabled = true;
     try {
-      const started = await api.chat(text, threadId, agentSelect.value || null);
-      prompt.value = "";
-      if (started.threadId !== threadId) {
-        history.replaceState(null, "", `#/chat/${encodeURIComponent(started.threadId)}`);
-        open(started.threadId);
+      if (!threadId) {
+        // Follow the new thread first, so its first live text is not missed.
+        const id = newThreadId();
+        history.replaceState(null, "", `#/chat/${encodeURIComponent(id)}`);
+        await open(id);
       }
+      await api.chat(text, threadId, agentSelect.value || null);
+      prompt.value = "";
     } catch (failure) {
       error.textContent = `${failure.code}: ${failure.message}`;
     } finally {
