@@ -5,9 +5,11 @@
 #   make demo-live   the live-model demo against the real API (ANTHROPIC_API_KEY, or
 #               OPENAI_API_KEY with PROVIDER=openai)
 #   make test   build everything, start Kafka + Redis, run every check and test, stop them
+#   make studio  Studio (the browser UI) on the Acme example, at http://127.0.0.1:4111/
 #
 # Everything installs itself on a fresh machine: the venv and Python packages, the Rust
-# extension, the broker jars and redis-server (scripts/services/services).
+# extension, the broker jars and redis-server (scripts/services/services), and Debian's
+# chromium and chromium-driver for Studio's browser tests (browser-deps).
 
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -21,16 +23,17 @@ SERVICES := scripts/services/services
 IMPURE_CRATES := pyo3|tokio|rand|rand_core|getrandom|chrono|time|reqwest|mio|socket2
 
 .PHONY: help setup build demo test check check-rust check-python test-rust test-python \
-        services-up services-down bench golden schemas clean demo-live
+        services-up services-down bench golden schemas clean demo-live studio browser-deps \
+        studio-screenshots
 
 help:
-	@echo "make demo | make demo-live | make test | make build | make check | make bench | make services-up | make services-down"
+	@echo "make demo | make demo-live | make studio | make test | make build | make check | make bench | make services-up | make services-down"
 
 # Fresh venv with every runtime and dev dependency (re-run when pyproject.toml changes).
 $(VENV)/.deps: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip 'maturin>=1.7,<2'
-	. $(VENV)/bin/activate && maturin develop --release -q -E dev,kafka
+	. $(VENV)/bin/activate && maturin develop --release -q -E dev,kafka,studio
 	touch $@
 
 setup: $(VENV)/.deps
@@ -43,6 +46,20 @@ demo: build
 	$(PY) examples/hello.py
 	$(PY) -m examples.acme
 	$(PY) examples/live_agent.py
+
+studio: build
+	$(PY) -m flowai_harness.studio --app examples.acme.studio:runtime
+
+# Debian's Chromium and its WebDriver, for Studio's browser tests (tests/studio); installed
+# once (we run as root), nothing is downloaded by the tests themselves.
+browser-deps:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	fi
+
+# The screenshots in docs/studio, taken by the browser tests as they run.
+studio-screenshots: build browser-deps
+	FLOWAI_STUDIO_SCREENSHOTS=docs/studio $(PY) -m pytest tests/studio -q
 
 demo-live: build
 	$(PY) examples/live_agent.py --real --provider $(or $(PROVIDER),anthropic)
@@ -76,7 +93,7 @@ services-down:
 # The services script starts ONE broker, so the run log cannot be replicated: say so
 # explicitly (FLOWAI_ALLOW_UNREPLICATED). The three-broker tests (marker `brokers3`) start a
 # cluster of their own.
-test: build check test-rust
+test: build check test-rust browser-deps
 	$(SERVICES) start
 	set -a; . "$${FLOWAI_SERVICES_DIR:-var/services}/env"; set +a; \
 	  trap '$(SERVICES) stop' EXIT; \

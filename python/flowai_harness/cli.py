@@ -25,6 +25,8 @@ Owns the commands and their exit codes; each does its work through the package (
   --expose-agent-tools]``: serves one agent's tools to MCP clients
   (``Runtime.serve_mcp_stdio`` / ``serve_mcp_http``); OBJECT is a Runtime, a RuntimeSpec
   (run on the noop interpreter) or a zero-argument function returning either.
+- ``flowai studio --app module:attr [...]``: Studio, the browser UI on the run log
+  (``flowai_harness.studio.command``; its options are its own, see ``flowai studio --help``).
 
 Exit codes: 0 done, 1 Kafka (or the approvals service) failed while working, 2 a usage or
 configuration error, or a request the approvals service refused (one line on stderr, no
@@ -105,6 +107,11 @@ def parser() -> argparse.ArgumentParser:
     from . import deadletters
 
     deadletters.add_parser(commands, bootstrap=_env_bootstrap(), prefix=_env_prefix())
+    commands.add_parser(
+        "studio",
+        help="Studio, the browser UI on the run log (see `flowai studio --help`)",
+        add_help=False,
+    )
     return p
 
 
@@ -192,6 +199,12 @@ def _bus() -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["studio"]:
+        # Studio parses its own options (they would be a second parser's worth here).
+        from .studio.command import main as studio_main
+
+        return studio_main(argv[1:])
     try:
         args = parser().parse_args(argv)
     except FlowaiError as exc:

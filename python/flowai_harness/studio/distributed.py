@@ -1,0 +1,248 @@
+"""Studio on the runtime service over Kafka: the run log and live text from topics, queries,
+cancels and decisions as messages.
+
+Owns :class:`DistributedBackend`. At start it reads ``<prefix>.runtime-events`` (every
+partition, ``read_committed``) from the beginning to where it ended, keeping the envelopes of
+its tenant, and then follows it, together with ``<prefix>.model-deltas`` from its end (a live
+model's text as model workers stream it). Approvals come from the same log: an
+``approval-required`` without its ``approval-decision`` is pending, wherever it is decided
+(Studio, chat-ops, the CLI): the decision is logged by the runtime and shows everywhere.
+
+A chat publishes a ``flowai.v1.Query`` through the :func:`~flowai_harness.client.connect`
+client (a task here iterates its stream, which only adds a refused query's error: everything
+else comes from the log); a decision is a ``flowai.v1.ApprovalDecision`` through the same
+client, signed with ``decision_key`` (the runtime service accepts only signed decisions
+unless started with ``--allow-unsigned-decisions``); a cancel is a ``flowai.v1.CancelRun``.
+
+When the client gains ``follow(thread_id, from_seq)`` and ``threads()``, they replace the
+reader here. Imports aiokafka (the ``kafka`` extra). Must not import FastAPI, the server or
+any service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from typing import Any, Literal
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from .. import bus
+from ..client import Client, RemoteEventStream, connect
+from ..errors import BusError
+from ..messages import envelope
+from ..specs import RuntimeSpec
+from .backend import AgentInfo, Outcome, agents_of, check_chat_target, check_idle
+from .hub import Hub
+
+__all__ = ["DistributedBackend"]
+
+log = logging.getLogger("flowai.studio")
+
+
+class DistributedBackend:
+    """One tenant of the runtime service, behind the Studio API."""
+
+    mode: Literal["distributed"] = "distributed"
+
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        tenant: str,
+        spec: RuntimeSpec,
+        topic_prefix: str = "flowai",
+        decision_key: str | bytes | None = None,
+    ) -> None:
+        self.tenant = tenant
+        self.hub = Hub()
+        self.capabilities: frozenset[str] = frozenset()
+        self._bootstrap = bootstrap
+        self._signed = decision_key is not None
+        self._client: Client = connect(
+            bootstrap,
+            tenant=tenant,
+            topic_prefix=topic_prefix,
+            client_id=f"flowai-studio-{os.getpid()}",
+            decision_key=decision_key,
+        )
+        self._topics = bus.Topics(topic_prefix)
+        self._agents = agents_of(spec)
+        self._reader: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._partitions = 0
+        self._follow_task: asyncio.Task[None] | None = None
+        self._runs: dict[str, tuple[RemoteEventStream, asyncio.Task[None]]] = {}
+
+    def agents(self) -> list[AgentInfo]:
+        return list(self._agents)
+
+    def who_may_decide(self) -> str:
+        if self._signed:
+            return "Studio signs decisions with its deciding key; the runtime service checks it"
+        return (
+            "nobody from this Studio: it has no deciding key (--decision-key), so the runtime "
+            "service refuses its decisions unless it allows unsigned ones"
+        )
+
+    async def start(self) -> None:
+        try:
+            await self._client.start()
+            self._partitions = await bus.partition_count(
+                self._bootstrap, self._topics.runtime_events
+            )
+            deltas = (await bus.partition_counts(self._bootstrap, [self._topics.model_deltas]))[
+                self._topics.model_deltas
+            ]
+            producer = bus.producer(self._bootstrap)
+            await producer.start()
+            self._producer = producer
+            reader = bus.consumer(self._bootstrap, client_id=f"flowai-studio-{os.getpid()}")
+            await reader.start()
+            self._reader = reader
+            log_tps = [
+                TopicPartition(self._topics.runtime_events, p) for p in range(self._partitions)
+            ]
+            delta_tps = [TopicPartition(self._topics.model_deltas, p) for p in range(deltas)]
+            reader.assign(log_tps + delta_tps)
+            await reader.seek_to_beginning(*log_tps)
+            await reader.seek_to_end(*delta_tps)
+            ends = await reader.end_offsets(log_tps)
+            # What the log held at start is in the index before the first page is served.
+            behind = [tp for tp, end in ends.items() if end > 0]
+            while behind:
+                self._absorb(await reader.getmany(*behind, timeout_ms=500))
+                behind = [tp for tp in behind if await reader.position(tp) < ends[tp]]
+        except KafkaError as exc:
+            await self.close()
+            raise BusError(f"Studio cannot read the run log at {self._bootstrap}: {exc}") from exc
+        self._follow_task = asyncio.get_running_loop().create_task(self._follow())
+
+    async def close(self) -> None:
+        task, self._follow_task = self._follow_task, None
+        running = [task for _, task in self._runs.values()]
+        for pending in [task, *running]:
+            if pending is not None:
+                pending.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pending
+        for closing in (self._reader, self._producer):
+            if closing is not None:
+                await closing.stop()
+        self._reader = self._producer = None
+        await self._client.close()
+
+    async def chat(self, prompt: str, thread_id: str, agent: str | None) -> None:
+        target = check_chat_target(self._agents, agent)
+        check_idle(self.hub, thread_id, driving=thread_id in self._runs)
+        stream = self._client.query(prompt, thread_id, agent=target)
+        task = asyncio.get_running_loop().create_task(self._drive(thread_id, stream))
+        self._runs[thread_id] = (stream, task)
+
+    async def cancel(self, thread_id: str) -> None:
+        assert self._producer is not None
+        key = bus.thread_key(self.tenant, thread_id)
+        message = envelope(
+            "flowai.v1.CancelRun",
+            id=f"studio-cancel-{os.urandom(8).hex()}",
+            tenant=self.tenant,
+            thread_id=thread_id,
+            payload={},
+        )
+        await self._producer.send_and_wait(
+            self._topics.queries,
+            message,
+            key=key,
+            partition=bus.partition_for(key, self._partitions),
+            headers=[(bus.TRACEPARENT, bus.new_traceparent().encode())],
+        )
+
+    async def decide(
+        self,
+        approval_id: str,
+        outcome: Outcome,
+        *,
+        approver: str,
+        feedback: str | None,
+        partial: Any,
+    ) -> None:
+        approval = self.hub.index.approvals.get(approval_id)
+        await self._client.respond_to_approval(
+            approval_id,
+            outcome,
+            feedback,
+            partial,
+            approver,
+            thread_id=approval.thread_id if approval is not None else None,
+        )
+
+    # --- internals -------------------------------------------------------------------------
+
+    async def _drive(self, thread_id: str, stream: RemoteEventStream) -> None:
+        """Publish the query and wait for its run; only a refusal (an error before any event
+        of the run was logged) is news here."""
+        first = True
+        try:
+            async for event in stream:
+                if first and event.get("type") == "error":
+                    self.hub.live(thread_id, event)
+                first = False
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("the query of thread %s failed", thread_id)
+            self.hub.live(
+                thread_id,
+                {"type": "error", "error": {"message": str(exc), "code": BusError.code}},
+            )
+        finally:
+            found = self._runs.get(thread_id)
+            if found is not None and found[1] is asyncio.current_task():
+                del self._runs[thread_id]
+
+    async def _follow(self) -> None:
+        assert self._reader is not None
+        while True:
+            try:
+                self._absorb(await self._reader.getmany(timeout_ms=1000))
+            except asyncio.CancelledError:
+                raise
+            except KafkaError:
+                log.exception("studio lost the run log; retrying")
+
+    def _absorb(self, batch: dict[TopicPartition, list[Any]]) -> None:
+        prefix = f"{self.tenant}/".encode()
+        for tp, records in batch.items():
+            for record in records:
+                if record.key is None or not record.key.startswith(prefix):
+                    continue
+                try:
+                    body = orjson.loads(record.value)
+                except orjson.JSONDecodeError:
+                    continue
+                if tp.topic == self._topics.runtime_events:
+                    self.hub.logged(body)
+                else:
+                    self._delta(body)
+
+    def _delta(self, body: dict[str, Any]) -> None:
+        payload = body.get("payload")
+        thread_id = body.get("thread_id")
+        if not isinstance(payload, dict) or not isinstance(thread_id, str):
+            return
+        kind = "reasoning" if payload.get("type") == "reasoning-delta" else "text"
+        self.hub.live(
+            thread_id,
+            {
+                "type": kind,
+                "text": payload.get("text", ""),
+                "agent": payload.get("agent"),
+                "requestId": payload.get("request_id"),
+                # A producer retry repeats a delta; the page drops a seq it has shown.
+                "deltaSeq": payload.get("seq"),
+            },
+        )

@@ -1,0 +1,243 @@
+"""Studio in a real browser (Debian's Chromium), against the Acme example on an embedded
+runtime: a chat whose answer streams in and whose sub-agent calls a tool; an approval decided
+in the inbox that resumes the run shown in the chat; a timeline that keeps every event once
+across a Studio restart (the browser reconnects from the last seq it showed)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from examples.acme.app import restock_prompt
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as ec
+from selenium.webdriver.support.ui import Select, WebDriverWait
+from studio_procs import DEADLINE_S, Process, Studio, free_port
+
+pytestmark = pytest.mark.browser
+
+ACME = "examples.acme.studio:runtime"
+ANALYST_ANSWER = "There are 4 products with 164 units on hand in total."
+COORDINATOR_ANSWER = "The warehouse holds 164 units across 4 products."
+
+
+def wait(driver: Any) -> WebDriverWait[Any]:
+    return WebDriverWait(driver, DEADLINE_S)
+
+
+def css(driver: Any, selector: str) -> Any:
+    """The element matching ``selector`` once it is there."""
+    return wait(driver).until(ec.presence_of_element_located((By.CSS_SELECTOR, selector)))
+
+
+def fake_model_script(path: Path) -> Path:
+    """The coordinator hands the question to data_analyst, which calls inventory_summary and
+    answers in a streamed sentence; the coordinator then answers, streamed too."""
+    turns = [
+        {
+            "for_model": "claude-sonnet-4-6",
+            "tool_calls": [
+                {
+                    "name": "call_agent",
+                    "args": {"agent": "data_analyst", "prompt": "How many units are on hand?"},
+                }
+            ],
+            "usage": {"input_tokens": 820, "output_tokens": 40},
+        },
+        {
+            "for_model": "claude-haiku-4-5",
+            "tool_calls": [{"name": "inventory_summary", "args": {}}],
+            "usage": {"input_tokens": 300, "output_tokens": 20},
+        },
+        {
+            "for_model": "claude-haiku-4-5",
+            "text": ANALYST_ANSWER,
+            "chunk_delay_s": 0.05,
+            "usage": {"input_tokens": 360, "output_tokens": 14},
+        },
+        {
+            "for_model": "claude-sonnet-4-6",
+            "text": COORDINATOR_ANSWER,
+            "chunk_delay_s": 0.05,
+            "usage": {"input_tokens": 900, "output_tokens": 12},
+        },
+    ]
+    path.write_bytes(orjson.dumps({"turns": turns}))
+    return path
+
+
+def send(driver: Any, studio: Studio, prompt: str, agent: str = "acme_coordinator") -> None:
+    driver.get(f"{studio.url}/#/chat")
+    Select(css(driver, "select[name=agent]")).select_by_value(agent)
+    box = css(driver, "textarea[name=prompt]")
+    # Long scripted prompts go in through the DOM: typing them key by key is slow.
+    driver.execute_script(
+        "arguments[0].value = arguments[1]; arguments[0].dispatchEvent(new Event('input'));",
+        box,
+        prompt,
+    )
+    driver.find_element(By.CSS_SELECTOR, ".composer button.primary").click()
+    css(driver, ".user-message")
+
+
+def test_chat_streams_the_answer_and_opens_a_sub_agents_tool_call(
+    browser: Any,
+    studio: Callable[..., Studio],
+    launch: Callable[..., Process],
+    tmp_path: Path,
+    shoot: Callable[[Any, str], None],
+) -> None:
+    script = fake_model_script(tmp_path / "turns.json")
+    fake = launch(
+        "fake-provider",
+        "-m",
+        "flowai_harness.testing.fake_provider",
+        "--script",
+        str(script),
+    )
+    url = fake.wait_for("fake provider listening on").rsplit(" ", 1)[-1]
+    app = studio(
+        "--app",
+        ACME,
+        "--interpreter",
+        "live",
+        env={"ANTHROPIC_API_KEY": "fake-key", "ANTHROPIC_BASE_URL": url},
+    )
+    send(browser, app, "How many units do we have on hand?")
+
+    css(browser, ".note.end[data-finish=stop]")
+    # The analyst's answer came as live deltas (more than one), then was not repeated when
+    # its complete text was logged.
+    answers = browser.find_elements(By.CSS_SELECTOR, ".sub-agent[data-agent=data_analyst] .text")
+    assert [a.find_element(By.CSS_SELECTOR, ".body").text for a in answers] == [ANALYST_ANSWER]
+    assert answers[0].get_attribute("data-source") == "live"
+    assert int(answers[0].get_attribute("data-deltas")) > 1
+    final = browser.find_elements(
+        By.CSS_SELECTOR, "#conversation > .text[data-agent=acme_coordinator]"
+    )
+    assert [f.find_element(By.CSS_SELECTOR, ".body").text for f in final] == [COORDINATOR_ANSWER]
+
+    # The tool call nests under the sub-agent and opens into its arguments and result.
+    call = browser.find_element(
+        By.CSS_SELECTOR,
+        ".sub-agent[data-agent=data_analyst] details.tool-call[data-tool=inventory_summary]",
+    )
+    assert call.get_attribute("data-state") == "result"
+    call.find_element(By.TAG_NAME, "summary").click()
+    shown = [pre.text for pre in call.find_elements(By.CSS_SELECTOR, "pre.json")]
+    assert [json.loads(text) for text in shown] == [{}, {"products": 4, "units": 164}]
+    shoot(browser, "chat")
+
+    # Costs: the live run is priced, per run and per agent.
+    browser.get(f"{app.url}/#/costs")
+    charts = css(browser, "#costs .charts")
+    captions = [c.text for c in charts.find_elements(By.TAG_NAME, "figcaption")]
+    assert "Cost per agent (USD)" in captions
+    agents = browser.find_elements(By.CSS_SELECTOR, "#costs table.runs tbody tr")
+    assert sorted(row.find_elements(By.TAG_NAME, "td")[0].text for row in agents) == [
+        "acme_coordinator",
+        "data_analyst",
+    ]
+    shoot(browser, "costs")
+
+
+def test_an_approval_decided_in_the_inbox_resumes_the_run_in_the_chat(
+    browser: Any, studio: Callable[..., Studio], shoot: Callable[[Any, str], None]
+) -> None:
+    app = studio("--app", ACME, "--interpreter", "scripted")
+    send(browser, app, restock_prompt())
+    card = css(browser, "#conversation .approval-card")
+    assert "restock-1" in card.text
+    chat_tab = browser.current_window_handle
+
+    browser.switch_to.new_window("tab")
+    browser.get(f"{app.url}/#/approvals")
+    inbox_card = css(browser, ".approval-list .approval-card")
+    assert "Plan approval: restock-1" in inbox_card.text
+    assert "reorder_products" in inbox_card.text
+    shoot(browser, "approvals")
+    name = inbox_card.find_element(By.CSS_SELECTOR, "input[name=approver]")
+    name.clear()
+    name.send_keys("dana")
+    inbox_card.find_element(By.CSS_SELECTOR, "textarea[name=feedback]").send_keys("go ahead")
+    inbox_card.find_element(By.CSS_SELECTOR, "button.approve").click()
+    css(browser, ".decided-row .status-approve")
+
+    browser.switch_to.window(chat_tab)
+    css(browser, "#conversation .note.end[data-finish=stop]")
+    outcome = css(browser, "#conversation .approval-card .outcome")
+    assert "approve" in outcome.text
+    assert "dana" in outcome.text
+    execute = browser.find_element(
+        By.CSS_SELECTOR, "details.tool-call[data-tool=executePlan][data-state=result]"
+    )
+    execute.find_element(By.TAG_NAME, "summary").click()
+    result = json.loads(execute.find_elements(By.CSS_SELECTOR, "pre.json")[-1].text)
+    assert result["entitiesAffected"] == 6
+
+
+def test_the_timeline_reconnects_from_its_last_seq_without_losing_events(
+    browser: Any, studio: Callable[..., Studio], tmp_path: Path, shoot: Callable[[Any, str], None]
+) -> None:
+    logs = str(tmp_path / "runlogs")
+    port = free_port()
+    first = studio("--app", ACME, "--log-path", logs, port=port)
+    send(browser, first, restock_prompt())
+    css(browser, "#conversation .approval-card")
+    thread_id = browser.execute_script("return location.hash").split("/", 2)[2]
+
+    browser.get(f"{first.url}/#/runs/{thread_id}")
+    css(browser, "#timeline tr.type-approval-required")
+    css(browser, "#timeline-connection[data-state=live]")
+    before = browser.execute_script("return document.querySelectorAll('#timeline tr.event').length")
+
+    # Studio goes away mid-run; the page notices and keeps trying.
+    first.process.kill()
+    css(browser, "#timeline-connection[data-state=reconnecting]")
+
+    # A new Studio on the same run log; the run goes on there while the page reconnects.
+    second = studio("--app", ACME, "--log-path", logs, port=port)
+    from urllib.request import Request, urlopen
+
+    approval = f"appr:{thread_id}/run-1/scripted-tool-5"
+    body = orjson.dumps({"outcome": "approve", "approver": "ops"})
+    request = Request(
+        f"{second.url}/api/approvals/{approval}/decision",
+        data=body,
+        headers={"Content-Type": "application/json"},
+    )
+    with urlopen(request, timeout=DEADLINE_S) as answer:
+        assert answer.status == 202
+
+    css(browser, "#timeline tr.type-finish")
+    css(browser, "#timeline-connection[data-state=live]")
+    with urlopen(f"{second.url}/api/threads/{thread_id}/events", timeout=DEADLINE_S) as answer:
+        logged = [entry["seq"] for entry in orjson.loads(answer.read())]
+    wait(browser).until(
+        lambda d: (
+            d.execute_script("return document.querySelectorAll('#timeline tr.event').length")
+            == len(logged)
+        )
+    )
+    shown = [
+        int(seq)
+        for seq in browser.execute_script(
+            "return [...document.querySelectorAll('#timeline tr.event')].map(r => r.dataset.seq)"
+        )
+    ]
+    assert shown == logged == list(range(1, len(logged) + 1))
+    assert before < len(logged)
+    assert (
+        int(browser.find_element(By.ID, "timeline-connection").get_attribute("data-reconnects"))
+        >= 1
+    )
+    # The page's feed of thread changes reconnected too: the header tells the run is done.
+    css(browser, ".thread-head .status-finished")
+    shoot(browser, "timeline")
+    browser.get(f"{second.url}/#/runs")
+    css(browser, f"#threads tr[data-thread-id='{thread_id}'] .status-finished")
+    shoot(browser, "runs")
