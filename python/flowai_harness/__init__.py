@@ -109,6 +109,12 @@ from .specs import (
     define_specialist,
     define_tenant,
 )
+from .studio.apps import (
+    FlowAIApp,
+    WorkspaceRuntimeBinding,
+    define_app,
+    define_workspace_runtime,
+)
 from .tools import ToolContext, ToolDefinition, ToolSpec, define_tool, normalize_schema
 
 # The seed's names for the same things.
@@ -140,6 +146,7 @@ __all__ = [
     "ExpectedAction",
     "FinalResponseEval",
     "FinalResponseScorerConfig",
+    "FlowAIApp",
     "FlowaiError",
     "GroundTruth",
     "HarnessEvalEventEnvelope",
@@ -200,10 +207,12 @@ __all__ = [
     "UnknownApprovalTargetError",
     "UnknownReferenceKindError",
     "UnknownThreadError",
+    "WorkspaceRuntimeBinding",
     "__version__",
     "connect",
     "create_runtime",
     "define_action_ground_truth",
+    "define_app",
     "define_coordinator",
     "define_eval_config",
     "define_eval_request",
@@ -225,6 +234,7 @@ __all__ = [
     "define_test_case",
     "define_tool",
     "define_trajectory_scorer_config",
+    "define_workspace_runtime",
     "final_response_judge_verdicts_extra",
     "glimpse",
     "layered_prompt",
