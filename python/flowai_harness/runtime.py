@@ -22,7 +22,7 @@ import time
 import types
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import orjson
 
@@ -57,6 +57,9 @@ from .toolcall import (
     tool_result,
 )
 from .tools import ToolContext, ToolDefinition
+
+if TYPE_CHECKING:
+    from .evals.runner import EvalStream
 
 __all__ = ["EventStream", "ReplayResult", "Runtime", "create_runtime"]
 
@@ -430,6 +433,30 @@ class Runtime:
         elif status != "idle":
             first = self._driver.envelope("flowai.v1.ResumeRun", thread_id, {})
         return EventStream(self, thread_id, first, stepped)
+
+    def stream_eval(self, eval_request: Any, *, approval_policy: str | None = None) -> EvalStream:
+        """Run an eval, streaming its envelopes (``evalStarted`` ... ``evalCompleted``); each
+        sample is a run on a fresh thread here. Leaving the loop cancels the runs in flight.
+        ``approval_policy``: ``"approve"`` (default), ``"reject"`` or ``"fail"`` (see
+        :mod:`flowai_harness.evals.runtime_bridge`)."""
+        from .evals.runtime_bridge import embedded_stream_eval
+
+        return embedded_stream_eval(
+            self,
+            eval_request,
+            start=self._start,
+            providers=self._providers,
+            approval_policy=approval_policy,
+        )
+
+    async def run_eval(
+        self, eval_request: Any, *, approval_policy: str | None = None
+    ) -> dict[str, Any]:
+        """Run an eval to the end; returns the artifact's JSON dict (as the seed does)."""
+        from .evals.runner import artifact_of
+
+        stream = self.stream_eval(eval_request, approval_policy=approval_policy)
+        return (await artifact_of(stream)).to_wire()
 
     def thread_ids(self) -> list[str]:
         """Every thread with a run log in this runtime's log store."""
