@@ -18,6 +18,9 @@ Owns the commands and their exit codes; each does its work through the package (
   ``FLOWAI_APPROVALS_URL``), each request signed with the tenant's secret (env
   ``FLOWAI_APPROVALS_SECRET`` or ``--secret-file``), so the service authorises it as it
   does any other caller (:mod:`flowai_harness.approvals_http`).
+- ``flowai eval run SUITE`` / ``flowai eval from-log LOG_PATH``: evals as a CI gate, and
+  replay suites from recorded threads (:mod:`flowai_harness.evals.cli`; exit 1 there means
+  the eval missed its pass threshold).
 
 Exit codes: 0 done, 1 Kafka (or the approvals service) failed while working, 2 a usage or
 configuration error, or a request the approvals service refused (one line on stderr, no
@@ -93,6 +96,9 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("--prefix", default=_env_prefix())
     create.add_argument("--bootstrap", default=_env_bootstrap())
     _approvals_parser(commands)
+    from .evals.cli import add_commands as add_eval_commands
+
+    add_eval_commands(commands)
     return p
 
 
@@ -157,6 +163,10 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_replay(args))
         if args.command == "approvals":
             return asyncio.run(_approvals(args))
+        if args.command == "eval":
+            from .evals.cli import run as run_eval_command
+
+            return asyncio.run(run_eval_command(args))
         return asyncio.run(_topics_create(args))
     except FlowaiError as exc:
         print(f"flowai: {exc}", file=sys.stderr)

@@ -38,7 +38,7 @@ from .errors import (
     UnknownToolError,
     error_from_code,
 )
-from .modelcall import call_model
+from .modelcall import Complete, call_model
 from .references import (
     FileReferenceStore,
     MemoryReferenceStore,
@@ -892,6 +892,7 @@ def create_runtime(
     interpreter: Interpreter = "noop",
     log_path: str | os.PathLike[str] | None = None,
     fsync: FsyncPolicy = "boundary",
+    model_providers: Mapping[str, Complete] | None = None,
 ) -> Runtime:
     """Build an embedded runtime for ``spec``.
 
@@ -915,6 +916,9 @@ def create_runtime(
       payloads are kept under ``log_path`` too (else in memory).
     - ``data_environment`` / ``target_database_url``: the seed's data catalog settings, which
       this build does not have; passing one is an error that says so.
+    - ``model_providers``: ``{provider name: object with complete(request, on_delta=...)}``
+      answering the live interpreter's model calls instead of providers built from the spec's
+      ``providers`` (replay-as-eval answers from a recording this way).
     """
     if not isinstance(spec, RuntimeSpec):
         raise SpecError(
@@ -944,7 +948,9 @@ def create_runtime(
             "uses those names; rename the service"
         )
     providers: Mapping[str, Any] = {}
-    if interpreter_config["kind"] == "live":
+    if model_providers is not None:
+        providers = dict(model_providers)
+    elif interpreter_config["kind"] == "live":
         from .providers import build_providers
 
         providers = build_providers(spec.providers)

@@ -592,6 +592,11 @@ class EvalStream:
         self._finished = False
         self.run_id = run.plan.run_id
 
+    @property
+    def request(self) -> EvalRequest:
+        """The validated request this stream runs."""
+        return self._run.plan.request
+
     def __aiter__(self) -> EvalStream:
         return self
 

@@ -1,0 +1,655 @@
+"""Replay-as-eval: recorded threads as regression test cases, re-run against changed code.
+
+Owns three steps.
+
+1. **From the log** (:func:`recorded_threads`, :func:`replay_suite`, :func:`write_replay_suite`):
+   the threads of a ``log_path`` directory (the embedded runtime's run logs,
+   ``<log_path>/<tenant>/<thread>.jsonl``), filtered by agent, start time and thread id,
+   become test cases: the input is the last run's prompt; the expectations are what the
+   recording did in that run: its tool trajectory (strict, sub-agents included), its planned
+   and executed actions (exact) and its final response (an ``exact`` scorer). The suite file
+   (``"kind": "flowai.replay-suite/v1"``) holds the eval request and, per test case, the
+   thread's runs and its recorded log, so it is self-contained and can be reviewed and
+   edited (``liveTools: true`` on a thread runs its tools live). The run log carries no
+   tags: ``tags`` label the cases (``replay`` always).
+2. **Re-running** (:class:`ReplayRuntime`, what ``flowai eval run SUITE --app ...`` runs):
+   each sample re-runs the thread's runs, in order, on a fresh in-memory runtime built from
+   the *new* spec, under the recorded thread id (so ids line up). Model calls go to
+   :class:`RecordedModels`: a request whose hash (:func:`flowai_harness.modelcall.
+   request_sha256`) equals a recorded ``model-response``'s ``requestHash`` gets the recorded
+   answer (after the recorded failures of that turn, so retries replay too); any other
+   request goes to the live provider the spec's ``providers`` configure (the fake provider
+   in tests) and is listed as re-requested. Tools answer from the recorded results (matched
+   by tool call id, else by name and arguments; what a tool emitted is emitted again) unless
+   the thread runs them live; a call with no recording runs its handler if it has one.
+   Approval gates get the recorded decisions, else the eval's approval policy. The plan
+   dispatcher answers from the recorded ``executePlan`` results.
+3. **Divergence** (:func:`first_divergence`): the new log against the recorded one, event by
+   event, leaving out what always differs (times, latencies); the first differing event is
+   reported per thread in the sample's ``metadata.replay`` with the re-requested model
+   calls, beside the scorers' results.
+
+Recordings made before ``requestHash`` was logged have no hash: every request is then
+re-requested (and said so). Only the embedded runtime's ``log_path`` is read; the Kafka run
+log is not (yet). Must not import services or Kafka; imports the runtime only when it
+re-runs a thread (the evals package imports without it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import unquote
+
+import orjson
+
+from ..errors import EvalError, UsageError
+from ..modelcall import Complete, DeltaSink, call_model, request_sha256
+from .live_judge import LiveJudge, judge_model_for
+from .models import (
+    EvalRequest,
+    EvalTestCase,
+    FinalResponseEval,
+    RawSampleOutput,
+    ResponseScorer,
+    validated,
+)
+from .projection import project_run
+from .runner import EvalStream, stream_eval
+from .runtime_bridge import approval_policy_of
+from .suite import EvalSuite
+
+__all__ = [
+    "REPLAY_SUITE_KIND",
+    "RecordedModels",
+    "RecordedThread",
+    "ReplayRuntime",
+    "first_divergence",
+    "is_replay_suite",
+    "open_replay_suite",
+    "recorded_threads",
+    "replay_suite",
+    "write_replay_suite",
+]
+
+REPLAY_SUITE_KIND: Final = "flowai.replay-suite/v1"
+REPLAY_EXTRA_KEY: Final = "replay"
+# Differ between any two runs of the same thing: never a divergence.
+_VOLATILE: Final = frozenset({"latencyMs", "ttftMs"})
+_EXECUTE_PLAN: Final = "executePlan"
+
+Event = dict[str, Any]
+
+
+# --- 1. from the log ------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RecordedThread:
+    """One recorded thread: its id, the runs it holds (agent, prompt) and its log."""
+
+    thread_id: str
+    entries: list[dict[str, Any]]
+    live_tools: bool = False
+
+    @property
+    def events(self) -> list[Event]:
+        return [entry["payload"] for entry in self.entries]
+
+    @property
+    def runs(self) -> list[dict[str, str]]:
+        return [
+            {"agent": e["agent"], "prompt": e["prompt"]}
+            for e in self.events
+            if e.get("type") == "run-start"
+        ]
+
+    @property
+    def started_ms(self) -> int:
+        return int(self.entries[0].get("ts", 0)) if self.entries else 0
+
+    def last_run_events(self) -> list[Event]:
+        events = self.events
+        starts = [i for i, e in enumerate(events) if e.get("type") == "run-start"]
+        return events[starts[-1] :] if starts else events
+
+
+def _ms(value: str | None, option: str) -> int | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.datetime.fromisoformat(value)
+    except ValueError:
+        raise UsageError(
+            f"{option} {value!r} is not an ISO 8601 time (e.g. 2026-05-01T12:00:00Z)"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def recorded_threads(
+    log_path: str | Path,
+    *,
+    tenant: str,
+    agent: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    threads: Iterable[str] | None = None,
+) -> list[RecordedThread]:
+    """The finished threads of ``tenant`` under ``log_path`` that pass the filters: ``agent``
+    (one of its runs starts that agent), ``since``/``until`` (ISO times; its first entry's),
+    ``threads`` (these ids only)."""
+    directory = Path(log_path) / tenant
+    if not directory.is_dir():
+        raise UsageError(
+            f"no run logs for tenant {tenant!r} under {log_path} (looked in {directory}); "
+            "pass the runtime's log_path and the tenant's resource id"
+        )
+    low, high = _ms(since, "--since"), _ms(until, "--until")
+    wanted = set(threads) if threads else None
+    found: list[RecordedThread] = []
+    for path in sorted(directory.glob("*.jsonl")):
+        thread_id = unquote(path.stem)
+        if wanted is not None and thread_id not in wanted:
+            continue
+        entries = [orjson.loads(line) for line in path.read_bytes().splitlines() if line]
+        thread = RecordedThread(thread_id, entries)
+        if not thread.runs:
+            continue
+        if agent is not None and all(run["agent"] != agent for run in thread.runs):
+            continue
+        if low is not None and thread.started_ms < low:
+            continue
+        if high is not None and thread.started_ms >= high:
+            continue
+        found.append(thread)
+    return found
+
+
+def _case(thread: RecordedThread, tags: Sequence[str]) -> EvalTestCase:
+    recorded = project_run(thread.last_run_events())
+    extra = recorded.output.extra
+    expected_actions: dict[str, Any] | None = None
+    if extra.get("plannedActions") or extra.get("resolvedActions"):
+        expected_actions = {
+            "plannedActions": extra.get("plannedActions", []),
+            "executedActions": extra.get("resolvedActions", []),
+            "payloadMatch": "exact",
+        }
+    response = recorded.output.response_text
+    return EvalTestCase.model_validate(
+        {
+            "id": thread.thread_id,
+            "input": thread.runs[-1]["prompt"],
+            "tags": sorted({"replay", *tags}),
+            "expectedTrajectory": recorded.output.actual_trajectory,
+            "trajectoryMode": "strict",
+            "expectedActions": expected_actions,
+            "finalResponse": FinalResponseEval(
+                scorers=[ResponseScorer.exact(id="recorded-response", expected=response)]
+            )
+            if response
+            else None,
+            "sourceThreadId": thread.thread_id,
+        }
+    )
+
+
+def replay_suite(
+    threads: Sequence[RecordedThread], *, tenant: str, tags: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The replay suite document of ``threads`` (see the module docstring)."""
+    if not threads:
+        raise UsageError("no recorded thread passed the filters; there is nothing to replay")
+    request = EvalRequest.model_validate(
+        {
+            "tenantId": tenant,
+            "workspaceId": "replay",
+            "config": {
+                "mode": "sequential",
+                "samplesPerCase": 1,
+                "kValues": [1],
+                "passThreshold": 1.0,
+                "scorerConfig": {"trajectory": {"includeSubAgents": True}},
+            },
+            "testCases": [_case(thread, tags).to_wire() for thread in threads],
+        }
+    )
+    return {
+        "kind": REPLAY_SUITE_KIND,
+        "tenant": tenant,
+        "request": request.to_wire(),
+        "threads": {
+            thread.thread_id: {"liveTools": thread.live_tools, "entries": thread.entries}
+            for thread in threads
+        },
+    }
+
+
+def write_replay_suite(
+    log_path: str | Path,
+    *,
+    tenant: str,
+    out: str | Path,
+    agent: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    threads: Iterable[str] | None = None,
+    tags: Sequence[str] = (),
+) -> int:
+    """``flowai eval from-log``: write the replay suite of the matching threads to ``out``;
+    returns how many test cases it holds."""
+    found = recorded_threads(
+        log_path, tenant=tenant, agent=agent, since=since, until=until, threads=threads
+    )
+    document = replay_suite(found, tenant=tenant, tags=tags)
+    Path(out).write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2))
+    return len(found)
+
+
+def _read_suite(reference: str) -> dict[str, Any]:
+    body: dict[str, Any] = orjson.loads(Path(reference).read_bytes())
+    return body
+
+
+def is_replay_suite(reference: str) -> bool:
+    path = Path(reference)
+    if not (reference.endswith(".json") and path.is_file()):
+        return False
+    try:
+        body = orjson.loads(path.read_bytes())
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(body, dict) and body.get("kind") == REPLAY_SUITE_KIND
+
+
+# --- 2. re-running --------------------------------------------------------------------------
+
+
+def _turn(request_id: str) -> str:
+    # `{tenant}/{thread}/{run}/model-{turn}/{attempt}`: the attempts of one turn share it.
+    return request_id.rsplit("/", 1)[0]
+
+
+class RecordedModels:
+    """Model calls answered from a recording while the request is unchanged; the rest go to
+    the live providers. One per re-run thread."""
+
+    def __init__(self, events: Iterable[Event], live: Callable[[], Mapping[str, Complete]]):
+        # Per request hash, in order: the failures of that turn, then its answer.
+        self._answers: dict[str, deque[Event]] = defaultdict(deque)
+        failures: dict[str, list[Event]] = defaultdict(list)
+        for event in events:
+            kind = event.get("type")
+            if kind == "model-failure":
+                failures[_turn(event["requestId"])].append(event)
+            elif kind == "model-response" and event.get("requestHash"):
+                turn = _turn(event["requestId"])
+                self._answers[event["requestHash"]].extend([*failures.pop(turn, []), event])
+        self._live = live
+        self.reused: list[str] = []
+        self.requested: list[dict[str, str]] = []
+
+    def provider(self) -> _RecordedProvider:
+        return _RecordedProvider(self)
+
+    async def complete(
+        self, request: dict[str, Any], *, on_delta: DeltaSink | None = None
+    ) -> dict[str, Any]:
+        asked = request_sha256(request)
+        queued = self._answers.get(asked)
+        if queued:
+            self.reused.append(request["request_id"])
+            return _result(request["request_id"], queued.popleft(), asked)
+        self.requested.append(
+            {"requestId": request["request_id"], "agent": request["agent"], "requestHash": asked}
+        )
+        return await call_model(self._live(), request, on_delta=on_delta, where="replay")
+
+
+class _RecordedProvider:
+    """One provider name's door into :class:`RecordedModels`."""
+
+    def __init__(self, models: RecordedModels) -> None:
+        self._models = models
+
+    async def complete(
+        self, request: dict[str, Any], *, on_delta: DeltaSink | None = None
+    ) -> dict[str, Any]:
+        return await self._models.complete(request, on_delta=on_delta)
+
+
+def _result(request_id: str, event: Event, asked: str) -> dict[str, Any]:
+    """The ModelResult payload that gives the engine what ``event`` recorded."""
+    if event["type"] == "model-failure":
+        failure = {
+            key: event.get(source)
+            for key, source in (
+                ("kind", "kind"),
+                ("message", "message"),
+                ("status", "status"),
+                ("retry_after_ms", "retryAfterMs"),
+                ("provider", "provider"),
+                ("model", "model"),
+                ("latency_ms", "latencyMs"),
+            )
+        }
+        return {"request_id": request_id, "failure": failure}
+    usage = event.get("usage") or {}
+    return {
+        "request_id": request_id,
+        "response": {
+            "content": event["content"],
+            "stop_reason": event["stopReason"],
+            "raw_stop_reason": event.get("rawStopReason"),
+            "usage": {
+                "prompt_tokens": usage.get("promptTokens", 0),
+                "completion_tokens": usage.get("completionTokens", 0),
+                "cache_read_input_tokens": usage.get("cacheReadInputTokens", 0),
+                "cache_creation_input_tokens": usage.get("cacheCreationInputTokens", 0),
+            },
+            "provider": event["provider"],
+            "model": event["model"],
+            "latency_ms": event.get("latencyMs", 0),
+            "ttft_ms": event.get("ttftMs"),
+            "request_hash": asked,
+        },
+    }
+
+
+def _args_key(name: str, args: Any) -> str:
+    return name + ":" + orjson.dumps(args, option=orjson.OPT_SORT_KEYS).decode()
+
+
+class _RecordedError(Exception):
+    """A recorded tool failure, raised again so the new result reads the same."""
+
+
+def _raise_recorded(message: str) -> None:
+    # The runtime words a failure "tool 'x' failed: {type}: {message}"; raising an exception
+    # of the recorded type's name gives back the recorded words.
+    prefix, _, rest = message.partition(" failed: ")
+    kind, sep, text = rest.partition(": ")
+    if prefix.startswith("tool ") and sep and kind.isidentifier():
+        raise type(kind, (_RecordedError,), {})(text)
+    raise _RecordedError(message)
+
+
+class RecordedTools:
+    """Tool handlers and a plan dispatcher answering from a recording."""
+
+    def __init__(self, events: Iterable[Event]) -> None:
+        self._by_id: dict[str, Event] = {}
+        self._by_args: dict[str, deque[Event]] = defaultdict(deque)
+        self._emitted: dict[str, list[Event]] = defaultdict(list)
+        self._plans: dict[str, Event] = {}
+        for event in events:
+            kind = event.get("type")
+            if kind == "tool-invocation" and event.get("state") == "result":
+                self._by_id[event["toolInvocationId"]] = event
+                self._by_args[_args_key(event["toolName"], event.get("args"))].append(event)
+                if event["toolName"] == _EXECUTE_PLAN:
+                    plan_id = (event.get("args") or {}).get("planId")
+                    self._plans[str(plan_id)] = event
+            elif kind == "custom" and event.get("toolInvocationId"):
+                self._emitted[event["toolInvocationId"]].append(event)
+        self.unrecorded: list[str] = []
+
+    def handler(self, name: str, live: Callable[..., Any] | None) -> Callable[..., Any]:
+        async def replayed(args: dict[str, Any], ctx: Any) -> Any:
+            recorded = self._by_id.get(ctx.tool_use_id)
+            if recorded is None or recorded.get("toolName") != name:
+                queue = self._by_args.get(_args_key(name, args))
+                recorded = queue.popleft() if queue else None
+            if recorded is None:
+                self.unrecorded.append(f"{name} {ctx.tool_use_id}")
+                if live is None:
+                    raise EvalError(
+                        f"tool {name!r} has no recorded result for these arguments and no "
+                        "handler to run it live"
+                    )
+                result = live(args, ctx)
+                return await result if hasattr(result, "__await__") else result
+            for event in self._emitted.get(recorded["toolInvocationId"], []):
+                ctx.emit(event["name"], event.get("data"))
+            result = recorded.get("result")
+            if recorded.get("isError"):
+                error = (result or {}).get("error") if isinstance(result, dict) else None
+                _raise_recorded(str((error or {}).get("message", result)))
+            return result
+
+        return replayed
+
+    def dispatch(self, actions: list[dict[str, Any]], ctx: Any) -> dict[str, Any]:
+        recorded = self._plans.get(str(ctx.get("plan_id"))) or next(
+            iter(self._plans.values()), None
+        )
+        if recorded is None or recorded.get("isError"):
+            raise EvalError("no recorded executePlan result to answer this plan with")
+        result = dict(recorded.get("result") or {})
+        details = dict(result.get("details") or {})
+        details.pop("resolvedActions", None)
+        answer = {key: result[key] for key in ("entitiesAffected", "summary") if key in result}
+        if details:
+            answer["details"] = details
+        return answer
+
+
+# --- 3. divergence --------------------------------------------------------------------------
+
+
+def _normal(event: Mapping[str, Any]) -> dict[str, Any]:
+    normal = {key: value for key, value in event.items() if key not in _VOLATILE}
+    if isinstance(normal.get("recovery"), Mapping):
+        normal["recovery"] = {k: v for k, v in normal["recovery"].items() if k != "at"}
+    if normal.get("type") == "data-latency-summary":
+        return {"type": "data-latency-summary"}
+    return normal
+
+
+def first_divergence(
+    recorded: Sequence[Mapping[str, Any]], new: Sequence[Mapping[str, Any]]
+) -> dict[str, Any] | None:
+    """The first logged event where ``new`` differs from ``recorded`` (times and latencies
+    aside): its position (``seq``, from 1), both events' types, the differing fields and
+    both events; None when they agree throughout."""
+    for index in range(max(len(recorded), len(new))):
+        before = _normal(recorded[index]) if index < len(recorded) else None
+        after = _normal(new[index]) if index < len(new) else None
+        if before == after:
+            continue
+        fields = sorted(
+            key
+            for key in set(before or {}) | set(after or {})
+            if (before or {}).get(key) != (after or {}).get(key)
+        )
+        return {
+            "seq": index + 1,
+            "recordedType": before.get("type") if before else None,
+            "newType": after.get("type") if after else None,
+            "fields": fields,
+            "recorded": before,
+            "new": after,
+        }
+    return None
+
+
+class ReplayRuntime:
+    """What ``flowai eval run`` drives for a replay suite: ``stream_eval`` re-runs each
+    thread on a fresh runtime of ``spec`` (see the module docstring)."""
+
+    def __init__(
+        self,
+        spec: Any,
+        threads: Mapping[str, RecordedThread],
+        *,
+        live_tools: bool = False,
+        create: Callable[..., Any] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.threads = dict(threads)
+        self.live_tools = live_tools
+        self._create = create
+        self._live: dict[str, Complete] | None = None
+        self._judge = LiveJudge(None, spec.providers)
+
+    def _providers(self) -> Mapping[str, Complete]:
+        if self._live is None:
+            from ..errors import FlowaiError
+            from ..providers import build_providers
+
+            try:
+                self._live = dict(build_providers(self.spec.providers))
+            except FlowaiError:
+                # Every changed request then fails as unconfigured, naming the fix.
+                self._live = {}
+        return self._live
+
+    def _runtime(self, thread: RecordedThread) -> tuple[Any, RecordedModels, RecordedTools]:
+        if self._create is not None:
+            create = self._create
+        else:
+            from ..runtime import create_runtime as create
+        events = thread.events
+        models = RecordedModels(events, self._providers)
+        tools = RecordedTools(events)
+        live = self.live_tools or thread.live_tools
+        bindings = {
+            tool.name: tools.handler(tool.name, tool.handler)
+            for tool in self.spec.tools
+            if not live
+        }
+        names = {*self.spec.providers, *(e["provider"] for e in events if e.get("provider"))}
+        runtime = create(
+            self.spec,
+            interpreter="live",
+            tool_bindings=bindings,
+            action_dispatcher=tools.dispatch,
+            model_providers={str(name): models.provider() for name in names},
+        )
+        return runtime, models, tools
+
+    async def _run_sample(
+        self, case: EvalTestCase, index: int, policy: str
+    ) -> tuple[RawSampleOutput, list[Event]]:
+        thread = self.threads.get(case.id)
+        if thread is None:
+            raise EvalError(f"the replay suite has no recording for test case {case.id!r}")
+        runtime, models, tools = self._runtime(thread)
+        decisions = _recorded_decisions(thread.events)
+        shown: list[Event] = []
+        try:
+            for run in thread.runs:
+                # The same door Runtime.stream_eval hands the evals: any agent, any role.
+                stream = runtime._start(run["prompt"], thread.thread_id, run["agent"])
+                shown = []
+                async for event in stream:
+                    shown.append(event)
+                    if event.get("type") in ("approval-required", "approval-progress"):
+                        await _decide(runtime, event, decisions, policy)
+            new = runtime.replay(thread.thread_id).events
+        finally:
+            await runtime.aclose()
+        output = project_run(shown).output
+        extra = dict(output.extra)
+        extra[REPLAY_EXTRA_KEY] = {
+            "threadId": thread.thread_id,
+            "divergence": first_divergence(thread.events, new),
+            "reusedModelResponses": len(models.reused),
+            "reRequested": models.requested,
+            "unrecordedToolCalls": tools.unrecorded,
+            "recordedEvents": len(thread.events),
+            "newEvents": len(new),
+        }
+        return output.model_copy(update={"extra": extra}), shown
+
+    def stream_eval(self, request: Any, *, approval_policy: str | None = None) -> EvalStream:
+        checked = validated(EvalRequest, request, what="replay eval request")
+        policy = approval_policy_of(checked.config, approval_policy)
+
+        async def run_sample(case: EvalTestCase, index: int) -> tuple[RawSampleOutput, Any]:
+            return await self._run_sample(case, index, policy)
+
+        return stream_eval(
+            checked,
+            run_sample,
+            complete=self._judge.complete,
+            judge_model=judge_model_for(self.spec.agents),
+            finalize=self._judge.aclose,
+        )
+
+    async def run_eval(self, request: Any, *, approval_policy: str | None = None) -> Any:
+        from .runner import artifact_of
+
+        return await artifact_of(self.stream_eval(request, approval_policy=approval_policy))
+
+    async def aclose(self) -> None:
+        live, self._live = self._live, None
+        if live:
+            from ..providers import close_providers
+
+            await close_providers(live)
+        await self._judge.aclose()
+
+
+def _recorded_decisions(events: Iterable[Event]) -> dict[str, deque[dict[str, Any]]]:
+    """Per approval id, the recorded decisions in order (each approve short of a quorum,
+    then the one that closed the gate)."""
+    decisions: dict[str, deque[dict[str, Any]]] = defaultdict(deque)
+    for event in events:
+        data = event.get("data") or {}
+        if event.get("type") == "approval-progress":
+            decisions[data["id"]].append({"outcome": "approve", "approver": data.get("approver")})
+        elif event.get("type") == "approval-decision" and data.get("reason") != "timeout":
+            decisions[data["id"]].append(
+                {
+                    "outcome": (data.get("outcome") or {}).get("outcome", "approve"),
+                    "feedback": data.get("feedback"),
+                    "approver": data.get("approver"),
+                }
+            )
+    return decisions
+
+
+async def _decide(
+    runtime: Any, event: Mapping[str, Any], decisions: Mapping[str, deque[Any]], policy: str
+) -> None:
+    approval_id = str((event.get("data") or {}).get("id"))
+    queue = decisions.get(approval_id)
+    if queue:
+        recorded = queue.popleft()
+        await runtime.respond_to_approval(
+            approval_id,
+            recorded["outcome"],
+            recorded.get("feedback"),
+            approver=recorded["approver"],
+        )
+        return
+    if policy == "fail":
+        raise EvalError(f"approval {approval_id!r} was not recorded and the policy is 'fail'")
+    outcome = "reject" if policy == "reject" else "approve"
+    await runtime.respond_to_approval(approval_id, outcome, approver="flowai-eval-replay")
+
+
+async def open_replay_suite(reference: str, *, app: str, live_tools: bool = False) -> EvalSuite:
+    """The :class:`EvalSuite` of a replay suite file, re-run against the spec ``app`` names
+    (``module:attr``: the spec, or a function returning it)."""
+    from ..apps import load_spec
+
+    body = _read_suite(reference)
+    if body.get("kind") != REPLAY_SUITE_KIND:
+        raise UsageError(f"{reference} is not a replay suite (kind {REPLAY_SUITE_KIND!r})")
+    spec = load_spec(app, option="--app")
+    threads = {
+        thread_id: RecordedThread(thread_id, recording["entries"], bool(recording.get("liveTools")))
+        for thread_id, recording in body["threads"].items()
+    }
+    return EvalSuite(
+        runtime=ReplayRuntime(spec, threads, live_tools=live_tools),
+        request=validated(EvalRequest, body["request"], what=f"the request in {reference}"),
+    )
