@@ -18,10 +18,11 @@ stream's ``cancel()``, or a ``break`` out of the stream).
   ``"fail"`` cancels the run and fails the sample with ``errorKind:
   "sample_approval_required"``. No gate is ever left waiting.
 
-Works with anything that has ``query(prompt, thread_id)``-style starts and
-``respond_to_approval``: the embedded :class:`~flowai_harness.runtime.Runtime` and the
-distributed client (see :class:`EvalTarget`). Must not import the runtime, the client or the
-native extension (they import this module).
+Works with anything that can start a run and decide a gate (:class:`EvalTarget`): the
+embedded :class:`~flowai_harness.runtime.Runtime` (:func:`embedded_stream_eval`) and the
+distributed client (:func:`remote_stream_eval`, ``Client.stream_eval``: the runtime service
+runs the samples; the client decides gates with its deciding key). Must not import the
+runtime, the client or the native extension (they import this module).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ __all__ = [
     "approval_policy_of",
     "embedded_stream_eval",
     "entry_agent",
+    "remote_stream_eval",
     "runtime_run_sample",
     "runtime_stream_eval",
     "sample_thread_id",
@@ -293,5 +295,72 @@ def embedded_stream_eval(
         approval_policy=approval_policy,
         complete=judge.complete,
         judge_model=judge_model_for(spec.agents),
+        finalize=judge.aclose,
+    )
+
+
+class _RemoteRun:
+    """A remote run's stream with the ``aclose`` the eval needs (the client's stream ends
+    its follow when its iterator is closed)."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._iterator: Any = None
+
+    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        self._iterator = self._stream.__aiter__()
+        iterator: AsyncIterator[dict[str, Any]] = self._iterator
+        return iterator
+
+    def cancel(self) -> None:
+        self._stream.cancel()
+
+    async def aclose(self) -> None:
+        iterator = self._iterator
+        if iterator is not None:
+            await iterator.aclose()
+
+
+class _Remote:
+    """The distributed client as an :class:`EvalTarget`."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def start(self, prompt: str, thread_id: str, agent: str | None) -> RunStream:
+        return _RemoteRun(self._client.query(prompt, thread_id, agent=agent))
+
+    def decide(
+        self, approval_id: str, outcome: Literal["approve", "reject"], approver: str
+    ) -> Awaitable[object]:
+        feedback = _REJECT_FEEDBACK if outcome == "reject" else None
+        decided: Awaitable[object] = self._client.respond_to_approval(
+            approval_id, outcome, feedback, approver=approver
+        )
+        return decided
+
+    async def end(self, thread_id: str) -> None:
+        # Nothing to do here: the stream's cancel() already published the CancelRun, which
+        # the runtime service applies wherever the run waits (a gate included).
+        return None
+
+
+def remote_stream_eval(
+    client: Any,
+    request: EvalRequest | Mapping[str, Any] | str | bytes,
+    *,
+    approval_policy: str | None = None,
+    judge_providers: Mapping[str, Mapping[str, Any]] | None = None,
+) -> EvalStream:
+    """``Client.stream_eval``: samples run on the runtime service through ``client``; the
+    agent comes from ``target_agent_id`` (the client does not know the spec), judges from
+    ``judge_providers`` settings (else they fail closed: no provider)."""
+    judge = LiveJudge(None, judge_providers)
+    return runtime_stream_eval(
+        _Remote(client),
+        request,
+        agents=None,
+        approval_policy=approval_policy,
+        complete=judge.complete,
         finalize=judge.aclose,
     )
