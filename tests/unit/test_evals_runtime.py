@@ -72,6 +72,11 @@ class Shop:
         self.release: asyncio.Queue[None] = asyncio.Queue()
         self.hold = False
         self.dispatched: list[list[dict[str, Any]]] = []
+        self.flips = 0
+
+    def flip(self, args: dict[str, Any], ctx: Any) -> dict[str, Any]:
+        self.flips += 1
+        return {"heads": self.flips % 2 == 1}
 
     async def slow(self, args: dict[str, Any], ctx: Any) -> dict[str, Any]:
         self.in_flight += 1
@@ -114,6 +119,7 @@ def make_spec() -> RuntimeSpec:
                 tools=[
                     define_tool("add", {"a": int, "b": int}, description="Add.").bind(add),
                     define_tool("slow", {"n": int}, description="Wait."),
+                    define_tool("flip", {}, description="Flip a coin."),
                 ],
             ),
             define_specialist(
@@ -143,7 +149,7 @@ def runtime(open_runtime: Callable[..., Runtime], shop: Shop) -> Runtime:
     return open_runtime(
         make_spec(),
         interpreter="scripted",
-        tool_bindings={"slow": shop.slow},
+        tool_bindings={"slow": shop.slow, "flip": shop.flip},
         action_dispatcher=shop.dispatch,
     )
 
@@ -276,13 +282,46 @@ async def test_executor_eval_auto_approves_the_plan_gate_by_default(
 def test_run_eval_sync_validates_the_runtimes_artifact(
     open_runtime: Callable[..., Runtime],
 ) -> None:
-    runtime = open_runtime(make_spec(), interpreter="scripted", tool_bindings={"slow": add})
+    runtime = open_runtime(
+        make_spec(), interpreter="scripted", tool_bindings={"slow": add, "flip": add}
+    )
     case = define_test_case("echo", "hello there", expected_trajectory=[])
 
     artifact = run_eval_sync(runtime, request(case, samples_per_case=1, pass_threshold=0.0))
 
     assert isinstance(artifact, EvalArtifact)
     assert artifact.test_cases[0].samples[0].response_text is not None
+
+
+async def test_pass_at_k_over_real_runs_matches_the_hand_computed_estimate(
+    runtime: Runtime,
+) -> None:
+    # Every other run flips heads: 2 of 4 samples pass.
+    case = define_test_case(
+        "coin",
+        script(("flip", {})),
+        final_response=define_final_response_eval(
+            scorers=[ResponseScorer.contains(id="heads", text='"heads":true')]
+        ),
+    )
+
+    raw = await runtime.run_eval(
+        request(
+            case,
+            mode="specialist",
+            target_agent_id="calculator",
+            samples_per_case=4,
+            k_values=[1, 2, 3],
+        )
+    )
+
+    (tested,) = raw["testCases"]
+    assert sorted(s["passed"] for s in tested["samples"]) == [False, False, True, True]
+    unbiased = {p["k"]: p["unbiasedEstimate"] for p in tested["passAtK"]}
+    # 1 - C(n - c, k) / C(n, k) with n = 4, c = 2: k=1: 1 - 2/4; k=2: 1 - 1/6; k=3: 1 - 0/4.
+    assert unbiased == pytest.approx({1: 0.5, 2: 5 / 6, 3: 1.0})
+    assert {p["numCorrect"] for p in tested["passAtK"]} == {2}
+    assert tested["aggregateScore"] == 0.5  # passRate aggregation
 
 
 # --- the eval approval policy ---------------------------------------------------------------
@@ -441,7 +480,9 @@ async def test_a_sample_past_its_timeout_fails_and_its_run_is_cancelled(
 
 
 def test_runtime_built_without_an_event_loop_can_stream_evals() -> None:
-    runtime = create_runtime(make_spec(), interpreter="scripted", tool_bindings={"slow": add})
+    runtime = create_runtime(
+        make_spec(), interpreter="scripted", tool_bindings={"slow": add, "flip": add}
+    )
     stream = runtime.stream_eval(request(define_test_case("x", "hi")))
     assert stream.run_id.startswith("eval-")
     runtime.close()
