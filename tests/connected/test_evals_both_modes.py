@@ -3,7 +3,8 @@
 (``Client.run_eval``), with the same live model answers from the fake provider server, gives
 the same samples. The clerk's gates (one approver, then two) are decided by the eval's
 approval policy over the client, so a passing remote sample also proves the signed decisions
-reached the runtime service and opened the gates.
+reached the runtime service and opened the gates. The service's run log then serves as a
+replay suite (``flowai eval from-log --kafka``): replayed unchanged, nothing diverges.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from flowai_harness.evals import (
     define_final_response_eval,
     define_test_case,
 )
+from flowai_harness.evals.replay import ReplayRuntime, kafka_recorded_threads, replay_suite
 from flowai_harness.testing import FakeProvider, ToolCall, Turn, Usage
 
 pytestmark = pytest.mark.connected
@@ -126,3 +128,27 @@ async def test_an_eval_runs_the_same_embedded_and_through_the_runtime_service(
     assert [passed for _, passed, _, _ in samples(remote)] == [True, True]
     assert moved(fake) == 2
     assert remote["summary"]["passRate"] == 1.0
+
+    # The service's run log holds the threads with each answer's request hash: replayed
+    # unchanged, on the embedded runtime, they call no model and do not diverge.
+    threads = await kafka_recorded_threads(
+        kafka_bootstrap,
+        tenant="acme",
+        prefix=topics.prefix,
+        threads=[f"{remote['runId']}.{case}.0" for case in ("pay", "transfer")],
+    )
+    assert len(threads) == 2
+    suite = replay_suite(threads, tenant="acme")
+    calls = len(fake.requests)
+    replay = ReplayRuntime(app.make_spec(), {t.thread_id: t for t in threads})
+    try:
+        replayed = await replay.run_eval(suite["request"])
+    finally:
+        await replay.aclose()
+    assert len(fake.requests) == calls
+    for case in replayed.test_cases:
+        (sample,) = case.samples
+        assert sample.passed, sample.error
+        assert sample.metadata is not None
+        assert sample.metadata["replay"]["divergence"] is None
+        assert sample.metadata["replay"]["reusedModelResponses"] == 2

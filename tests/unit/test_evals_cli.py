@@ -196,3 +196,16 @@ def test_a_replay_suite_without_app_is_a_usage_error(
 
     assert main(["eval", "run", "suite.json"]) == 2
     assert "--app module:attr" in capsys.readouterr().err
+
+
+def test_from_log_needs_exactly_one_source_and_a_match(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shutil.copytree(GOLDEN / "acme", workdir / "logs" / "acme")
+
+    assert main(["eval", "from-log", "--tenant", "acme", "--out", "s.json"]) == 2
+    assert "either LOG_PATH" in capsys.readouterr().err
+    assert main(["eval", "from-log", "logs", "--tenant", "acme", "--agent", "nobody",
+                 "--out", "s.json"]) == 2  # fmt: skip
+    assert "no recorded thread passed the filters" in capsys.readouterr().err
+    assert not (workdir / "s.json").exists()

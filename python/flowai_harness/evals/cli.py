@@ -11,9 +11,10 @@ Owns the ``eval`` command's arguments (:func:`add_commands`, called by
   with the pass-rate / pass@k chart), and exits 0 when the gate passed, 1 when it did not
   (fewer than ``--min-pass-rate`` of the test cases reached the config's pass threshold),
   2 on a usage error or an eval that could not run.
-- ``flowai eval from-log LOG_PATH --tenant T [--agent A] [--since ISO] [--until ISO]
-  [--thread ID ...] [--tag TAG ...] --out SUITE.json``: turns the recorded threads of a
-  ``log_path`` directory into a replay suite (:mod:`.replay`).
+- ``flowai eval from-log (LOG_PATH | --kafka BOOTSTRAP [--prefix P]) --tenant T [--agent A]
+  [--since ISO] [--until ISO] [--thread ID ...] [--tag TAG ...] --out SUITE.json``: turns
+  the recorded threads of a ``log_path`` directory, or of the Kafka run log, into a replay
+  suite (:mod:`.replay`); no matching thread is a usage error (exit 2).
 
 Must not import services or Kafka; the runtime only through the suite the user names.
 """
@@ -61,9 +62,11 @@ def add_commands(commands: Any) -> None:
     run_.add_argument("--live-tools", action="store_true", help="replay: run tools live")
     from_log = actions.add_parser(
         "from-log",
-        help="turn recorded threads (a log_path directory) into a replay suite",
+        help="turn recorded threads (a log_path directory, or --kafka) into a replay suite",
     )
-    from_log.add_argument("log_path")
+    from_log.add_argument("log_path", nargs="?", help="the embedded runtime's log_path")
+    from_log.add_argument("--kafka", metavar="BOOTSTRAP", help="read the Kafka run log instead")
+    from_log.add_argument("--prefix", default="flowai", help="the topic prefix (with --kafka)")
     from_log.add_argument("--tenant", required=True)
     from_log.add_argument("--agent", help="only threads whose runs start this agent")
     from_log.add_argument("--since", help="only threads started at or after (ISO 8601)")
@@ -177,20 +180,25 @@ def write_outputs(
 async def run(args: argparse.Namespace) -> int:
     """The ``eval`` command's work; returns the exit code."""
     if args.eval_command == "from-log":
-        from .replay import write_replay_suite
+        from .replay import kafka_recorded_threads, recorded_threads, write_replay_suite
 
-        written = write_replay_suite(
-            args.log_path,
-            tenant=args.tenant,
-            agent=args.agent,
-            since=args.since,
-            until=args.until,
-            threads=args.thread,
-            tags=args.tag,
-            out=args.out,
+        if (args.log_path is None) == (args.kafka is None):
+            raise UsageError("give either LOG_PATH (a log_path directory) or --kafka BOOTSTRAP")
+        filters = {
+            "tenant": args.tenant,
+            "agent": args.agent,
+            "since": args.since,
+            "until": args.until,
+            "threads": args.thread,
+        }
+        found = (
+            await kafka_recorded_threads(args.kafka, prefix=args.prefix, **filters)
+            if args.kafka is not None
+            else recorded_threads(args.log_path, **filters)
         )
+        written = write_replay_suite(found, tenant=args.tenant, tags=args.tag, out=args.out)
         print(f"wrote {written} test case(s) to {args.out}")
-        return 0 if written else 1
+        return 0
     return await _run_suite(args)
 
 

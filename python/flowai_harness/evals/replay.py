@@ -2,9 +2,10 @@
 
 Owns three steps.
 
-1. **From the log** (:func:`recorded_threads`, :func:`replay_suite`, :func:`write_replay_suite`):
-   the threads of a ``log_path`` directory (the embedded runtime's run logs,
-   ``<log_path>/<tenant>/<thread>.jsonl``), filtered by agent, start time and thread id,
+1. **From the log** (:func:`recorded_threads`, :func:`kafka_recorded_threads`,
+   :func:`replay_suite`, :func:`write_replay_suite`): the threads of a ``log_path``
+   directory (the embedded runtime's run logs, ``<log_path>/<tenant>/<thread>.jsonl``) or of
+   the Kafka run log, filtered by agent, start time and thread id,
    become test cases: the input is the last run's prompt; the expectations are what the
    recording did in that run: its tool trajectory (strict, sub-agents included), its planned
    and executed actions (exact) and its final response (an ``exact`` scorer). The suite file
@@ -30,9 +31,11 @@ Owns three steps.
    calls, beside the scorers' results.
 
 Recordings made before ``requestHash`` was logged have no hash: every request is then
-re-requested (and said so). Only the embedded runtime's ``log_path`` is read; the Kafka run
-log is not (yet). Must not import services or Kafka; imports the runtime only when it
-re-runs a thread (the evals package imports without it).
+re-requested (and said so). Threads are read from a ``log_path`` directory
+(:func:`recorded_threads`) or from the Kafka run log (:func:`kafka_recorded_threads`).
+
+Must not import services; imports the runtime only when it re-runs a thread and the bus
+(Kafka) only when it reads the Kafka run log, so the evals package imports without either.
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ __all__ = [
     "ReplayRuntime",
     "first_divergence",
     "is_replay_suite",
+    "kafka_recorded_threads",
     "open_replay_suite",
     "recorded_threads",
     "replay_suite",
@@ -150,25 +154,87 @@ def recorded_threads(
             f"no run logs for tenant {tenant!r} under {log_path} (looked in {directory}); "
             "pass the runtime's log_path and the tenant's resource id"
         )
-    low, high = _ms(since, "--since"), _ms(until, "--until")
-    wanted = set(threads) if threads else None
+    keep = _filter(agent=agent, since=since, until=until, threads=threads)
     found: list[RecordedThread] = []
     for path in sorted(directory.glob("*.jsonl")):
         thread_id = unquote(path.stem)
-        if wanted is not None and thread_id not in wanted:
+        if not keep(thread_id, None):
             continue
         entries = [orjson.loads(line) for line in path.read_bytes().splitlines() if line]
         thread = RecordedThread(thread_id, entries)
-        if not thread.runs:
-            continue
-        if agent is not None and all(run["agent"] != agent for run in thread.runs):
-            continue
-        if low is not None and thread.started_ms < low:
-            continue
-        if high is not None and thread.started_ms >= high:
-            continue
-        found.append(thread)
+        if keep(thread_id, thread):
+            found.append(thread)
     return found
+
+
+def _filter(
+    *,
+    agent: str | None,
+    since: str | None,
+    until: str | None,
+    threads: Iterable[str] | None,
+) -> Callable[[str, RecordedThread | None], bool]:
+    """Whether a thread passes the filters (by id alone when ``thread`` is None)."""
+    low, high = _ms(since, "--since"), _ms(until, "--until")
+    wanted = set(threads) if threads else None
+
+    def keep(thread_id: str, thread: RecordedThread | None) -> bool:
+        if wanted is not None and thread_id not in wanted:
+            return False
+        if thread is None:
+            return True
+        if not thread.runs:
+            return False
+        if agent is not None and all(run["agent"] != agent for run in thread.runs):
+            return False
+        if low is not None and thread.started_ms < low:
+            return False
+        return high is None or thread.started_ms < high
+
+    return keep
+
+
+async def kafka_recorded_threads(
+    bootstrap: str,
+    *,
+    tenant: str,
+    prefix: str = "flowai",
+    agent: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    threads: Iterable[str] | None = None,
+) -> list[RecordedThread]:
+    """:func:`recorded_threads` from the Kafka run log (``{prefix}.runtime-events``, every
+    partition, read committed, up to its end now). Reads the whole topic: name ``threads``
+    to keep what is held in memory small on a busy log."""
+    from .. import bus
+
+    topics = bus.Topics(prefix)
+    keep = _filter(agent=agent, since=since, until=until, threads=threads)
+    consumer = bus.consumer(bootstrap, client_id="flowai-eval-from-log")
+    await consumer.start()
+    by_thread: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    try:
+        from aiokafka import TopicPartition
+
+        count = await bus.partition_count(bootstrap, topics.runtime_events)
+        partitions = [TopicPartition(topics.runtime_events, n) for n in range(count)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        for tp in partitions:
+            while await consumer.position(tp) < ends[tp]:
+                batch = await consumer.getmany(tp, timeout_ms=500)
+                for record in batch.get(tp, []):
+                    if record.offset >= ends[tp]:
+                        continue
+                    entry = orjson.loads(record.value)
+                    if entry.get("tenant") == tenant and keep(entry["thread_id"], None):
+                        by_thread[entry["thread_id"]].append(entry)
+    finally:
+        await consumer.stop()
+    found = [RecordedThread(thread_id, entries) for thread_id, entries in by_thread.items()]
+    return sorted((t for t in found if keep(t.thread_id, t)), key=lambda t: t.thread_id)
 
 
 def _case(thread: RecordedThread, tags: Sequence[str]) -> EvalTestCase:
@@ -232,21 +298,14 @@ def replay_suite(
 
 
 def write_replay_suite(
-    log_path: str | Path,
+    found: Sequence[RecordedThread],
     *,
     tenant: str,
     out: str | Path,
-    agent: str | None = None,
-    since: str | None = None,
-    until: str | None = None,
-    threads: Iterable[str] | None = None,
     tags: Sequence[str] = (),
 ) -> int:
-    """``flowai eval from-log``: write the replay suite of the matching threads to ``out``;
-    returns how many test cases it holds."""
-    found = recorded_threads(
-        log_path, tenant=tenant, agent=agent, since=since, until=until, threads=threads
-    )
+    """``flowai eval from-log``: write the replay suite of ``found`` to ``out``; returns
+    how many test cases it holds."""
     document = replay_suite(found, tenant=tenant, tags=tags)
     Path(out).write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2))
     return len(found)
