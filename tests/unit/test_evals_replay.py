@@ -215,3 +215,22 @@ def test_first_divergence_ignores_times_and_reports_a_shorter_new_log() -> None:
         None,
     )
     assert first_divergence(recorded, recorded) is None
+
+
+async def test_a_changed_request_without_a_usable_provider_fails_the_sample_saying_why(
+    scenarios: types.ModuleType, log_path: Path
+) -> None:
+    threads, request = suite_of(log_path, "live-routing")
+    # A testing placeholder: no key, so no live provider can be built for the changed turn.
+    spec = scenarios.spec({"anthropic": {}}, calculator_prompt="Changed.")
+    runtime = ReplayRuntime(spec, threads)
+    try:
+        artifact = await runtime.run_eval(request)
+    finally:
+        await runtime.aclose()
+
+    sample = artifact.test_cases[0].samples[0]
+    assert not sample.passed
+    assert sample.metadata is not None
+    assert sample.metadata["errorKind"] == "sample_agent_error"
+    assert "a changed request has no live provider" in (sample.error or "")

@@ -9,8 +9,10 @@ Settings that cannot make a provider (a placeholder key under a testing interpre
 give every judge call an ``auth`` failure naming the problem, so the judge fails closed
 with ``judge_execution_failed`` rather than reading anything as a verdict.
 
-Also owns :func:`judge_model_for`, the judge's default model: the coordinator's, else the
-first agent's (the seed's rule). Must not import the runtime or the native extension.
+Replay-as-eval sends the requests a change made new through the same class
+(``who``/``where`` name the caller in its failures). Also owns :func:`judge_model_for`, the
+judge's default model: the coordinator's, else the first agent's (the seed's rule). Must not
+import the runtime or the native extension.
 """
 
 from __future__ import annotations
@@ -19,14 +21,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import FlowaiError
-from ..modelcall import Complete, call_model
+from ..modelcall import Complete, DeltaSink, call_model
+from .runner import judge_provider_for_model
 
 __all__ = ["LiveJudge", "judge_model_for"]
-
-
-def _routed_provider(model: str) -> str:
-    # The engine's routing of a model id with no provider named.
-    return "openai" if model.startswith(("gpt-", "o1-", "o3-")) else "anthropic"
 
 
 def judge_model_for(agents: Sequence[Any]) -> tuple[str, str] | None:
@@ -36,7 +34,7 @@ def judge_model_for(agents: Sequence[Any]) -> tuple[str, str] | None:
         return None
     chosen = next((agent for agent in agents if agent.role == "coordinator"), agents[0])
     model = str(chosen.model)
-    return (chosen.provider or _routed_provider(model), model)
+    return (chosen.provider or judge_provider_for_model(model), model)
 
 
 class LiveJudge:
@@ -46,11 +44,16 @@ class LiveJudge:
         self,
         providers: Mapping[str, Complete] | None,
         settings: Mapping[str, Mapping[str, Any]] | None,
+        *,
+        who: str = "the judge",
+        where: str = "eval judge",
     ) -> None:
         self._providers: Mapping[str, Complete] | None = providers or None
         self._settings = settings
         self._owned: dict[str, Any] = {}
         self._problem: str | None = None
+        self._who = who
+        self._where = where
 
     def _ready(self) -> Mapping[str, Complete] | None:
         if self._providers is None and self._problem is None:
@@ -60,16 +63,18 @@ class LiveJudge:
                 self._owned = dict(build_providers(self._settings or {}))
             except FlowaiError as error:
                 self._problem = (
-                    f"the judge has no live provider: {error}; give the runtime's providers "
-                    "a real key (apiKey or apiKeyEnv) for the judge's provider"
+                    f"{self._who} has no live provider: {error}; give the runtime's "
+                    "providers a real key (apiKey or apiKeyEnv)"
                 )
             else:
                 self._providers = self._owned
         return self._providers
 
-    async def complete(self, request: dict[str, Any]) -> dict[str, Any]:
-        """One judge ModelRequest payload -> its ModelResult payload (never raises for a
-        provider problem)."""
+    async def complete(
+        self, request: dict[str, Any], *, on_delta: DeltaSink | None = None
+    ) -> dict[str, Any]:
+        """One ModelRequest payload -> its ModelResult payload (never raises for a provider
+        problem)."""
         providers = self._ready()
         if providers is None:
             return {
@@ -81,7 +86,7 @@ class LiveJudge:
                     "model": request.get("model"),
                 },
             }
-        return await call_model(providers, request, where="eval judge")
+        return await call_model(providers, request, on_delta=on_delta, where=self._where)
 
     async def aclose(self) -> None:
         """Close the providers this judge built (never the runtime's)."""

@@ -51,7 +51,7 @@ from urllib.parse import unquote
 import orjson
 
 from ..errors import EvalError, UsageError
-from ..modelcall import Complete, DeltaSink, call_model, request_sha256
+from ..modelcall import Complete, DeltaSink, request_sha256
 from .live_judge import LiveJudge, judge_model_for
 from .models import (
     EvalRequest,
@@ -339,7 +339,7 @@ class RecordedModels:
     """Model calls answered from a recording while the request is unchanged; the rest go to
     the live providers. One per re-run thread."""
 
-    def __init__(self, events: Iterable[Event], live: Callable[[], Mapping[str, Complete]]):
+    def __init__(self, events: Iterable[Event], live: Complete):
         # Per request hash, in order: the failures of that turn, then its answer.
         self._answers: dict[str, deque[Event]] = defaultdict(deque)
         failures: dict[str, list[Event]] = defaultdict(list)
@@ -368,7 +368,7 @@ class RecordedModels:
         self.requested.append(
             {"requestId": request["request_id"], "agent": request["agent"], "requestHash": asked}
         )
-        return await call_model(self._live(), request, on_delta=on_delta, where="replay")
+        return await self._live.complete(request, on_delta=on_delta)
 
 
 class _RecordedProvider:
@@ -548,34 +548,20 @@ class ReplayRuntime:
         threads: Mapping[str, RecordedThread],
         *,
         live_tools: bool = False,
-        create: Callable[..., Any] | None = None,
     ) -> None:
         self.spec = spec
         self.threads = dict(threads)
         self.live_tools = live_tools
-        self._create = create
-        self._live: dict[str, Complete] | None = None
+        # Built on the first changed request; a setting that cannot make a provider fails
+        # that request (and so the run), naming the setting.
+        self._live = LiveJudge(None, spec.providers, who="a changed request", where="replay")
         self._judge = LiveJudge(None, spec.providers)
 
-    def _providers(self) -> Mapping[str, Complete]:
-        if self._live is None:
-            from ..errors import FlowaiError
-            from ..providers import build_providers
-
-            try:
-                self._live = dict(build_providers(self.spec.providers))
-            except FlowaiError:
-                # Every changed request then fails as unconfigured, naming the fix.
-                self._live = {}
-        return self._live
-
     def _runtime(self, thread: RecordedThread) -> tuple[Any, RecordedModels, RecordedTools]:
-        if self._create is not None:
-            create = self._create
-        else:
-            from ..runtime import create_runtime as create
+        from ..runtime import create_runtime
+
         events = thread.events
-        models = RecordedModels(events, self._providers)
+        models = RecordedModels(events, self._live)
         tools = RecordedTools(events)
         live = self.live_tools or thread.live_tools
         bindings = {
@@ -584,7 +570,7 @@ class ReplayRuntime:
             if not live
         }
         names = {*self.spec.providers, *(e["provider"] for e in events if e.get("provider"))}
-        runtime = create(
+        runtime = create_runtime(
             self.spec,
             interpreter="live",
             tool_bindings=bindings,
@@ -648,11 +634,7 @@ class ReplayRuntime:
         return await artifact_of(self.stream_eval(request, approval_policy=approval_policy))
 
     async def aclose(self) -> None:
-        live, self._live = self._live, None
-        if live:
-            from ..providers import close_providers
-
-            await close_providers(live)
+        await self._live.aclose()
         await self._judge.aclose()
 
 

@@ -28,6 +28,7 @@ runtime, the client or the native extension (they import this module).
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final, Literal, Protocol, get_args
 
@@ -230,8 +231,6 @@ def runtime_stream_eval(
     finalize: Callable[[], Awaitable[None]] | None = None,
 ) -> EvalStream:
     """The runner's stream over ``target``: the request is checked now (agent, policy)."""
-    import uuid
-
     checked = validated(EvalRequest, request, what="eval request")
     run_id = run_id or f"eval-{uuid.uuid4().hex[:12]}"
     run_sample = runtime_run_sample(
