@@ -24,7 +24,7 @@ from flowai_harness.evals import (
     define_test_case,
 )
 from flowai_harness.evals.judge import sha256_hex
-from flowai_harness.testing import FakeProvider, Turn, server_error
+from flowai_harness.testing import FakeProvider, Turn, Usage, server_error
 
 API_KEY = "judge-key"
 JUDGE_MODEL = "claude-opus-4-8"
@@ -157,3 +157,50 @@ async def test_a_judge_without_usable_provider_settings_fails_closed_without_a_c
     assert result["errorKind"] == "judge_execution_failed"
     assert "no live provider" in result["verdict"]["reason"]
     assert fake.requests == []
+
+
+async def test_live_runs_carry_their_tokens_cost_and_latency_into_the_artifact(
+    open_runtime: Callable[..., Runtime], fake: FakeProvider
+) -> None:
+    fake.add(Turn(text="Paris.", usage=Usage(input_tokens=100, output_tokens=7)))
+    spec = define_runtime(
+        ("acme", "v1"),
+        agents=[define_specialist("geo", model="claude-haiku-4-5", prompt="Answer.")],
+        providers=fake.provider_settings(api_key=API_KEY),
+    )
+    runtime = open_runtime(spec, interpreter="live")
+    case = define_test_case(
+        "capital",
+        "What is the capital of France?",
+        final_response=define_final_response_eval(
+            scorers=[ResponseScorer.contains(id="paris", text="Paris")]
+        ),
+    )
+    eval_request = define_eval_request(
+        workspace_id="w",
+        tenant_id="acme",
+        test_cases=[case],
+        config=define_eval_config(
+            mode="specialist", target_agent_id="geo", samples_per_case=1, k_values=[1]
+        ),
+    )
+
+    raw = await runtime.run_eval(eval_request)
+    await runtime.aclose()
+
+    sample = raw["testCases"][0]["samples"][0]
+    assert sample["passed"]
+    assert sample["tokenUsage"]["inputTokens"] == 100
+    assert sample["tokenUsage"]["outputTokens"] == 7
+    (invocation,) = sample["modelInvocations"]
+    assert (invocation["agent"], invocation["provider"], invocation["model"]) == (
+        "geo",
+        "anthropic",
+        "claude-haiku-4-5",
+    )
+    assert invocation["estimatedCostUsd"] > 0
+    summary = raw["summary"]
+    assert summary["cost"]["estimatedCostUsd"] == pytest.approx(invocation["estimatedCostUsd"])
+    assert summary["totalUsage"]["inputTokens"] == 100
+    assert sample["latency"]["modelMs"] is not None  # from the run's latency summary
+    assert summary["latency"]["maxMs"] == sample["latency"]["totalMs"]

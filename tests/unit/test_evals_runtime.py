@@ -426,6 +426,31 @@ async def test_leaving_the_stream_cancels_the_runs_in_flight(runtime: Runtime, s
     assert shop.in_flight == 0
 
 
+async def test_dropping_the_stream_after_a_break_cancels_the_runs_in_flight(
+    runtime: Runtime, shop: Shop
+) -> None:
+    shop.hold = True
+    stream = runtime.stream_eval(request(define_test_case("slow", SLOW), concurrency=2))
+    run_id = stream.run_id
+
+    async for envelope in stream:
+        if envelope.type == "testCaseStarted":
+            await next_started(shop)
+            await next_started(shop)
+            break
+    # The eval's own task, to know when it has stopped: it ends after its samples' runs.
+    driver = stream._driver
+    assert driver is not None
+    del stream  # no aclose(): dropping the stream is enough
+
+    await asyncio.wait_for(asyncio.gather(driver, return_exceptions=True), WAIT)
+    assert shop.in_flight == 0
+    threads = [t for t in runtime.thread_ids() if t.startswith(run_id)]
+    assert len(threads) == 2
+    for thread_id in threads:
+        assert runtime.replay(thread_id).status == "idle"
+
+
 async def test_cancel_ends_the_stream_with_eval_cancelled(runtime: Runtime, shop: Shop) -> None:
     shop.hold = True
     stream = runtime.stream_eval(request(define_test_case("slow", SLOW), samples_per_case=1))
