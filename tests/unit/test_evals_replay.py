@@ -15,10 +15,20 @@ import shutil
 import types
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import pydantic
 import pytest
 
+from flowai_harness import (
+    create_runtime,
+    define_coordinator,
+    define_executor,
+    define_plan,
+    define_planner,
+    define_runtime,
+    define_tool,
+)
 from flowai_harness.errors import UsageError
 from flowai_harness.evals import EvalArtifact
 from flowai_harness.evals.replay import (
@@ -28,7 +38,7 @@ from flowai_harness.evals.replay import (
     recorded_threads,
     replay_suite,
 )
-from flowai_harness.testing import FakeProvider, Turn
+from flowai_harness.testing import FakeProvider, ToolCall, Turn
 
 GOLDEN = Path(__file__).parents[1] / "golden"
 API_KEY = "replay-key"
@@ -234,3 +244,110 @@ async def test_a_changed_request_without_a_usable_provider_fails_the_sample_sayi
     assert sample.metadata is not None
     assert sample.metadata["errorKind"] == "sample_agent_error"
     assert "a changed request has no live provider" in (sample.error or "")
+
+
+# --- a recorded plan, gate and tool progress -------------------------------------------------
+
+
+class Reprice(pydantic.BaseModel):
+    kind: Literal["reprice"]
+    sku: str
+    price: float
+
+
+class PricePlan(pydantic.BaseModel):
+    actions: list[Reprice]
+
+
+PRICES = define_plan("prices", PricePlan)
+
+
+@define_tool("count_stock", {"sku": str}, description="Count a product's stock.")
+def count_stock(args: dict[str, Any], ctx: Any) -> dict[str, Any]:
+    ctx.progress("counting", total_phases=2)
+    ctx.emit("shelf", {"sku": args["sku"]})
+    ctx.progress("done", milestone="counted")
+    return {"on_hand": 4}
+
+
+def shop_spec(providers: dict[str, Any]) -> Any:
+    return define_runtime(
+        ("acme", "v1"),
+        agents=[
+            define_coordinator(
+                "boss", model="claude-sonnet-4-6", prompt="Route.", routes=["planner", "executor"]
+            ),
+            define_planner(
+                "planner",
+                model="claude-sonnet-4-6",
+                prompt="Plan prices.",
+                plan=PRICES,
+                tools=[count_stock],
+            ),
+            define_executor("executor", model="claude-haiku-4-5", prompt="Run.", plan=PRICES),
+        ],
+        providers=providers,
+    )
+
+
+PLAN_BODY = {"actions": [{"kind": "reprice", "sku": "A", "price": 2.5}]}
+STORE = {"specName": "prices", "planId": "q1"}
+SHOP_TURNS = (
+    Turn(tool_calls=[ToolCall("call_agent", {"agent": "planner", "prompt": "Plan A."}, id="b1")]),
+    Turn(tool_calls=[ToolCall("count_stock", {"sku": "A"}, id="p1")]),
+    Turn(
+        tool_calls=[
+            ToolCall(
+                "storePlan", {"specName": "prices", "planId": "q1", "body": PLAN_BODY}, id="p2"
+            )
+        ]
+    ),
+    Turn(text="Stored q1."),
+    Turn(tool_calls=[ToolCall("call_agent", {"agent": "executor", "prompt": "Run q1."}, id="b2")]),
+    Turn(tool_calls=[ToolCall("executePlan", {"planId": "q1"}, id="e1")]),
+    Turn(text="Ran q1."),
+    Turn(text="Repriced A."),
+)
+
+
+async def test_a_recorded_plan_its_gate_and_tool_progress_replay_without_divergence(
+    tmp_path: Path, fake: FakeProvider
+) -> None:
+    dispatched: list[Any] = []
+
+    def dispatch(actions: list[dict[str, Any]], ctx: Any) -> dict[str, Any]:
+        dispatched.append(actions)
+        return {"entitiesAffected": len(actions), "summary": "repriced", "details": {"job": 7}}
+
+    fake.add(*SHOP_TURNS)
+    spec = shop_spec(fake.provider_settings(api_key=API_KEY))
+    async with create_runtime(
+        spec, interpreter="live", log_path=tmp_path, action_dispatcher=dispatch
+    ) as recording:
+        async for event in recording.query("Reprice A to 2.5.", "shop"):
+            if event["type"] == "approval-required":
+                await recording.respond_to_approval(event["data"]["id"], "approve", approver="ann")
+    assert len(dispatched) == 1
+    calls = len(fake.requests)
+
+    threads = recorded_threads(tmp_path, tenant="acme", threads=["shop"])
+    document = replay_suite(threads, tenant="acme")
+    (case,) = document["request"]["testCases"]
+    truth = case["structuredGroundTruth"]["data"]
+    assert [(a["type"], a["payload"]) for a in truth["executedActions"]] == [
+        ("reprice", {"sku": "A", "price": 2.5})
+    ]
+    replay = ReplayRuntime(spec, {t.thread_id: t for t in threads})
+    try:
+        artifact = await replay.run_eval(document["request"])
+    finally:
+        await replay.aclose()
+
+    sample = artifact.test_cases[0].samples[0]
+    assert sample.metadata is not None
+    report = sample.metadata["replay"]
+    assert report["divergence"] is None  # the approver, the progress, the plan result agree
+    assert report["reRequested"] == []
+    assert len(fake.requests) == calls
+    assert len(dispatched) == 1  # the dispatcher answered from the recording
+    assert sample.passed

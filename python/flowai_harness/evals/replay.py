@@ -21,7 +21,8 @@ Owns three steps.
    answer (after the recorded failures of that turn, so retries replay too); any other
    request goes to the live provider the spec's ``providers`` configure (the fake provider
    in tests) and is listed as re-requested. Tools answer from the recorded results (matched
-   by tool call id, else by name and arguments; what a tool emitted is emitted again) unless
+   by tool call id, else by name and arguments; its ``custom`` and ``tool-progress`` events
+   are emitted again) unless
    the thread runs them live; a call with no recording runs its handler if it has one.
    Approval gates get the recorded decisions, else the eval's approval policy. The plan
    dispatcher answers from the recorded ``executePlan`` results.
@@ -52,6 +53,7 @@ import orjson
 
 from ..errors import EvalError, UsageError
 from ..modelcall import Complete, DeltaSink, request_sha256
+from .authoring import define_expected_action, define_expected_actions, define_test_case
 from .live_judge import LiveJudge, judge_model_for
 from .models import (
     EvalRequest,
@@ -240,29 +242,28 @@ async def kafka_recorded_threads(
 def _case(thread: RecordedThread, tags: Sequence[str]) -> EvalTestCase:
     recorded = project_run(thread.last_run_events())
     extra = recorded.output.extra
-    expected_actions: dict[str, Any] | None = None
-    if extra.get("plannedActions") or extra.get("resolvedActions"):
-        expected_actions = {
-            "plannedActions": extra.get("plannedActions", []),
-            "executedActions": extra.get("resolvedActions", []),
-            "payloadMatch": "exact",
-        }
+    planned = extra.get("plannedActions") or []
+    executed = extra.get("resolvedActions") or []
     response = recorded.output.response_text
-    return EvalTestCase.model_validate(
-        {
-            "id": thread.thread_id,
-            "input": thread.runs[-1]["prompt"],
-            "tags": sorted({"replay", *tags}),
-            "expectedTrajectory": recorded.output.actual_trajectory,
-            "trajectoryMode": "strict",
-            "expectedActions": expected_actions,
-            "finalResponse": FinalResponseEval(
-                scorers=[ResponseScorer.exact(id="recorded-response", expected=response)]
-            )
-            if response
-            else None,
-            "sourceThreadId": thread.thread_id,
-        }
+    return define_test_case(
+        thread.thread_id,
+        thread.runs[-1]["prompt"],
+        tags=sorted({"replay", *tags}),
+        expected_trajectory=recorded.output.actual_trajectory,
+        trajectory_mode="strict",
+        expected_actions=define_expected_actions(
+            planned_actions=[define_expected_action(a["type"], a["payload"]) for a in planned],
+            executed_actions=[define_expected_action(a["type"], a["payload"]) for a in executed],
+            payload_match="exact",
+        )
+        if planned or executed
+        else None,
+        final_response=FinalResponseEval(
+            scorers=[ResponseScorer.exact(id="recorded-response", expected=response)]
+        )
+        if response
+        else None,
+        source_thread_id=thread.thread_id,
     )
 
 
@@ -439,6 +440,20 @@ def _raise_recorded(message: str) -> None:
     raise _RecordedError(message)
 
 
+def _emit_again(ctx: Any, event: Mapping[str, Any]) -> None:
+    """What a tool emitted while it ran, emitted again through its context."""
+    if event["type"] == "custom":
+        ctx.emit(event["name"], event.get("data"))
+        return
+    ctx.progress(
+        event.get("label"),
+        phase_index=event.get("phaseIndex"),
+        total_phases=event.get("totalPhases"),
+        milestone=event.get("milestone"),
+        fraction=event.get("fraction"),
+    )
+
+
 class RecordedTools:
     """Tool handlers and a plan dispatcher answering from a recording."""
 
@@ -455,7 +470,7 @@ class RecordedTools:
                 if event["toolName"] == _EXECUTE_PLAN:
                     plan_id = (event.get("args") or {}).get("planId")
                     self._plans[str(plan_id)] = event
-            elif kind == "custom" and event.get("toolInvocationId"):
+            elif kind in ("custom", "tool-progress") and event.get("toolInvocationId"):
                 self._emitted[event["toolInvocationId"]].append(event)
         self.unrecorded: list[str] = []
 
@@ -475,7 +490,7 @@ class RecordedTools:
                 result = live(args, ctx)
                 return await result if hasattr(result, "__await__") else result
             for event in self._emitted.get(recorded["toolInvocationId"], []):
-                ctx.emit(event["name"], event.get("data"))
+                _emit_again(ctx, event)
             result = recorded.get("result")
             if recorded.get("isError"):
                 error = (result or {}).get("error") if isinstance(result, dict) else None
