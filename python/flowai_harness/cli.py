@@ -27,6 +27,9 @@ Owns the commands and their exit codes; each does its work through the package (
   (run on the noop interpreter) or a zero-argument function returning either.
 - ``flowai studio --app module:attr [...]``: Studio, the browser UI on the run log
   (``flowai_harness.studio.command``; its options are its own, see ``flowai studio --help``).
+- ``flowai eval run SUITE`` / ``flowai eval from-log LOG_PATH``: evals as a CI gate, and
+  replay suites from recorded threads (:mod:`flowai_harness.evals.cli`; exit 1 there means
+  the eval missed its pass threshold).
 
 Exit codes: 0 done, 1 Kafka (or the approvals service) failed while working, 2 a usage or
 configuration error, or a request the approvals service refused (one line on stderr, no
@@ -112,6 +115,9 @@ def parser() -> argparse.ArgumentParser:
         help="Studio, the browser UI on the run log (see `flowai studio --help`)",
         add_help=False,
     )
+    from .evals.cli import add_commands as add_eval_commands
+
+    add_eval_commands(commands)
     return p
 
 
@@ -223,6 +229,10 @@ def main(argv: list[str] | None = None) -> int:
             from . import deadletters
 
             return asyncio.run(deadletters.run(args))
+        if args.command == "eval":
+            from .evals.cli import run as run_eval_command
+
+            return asyncio.run(run_eval_command(args))
         return asyncio.run(_topics_create(args))
     except FlowaiError as exc:
         print(f"flowai: {exc}", file=sys.stderr)

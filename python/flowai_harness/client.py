@@ -42,7 +42,7 @@ import asyncio
 import contextlib
 import itertools
 import os
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal
@@ -64,6 +64,7 @@ if TYPE_CHECKING:
 
     from .bus import Topics
     from .decision_auth import DecisionSigner
+    from .evals.runner import EvalStream
     from .logread import LogReader
     from .references import ReferenceAccess, ReferenceSpec
 
@@ -717,6 +718,41 @@ class Client:
                 self._references_store, self.tenant, self._reference_specs
             )
         return self._references
+
+    def stream_eval(
+        self,
+        eval_request: Any,
+        *,
+        approval_policy: str | None = None,
+        judge_providers: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> EvalStream:
+        """Run an eval on the runtime service: each sample is a query on a fresh thread
+        (``target_agent_id`` names the agent, else the coordinator); gates are decided by
+        ``approval_policy`` through :meth:`respond_to_approval`; judges use
+        ``judge_providers`` settings (as ``define_runtime(providers=...)``)."""
+        from .evals.runtime_bridge import remote_stream_eval
+
+        return remote_stream_eval(
+            self,
+            eval_request,
+            approval_policy=approval_policy,
+            judge_providers=judge_providers,
+        )
+
+    async def run_eval(
+        self,
+        eval_request: Any,
+        *,
+        approval_policy: str | None = None,
+        judge_providers: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> dict[str, Any]:
+        """:meth:`stream_eval` to the end; returns the artifact's JSON dict."""
+        from .evals.runner import artifact_of
+
+        stream = self.stream_eval(
+            eval_request, approval_policy=approval_policy, judge_providers=judge_providers
+        )
+        return (await artifact_of(stream)).to_wire()
 
     # --- internals -------------------------------------------------------------------------
 

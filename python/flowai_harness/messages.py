@@ -211,6 +211,11 @@ class ModelResponseEvent(_Open):
     latencyMs: int
     ttftMs: int | None = None
     content: list[ContentBlock]
+    requestHash: str | None = Field(
+        default=None,
+        description="the driver's SHA-256 of the request answered (flowai_harness.modelcall."
+        "request_sha256); absent in older logs and for the deterministic interpreters",
+    )
 
 
 class ModelFailureEvent(_Open):
@@ -535,6 +540,9 @@ class ModelResponseBody(_Strict):
     model: str
     latency_ms: int = 0
     ttft_ms: int | None = None
+    request_hash: str | None = Field(
+        default=None, description="SHA-256 of the request answered (logged as requestHash)"
+    )
 
 
 class ModelFailureBody(_Strict):

@@ -22,7 +22,7 @@ import time
 import types
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import orjson
 
@@ -39,7 +39,7 @@ from .errors import (
     UnknownToolError,
     error_from_code,
 )
-from .modelcall import call_model
+from .modelcall import Complete, call_model
 from .references import (
     FileReferenceStore,
     MemoryReferenceStore,
@@ -58,6 +58,9 @@ from .toolcall import (
     tool_result,
 )
 from .tools import ToolContext, ToolDefinition
+
+if TYPE_CHECKING:
+    from .evals.runner import EvalStream
 
 __all__ = ["EventStream", "ReplayResult", "Runtime", "create_runtime"]
 
@@ -544,6 +547,30 @@ class Runtime:
             require_origin=require_origin,
         )
 
+    def stream_eval(self, eval_request: Any, *, approval_policy: str | None = None) -> EvalStream:
+        """Run an eval, streaming its envelopes (``evalStarted`` ... ``evalCompleted``); each
+        sample is a run on a fresh thread here. Leaving the loop cancels the runs in flight.
+        ``approval_policy``: ``"approve"`` (default), ``"reject"`` or ``"fail"`` (see
+        :mod:`flowai_harness.evals.runtime_bridge`)."""
+        from .evals.runtime_bridge import embedded_stream_eval
+
+        return embedded_stream_eval(
+            self,
+            eval_request,
+            start=self._start,
+            providers=self._providers,
+            approval_policy=approval_policy,
+        )
+
+    async def run_eval(
+        self, eval_request: Any, *, approval_policy: str | None = None
+    ) -> dict[str, Any]:
+        """Run an eval to the end; returns the artifact's JSON dict (as the seed does)."""
+        from .evals.runner import artifact_of
+
+        stream = self.stream_eval(eval_request, approval_policy=approval_policy)
+        return (await artifact_of(stream)).to_wire()
+
     def thread_ids(self) -> list[str]:
         """Every thread with a run log in this runtime's log store."""
         return self._log.thread_ids()
@@ -982,6 +1009,7 @@ def create_runtime(
     interpreter: Interpreter = "noop",
     log_path: str | os.PathLike[str] | None = None,
     fsync: FsyncPolicy = "boundary",
+    model_providers: Mapping[str, Complete] | None = None,
 ) -> Runtime:
     """Build an embedded runtime for ``spec``.
 
@@ -1005,6 +1033,9 @@ def create_runtime(
       payloads are kept under ``log_path`` too (else in memory).
     - ``data_environment`` / ``target_database_url``: the seed's data catalog settings, which
       this build does not have; passing one is an error that says so.
+    - ``model_providers``: ``{provider name: object with complete(request, on_delta=...)}``
+      answering the live interpreter's model calls instead of providers built from the spec's
+      ``providers`` (replay-as-eval answers from a recording this way).
     """
     if not isinstance(spec, RuntimeSpec):
         raise SpecError(
@@ -1034,7 +1065,9 @@ def create_runtime(
             "uses those names; rename the service"
         )
     providers: Mapping[str, Any] = {}
-    if interpreter_config["kind"] == "live":
+    if model_providers is not None:
+        providers = dict(model_providers)
+    elif interpreter_config["kind"] == "live":
         from .providers import build_providers
 
         providers = build_providers(spec.providers)

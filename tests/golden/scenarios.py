@@ -42,11 +42,16 @@ def explode(args: dict[str, Any], ctx: Any) -> None:
     raise RuntimeError(args["reason"])
 
 
-def spec(providers: dict[str, Any] | None = None) -> RuntimeSpec:
+CALCULATOR_PROMPT = "You add numbers with the add tool."
+
+
+def spec(
+    providers: dict[str, Any] | None = None, calculator_prompt: str = CALCULATOR_PROMPT
+) -> RuntimeSpec:
     calculator = define_specialist(
         name="calculator",
         model="claude-haiku-4-5",
-        prompt="You add numbers with the add tool.",
+        prompt=calculator_prompt,
         tools=[add, explode],
         # The live scenario's rate limit is retried at once (the log records the wait).
         retry=RetryPolicy(initial_backoff=0.01, max_backoff=0.05),
@@ -120,6 +125,38 @@ async def generate(log_path: Path) -> None:
             stream.cancel()
 
     await generate_live(log_path)
+    await generate_live_routing(log_path)
+
+
+# The router's hand-off to the calculator in the live-routing thread.
+ROUTED_QUESTION = "What is 2 + 3?"
+
+
+async def generate_live_routing(log_path: Path) -> None:
+    """A live thread through two agents, one model turn each way: the router hands the
+    question to the calculator, which answers, and the router answers. A prompt change to one
+    agent changes one request of it (replay-as-eval re-requests that turn only)."""
+    turns = [
+        Turn(
+            tool_calls=[
+                ToolCall(
+                    "call_agent",
+                    {"agent": "calculator", "prompt": ROUTED_QUESTION},
+                    id="toolu_route_1",
+                )
+            ],
+            usage=Usage(input_tokens=300, output_tokens=20),
+        ),
+        Turn(text="5", usage=Usage(input_tokens=120, output_tokens=2)),
+        Turn(text="2 + 3 = 5.", usage=Usage(input_tokens=340, output_tokens=9)),
+    ]
+    async with (
+        FakeProvider(turns) as fake,
+        create_runtime(
+            spec(fake.provider_settings()), interpreter="live", log_path=log_path
+        ) as live,
+    ):
+        await drain(live, ROUTED_QUESTION, "live-routing")
 
 
 async def generate_live(log_path: Path) -> None:

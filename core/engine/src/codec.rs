@@ -157,6 +157,7 @@ pub fn write_payload(event: &Event, out: &mut Vec<u8>) {
                 w.json("ttftMs", &ttft);
             }
             w.json("content", &r.content);
+            w.opt_str("requestHash", r.request_hash.as_deref());
         }
         Event::ModelFailure(f) => {
             w.str("type", "model-failure");
@@ -566,6 +567,8 @@ pub struct PayloadRef<'a> {
     #[serde(default)]
     ttft_ms: Option<i64>,
     #[serde(borrow, default)]
+    request_hash: Option<Str<'a>>,
+    #[serde(borrow, default)]
     content: Option<&'a RawValue>,
     #[serde(borrow, default)]
     message: Option<Str<'a>>,
@@ -739,6 +742,7 @@ impl EntryRef<'_> {
                     latency_ms: p.latency_ms.unwrap_or(0),
                     ttft_ms: p.ttft_ms,
                     content,
+                    request_hash: opt(&p.request_hash),
                 }))
             }
             "model-failure" => {

@@ -266,6 +266,7 @@ impl Decider<'_, '_> {
                 latency_ms: 0,
                 ttft_ms: None,
                 content,
+                request_hash: None,
             }),
             Answer::Fail { code, message } => self.emit(Event::Error {
                 code: code.to_owned(),

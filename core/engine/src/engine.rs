@@ -557,6 +557,7 @@ impl Engine {
                         latency_ms: response.latency_ms,
                         ttft_ms: response.ttft_ms,
                         content,
+                        request_hash: response.request_hash,
                     });
                 }
                 (Some(response), _) => d.model_failed(

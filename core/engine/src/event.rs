@@ -281,6 +281,9 @@ pub struct ModelResponse {
     pub latency_ms: i64,
     pub ttft_ms: Option<i64>,
     pub content: Vec<Block>,
+    /// The driver's hash of the request this answers (`requestHash`; absent in older logs
+    /// and for the interpreters): replay-as-eval reuses an answer whose request is unchanged.
+    pub request_hash: Option<String>,
 }
 
 /// The kinds of model failure (docs/wire.md); the retry and fallback policies name them.

@@ -215,6 +215,8 @@ pub struct ResponseBody {
     pub latency_ms: i64,
     #[serde(default)]
     pub ttft_ms: Option<i64>,
+    #[serde(default)]
+    pub request_hash: Option<String>,
 }
 
 #[derive(Deserialize)]

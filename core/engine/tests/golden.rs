@@ -113,11 +113,11 @@ fn decoding_and_reencoding_a_line_gives_the_same_bytes() {
 #[test]
 fn a_live_engine_rewrites_each_golden_log_byte_for_byte_from_its_inputs() {
     for (name, log) in golden_logs() {
-        // scenarios.py runs `hello` on the mock interpreter, `live` on a live model (its
-        // answers are inputs, read back from the log) and the rest scripted.
+        // scenarios.py runs `hello` on the mock interpreter, `live` and `live-routing` on a
+        // live model (its answers are inputs, read back from the log) and the rest scripted.
         let interpreter = match name.as_str() {
             "hello" => mock("hello from the Rust runtime"),
-            "live" => live(),
+            live_thread if live_thread.starts_with("live") => live(),
             _ => scripted(),
         };
         let mut driver = Driver::new(engine(golden_spec(), interpreter));
@@ -173,6 +173,7 @@ fn inputs_of(log: &[u8]) -> Vec<Value> {
                     "content": r["content"], "stop_reason": r["stopReason"],
                     "raw_stop_reason": r["rawStopReason"], "provider": r["provider"],
                     "model": r["model"], "latency_ms": r["latencyMs"], "ttft_ms": r["ttftMs"],
+                    "request_hash": r["requestHash"],
                     "usage": {
                         "prompt_tokens": usage["promptTokens"],
                         "completion_tokens": usage["completionTokens"],

@@ -479,6 +479,7 @@ fn sample(kind: EventKind) -> Option<Event> {
                 args: raw("{}"),
                 args_error: None,
             }],
+            request_hash: None,
         })),
         EventKind::ModelFailure => Event::ModelFailure(Box::new(ModelFailure {
             agent: agent(),

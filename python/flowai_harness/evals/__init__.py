@@ -12,10 +12,15 @@ The public names, gathered from the submodules:
 - :mod:`.scoring`: :func:`score_sample` and pass@k;
 - :mod:`.judge`: the LLM judge over an injected ``complete`` model call;
 - :mod:`.projection`: a run's seed-shaped events to a RawSampleOutput;
-- :mod:`.runner`: :func:`stream_eval`, :func:`run_eval`, :func:`run_eval_sync`.
+- :mod:`.runner`: :func:`stream_eval`, :func:`run_eval`, :func:`run_eval_sync`;
+- :mod:`.runtime_bridge`: what ``Runtime.run_eval`` / ``stream_eval`` run (ApprovalPolicy);
+- :mod:`.live_judge`: the judge through the runtime's live providers (LiveJudge);
+- :mod:`.suite`: :class:`EvalSuite`, what ``flowai eval run`` runs;
+- :mod:`.replay`: replay-as-eval (ReplayRuntime, recorded_threads, replay_suite);
+- :mod:`.report`: the results table and the HTML report; :mod:`.cli`: ``flowai eval``.
 
-Must not import the runtime or the native extension (the runtime plugs in by passing its
-``run_sample`` and ``complete`` to the runner).
+Must not import the runtime or the native extension at import time (the runtime plugs in by
+passing its ``run_sample`` and ``complete`` to the runner; replay imports it only to re-run).
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ from .authoring import (
     define_trajectory_scorer_config,
 )
 from .judge import JudgeModel, ModelComplete, build_judge_prompt, parse_judge_answer
+from .live_judge import LiveJudge
 from .models import (
     FINAL_RESPONSE_JUDGE_VERDICTS_EXTRA_KEY,
     ActionPayloadMatchMode,
@@ -86,21 +92,27 @@ from .models import (
     final_response_judge_verdicts_extra,
 )
 from .projection import RunProjection, project_run, sample_output_from_events
+from .replay import ReplayRuntime, first_divergence, recorded_threads, replay_suite
+from .report import html_report, results_table
 from .runner import (
     EvalStream,
     PriceModel,
     RunSample,
     SampleErrorKind,
+    SampleFailure,
     run_eval,
     run_eval_sync,
     stream_eval,
 )
+from .runtime_bridge import ApprovalPolicy
 from .scoring import pass_at_k_simple, pass_at_k_unbiased, score_sample
+from .suite import EvalSuite
 
 __all__ = [
     "FINAL_RESPONSE_JUDGE_VERDICTS_EXTRA_KEY",
     "ActionPayloadMatchMode",
     "AggregationStrategy",
+    "ApprovalPolicy",
     "ArtifactMetadata",
     "CostAgentBreakdown",
     "EvalArtifact",
@@ -109,6 +121,7 @@ __all__ = [
     "EvalMode",
     "EvalRequest",
     "EvalStream",
+    "EvalSuite",
     "EvalTestCase",
     "EvalTraceRef",
     "ExpectedAction",
@@ -124,11 +137,13 @@ __all__ = [
     "JudgeRun",
     "JudgeTrace",
     "JudgeVerdict",
+    "LiveJudge",
     "ModelComplete",
     "ModelInvocation",
     "PassAtKResult",
     "PriceModel",
     "RawSampleOutput",
+    "ReplayRuntime",
     "ResolvedAction",
     "ResponseScorer",
     "ResponseScorerMethod",
@@ -137,6 +152,7 @@ __all__ = [
     "SampleArtifact",
     "SampleCost",
     "SampleErrorKind",
+    "SampleFailure",
     "SampleLatency",
     "ScoreWeights",
     "ScoredSample",
@@ -164,10 +180,15 @@ __all__ = [
     "define_test_case",
     "define_trajectory_scorer_config",
     "final_response_judge_verdicts_extra",
+    "first_divergence",
+    "html_report",
     "parse_judge_answer",
     "pass_at_k_simple",
     "pass_at_k_unbiased",
     "project_run",
+    "recorded_threads",
+    "replay_suite",
+    "results_table",
     "run_eval",
     "run_eval_sync",
     "sample_output_from_events",

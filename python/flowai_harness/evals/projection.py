@@ -14,10 +14,14 @@ sub-agent's tools depth 2, ...):
   flat action becoming ``{"type": action[discriminator], "payload": the other fields}``
   (``references`` is not payload);
 - the last ``executePlan`` result carrying them: ``extra["resolvedActions"]`` from
-  ``result.details.resolvedActions`` (or a top-level ``result.resolvedActions``);
+  ``result.details.resolvedActions`` (or a top-level ``result.resolvedActions``), each
+  ``{"type", "payload"}`` as the seed has them or ``{discriminator, "payload"}`` as this
+  engine has them;
 - ``text`` events of the entry agent (depth <= the entry depth): ``response_text``, joined;
 - the entry agent's last ``data-cost-summary`` (``totalPromptTokens``, ... and ``agents[]``
-  with ``agentName``, ``model``, ``usage``): token usage and one model invocation per agent;
+  with ``agentName``, ``model`` and the tokens, under ``usage`` as the seed has them or
+  beside them with ``provider`` and USD ``cost`` as this engine has them): token usage and
+  one model invocation per agent;
   without it, the entry agent's ``finish`` ``usage`` (``promptTokens``, ``completionTokens``,
   ``cacheReadInputTokens``, ``cacheCreationInputTokens``);
 - the entry agent's last ``data-latency-summary`` (``totalDurationMs``, ``ttftMs``,
@@ -91,13 +95,22 @@ def _planned_actions(args: Mapping[str, Any], discriminator: str) -> list[dict[s
     return planned
 
 
-def _resolved_actions(result: object) -> list[dict[str, Any]] | None:
+def _resolved_actions(result: object, discriminator: str) -> list[dict[str, Any]] | None:
     body = _mapping(result)
     actions = _mapping(body.get("details")).get("resolvedActions", body.get("resolvedActions"))
     if not isinstance(actions, list):
         return None
     resolved: list[dict[str, Any]] = []
     for action in actions:
+        action = _mapping(action)
+        if "type" not in action and isinstance(action.get(discriminator), str):
+            # This engine's shape: {kind, payload (the action, kind included), references}.
+            payload = {
+                key: value
+                for key, value in _mapping(action.get("payload")).items()
+                if key != discriminator
+            }
+            action = {"type": action[discriminator], "payload": payload}
         try:
             resolved.append(ResolvedAction.model_validate(action).to_wire())
         except ValidationError:
@@ -137,21 +150,32 @@ def _invocations(
     cost_summary: Mapping[str, Any], provider_for: ProviderFor | None
 ) -> list[ModelInvocation]:
     agents = cost_summary.get("agents")
+    unpriced = cost_summary.get("unpriced")
+    unpriced = set(unpriced) if isinstance(unpriced, list) else set()
     invocations: list[ModelInvocation] = []
     for entry in agents if isinstance(agents, list) else ():
         entry = _mapping(entry)
         agent = str(entry.get("agentName") or "").strip() or "unknown"
         model = str(entry.get("model") or "").strip() or "unknown"
-        usage = _usage(_mapping(entry.get("usage")))
+        # The seed nests an agent's tokens under `usage`; this engine puts them beside
+        # `agentName`, with its `provider` and USD `cost` (0 and listed unpriced when unknown).
+        usage = _usage(_mapping(entry.get("usage")) or entry)
+        provider = entry.get("provider")
+        cost = entry.get("cost")
         invocations.append(
             ModelInvocation(
                 agent=agent,
-                provider=provider_for(agent, model) if provider_for else None,
+                provider=provider
+                if isinstance(provider, str) and provider
+                else (provider_for(agent, model) if provider_for else None),
                 model=model,
                 input_tokens=usage.input_tokens,
                 output_tokens=usage.output_tokens,
                 cached_tokens=usage.cached_tokens,
                 cache_creation_tokens=usage.cache_creation_tokens,
+                estimated_cost_usd=float(cost)
+                if isinstance(cost, int | float) and model not in unpriced
+                else None,
             )
         )
     return invocations
@@ -245,7 +269,11 @@ def project_run(
                 planned = planned if stored is None else stored
             elif state == "result":
                 name = str(event.get("toolName") or call_names.get(scoped_id, ""))
-                executed = _resolved_actions(event.get("result")) if name == EXECUTE_PLAN else None
+                executed = (
+                    _resolved_actions(event.get("result"), plan_discriminator)
+                    if name == EXECUTE_PLAN
+                    else None
+                )
                 resolved = resolved if executed is None else executed
         elif kind == "text" and at_entry:
             text = event.get("text")

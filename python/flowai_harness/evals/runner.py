@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import math
 import time
 import uuid
@@ -93,6 +94,8 @@ __all__ = [
     "PriceModel",
     "RunSample",
     "SampleErrorKind",
+    "SampleFailure",
+    "artifact_of",
     "judge_provider_for_model",
     "run_eval",
     "run_eval_sync",
@@ -105,7 +108,24 @@ RunSample = Callable[
 ]
 # The USD cost of one model invocation, or None when the model's price is unknown.
 PriceModel = Callable[[ModelInvocation], float | None]
-SampleErrorKind = Literal["sample_timeout", "sample_execution_failed", "sample_agent_error"]
+SampleErrorKind = Literal[
+    "sample_timeout",
+    "sample_execution_failed",
+    "sample_agent_error",
+    "sample_approval_required",
+]
+
+
+class SampleFailure(Exception):
+    """Raised by a ``run_sample`` to fail its sample with a given ``errorKind`` (any other
+    exception fails it with ``sample_execution_failed``)."""
+
+    def __init__(self, kind: SampleErrorKind, message: str) -> None:
+        super().__init__(message)
+        self.kind: SampleErrorKind = kind
+
+
+log = logging.getLogger("flowai.evals")
 
 _STREAM_CLOSED: Final = "the eval stream was closed before the run completed"
 
@@ -287,8 +307,10 @@ class _EvalRun:
         price: PriceModel | None,
         provider_for: ProviderFor | None,
         plan_discriminator: str,
+        finalize: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.plan = plan
+        self.finalize = finalize
         self.run_sample = run_sample
         self.complete = complete
         self.price = price
@@ -305,16 +327,25 @@ class _EvalRun:
         return envelope
 
     async def drive(self, emit: Callable[[HarnessEvalEventEnvelope], None]) -> None:
-        """Run to the end, emitting every envelope; always ends with a terminal envelope."""
+        """Run to the end, emitting every envelope; always ends with a terminal envelope
+        (after ``finalize``, so what the run held is released when the stream ends)."""
+        terminal: HarnessEvalEvent
         try:
             artifact = await self._run(lambda event: emit(self._envelope(event)))
         except asyncio.CancelledError:
             # Only the stream cancels this task: report it instead of propagating.
-            emit(self._envelope(EvalCancelled(data=EvalCancelledData(reason=self.cancel_reason))))
+            terminal = EvalCancelled(data=EvalCancelledData(reason=self.cancel_reason))
         except Exception as error:  # a run-level failure ends the stream, never hangs it
-            emit(self._envelope(EvalFailed(data=EvalFailedData(error=_describe(error)))))
+            terminal = EvalFailed(data=EvalFailedData(error=_describe(error)))
         else:
-            emit(self._envelope(EvalCompleted(data=EvalCompletedData(artifact=artifact))))
+            terminal = EvalCompleted(data=EvalCompletedData(artifact=artifact))
+        try:
+            if self.finalize is not None:
+                await self.finalize()
+        except Exception:  # releasing must not turn a finished run into a failed one
+            log.exception("eval %s: releasing its resources failed", self.plan.run_id)
+        finally:
+            emit(self._envelope(terminal))
 
     def _artifact(
         self, test_cases: list[TestCaseArtifact], summary: EvalArtifactSummary
@@ -450,6 +481,8 @@ class _EvalRun:
                 f"timeout_per_sample_secs={timeout}; it was cancelled",
                 elapsed_ms(),
             )
+        except SampleFailure as failure:
+            return self._failed(index, failure.kind, str(failure), elapsed_ms())
         except Exception as error:
             return self._failed(
                 index, "sample_execution_failed", f"{type(error).__name__}: {error}", elapsed_ms()
@@ -559,6 +592,11 @@ class EvalStream:
         self._finished = False
         self.run_id = run.plan.run_id
 
+    @property
+    def request(self) -> EvalRequest:
+        """The validated request this stream runs."""
+        return self._run.plan.request
+
     def __aiter__(self) -> EvalStream:
         return self
 
@@ -612,6 +650,7 @@ def stream_eval(
     provider_for: ProviderFor | None = None,
     plan_discriminator: str = "kind",
     run_id: str | None = None,
+    finalize: Callable[[], Awaitable[None]] | None = None,
 ) -> EvalStream:
     """Run an eval, streaming its envelopes. The request is validated now (bad input raises
     :class:`~flowai_harness.errors.EvalError` here); the run starts when iterated.
@@ -619,7 +658,8 @@ def stream_eval(
     ``complete`` is the judges' model call; ``judge_model`` is the judge when the config names
     no model (the runtime passes its coordinator's, else its first agent's model); ``price``
     prices model invocations in USD; ``provider_for`` and ``plan_discriminator`` tune the
-    projection of each run's events.
+    projection of each run's events; ``finalize`` is awaited once the run is over, before
+    its terminal envelope (the runtime closes the judge's providers there).
     """
     judge = JudgeModel(*judge_model) if judge_model is not None else None
     plan = _prepare(_request(request), run_id or f"eval-{uuid.uuid4()}", judge)
@@ -630,6 +670,7 @@ def stream_eval(
         price=price,
         provider_for=provider_for,
         plan_discriminator=plan_discriminator,
+        finalize=finalize,
     )
     return EvalStream(run)
 
@@ -658,6 +699,11 @@ async def run_eval(
         plan_discriminator=plan_discriminator,
         run_id=run_id,
     )
+    return await artifact_of(stream)
+
+
+async def artifact_of(stream: EvalStream) -> EvalArtifact:
+    """Drain ``stream`` and return its artifact (see :func:`run_eval` for what it raises)."""
     try:
         async for envelope in stream:
             event = envelope.event

@@ -30,11 +30,10 @@ from typing import Any, Final, TypeVar
 
 import mcp_types
 import pydantic
+from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
-
-from mcp import Client, StdioServerParameters
 
 from ..approvals import check_rule
 from ..errors import (
