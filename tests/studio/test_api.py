@@ -229,3 +229,75 @@ def test_cancel_ends_a_run_waiting_at_its_gate(studio: Callable[..., Studio]) ->
     assert (closed["status"], closed["reason"]) == ("closed", "cancelled")
     status, body, _ = call(f"{app.url}/api/threads/cancel-thread/cancel", "POST")
     assert (status, body["error"]["code"]) == (409, "NO_ACTIVE_RUN")
+
+
+EVALS = "tests.studio.acme_evals:SUITES"
+
+
+def test_an_eval_run_streams_its_envelopes_and_resumes_after_the_last_event_id(
+    studio: Callable[..., Studio],
+) -> None:
+    app = studio("--app", ACME, "--evals", EVALS)
+    status, body, _ = call(f"{app.url}/api/status")
+    assert "evals" in body["capabilities"]
+    status, body, _ = call(f"{app.url}/api/evals/runs", "POST", {"suite": "inventory"})
+    assert status == 202
+    run_id = body["runId"]
+    stream = f"{app.url}/api/evals/runs/{run_id}/stream"
+
+    events = sse_events(stream, {}, until="end")
+    envelopes = [e["data"] for e in events if e.get("event") == "eval"]
+    assert [e["sequence"] for e in envelopes] == list(range(len(envelopes)))
+    assert [int(e["id"]) for e in events if e.get("event") == "eval"] == list(range(len(envelopes)))
+    types = [e["type"] for e in envelopes]
+    assert types[0] == "evalStarted"
+    assert types[-1] == "evalCompleted"
+    assert types.count("sampleCompleted") == 6
+    assert events[-1]["data"]["status"] == "completed"
+
+    resumed = sse_events(stream, {"Last-Event-ID": "7"}, until="end")
+    assert [int(e["id"]) for e in resumed if e.get("event") == "eval"] == list(
+        range(8, len(envelopes))
+    )
+
+    status, run, _ = call(f"{app.url}/api/evals/runs/{run_id}")
+    assert (status, run["passRate"], run["passed"]) == (200, 0.5, False)
+    failing = [s for c in run["testCases"] for s in c["samples"] if not s["passed"]]
+    assert {s["threadId"] for s in failing} == {f"{run_id}.low-stock.{i}" for i in range(3)}
+    # Each sample ran on Studio's runtime: its thread is in the run log.
+    assert call(f"{app.url}/api/threads/{failing[0]['threadId']}")[0] == 200
+    status, chart, headers = call(f"{app.url}/api/evals/runs/{run_id}/chart.svg")
+    assert status == 200
+    assert headers["content-type"].startswith("image/svg+xml")
+    assert 'data-case="low-stock" data-series="pass@3" data-value="0.0000"' in chart
+
+
+def test_eval_refusals_say_what_was_wrong(studio: Callable[..., Studio]) -> None:
+    app = studio("--app", ACME, "--evals", EVALS)
+    status, body, _ = call(f"{app.url}/api/evals/runs", "POST", {"suite": "nope"})
+    assert (status, body["error"]["code"]) == (404, "STUDIO_UNKNOWN_SUITE")
+    assert "inventory-fixed" in body["error"]["message"]
+    status, body, _ = call(f"{app.url}/api/evals/runs/eval-nope")
+    assert (status, body["error"]["code"]) == (404, "STUDIO_UNKNOWN_EVAL_RUN")
+    _, started, _ = call(f"{app.url}/api/evals/runs", "POST", {"suite": "inventory"})
+    sse_events(f"{app.url}/api/evals/runs/{started['runId']}/stream", {}, until="end")
+    status, body, _ = call(f"{app.url}/api/evals/runs/{started['runId']}/cancel", "POST")
+    assert (status, body["error"]["code"]) == (409, "RUN_STATE")
+
+    bare = studio("--app", ACME)
+    status, body, _ = call(f"{bare.url}/api/evals")
+    assert (status, body["suites"]) == (200, [])
+    assert "evals" not in call(f"{bare.url}/api/status")[1]["capabilities"]
+
+
+def test_evals_must_name_eval_suites() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "flowai_harness.studio", "--app", ACME, "--evals", f"{ACME}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE_S,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)},
+    )
+    assert done.returncode == 2
+    assert "not an EvalSuite" in done.stderr

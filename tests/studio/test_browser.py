@@ -241,3 +241,74 @@ def test_the_timeline_reconnects_from_its_last_seq_without_losing_events(
     browser.get(f"{second.url}/#/runs")
     css(browser, f"#threads tr[data-thread-id='{thread_id}'] .status-finished")
     shoot(browser, "runs")
+
+
+EVALS = "tests.studio.acme_evals:SUITES"
+
+
+def run_suite(driver: Any, app: Studio, suite: str) -> str:
+    """Runs ``suite`` from the Evals page and waits for its end; returns the run id."""
+    driver.get(f"{app.url}/#/evals")
+    select = Select(css(driver, "select[name=suite]"))
+    wait(driver).until(lambda _: len(select.options) > 0)
+    select.select_by_value(suite)
+    driver.find_element(By.CSS_SELECTOR, "#run-eval").click()
+    css(driver, "#eval-state[data-state=completed]")
+    return str(driver.current_url.rsplit("/", 1)[-1])
+
+
+def bars(driver: Any) -> dict[tuple[str, str], float]:
+    """The chart's bars: (test case, series) -> value."""
+    found = driver.find_elements(By.CSS_SELECTOR, "#eval-chart svg rect[data-series]")
+    return {
+        (b.get_attribute("data-case"), b.get_attribute("data-series")): float(
+            b.get_attribute("data-value")
+        )
+        for b in found
+    }
+
+
+def test_an_eval_run_draws_its_chart_opens_a_failing_sample_and_compares_with_another(
+    browser: Any, studio: Callable[..., Studio], shoot: Callable[[Any, str], None]
+) -> None:
+    app = studio("--app", ACME, "--evals", EVALS)
+    first = run_suite(browser, app, "inventory")
+
+    # The chart is drawn from the finished test cases: 'summary' always passes, 'low-stock'
+    # (which expects a tool the analyst does not call) never does.
+    wait(browser).until(lambda d: css(d, "#eval-chart").get_attribute("data-cases") == "2")
+    assert bars(browser) == {
+        ("summary", "pass rate"): 1.0,
+        ("summary", "pass@1"): 1.0,
+        ("summary", "pass@3"): 1.0,
+        ("low-stock", "pass rate"): 0.0,
+        ("low-stock", "pass@1"): 0.0,
+        ("low-stock", "pass@3"): 0.0,
+    }
+    assert css(browser, "#eval-verdict").text == "FAIL"
+    assert css(browser, "#eval-progress").get_attribute("value") == "6"
+    shoot(browser, "evals")
+
+    # The failing samples come first; each opens the thread it ran on in the Runs timeline.
+    failing = css(browser, "#eval-samples tr.sample.fail")
+    assert failing.get_attribute("data-case") == "low-stock"
+    thread_id = failing.get_attribute("data-thread-id")
+    failing.find_element(By.CSS_SELECTOR, "a.open-thread").click()
+    css(browser, "#timeline tr.type-finish")
+    assert browser.current_url.endswith(f"#/runs/{thread_id}")
+    calls = browser.find_elements(By.CSS_SELECTOR, "#timeline tr.type-tool-invocation")
+    assert calls
+    assert "inventory_summary" in calls[0].text
+
+    second = run_suite(browser, app, "inventory-fixed")
+    browser.get(f"{app.url}/#/evals")
+    css(browser, f"#eval-runs tr[data-run-id='{second}']")
+    Select(css(browser, "select[name=compare-a]")).select_by_value(first)
+    Select(css(browser, "select[name=compare-b]")).select_by_value(second)
+    browser.find_element(By.CSS_SELECTOR, "#compare").click()
+    fixed = css(browser, "#eval-compare tr[data-case=low-stock]")
+    assert fixed.get_attribute("data-delta") == "1"
+    assert "better" in fixed.get_attribute("class")
+    same = css(browser, "#eval-compare tr[data-case=summary]")
+    assert same.get_attribute("data-delta") == "0"
+    shoot(browser, "evals-compare")

@@ -17,7 +17,7 @@ from typing import Any, Final
 
 from .artifact import EvalArtifact, SampleArtifact, TestCaseArtifact
 
-__all__ = ["case_pass_rate", "gate_passed", "html_report", "results_table"]
+__all__ = ["case_pass_rate", "gate_passed", "html_report", "pass_at_k_chart", "results_table"]
 
 _CHART_ROW: Final = 26
 _CHART_LABEL: Final = 180
@@ -92,8 +92,9 @@ def results_table(artifact: EvalArtifact, threshold: float, min_pass_rate: float
     return "\n".join(lines)
 
 
-def _chart(cases: Sequence[TestCaseArtifact]) -> str:
-    """Grouped horizontal bars per test case: the pass rate, then each pass@k."""
+def pass_at_k_chart(cases: Sequence[TestCaseArtifact]) -> str:
+    """An SVG chart, grouped horizontal bars per test case: the pass rate, then each pass@k
+    (shared with Studio's Evals page; every bar has ``data-series`` and ``data-value``)."""
     ks = sorted({p.k for case in cases for p in case.pass_at_k})
     series = ["pass rate", *(f"pass@{k}" for k in ks)]
     group = _CHART_ROW * len(series) + 12
@@ -125,7 +126,9 @@ def _chart(cases: Sequence[TestCaseArtifact]) -> str:
             parts.append(
                 f'<rect x="{_CHART_LABEL}" y="{y}" width="{_CHART_BAR}" height="{_CHART_ROW - 6}" '
                 f'fill="#eee"/><rect x="{_CHART_LABEL}" y="{y}" width="{length:.1f}" '
-                f'height="{_CHART_ROW - 6}" fill="{_COLOURS[i % len(_COLOURS)]}"/>'
+                f'height="{_CHART_ROW - 6}" fill="{_COLOURS[i % len(_COLOURS)]}" '
+                f'data-case="{html.escape(case.test_case_id)}" data-series="{series[i]}" '
+                f'data-value="{value:.4f}"/>'
                 f'<text x="{_CHART_LABEL + _CHART_BAR + 6}" y="{y + 15}" font-size="12">'
                 f"{value:.2f}</text>"
             )
@@ -194,7 +197,7 @@ def html_report(
         )
         + "</div>",
         "<h2>Pass rate and pass@k</h2>",
-        _chart(artifact.test_cases),
+        pass_at_k_chart(artifact.test_cases),
     ]
     for case in artifact.test_cases:
         sections.append(

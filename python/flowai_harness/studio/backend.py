@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from ..errors import RunStateError, ThreadBusyError, UnknownAgentError
+from ..evals.models import EvalRequest
+from ..evals.runner import EvalStream
 from ..specs import RuntimeSpec
 from .hub import Hub
 
@@ -136,4 +138,9 @@ class StudioBackend(Protocol):
         partial: Any,
     ) -> None:
         """Decide an approval; the decision reaches the hub through the run log."""
+        ...
+
+    def stream_eval(self, request: EvalRequest, approval_policy: str | None) -> EvalStream:
+        """Run an eval whose samples are runs of this runtime (their threads reach the
+        hub like any other)."""
         ...

@@ -1,9 +1,9 @@
 """The Studio command lines: ``flowai studio`` and the seed's ``flowai-harness dev|serve``.
 
 Owns :func:`main` (``flowai studio --app module:attr [--log-path DIR] [--interpreter ...]
-[--host H] [--port P] [--token T]``, and with ``--kafka BOOTSTRAP --tenant T`` the distributed
-mode), :func:`seed_main` (``flowai-harness dev|serve --app module:attr [--host] [--port]
-[--no-studio]``, the same server) and :func:`build_backend`.
+[--evals module:attr] [--host H] [--port P] [--token T]``, and with ``--kafka BOOTSTRAP
+--tenant T`` the distributed mode), :func:`seed_main` (``flowai-harness dev|serve --app
+module:attr [--host] [--port] [--no-studio]``, the same server) and :func:`build_backend`.
 
 Studio binds 127.0.0.1 by default; any other address needs a token (``--token`` or env
 ``FLOWAI_STUDIO_TOKEN``), since whoever reaches the page can run agents and decide approvals.
@@ -60,6 +60,12 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         "(env FLOWAI_INTERPRETER, default scripted)",
     )
     p.add_argument("--mock-response", default=os.environ.get("FLOWAI_MOCK_RESPONSE"))
+    p.add_argument(
+        "--evals",
+        metavar="MODULE:ATTR",
+        help="eval suites the Evals page can run: an EvalSuite, a list or dict of them, or a "
+        "function returning one; their samples run on the runtime Studio serves",
+    )
 
 
 def parser() -> argparse.ArgumentParser:
@@ -126,6 +132,11 @@ def serve(args: argparse.Namespace, *, serve_page: bool = True) -> int:
 
     from .server import create_studio_app
 
+    suites = None
+    if args.evals:
+        from .evals import load_suites
+
+        suites = load_suites(args.evals)
     backend = build_backend(args)
     shown = f"[{args.host}]" if ":" in args.host else args.host
     suffix = "/?token=<token>" if args.token else "/"
@@ -138,7 +149,9 @@ def serve(args: argparse.Namespace, *, serve_page: bool = True) -> int:
                 print(f"flowai studio: {backend.mode} runtime of tenant {backend.tenant}")
                 print(f"flowai studio: open http://{shown}:{args.port}{suffix}", flush=True)
 
-    app = create_studio_app(backend, app_name=args.app, token=args.token, serve_page=serve_page)
+    app = create_studio_app(
+        backend, app_name=args.app, token=args.token, serve_page=serve_page, suites=suites
+    )
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
     Server(config).run()
     return 0

@@ -34,6 +34,8 @@ from aiokafka.errors import KafkaError
 from .. import bus
 from ..client import Client, RemoteEventStream, connect
 from ..errors import BusError
+from ..evals.models import EvalRequest
+from ..evals.runner import EvalStream
 from ..messages import envelope
 from ..specs import RuntimeSpec
 from .backend import AgentInfo, Outcome, agents_of, check_chat_target, check_idle
@@ -179,6 +181,11 @@ class DistributedBackend:
             approver,
             thread_id=approval.thread_id if approval is not None else None,
         )
+
+    def stream_eval(self, request: EvalRequest, approval_policy: str | None) -> EvalStream:
+        # The runtime service runs each sample as a query; gates are decided with this
+        # Studio's deciding key, like a decision made on the page.
+        return self._client.stream_eval(request, approval_policy=approval_policy)
 
     # --- internals -------------------------------------------------------------------------
 

@@ -24,6 +24,8 @@ from typing import Any, Final, Literal
 import orjson
 
 from ..errors import FlowaiError
+from ..evals.models import EvalRequest
+from ..evals.runner import EvalStream
 from ..runlog import RunLog
 from ..runtime import EventStream, Runtime
 from .backend import AgentInfo, Outcome, agents_of, check_chat_target, check_idle
@@ -143,6 +145,9 @@ class EmbeddedBackend:
         if rest is not None:
             # No stream of this process waited at that gate: drive the rest of the run here.
             self._drive(rest.thread_id, rest)
+
+    def stream_eval(self, request: EvalRequest, approval_policy: str | None) -> EvalStream:
+        return self.runtime.stream_eval(request, approval_policy=approval_policy)
 
     # --- internals -------------------------------------------------------------------------
 

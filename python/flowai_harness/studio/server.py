@@ -13,6 +13,10 @@ the backend to act; the browser page (``static/``) uses nothing but these routes
 - ``GET /api/approvals`` (``status=pending|all``), ``POST /api/approvals/{id}/decision``
 - ``GET /api/metrics`` (cost, tokens and latency per run and per agent)
 - ``GET /api/stream`` (SSE: a snapshot, then every change to a thread or an approval)
+- ``GET /api/evals`` (suites and runs), ``POST /api/evals/runs`` (run a suite),
+  ``GET /api/evals/runs/{id}`` (results so far), ``GET /api/evals/runs/{id}/stream`` (SSE:
+  the run's ``stream_eval`` envelopes, ``id`` = sequence), ``GET .../chart.svg`` (pass rate
+  and pass@k), ``POST .../cancel``, ``GET /api/evals/compare?a=&b=``
 
 A bind other than loopback needs a token (:func:`create_studio_app` ``token``): requests
 carry it as ``Authorization: Bearer``, or as the cookie the page gets when opened with
@@ -24,9 +28,10 @@ Must not import Kafka or a backend implementation (it gets one).
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any, Final, Literal
@@ -49,7 +54,9 @@ from ..errors import (
     SpecError,
     UnknownThreadError,
 )
+from ..evals.report import pass_at_k_chart
 from .backend import StudioBackend
+from .evals import EvalRuns, StudioSuite, compare
 from .hub import Item
 
 __all__ = ["STUDIO_API_VERSION", "create_studio_app"]
@@ -84,6 +91,15 @@ class Accepted(BaseModel):
     ok: bool = True
 
 
+class EvalRunRequest(BaseModel):
+    suite: str = Field(min_length=1)
+
+
+class EvalRunStarted(BaseModel):
+    runId: str
+    suite: str
+
+
 def _status_of(exc: FlowaiError) -> int:
     if isinstance(exc, NotFoundError):
         return 404
@@ -113,9 +129,11 @@ def create_studio_app(
     app_name: str = "flowai",
     token: str | None = None,
     serve_page: bool = True,
+    suites: Mapping[str, StudioSuite] | None = None,
 ) -> FastAPI:
     """The Studio API and page over ``backend`` (started and closed with the app);
-    ``serve_page=False`` serves the API alone."""
+    ``serve_page=False`` serves the API alone; ``suites`` are the evals the page can run."""
+    evals = EvalRuns(backend, suites or {})
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -123,6 +141,7 @@ def create_studio_app(
         try:
             yield
         finally:
+            await evals.close()
             await backend.close()
 
     app = FastAPI(
@@ -176,7 +195,7 @@ def create_studio_app(
             "app": app_name,
             "mode": backend.mode,
             "tenant": backend.tenant,
-            "capabilities": sorted(backend.capabilities),
+            "capabilities": sorted(backend.capabilities | ({"evals"} if evals.suites else set())),
             "whoMayDecide": backend.who_may_decide(),
         }
 
@@ -329,6 +348,89 @@ def create_studio_app(
                         total["costUsd"] = (total["costUsd"] or 0.0) + stats["costUsd"]
         runs.sort(key=lambda row: row["startedAt"] or 0)
         return {"runs": runs, "agents": sorted(agents.values(), key=lambda row: row["agent"])}
+
+    # --- evals ----------------------------------------------------------------------------
+
+    @app.get("/api/evals", tags=["evals"])
+    async def eval_overview() -> dict[str, Any]:
+        """The suites this Studio can run (``--evals``) and the runs started here, newest
+        first."""
+        runs = sorted(evals.runs.values(), key=lambda run: run.started_at, reverse=True)
+        return {
+            "suites": [suite.as_json() for suite in evals.suites.values()],
+            "runs": [run.as_json() for run in runs],
+        }
+
+    @app.post("/api/evals/runs", tags=["evals"], status_code=202)
+    async def eval_start(body: EvalRunRequest) -> EvalRunStarted:
+        """Run a suite; follow it on ``/api/evals/runs/{runId}/stream``."""
+        run = evals.start(body.suite)
+        return EvalRunStarted(runId=run.run_id, suite=run.suite.name)
+
+    @app.get("/api/evals/compare", tags=["evals"])
+    async def eval_compare(a: str, b: str) -> dict[str, Any]:
+        """Two completed runs side by side, per test case, with the change from ``a`` to
+        ``b``."""
+        return compare(evals.run(a), evals.run(b))
+
+    @app.get("/api/evals/runs/{run_id}", tags=["evals"])
+    async def eval_run(run_id: str) -> dict[str, Any]:
+        """The run, with its finished test cases and each sample's thread."""
+        return evals.run(run_id).results()
+
+    @app.get(
+        "/api/evals/runs/{run_id}/chart.svg",
+        tags=["evals"],
+        response_class=Response,
+        responses={200: {"content": {"image/svg+xml": {}}}},
+    )
+    async def eval_chart(run_id: str) -> Response:
+        """Pass rate and pass@k per finished test case (the HTML report's chart)."""
+        chart = pass_at_k_chart(evals.run(run_id).test_cases())
+        return Response(chart, media_type="image/svg+xml", headers={"Cache-Control": "no-cache"})
+
+    @app.post("/api/evals/runs/{run_id}/cancel", tags=["evals"], status_code=202)
+    async def eval_cancel(run_id: str) -> Accepted:
+        evals.cancel(run_id)
+        return Accepted()
+
+    @app.get(
+        "/api/evals/runs/{run_id}/stream",
+        tags=["evals"],
+        response_class=StreamingResponse,
+        responses={200: {"content": {"text/event-stream": {}}}},
+    )
+    async def eval_stream(
+        run_id: str,
+        request: Request,
+        after: int = Query(-1, ge=-1),
+        last_event_id: str | None = Header(None),
+    ) -> StreamingResponse:
+        """SSE: the run's envelopes (``eval`` events, ``id`` = sequence) after ``after`` (or
+        ``Last-Event-ID``), then new ones as they come; ends after the terminal one."""
+        run = evals.run(run_id)
+        start = after
+        if last_event_id is not None and last_event_id.isdigit():
+            start = max(start, int(last_event_id))
+
+        async def events() -> AsyncIterator[bytes]:
+            sent = start
+            while True:
+                changed = run.changed
+                for wire in run.envelopes[sent + 1 :]:
+                    sent = wire["sequence"]
+                    yield _sse("eval", wire, id=sent)
+                if run.done:
+                    yield _sse("end", run.as_json())
+                    return
+                try:
+                    await asyncio.wait_for(changed.wait(), KEEPALIVE_S)
+                except TimeoutError:
+                    if await request.is_disconnected():
+                        return
+                    yield b": keep-alive\n\n"
+
+        return _event_stream(events())
 
     # --- everything, as it changes ---------------------------------------------------------
 

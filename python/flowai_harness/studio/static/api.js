@@ -37,7 +37,30 @@ export const api = {
   approvals: (status = "pending") => call("GET", `/api/approvals?status=${status}`),
   decide: (id, decision) => call("POST", `/api/approvals/${encodeURIComponent(id)}/decision`, decision),
   metrics: () => call("GET", "/api/metrics"),
+  evals: () => call("GET", "/api/evals"),
+  startEval: (suite) => call("POST", "/api/evals/runs", { suite }),
+  evalRun: (id) => call("GET", `/api/evals/runs/${encodeURIComponent(id)}`),
+  cancelEval: (id) => call("POST", `/api/evals/runs/${encodeURIComponent(id)}/cancel`),
+  compareEvals: (a, b) => call("GET", `/api/evals/compare?a=${encodeURIComponent(a)}&b=${encodeURIComponent(b)}`),
+  evalChart: async (id) => {
+    const response = await fetch(`/api/evals/runs/${encodeURIComponent(id)}/chart.svg`);
+    if (!response.ok) throw new ApiError(response.status, `HTTP_${response.status}`, await response.text());
+    return response.text();
+  },
 };
+
+// Follow an eval run's envelopes until its end. EventSource resends the last id it saw
+// (Last-Event-ID) when it reconnects, so the server resumes after it.
+// handlers: onEnvelope(envelope), onEnd(run).
+export function followEval(runId, handlers) {
+  const source = new EventSource(`/api/evals/runs/${encodeURIComponent(runId)}/stream`);
+  source.addEventListener("eval", (m) => handlers.onEnvelope?.(JSON.parse(m.data)));
+  source.addEventListener("end", (m) => {
+    source.close();
+    handlers.onEnd?.(JSON.parse(m.data));
+  });
+  return { close: () => source.close() };
+}
 
 // Follow a thread's events from after `fromSeq`. The stream is reopened after any error
 // from the last seq it delivered, so a dropped connection loses nothing and repeats nothing.

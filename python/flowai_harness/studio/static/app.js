@@ -7,8 +7,9 @@ import * as chat from "./chat.js";
 import * as runs from "./runs.js";
 import * as approvals from "./approvals.js";
 import * as costs from "./costs.js";
+import * as evals from "./evals.js";
 
-const pages = { chat, runs, approvals, costs };
+const pages = { chat, runs, approvals, costs, evals };
 
 // Shared state, and who wants to hear when it changes.
 export const state = {
