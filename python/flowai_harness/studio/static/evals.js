@@ -105,7 +105,7 @@ function detail(main, runId) {
       el("div", { class: "stat" }, el("span", {}, "verdict"), el("strong", { id: "eval-verdict" },
         run.passed === null ? "–" : run.passed ? "PASS" : "FAIL")),
       el("div", { class: "stat" }, el("span", {}, "cost"), el("strong", {}, usd(run.costUsd)))),
-    run.error ? el("div", { class: "error" }, run.error) : null);
+    ...(run.error ? [el("div", { class: "error" }, run.error)] : []));
     progress.max = run.samplesTotal;
     progress.value = run.samplesDone;
     cancel.hidden = run.status !== "running";
