@@ -279,19 +279,25 @@ class EvalRuns:
         try:
             async for envelope in stream:
                 run.add(envelope)
+            # A stream cancelled before its first envelope ends with none.
+            self._end(run, "cancelled", "cancelled before it started")
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a run that cannot start still ends, with its reason
             log.exception("eval run %s failed", run.run_id)
-            if not run.done:
-                run.status, run.error = "failed", f"{type(exc).__name__}: {exc}"
-                run.finished_at = int(time.time() * 1000)
-                run.notify()
+            self._end(run, "failed", f"{type(exc).__name__}: {exc}")
         finally:
             self._tasks.pop(run.run_id, None)
             self._streams.pop(run.run_id, None)
             with contextlib.suppress(Exception):
                 await stream.aclose()
+
+    @staticmethod
+    def _end(run: EvalRun, status: str, reason: str) -> None:
+        if not run.done:
+            run.status, run.error = status, reason
+            run.finished_at = int(time.time() * 1000)
+            run.notify()
 
     def _forget_old(self) -> None:
         finished = [r for r in self.runs.values() if r.done]
