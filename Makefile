@@ -48,7 +48,7 @@ demo: build
 	$(PY) examples/live_agent.py
 
 studio: build
-	$(PY) -m flowai_harness.studio --app examples.acme.studio:runtime
+	$(PY) -m flowai_harness.studio --app examples.acme.studio:runtime --evals examples.acme.evals:SUITES
 
 # Debian's Chromium and its WebDriver, for Studio's browser tests (tests/studio); installed
 # once (we run as root), nothing is downloaded by the tests themselves.

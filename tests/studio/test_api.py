@@ -231,7 +231,7 @@ def test_cancel_ends_a_run_waiting_at_its_gate(studio: Callable[..., Studio]) ->
     assert (status, body["error"]["code"]) == (409, "NO_ACTIVE_RUN")
 
 
-EVALS = "tests.studio.acme_evals:SUITES"
+EVALS = "examples.acme.evals:SUITES"
 
 
 def test_an_eval_run_streams_its_envelopes_and_resumes_after_the_last_event_id(

@@ -243,7 +243,7 @@ def test_the_timeline_reconnects_from_its_last_seq_without_losing_events(
     shoot(browser, "runs")
 
 
-EVALS = "tests.studio.acme_evals:SUITES"
+EVALS = "examples.acme.evals:SUITES"
 
 
 def run_suite(driver: Any, app: Studio, suite: str) -> str:

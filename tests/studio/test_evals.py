@@ -21,7 +21,7 @@ def test_evals_names_a_suite_a_list_a_dict_or_a_function(
     (tmp_path / "studio_suites.py").write_text(
         textwrap.dedent(
             """
-            from acme_evals import SUITES
+            from examples.acme.evals import SUITES
             one = SUITES[0]
             unnamed = [s.__class__(runtime=None, request=s.request) for s in SUITES]
             by_key = {"a": unnamed[0], "b": unnamed[1]}
@@ -63,7 +63,7 @@ async def finished(runs: EvalRuns, suite: str) -> str:
 
 async def test_two_runs_compare_per_test_case() -> None:
     source = Source()
-    runs = EvalRuns(source, load_suites("acme_evals:SUITES"))  # type: ignore[arg-type]
+    runs = EvalRuns(source, load_suites("examples.acme.evals:SUITES"))  # type: ignore[arg-type]
     try:
         first = await finished(runs, "inventory")
         second = await finished(runs, "inventory-fixed")

@@ -1,5 +1,5 @@
-"""Eval suites over the Acme example, for Studio's Evals page (``--evals
-tests.studio.acme_evals:SUITES``).
+"""Eval suites over the Acme example, for Studio's Evals page (``make studio``: ``--evals
+examples.acme.evals:SUITES``).
 
 Scripted: each test case's input is the tool script the analyst follows, so results are the
 same on every run. ``inventory`` has a case that passes and one that fails (it expects a tool
