@@ -66,6 +66,15 @@ def replay(log: bytes, *, path: str | None = None) -> _internal.Replay:
         _raise(exc, path)
 
 
+def replay_from(snapshot: bytes, tail: bytes, *, path: str | None = None) -> _internal.Replay:
+    """Restore one thread from its snapshot and fold ``tail`` (its log after the snapshot;
+    covered lines are skipped). An unreadable snapshot raises :class:`.SnapshotError`."""
+    try:
+        return _internal.replay_from(snapshot, tail)
+    except _internal.EngineError as exc:
+        _raise(exc, path)
+
+
 class Engine:
     """The native engine with errors mapped; holds every live thread's state."""
 
@@ -76,9 +85,12 @@ class Engine:
         "handle_batch",
         "handle_many",
         "has_thread",
+        "last_seq",
         "next_deadline",
+        "save",
         "snapshot",
         "status",
+        "thread_ids",
     )
 
     def __init__(self, config: bytes) -> None:
@@ -97,6 +109,9 @@ class Engine:
         self.deadline = self._engine.deadline
         self.next_deadline = self._engine.next_deadline
         self.due = self._engine.due
+        self.save = self._engine.save
+        self.last_seq = self._engine.last_seq
+        self.thread_ids = self._engine.thread_ids
 
     def load(self, log: bytes, *, path: str | None = None) -> int:
         try:
@@ -112,3 +127,18 @@ class Engine:
 
     def forget(self, thread_id: str) -> bool:
         return self._engine.forget(thread_id)
+
+    def restore(self, snapshot: bytes) -> int:
+        """Hold the thread a snapshot carries; returns the seq it covers. Raises
+        :class:`.SnapshotError` for a snapshot this engine cannot trust."""
+        try:
+            return self._engine.restore(snapshot)
+        except _internal.EngineError as exc:
+            _raise(exc)
+
+    def load_tail(self, log: bytes, *, path: str | None = None) -> int:
+        """Fold log lines after what is held (lines a held thread covers are skipped)."""
+        try:
+            return self._engine.load_tail(log)
+        except _internal.EngineError as exc:
+            _raise(exc, path)

@@ -50,6 +50,19 @@ fn replay(py: Python<'_>, log: &[u8]) -> PyResult<Replay> {
     })
 }
 
+/// Restore one thread from its snapshot and fold the log lines after it (covered lines are
+/// skipped, so the whole log works too).
+#[pyfunction]
+fn replay_from(py: Python<'_>, snapshot: &[u8], tail: &[u8]) -> PyResult<Replay> {
+    let replay = py
+        .detach(|| flowai_engine::snapshot::replay_from(snapshot, tail))
+        .map_err(to_py)?;
+    Ok(Replay {
+        threads: replay.threads,
+        lines: replay.lines,
+    })
+}
+
 #[pyclass(module = "flowai_harness._internal", frozen)]
 struct Replay {
     threads: Vec<Thread>,
@@ -73,6 +86,16 @@ impl Replay {
 
     fn snapshot<'py>(&self, py: Python<'py>, thread_id: &str) -> Option<Bound<'py, PyBytes>> {
         self.find(thread_id).map(|t| snapshot_bytes(py, t))
+    }
+
+    /// The versioned snapshot of a thread (to restore later), covering what was folded.
+    fn save<'py>(&self, py: Python<'py>, thread_id: &str) -> Option<Bound<'py, PyBytes>> {
+        self.find(thread_id)
+            .map(|t| PyBytes::new(py, &flowai_engine::snapshot::encode(t)))
+    }
+
+    fn last_seq(&self, thread_id: &str) -> Option<u64> {
+        self.find(thread_id).map(|t| t.last_seq)
     }
 }
 
@@ -159,6 +182,32 @@ impl PyEngine {
         self.inner.forget(thread_id)
     }
 
+    /// The versioned snapshot of a held thread (`flowai_engine::snapshot`).
+    fn save<'py>(&self, py: Python<'py>, thread_id: &str) -> Option<Bound<'py, PyBytes>> {
+        self.inner.save(thread_id).map(|b| PyBytes::new(py, &b))
+    }
+
+    /// Hold the thread a snapshot carries; returns the seq it covers.
+    fn restore(&mut self, snapshot: &[u8]) -> PyResult<u64> {
+        self.inner.restore(snapshot).map_err(to_py)
+    }
+
+    /// Fold log lines after what is held (covered lines skipped); returns the lines folded.
+    fn load_tail(&mut self, py: Python<'_>, log: &[u8]) -> PyResult<usize> {
+        let engine = &mut self.inner;
+        py.detach(|| engine.load_tail(log)).map_err(to_py)
+    }
+
+    /// The seq of the last event a held thread folded.
+    fn last_seq(&self, thread_id: &str) -> Option<u64> {
+        self.inner.thread(thread_id).map(|t| t.last_seq)
+    }
+
+    /// Every thread held, in no particular order.
+    fn thread_ids(&self) -> Vec<String> {
+        self.inner.thread_ids()
+    }
+
     fn spec_json<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
         PyBytes::new(py, &self.inner.spec().to_json())
     }
@@ -197,6 +246,7 @@ fn _internal(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Replay>()?;
     m.add_function(wrap_pyfunction!(compile_spec, m)?)?;
     m.add_function(wrap_pyfunction!(replay, m)?)?;
+    m.add_function(wrap_pyfunction!(replay_from, m)?)?;
     m.add_function(wrap_pyfunction!(validate_json, m)?)?;
     Ok(())
 }

@@ -26,7 +26,8 @@ pub const LOG_FORMAT: u32 = 2;
 ///
 /// `prompt_tokens` are input tokens neither read from nor written to a prompt cache; the
 /// total counts all four.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(from = "UsageDoc")]
 pub struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
@@ -94,6 +95,12 @@ pub struct UsageDoc {
     cache_read_input_tokens: u64,
     #[serde(default)]
     cache_creation_input_tokens: u64,
+}
+
+impl From<UsageDoc> for Usage {
+    fn from(doc: UsageDoc) -> Usage {
+        Usage::from(&doc)
+    }
 }
 
 impl From<&UsageDoc> for Usage {

@@ -26,9 +26,11 @@
 //!
 //! Imports nothing but the event kinds.
 
+use serde::{Deserialize, Serialize};
+
 use crate::event::EventKind;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Phase {
     Idle,
     Running,
