@@ -136,6 +136,14 @@ class Engine:
         except _internal.EngineError as exc:
             _raise(exc)
 
+    def fork(self, input: bytes, source_log: bytes) -> list[tuple[int, str, bytes]]:
+        """Start the thread ``input`` names (a ``flowai.v1.ForkThread`` envelope) from
+        ``source_log``; returns the outputs as ``handle_batch`` does."""
+        try:
+            return self._engine.fork(input, source_log)
+        except _internal.EngineError as exc:
+            _raise(exc)
+
     def load_tail(self, log: bytes, *, path: str | None = None) -> int:
         """Fold log lines after what is held (lines a held thread covers are skipped)."""
         try:

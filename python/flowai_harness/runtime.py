@@ -29,6 +29,7 @@ import orjson
 from . import _native
 from .driver import Decided, Driver, error_of, now_ms
 from .errors import (
+    ForkUnavailableError,
     InvalidInputError,
     MissingToolHandlerError,
     SpecError,
@@ -133,9 +134,10 @@ class ReplayResult:
     @property
     def events(self) -> list[Event]:
         """Every logged event payload, in order (including the internal ``run-start`` and
-        ``model-response``)."""
+        ``model-response``), each with its ``seq``: its 1-based position in the thread's log
+        (ours, added beside the seed's fields)."""
         if self._events is None:
-            self._events = [orjson.loads(line)["payload"] for line in self._log.splitlines()]
+            self._events = [_with_seq(orjson.loads(line)) for line in self._log.splitlines()]
         return self._events
 
     @property
@@ -309,15 +311,54 @@ class Runtime:
             thread_id = f"specialist-{name}-{self._driver.next_id()}"
         return self._start(prompt, thread_id, name)
 
-    def replay(self, thread_id: str) -> ReplayResult:
-        """Rebuild ``thread_id`` from its run log alone (never calls a model or a tool)."""
+    def replay(self, thread_id: str, at: int | None = None) -> ReplayResult:
+        """Rebuild ``thread_id`` from its run log alone (never calls a model or a tool).
+
+        ``at=SEQ`` travels in time: the thread's state and events as they were right after
+        its event ``SEQ`` (1-based, the ``seq`` every replayed event carries)."""
         log = self._log.read(thread_id)
         if log is None:
             raise UnknownThreadError(
                 f"thread {thread_id!r} has no run log here; check the thread id and log_path"
             )
+        if at is not None:
+            log = _log_until(thread_id, log, at)
         replay = _native.replay(log, path=self._log.describe(thread_id))
         return ReplayResult(thread_id, replay, log)
+
+    def fork(self, thread_id: str, at: int, new_thread_id: str | None = None) -> ReplayResult:
+        """Start a new thread whose history is ``thread_id``'s up to its event ``at``; returns
+        the new thread as :meth:`replay` would (its id is ``result.thread_id``).
+
+        The new log holds the source's events 1..``at`` and then a ``fork`` event naming the
+        source and position; the source is untouched. Fork where the source rested: after a
+        run's last event (then :meth:`query` the fork with another prompt), or at an
+        ``approval-required`` (the fork waits at the same gate under its own approval id:
+        ``result.snapshot["run"]["pending"]["approval"]["id"]``, for
+        :meth:`respond_to_approval`). Elsewhere it raises ``ForkUnavailableError``."""
+        source = self._log.read(thread_id)
+        if source is None:
+            raise UnknownThreadError(
+                f"thread {thread_id!r} has no run log here; check the thread id and log_path"
+            )
+        if new_thread_id is None:
+            new_thread_id = f"{thread_id}-fork-{self._driver.next_id()}"
+        if not isinstance(new_thread_id, str) or not new_thread_id:
+            raise TypeError(f"new_thread_id must be a non-empty str, got {new_thread_id!r}")
+        if self._log.read(new_thread_id) is not None:
+            raise ForkUnavailableError(
+                f"thread {new_thread_id!r} exists already; fork into a new thread id"
+            )
+        request = self._driver.envelope(
+            "flowai.v1.ForkThread", new_thread_id, {"source_thread_id": thread_id, "at": at}
+        )
+        outputs = self._engine.fork(request, source)
+        # The approval request (at a gate) needs no carrying out here: the fork waits for
+        # respond_to_approval, as a run paused by another process does.
+        lines = [data for kind, _, data in outputs if kind == _native.EVENT]
+        self._log.append(new_thread_id, lines, boundary=True)
+        log = b"".join(line + b"\n" for line in lines)
+        return ReplayResult(new_thread_id, _native.replay(log), log)
 
     async def cancel(self, thread_id: str) -> list[Event]:
         """Cancel the thread's active run; returns the events that ended it.
@@ -831,6 +872,23 @@ class Runtime:
             causation_id=request["id"],
             run_id=request.get("run_id"),
         )
+
+
+def _with_seq(entry: dict[str, Any]) -> Event:
+    payload: Event = entry["payload"]
+    payload["seq"] = entry["seq"]
+    return payload
+
+
+def _log_until(thread_id: str, log: bytes, at: int) -> bytes:
+    """The first ``at`` lines of a thread's log (seq ``at`` is its ``at``-th line)."""
+    lines = log.splitlines(keepends=True)
+    if isinstance(at, bool) or not isinstance(at, int) or not 1 <= at <= len(lines):
+        raise InvalidInputError(
+            f"thread {thread_id!r} has {len(lines)} events; at must be a seq from 1 to "
+            f"{len(lines)}, got {at!r}"
+        )
+    return b"".join(lines[:at])
 
 
 def _cancelled(state: _RunState) -> bool:

@@ -198,6 +198,18 @@ impl PyEngine {
         py.detach(|| engine.load_tail(log)).map_err(to_py)
     }
 
+    /// Start a thread from another's log (`flowai_engine::fork`); returns what
+    /// `handle_batch` returns: the new thread's events and, at a gate, its approval request.
+    fn fork<'py>(
+        &mut self,
+        py: Python<'py>,
+        input: &[u8],
+        source_log: &[u8],
+    ) -> PyResult<Bound<'py, PyList>> {
+        self.inner.fork(input, source_log).map_err(to_py)?;
+        self.drain(py)
+    }
+
     /// The seq of the last event a held thread folded.
     fn last_seq(&self, thread_id: &str) -> Option<u64> {
         self.inner.thread(thread_id).map(|t| t.last_seq)

@@ -259,7 +259,11 @@ impl Decider<'_, '_> {
         let expires_at = timeout.map(|ms| self.cause.ts.saturating_add(ms as i64));
         let (kind, target, payload, correlation_id) = if pending.tool == EXECUTE_PLAN {
             let plan_id = self.plan_args().plan_id;
-            self.set_plan_status(&plan_id, PlanStatus::PendingApproval);
+            // A fork re-opening a plan's gate finds the plan pending already.
+            let status = self.thread.plans.get(&plan_id).and_then(|p| p.status);
+            if status != Some(PlanStatus::PendingApproval) {
+                self.set_plan_status(&plan_id, PlanStatus::PendingApproval);
+            }
             let plan = self.plan_json(&plan_id).expect("checked: the plan exists");
             (ApprovalKind::Plan, plan_id.clone(), raw(&plan), plan_id)
         } else {

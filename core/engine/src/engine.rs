@@ -297,7 +297,7 @@ impl Engine {
     }
 
     /// Run `decide` on thread `thread_id` (which must exist), then let the loop go on.
-    fn with_thread(
+    pub(crate) fn with_thread(
         &mut self,
         thread_id: &str,
         cause: &Cause<'_>,

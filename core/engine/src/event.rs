@@ -179,6 +179,8 @@ pub enum EventKind {
     /// An approve that leaves a quorum gate waiting for more approvers.
     ApprovalProgress,
     ApprovalDecision,
+    /// The first fact of a forked thread after the history it copied (ours).
+    Fork,
 }
 
 /// One content block of a model's answer (docs/wire.md, "Model calls").
@@ -455,6 +457,13 @@ pub enum Event {
         approver: String,
         tally: Tally,
     },
+    /// This thread was forked from `source_thread_id` after its event `source_seq`: the
+    /// events before this one are that thread's, copied. At a gate, the fork re-opens it (a
+    /// new `approval-required` with this thread's approval id follows).
+    Fork {
+        source_thread_id: String,
+        source_seq: u64,
+    },
     ApprovalDecision {
         id: String,
         outcome: Outcome,
@@ -545,6 +554,7 @@ impl Event {
             Event::ApprovalRequired(_) => EventKind::ApprovalRequired,
             Event::ApprovalProgress { .. } => EventKind::ApprovalProgress,
             Event::ApprovalDecision { .. } => EventKind::ApprovalDecision,
+            Event::Fork { .. } => EventKind::Fork,
         }
     }
 }

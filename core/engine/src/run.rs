@@ -93,6 +93,10 @@ pub const TRANSITIONS: &[Row] = &[
     (AwaitingModel, E::Error, Idle),
     (AwaitingTool, E::Error, Idle),
     (AwaitingApproval, E::Error, Idle),
+    // A fork starts where its source rested: between runs, or at a gate it re-opens (the
+    // engine then asks again, under the fork's own approval id).
+    (Idle, E::Fork, Idle),
+    (AwaitingApproval, E::Fork, AwaitingTool),
 ];
 
 /// The format 1 machine, for logs written by earlier engines (which knew no quorum gates).

@@ -905,6 +905,13 @@ impl Thread {
                     approvers.push(approver);
                 }
             }
+            Event::Fork { .. } => {
+                if let Some(pending) = self.run.as_mut().and_then(|run| run.pending.as_mut()) {
+                    // The source's approval id names the source; the fork asks again.
+                    pending.gate = Gate::Clear;
+                    pending.approved = false;
+                }
+            }
             Event::ApprovalDecision { id, outcome, .. } => {
                 let pending = self.pending_mut();
                 if outcome == Outcome::Approve {
@@ -1121,6 +1128,7 @@ fn is_format_2(event: &Event) -> bool {
             | Event::AgentStart { .. }
             | Event::AgentEnd { .. }
             | Event::Reasoning { .. }
+            | Event::Fork { .. }
     )
 }
 
