@@ -66,11 +66,14 @@ def replay(log: bytes, *, path: str | None = None) -> _internal.Replay:
         _raise(exc, path)
 
 
-def replay_from(snapshot: bytes, tail: bytes, *, path: str | None = None) -> _internal.Replay:
-    """Restore one thread from its snapshot and fold ``tail`` (its log after the snapshot;
-    covered lines are skipped). An unreadable snapshot raises :class:`.SnapshotError`."""
+def replay_from(
+    snapshot: bytes, tail: bytes, thread_id: str | None = None, *, path: str | None = None
+) -> _internal.Replay:
+    """Restore one thread from its snapshot (which must be ``thread_id``, when given) and fold
+    ``tail`` (its log after the snapshot; covered lines are skipped). A snapshot this engine
+    cannot trust raises :class:`.SnapshotError`."""
     try:
-        return _internal.replay_from(snapshot, tail)
+        return _internal.replay_from(snapshot, tail, thread_id)
     except _internal.EngineError as exc:
         _raise(exc, path)
 
@@ -128,11 +131,12 @@ class Engine:
     def forget(self, thread_id: str) -> bool:
         return self._engine.forget(thread_id)
 
-    def restore(self, snapshot: bytes) -> int:
-        """Hold the thread a snapshot carries; returns the seq it covers. Raises
-        :class:`.SnapshotError` for a snapshot this engine cannot trust."""
+    def restore(self, snapshot: bytes, thread_id: str | None = None) -> int:
+        """Hold the thread a snapshot carries (it must be ``thread_id``, when given); returns
+        the seq it covers. Raises :class:`.SnapshotError` for a snapshot this engine cannot
+        trust."""
         try:
-            return self._engine.restore(snapshot)
+            return self._engine.restore(snapshot, thread_id)
         except _internal.EngineError as exc:
             _raise(exc)
 

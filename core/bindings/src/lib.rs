@@ -53,9 +53,15 @@ fn replay(py: Python<'_>, log: &[u8]) -> PyResult<Replay> {
 /// Restore one thread from its snapshot and fold the log lines after it (covered lines are
 /// skipped, so the whole log works too).
 #[pyfunction]
-fn replay_from(py: Python<'_>, snapshot: &[u8], tail: &[u8]) -> PyResult<Replay> {
+#[pyo3(signature = (snapshot, tail, thread_id=None))]
+fn replay_from(
+    py: Python<'_>,
+    snapshot: &[u8],
+    tail: &[u8],
+    thread_id: Option<&str>,
+) -> PyResult<Replay> {
     let replay = py
-        .detach(|| flowai_engine::snapshot::replay_from(snapshot, tail))
+        .detach(|| flowai_engine::snapshot::replay_from(snapshot, thread_id, tail))
         .map_err(to_py)?;
     Ok(Replay {
         threads: replay.threads,
@@ -187,9 +193,11 @@ impl PyEngine {
         self.inner.save(thread_id).map(|b| PyBytes::new(py, &b))
     }
 
-    /// Hold the thread a snapshot carries; returns the seq it covers.
-    fn restore(&mut self, snapshot: &[u8]) -> PyResult<u64> {
-        self.inner.restore(snapshot).map_err(to_py)
+    /// Hold the thread a snapshot carries (refused unless it is `thread_id`, when given);
+    /// returns the seq it covers.
+    #[pyo3(signature = (snapshot, thread_id=None))]
+    fn restore(&mut self, snapshot: &[u8], thread_id: Option<&str>) -> PyResult<u64> {
+        self.inner.restore(snapshot, thread_id).map_err(to_py)
     }
 
     /// Fold log lines after what is held (covered lines skipped); returns the lines folded.

@@ -146,12 +146,13 @@ pub fn decode(bytes: &[u8], thread_id: Option<&str>) -> Result<Thread> {
     Ok(thread)
 }
 
-/// Restore one thread from `snapshot` and fold `tail`, that thread's log lines after it (lines
+/// Restore one thread from `snapshot` (refused unless it is `thread_id`, when given) and fold
+/// `tail`, that thread's log lines after it (lines
 /// the snapshot already covers are skipped, so the whole log works too). No spec, no decisions.
-pub fn replay_from(snapshot: &[u8], tail: &[u8]) -> Result<Replay> {
-    let mut thread = decode(snapshot, None)?;
-    let mut lines = 0;
-    for_lines(tail, |n, line| {
+/// `lines` counts every entry the state covers, the snapshot's included.
+pub fn replay_from(snapshot: &[u8], thread_id: Option<&str>, tail: &[u8]) -> Result<Replay> {
+    let mut thread = decode(snapshot, thread_id)?;
+    for_lines(tail, |_, line| {
         let entry = EntryRef::parse_str(line)?;
         if *entry.thread_id != *thread.id {
             return Err(EngineError::new(
@@ -167,10 +168,10 @@ pub fn replay_from(snapshot: &[u8], tail: &[u8]) -> Result<Replay> {
         }
         check_tenant(&thread, &entry.tenant)?;
         let event = entry.event(|| raw_payload_of(line))?;
-        thread.apply(entry.seq, entry.ts, entry.causation(), event)?;
-        lines = n;
-        Ok(())
+        thread.apply(entry.seq, entry.ts, entry.causation(), event)
     })?;
+    // The entries the state covers, snapshot included, as a whole replay would count them.
+    let lines = thread.last_seq as usize;
     Ok(Replay {
         threads: vec![thread],
         lines,
@@ -207,10 +208,11 @@ impl Engine {
         self.threads.get(thread_id).map(encode)
     }
 
-    /// Hold the thread a snapshot carries; returns the seq it covers. The thread must not be
-    /// held already (restoring over live state would hide its newer events).
-    pub fn restore(&mut self, snapshot: &[u8]) -> Result<u64> {
-        let mut thread = decode(snapshot, None)?;
+    /// Hold the thread a snapshot carries (which must be `thread_id`, when given); returns the
+    /// seq it covers. The thread must not be held already (restoring over live state would
+    /// hide its newer events).
+    pub fn restore(&mut self, snapshot: &[u8], thread_id: Option<&str>) -> Result<u64> {
+        let mut thread = decode(snapshot, thread_id)?;
         if thread.tenant != self.spec().tenant() {
             return Err(EngineError::new(
                 ErrorCode::SnapshotMismatch,

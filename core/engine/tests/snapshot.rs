@@ -27,7 +27,7 @@ fn assert_law(thread: &str, log: &[u8]) {
         let tail = join_lines(&all[k..].iter().map(|l| l.to_vec()).collect::<Vec<_>>());
         let at_k = replay(&prefix).unwrap();
         let snap = snapshot::encode(&at_k.threads[0]);
-        let restored = snapshot::replay_from(&snap, &tail)
+        let restored = snapshot::replay_from(&snap, Some(thread), &tail)
             .unwrap_or_else(|e| panic!("{thread}: restore at {k} + tail: {e}"));
         assert_eq!(
             String::from_utf8(snapshot::state(&restored.threads[0])).unwrap(),
@@ -35,7 +35,7 @@ fn assert_law(thread: &str, log: &[u8]) {
             "{thread}: snapshot after event {k} + the rest differs from the whole log"
         );
         // Given the whole log, the lines the snapshot covers are skipped.
-        let again = snapshot::replay_from(&snap, log).unwrap();
+        let again = snapshot::replay_from(&snap, None, log).unwrap();
         assert_eq!(snapshot::state(&again.threads[0]), expected);
         // A snapshot reads back to itself.
         let decoded = snapshot::decode(&snap, Some(thread)).unwrap();
@@ -207,7 +207,7 @@ proptest! {
         b.clock = a.clock;
         for thread in THREADS {
             if let Some(snap) = a.engine.save(thread) {
-                b.engine.restore(&snap).unwrap();
+                b.engine.restore(&snap, None).unwrap();
             }
         }
         for step in &steps[m..] {
@@ -255,14 +255,14 @@ fn restore_then_load_tail_equals_loading_the_whole_log() {
         whole.engine.load(&log).unwrap();
         let mut restored = Spec::Plans.driver();
         let snap = snapshot::encode(&replay(&prefix).unwrap().threads[0]);
-        assert_eq!(restored.engine.restore(&snap).unwrap(), k as u64);
+        assert_eq!(restored.engine.restore(&snap, None).unwrap(), k as u64);
         // The whole log: covered lines are skipped, the rest folds.
         assert_eq!(restored.engine.load_tail(&log).unwrap(), all.len() - k);
         assert_eq!(
             restored.engine.thread(thread).map(snapshot::state),
             whole.engine.thread(thread).map(snapshot::state)
         );
-        let again = restored.engine.restore(&snap).unwrap_err();
+        let again = restored.engine.restore(&snap, None).unwrap_err();
         assert_eq!(again.code, ErrorCode::ReplayDiverged, "{again}");
     }
 }
@@ -289,7 +289,7 @@ fn refused(bytes: &[u8], expect: Option<&str>) -> ErrorCode {
     if expect.is_none() {
         let mut d = Spec::Calculator.driver();
         assert!(
-            d.engine.restore(bytes).is_err(),
+            d.engine.restore(bytes, None).is_err(),
             "restore refuses what decode refuses"
         );
         assert!(
@@ -359,7 +359,7 @@ fn a_snapshot_of_another_thread_or_tenant_is_refused_as_a_mismatch() {
     other.tenant = "globex".to_owned();
     let foreign = snapshot::encode(&other);
     let mut d = Spec::Calculator.driver();
-    let err = d.engine.restore(&foreign).unwrap_err();
+    let err = d.engine.restore(&foreign, None).unwrap_err();
     assert_eq!(err.code, ErrorCode::SnapshotMismatch, "{err}");
     assert!(d.engine.thread("t-a").is_none());
 }
@@ -372,7 +372,7 @@ fn a_restored_engine_answers_duplicates_and_outstanding_work_as_before() {
     d.send(query("t-a", &add).agent("calculator").id("q-1"));
     let snap = d.engine.save("t-a").unwrap();
     let mut restored = Spec::Calculator.driver();
-    restored.engine.restore(&snap).unwrap();
+    restored.engine.restore(&snap, None).unwrap();
     let again = restored.send(query("t-a", &add).agent("calculator").id("q-1"));
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].kind, OutputKind::Duplicate);
