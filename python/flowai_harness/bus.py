@@ -161,6 +161,11 @@ class Topics:
         return self._name("model-deltas")
 
     @property
+    def snapshots(self) -> str:
+        """Compacted: each thread's latest snapshot and each partition's checkpoint."""
+        return self._name("snapshots")
+
+    @property
     def runtime_inputs(self) -> tuple[str, ...]:
         """What the runtime consumes (one consumer group); co-partitioned with the run log."""
         return (self.queries, self.tool_results, self.model_results, self.approval_decisions)
@@ -178,6 +183,7 @@ class Topics:
             self.approval_requests,
             self.approval_decisions,
             self.dead_letters,
+            self.snapshots,
         )
 
     def result_topic(self, schema: str) -> str:
@@ -333,6 +339,7 @@ def env_flag(name: str) -> bool:
 _TOPIC_CONFIGS: Final[Mapping[str, Mapping[str, str]]] = {
     "runtime-events": {"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete"},
     "model-deltas": {"retention.ms": "3600000", "cleanup.policy": "delete"},
+    "snapshots": {"cleanup.policy": "compact"},
 }
 
 
