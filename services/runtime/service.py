@@ -78,10 +78,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import ProducerFenced
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
 
-from flowai_harness import bus
+from flowai_harness import _native, bus
 from flowai_harness.decision_auth import DecisionVerifier
 from flowai_harness.driver import Decided, Driver, error_of
-from flowai_harness.errors import DecisionUnverifiedError, ReplayError
+from flowai_harness.errors import DecisionUnverifiedError, FlowaiError, ReplayError
 from flowai_harness.logread import LogReader
 from flowai_harness.runtime import new_engine
 from flowai_harness.specs import RuntimeSpec
@@ -95,6 +95,7 @@ SERVICE: Final = "runtime"
 INPUT_EMPTY: Final = "INPUT_MALFORMED"
 INPUT_WRONG_PARTITION: Final = "INPUT_WRONG_PARTITION"
 APPROVAL_DECISION: Final = "flowai.v1.ApprovalDecision"
+FORK_THREAD: Final = "flowai.v1.ForkThread"
 EFFECT_UNROUTABLE: Final = "EFFECT_UNROUTABLE"
 
 _KEYED_BY_ID: Final = frozenset(
@@ -773,8 +774,53 @@ class RuntimeService:
                 # deciding key: whoever can write to the topic cannot open a gate.
                 self._dead_letter(part, tp, record, outbox, exc.code, exc.message)
                 return
-        decided = await self._driver.feed([value])
+        if fields is not None and fields.get("schema") == FORK_THREAD:
+            try:
+                decided = await self._fork(value, fields)
+            except FlowaiError as exc:
+                self._dead_letter(part, tp, record, outbox, exc.code, exc.message)
+                return
+        else:
+            decided = await self._driver.feed([value])
         self._route(part, decided, outbox, headers, tp, record)
+
+    async def _fork(self, value: bytes, fields: dict[str, Any]) -> Decided:
+        """Start a thread from another's committed log (``flowai.v1.ForkThread``): the source's
+        events are read from its run-log partition (any partition: the source need not be
+        this instance's), then the engine writes the fork's history."""
+        payload = fields.get("payload")
+        source = payload.get("source_thread_id") if isinstance(payload, dict) else None
+        if not isinstance(source, str) or not source:
+            raise FlowaiError(
+                "a ForkThread payload needs source_thread_id (and at)", code=INPUT_EMPTY
+            )
+        reader = self._reader
+        replayer = self._replayer
+        assert reader is not None
+        assert replayer is not None
+        key = bus.thread_key(self.tenant, source)
+        tp = TopicPartition(
+            self.topics.runtime_events, bus.partition_for(key, self._partition_count)
+        )
+        begin = (await replayer.beginning_offsets([tp]))[tp]
+        end = (await replayer.end_offsets([tp]))[tp]
+        read = (await reader.read({tp: (begin, end)}))[tp]
+        lines = []
+        for line in read.values:
+            entry = bus.peek(line)
+            if entry is not None and (entry.get("tenant"), entry.get("thread_id")) == (
+                self.tenant,
+                source,
+            ):
+                lines.append(line)
+        outputs = self._engine.fork(value, b"".join(line + b"\n" for line in lines))
+        decided = Decided()
+        for kind, thread_id, data in outputs:
+            if kind == _native.EVENT:
+                decided.events.append((thread_id, data))
+            elif kind == _native.EFFECT:
+                decided.effects.append(data)
+        return decided
 
     def _route(
         self,

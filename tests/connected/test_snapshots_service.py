@@ -1,12 +1,15 @@
-"""Runtime-service snapshots on the real Kafka (issue 12): a runtime killed with SIGKILL
-between one snapshot and the next is replaced by one that restores the partitions' snapshots,
-folds only the run log after their checkpoints, and finishes every run with nothing lost and
-nothing logged twice."""
+"""Runtime-service snapshots and fork on the real Kafka (issue 12): a runtime killed with
+SIGKILL between one snapshot and the next is replaced by one that restores the partitions'
+snapshots, folds only the run log after their checkpoints, and finishes every run with nothing
+lost and nothing logged twice; a fork published by the client branches a thread (its source
+read from the run log), and a fork that cannot start is a dead letter."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import sys
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -17,7 +20,8 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from kafka_helpers import PARTITIONS, RunLog, runtime_args
 from processes import Service, until
 
-from flowai_harness import bus
+from flowai_harness import bus, connect
+from flowai_harness.errors import UnknownThreadError
 
 pytestmark = pytest.mark.connected
 
@@ -35,7 +39,7 @@ def query(thread_id: str, prompt: str, query_id: str) -> dict[str, Any]:
 
 
 async def snapshot_records(bootstrap: str, topics: bus.Topics) -> list[dict[str, Any]]:
-    """Every committed record of the snapshots topic."""
+    """Every committed record of the snapshots topic, with its ``partition`` added."""
     consumer = bus.consumer(bootstrap, client_id="snapshot-reader")
     await consumer.start()
     try:
@@ -51,10 +55,24 @@ async def snapshot_records(bootstrap: str, topics: bus.Topics) -> list[dict[str,
         while await behind():
             batch = await consumer.getmany(*tps, timeout_ms=500)
             for tp, items in batch.items():
-                records += [orjson.loads(r.value) for r in items if r.offset < ends[tp]]
+                records += [
+                    {**orjson.loads(r.value), "partition": tp.partition}
+                    for r in items
+                    if r.offset < ends[tp]
+                ]
         return records
     finally:
         await consumer.stop()
+
+
+def checkpointed_partitions(records: list[dict[str, Any]]) -> set[int]:
+    """The partitions (by the runtime's checkpoint records) checkpointed past their start."""
+    seen: set[int] = set()
+    for record in records:
+        payload = record["payload"]
+        if payload["kind"] == "checkpoint" and payload["run_log_offset"] > 0:
+            seen.add(record["partition"])
+    return seen
 
 
 async def test_runtime_killed_between_snapshots_recovers_from_them_and_the_tail(
@@ -94,14 +112,11 @@ async def test_runtime_killed_between_snapshots_recovers_from_them_and_the_tail(
             return False
         # A checkpoint past the first events: a rebuild from it skips some of the log.
         records = await snapshot_records(kafka_bootstrap, topics)
-        return any(
-            r["payload"]["kind"] == "checkpoint" and r["payload"]["run_log_offset"] > 0
-            for r in records
-        )
+        return len(checkpointed_partitions(records)) == PARTITIONS
 
     await until(checkpointed_mid_run, within=40, what="a checkpoint mid-run", services=[first])
     first.kill()
-    logged_at_kill = len(run_log.entries)
+    logged_at_kill = len((await RunLog.read_whole(kafka_bootstrap, topics)).entries)
     second = spawn("runtime-second", *runtime_args(kafka_bootstrap, topics.prefix, *flags))
 
     async def all_finished() -> bool:
@@ -135,9 +150,99 @@ async def test_runtime_killed_between_snapshots_recovers_from_them_and_the_tail(
     )
     assert rebuilt is not None, second.tail()
     folded, from_checkpoint, restored = map(int, rebuilt.groups())
-    assert from_checkpoint >= 1
+    assert from_checkpoint == PARTITIONS
     assert restored >= 1
     assert folded < logged_at_kill, (folded, logged_at_kill)
     records = await snapshot_records(kafka_bootstrap, topics)
     finished = [r for r in records if r["payload"]["kind"] == "thread"]
     assert {r["thread_id"] for r in finished} >= set(threads), "every run end was snapshotted"
+
+
+async def test_a_fork_over_kafka_branches_a_finished_thread_and_refuses_a_mid_run_one(
+    kafka_bootstrap: str,
+    topics: bus.Topics,
+    spawn: Callable[..., Service],
+    tool_responder: Any,
+) -> None:
+    runtime = spawn("runtime", *runtime_args(kafka_bootstrap, topics.prefix))
+    add = json.dumps({"script": [{"tool": "add", "args": {"a": 1, "b": 2}}]})
+    async with connect(kafka_bootstrap, tenant="acme", topic_prefix=topics.prefix) as client:
+        first = [event async for event in client.query(add, "source")]
+        assert first[-1]["type"] == "tool-agent"
+        source = await client.replay("source")
+        at = source[-1]["seq"]
+        assert [e["seq"] for e in source] == list(range(1, at + 1))
+        assert (await client.replay("source", at=2)) == source[:2]
+        cli = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "flowai_harness.cli", "replay", "source", "--tenant", "acme",
+            "--bootstrap", kafka_bootstrap, "--prefix", topics.prefix, "--at", "3",
+            stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, _ = await cli.communicate()
+        assert cli.returncode == 0
+        printed = out.decode().splitlines()
+        assert len(printed) == 4, printed
+        assert printed[-1] == "after seq 3: awaiting-model"  # run-start, agent-start, step-start
+
+        new = await client.fork("source", at=at, new_thread_id="branch")
+
+        async def forked() -> bool:
+            try:
+                return (await client.replay(new))[-1]["type"] == "fork"
+            except UnknownThreadError:
+                return False
+
+        await until(forked, within=30, what="the fork to be logged", services=[runtime])
+        branch = await client.replay(new)
+        assert branch[:at] == source
+        assert branch[-1] == {
+            "type": "fork",
+            "data": {"sourceThreadId": "source", "sourceSeq": at},
+            "seq": at + 1,
+        }
+        again = [event async for event in client.query(add, new)]
+        assert again[-1]["type"] == "tool-agent"
+        assert (await client.replay("source")) == source, "the source is untouched"
+
+        # Mid-run (right after the tool call): refused, as a dead letter naming the reason.
+        call = next(e["seq"] for e in source if e["type"] == "tool-invocation")
+        await client.fork("source", at=call, new_thread_id="mid")
+        letters = DeadLetters(kafka_bootstrap, topics)
+
+        async def refused() -> bool:
+            return any(
+                letter["payload"]["reason"] == "FORK_UNAVAILABLE" for letter in await letters.read()
+            )
+
+        await until(refused, within=30, what="the refused fork's dead letter", services=[runtime])
+        with pytest.raises(UnknownThreadError):
+            await client.replay("mid")
+
+
+class DeadLetters:
+    """The committed dead letters of a test's topics."""
+
+    def __init__(self, bootstrap: str, topics: bus.Topics) -> None:
+        self.bootstrap = bootstrap
+        self.topics = topics
+
+    async def read(self) -> list[dict[str, Any]]:
+        consumer = bus.consumer(self.bootstrap, client_id="dead-letter-reader")
+        await consumer.start()
+        try:
+            tps = [TopicPartition(self.topics.dead_letters, n) for n in range(PARTITIONS)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            ends = await consumer.end_offsets(tps)
+            letters: list[dict[str, Any]] = []
+
+            async def behind() -> bool:
+                return any([await consumer.position(tp) < ends[tp] for tp in tps])
+
+            while await behind():
+                batch = await consumer.getmany(*tps, timeout_ms=500)
+                for tp, items in batch.items():
+                    letters += [orjson.loads(r.value) for r in items if r.offset < ends[tp]]
+            return letters
+        finally:
+            await consumer.stop()
