@@ -50,6 +50,9 @@ class RunLog(Protocol):
     def read_after(self, thread_id: str, position: int) -> bytes:
         """The thread's lines after ``position`` (one :meth:`position` returned)."""
 
+    def release(self, thread_id: str) -> None:
+        """Close what is open for the thread (it was evicted); the next append reopens it."""
+
     def close(self) -> None:
         """Release open files."""
 
@@ -87,6 +90,9 @@ class MemoryRunLog:
     def read_after(self, thread_id: str, position: int) -> bytes:
         lines = self._threads.get(thread_id, [])[position:]
         return b"".join(line + b"\n" for line in lines)
+
+    def release(self, thread_id: str) -> None:
+        pass
 
     def close(self) -> None:
         pass
@@ -146,6 +152,11 @@ class FileRunLog:
                 return file.read()
         except FileNotFoundError:
             return b""
+
+    def release(self, thread_id: str) -> None:
+        file = self._files.pop(thread_id, None)
+        if file is not None:
+            file.close()
 
     def close(self) -> None:
         for file in self._files.values():

@@ -623,6 +623,7 @@ class Runtime:
             if self._covered.get(thread_id) != self._engine.last_seq(thread_id):
                 self._save(thread_id)
             self._engine.forget(thread_id)
+            self._log.release(thread_id)
             del self._used[thread_id]
             evicted.append(thread_id)
         return evicted

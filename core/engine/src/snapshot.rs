@@ -42,6 +42,7 @@ struct Header<'a> {
 
 #[derive(Deserialize)]
 struct HeaderIn<'a> {
+    snapshot: Option<u32>,
     #[serde(borrow)]
     tenant: std::borrow::Cow<'a, str>,
     #[serde(borrow)]
@@ -82,34 +83,23 @@ pub fn encode(thread: &Thread) -> Vec<u8> {
 /// Read a snapshot, refusing one this engine cannot trust; `thread_id`, when given, is the
 /// thread the caller expects it to hold.
 pub fn decode(bytes: &[u8], thread_id: Option<&str>) -> Result<Thread> {
-    let version: Version = serde_json::from_slice(bytes).map_err(|e| {
-        corrupted(format!(
-            "a snapshot is not a JSON object ({e}); the file or record is damaged"
-        ))
-    })?;
-    match version.snapshot {
-        Some(SNAPSHOT_FORMAT) => {}
-        Some(other) => {
-            let which = if other < SNAPSHOT_FORMAT {
-                "an older"
-            } else {
-                "a newer"
-            };
-            return Err(EngineError::new(
-                ErrorCode::SnapshotVersion,
-                format!(
-                    "the snapshot is in format {other}, {which} format than this engine's ({SNAPSHOT_FORMAT}); replay the whole log (a new snapshot replaces it)"
-                ),
-            ));
+    // One pass over the header in the common case; only a snapshot that does not read as
+    // this format's is parsed again, to tell an old or new format from a damaged one.
+    let header = match serde_json::from_slice::<HeaderIn<'_>>(bytes) {
+        Ok(header) if header.snapshot == Some(SNAPSHOT_FORMAT) => header,
+        Ok(header) => return Err(version_refused(header.snapshot)),
+        Err(e) => {
+            return Err(match serde_json::from_slice::<Version>(bytes) {
+                Ok(Version {
+                    snapshot: Some(other),
+                }) if other != SNAPSHOT_FORMAT => version_refused(Some(other)),
+                Ok(_) => corrupted(format!("the snapshot's header is damaged: {e}")),
+                Err(e) => corrupted(format!(
+                    "a snapshot is not a JSON object ({e}); the file or record is damaged"
+                )),
+            })
         }
-        None => {
-            return Err(corrupted(
-                "the snapshot has no `snapshot` format number".into(),
-            ))
-        }
-    }
-    let header: HeaderIn<'_> = serde_json::from_slice(bytes)
-        .map_err(|e| corrupted(format!("the snapshot's header is damaged: {e}")))?;
+    };
     if let Some(expected) = thread_id {
         if header.thread_id != expected {
             return Err(EngineError::new(
@@ -257,6 +247,23 @@ impl Engine {
         })?;
         Ok(folded)
     }
+}
+
+fn version_refused(format: Option<u32>) -> EngineError {
+    let Some(other) = format else {
+        return corrupted("the snapshot has no `snapshot` format number".into());
+    };
+    let which = if other < SNAPSHOT_FORMAT {
+        "an older"
+    } else {
+        "a newer"
+    };
+    EngineError::new(
+        ErrorCode::SnapshotVersion,
+        format!(
+            "the snapshot is in format {other}, {which} format than this engine's ({SNAPSHOT_FORMAT}); replay the whole log (a new snapshot replaces it)"
+        ),
+    )
 }
 
 fn corrupted(message: String) -> EngineError {
