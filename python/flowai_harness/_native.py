@@ -66,6 +66,18 @@ def replay(log: bytes, *, path: str | None = None) -> _internal.Replay:
         _raise(exc, path)
 
 
+def replay_from(
+    snapshot: bytes, tail: bytes, thread_id: str | None = None, *, path: str | None = None
+) -> _internal.Replay:
+    """Restore one thread from its snapshot (which must be ``thread_id``, when given) and fold
+    ``tail`` (its log after the snapshot; covered lines are skipped). A snapshot this engine
+    cannot trust raises :class:`.SnapshotError`."""
+    try:
+        return _internal.replay_from(snapshot, tail, thread_id)
+    except _internal.EngineError as exc:
+        _raise(exc, path)
+
+
 class Engine:
     """The native engine with errors mapped; holds every live thread's state."""
 
@@ -76,9 +88,12 @@ class Engine:
         "handle_batch",
         "handle_many",
         "has_thread",
+        "last_seq",
         "next_deadline",
+        "save",
         "snapshot",
         "status",
+        "thread_ids",
     )
 
     def __init__(self, config: bytes) -> None:
@@ -97,6 +112,9 @@ class Engine:
         self.deadline = self._engine.deadline
         self.next_deadline = self._engine.next_deadline
         self.due = self._engine.due
+        self.save = self._engine.save
+        self.last_seq = self._engine.last_seq
+        self.thread_ids = self._engine.thread_ids
 
     def load(self, log: bytes, *, path: str | None = None) -> int:
         try:
@@ -112,3 +130,27 @@ class Engine:
 
     def forget(self, thread_id: str) -> bool:
         return self._engine.forget(thread_id)
+
+    def restore(self, snapshot: bytes, thread_id: str | None = None) -> int:
+        """Hold the thread a snapshot carries (it must be ``thread_id``, when given); returns
+        the seq it covers. Raises :class:`.SnapshotError` for a snapshot this engine cannot
+        trust."""
+        try:
+            return self._engine.restore(snapshot, thread_id)
+        except _internal.EngineError as exc:
+            _raise(exc)
+
+    def fork(self, input: bytes, source_log: bytes) -> list[tuple[int, str, bytes]]:
+        """Start the thread ``input`` names (a ``flowai.v1.ForkThread`` envelope) from
+        ``source_log``; returns the outputs as ``handle_batch`` does."""
+        try:
+            return self._engine.fork(input, source_log)
+        except _internal.EngineError as exc:
+            _raise(exc)
+
+    def load_tail(self, log: bytes, *, path: str | None = None) -> int:
+        """Fold log lines after what is held (lines a held thread covers are skipped)."""
+        try:
+            return self._engine.load_tail(log)
+        except _internal.EngineError as exc:
+            _raise(exc, path)

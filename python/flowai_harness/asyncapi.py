@@ -60,7 +60,7 @@ _KEYED_BY_ID: Final = ("ToolInvocation", "PlanStep", "ModelRequest")
 # What each topic carries, by stem (bus.Topics). The runtime takes any input schema on any
 # input topic; these are the topics the services and the client publish them to.
 _CARRIES: Final[Mapping[str, tuple[str, ...]]] = {
-    "queries": ("Query", "CancelRun"),
+    "queries": ("Query", "CancelRun", "ForkThread"),
     "runtime-events": ("RuntimeEvent",),
     "tool-invocations": ("ToolInvocation",),
     "plan-steps": ("PlanStep",),
@@ -72,6 +72,7 @@ _CARRIES: Final[Mapping[str, tuple[str, ...]]] = {
     "approval-decisions": ("ApprovalDecision",),
     "dead-letters": ("DeadLetter", "Redrive"),
     "threads": ("Thread",),
+    "snapshots": ("ThreadSnapshot",),
 }
 
 _THREAD_KEY: Final = (
@@ -147,6 +148,13 @@ _DESCRIPTIONS: Final[Mapping[str, str]] = {
         "Published by the approvals service (the first decision wins), "
         "by the client's `respond_to_approval` or by any upstream producer; the approvals "
         "service reads it back, so a decision made elsewhere counts there too."
+    ),
+    "snapshots": (
+        "Compacted. The runtime's snapshot of each thread (every N events and at each run "
+        "end) and a checkpoint per partition, written in the transaction of the run-log "
+        "events they cover; a runtime taking a partition over restores them and folds only "
+        "the run log after the checkpoint. Never the truth: a snapshot the engine cannot "
+        "read makes it replay the whole partition."
     ),
     "dead-letters": (
         "Messages a service could not use: the reason (a stable code), a message saying what "
@@ -226,7 +234,17 @@ def _operations(topics: bus.Topics) -> list[_Operation]:
             stem(topics.runtime_events),
             "Rebuild: when the runtime takes a partition over, it reads that run-log partition "
             "from the beginning to the last stable offset (`read_committed`, no consumer "
-            "group) before it handles any of the partition's inputs.",
+            "group) before it handles any of the partition's inputs; with snapshots, only "
+            "from the partition's last checkpoint.",
+        )
+    )
+    ops.append(
+        _Operation(
+            "runtime",
+            "receive",
+            stem(topics.snapshots),
+            "Rebuild: the same partition number, read whole (`read_committed`), before the "
+            "run log: each thread's latest snapshot and the latest checkpoint.",
         )
     )
     ops.append(
@@ -247,7 +265,13 @@ def _operations(topics: bus.Topics) -> list[_Operation]:
             "with the input offsets: all of it is visible to `read_committed` readers, or "
             "none of it.",
         )
-        for name in (topics.runtime_events, *effects, topics.dead_letters, topics.threads)
+        for name in (
+            topics.runtime_events,
+            *effects,
+            topics.dead_letters,
+            topics.threads,
+            topics.snapshots,
+        )
     ]
     ops += [
         _Operation(

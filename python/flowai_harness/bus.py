@@ -168,6 +168,11 @@ class Topics:
         return self._name("threads")
 
     @property
+    def snapshots(self) -> str:
+        """Compacted: each thread's latest snapshot and each partition's checkpoint."""
+        return self._name("snapshots")
+
+    @property
     def runtime_inputs(self) -> tuple[str, ...]:
         """What the runtime consumes (one consumer group); co-partitioned with the run log."""
         return (self.queries, self.tool_results, self.model_results, self.approval_decisions)
@@ -186,6 +191,7 @@ class Topics:
             self.approval_decisions,
             self.dead_letters,
             self.threads,
+            self.snapshots,
         )
 
     def result_topic(self, schema: str) -> str:
@@ -343,6 +349,7 @@ _TOPIC_CONFIGS: Final[Mapping[str, Mapping[str, str]]] = {
     "model-deltas": {"retention.ms": "3600000", "cleanup.policy": "delete"},
     # The latest record per thread is the index; older ones only cost readers time.
     "threads": {"cleanup.policy": "compact", "segment.ms": "3600000"},
+    "snapshots": {"cleanup.policy": "compact"},
 }
 
 

@@ -6,8 +6,9 @@ Owns the commands and their exit codes; each does its work through the package (
 - ``flowai serve runtime|tools|models|approvals [--app module:attr ...]``: runs
   ``services/<name>`` (``services.<name>.main(argv)``); each service parses its own options.
   ``models`` is the tools service with ``--role models`` (model workers).
-- ``flowai replay THREAD_ID --tenant T``: the thread's timeline from the run log (seq, time,
-  type, summary), read_committed, as the runtime service logged it.
+- ``flowai replay THREAD_ID --tenant T [--at SEQ]``: the thread's timeline from the run log
+  (seq, time, type, summary), read_committed, as the runtime service logged it; ``--at``
+  stops after event SEQ and prints the thread's status at that point.
 - ``flowai topics create [--partitions N] [--replication R] [--min-insync-replicas M]
   [--allow-unreplicated] [--prefix P]``: creates the missing topics (idempotent); replication
   3 with min.insync.replicas 2 on a cluster of three or more brokers unless told otherwise,
@@ -91,6 +92,12 @@ def parser() -> argparse.ArgumentParser:
     replay.add_argument("--bootstrap", default=_env_bootstrap())
     replay.add_argument("--prefix", default=_env_prefix())
     replay.add_argument("--json", action="store_true", help="print each logged envelope")
+    replay.add_argument(
+        "--at",
+        type=int,
+        metavar="SEQ",
+        help="time travel: the thread as it was after its event SEQ (then its status)",
+    )
 
     topics = commands.add_parser("topics", help="manage the topics")
     topic_commands = topics.add_subparsers(dest="topics_command", required=True)
@@ -340,11 +347,23 @@ async def _replay(args: argparse.Namespace) -> int:
             f"no run log for thread {args.thread_id!r} of tenant {args.tenant!r} on "
             f"{args.prefix}.runtime-events; check the thread id, --tenant and --prefix"
         )
+    if args.at is not None:
+        if not 1 <= args.at <= len(entries):
+            raise UsageError(
+                f"thread {args.thread_id!r} has {len(entries)} events; --at takes a seq "
+                f"from 1 to {len(entries)}"
+            )
+        entries = entries[: args.at]
     for entry in entries:
         if args.json:
             print(orjson.dumps(entry).decode())
         else:
             print(timeline_line(entry))
+    if args.at is not None and not args.json:
+        from . import _native
+
+        log = b"".join(orjson.dumps(entry) + b"\n" for entry in entries)
+        print(f"after seq {args.at}: {_native.replay(log).status(args.thread_id)}")
     return 0
 
 

@@ -858,6 +858,48 @@ class Client:
                         }
                     )
 
+    # --- time travel and fork (issue 12) ----------------------------------------------------
+
+    async def fork(self, thread_id: str, at: int, new_thread_id: str | None = None) -> str:
+        """Publish a ``flowai.v1.ForkThread``: the runtime starts ``new_thread_id`` from
+        ``thread_id``'s log up to its event ``at`` (see ``Runtime.fork``); returns the new
+        thread's id. A fork the runtime refuses (``FORK_UNAVAILABLE``: mid-run, past the end,
+        an existing thread) becomes a dead letter; :meth:`replay` of the new thread shows the
+        fork once the runtime committed it."""
+        if not isinstance(thread_id, str) or not thread_id:
+            raise TypeError(f"thread_id must be a non-empty str, got {thread_id!r}")
+        if isinstance(at, bool) or not isinstance(at, int) or at < 1:
+            raise InvalidInputError(f"at must be a seq >= 1, got {at!r}")
+        await self.start()
+        if new_thread_id is None:
+            new_thread_id = f"{thread_id}-fork-{self._id_prefix}-{next(self._ids)}"
+        payload = {"source_thread_id": thread_id, "at": at}
+        request = self._envelope("flowai.v1.ForkThread", new_thread_id, payload)
+        await self._send(self.topics.queries, new_thread_id, request)
+        return new_thread_id
+
+    async def replay(self, thread_id: str, at: int | None = None) -> list[Event]:
+        """The thread's committed events (each with its ``seq``), up to ``at`` when given;
+        ``UnknownThreadError`` when the run log has none."""
+        from .cli import read_thread
+        from .errors import UnknownThreadError
+
+        entries = await read_thread(
+            self.bootstrap_servers, self.topics.prefix, self.tenant, thread_id
+        )
+        if not entries:
+            raise UnknownThreadError(
+                f"thread {thread_id!r} of tenant {self.tenant!r} has no committed events"
+            )
+        if at is not None:
+            if isinstance(at, bool) or not 1 <= at <= len(entries):
+                raise InvalidInputError(
+                    f"thread {thread_id!r} has {len(entries)} events; at must be a seq from 1 "
+                    f"to {len(entries)}, got {at!r}"
+                )
+            entries = entries[:at]
+        return [{**entry["payload"], "seq": entry["seq"]} for entry in entries]
+
 
 def _deliver_event(follow: _Follow, body: dict[str, Any]) -> None:
     payload = body["payload"]

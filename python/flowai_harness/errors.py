@@ -34,6 +34,7 @@ __all__ = [
     "EvalRunError",
     "ExtensionMismatchError",
     "FlowaiError",
+    "ForkUnavailableError",
     "InvalidInputError",
     "InvalidPlanError",
     "InvalidSchemaError",
@@ -59,6 +60,10 @@ __all__ = [
     "ScorerPresetError",
     "SelfRouteError",
     "SignatureError",
+    "SnapshotCorruptedError",
+    "SnapshotError",
+    "SnapshotMismatchError",
+    "SnapshotVersionError",
     "SpecError",
     "TenantMismatchError",
     "ThreadBusyError",
@@ -258,6 +263,12 @@ class NoActiveRunError(RunStateError):
     code = "NO_ACTIVE_RUN"
 
 
+class ForkUnavailableError(RunStateError):
+    """A fork asked for past the source's log or in the middle of one of its runs."""
+
+    code = "FORK_UNAVAILABLE"
+
+
 class DuplicateInputError(RunStateError):
     """The thread took this input already (its id is the idempotency key), or it answers
     something the thread no longer waits for: ignored, never run twice."""
@@ -346,6 +357,24 @@ class CorruptedLogError(ReplayError):
 
 class ReplayDivergenceError(ReplayError):
     code = "REPLAY_DIVERGED"
+
+
+class SnapshotError(ReplayError):
+    """A thread snapshot the engine will not trust; the caller replays the whole log."""
+
+    code = "SNAPSHOT_UNREADABLE"
+
+
+class SnapshotVersionError(SnapshotError):
+    code = "SNAPSHOT_VERSION"
+
+
+class SnapshotCorruptedError(SnapshotError):
+    code = "SNAPSHOT_CORRUPTED"
+
+
+class SnapshotMismatchError(SnapshotError):
+    code = "SNAPSHOT_MISMATCH"
 
 
 # --- Python-side failures -------------------------------------------------------------------
@@ -553,6 +582,11 @@ _CLASS_BY_CODE: Final[Mapping[str, type[FlowaiError]]] = {
         ReplayError,
         CorruptedLogError,
         ReplayDivergenceError,
+        SnapshotError,
+        SnapshotVersionError,
+        SnapshotCorruptedError,
+        SnapshotMismatchError,
+        ForkUnavailableError,
         ToolError,
         RetryableToolError,
         ToolTimeoutError,

@@ -438,6 +438,28 @@ class CancelRunPayload(_Strict):
     pass
 
 
+class ForkThreadPayload(_Strict):
+    source_thread_id: str = Field(min_length=1, description="the thread to fork")
+    at: int = Field(ge=1, description="the source's event after which the fork branches (seq)")
+
+
+class ThreadSnapshotPayload(_Strict):
+    kind: Literal["thread", "checkpoint"] = Field(
+        description="a thread's snapshot, or a partition checkpoint: every thread with events "
+        "before run_log_offset has a snapshot covering them"
+    )
+    run_log_offset: int = Field(
+        ge=0,
+        description="run-log offset (same partition number) from which the events this "
+        "snapshot does not cover may appear; a reader folds from there, skipping covered seqs",
+    )
+    seq: int | None = Field(default=None, ge=1, description="the thread's last event covered")
+    snapshot: str | None = Field(
+        default=None,
+        description="the engine's versioned snapshot (JSON text, opaque; docs/wire.md)",
+    )
+
+
 class ToolInvocationPayload(_Strict):
     tool: str
     tool_invocation_id: str
@@ -709,6 +731,27 @@ class CancelRun(Envelope):
     payload: CancelRunPayload = Field(default_factory=CancelRunPayload)
 
 
+class ForkThread(Envelope):
+    """Input: start thread ``thread_id`` from another thread's log up to ``at`` (key
+    ``tenant/thread_id`` of the new thread; ``queries`` topic)."""
+
+    NAME = schema_name("ForkThread")
+    schema_: Literal["flowai.v1.ForkThread"] = Field(default="flowai.v1.ForkThread", alias="schema")
+    payload: ForkThreadPayload
+
+
+class ThreadSnapshot(Envelope):
+    """The runtime's snapshot of a thread, or a partition checkpoint (``thread_id`` empty), on
+    the compacted ``snapshots`` topic (key ``tenant/thread_id``; ``tenant/`` for a
+    checkpoint), written in the transaction of the events it covers."""
+
+    NAME = schema_name("ThreadSnapshot")
+    schema_: Literal["flowai.v1.ThreadSnapshot"] = Field(
+        default="flowai.v1.ThreadSnapshot", alias="schema"
+    )
+    payload: ThreadSnapshotPayload
+
+
 class RuntimeEvent(Envelope):
     """A run-log entry: ``id`` is ``{tenant}/{thread_id}/{seq}``, ``seq`` counts 1, 2, 3...
     per thread. A rejected input is answered with an unlogged one whose ``seq`` is null."""
@@ -884,6 +927,8 @@ class DeadLetter(Envelope):
 _MODELS: tuple[type[Envelope], ...] = (
     Query,
     CancelRun,
+    ForkThread,
+    ThreadSnapshot,
     RuntimeEvent,
     ToolInvocation,
     ToolResult,

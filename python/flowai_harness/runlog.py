@@ -8,6 +8,12 @@ File layout under ``log_path``: ``<tenant>/<thread id, percent-encoded>.jsonl``.
 written per engine step and flushed to the OS at once; ``fsync`` decides when they are forced to
 disk: ``"boundary"`` (default) at every run end and approval gate, ``"always"`` after every
 write, ``"never"`` leaves it to the OS.
+
+Snapshots (:class:`SnapshotStore`) live beside the logs: ``<tenant>/<thread>.snapshot`` holds
+the engine's latest snapshot of the thread and the log position it covers (the log's byte
+length then), so a thread comes back from its snapshot and the lines after it. A snapshot is
+only an optimisation: it is replaced atomically and never fsynced, since one lost or torn in a
+crash is refused by the engine's checksum (or found behind the log) and the whole log replays.
 """
 
 from __future__ import annotations
@@ -37,6 +43,15 @@ class RunLog(Protocol):
 
     def describe(self, thread_id: str) -> str:
         """Where the thread's log lives, for error messages."""
+
+    def position(self, thread_id: str) -> int:
+        """Where the thread's log ends now (opaque to callers; 0 for none)."""
+
+    def read_after(self, thread_id: str, position: int) -> bytes:
+        """The thread's lines after ``position`` (one :meth:`position` returned)."""
+
+    def release(self, thread_id: str) -> None:
+        """Close what is open for the thread (it was evicted); the next append reopens it."""
 
     def close(self) -> None:
         """Release open files."""
@@ -68,6 +83,16 @@ class MemoryRunLog:
 
     def describe(self, thread_id: str) -> str:
         return f"<memory:{thread_id}>"
+
+    def position(self, thread_id: str) -> int:
+        return len(self._threads.get(thread_id, ()))
+
+    def read_after(self, thread_id: str, position: int) -> bytes:
+        lines = self._threads.get(thread_id, [])[position:]
+        return b"".join(line + b"\n" for line in lines)
+
+    def release(self, thread_id: str) -> None:
+        pass
 
     def close(self) -> None:
         pass
@@ -114,7 +139,91 @@ class FileRunLog:
     def describe(self, thread_id: str) -> str:
         return str(self._path(thread_id))
 
+    def position(self, thread_id: str) -> int:
+        try:
+            return self._path(thread_id).stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def read_after(self, thread_id: str, position: int) -> bytes:
+        try:
+            with open(self._path(thread_id), "rb") as file:
+                file.seek(position)
+                return file.read()
+        except FileNotFoundError:
+            return b""
+
+    def release(self, thread_id: str) -> None:
+        file = self._files.pop(thread_id, None)
+        if file is not None:
+            file.close()
+
     def close(self) -> None:
         for file in self._files.values():
             file.close()
         self._files.clear()
+
+
+class SnapshotStore(Protocol):
+    """The latest snapshot of each thread, with the log position it covers."""
+
+    def read(self, thread_id: str) -> tuple[int, bytes] | None:
+        """``(log position, snapshot bytes)``, or None when the thread has none."""
+
+    def write(self, thread_id: str, position: int, snapshot: bytes) -> None:
+        """Replace the thread's snapshot."""
+
+    def drop(self, thread_id: str) -> None:
+        """Forget the thread's snapshot (one the engine refused)."""
+
+
+class MemorySnapshotStore:
+    """Snapshots held in this process (for threads evicted from the engine)."""
+
+    __slots__ = ("_snapshots",)
+
+    def __init__(self) -> None:
+        self._snapshots: dict[str, tuple[int, bytes]] = {}
+
+    def read(self, thread_id: str) -> tuple[int, bytes] | None:
+        return self._snapshots.get(thread_id)
+
+    def write(self, thread_id: str, position: int, snapshot: bytes) -> None:
+        self._snapshots[thread_id] = (position, snapshot)
+
+    def drop(self, thread_id: str) -> None:
+        self._snapshots.pop(thread_id, None)
+
+
+class FileSnapshotStore:
+    """``<tenant>/<thread>.snapshot`` beside the logs: a first line with the log position,
+    then the snapshot."""
+
+    __slots__ = ("_dir",)
+
+    def __init__(self, root: str | os.PathLike[str], tenant: str) -> None:
+        self._dir = Path(root) / quote(tenant, safe="")
+        self._dir.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, thread_id: str) -> Path:
+        return self._dir / (quote(thread_id, safe="") + ".snapshot")
+
+    def read(self, thread_id: str) -> tuple[int, bytes] | None:
+        try:
+            data = self._path(thread_id).read_bytes()
+        except FileNotFoundError:
+            return None
+        head, _, snapshot = data.partition(b"\n")
+        if not head.isdigit():
+            # Damaged beyond its checksum's reach: the engine would refuse it anyway.
+            return (0, b"")
+        return int(head), snapshot
+
+    def write(self, thread_id: str, position: int, snapshot: bytes) -> None:
+        path = self._path(thread_id)
+        partial = path.with_name(path.name + ".partial")
+        partial.write_bytes(b"%d\n" % position + snapshot)
+        os.replace(partial, path)
+
+    def drop(self, thread_id: str) -> None:
+        self._path(thread_id).unlink(missing_ok=True)

@@ -29,8 +29,11 @@ import orjson
 from . import _native
 from .driver import Decided, Driver, error_of, now_ms
 from .errors import (
+    ForkUnavailableError,
     InvalidInputError,
     MissingToolHandlerError,
+    ReplayError,
+    SnapshotCorruptedError,
     SpecError,
     ThreadBusyError,
     UnknownAgentError,
@@ -47,7 +50,15 @@ from .references import (
     ReferenceSpec,
     ReferenceStore,
 )
-from .runlog import FileRunLog, FsyncPolicy, MemoryRunLog, RunLog
+from .runlog import (
+    FileRunLog,
+    FileSnapshotStore,
+    FsyncPolicy,
+    MemoryRunLog,
+    MemorySnapshotStore,
+    RunLog,
+    SnapshotStore,
+)
 from .specs import RuntimeSpec, TestingConfig
 from .toolcall import (
     REFERENCE_TOOLS,
@@ -137,9 +148,10 @@ class ReplayResult:
     @property
     def events(self) -> list[Event]:
         """Every logged event payload, in order (including the internal ``run-start`` and
-        ``model-response``)."""
+        ``model-response``), each with its ``seq``: its 1-based position in the thread's log
+        (ours, added beside the seed's fields)."""
         if self._events is None:
-            self._events = [orjson.loads(line)["payload"] for line in self._log.splitlines()]
+            self._events = [_with_seq(orjson.loads(line)) for line in self._log.splitlines()]
         return self._events
 
     @property
@@ -266,6 +278,9 @@ class Runtime:
         predicates: Any = None,
         providers: Mapping[str, Any] | None = None,
         event_hooks: Iterable[EventHook] = (),
+        snapshots: SnapshotStore | None = None,
+        snapshot_every: int | None = None,
+        evict_after: float | None = None,
     ) -> None:
         self.spec = spec
         self.tenant = spec.tenant.resource_id
@@ -288,6 +303,16 @@ class Runtime:
         self._agents = {agent.name: agent for agent in spec.agents}
         # The scripted twin that runs single tool calls (run_tool), made on first use.
         self._tool_runner: Runtime | None = None
+        # Snapshots (issue 12): every `snapshot_every` events of a thread and at its run ends;
+        # None = only when a thread is evicted. Eviction drops a thread no stream drives once
+        # it has been unused for `evict_after` seconds; its snapshot brings it back.
+        self._snapshots = snapshots if snapshots is not None else MemorySnapshotStore()
+        self._snapshot_every = snapshot_every
+        self._evict_after = evict_after
+        # The seq each thread's stored snapshot covers, and when each held thread was used.
+        self._covered: dict[str, int] = {}
+        self._used: dict[str, float] = {}
+        self._swept = time.monotonic()
 
     # --- public API ----------------------------------------------------------------------
 
@@ -313,15 +338,66 @@ class Runtime:
             thread_id = f"specialist-{name}-{self._driver.next_id()}"
         return self._start(prompt, thread_id, name)
 
-    def replay(self, thread_id: str) -> ReplayResult:
-        """Rebuild ``thread_id`` from its run log alone (never calls a model or a tool)."""
+    def replay(self, thread_id: str, at: int | None = None) -> ReplayResult:
+        """Rebuild ``thread_id`` from its run log alone (never calls a model or a tool).
+
+        ``at=SEQ`` travels in time: the thread's state and events as they were right after
+        its event ``SEQ`` (1-based, the ``seq`` every replayed event carries)."""
         log = self._log.read(thread_id)
         if log is None:
             raise UnknownThreadError(
                 f"thread {thread_id!r} has no run log here; check the thread id and log_path"
             )
+        if at is not None:
+            log = _log_until(thread_id, log, at)
+            return ReplayResult(thread_id, _native.replay(log), log)
+        saved = self._snapshots.read(thread_id)
+        if saved is not None:
+            position, snapshot = saved
+            try:
+                if position > self._log.position(thread_id):
+                    raise SnapshotCorruptedError("the snapshot covers more than the log holds")
+                tail = self._log.read_after(thread_id, position)
+                replay = _native.replay_from(snapshot, tail, thread_id)
+                return ReplayResult(thread_id, replay, log)
+            except ReplayError as exc:
+                _snapshot_refused(thread_id, exc)
         replay = _native.replay(log, path=self._log.describe(thread_id))
         return ReplayResult(thread_id, replay, log)
+
+    def fork(self, thread_id: str, at: int, new_thread_id: str | None = None) -> ReplayResult:
+        """Start a new thread whose history is ``thread_id``'s up to its event ``at``; returns
+        the new thread as :meth:`replay` would (its id is ``result.thread_id``).
+
+        The new log holds the source's events 1..``at`` and then a ``fork`` event naming the
+        source and position; the source is untouched. Fork where the source rested: after a
+        run's last event (then :meth:`query` the fork with another prompt), or at an
+        ``approval-required`` (the fork waits at the same gate under its own approval id:
+        ``result.snapshot["run"]["pending"]["approval"]["id"]``, for
+        :meth:`respond_to_approval`). Elsewhere it raises ``ForkUnavailableError``."""
+        source = self._log.read(thread_id)
+        if source is None:
+            raise UnknownThreadError(
+                f"thread {thread_id!r} has no run log here; check the thread id and log_path"
+            )
+        if new_thread_id is None:
+            new_thread_id = f"{thread_id}-fork-{self._driver.next_id()}"
+        if not isinstance(new_thread_id, str) or not new_thread_id:
+            raise TypeError(f"new_thread_id must be a non-empty str, got {new_thread_id!r}")
+        if self._log.read(new_thread_id) is not None:
+            raise ForkUnavailableError(
+                f"thread {new_thread_id!r} exists already; fork into a new thread id"
+            )
+        request = self._driver.envelope(
+            "flowai.v1.ForkThread", new_thread_id, {"source_thread_id": thread_id, "at": at}
+        )
+        outputs = self._engine.fork(request, source)
+        # The approval request (at a gate) needs no carrying out here: the fork waits for
+        # respond_to_approval, as a run paused by another process does.
+        lines = [data for kind, _, data in outputs if kind == _native.EVENT]
+        self._record(new_thread_id, lines, boundary=True)
+        log = b"".join(line + b"\n" for line in lines)
+        return ReplayResult(new_thread_id, _native.replay(log), log)
 
     async def cancel(self, thread_id: str) -> list[Event]:
         """Cancel the thread's active run; returns the events that ended it.
@@ -575,6 +651,13 @@ class Runtime:
         """Every thread with a run log in this runtime's log store."""
         return self._log.thread_ids()
 
+    def evict_idle(self, idle_for: float = 0.0) -> list[str]:
+        """Drop from memory every thread that no stream drives, is idle or paused at an
+        approval gate, and was not used for ``idle_for`` seconds; returns their ids. Each is
+        snapshotted first and comes back from its snapshot on its next input.
+        ``create_runtime(evict_after=...)`` does this on its own as the runtime works."""
+        return self._evict(idle_for, keep=None)
+
     def close(self) -> None:
         """Close the run-log files (the providers' connections: :meth:`aclose`)."""
         self._log.close()
@@ -616,15 +699,86 @@ class Runtime:
 
     def _ensure_loaded(self, thread_id: str) -> None:
         if self._engine.has_thread(thread_id):
+            self._used[thread_id] = time.monotonic()
             return
-        log = self._log.read(thread_id)
-        if log is not None:
+        saved = self._snapshots.read(thread_id)
+        if saved is None or not self._restore(thread_id, *saved):
+            log = self._log.read(thread_id)
+            if log is None:
+                return
             self._engine.load(log, path=self._log.describe(thread_id))
+        self._used[thread_id] = time.monotonic()
+
+    def _restore(self, thread_id: str, position: int, snapshot: bytes) -> bool:
+        """Hold ``thread_id`` from its snapshot and the log after it; False (with a warning)
+        when the snapshot cannot be trusted, so the caller replays the whole log."""
+        try:
+            if position > self._log.position(thread_id):
+                raise SnapshotCorruptedError(
+                    "the snapshot covers more of the log than the log holds (the log lost "
+                    "lines it had not forced to disk)"
+                )
+            covered = self._engine.restore(snapshot, thread_id)
+            tail = self._log.read_after(thread_id, position)
+            self._engine.load_tail(tail, path=self._log.describe(thread_id))
+        except ReplayError as exc:
+            self._engine.forget(thread_id)
+            self._snapshots.drop(thread_id)
+            self._covered.pop(thread_id, None)
+            _snapshot_refused(thread_id, exc)
+            return False
+        self._covered[thread_id] = covered
+        return True
+
+    def _save(self, thread_id: str) -> None:
+        snapshot = self._engine.save(thread_id)
+        seq = self._engine.last_seq(thread_id)
+        if snapshot is None or seq is None:
+            return
+        self._snapshots.write(thread_id, self._log.position(thread_id), snapshot)
+        self._covered[thread_id] = seq
+
+    def _record(self, thread_id: str, lines: list[bytes], *, boundary: bool) -> None:
+        """Append a thread's new events to its log; snapshot it when the policy says."""
+        self._log.append(thread_id, lines, boundary=boundary)
+        self._used[thread_id] = time.monotonic()
+        every = self._snapshot_every
+        if every is None:
+            return
+        seq = self._engine.last_seq(thread_id) or 0
+        if seq - self._covered.get(thread_id, 0) >= every or (
+            self._engine.status(thread_id) == "idle"
+        ):
+            self._save(thread_id)
+
+    def _evict(self, idle_for: float, keep: str | None) -> list[str]:
+        now = time.monotonic()
+        self._swept = now
+        evicted: list[str] = []
+        for thread_id, used in list(self._used.items()):
+            if now - used < idle_for or thread_id == keep or thread_id in self._running:
+                continue
+            status = self._engine.status(thread_id)
+            if status is None:
+                del self._used[thread_id]
+                continue
+            if status not in ("idle", "awaiting-approval"):
+                continue
+            if self._covered.get(thread_id) != self._engine.last_seq(thread_id):
+                self._save(thread_id)
+            self._engine.forget(thread_id)
+            self._log.release(thread_id)
+            del self._used[thread_id]
+            evicted.append(thread_id)
+        return evicted
 
     async def _step(self, thread_id: str, inputs: list[bytes]) -> Decided:
         """One engine crossing through the driver; its events are logged before return."""
         decided = await self._driver.feed(inputs)
         self._append(thread_id, decided)
+        after = self._evict_after
+        if after is not None and time.monotonic() - self._swept >= after / 2:
+            self._evict(after, keep=thread_id)
         return decided
 
     def _append(self, thread_id: str, decided: Decided) -> None:
@@ -640,7 +794,7 @@ class Runtime:
             or b'"type":"error"' in line
             for line in lines
         )
-        self._log.append(thread_id, lines, boundary=boundary)
+        self._record(thread_id, lines, boundary=boundary)
 
     def _show(self, event: Event) -> Event:
         for hook in self._hooks:
@@ -884,7 +1038,7 @@ class Runtime:
             outputs = self._engine.handle_many([self._cancel_input(thread_id)])
             lines = [data for kind, _, data in outputs if kind == _native.EVENT]
             if lines:
-                self._log.append(thread_id, lines, boundary=True)
+                self._record(thread_id, lines, boundary=True)
             state.ended = True
 
     async def _dispatch_plan(self, step: dict[str, Any]) -> bytes:
@@ -977,6 +1131,27 @@ class Runtime:
         )
 
 
+def _snapshot_refused(thread_id: str, exc: ReplayError) -> None:
+    log.warning("thread %r: its snapshot is not used (%s); replaying its whole log", thread_id, exc)
+
+
+def _with_seq(entry: dict[str, Any]) -> Event:
+    payload: Event = entry["payload"]
+    payload["seq"] = entry["seq"]
+    return payload
+
+
+def _log_until(thread_id: str, log: bytes, at: int) -> bytes:
+    """The first ``at`` lines of a thread's log (seq ``at`` is its ``at``-th line)."""
+    lines = log.splitlines(keepends=True)
+    if isinstance(at, bool) or not isinstance(at, int) or not 1 <= at <= len(lines):
+        raise InvalidInputError(
+            f"thread {thread_id!r} has {len(lines)} events; at must be a seq from 1 to "
+            f"{len(lines)}, got {at!r}"
+        )
+    return b"".join(lines[:at])
+
+
 def _cancelled(state: _RunState) -> bool:
     # A call, not an attribute read: cancel() sets it while the loop awaits.
     return state.cancelled
@@ -1010,6 +1185,8 @@ def create_runtime(
     log_path: str | os.PathLike[str] | None = None,
     fsync: FsyncPolicy = "boundary",
     model_providers: Mapping[str, Complete] | None = None,
+    snapshot_every: int | None = 50,
+    evict_after: float | None = None,
 ) -> Runtime:
     """Build an embedded runtime for ``spec``.
 
@@ -1031,6 +1208,13 @@ def create_runtime(
       process opening the same path sees the same threads. ``fsync`` is ``"boundary"``
       (default: at run ends and approval gates), ``"always"`` or ``"never"``. Reference
       payloads are kept under ``log_path`` too (else in memory).
+    - ``snapshot_every`` (with ``log_path``): a thread's snapshot is written beside its log
+      every that many events and at each run end, so reopening a thread folds only the events
+      after it (None: no snapshots). A snapshot the engine cannot read is skipped with a
+      warning and the whole log replays.
+    - ``evict_after``: seconds after which a thread no stream drives (idle, or paused at an
+      approval gate) leaves memory; it comes back from its snapshot on its next input
+      (default None: threads stay). :meth:`Runtime.evict_idle` does it on demand.
     - ``data_environment`` / ``target_database_url``: the seed's data catalog settings, which
       this build does not have; passing one is an error that says so.
     - ``model_providers``: ``{provider name: object with complete(request, on_delta=...)}``
@@ -1073,11 +1257,21 @@ def create_runtime(
         providers = build_providers(spec.providers)
     log: RunLog
     references: ReferenceStore
+    snapshots: SnapshotStore
+    if snapshot_every is not None and (isinstance(snapshot_every, bool) or snapshot_every < 1):
+        raise SpecError(f"snapshot_every must be a count >= 1 or None, got {snapshot_every!r}")
+    if evict_after is not None and not evict_after >= 0:
+        raise SpecError(f"evict_after must be seconds >= 0 or None, got {evict_after!r}")
     if log_path is None:
         log, references = MemoryRunLog(), MemoryReferenceStore()
+        snapshots = MemorySnapshotStore()
+        # In memory a snapshot only serves eviction: the log is as near as the state.
+        if evict_after is None:
+            snapshot_every = None
     else:
         log = FileRunLog(log_path, spec.tenant.resource_id, fsync)
         references = FileReferenceStore(log_path)
+        snapshots = FileSnapshotStore(log_path, spec.tenant.resource_id)
     return Runtime(
         spec,
         engine,
@@ -1089,6 +1283,9 @@ def create_runtime(
         predicates=predicates,
         providers=providers,
         event_hooks=hooks,
+        snapshots=snapshots,
+        snapshot_every=snapshot_every,
+        evict_after=evict_after,
     )
 
 

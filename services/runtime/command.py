@@ -86,6 +86,21 @@ def parser(prog: str = "flowai serve runtime") -> argparse.ArgumentParser:
         "(an upstream retry) is ignored instead of run again; rebuilt from the run log "
         "(env FLOWAI_DEDUP_WINDOW, default 86400: a day)",
     )
+    p.add_argument(
+        "--snapshot-every",
+        type=int,
+        default=int(env("FLOWAI_SNAPSHOT_EVERY", "50")),
+        help="snapshot a thread to the snapshots topic once this many of its events are not "
+        "covered, and at each run end; 0 turns snapshots off (a takeover then replays whole "
+        "partitions). Env FLOWAI_SNAPSHOT_EVERY, default 50",
+    )
+    p.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=int(env("FLOWAI_CHECKPOINT_EVERY", "1000")),
+        help="checkpoint a partition every this many events: a takeover folds about this many "
+        "of its events at most (env FLOWAI_CHECKPOINT_EVERY, default 1000)",
+    )
     return p
 
 
@@ -149,6 +164,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "flowai serve runtime
             session_timeout_ms=args.session_timeout_ms,
             dedup_window_ms=_dedup_window_ms(args.dedup_window),
             decisions=_decision_verifier(args.decision_public_key, args.allow_unsigned_decisions),
+            snapshot_every=args.snapshot_every or None,
+            checkpoint_every=max(1, args.checkpoint_every),
         )
         service = RuntimeService(spec, interpreter, config)
     except FlowaiError as exc:

@@ -46,6 +46,16 @@ module feeds it the inputs it reads and routes what comes out:
   event (the log's end before the transaction that logged that event), which followers
   start from instead of offset 0. On assignment the partition's index is read back, so the
   offsets survive a takeover.
+- Snapshots (issue 12): in the transaction of the events they cover, a thread's snapshot
+  goes to the compacted ``snapshots`` topic (same partition number, key ``tenant/thread_id``)
+  when it has ``snapshot_every`` events not yet covered or its run ended; every
+  ``checkpoint_every`` events of a partition, every thread with uncovered events is
+  snapshotted and a checkpoint (key ``tenant/``) records the run-log offset the partition's
+  transaction started at: no thread has an uncovered event before it. Rebuilding a partition
+  then restores its threads' latest snapshots and folds the run log from the checkpoint only,
+  skipping what each snapshot covers (``Engine.load_tail``). No checkpoint, or a snapshot or
+  tail the engine refuses: the whole partition is replayed (with a warning), and every thread
+  is snapshotted again at the next checkpoint.
 - A failed transaction leaves the engine ahead of the log, so the partition is rebuilt from
   the log and its inputs are read again from the committed offsets.
 
@@ -74,10 +84,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import ProducerFenced
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
 
-from flowai_harness import bus
+from flowai_harness import _native, bus
 from flowai_harness.decision_auth import DecisionVerifier
 from flowai_harness.driver import Decided, Driver, error_of
-from flowai_harness.errors import DecisionUnverifiedError
+from flowai_harness.errors import DecisionUnverifiedError, FlowaiError, ReplayError
 from flowai_harness.logread import LogReader
 from flowai_harness.runtime import new_engine
 from flowai_harness.specs import RuntimeSpec
@@ -91,6 +101,7 @@ SERVICE: Final = "runtime"
 INPUT_EMPTY: Final = "INPUT_MALFORMED"
 INPUT_WRONG_PARTITION: Final = "INPUT_WRONG_PARTITION"
 APPROVAL_DECISION: Final = "flowai.v1.ApprovalDecision"
+FORK_THREAD: Final = "flowai.v1.ForkThread"
 EFFECT_UNROUTABLE: Final = "EFFECT_UNROUTABLE"
 
 # Statuses a thread rests in: its index record is written whenever it gets there (with the
@@ -128,6 +139,12 @@ class ServiceConfig:
     # Approval decisions must be signed by a key this verifier trusts (None: accepted
     # unsigned, which only --allow-unsigned-decisions asks for).
     decisions: DecisionVerifier | None = None
+    # Snapshot a thread once this many of its events are not covered, and at its run ends
+    # (None: no snapshots; every takeover replays whole partitions).
+    snapshot_every: int | None = 50
+    # Checkpoint a partition every this many events: a takeover folds at most about this
+    # many events of it (plus the last transaction's).
+    checkpoint_every: int = 1000
 
     @property
     def group(self) -> str:
@@ -138,6 +155,7 @@ class _Partition:
     """What this instance holds for one partition number it owns."""
 
     __slots__ = (
+        "dirty",
         "expected",
         "fenced",
         "index",
@@ -146,6 +164,7 @@ class _Partition:
         "next_offsets",
         "number",
         "producer",
+        "since_checkpoint",
         "threads",
     )
 
@@ -165,6 +184,10 @@ class _Partition:
         # thread id -> (log offset at or before its first event, created ms, last status
         # written to the thread index): what the next index record must repeat.
         self.index: dict[str, tuple[int, int | None, str]] = {}
+        # Threads with events no snapshot covers (with how many), and events since the last
+        # checkpoint.
+        self.dirty: dict[str, int] = {}
+        self.since_checkpoint = 0
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -226,6 +249,8 @@ class RuntimeService:
             "dead_letters": 0,
             "duplicates": 0,
             "replayed": 0,
+            "snapshots": 0,
+            "restored": 0,
         }
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -418,7 +443,8 @@ class RuntimeService:
 
     async def _replay(self, numbers: list[int]) -> None:
         """Fold the run-log partitions ``numbers`` into the engine (read_committed, to the
-        last stable offset)."""
+        last stable offset): from their last checkpoint over their threads' snapshots when
+        they have one, else whole."""
         replayer = self._replayer
         reader = self._reader
         assert replayer is not None
@@ -427,35 +453,199 @@ class RuntimeService:
         tps = [TopicPartition(self.topics.runtime_events, n) for n in numbers]
         begins = await replayer.beginning_offsets(tps)
         ends = await replayer.end_offsets(tps)  # read_committed: the last stable offsets
+        starts: dict[int, int] = {}
+        if self.config.snapshot_every is not None:
+            starts = await self._restore_snapshots(numbers)
         located = time.perf_counter()
         total = 0
         folding = 0.0
-        async for tp, read in reader.read_each({tp: (begins[tp], ends[tp]) for tp in tps}):
+        ranges = {tp: (starts.get(tp.partition, begins[tp]), ends[tp]) for tp in tps}
+        whole: list[int] = []
+        async for tp, read in reader.read_each(ranges):
             part = self._partitions[tp.partition]
             part.log_end = ends[tp]
-            if not read.values:
-                continue
+            restored = tp.partition in starts
             fold_started = time.perf_counter()
-            # Folds without the GIL on a worker thread, while the reader fetches the next
-            # partition; nothing else touches the engine meanwhile (the lock is held).
-            await asyncio.to_thread(
-                self._engine.load, b"\n".join(read.values), path=f"{tp.topic}[{tp.partition}]"
-            )
+            try:
+                if read.values:
+                    # Folds without the GIL on a worker thread, while the reader fetches the
+                    # next partition; nothing else touches the engine (the lock is held).
+                    fold = self._engine.load_tail if restored else self._engine.load
+                    log_bytes = b"\n".join(read.values) + b"\n"
+                    await asyncio.to_thread(fold, log_bytes, path=f"{tp.topic}[{tp.partition}]")
+            except ReplayError as exc:
+                if not restored:
+                    raise
+                log.warning(
+                    "partition %d: the run log after its checkpoint does not continue its "
+                    "snapshots (%s); replaying the whole partition",
+                    tp.partition,
+                    exc,
+                )
+                whole.append(tp.partition)
+                continue
             folding += time.perf_counter() - fold_started
             total += len(read.values)
             for key in read.keys:
                 if key is not None and key.startswith(self._tenant_prefix):
                     part.threads[key[len(self._tenant_prefix) :].decode()] = key
+            if restored:
+                # The tail's threads have events no snapshot may cover.
+                for key in read.keys:
+                    if key is not None and key.startswith(self._tenant_prefix):
+                        part.dirty.setdefault(key[len(self._tenant_prefix) :].decode(), 0)
+                part.since_checkpoint = len(read.values)
+            else:
+                self._needs_checkpoint(part)
+        if whole:
+            total += await self._replay_whole(whole, begins, ends)
         self.stats["replayed"] += total
         elapsed = time.perf_counter() - started
         log.info(
-            "replayed %d run-log events of partitions %s in %.3f s (offsets %.3f s, "
+            "replayed %d run-log events of partitions %s (%d of them from a checkpoint, with "
+            "%d threads restored from snapshots) in %.3f s (offsets and snapshots %.3f s, "
             "folding %.3f s)",
             total,
             numbers,
+            len(starts) - len(whole),
+            self.stats["restored"],
             elapsed,
             located - started,
             folding,
+        )
+
+    def _needs_checkpoint(self, part: _Partition) -> None:
+        """After a whole replay no snapshot can be trusted to cover anything: snapshot every
+        thread at the next transaction, with a checkpoint."""
+        for thread_id in part.threads:
+            part.dirty.setdefault(thread_id, 0)
+        part.since_checkpoint = self.config.checkpoint_every
+
+    async def _replay_whole(
+        self,
+        numbers: list[int],
+        begins: dict[TopicPartition, int],
+        ends: dict[TopicPartition, int],
+    ) -> int:
+        """Replay partitions from their beginning, forgetting what their snapshots held."""
+        reader = self._reader
+        assert reader is not None
+        total = 0
+        for number in numbers:
+            part = self._partitions[number]
+            for thread_id in part.threads:
+                self._engine.forget(thread_id)
+            part.threads.clear()
+            part.dirty.clear()
+            tp = TopicPartition(self.topics.runtime_events, number)
+            read = (await reader.read({tp: (begins[tp], ends[tp])}))[tp]
+            if read.values:
+                log_bytes = b"\n".join(read.values) + b"\n"
+                await asyncio.to_thread(self._engine.load, log_bytes, path=f"{tp.topic}[{number}]")
+            for key in read.keys:
+                if key is not None and key.startswith(self._tenant_prefix):
+                    part.threads[key[len(self._tenant_prefix) :].decode()] = key
+            self._needs_checkpoint(part)
+            total += len(read.values)
+        return total
+
+    async def _restore_snapshots(self, numbers: list[int]) -> dict[int, int]:
+        """Restore the latest snapshot of every thread of partitions ``numbers``; returns,
+        for each partition restored from a checkpoint, the run-log offset to fold from.
+        A partition without a checkpoint, or with a snapshot the engine refuses, is left
+        for a whole replay (and whatever it restored is forgotten)."""
+        replayer = self._replayer
+        reader = self._reader
+        assert replayer is not None
+        assert reader is not None
+        tps = [TopicPartition(self.topics.snapshots, n) for n in numbers]
+        begins = await replayer.beginning_offsets(tps)
+        ends = await replayer.end_offsets(tps)
+        logs = await reader.read({tp: (begins[tp], ends[tp]) for tp in tps})
+        starts: dict[int, int] = {}
+        for tp in tps:
+            latest: dict[str, dict[str, Any]] = {}
+            checkpoint: int | None = None
+            for value in logs[tp].values:
+                record = orjson.loads(value)
+                if record.get("tenant") != self.tenant:
+                    continue
+                payload = record["payload"]
+                if payload["kind"] == "checkpoint":
+                    checkpoint = payload["run_log_offset"]
+                else:
+                    latest[record["thread_id"]] = payload
+            if checkpoint is None:
+                continue
+            part = self._partitions[tp.partition]
+            try:
+                for thread_id, payload in latest.items():
+                    self._engine.restore(payload["snapshot"].encode(), thread_id)
+                    part.threads[thread_id] = bus.thread_key(self.tenant, thread_id)
+            except ReplayError as exc:
+                log.warning(
+                    "partition %d: a snapshot is not used (%s); replaying the whole partition",
+                    tp.partition,
+                    exc,
+                )
+                for thread_id in part.threads:
+                    self._engine.forget(thread_id)
+                part.threads.clear()
+                continue
+            self.stats["restored"] += len(latest)
+            starts[tp.partition] = checkpoint
+        return starts
+
+    def _snapshot(self, part: _Partition, outbox: _Outbox) -> None:
+        """Put in the transaction the snapshots the policy asks for (and a checkpoint)."""
+        every = self.config.snapshot_every
+        if every is None or not part.dirty:
+            return
+        # The run log's end before this transaction: every event a snapshot here does not
+        # cover is at or after it.
+        since = max(part.log_end, 0)
+        checkpoint = part.since_checkpoint >= self.config.checkpoint_every
+        for thread_id, count in list(part.dirty.items()):
+            status = self._engine.status(thread_id)
+            if status is None:
+                del part.dirty[thread_id]
+                continue
+            if not (checkpoint or count >= every or status == "idle"):
+                continue
+            snapshot = self._engine.save(thread_id)
+            assert snapshot is not None
+            key = part.threads.get(thread_id) or bus.thread_key(self.tenant, thread_id)
+            value = self._snapshot_record(
+                thread_id, "thread", since, self._engine.last_seq(thread_id), snapshot
+            )
+            outbox.add(self.topics.snapshots, part.number, key, value, [])
+            del part.dirty[thread_id]
+            self.stats["snapshots"] += 1
+        if checkpoint:
+            value = self._snapshot_record("", "checkpoint", since, None, None)
+            outbox.add(self.topics.snapshots, part.number, self._tenant_prefix, value, [])
+            part.since_checkpoint = 0
+
+    def _snapshot_record(
+        self, thread_id: str, kind: str, since: int, seq: int | None, snapshot: bytes | None
+    ) -> bytes:
+        ts = time.time_ns() // 1_000_000
+        return orjson.dumps(
+            {
+                "schema": "flowai.v1.ThreadSnapshot",
+                "id": f"{self.tenant}/{thread_id}/snapshot/{seq or since}",
+                "tenant": self.tenant,
+                "thread_id": thread_id,
+                "run_id": None,
+                "causation_id": None,
+                "ts": ts,
+                "payload": {
+                    "kind": kind,
+                    "run_log_offset": since,
+                    "seq": seq,
+                    "snapshot": None if snapshot is None else snapshot.decode(),
+                },
+            }
         )
 
     async def _seek_inputs(self, part: _Partition) -> None:
@@ -508,6 +698,7 @@ class RuntimeService:
                     await self._handle(part, tp, record, outbox)
                 offsets[tp] = OffsetAndMetadata(records[-1].offset + 1, "")
             self._index_threads(part, outbox)
+            self._snapshot(part, outbox)
             last_event = await outbox.send(self.topics.runtime_events, number)
             await producer.send_offsets_to_transaction(offsets, self.config.group)
             await producer.commit_transaction()  # flushes: every batch is acknowledged
@@ -599,8 +790,53 @@ class RuntimeService:
                 # deciding key: whoever can write to the topic cannot open a gate.
                 self._dead_letter(part, tp, record, outbox, exc.code, exc.message)
                 return
-        decided = await self._driver.feed([value])
+        if fields is not None and fields.get("schema") == FORK_THREAD:
+            try:
+                decided = await self._fork(value, fields)
+            except FlowaiError as exc:
+                self._dead_letter(part, tp, record, outbox, exc.code, exc.message)
+                return
+        else:
+            decided = await self._driver.feed([value])
         self._route(part, decided, outbox, headers, tp, record)
+
+    async def _fork(self, value: bytes, fields: dict[str, Any]) -> Decided:
+        """Start a thread from another's committed log (``flowai.v1.ForkThread``): the source's
+        events are read from its run-log partition (any partition: the source need not be
+        this instance's), then the engine writes the fork's history."""
+        payload = fields.get("payload")
+        source = payload.get("source_thread_id") if isinstance(payload, dict) else None
+        if not isinstance(source, str) or not source:
+            raise FlowaiError(
+                "a ForkThread payload needs source_thread_id (and at)", code=INPUT_EMPTY
+            )
+        reader = self._reader
+        replayer = self._replayer
+        assert reader is not None
+        assert replayer is not None
+        key = bus.thread_key(self.tenant, source)
+        tp = TopicPartition(
+            self.topics.runtime_events, bus.partition_for(key, self._partition_count)
+        )
+        begin = (await replayer.beginning_offsets([tp]))[tp]
+        end = (await replayer.end_offsets([tp]))[tp]
+        read = (await reader.read({tp: (begin, end)}))[tp]
+        lines = []
+        for line in read.values:
+            entry = bus.peek(line)
+            if entry is not None and (entry.get("tenant"), entry.get("thread_id")) == (
+                self.tenant,
+                source,
+            ):
+                lines.append(line)
+        outputs = self._engine.fork(value, b"".join(line + b"\n" for line in lines))
+        decided = Decided()
+        for kind, thread_id, data in outputs:
+            if kind == _native.EVENT:
+                decided.events.append((thread_id, data))
+            elif kind == _native.EFFECT:
+                decided.effects.append(data)
+        return decided
 
     def _route(
         self,
@@ -619,6 +855,8 @@ class RuntimeService:
                 thread_key = part.threads[thread_id] = bus.thread_key(self.tenant, thread_id)
             outbox.add(self.topics.runtime_events, part.number, thread_key, data, headers)
             outbox.logged(thread_id, data)
+            part.dirty[thread_id] = part.dirty.get(thread_id, 0) + 1
+        part.since_checkpoint += len(decided.events)
         self.stats["events"] += len(decided.events)
         for data in decided.effects:
             self._publish_effect(part, tp, record, outbox, data, headers)
@@ -660,6 +898,7 @@ class RuntimeService:
             await producer.begin_transaction()
             self._route(part, await self._driver.feed([value]), outbox, [])
             self._index_threads(part, outbox)
+            self._snapshot(part, outbox)
             last_event = await outbox.send(self.topics.runtime_events, part.number)
             await producer.commit_transaction()
             log_end = last_event()

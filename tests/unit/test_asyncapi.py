@@ -370,10 +370,10 @@ def test_operations_use_existing_channels_and_their_messages(document: dict[str,
 
 def transactional_channels() -> set[str]:
     """What the runtime writes in its transactions: the run log, every effect, dead letters,
-    the thread index."""
+    the thread index and snapshots."""
     topics = bus.Topics()
     effects = {topics.effect_topic(name) for name in messages.SCHEMAS} - {None}
-    names = {topics.runtime_events, topics.dead_letters, topics.threads} | effects
+    names = {topics.runtime_events, topics.dead_letters, topics.threads, topics.snapshots} | effects
     return {str(name).removeprefix(f"{bus.DEFAULT_PREFIX}.") for name in names}
 
 
@@ -387,6 +387,7 @@ def test_transactional_channels_say_readers_must_read_committed(document: dict[s
         "approval-requests",
         "dead-letters",
         "threads",
+        "snapshots",
     }
     for stem, channel in document["channels"].items():
         says = "isolation.level=read_committed" in channel["description"]

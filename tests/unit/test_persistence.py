@@ -60,7 +60,12 @@ def add_script(scenarios: types.ModuleType, a: int, b: int) -> str:
 
 
 def log_files(root: Path) -> list[Path]:
-    return sorted(path.relative_to(root) for path in root.rglob("*") if path.is_file())
+    """Every file under ``root`` but the thread snapshots kept beside the logs."""
+    return sorted(
+        path.relative_to(root)
+        for path in root.rglob("*")
+        if path.is_file() and path.suffix != ".snapshot"
+    )
 
 
 async def test_a_thread_is_logged_to_tenant_and_thread_file(

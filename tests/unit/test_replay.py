@@ -112,6 +112,9 @@ async def test_replay_events_are_the_streamed_events_with_the_internal_ones(
     events = runtime.replay("t").events
 
     internal = ("run-start", "model-response")
+    # A replayed event is the streamed one plus its position in the log.
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    events = [{k: v for k, v in e.items() if k != "seq"} for e in events]
     assert [e for e in events if e["type"] not in internal] == [*streamed_1, *streamed_2]
     starts = [e for e in events if e["type"] == "run-start"]
     assert starts == [
@@ -146,7 +149,7 @@ async def test_replay_entries_are_numbered_envelopes_without_gaps(
     assert {(e["schema"], e["tenant"], e["thread_id"]) for e in entries} == {
         ("flowai.v1.RuntimeEvent", "acme", "t")
     }
-    assert [e["payload"] for e in entries] == replay.events
+    assert [{**e["payload"], "seq": e["seq"]} for e in entries] == replay.events
     # Every event belongs to the run its run-start opened.
     run_id = None
     for entry in entries:

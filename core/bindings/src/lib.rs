@@ -50,6 +50,25 @@ fn replay(py: Python<'_>, log: &[u8]) -> PyResult<Replay> {
     })
 }
 
+/// Restore one thread from its snapshot and fold the log lines after it (covered lines are
+/// skipped, so the whole log works too).
+#[pyfunction]
+#[pyo3(signature = (snapshot, tail, thread_id=None))]
+fn replay_from(
+    py: Python<'_>,
+    snapshot: &[u8],
+    tail: &[u8],
+    thread_id: Option<&str>,
+) -> PyResult<Replay> {
+    let replay = py
+        .detach(|| flowai_engine::snapshot::replay_from(snapshot, thread_id, tail))
+        .map_err(to_py)?;
+    Ok(Replay {
+        threads: replay.threads,
+        lines: replay.lines,
+    })
+}
+
 #[pyclass(module = "flowai_harness._internal", frozen)]
 struct Replay {
     threads: Vec<Thread>,
@@ -73,6 +92,16 @@ impl Replay {
 
     fn snapshot<'py>(&self, py: Python<'py>, thread_id: &str) -> Option<Bound<'py, PyBytes>> {
         self.find(thread_id).map(|t| snapshot_bytes(py, t))
+    }
+
+    /// The versioned snapshot of a thread (to restore later), covering what was folded.
+    fn save<'py>(&self, py: Python<'py>, thread_id: &str) -> Option<Bound<'py, PyBytes>> {
+        self.find(thread_id)
+            .map(|t| PyBytes::new(py, &flowai_engine::snapshot::encode(t)))
+    }
+
+    fn last_seq(&self, thread_id: &str) -> Option<u64> {
+        self.find(thread_id).map(|t| t.last_seq)
     }
 }
 
@@ -159,6 +188,46 @@ impl PyEngine {
         self.inner.forget(thread_id)
     }
 
+    /// The versioned snapshot of a held thread (`flowai_engine::snapshot`).
+    fn save<'py>(&self, py: Python<'py>, thread_id: &str) -> Option<Bound<'py, PyBytes>> {
+        self.inner.save(thread_id).map(|b| PyBytes::new(py, &b))
+    }
+
+    /// Hold the thread a snapshot carries (refused unless it is `thread_id`, when given);
+    /// returns the seq it covers.
+    #[pyo3(signature = (snapshot, thread_id=None))]
+    fn restore(&mut self, snapshot: &[u8], thread_id: Option<&str>) -> PyResult<u64> {
+        self.inner.restore(snapshot, thread_id).map_err(to_py)
+    }
+
+    /// Fold log lines after what is held (covered lines skipped); returns the lines folded.
+    fn load_tail(&mut self, py: Python<'_>, log: &[u8]) -> PyResult<usize> {
+        let engine = &mut self.inner;
+        py.detach(|| engine.load_tail(log)).map_err(to_py)
+    }
+
+    /// Start a thread from another's log (`flowai_engine::fork`); returns what
+    /// `handle_batch` returns: the new thread's events and, at a gate, its approval request.
+    fn fork<'py>(
+        &mut self,
+        py: Python<'py>,
+        input: &[u8],
+        source_log: &[u8],
+    ) -> PyResult<Bound<'py, PyList>> {
+        self.inner.fork(input, source_log).map_err(to_py)?;
+        self.drain(py)
+    }
+
+    /// The seq of the last event a held thread folded.
+    fn last_seq(&self, thread_id: &str) -> Option<u64> {
+        self.inner.thread(thread_id).map(|t| t.last_seq)
+    }
+
+    /// Every thread held, in no particular order.
+    fn thread_ids(&self) -> Vec<String> {
+        self.inner.thread_ids()
+    }
+
     fn spec_json<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
         PyBytes::new(py, &self.inner.spec().to_json())
     }
@@ -197,6 +266,7 @@ fn _internal(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Replay>()?;
     m.add_function(wrap_pyfunction!(compile_spec, m)?)?;
     m.add_function(wrap_pyfunction!(replay, m)?)?;
+    m.add_function(wrap_pyfunction!(replay_from, m)?)?;
     m.add_function(wrap_pyfunction!(validate_json, m)?)?;
     Ok(())
 }

@@ -296,7 +296,7 @@ pub fn resolve(channel: Channel, levels: &Levels<'_>) -> Rule {
 }
 
 /// The gate of one outstanding call.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Gate {
     /// May go out to its tool (or, under a predicate rule and not yet approved, waits for the
     /// check's answer: the table's `Checking`, which is not logged).

@@ -116,9 +116,18 @@ impl Decider<'_, '_> {
         }
         let current = self.thread.plans.get(&args.plan_id).and_then(|p| p.status);
         if let Some(status) = current.filter(|s| *s != PlanStatus::Draft) {
-            let err = plans::check(&args.plan_id, Some(status), PlanStatus::Draft)
-                .expect_err("not a draft");
-            self.answer(error_result(err.code.as_str(), &err.message), true);
+            // The plan table lets a revise take a pending plan back to draft, but storing over a
+            // plan that is not a draft is refused whatever its status (found by a walk that
+            // cancelled a run at the plan's gate, then stored the plan again).
+            let message = match plans::check(&args.plan_id, Some(status), PlanStatus::Draft) {
+                Err(err) => err.message,
+                Ok(()) => format!(
+                    "plan `{}` is {}, not a draft; store a new plan under a new id",
+                    args.plan_id,
+                    status.as_str()
+                ),
+            };
+            self.answer(error_result("PLAN_INVALID_TRANSITION", &message), true);
             return;
         }
         let (actions, context) = plans::normalize(&body, &kind.spec.discriminator);
@@ -250,7 +259,11 @@ impl Decider<'_, '_> {
         let expires_at = timeout.map(|ms| self.cause.ts.saturating_add(ms as i64));
         let (kind, target, payload, correlation_id) = if pending.tool == EXECUTE_PLAN {
             let plan_id = self.plan_args().plan_id;
-            self.set_plan_status(&plan_id, PlanStatus::PendingApproval);
+            // A fork re-opening a plan's gate finds the plan pending already.
+            let status = self.thread.plans.get(&plan_id).and_then(|p| p.status);
+            if status != Some(PlanStatus::PendingApproval) {
+                self.set_plan_status(&plan_id, PlanStatus::PendingApproval);
+            }
             let plan = self.plan_json(&plan_id).expect("checked: the plan exists");
             (ApprovalKind::Plan, plan_id.clone(), raw(&plan), plan_id)
         } else {

@@ -328,6 +328,16 @@ pub fn write_payload(event: &Event, out: &mut Vec<u8>) {
             w.key("data");
             write_approval_request(request, w.out);
         }
+        Event::Fork {
+            source_thread_id,
+            source_seq,
+        } => {
+            w.str("type", "fork");
+            w.object("data", |d| {
+                d.str("sourceThreadId", source_thread_id);
+                d.json("sourceSeq", source_seq);
+            });
+        }
         Event::ApprovalProgress {
             id,
             approver,
@@ -643,6 +653,14 @@ struct PlanDataRef<'a> {
 }
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ForkDataRef<'a> {
+    #[serde(borrow)]
+    source_thread_id: Str<'a>,
+    source_seq: u64,
+}
+
+#[derive(Deserialize)]
 #[serde(tag = "action", rename_all = "kebab-case")]
 enum RecoveryDoc {
     Retry { at: i64 },
@@ -852,6 +870,15 @@ impl EntryRef<'_> {
                     spec_name: plan.spec_name.to_string(),
                     actions: owned(plan.actions),
                     context: owned(plan.context),
+                }
+            }
+            "fork" => {
+                let data = need(p.data, kind, "data")?;
+                let fork: ForkDataRef<'_> = serde_json::from_str(data.get())
+                    .map_err(|e| corrupt(format!("a `fork` event has a bad `data`: {e}")))?;
+                Event::Fork {
+                    source_thread_id: fork.source_thread_id.to_string(),
+                    source_seq: fork.source_seq,
                 }
             }
             "plan-status-change" | "approval-required" | "approval-progress"

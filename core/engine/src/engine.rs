@@ -82,9 +82,9 @@ enum InterpreterConfig {
 pub struct Engine {
     spec: Spec,
     interpreter: Interpreter,
-    threads: HashMap<String, Thread>,
-    outputs: VecDeque<Output>,
-    dedup_window_ms: i64,
+    pub(crate) threads: HashMap<String, Thread>,
+    pub(crate) outputs: VecDeque<Output>,
+    pub(crate) dedup_window_ms: i64,
     default_max_turns: u32,
 }
 
@@ -297,7 +297,7 @@ impl Engine {
     }
 
     /// Run `decide` on thread `thread_id` (which must exist), then let the loop go on.
-    fn with_thread(
+    pub(crate) fn with_thread(
         &mut self,
         thread_id: &str,
         cause: &Cause<'_>,
@@ -898,7 +898,7 @@ pub fn replay(log: &[u8]) -> Result<Replay> {
     Ok(Replay { threads, lines })
 }
 
-fn check_tenant(thread: &Thread, tenant: &str) -> Result<()> {
+pub(crate) fn check_tenant(thread: &Thread, tenant: &str) -> Result<()> {
     if thread.tenant == tenant {
         return Ok(());
     }

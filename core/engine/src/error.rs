@@ -47,10 +47,20 @@ pub enum ErrorCode {
     /// The thread took this input already (same id), or it answers something the thread no
     /// longer waits for: ignored, never a second effect.
     DuplicateInput,
+    /// A snapshot written in a format this engine does not read (older or newer): replay the
+    /// whole log instead.
+    SnapshotVersion,
+    /// A snapshot that is damaged or contradicts itself (checksum, shape, header vs state).
+    SnapshotCorrupted,
+    /// A snapshot of another thread or tenant than the one asked for.
+    SnapshotMismatch,
+    /// A fork asked for where it cannot start: past the end of the source's log, or in the
+    /// middle of a run (a fork starts where the source was idle or at an approval gate).
+    ForkUnavailable,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 28] = [
+    pub const ALL: [ErrorCode; 32] = [
         ErrorCode::SpecInvalid,
         ErrorCode::SpecDuplicateAgent,
         ErrorCode::SpecDuplicateTool,
@@ -79,6 +89,10 @@ impl ErrorCode {
         ErrorCode::ApproverRequired,
         ErrorCode::ApproverAlreadyApproved,
         ErrorCode::DuplicateInput,
+        ErrorCode::SnapshotVersion,
+        ErrorCode::SnapshotCorrupted,
+        ErrorCode::SnapshotMismatch,
+        ErrorCode::ForkUnavailable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -111,6 +125,10 @@ impl ErrorCode {
             ErrorCode::ApproverRequired => "APPROVER_REQUIRED",
             ErrorCode::ApproverAlreadyApproved => "APPROVER_ALREADY_APPROVED",
             ErrorCode::DuplicateInput => "DUPLICATE_INPUT",
+            ErrorCode::SnapshotVersion => "SNAPSHOT_VERSION",
+            ErrorCode::SnapshotCorrupted => "SNAPSHOT_CORRUPTED",
+            ErrorCode::SnapshotMismatch => "SNAPSHOT_MISMATCH",
+            ErrorCode::ForkUnavailable => "FORK_UNAVAILABLE",
         }
     }
 }

@@ -26,7 +26,8 @@ pub const LOG_FORMAT: u32 = 2;
 ///
 /// `prompt_tokens` are input tokens neither read from nor written to a prompt cache; the
 /// total counts all four.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(from = "UsageDoc")]
 pub struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
@@ -94,6 +95,12 @@ pub struct UsageDoc {
     cache_read_input_tokens: u64,
     #[serde(default)]
     cache_creation_input_tokens: u64,
+}
+
+impl From<UsageDoc> for Usage {
+    fn from(doc: UsageDoc) -> Usage {
+        Usage::from(&doc)
+    }
 }
 
 impl From<&UsageDoc> for Usage {
@@ -172,6 +179,8 @@ pub enum EventKind {
     /// An approve that leaves a quorum gate waiting for more approvers.
     ApprovalProgress,
     ApprovalDecision,
+    /// The first fact of a forked thread after the history it copied (ours).
+    Fork,
 }
 
 /// One content block of a model's answer (docs/wire.md, "Model calls").
@@ -451,6 +460,13 @@ pub enum Event {
         approver: String,
         tally: Tally,
     },
+    /// This thread was forked from `source_thread_id` after its event `source_seq`: the
+    /// events before this one are that thread's, copied. At a gate, the fork re-opens it (a
+    /// new `approval-required` with this thread's approval id follows).
+    Fork {
+        source_thread_id: String,
+        source_seq: u64,
+    },
     ApprovalDecision {
         id: String,
         outcome: Outcome,
@@ -541,6 +557,7 @@ impl Event {
             Event::ApprovalRequired(_) => EventKind::ApprovalRequired,
             Event::ApprovalProgress { .. } => EventKind::ApprovalProgress,
             Event::ApprovalDecision { .. } => EventKind::ApprovalDecision,
+            Event::Fork { .. } => EventKind::Fork,
         }
     }
 }

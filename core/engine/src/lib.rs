@@ -8,7 +8,9 @@
 //! Modules, by what they own: `engine` (the API and input handlers), `inputs` (input and effect
 //! schemas, payload reading), `decide` (the agent loop), `builtins` (plan tools, approval
 //! gates), `model` (model requests, retry and fallback), `interpreter` (the deterministic
-//! models), `summaries` (latency and cost), `thread` (state and its fold), `event` (event
+//! models), `summaries` (latency and cost), `thread` (state and its fold), `snapshot`
+//! (versioned thread snapshots, restore), `fork` (a thread branched from another's log),
+//! `event` (event
 //! types), `codec` (their JSON), `run` / `plan` / `approval` (the three machines' tables),
 //! `spec` (the runtime spec), `schema` (the JSON Schema validator), `ids`, `error`.
 //!
@@ -21,6 +23,7 @@ mod decide;
 pub mod engine;
 pub mod error;
 pub mod event;
+pub mod fork;
 pub mod ids;
 pub mod inputs;
 pub mod interpreter;
@@ -28,6 +31,7 @@ pub mod model;
 pub mod plan;
 pub mod run;
 pub mod schema;
+pub mod snapshot;
 pub mod spec;
 mod summaries;
 pub mod thread;

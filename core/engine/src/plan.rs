@@ -104,7 +104,7 @@ pub fn check(plan_id: &str, from: Option<PlanStatus>, to: PlanStatus) -> Result<
 }
 
 /// A plan as the thread holds it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Plan {
     pub id: String,
     pub spec_name: String,

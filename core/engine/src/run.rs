@@ -26,9 +26,11 @@
 //!
 //! Imports nothing but the event kinds.
 
+use serde::{Deserialize, Serialize};
+
 use crate::event::EventKind;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Phase {
     Idle,
     Running,
@@ -91,6 +93,10 @@ pub const TRANSITIONS: &[Row] = &[
     (AwaitingModel, E::Error, Idle),
     (AwaitingTool, E::Error, Idle),
     (AwaitingApproval, E::Error, Idle),
+    // A fork starts where its source rested: between runs, or at a gate it re-opens (the
+    // engine then asks again, under the fork's own approval id).
+    (Idle, E::Fork, Idle),
+    (AwaitingApproval, E::Fork, AwaitingTool),
 ];
 
 /// The format 1 machine, for logs written by earlier engines (which knew no quorum gates).
@@ -160,8 +166,11 @@ mod tests {
     fn nothing_but_run_start_leaves_idle_and_closing_only_ends() {
         for rows in [TRANSITIONS, LEGACY] {
             for (from, event, to) in rows {
-                if *from == Idle {
+                if *from == Idle && *to != Idle {
                     assert_eq!(*event, E::RunStart);
+                }
+                if *from == Idle && *to == Idle {
+                    assert_eq!(*event, E::Fork, "only a fork is logged between runs");
                 }
                 if *from == Closing {
                     assert_eq!((*event, *to), (E::AgentEnd, Idle));

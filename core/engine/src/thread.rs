@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::approval::{Gate, Outcome};
@@ -70,7 +70,7 @@ impl Message {
 }
 
 /// A tool call of the model's latest answer that has not been logged as a call yet.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct QueuedCall {
     pub id: String,
     pub name: String,
@@ -79,7 +79,7 @@ pub struct QueuedCall {
 }
 
 /// One agent working inside a run: the root agent, or a sub-agent a coordinator called.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Frame {
     /// The frame's number in the thread (messages carry it).
     pub number: u64,
@@ -97,7 +97,8 @@ pub struct Frame {
     pub last_stop: Option<StopReason>,
     /// Tool calls of the model's latest answer still to be made, in order.
     pub queue: VecDeque<QueuedCall>,
-    /// The parsed scripted prompt; derived from `prompt`, cached.
+    /// The parsed scripted prompt; derived from `prompt`, cached (so not in a snapshot).
+    #[serde(skip)]
     pub script: Option<Arc<Script>>,
 }
 
@@ -122,7 +123,7 @@ impl Frame {
 }
 
 /// The tool invocation a run is waiting for.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Pending {
     pub id: String,
     pub agent: String,
@@ -135,7 +136,7 @@ pub struct Pending {
 }
 
 /// Where the model turn of a run stands.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ModelState {
     /// A request is out, sent at `sent_ts`.
     Sent { request_id: String, sent_ts: i64 },
@@ -148,7 +149,7 @@ pub enum ModelState {
 }
 
 /// The model turn a run waits for: which request, which attempt, which model.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ModelWait {
     /// The run's model turn number (request ids count them).
     pub turn: u32,
@@ -165,7 +166,7 @@ pub struct ModelWait {
 }
 
 /// Usage per (agent, model, provider) of a run, for its cost summary.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ModelUsage {
     pub agent: String,
     pub model: String,
@@ -175,7 +176,7 @@ pub struct ModelUsage {
     pub live: bool,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ToolTiming {
     pub tool_name: String,
@@ -183,7 +184,7 @@ pub struct ToolTiming {
     pub duration_ms: i64,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Run {
     pub id: String,
     /// The log format this run was written in.
@@ -228,18 +229,36 @@ impl Run {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LastRun {
     pub run_id: String,
     pub outcome: String,
 }
 
-/// The ids of inputs a thread took, kept for a window so a repeat is recognized.
-#[derive(Clone, Debug, Default)]
+/// The ids of inputs a thread took, kept for a window so a repeat is recognized. A snapshot
+/// keeps `order` only: `ids` is its index.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(into = "Vec<(i64, String)>", from = "Vec<(i64, String)>")]
 pub struct SeenInputs {
     ids: HashMap<String, i64>,
     order: VecDeque<(i64, String)>,
+}
+
+impl From<SeenInputs> for Vec<(i64, String)> {
+    fn from(seen: SeenInputs) -> Self {
+        seen.order.into()
+    }
+}
+
+impl From<Vec<(i64, String)>> for SeenInputs {
+    fn from(order: Vec<(i64, String)>) -> Self {
+        let ids = order.iter().map(|(ts, id)| (id.clone(), *ts)).collect();
+        SeenInputs {
+            ids,
+            order: order.into(),
+        }
+    }
 }
 
 impl SeenInputs {
@@ -272,13 +291,16 @@ impl SeenInputs {
     }
 }
 
-#[derive(Clone, Debug)]
+/// A thread's whole state. Its serde form is the state a versioned snapshot carries
+/// (`snapshot.rs`): every field but caches, so restoring loses nothing.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Thread {
     pub id: String,
     pub tenant: String,
     pub last_seq: u64,
     pub runs: u32,
     pub run: Option<Run>,
+    #[serde(with = "crate::snapshot::history")]
     pub history: Vec<Message>,
     pub usage: Usage,
     pub last_run: Option<LastRun>,
@@ -883,6 +905,13 @@ impl Thread {
                     approvers.push(approver);
                 }
             }
+            Event::Fork { .. } => {
+                if let Some(pending) = self.run.as_mut().and_then(|run| run.pending.as_mut()) {
+                    // The source's approval id names the source; the fork asks again.
+                    pending.gate = Gate::Clear;
+                    pending.approved = false;
+                }
+            }
             Event::ApprovalDecision { id, outcome, .. } => {
                 let pending = self.pending_mut();
                 if outcome == Outcome::Approve {
@@ -1099,6 +1128,7 @@ fn is_format_2(event: &Event) -> bool {
             | Event::AgentStart { .. }
             | Event::AgentEnd { .. }
             | Event::Reasoning { .. }
+            | Event::Fork { .. }
     )
 }
 

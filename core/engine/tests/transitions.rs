@@ -155,6 +155,24 @@ fn two_approvers_open_a_gate() -> Driver {
     d
 }
 
+/// Forks of a finished thread and of one paused at a gate (re-opened, then approved).
+fn forked_between_runs_and_at_a_gate() -> Driver {
+    let mut d = Driver::new(engine(plans_spec(), scripted()));
+    d.send(query("done", "hello").agent("planner"));
+    let at = d.logs_of("done").len() as u64;
+    d.fork("done", at, "done-fork").unwrap();
+    d.send(query("t", &script(&[("delete_rows", json!({}))])).agent("planner"));
+    let at = d.logs_of("t").len() as u64;
+    d.fork("t", at, "t-fork").unwrap();
+    d.send(approval_decision(
+        "t-fork",
+        &approval_id("t-fork", 1, 1),
+        "approve",
+    ));
+    d.send(tool_result("t-fork", &invocation("t-fork", 1, 1), json!(1)));
+    d
+}
+
 fn cancelled_at_an_approval_gate() -> Driver {
     let mut d = Driver::new(engine(plans_spec(), scripted()));
     d.send(query("t", &script(&[("delete_rows", json!({}))])).agent("planner"));
@@ -273,9 +291,13 @@ fn invalid_script() -> Driver {
 
 type Scenario = (&'static str, fn() -> Driver);
 
-const SCENARIOS: [Scenario; 18] = [
+const SCENARIOS: [Scenario; 19] = [
     ("plan approved and executed", plan_approved_and_executed),
     ("two approvers open a gate", two_approvers_open_a_gate),
+    (
+        "forked between runs and at a gate",
+        forked_between_runs_and_at_a_gate,
+    ),
     (
         "cancelled at an approval gate",
         cancelled_at_an_approval_gate,
@@ -597,6 +619,10 @@ fn sample(kind: EventKind) -> Option<Event> {
             approver: None,
             reason: None,
             tally: None,
+        },
+        EventKind::Fork => Event::Fork {
+            source_thread_id: "src".into(),
+            source_seq: 3,
         },
     })
 }

@@ -334,6 +334,25 @@ impl Driver {
         Ok(())
     }
 
+    /// Fork `source` after its event `at` into `new_thread` (the source's log is the one this
+    /// driver kept) and drain what came out.
+    pub fn fork(
+        &mut self,
+        source: &str,
+        at: u64,
+        new_thread: &str,
+    ) -> Result<Vec<Out>, flowai_engine::EngineError> {
+        self.next_id += 1;
+        let input = json!({
+            "schema": "flowai.v1.ForkThread", "id": format!("m-{}", self.next_id),
+            "tenant": TENANT, "thread_id": new_thread, "run_id": null, "causation_id": null,
+            "ts": self.clock, "payload": {"source_thread_id": source, "at": at},
+        });
+        let log = self.log(source);
+        self.engine.fork(input.to_string().as_bytes(), &log)?;
+        Ok(self.drain())
+    }
+
     pub fn drain(&mut self) -> Vec<Out> {
         let outs: Vec<Out> = self
             .engine
