@@ -64,6 +64,15 @@ class _ObservedLog:
     def describe(self, thread_id: str) -> str:
         return self.inner.describe(thread_id)
 
+    def position(self, thread_id: str) -> int:
+        return self.inner.position(thread_id)
+
+    def read_after(self, thread_id: str, position: int) -> bytes:
+        return self.inner.read_after(thread_id, position)
+
+    def release(self, thread_id: str) -> None:
+        self.inner.release(thread_id)
+
     def close(self) -> None:
         self.inner.close()
 
