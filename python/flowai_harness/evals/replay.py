@@ -84,8 +84,9 @@ __all__ = [
 
 REPLAY_SUITE_KIND: Final = "flowai.replay-suite/v1"
 REPLAY_EXTRA_KEY: Final = "replay"
-# Differ between any two runs of the same thing: never a divergence.
-_VOLATILE: Final = frozenset({"latencyMs", "ttftMs"})
+# Differ between any two runs of the same thing (seq: events are compared by position): never
+# a divergence.
+_VOLATILE: Final = frozenset({"latencyMs", "ttftMs", "seq"})
 _EXECUTE_PLAN: Final = "executePlan"
 
 Event = dict[str, Any]
