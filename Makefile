@@ -21,7 +21,7 @@ SERVICES := scripts/services/services
 IMPURE_CRATES := pyo3|tokio|rand|rand_core|getrandom|chrono|time|reqwest|mio|socket2
 
 .PHONY: help setup build demo test check check-rust check-python test-rust test-python \
-        services-up services-down bench golden schemas clean demo-live
+        services-up services-down bench golden schemas clean demo-live wheel asyncapi
 
 help:
 	@echo "make demo | make demo-live | make test | make build | make check | make bench | make services-up | make services-down"
@@ -90,6 +90,10 @@ bench: build
 schemas: setup
 	$(PY) -m flowai_harness.messages --out schemas/v1
 	$(PY) -m flowai_harness.asyncapi --out schemas/asyncapi.yaml
+
+# The distribution an operator installs (the services included): dist/*.whl.
+wheel: setup
+	$(VENV)/bin/maturin build --release --out dist
 
 golden: build
 	$(PY) tests/golden/scenarios.py

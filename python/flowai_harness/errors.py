@@ -52,6 +52,7 @@ __all__ = [
     "RunStateError",
     "ScorerPresetError",
     "SelfRouteError",
+    "SettingError",
     "SignatureError",
     "SpecError",
     "TenantMismatchError",
@@ -391,6 +392,13 @@ class UsageError(FlowaiError):
     """A command line was given something it cannot use (``flowai``, the services)."""
 
     code = "USAGE"
+
+
+class SettingError(UsageError):
+    """A service setting (an option or its ``FLOWAI_*`` environment variable) has a value it
+    cannot take; the message names the variable and the option."""
+
+    code = "SETTING_INVALID"
 
 
 class UnreplicatedRunLogError(FlowaiError):

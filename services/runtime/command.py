@@ -21,9 +21,10 @@ from typing import Any
 from aiokafka.errors import KafkaError
 
 from flowai_harness import bus
+from flowai_harness import settings as flowai_settings
 from flowai_harness.apps import load_spec
 from flowai_harness.decision_auth import DecisionVerifier, key_list
-from flowai_harness.errors import BusError, FlowaiError, UsageError
+from flowai_harness.errors import BusError, FlowaiError, SettingError, UsageError
 from flowai_harness.runtime import INTERPRETERS
 from flowai_harness.runtime import interpreter_config as engine_interpreter
 
@@ -56,11 +57,16 @@ def parser(prog: str = "flowai serve runtime") -> argparse.ArgumentParser:
     p.add_argument(
         "--mock-response",
         default=env("FLOWAI_MOCK_RESPONSE"),
-        help="the answer of every model turn with --interpreter mock",
+        help="the answer of every model turn with --interpreter mock (env FLOWAI_MOCK_RESPONSE)",
     )
     p.add_argument("--group", default=None, help="consumer group (default <prefix>.runtime)")
     bus.add_instance_argument(p, role="runtime")
-    p.add_argument("--session-timeout-ms", type=int, default=10_000)
+    p.add_argument(
+        "--session-timeout-ms",
+        type=flowai_settings.positive_int,
+        default=10_000,
+        help="Kafka group session timeout: how soon a dead instance's partitions move (10000)",
+    )
     p.add_argument(
         "--decision-public-key",
         action="append",
@@ -80,8 +86,8 @@ def parser(prog: str = "flowai serve runtime") -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--dedup-window",
-        type=float,
-        default=float(env("FLOWAI_DEDUP_WINDOW", "86400")),
+        type=flowai_settings.positive_float,
+        default=env("FLOWAI_DEDUP_WINDOW", "86400"),
         help="seconds an input's id is remembered, so the same message published again "
         "(an upstream retry) is ignored instead of run again; rebuilt from the run log "
         "(env FLOWAI_DEDUP_WINDOW, default 86400: a day)",
@@ -127,7 +133,11 @@ def _dedup_window_ms(seconds: float) -> int:
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "flowai serve runtime") -> int:
     """Run one runtime instance until SIGTERM/SIGINT; returns the exit status."""
-    args = parser(prog).parse_args(argv)
+    try:
+        args = flowai_settings.parse(parser, argv, prog)
+    except SettingError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

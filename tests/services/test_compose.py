@@ -262,7 +262,12 @@ def test_dockerfile_builds_the_wheel_and_runs_flowai() -> None:
 
     assert "maturin build --release" in dockerfile
     assert "ARG APP_DIR=examples" in dockerfile
-    assert "PYTHONPATH=/srv/flowai:/srv/app" in dockerfile
+    # The app only: the services come with the wheel.
+    assert "PYTHONPATH=/srv/app" in dockerfile
+    assert "COPY services ./services" in dockerfile
+    assert project["tool"]["maturin"]["include"] == [
+        {"path": "services/**/*.py", "format": ["sdist", "wheel"]}
+    ]
     assert 'ENTRYPOINT ["flowai"]' in dockerfile
     assert project["project"]["scripts"]["flowai"] == "flowai_harness.cli:main"
     # Everything the build stage copies exists.
