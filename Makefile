@@ -24,7 +24,7 @@ IMPURE_CRATES := pyo3|tokio|rand|rand_core|getrandom|chrono|time|reqwest|mio|soc
         services-up services-down bench golden schemas clean demo-live wheel asyncapi
 
 help:
-	@echo "make demo | make demo-live | make test | make build | make check | make bench | make services-up | make services-down"
+	@echo "make demo | make demo-live | make test | make build | make check | make bench | make services-up | make services-down | make wheel | make schemas | make asyncapi"
 
 # Fresh venv with every runtime and dev dependency (re-run when pyproject.toml changes).
 $(VENV)/.deps: pyproject.toml
@@ -94,6 +94,10 @@ schemas: setup
 # The distribution an operator installs (the services included): dist/*.whl.
 wheel: setup
 	$(VENV)/bin/maturin build --release --out dist
+
+# The AsyncAPI document alone (`make schemas` writes it too, after schemas/v1).
+asyncapi: setup
+	$(PY) -m flowai_harness.asyncapi --out schemas/asyncapi.yaml
 
 golden: build
 	$(PY) tests/golden/scenarios.py

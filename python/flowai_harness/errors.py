@@ -520,6 +520,7 @@ _CLASS_BY_CODE: Final[Mapping[str, type[FlowaiError]]] = {
         ProviderConfigError,
         BusError,
         UsageError,
+        SettingError,
         UnreplicatedRunLogError,
         VolatileLedgerError,
         DecisionUnverifiedError,

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -26,7 +25,7 @@ from pathlib import Path
 
 from aiokafka.errors import KafkaError
 
-from flowai_harness import bus
+from flowai_harness import bus, observe
 from flowai_harness import settings as flowai_settings
 from flowai_harness.decision_auth import key_list
 from flowai_harness.errors import FlowaiError, SettingError, UsageError
@@ -144,6 +143,7 @@ def build_parser(prog: str = "flowai serve approvals") -> argparse.ArgumentParse
         help="seconds an instance may hold a message's posting or update before another "
         "instance takes it over (30); longer than a Slack call can take",
     )
+    observe.add_arguments(parser)
     return parser
 
 
@@ -203,14 +203,10 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "flowai serve approva
     """``flowai serve approvals ...``: parse, load the app's policy, serve until signalled."""
     try:
         args = flowai_settings.parse(build_parser, argv, prog)
+        observe.setup(args, "approvals")
     except SettingError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
     try:
         settings = settings_from_args(args)
         policy = load_policy(
@@ -219,7 +215,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "flowai serve approva
             slack_channel=args.slack_channel,
             allow_unauthenticated=args.allow_unauthenticated,
         )
-        asyncio.run(serve(policy, settings))
+        asyncio.run(observe.run(args.metrics, serve(policy, settings)))
     except (FlowaiError, ValueError) as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 2

@@ -20,7 +20,7 @@ from typing import Any
 
 from aiokafka.errors import KafkaError
 
-from flowai_harness import bus
+from flowai_harness import bus, metrics, observe
 from flowai_harness import settings as flowai_settings
 from flowai_harness.apps import load_spec
 from flowai_harness.decision_auth import DecisionVerifier, key_list
@@ -92,6 +92,7 @@ def parser(prog: str = "flowai serve runtime") -> argparse.ArgumentParser:
         "(an upstream retry) is ignored instead of run again; rebuilt from the run log "
         "(env FLOWAI_DEDUP_WINDOW, default 86400: a day)",
     )
+    observe.add_arguments(p)
     return p
 
 
@@ -135,14 +136,10 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "flowai serve runtime
     """Run one runtime instance until SIGTERM/SIGINT; returns the exit status."""
     try:
         args = flowai_settings.parse(parser, argv, prog)
+        observe.setup(args, "runtime")
     except SettingError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
     try:
         interpreter = interpreter_config(args.interpreter, args.mock_response)
         spec = load_spec(args.app)
@@ -164,7 +161,11 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "flowai serve runtime
     except FlowaiError as exc:
         print(f"flowai serve runtime: {exc}", file=sys.stderr)
         return 2
-    return asyncio.run(_serve(service))
+    observe.ready_when(
+        "the assigned partitions rebuilt from the run log",
+        lambda: service.ready.is_set() and metrics.replay_pending() == 0,
+    )
+    return asyncio.run(observe.run(args.metrics, _serve(service)))
 
 
 async def _serve(service: RuntimeService) -> int:

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from collections.abc import Sequence
 
 from aiokafka.errors import KafkaError
 
-from flowai_harness import bus
+from flowai_harness import bus, metrics, observe
 from flowai_harness import settings as flowai_settings
 from flowai_harness.errors import FlowaiError, SettingError
 
@@ -138,6 +137,7 @@ def build_parser(prog: str = "flowai serve tools") -> argparse.ArgumentParser:
         help="seconds to finish on SIGTERM (30)",
     )
     parser.add_argument("--worker-id", default=default_worker_id(), help="default: host:pid")
+    observe.add_arguments(parser)
     return parser
 
 
@@ -200,14 +200,10 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "flowai serve tools")
     """
     try:
         args = flowai_settings.parse(build_parser, argv, prog)
+        observe.setup(args, "models" if args.role == "models" else "tools")
     except SettingError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
     try:
         settings = settings_from_args(args)
     except ValueError as exc:
@@ -215,7 +211,11 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "flowai serve tools")
         return 2
     try:
         app = load_app(args.app, args.services)
-        asyncio.run(serve(app, settings))
+        lanes = 2 if args.role == "all" else 1
+        observe.ready_when(
+            "the consumers started", lambda: len(metrics.watched_consumers()) >= lanes
+        )
+        asyncio.run(observe.run(args.metrics, serve(app, settings)))
     except FlowaiError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 2
