@@ -21,10 +21,10 @@ SERVICES := scripts/services/services
 IMPURE_CRATES := pyo3|tokio|rand|rand_core|getrandom|chrono|time|reqwest|mio|socket2
 
 .PHONY: help setup build demo test check check-rust check-python test-rust test-python \
-        services-up services-down bench golden schemas clean demo-live wheel asyncapi
+        services-up services-down bench golden schemas clean demo-live wheel asyncapi release-schemas docs
 
 help:
-	@echo "make demo | make demo-live | make test | make build | make check | make bench | make services-up | make services-down | make wheel | make schemas | make asyncapi"
+	@echo "make demo | make demo-live | make test | make build | make check | make bench | make services-up | make services-down | make wheel | make docs | make schemas | make asyncapi"
 
 # Fresh venv with every runtime and dev dependency (re-run when pyproject.toml changes).
 $(VENV)/.deps: pyproject.toml
@@ -76,7 +76,7 @@ services-down:
 # The services script starts ONE broker, so the run log cannot be replicated: say so
 # explicitly (FLOWAI_ALLOW_UNREPLICATED). The three-broker tests (marker `brokers3`) start a
 # cluster of their own.
-test: build check test-rust
+test: build check test-rust docs
 	$(SERVICES) start
 	set -a; . "$${FLOWAI_SERVICES_DIR:-var/services}/env"; set +a; \
 	  trap '$(SERVICES) stop' EXIT; \
@@ -94,6 +94,18 @@ schemas: setup
 # The distribution an operator installs (the services included): dist/*.whl.
 wheel: setup
 	$(VENV)/bin/maturin build --release --out dist
+
+# When a version ships: its message schemas become the contract later ones are checked
+# against (tests/unit/test_schema_evolution.py).
+release-schemas: schemas
+	rm -rf schemas/released/v1
+	cp -r schemas/v1 schemas/released/v1
+	$(PY) -c "from flowai_harness import __version__; print(__version__)" > schemas/released/VERSION
+
+# The documentation site (docs/, mkdocs.yml) with the API reference from the docstrings,
+# in strict mode: a broken link, page or reference fails.
+docs: setup
+	$(PY) -m mkdocs build --strict --quiet
 
 # The AsyncAPI document alone (`make schemas` writes it too, after schemas/v1).
 asyncapi: setup
