@@ -86,17 +86,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def setup(args: argparse.Namespace, service: str) -> None:
     """Logging (level, format) and tracing for this process, from ``args``."""
     metrics.set_service(service)
+    telemetry.configure(getattr(args, "traces", "off"), service)
+    root = logging.getLogger()
+    if root.handlers:
+        # Logging is configured already (a host process, pytest): as logging.basicConfig,
+        # leave it as it is.
+        return
     handler = logging.StreamHandler(sys.stderr)
     if getattr(args, "log_format", "text") == "json":
         handler.setFormatter(JsonFormatter(service))
     else:
         handler.setFormatter(logging.Formatter(_TEXT_FORMAT))
-    root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(str(args.log_level).upper())
-    telemetry.configure(getattr(args, "traces", "off"), service)
 
 
 class JsonFormatter(logging.Formatter):

@@ -94,7 +94,13 @@ async def test_the_installed_wheel_serves_a_query_through_the_three_services(
     names = set(zipfile.ZipFile(wheel).namelist())
     for service in ("runtime", "tools", "approvals"):
         assert f"services/{service}/__init__.py" in names
-        assert f"services/{service}/command.py" in names
+    # Every module of the services, as the repository has them (new ones included).
+    shipped = {
+        path.relative_to(REPO).as_posix()
+        for path in (REPO / "services").rglob("*.py")
+        if "__pycache__" not in path.parts
+    }
+    assert shipped <= names, sorted(shipped - names)
     # A namespace package: another distribution's `services` namespace is not overwritten.
     assert "services/__init__.py" not in names
 

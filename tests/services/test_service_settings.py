@@ -161,3 +161,18 @@ def test_flowai_serve_help_lists_the_settings(name: str) -> None:
     text = " ".join(done.stdout.split())
     for variable in ("FLOWAI_APP", "FLOWAI_KAFKA_BOOTSTRAP", "FLOWAI_LOG_LEVEL"):
         assert variable in text
+
+
+def test_serving_without_the_kafka_extra_says_which_extra_to_install() -> None:
+    """prometheus_client made unimportable, as in an installation of the kafka extra made
+    before the services exported metrics."""
+    code = (
+        "import sys; sys.modules['prometheus_client'] = None; "
+        "from flowai_harness import cli; "
+        "raise SystemExit(cli.main(['serve', 'runtime', '--app', 'x:y']))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 2, done.stderr
+    assert "pip install 'flowai-harness[kafka]'" in done.stderr
+    assert "prometheus_client is not installed" in done.stderr
+    assert "Traceback" not in done.stderr
