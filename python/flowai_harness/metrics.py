@@ -20,8 +20,9 @@ Metrics (counters end in ``_total`` in the exposition):
 - ``flowai_tool_duration_seconds{tool,outcome}``: one tool handler run (an attempt)
 - ``flowai_model_call_duration_seconds{provider,model,outcome}``: one provider call
 - ``flowai_model_tokens_total{provider,model,kind}``: tokens, ``input`` / ``output``
-- ``flowai_retries_total{service,kind}``: retried tool attempts (``tool``), model
-  failures the engine retries are the runtime's and show as new calls
+- ``flowai_retries_total{service,kind}``: retried tool attempts (``tool``, counted by the
+  tool workers) and model requests the engine asks again, after a failure or on a fallback
+  model (``model``, counted by the runtime)
 - ``flowai_dead_letters_total{service,reason}``: dead letters by their reason code
 - ``flowai_pending_approvals{service}``: approvals waiting for a decision (approvals)
 - ``flowai_ready{service}``: 1 when /readyz would answer 200
@@ -125,7 +126,10 @@ MODEL_TOKENS: Final = Counter(
     registry=REGISTRY,
 )
 RETRIES: Final = Counter(
-    "flowai_retries", "Retried attempts, by kind (tool).", ["service", "kind"], registry=REGISTRY
+    "flowai_retries",
+    "Retried attempts, by kind (tool, model).",
+    ["service", "kind"],
+    registry=REGISTRY,
 )
 DEAD_LETTERS: Final = Counter(
     "flowai_dead_letters",

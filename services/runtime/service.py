@@ -705,6 +705,8 @@ class RuntimeService:
         partition = bus.partition_for(key, self._topic_partitions[topic])
         outbox.add(topic, partition, key, data, headers)
         self.stats["effects"] += 1
+        if schema == "flowai.v1.ModelRequest" and effect["payload"].get("attempt", 1) > 1:
+            metrics.retry("model")
 
     def _dead_letter(
         self,

@@ -32,7 +32,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 from processes import Service, until
 
-from flowai_harness import approvals_http, bus, connect, telemetry
+from flowai_harness import approvals_http, bus, connect, metrics, telemetry
 from flowai_harness.testing import FakeProvider, ToolCall, Turn, Usage
 
 pytestmark = pytest.mark.connected
@@ -114,6 +114,28 @@ async def _start_in_process(
     return started
 
 
+def _counts() -> dict[str, float]:
+    value = metrics.REGISTRY.get_sample_value
+
+    def sample(name: str, **labels: str) -> float:
+        return value(name, labels) or 0.0
+
+    model = {"provider": "anthropic", "model": "claude-haiku-4-5"}
+    return {
+        "tool runs": sample("flowai_tool_duration_seconds_count", tool="pay", outcome="ok"),
+        "model calls": sample("flowai_model_call_duration_seconds_count", outcome="ok", **model),
+        "input tokens": sample("flowai_model_tokens_total", kind="input", **model),
+        "output tokens": sample("flowai_model_tokens_total", kind="output", **model),
+        "dead letters": sum(
+            metric.value
+            for family in metrics.REGISTRY.collect()
+            if family.name == "flowai_dead_letters"
+            for metric in family.samples
+            if metric.name.endswith("_total")
+        ),
+    }
+
+
 def _by_name(spans: list[ReadableSpan], name: str) -> list[ReadableSpan]:
     return [span for span in spans if span.name == name]
 
@@ -148,6 +170,7 @@ async def test_one_distributed_query_is_one_trace_with_its_steps_calls_tools_and
         Turn(text="Paid.", usage=Usage(input_tokens=140, output_tokens=3)),
     )
     port = free_port()
+    before = _counts()
     services = await _start_in_process(
         kafka_bootstrap, redis_url, topics.prefix, decision_keys, port
     )
@@ -171,6 +194,15 @@ async def test_one_distributed_query_is_one_trace_with_its_steps_calls_tools_and
             except (TimeoutError, asyncio.CancelledError):
                 task.cancel()
     assert events[-1]["type"] == "tool-agent", [e["type"] for e in events]
+
+    # The same run, in the metrics of this process (the three services share its registry).
+    after = _counts()
+    grew = {name: after[name] - before[name] for name in after}
+    assert grew["tool runs"] == 1
+    assert grew["model calls"] == 2
+    assert grew["input tokens"] == 260
+    assert grew["output tokens"] == 15
+    assert grew["dead letters"] == 0
 
     finished = list(spans.get_finished_spans())
     [query] = _by_name(finished, "flowai.query")
