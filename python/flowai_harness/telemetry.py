@@ -23,7 +23,9 @@ deployment that turns tracing on later keeps its traces linked.
 Every message handled also sets the log context (:func:`log_context`): thread, run,
 message id and trace id, which :mod:`flowai_harness.observe`'s JSON log lines carry.
 
-Must not import a service, the runtime or the native engine; OpenTelemetry is optional.
+Imports :mod:`flowai_harness.bus` and :mod:`flowai_harness.metrics` (the ``kafka`` extra: only
+services and clients trace). Must not import a service, the runtime or the native engine;
+OpenTelemetry is optional.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any, Final
 
-from . import metrics
+from . import bus, metrics
 from .errors import SettingError
 
 try:
@@ -68,7 +70,7 @@ __all__ = [
     "tool_run",
 ]
 
-TRACEPARENT: Final = "traceparent"
+TRACEPARENT: Final = bus.TRACEPARENT
 EXPORTERS: Final = ("off", "console", "otlp")
 _INSTRUMENTATION: Final = "flowai_harness"
 # The approval requests' traceparents the approvals service read (tenant, id) -> header,
@@ -151,16 +153,6 @@ def configure(exporter: str, service: str) -> None:
 # --- headers ---------------------------------------------------------------------------------
 
 
-def _traceparent_of(headers: Iterable[tuple[str, bytes]] | None) -> str | None:
-    for name, value in headers or ():
-        if name == TRACEPARENT:
-            try:
-                return value.decode()
-            except UnicodeDecodeError:
-                return None
-    return None
-
-
 def _trace_id(traceparent: str | None) -> str | None:
     if traceparent is None:
         return None
@@ -178,9 +170,7 @@ def outgoing(incoming: Iterable[tuple[str, bytes]] | None = None) -> list[tuple[
         header = carrier.get(TRACEPARENT)
         if header is not None:
             return [(TRACEPARENT, header.encode())]
-    from . import bus  # the kafka extra; only services and clients publish
-
-    return [(TRACEPARENT, bus.child_traceparent(_traceparent_of(incoming)).encode())]
+    return [(TRACEPARENT, bus.child_traceparent(bus.traceparent_of(incoming)).encode())]
 
 
 # What a client publishes starts a trace: the span's name by the envelope's schema.
@@ -197,8 +187,6 @@ def publishing(envelope: bytes, topic: str) -> list[tuple[str, bytes]]:
     children) and the headers that carry it."""
     if _tracer is None:
         return outgoing(None)
-    from . import bus
-
     fields = bus.peek(envelope) or {}
     name = _SPAN_OF_PUBLISHED.get(str(fields.get("schema")), "flowai.publish")
     attributes = _attributes(
@@ -240,7 +228,7 @@ def consuming(
 ) -> Iterator[Any]:
     """Handle one consumed message: a CONSUMER span child of its ``traceparent`` (when
     tracing) and the log context of its envelope. Yields the span (None when not tracing)."""
-    incoming = _traceparent_of(headers)
+    incoming = bus.traceparent_of(headers)
     fields = _envelope_fields(envelope)
     if _tracer is None:
         token = _LOG.set({**fields, "trace_id": _trace_id(incoming)})
@@ -287,22 +275,34 @@ def describe(envelope: Mapping[str, Any] | None, *, name_by_schema: bool = False
             span.update_name(name)
 
 
+def _span(name: str, kind: str, attributes: Mapping[str, Any]) -> Any:
+    """A child span of the current one, made current while inside (a context manager that
+    yields None when not tracing)."""
+    if _tracer is None:
+        return contextlib.nullcontext()
+    return _tracer.start_as_current_span(
+        name,
+        kind=getattr(SpanKind, kind),
+        attributes={key: value for key, value in attributes.items() if value is not None},
+    )
+
+
+def _failed(span: Any, code: str) -> None:
+    """Mark ``span`` failed with ``code`` (``ok``: not failed)."""
+    if span is not None and code != "ok":
+        span.set_attribute("error.type", code)
+        span.set_status(Status(StatusCode.ERROR, code))
+
+
 @contextlib.contextmanager
 def tool_run(tool: str, attempt: int) -> Iterator[dict[str, Any]]:
     """One run of a tool handler: a ``flowai.tool.run`` span and the latency histogram. Put
     the handler's payload in the yielded dict as ``payload`` so the outcome is recorded."""
     outcome: dict[str, Any] = {}
     started = time.perf_counter()
-    span_cm: Any = (
-        _tracer.start_as_current_span(
-            "flowai.tool.run",
-            kind=SpanKind.INTERNAL,
-            attributes={"flowai.tool": tool, "flowai.attempt": attempt},
-        )
-        if _tracer is not None
-        else contextlib.nullcontext()
-    )
-    with span_cm as span:
+    with _span(
+        "flowai.tool.run", "INTERNAL", {"flowai.tool": tool, "flowai.attempt": attempt}
+    ) as span:
         try:
             yield outcome
         finally:
@@ -310,9 +310,7 @@ def tool_run(tool: str, attempt: int) -> Iterator[dict[str, Any]]:
             error = payload.get("error") if isinstance(payload, Mapping) else None
             code = str(error.get("code") or "error") if isinstance(error, Mapping) else "ok"
             metrics.tool_run(tool, code, time.perf_counter() - started)
-            if span is not None and code != "ok":
-                span.set_attribute("error.type", code)
-                span.set_status(Status(StatusCode.ERROR, code))
+            _failed(span, code)
 
 
 @contextlib.contextmanager
@@ -334,16 +332,7 @@ def model_call(request: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
         "flowai.agent": request.get("agent"),
         "flowai.attempt": request.get("attempt"),
     }
-    span_cm: Any = (
-        _tracer.start_as_current_span(
-            f"chat {model}",
-            kind=SpanKind.CLIENT,
-            attributes={k: v for k, v in attributes.items() if v is not None},
-        )
-        if _tracer is not None
-        else contextlib.nullcontext()
-    )
-    with span_cm as span:
+    with _span(f"chat {model}", "CLIENT", attributes) as span:
         try:
             yield outcome
         finally:
@@ -361,17 +350,14 @@ def model_call(request: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
             metrics.model_call(
                 provider, model, kind, time.perf_counter() - started, input_tokens, output_tokens
             )
-            if span is not None:
-                if response:
-                    span.set_attribute("gen_ai.response.model", str(response.get("model", model)))
-                    span.set_attribute("gen_ai.usage.input_tokens", input_tokens)
-                    span.set_attribute("gen_ai.usage.output_tokens", output_tokens)
-                    span.set_attribute(
-                        "gen_ai.response.finish_reasons", [str(response.get("stop_reason"))]
-                    )
-                if kind != "ok":
-                    span.set_attribute("error.type", kind)
-                    span.set_status(Status(StatusCode.ERROR, kind))
+            if span is not None and response:
+                span.set_attribute("gen_ai.response.model", str(response.get("model", model)))
+                span.set_attribute("gen_ai.usage.input_tokens", input_tokens)
+                span.set_attribute("gen_ai.usage.output_tokens", output_tokens)
+                span.set_attribute(
+                    "gen_ai.response.finish_reasons", [str(response.get("stop_reason"))]
+                )
+            _failed(span, kind)
 
 
 # --- approvals ---------------------------------------------------------------------------------
@@ -382,11 +368,9 @@ def remember_approval_request(
 ) -> None:
     """The approvals service read an ApprovalRequest: keep its ``traceparent``, so the
     decision on it continues the query's trace."""
-    header = _traceparent_of(headers)
+    header = bus.traceparent_of(headers)
     if header is None or not value:
         return
-    from . import bus
-
     fields = bus.peek(value) or {}
     payload = fields.get("payload")
     approval_id = payload.get("id") if isinstance(payload, Mapping) else None
