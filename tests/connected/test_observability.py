@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,11 @@ async def fake(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeProvider]:
     async with FakeProvider() as server:
         monkeypatch.setenv("FAKE_ANTHROPIC_URL", server.anthropic_url)
         monkeypatch.setenv("FAKE_OPENAI_URL", server.openai_url)
+        # live_app reads the fake server's address when imported: imported afresh here, and
+        # not left behind for another test with another server.
+        monkeypatch.delitem(sys.modules, "live_app", raising=False)
         yield server
+        sys.modules.pop("live_app", None)
 
 
 async def _start_in_process(
