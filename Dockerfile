@@ -17,6 +17,8 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock pyproject.toml README.md ./
 COPY core ./core
 COPY python ./python
+# The services ship inside the wheel (pyproject.toml, [tool.maturin] include).
+COPY services ./services
 # `linux`, not manylinux: the wheel only has to run on the bookworm image below.
 RUN /opt/maturin/bin/maturin build --release --compatibility linux --out /wheels
 
@@ -25,12 +27,10 @@ FROM python:3.11-slim-bookworm
 ARG APP_DIR=examples
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONPATH=/srv/flowai:/srv/app
+    PYTHONPATH=/srv/app
 COPY --from=build /wheels /tmp/wheels
 RUN pip install --no-cache-dir "$(ls /tmp/wheels/flowai_harness-*.whl)[kafka]" \
     && rm -rf /tmp/wheels
-# The services are not part of the wheel: `flowai serve NAME` imports services.NAME.
-COPY services /srv/flowai/services
 COPY ${APP_DIR} /srv/app
 RUN useradd --system --uid 10001 --home-dir /srv flowai
 USER flowai

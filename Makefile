@@ -24,10 +24,10 @@ IMPURE_CRATES := pyo3|tokio|rand|rand_core|getrandom|chrono|time|reqwest|mio|soc
 
 .PHONY: help setup build demo test check check-rust check-python test-rust test-python \
         services-up services-down bench golden schemas clean demo-live studio browser-deps \
-        studio-screenshots
+        studio-screenshots wheel asyncapi release-schemas docs
 
 help:
-	@echo "make demo | make demo-live | make studio | make test | make build | make check | make bench | make services-up | make services-down"
+	@echo "make demo | make demo-live | make studio | make test | make build | make check | make bench | make services-up | make services-down | make wheel | make docs | make asyncapi | make release-schemas"
 
 # Fresh venv with every runtime and dev dependency (re-run when pyproject.toml changes).
 $(VENV)/.deps: pyproject.toml
@@ -93,7 +93,7 @@ services-down:
 # The services script starts ONE broker, so the run log cannot be replicated: say so
 # explicitly (FLOWAI_ALLOW_UNREPLICATED). The three-broker tests (marker `brokers3`) start a
 # cluster of their own.
-test: build check test-rust browser-deps
+test: build check test-rust docs browser-deps
 	$(SERVICES) start
 	set -a; . "$${FLOWAI_SERVICES_DIR:-var/services}/env"; set +a; \
 	  trap '$(SERVICES) stop' EXIT; \
@@ -106,6 +106,26 @@ bench: build
 # references them (tests fail when either drifts).
 schemas: setup
 	$(PY) -m flowai_harness.messages --out schemas/v1
+	$(PY) -m flowai_harness.asyncapi --out schemas/asyncapi.yaml
+
+# The distribution an operator installs (the services included): dist/*.whl.
+wheel: setup
+	$(VENV)/bin/maturin build --release --out dist
+
+# When a version ships: its message schemas become the contract later ones are checked
+# against (tests/unit/test_schema_evolution.py).
+release-schemas: schemas
+	rm -rf schemas/released/v1
+	cp -r schemas/v1 schemas/released/v1
+	$(PY) -c "from flowai_harness import __version__; print(__version__)" > schemas/released/VERSION
+
+# The documentation site (docs/, mkdocs.yml) with the API reference from the docstrings,
+# in strict mode: a broken link, page or reference fails.
+docs: setup
+	$(PY) -m mkdocs build --strict --quiet
+
+# The AsyncAPI document alone (`make schemas` writes it too, after schemas/v1).
+asyncapi: setup
 	$(PY) -m flowai_harness.asyncapi --out schemas/asyncapi.yaml
 
 golden: build

@@ -255,7 +255,8 @@ def add_service_arguments(
     parser.add_argument(
         "--partitions",
         type=int,
-        default=int(env("FLOWAI_PARTITIONS", str(DEFAULT_PARTITIONS))),
+        # A string: argparse converts it, so a bad value is a usage error, not a traceback.
+        default=env("FLOWAI_PARTITIONS", str(DEFAULT_PARTITIONS)),
         help=f"partitions per topic when {creates} creates the topics (env FLOWAI_PARTITIONS)",
     )
     add_replication_arguments(parser, creates=creates)
@@ -274,7 +275,7 @@ def add_replication_arguments(parser: argparse.ArgumentParser, *, creates: str) 
     parser.add_argument(
         "--replication",
         type=int,
-        default=int(replication) if replication else None,
+        default=replication or None,
         help=f"replication factor when {creates} creates the topics (env FLOWAI_REPLICATION; "
         f"default: {PREFERRED_REPLICATION} on a cluster of {PREFERRED_REPLICATION} or more "
         "brokers, else one per broker)",
@@ -282,7 +283,7 @@ def add_replication_arguments(parser: argparse.ArgumentParser, *, creates: str) 
     parser.add_argument(
         "--min-insync-replicas",
         type=int,
-        default=int(min_insync) if min_insync else None,
+        default=min_insync or None,
         help="min.insync.replicas of the topics created (env FLOWAI_MIN_INSYNC_REPLICAS; "
         f"default: {PREFERRED_MIN_INSYNC_REPLICAS} with the default replication of "
         f"{PREFERRED_REPLICATION}, else the cluster's setting)",

@@ -272,11 +272,23 @@ def _serve(service: str, argv: list[str]) -> int:
     return entry(argv)
 
 
+# The modules of the kafka extra the services import.
+_KAFKA_EXTRA = frozenset(
+    {"aiokafka", "redis", "aiohttp", "prometheus_client", "cryptography", "slack_sdk"}
+)
+
+
 def _service_main(service: str) -> Callable[[list[str]], int]:
     package = f"services.{service}"
     try:
         module = importlib.import_module(package)
     except ModuleNotFoundError as exc:
+        missing = (exc.name or "").split(".")[0]
+        if missing in _KAFKA_EXTRA:
+            raise UsageError(
+                f"flowai serve {service} needs the kafka extra ({missing} is not installed): "
+                "pip install 'flowai-harness[kafka]'"
+            ) from None
         if exc.name not in ("services", package):
             raise
         # A source checkout: services/ sits next to python/ (the package's parent).

@@ -766,7 +766,7 @@ class Client:
         )
 
     async def _send(self, topic: str, thread_id: str, envelope: bytes) -> None:
-        from . import bus
+        from . import bus, telemetry
 
         assert self._producer is not None
         key = bus.thread_key(self.tenant, thread_id)
@@ -775,7 +775,7 @@ class Client:
             envelope,
             key=key,
             partition=bus.partition_for(key, self._partitions),
-            headers=[(bus.TRACEPARENT, bus.new_traceparent().encode())],
+            headers=telemetry.publishing(envelope, topic),
         )
 
     async def _begin(self, thread_id: str, prompt: str, agent: str | None) -> _Follow:

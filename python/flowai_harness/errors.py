@@ -59,6 +59,7 @@ __all__ = [
     "RunStateError",
     "ScorerPresetError",
     "SelfRouteError",
+    "SettingError",
     "SignatureError",
     "SnapshotCorruptedError",
     "SnapshotError",
@@ -470,6 +471,13 @@ class UsageError(FlowaiError):
     code = "USAGE"
 
 
+class SettingError(UsageError):
+    """A service setting (an option or its ``FLOWAI_*`` environment variable) has a value it
+    cannot take; the message names the variable and the option."""
+
+    code = "SETTING_INVALID"
+
+
 class UnreplicatedRunLogError(FlowaiError):
     """The run log has (or would get) one replica, so one broker's disk holds the only copy
     of every thread; refused unless explicitly allowed (``--allow-unreplicated``)."""
@@ -600,6 +608,7 @@ _CLASS_BY_CODE: Final[Mapping[str, type[FlowaiError]]] = {
         UsageError,
         DeadLetterNotFoundError,
         RedriveRefusedError,
+        SettingError,
         UnreplicatedRunLogError,
         VolatileLedgerError,
         DecisionUnverifiedError,

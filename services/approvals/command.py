@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -26,9 +25,10 @@ from pathlib import Path
 
 from aiokafka.errors import KafkaError
 
-from flowai_harness import bus
+from flowai_harness import bus, observe
+from flowai_harness import settings as flowai_settings
 from flowai_harness.decision_auth import key_list
-from flowai_harness.errors import FlowaiError, UsageError
+from flowai_harness.errors import FlowaiError, SettingError, UsageError
 
 from .policy import SECRETS_ENV, load_policy
 from .service import STEPS, ServiceSettings, serve
@@ -105,7 +105,7 @@ def build_parser(prog: str = "flowai serve approvals") -> argparse.ArgumentParse
     )
     auth.add_argument(
         "--confirm-wait",
-        type=float,
+        type=flowai_settings.positive_float,
         default=10.0,
         help="seconds a decision waits to be read back from the topic before the 202 says "
         "confirmed: false (10)",
@@ -132,17 +132,18 @@ def build_parser(prog: str = "flowai serve approvals") -> argparse.ArgumentParse
     )
     slack.add_argument(
         "--slack-sweep",
-        type=float,
+        type=flowai_settings.positive_float,
         default=1.0,
         help="seconds between looks for expired approvals and Slack calls to retry (1)",
     )
     slack.add_argument(
         "--slack-lease",
-        type=float,
+        type=flowai_settings.positive_float,
         default=30.0,
         help="seconds an instance may hold a message's posting or update before another "
         "instance takes it over (30); longer than a Slack call can take",
     )
+    observe.add_arguments(parser)
     return parser
 
 
@@ -200,12 +201,12 @@ def settings_from_args(args: argparse.Namespace) -> ServiceSettings:
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "flowai serve approvals") -> int:
     """``flowai serve approvals ...``: parse, load the app's policy, serve until signalled."""
-    args = build_parser(prog).parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    try:
+        args = flowai_settings.parse(build_parser, argv, prog)
+        observe.setup(args, "approvals")
+    except SettingError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
     try:
         settings = settings_from_args(args)
         policy = load_policy(
@@ -214,7 +215,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "flowai serve approva
             slack_channel=args.slack_channel,
             allow_unauthenticated=args.allow_unauthenticated,
         )
-        asyncio.run(serve(policy, settings))
+        asyncio.run(observe.run(args.metrics, serve(policy, settings)))
     except (FlowaiError, ValueError) as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 2

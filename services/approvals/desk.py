@@ -47,7 +47,7 @@ from typing import Any, Final, Literal, TypeVar
 import orjson
 import pydantic
 
-from flowai_harness import bus
+from flowai_harness import bus, telemetry
 from flowai_harness.decision_auth import DecisionSigner, DecisionVerifier
 from flowai_harness.errors import (
     ApprovalAlreadyResolvedError,
@@ -306,7 +306,12 @@ class ApprovalDesk:
                 self.topics.approval_decisions,
                 bus.thread_key(tenant, approval.thread_id),
                 envelope,
-                [(bus.TRACEPARENT, bus.new_traceparent().encode())],
+                telemetry.approval_wait(
+                    tenant,
+                    approval_id,
+                    approval.requested_at,
+                    **{"flowai.approver": request.approver, "flowai.outcome": request.outcome},
+                ),
             )
         except Exception as exc:
             log.exception("publishing the decision on %s failed", approval_id)

@@ -50,7 +50,7 @@ from aiohttp import web
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from redis.asyncio import Redis
 
-from flowai_harness import bus
+from flowai_harness import bus, metrics, observe, telemetry
 from flowai_harness.decision_auth import (
     DecisionSigner,
     DecisionVerifier,
@@ -206,6 +206,7 @@ class ApprovalsService:
                 for partition in range(await bus.partition_count(settings.bootstrap, topic))
             ]
             consumer.assign(self._partitions)
+            metrics.watch_consumer(consumer)
             await consumer.seek_to_beginning(*self._partitions)
             self._letters_from = await self._load_watermarks(redis)
             publisher = bus.KafkaPublisher(producer)
@@ -221,6 +222,10 @@ class ApprovalsService:
                 hold=self._hold if settings.hold_at is not None else None,
             )
             self.desk = desk
+            observe.ready_when("the approval topics read", lambda: desk.ready)
+            metrics.pending_approvals_from(
+                lambda: sum(a.status(desk.clock()) == "pending" for a in desk.book)
+            )
             if settings.slack is not None:
                 self.slack = SlackBridge(
                     settings.slack,
@@ -273,6 +278,8 @@ class ApprovalsService:
             batch = await consumer.getmany(timeout_ms=100)
             for tp, records in batch.items():
                 for record in records:
+                    if tp.topic == self.topics.approval_requests:
+                        telemetry.remember_approval_request(record.value, record.headers)
                     try:
                         desk.observe(tp.topic, record.value)
                     except Rejected as rejected:
@@ -397,6 +404,7 @@ class ApprovalsService:
     ) -> None:
         offset: int = record.offset
         self.dead_lettered += 1
+        metrics.dead_letter(rejected.reason)
         log.warning(
             "dead letter from %s[%d]@%d: %s: %s",
             tp.topic,

@@ -20,10 +20,11 @@ from typing import Any
 
 from aiokafka.errors import KafkaError
 
-from flowai_harness import bus
+from flowai_harness import bus, metrics, observe
+from flowai_harness import settings as flowai_settings
 from flowai_harness.apps import load_spec
 from flowai_harness.decision_auth import DecisionVerifier, key_list
-from flowai_harness.errors import BusError, FlowaiError, UsageError
+from flowai_harness.errors import BusError, FlowaiError, SettingError, UsageError
 from flowai_harness.runtime import INTERPRETERS
 from flowai_harness.runtime import interpreter_config as engine_interpreter
 
@@ -56,11 +57,16 @@ def parser(prog: str = "flowai serve runtime") -> argparse.ArgumentParser:
     p.add_argument(
         "--mock-response",
         default=env("FLOWAI_MOCK_RESPONSE"),
-        help="the answer of every model turn with --interpreter mock",
+        help="the answer of every model turn with --interpreter mock (env FLOWAI_MOCK_RESPONSE)",
     )
     p.add_argument("--group", default=None, help="consumer group (default <prefix>.runtime)")
     bus.add_instance_argument(p, role="runtime")
-    p.add_argument("--session-timeout-ms", type=int, default=10_000)
+    p.add_argument(
+        "--session-timeout-ms",
+        type=flowai_settings.positive_int,
+        default=10_000,
+        help="Kafka group session timeout: how soon a dead instance's partitions move (10000)",
+    )
     p.add_argument(
         "--decision-public-key",
         action="append",
@@ -80,27 +86,28 @@ def parser(prog: str = "flowai serve runtime") -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--dedup-window",
-        type=float,
-        default=float(env("FLOWAI_DEDUP_WINDOW", "86400")),
+        type=flowai_settings.positive_float,
+        default=env("FLOWAI_DEDUP_WINDOW", "86400"),
         help="seconds an input's id is remembered, so the same message published again "
         "(an upstream retry) is ignored instead of run again; rebuilt from the run log "
         "(env FLOWAI_DEDUP_WINDOW, default 86400: a day)",
     )
     p.add_argument(
         "--snapshot-every",
-        type=int,
-        default=int(env("FLOWAI_SNAPSHOT_EVERY", "50")),
+        type=flowai_settings.non_negative_int,
+        default=50,
         help="snapshot a thread to the snapshots topic once this many of its events are not "
         "covered, and at each run end; 0 turns snapshots off (a takeover then replays whole "
-        "partitions). Env FLOWAI_SNAPSHOT_EVERY, default 50",
+        "partitions). Default 50",
     )
     p.add_argument(
         "--checkpoint-every",
-        type=int,
-        default=int(env("FLOWAI_CHECKPOINT_EVERY", "1000")),
+        type=flowai_settings.positive_int,
+        default=1000,
         help="checkpoint a partition every this many events: a takeover folds about this many "
-        "of its events at most (env FLOWAI_CHECKPOINT_EVERY, default 1000)",
+        "of its events at most (default 1000)",
     )
+    observe.add_arguments(p)
     return p
 
 
@@ -142,12 +149,12 @@ def _dedup_window_ms(seconds: float) -> int:
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "flowai serve runtime") -> int:
     """Run one runtime instance until SIGTERM/SIGINT; returns the exit status."""
-    args = parser(prog).parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    try:
+        args = flowai_settings.parse(parser, argv, prog)
+        observe.setup(args, "runtime")
+    except SettingError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
     try:
         interpreter = interpreter_config(args.interpreter, args.mock_response)
         spec = load_spec(args.app)
@@ -165,13 +172,17 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "flowai serve runtime
             dedup_window_ms=_dedup_window_ms(args.dedup_window),
             decisions=_decision_verifier(args.decision_public_key, args.allow_unsigned_decisions),
             snapshot_every=args.snapshot_every or None,
-            checkpoint_every=max(1, args.checkpoint_every),
+            checkpoint_every=args.checkpoint_every,
         )
         service = RuntimeService(spec, interpreter, config)
     except FlowaiError as exc:
         print(f"flowai serve runtime: {exc}", file=sys.stderr)
         return 2
-    return asyncio.run(_serve(service))
+    observe.ready_when(
+        "the assigned partitions rebuilt from the run log",
+        lambda: service.ready.is_set() and metrics.replay_pending() == 0,
+    )
+    return asyncio.run(observe.run(args.metrics, _serve(service)))
 
 
 async def _serve(service: RuntimeService) -> int:

@@ -84,7 +84,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import ProducerFenced
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
 
-from flowai_harness import _native, bus
+from flowai_harness import _native, bus, metrics, telemetry
 from flowai_harness.decision_auth import DecisionVerifier
 from flowai_harness.driver import Decided, Driver, error_of
 from flowai_harness.errors import DecisionUnverifiedError, FlowaiError, ReplayError
@@ -301,6 +301,7 @@ class RuntimeService:
             heartbeat_interval_ms=max(100, cfg.session_timeout_ms // 5),
         )
         self._consumer.subscribe(list(self.topics.runtime_inputs), listener=_Listener(self))
+        metrics.watch_consumer(self._consumer)
         await self._consumer.start()
 
     def stop(self) -> None:
@@ -451,6 +452,7 @@ class RuntimeService:
         assert reader is not None
         started = time.perf_counter()
         tps = [TopicPartition(self.topics.runtime_events, n) for n in numbers]
+        metrics.replay_started(len(tps))
         begins = await replayer.beginning_offsets(tps)
         ends = await replayer.end_offsets(tps)  # read_committed: the last stable offsets
         starts: dict[int, int] = {}
@@ -465,6 +467,7 @@ class RuntimeService:
             part = self._partitions[tp.partition]
             part.log_end = ends[tp]
             restored = tp.partition in starts
+            metrics.replayed(len(read.values))
             fold_started = time.perf_counter()
             try:
                 if read.values:
@@ -691,11 +694,13 @@ class RuntimeService:
         producer = part.producer
         outbox = _Outbox(producer)
         offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        events_before = self.stats["events"]
         try:
             await producer.begin_transaction()
             for tp, records in work:
                 for record in records:
-                    await self._handle(part, tp, record, outbox)
+                    with telemetry.consuming("flowai.runtime.step", record.headers, None):
+                        await self._handle(part, tp, record, outbox)
                 offsets[tp] = OffsetAndMetadata(records[-1].offset + 1, "")
             self._index_threads(part, outbox)
             self._snapshot(part, outbox)
@@ -703,7 +708,10 @@ class RuntimeService:
             await producer.send_offsets_to_transaction(offsets, self.config.group)
             await producer.commit_transaction()  # flushes: every batch is acknowledged
             log_end = last_event()
+            metrics.transaction("committed")
+            metrics.events_appended(self.stats["events"] - events_before)
         except ProducerFenced:
+            metrics.transaction("fenced")
             # Another instance took this partition; the rebalance that told it so reaches
             # us next. Handle nothing more of it until then.
             log.warning("partition %d was taken over (fenced); waiting for the rebalance", number)
@@ -715,6 +723,7 @@ class RuntimeService:
             self._consumer.pause(*part.inputs)
             return
         except Exception:
+            metrics.transaction("aborted")
             log.exception("transaction of partition %d failed; rebuilding it from the log", number)
             with contextlib.suppress(Exception):
                 await producer.abort_transaction()
@@ -745,16 +754,17 @@ class RuntimeService:
     ) -> None:
         """Feed one input to the engine and put what comes out in the transaction's outbox."""
         self.stats["inputs"] += 1
+        metrics.input_taken()
         value = record.value
         number = part.number
-        trace = bus.child_traceparent(bus.traceparent_of(record.headers)).encode()
-        headers = [(bus.TRACEPARENT, trace)]
+        headers = telemetry.outgoing(record.headers)
         if not value:
             self._dead_letter(
                 part, tp, record, outbox, INPUT_EMPTY, "empty message (no value); send an envelope"
             )
             return
         fields = bus.peek(value)
+        telemetry.describe(fields)
         if fields is not None:
             thread_id = fields.get("thread_id")
             if (
@@ -1010,6 +1020,8 @@ class RuntimeService:
         partition = bus.partition_for(key, self._topic_partitions[topic])
         outbox.add(topic, partition, key, data, headers)
         self.stats["effects"] += 1
+        if schema == "flowai.v1.ModelRequest" and effect["payload"].get("attempt", 1) > 1:
+            metrics.retry("model")
 
     def _dead_letter(
         self,
@@ -1040,6 +1052,7 @@ class RuntimeService:
         # On the input's partition number: a client following a thread watches it there.
         outbox.add(self.topics.dead_letters, part.number, key, letter, [])
         self.stats["dead_letters"] += 1
+        metrics.dead_letter(reason)
         log.warning(
             "dead letter %s from %s[%d]@%d: %s",
             reason,

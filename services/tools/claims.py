@@ -275,7 +275,9 @@ async def check_persistence(redis: Redis, *, where: str) -> str:
 
 async def _config(redis: Redis, name: str) -> str | None:
     try:
-        values = await redis.config_get(name)
+        # Typed str-keyed by redis-py 8, bytes-keyed by 5 and 6 (and in fact, without
+        # decode_responses): either is looked up.
+        values: dict[Any, Any] = dict(await redis.config_get(name))
     except ResponseError:
         return None
     value = values.get(name, values.get(name.encode()))

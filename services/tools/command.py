@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from collections.abc import Sequence
 
 from aiokafka.errors import KafkaError
 
-from flowai_harness import bus
-from flowai_harness.errors import FlowaiError
+from flowai_harness import bus, metrics, observe
+from flowai_harness import settings as flowai_settings
+from flowai_harness.errors import FlowaiError, SettingError
 
 from .app import load_app
 from .models import ModelSettings
@@ -63,31 +63,52 @@ def build_parser(prog: str = "flowai serve tools") -> argparse.ArgumentParser:
         help="start even if Redis does not persist the ledger (no append-only file), or "
         "forbids asking: a Redis restart then forgets recorded results and tools run again",
     )
-    parser.add_argument("--concurrency", type=int, default=8, help="tool calls at once (8)")
     parser.add_argument(
-        "--tool-timeout", type=float, default=30.0, help="seconds per attempt; retried (30)"
+        "--concurrency", type=flowai_settings.positive_int, default=8, help="tool calls at once (8)"
     )
     parser.add_argument(
-        "--max-attempts", type=int, default=3, help="attempts for retryable failures (3)"
+        "--tool-timeout",
+        type=flowai_settings.positive_float,
+        default=30.0,
+        help="seconds per attempt; retried (30)",
     )
     parser.add_argument(
-        "--retry-backoff", type=float, default=0.5, help="first retry delay, doubling (0.5 s)"
+        "--max-attempts",
+        type=flowai_settings.positive_int,
+        default=3,
+        help="attempts for retryable failures (3)",
+    )
+    parser.add_argument(
+        "--retry-backoff",
+        type=flowai_settings.non_negative_float,
+        default=0.5,
+        help="first retry delay, doubling (0.5 s)",
     )
     parser.add_argument(
         "--claim-ttl",
-        type=float,
+        type=flowai_settings.positive_float,
         default=60.0,
         help="seconds a claim outlives its worker; renewed while the tool runs (60)",
     )
     parser.add_argument(
-        "--result-ttl", type=float, default=7 * DAY, help="seconds results are kept (7 days)"
+        "--result-ttl",
+        type=flowai_settings.positive_float,
+        default=7 * DAY,
+        help="seconds results are kept (7 days)",
     )
-    parser.add_argument("--prefetch", type=int, help="messages in flight (4 x concurrency)")
     parser.add_argument(
-        "--model-concurrency", type=int, default=64, help="model calls at once (64)"
+        "--prefetch", type=flowai_settings.positive_int, help="messages in flight (4 x concurrency)"
     )
     parser.add_argument(
-        "--model-prefetch", type=int, help="model requests in flight (2 x model concurrency)"
+        "--model-concurrency",
+        type=flowai_settings.positive_int,
+        default=64,
+        help="model calls at once (64)",
+    )
+    parser.add_argument(
+        "--model-prefetch",
+        type=flowai_settings.positive_int,
+        help="model requests in flight (2 x model concurrency)",
     )
     parser.add_argument(
         "--provider-concurrency",
@@ -105,14 +126,18 @@ def build_parser(prog: str = "flowai serve tools") -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--session-timeout-ms",
-        type=int,
+        type=flowai_settings.positive_int,
         default=10_000,
         help="Kafka group session timeout: how soon a dead worker's partitions move (10000)",
     )
     parser.add_argument(
-        "--shutdown-grace", type=float, default=30.0, help="seconds to finish on SIGTERM (30)"
+        "--shutdown-grace",
+        type=flowai_settings.non_negative_float,
+        default=30.0,
+        help="seconds to finish on SIGTERM (30)",
     )
     parser.add_argument("--worker-id", default=default_worker_id(), help="default: host:pid")
+    observe.add_arguments(parser)
     return parser
 
 
@@ -173,12 +198,12 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "flowai serve tools")
     Exit status 2 with a one-line message for a usage or configuration error (as the other
     services), 1 when Kafka fails at run time.
     """
-    args = build_parser(prog).parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    try:
+        args = flowai_settings.parse(build_parser, argv, prog)
+        observe.setup(args, "models" if args.role == "models" else "tools")
+    except SettingError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
     try:
         settings = settings_from_args(args)
     except ValueError as exc:
@@ -186,7 +211,11 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "flowai serve tools")
         return 2
     try:
         app = load_app(args.app, args.services)
-        asyncio.run(serve(app, settings))
+        lanes = 2 if args.role == "all" else 1
+        observe.ready_when(
+            "the consumers started", lambda: len(metrics.watched_consumers()) >= lanes
+        )
+        asyncio.run(observe.run(args.metrics, serve(app, settings)))
     except FlowaiError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 2

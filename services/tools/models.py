@@ -37,7 +37,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from flowai_harness import bus
+from flowai_harness import bus, telemetry
 from flowai_harness.messages import envelope as make_envelope
 from flowai_harness.modelcall import Complete, call_model
 
@@ -114,12 +114,13 @@ class ModelWorker(OnceWorker):
         try:
             async with self._slots:
                 self.ran += 1
-                result = await call_model(
-                    self.providers,
-                    request,
-                    on_delta=None if deltas is None else deltas.put,
-                    where="model worker",
-                )
+                with telemetry.model_call(request) as call:
+                    result = call["result"] = await call_model(
+                        self.providers,
+                        request,
+                        on_delta=None if deltas is None else deltas.put,
+                        where="model worker",
+                    )
         finally:
             if deltas is not None:
                 await deltas.close()

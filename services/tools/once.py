@@ -36,7 +36,7 @@ from typing import Any, ClassVar, Final
 
 import orjson
 
-from flowai_harness import bus
+from flowai_harness import bus, metrics, telemetry
 from flowai_harness.errors import InvalidInputError, TenantMismatchError, UnknownSchemaError
 
 from .claims import Begin, InvocationLedger
@@ -152,7 +152,8 @@ class OnceWorker:
         """Handle one delivery until it is done; retried from the top when Redis/Kafka fail."""
         while True:
             try:
-                await self._handle_once(delivery)
+                with telemetry.consuming("flowai.worker.message", delivery.headers, None):
+                    await self._handle_once(delivery)
                 return
             except asyncio.CancelledError:
                 raise
@@ -171,6 +172,7 @@ class OnceWorker:
     async def _handle_once(self, delivery: Delivery) -> None:
         try:
             envelope = self._decode(delivery)
+            telemetry.describe(envelope, name_by_schema=True)
             route = self._routes.get(envelope["schema"])
             if route is None:
                 raise Rejected(
@@ -300,6 +302,7 @@ class OnceWorker:
         envelope: Mapping[str, Any] | None,
     ) -> None:
         self.dead_lettered += 1
+        metrics.dead_letter(reason)
         log.warning(
             "dead letter from %s[%d]@%d: %s: %s",
             delivery.topic,
@@ -347,5 +350,4 @@ def str_or_none(envelope: Mapping[str, Any] | None, name: str) -> str | None:
 
 def trace_headers(delivery: Delivery) -> list[tuple[str, bytes]]:
     # What the worker publishes is caused by the delivery: same trace, a span of its own.
-    parent = bus.traceparent_of(delivery.headers)
-    return [(bus.TRACEPARENT, bus.child_traceparent(parent).encode())]
+    return telemetry.outgoing(delivery.headers)

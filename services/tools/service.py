@@ -41,7 +41,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from redis.asyncio import Redis
 
-from flowai_harness import bus
+from flowai_harness import bus, metrics
 from flowai_harness.errors import ProviderConfigError, VolatileLedgerError
 from flowai_harness.modelcall import Complete
 from flowai_harness.references import RedisReferenceStore
@@ -291,6 +291,7 @@ class ToolService:
         consumer.subscribe(lane.topics, listener=_Rebalance(self, lane))
         lane.consumer = consumer
         await consumer.start()
+        metrics.watch_consumer(consumer)
         committer = asyncio.create_task(self._commit_loop(lane))
         try:
             await self._consume(lane, consumer)

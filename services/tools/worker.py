@@ -45,7 +45,7 @@ from typing import Any, Final
 
 import orjson
 
-from flowai_harness import _native, bus
+from flowai_harness import _native, bus, metrics, telemetry
 from flowai_harness.errors import FlowaiError, InvalidInputError, RetryableToolError
 from flowai_harness.references import MemoryReferenceStore, ReferenceAccess, ReferenceStore
 from flowai_harness.toolcall import (
@@ -223,13 +223,14 @@ class ToolWorker(OnceWorker):
                     return None
                 self.ran += 1
                 # A timeout is a TOOL_TIMEOUT error result, retried like any retryable one.
-                payload = await run_tool_call(
-                    tool,
-                    envelope,
-                    self.app.services,
-                    time_limit=settings.tool_timeout,
-                    references=self.references,
-                )
+                with telemetry.tool_run(name, attempt) as run:
+                    payload = run["payload"] = await run_tool_call(
+                        tool,
+                        envelope,
+                        self.app.services,
+                        time_limit=settings.tool_timeout,
+                        references=self.references,
+                    )
             error: dict[str, Any] | None = payload.get("error")
             if error is None or error.get("code") not in _retryable_codes():
                 return Outcome(self._result(envelope, payload))
@@ -247,6 +248,7 @@ class ToolWorker(OnceWorker):
                 error["code"],
                 delay,
             )
+            metrics.retry("tool")
             await asyncio.sleep(delay)
         # The last attempt failed too: the model sees the failure, operators a dead letter.
         error["message"] = f"{error['message']} (gave up after {settings.max_attempts} attempts)"

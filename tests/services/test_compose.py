@@ -262,7 +262,12 @@ def test_dockerfile_builds_the_wheel_and_runs_flowai() -> None:
 
     assert "maturin build --release" in dockerfile
     assert "ARG APP_DIR=examples" in dockerfile
-    assert "PYTHONPATH=/srv/flowai:/srv/app" in dockerfile
+    # The app only: the services come with the wheel.
+    assert "PYTHONPATH=/srv/app" in dockerfile
+    assert "COPY services ./services" in dockerfile
+    assert project["tool"]["maturin"]["include"] == [
+        {"path": "services/**/*.py", "format": ["sdist", "wheel"]}
+    ]
     assert 'ENTRYPOINT ["flowai"]' in dockerfile
     assert project["project"]["scripts"]["flowai"] == "flowai_harness.cli:main"
     # Everything the build stage copies exists.
@@ -270,3 +275,32 @@ def test_dockerfile_builds_the_wheel_and_runs_flowai() -> None:
         for path in source.split():
             if not path.startswith("$"):
                 assert (REPO / path).exists(), path
+
+
+@pytest.mark.parametrize("name", ["runtime", "tools", "models", "approvals"])
+def test_each_service_is_checked_through_its_readiness_endpoint(
+    compose: dict[str, Any], name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """compose.yaml serves /healthz, /readyz and /metrics on every service and its
+    healthcheck asks /readyz on that port; the settings parse as the service reads them."""
+    from flowai_harness import settings as flowai_settings
+
+    service = compose["services"][name]
+    env = service["environment"]
+    host, _, port = env["FLOWAI_METRICS"].rpartition(":")
+    assert host == "0.0.0.0"
+    check = " ".join(service["healthcheck"]["test"])
+    assert f"http://127.0.0.1:{port}/readyz" in check
+    assert service["healthcheck"]["test"][:2] == ["CMD", "python"]
+    for variable, value in env.items():
+        monkeypatch.setenv(variable, str(value))
+    build = {
+        "runtime": runtime_parser,
+        "tools": tools_parser,
+        "models": tools_parser,
+        "approvals": approvals_parser,
+    }[name]
+    args = flowai_settings.bind_environment(build()).parse_args(service["command"][2:])
+    assert args.metrics == f"0.0.0.0:{port}"
+    assert args.log_format == "text"
+    assert args.traces == "off"
