@@ -60,8 +60,8 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any, Final
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
@@ -76,7 +76,7 @@ from flowai_harness.logread import LogReader
 from flowai_harness.runtime import new_engine
 from flowai_harness.specs import RuntimeSpec
 
-__all__ = ["RuntimeService", "ServiceConfig"]
+__all__ = ["InlineRunner", "RuntimeService", "ServiceConfig"]
 
 log = logging.getLogger("flowai.runtime")
 
@@ -86,6 +86,26 @@ INPUT_EMPTY: Final = "INPUT_MALFORMED"
 INPUT_WRONG_PARTITION: Final = "INPUT_WRONG_PARTITION"
 APPROVAL_DECISION: Final = "flowai.v1.ApprovalDecision"
 EFFECT_UNROUTABLE: Final = "EFFECT_UNROUTABLE"
+
+# Per-hop timestamps (ms since the epoch, ``name=value`` pairs joined by commas), carried from
+# input to output by every service that has timing on: ``in`` the input record's timestamp,
+# ``p`` when this service polled it, ``e`` when the engine had decided on it.
+TIMING: Final = "flowai-timing"
+TIMING_ENV: Final = "FLOWAI_TIMING"
+
+TOOL_INVOCATION: Final = "flowai.v1.ToolInvocation"
+
+
+class InlineRunner(Protocol):
+    """Runs tools marked ``placement="inline"`` here (services.tools.inline.InlineTools,
+    handed over by the command line): effectively once, by invocation id."""
+
+    def takes(self, tool: str) -> bool: ...
+
+    async def run(self, invocation: bytes) -> tuple[bytes, tuple[str, str] | None]:
+        """The ToolResult, and the dead letter (reason, message) it asks for, if any."""
+        ...
+
 
 _KEYED_BY_ID: Final = frozenset(
     {"flowai.v1.ToolInvocation", "flowai.v1.PlanStep", "flowai.v1.ModelRequest"}
@@ -118,6 +138,9 @@ class ServiceConfig:
     # Approval decisions must be signed by a key this verifier trusts (None: accepted
     # unsigned, which only --allow-unsigned-decisions asks for).
     decisions: DecisionVerifier | None = None
+    # Stamp each output with when its input was polled and decided (header TIMING), and
+    # time each transaction's phases (logged on SIGUSR1); for bench/kafka_e2e.py.
+    timing: bool = field(default_factory=lambda: bus.env_flag(TIMING_ENV))
 
     @property
     def group(self) -> str:
@@ -176,8 +199,12 @@ class RuntimeService:
         *,
         services: Mapping[str, Any] | None = None,
         predicates: Any = None,
+        inline: InlineRunner | None = None,
     ) -> None:
         self.spec = spec
+        # Tools placed inline run here, in the flow of the transaction that consumes the
+        # input asking for them (see _run_inline).
+        self.inline = inline
         self.config = config
         self.tenant = spec.tenant.resource_id
         self.topics = bus.Topics(config.prefix)
@@ -205,6 +232,7 @@ class RuntimeService:
         self._reader: LogReader | None = None
         self._fatal: BaseException | None = None
         self.ready = asyncio.Event()
+        self.timings = PhaseTimings() if config.timing else None
         self.stats = {
             "inputs": 0,
             "events": 0,
@@ -212,6 +240,7 @@ class RuntimeService:
             "dead_letters": 0,
             "duplicates": 0,
             "replayed": 0,
+            "inline_calls": 0,
         }
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -288,9 +317,12 @@ class RuntimeService:
             await self.start()
             consumer = self._consumer
             assert consumer is not None
+            if self.timings is not None:
+                self.timings.on_signal()
             while not self._stopping.is_set():
                 generation = self._generation
                 batch = await consumer.getmany(timeout_ms=100, max_records=self.config.max_records)
+                polled = time.time()
                 if self._fatal is not None:
                     raise self._fatal
                 # Approval deadlines are checked every poll (at most 100 ms apart): the engine
@@ -315,7 +347,10 @@ class RuntimeService:
                     for tp, records in batch.items():
                         by_number.setdefault(tp.partition, []).append((tp, records))
                     await asyncio.gather(
-                        *(self._process(number, items) for number, items in by_number.items())
+                        *(
+                            self._process(number, items, polled)
+                            for number, items in by_number.items()
+                        )
                     )
         finally:
             await self.close()
@@ -466,7 +501,10 @@ class RuntimeService:
     # --- one poll of one partition -----------------------------------------------------------
 
     async def _process(
-        self, number: int, items: list[tuple[TopicPartition, list[ConsumerRecord]]]
+        self,
+        number: int,
+        items: list[tuple[TopicPartition, list[ConsumerRecord]]],
+        polled: float = 0.0,
     ) -> None:
         part = self._partitions.get(number)
         if part is None or part.fenced:
@@ -486,16 +524,25 @@ class RuntimeService:
         producer = part.producer
         outbox = _Outbox(producer)
         offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        timings = self.timings
         try:
+            began = time.perf_counter()
             await producer.begin_transaction()
             for tp, records in work:
                 for record in records:
-                    await self._handle(part, tp, record, outbox)
+                    await self._handle(part, tp, record, outbox, polled)
                 offsets[tp] = OffsetAndMetadata(records[-1].offset + 1, "")
+            decided = time.perf_counter()
             last_event = await outbox.send(self.topics.runtime_events, number)
             await producer.send_offsets_to_transaction(offsets, self.config.group)
+            sent = time.perf_counter()
             await producer.commit_transaction()  # flushes: every batch is acknowledged
             log_end = last_event()
+            if timings is not None:
+                timings.add("inputs per transaction", sum(len(r) for _, r in work))
+                timings.add("engine (ms)", (decided - began) * 1000)
+                timings.add("records + offsets sent (ms)", (sent - decided) * 1000)
+                timings.add("commit (ms)", (time.perf_counter() - sent) * 1000)
         except ProducerFenced:
             # Another instance took this partition; the rebalance that told it so reaches
             # us next. Handle nothing more of it until then.
@@ -534,7 +581,12 @@ class RuntimeService:
                 delay = min(delay * 2, 5.0)
 
     async def _handle(
-        self, part: _Partition, tp: TopicPartition, record: ConsumerRecord, outbox: _Outbox
+        self,
+        part: _Partition,
+        tp: TopicPartition,
+        record: ConsumerRecord,
+        outbox: _Outbox,
+        polled: float = 0.0,
     ) -> None:
         """Feed one input to the engine and put what comes out in the transaction's outbox."""
         self.stats["inputs"] += 1
@@ -584,7 +636,52 @@ class RuntimeService:
                 self._dead_letter(part, tp, record, outbox, exc.code, exc.message)
                 return
         decided = await self._driver.feed([value])
+        if self.inline is not None:
+            await self._run_inline(part, tp, record, outbox, decided)
+        if self.timings is not None:
+            headers.append((TIMING, _stamped(record, polled)))
         self._route(part, decided, outbox, headers, tp, record)
+
+    async def _run_inline(
+        self,
+        part: _Partition,
+        tp: TopicPartition | None,
+        record: ConsumerRecord | None,
+        outbox: _Outbox,
+        decided: Decided,
+    ) -> None:
+        """Run the inline tools ``decided`` asks for and feed their results back, until it
+        asks for none: their invocations leave ``decided.effects`` (nobody else runs them)
+        and what the engine makes of the results joins ``decided``, so it is all logged in
+        this input's transaction. The calls of one step run concurrently."""
+        inline = self.inline
+        assert inline is not None
+        pending = decided.effects
+        decided.effects = []
+        while pending:
+            calls: list[bytes] = []
+            for data in pending:
+                effect = orjson.loads(data)
+                if effect["schema"] == TOOL_INVOCATION and inline.takes(effect["payload"]["tool"]):
+                    calls.append(data)
+                else:
+                    decided.effects.append(data)
+            if not calls:
+                return
+            self.stats["inline_calls"] += len(calls)
+            answers = await asyncio.gather(*(inline.run(call) for call in calls))
+            for call, (_, letter) in zip(calls, answers, strict=True):
+                if letter is not None and tp is not None and record is not None:
+                    self._dead_letter(part, tp, record, outbox, *letter, original=call)
+                elif letter is not None:
+                    log.warning("inline tool call %s: %s: %s", call[:200], *letter)
+            follow = await self._driver.feed([result for result, _ in answers])
+            decided.events.extend(follow.events)
+            decided.duplicates.extend(follow.duplicates)
+            for rejected in follow.rejections:
+                # The results are this service's own inputs: nothing to send back.
+                log.warning("engine refused an inline tool result: %s", rejected[:300])
+            pending = follow.effects
 
     def _route(
         self,
@@ -641,7 +738,10 @@ class RuntimeService:
         outbox = _Outbox(producer)
         try:
             await producer.begin_transaction()
-            self._route(part, await self._driver.feed([value]), outbox, [])
+            decided = await self._driver.feed([value])
+            if self.inline is not None:
+                await self._run_inline(part, None, None, outbox, decided)
+            self._route(part, decided, outbox, [])
             last_event = await outbox.send(self.topics.runtime_events, part.number)
             await producer.commit_transaction()
             log_end = last_event()
@@ -733,6 +833,47 @@ class RuntimeService:
             record.offset,
             message,
         )
+
+
+def _stamped(record: ConsumerRecord, polled: float) -> bytes:
+    """The input's timing header with this hop's stamps added (see TIMING)."""
+    before = next((value for name, value in record.headers or () if name == TIMING), b"")
+    mine = f"in={record.timestamp},p={polled * 1000:.2f},e={time.time() * 1000:.2f}".encode()
+    return before + b"," + mine if before else mine
+
+
+class PhaseTimings:
+    """Samples per phase of this process's transactions, logged (and cleared) on SIGUSR1,
+    so a benchmark can ask for the warm-up's and the steady state's apart."""
+
+    def __init__(self) -> None:
+        self.samples: dict[str, list[float]] = {}
+
+    def add(self, phase: str, value: float) -> None:
+        self.samples.setdefault(phase, []).append(value)
+
+    def on_signal(self) -> None:
+        import signal
+
+        # Only a process's main thread may take signals; elsewhere the figures stay unlogged.
+        with contextlib.suppress(RuntimeError, ValueError, NotImplementedError):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, self.report)
+
+    def report(self) -> None:
+        for phase, values in sorted(self.samples.items()):
+            ordered = sorted(values)
+            p50 = ordered[len(ordered) // 2]
+            p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+            log.warning(
+                "timing %s: n=%d p50=%.3f p99=%.3f max=%.3f",
+                phase,
+                len(ordered),
+                p50,
+                p99,
+                ordered[-1],
+            )
+        log.warning("timing end")
+        self.samples.clear()
 
 
 class _Outbox:
