@@ -80,8 +80,25 @@ worker = define_specialist(name="worker", model="claude-haiku-4-5", prompt="Add.
 spec = define_runtime(
     tenant=define_tenant(TENANT, "v1"), agents=[worker], providers={"anthropic": {}}
 )
+# The same tool placed inline (``--tools inline``): the runtime service runs it.
+add_inline = define_tool(
+    "add", {"a": int, "b": int}, description="Add two integers.", placement="inline"
+).bind(add.handler)
+spec_inline = define_runtime(
+    tenant=define_tenant(TENANT, "v1"),
+    agents=[
+        define_specialist(
+            name="worker", model="claude-haiku-4-5", prompt="Add.", tools=[add_inline]
+        )
+    ],
+    providers={"anthropic": {}},
+)
 
 ONE_TOOL = json.dumps({"tool": "add", "args": {"a": 1, "b": 2}})
+
+
+def redis_url() -> str:
+    return os.environ.get("FLOWAI_REDIS_URL", "redis://127.0.0.1:16379/0")
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -98,6 +115,8 @@ class Processes:
         self.prefix = prefix
         self.log_dir = log_dir
         self.started: list[tuple[subprocess.Popen[bytes], Path]] = []
+        # Tools placed inline (--tools inline): the runtime needs the ledger's Redis.
+        self.inline = False
 
     def spawn(self, name: str, *args: str) -> tuple[subprocess.Popen[bytes], Path]:
         log = self.log_dir / f"{name}.log"
@@ -118,14 +137,17 @@ class Processes:
         return process, log
 
     def runtime(
-        self, name: str = "runtime", log_level: str = "WARNING"
+        self, name: str = "runtime", log_level: str = "WARNING", *extra: str
     ) -> tuple[subprocess.Popen[bytes], Path]:
+        inline = self.inline
         return self.spawn(
             name,
             "-m",
             "services.runtime",
             "--app",
-            "kafka_e2e:spec",
+            "kafka_e2e:spec_inline" if inline else "kafka_e2e:spec",
+            *(("--redis", redis_url()) if inline else ()),
+            *extra,
             "--bootstrap",
             self.bootstrap,
             "--prefix",
@@ -136,11 +158,13 @@ class Processes:
             log_level,
         )
 
-    def tools(self, kind: str) -> None:
+    def tools(self, kind: str, name: str = "tools") -> None:
+        if kind == "inline":
+            return  # the runtime service runs the tool
         if kind == "worker":
-            redis = os.environ.get("FLOWAI_REDIS_URL", "redis://127.0.0.1:16379/0")
+            redis = redis_url()
             self.spawn(
-                "tools",
+                name,
                 "-m",
                 "services.tools",
                 "--app",
@@ -301,8 +325,8 @@ async def bench_latency(
             bootstrap, topics, {f"warm-{n}" for n in range(result["count"])}, "warm-up"
         )
         log_at = await runtime_timings(procs, log_at, "warm-up")
-    redis_url = os.environ.get("FLOWAI_REDIS_URL") if args.tools == "worker" else None
-    calls_before = await redis_calls(redis_url)
+    ledger = redis_url() if args.tools in ("worker", "inline") else None
+    calls_before = await redis_calls(ledger)
     p99s = []
     steady: set[str] = set()
     finished = 0
@@ -312,7 +336,7 @@ async def bench_latency(
         p99s.append(print_latency(f"steady state, run {run}", rate, seconds, result))
         steady |= {f"{tag}-{n}" for n in range(result["count"])}
         finished += result["finished"]
-    print_redis_calls(calls_before, await redis_calls(redis_url), finished)
+    print_redis_calls(calls_before, await redis_calls(ledger), finished)
     await print_breakdown(bootstrap, topics, steady, "steady state")
     await runtime_timings(procs, log_at, "steady state")
     p99s = [p for p in p99s if p == p]
@@ -625,6 +649,7 @@ async def run(args: argparse.Namespace) -> None:
     log_dir = Path(os.environ.get("TMPDIR", "/tmp")) / prefix
     log_dir.mkdir(parents=True, exist_ok=True)
     procs = Processes(bootstrap, prefix, log_dir)
+    procs.inline = args.tools == "inline"
     skip = set(args.skip.split(",")) if args.skip else set()
     print(
         f"python {platform.python_version()}, {os.cpu_count()} cpus, broker {bootstrap}, "
@@ -692,7 +717,13 @@ def main() -> None:
     parser.add_argument("--ramp", default="100,200,300,400,500,600,800,1000")
     parser.add_argument("--ramp-seconds", type=float, default=5.0)
     parser.add_argument("--replay-events", type=int, default=100_000)
-    parser.add_argument("--tools", choices=("worker", "responder"), default="worker")
+    parser.add_argument(
+        "--tools",
+        choices=("worker", "inline", "responder"),
+        default="worker",
+        help="worker: the tool workers (Redis); inline: the tool placed inline, run by the "
+        "runtime service; responder: a minimal tool process without Redis (worker)",
+    )
     parser.add_argument(
         "--partitions", type=int, default=PARTITIONS, help="partitions per topic (%(default)s)"
     )
