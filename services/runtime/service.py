@@ -24,9 +24,14 @@ module feeds it the inputs it reads and routes what comes out:
   scripted deployment publishes no model requests at all. Either all of it
   is visible to ``read_committed`` readers, or none: a redelivered input after a crash never
   duplicates an event. The records of a transaction are built into one batch per topic
-  partition (:class:`_Outbox`) and sent after the poll's inputs were handled. Partitions of
-  one poll run their transactions concurrently; one partition's inputs (so one thread's) stay
-  in offset order. Each partition remembers the next offset it must handle, so a record the
+  partition (:class:`_Outbox`) and sent after the poll's inputs were handled. Each partition
+  queues its polled inputs and one task per partition drains the queue, a transaction per
+  turn with all that waited (commit at once when idle, batch when busy); partitions commit
+  concurrently, and one partition's inputs (so one thread's) stay in offset order. By
+  default a poll waits for its transactions; ``pipeline`` lets the next poll go on while
+  they commit, and ``linger_ms`` waits a little for more inputs when a poll is busy (both
+  measured in bench/kafka_e2e.py). The engine is fed under the service's lock; commits
+  run outside it. Each partition remembers the next offset it must handle, so a record the
   consumer hands out twice (a fetch that raced a seek) is never handled twice.
 - Ownership: each partition number has its own transactional id (``<group>.<p>``). The new
   owner's ``init_transactions`` fences the previous one (a process killed with ``kill -9``
@@ -58,6 +63,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -141,6 +147,22 @@ class ServiceConfig:
     # Stamp each output with when its input was polled and decided (header TIMING), and
     # time each transaction's phases (logged on SIGUSR1); for bench/kafka_e2e.py.
     timing: bool = field(default_factory=lambda: bus.env_flag(TIMING_ENV))
+    # True: each partition commits while the next poll is fetched and handled (see
+    # _dispatch). False (the default: on a shared 2-core machine it measured no better, see
+    # bench/kafka_e2e.py): every poll waits for all its transactions. Env
+    # FLOWAI_RUNTIME_PIPELINE=1.
+    pipeline: bool = field(
+        default_factory=lambda: os.environ.get("FLOWAI_RUNTIME_PIPELINE", "0") == "1"
+    )
+    # Inputs waiting for a partition's transaction beyond which its fetching pauses.
+    max_queued: int = 4000
+    # Busy (a poll brought at least busy_inputs inputs): wait linger_ms for more before
+    # handling them, so each transaction carries more inputs (fewer transactions per input
+    # when the load is high); idle: at once. Env FLOWAI_RUNTIME_LINGER_MS (0: never wait).
+    linger_ms: float = field(
+        default_factory=lambda: float(os.environ.get("FLOWAI_RUNTIME_LINGER_MS", "0"))
+    )
+    busy_inputs: int = 8
 
     @property
     def group(self) -> str:
@@ -151,13 +173,17 @@ class _Partition:
     """What this instance holds for one partition number it owns."""
 
     __slots__ = (
+        "draining",
         "expected",
         "fenced",
+        "held",
         "inputs",
         "log_end",
         "next_offsets",
         "number",
         "producer",
+        "queue",
+        "queued",
         "threads",
     )
 
@@ -174,6 +200,13 @@ class _Partition:
         # The next input offset to handle (set by a seek, advanced by each poll).
         self.expected: dict[TopicPartition, int] = {}
         self.fenced = False
+        # Polled inputs waiting for this partition's next transaction, with when they were
+        # polled; one task drains it at a time.
+        self.queue: list[tuple[TopicPartition, list[ConsumerRecord], float]] = []
+        self.queued = 0
+        self.draining: asyncio.Task[None] | None = None
+        # Fetching paused because the queue is long.
+        self.held = False
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -298,6 +331,9 @@ class RuntimeService:
         self._stopping.set()
 
     async def close(self) -> None:
+        # Transactions in flight finish (or fail) before the partitions go.
+        with contextlib.suppress(Exception):
+            await self._quiesce()
         if self._consumer is not None:
             # Leaves the group, so another instance gets the partitions without waiting.
             with contextlib.suppress(Exception):
@@ -322,6 +358,8 @@ class RuntimeService:
             while not self._stopping.is_set():
                 generation = self._generation
                 batch = await consumer.getmany(timeout_ms=100, max_records=self.config.max_records)
+                if self.config.linger_ms > 0 and batch:
+                    batch = await self._linger(consumer, batch)
                 polled = time.time()
                 if self._fatal is not None:
                     raise self._fatal
@@ -343,17 +381,85 @@ class RuntimeService:
                             if part is not None and tp in part.expected:
                                 consumer.seek(tp, part.expected[tp])
                         continue
-                    by_number: dict[int, list[tuple[TopicPartition, list[ConsumerRecord]]]] = {}
-                    for tp, records in batch.items():
-                        by_number.setdefault(tp.partition, []).append((tp, records))
-                    await asyncio.gather(
-                        *(
-                            self._process(number, items, polled)
-                            for number, items in by_number.items()
-                        )
-                    )
+                    self._dispatch(batch, polled)
+                if not self.config.pipeline:
+                    await self._quiesce(clear=False)
         finally:
             await self.close()
+
+    # --- adaptive batching -----------------------------------------------------------------
+
+    async def _linger(
+        self, consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list[ConsumerRecord]]
+    ) -> dict[TopicPartition, list[ConsumerRecord]]:
+        """When busy, what arrives within ``linger_ms`` joins ``batch``."""
+        count = sum(len(records) for records in batch.values())
+        if count < self.config.busy_inputs:
+            return batch
+        await asyncio.sleep(self.config.linger_ms / 1000)
+        more = await consumer.getmany(
+            timeout_ms=0, max_records=max(1, self.config.max_records - count)
+        )
+        for tp, records in more.items():
+            batch.setdefault(tp, []).extend(records)
+        return batch
+
+    def _dispatch(
+        self, batch: Mapping[TopicPartition, list[ConsumerRecord]], polled: float
+    ) -> None:
+        """Queue a poll's inputs on their partitions and start a drain where none runs.
+
+        A partition commits at once when it is idle; while its transaction commits, what
+        arrives for it waits in its queue and goes into its next transaction together
+        (batching grows with the load, and no partition waits for another's commit). The
+        poll loop meanwhile fetches on; a partition whose queue holds more than
+        ``max_queued`` inputs stops fetching until it drains."""
+        consumer = self._consumer
+        for tp, records in batch.items():
+            part = self._partitions.get(tp.partition)
+            if part is None or part.fenced:
+                continue
+            part.queue.append((tp, records, polled))
+            part.queued += len(records)
+            if part.queued > self.config.max_queued and not part.held and consumer is not None:
+                consumer.pause(*part.inputs)
+                part.held = True
+            if part.draining is None or part.draining.done():
+                part.draining = asyncio.create_task(self._drain(part))
+                part.draining.add_done_callback(self._drain_done)
+
+    def _drain_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            # A bug, not a Kafka failure (those are handled in _process): stop loudly.
+            self._fatal = task.exception()
+            self._stopping.set()
+
+    async def _drain(self, part: _Partition) -> None:
+        """One transaction per turn with everything queued on ``part`` until it is empty."""
+        while part.queue and self._partitions.get(part.number) is part and not part.fenced:
+            taken, part.queue, part.queued = part.queue, [], 0
+            if part.held and self._consumer is not None and not part.fenced:
+                self._consumer.resume(*part.inputs)
+                part.held = False
+            items = [(tp, records) for tp, records, _ in taken]
+            polled = min(at for _, _, at in taken)
+            await self._process(part.number, items, polled)
+
+    async def _quiesce(self, *, clear: bool = True) -> None:
+        """Wait until no partition has a transaction in flight (``clear``: dropping what is
+        queued and not handled yet; it is read again from where this instance stands)."""
+        while True:
+            running = [
+                part.draining
+                for part in self._partitions.values()
+                if part.draining is not None and not part.draining.done()
+            ]
+            if clear:
+                for part in self._partitions.values():
+                    part.queue, part.queued = [], 0
+            if not running:
+                return
+            await asyncio.wait(running)
 
     # --- rebalance -------------------------------------------------------------------------
 
@@ -361,9 +467,14 @@ class RuntimeService:
         async with self._lock:  # waits for the poll in hand
             self._generation += 1
             self.ready.clear()
+        # Then for every transaction in flight (they take the lock themselves).
+        await self._quiesce()
 
     async def _on_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         try:
+            async with self._lock:
+                self._generation += 1
+            await self._quiesce()
             async with self._lock:
                 self._generation += 1
                 numbers = {tp.partition for tp in assigned}
@@ -509,31 +620,28 @@ class RuntimeService:
         part = self._partitions.get(number)
         if part is None or part.fenced:
             return
-        work: list[tuple[TopicPartition, list[ConsumerRecord]]] = []
-        for tp, records in items:
-            # A fetch that raced a seek can hand records out twice; below the position this
-            # instance set or reached, a record was handled already.
-            expected = part.expected[tp]
-            if records[0].offset < expected:
-                records = [record for record in records if record.offset >= expected]
-            if records:
-                work.append((tp, records))
-                part.expected[tp] = records[-1].offset + 1
-        if not work:
-            return
         producer = part.producer
         outbox = _Outbox(producer)
         offsets: dict[TopicPartition, OffsetAndMetadata] = {}
         timings = self.timings
         try:
-            began = time.perf_counter()
-            await producer.begin_transaction()
-            for tp, records in work:
-                for record in records:
-                    await self._handle(part, tp, record, outbox, polled)
-                offsets[tp] = OffsetAndMetadata(records[-1].offset + 1, "")
-            decided = time.perf_counter()
-            last_event = await outbox.send(self.topics.runtime_events, number)
+            # The engine's part under the lock (a rebalance may be folding a log into the
+            # engine on a worker thread); the commit outside it, so other partitions'
+            # inputs are handled meanwhile.
+            async with self._lock:
+                if self._partitions.get(number) is not part or part.fenced:
+                    return
+                work = self._unseen(part, items)
+                if not work:
+                    return
+                began = time.perf_counter()
+                await producer.begin_transaction()
+                for tp, records in work:
+                    for record in records:
+                        await self._handle(part, tp, record, outbox, polled)
+                    offsets[tp] = OffsetAndMetadata(records[-1].offset + 1, "")
+                decided = time.perf_counter()
+                last_event = await outbox.send(self.topics.runtime_events, number)
             await producer.send_offsets_to_transaction(offsets, self.config.group)
             sent = time.perf_counter()
             await producer.commit_transaction()  # flushes: every batch is acknowledged
@@ -547,24 +655,46 @@ class RuntimeService:
             # Another instance took this partition; the rebalance that told it so reaches
             # us next. Handle nothing more of it until then.
             log.warning("partition %d was taken over (fenced); waiting for the rebalance", number)
-            part.fenced = True
-            for thread_id in part.threads:
-                self._engine.forget(thread_id)
-            part.threads.clear()
-            assert self._consumer is not None
-            self._consumer.pause(*part.inputs)
+            async with self._lock:
+                part.fenced = True
+                part.queue, part.queued = [], 0
+                for thread_id in part.threads:
+                    self._engine.forget(thread_id)
+                part.threads.clear()
+                assert self._consumer is not None
+                self._consumer.pause(*part.inputs)
             return
         except Exception:
             log.exception("transaction of partition %d failed; rebuilding it from the log", number)
-            with contextlib.suppress(Exception):
-                await producer.abort_transaction()
-            await self._resync(number)
+            async with self._lock:
+                part.queue, part.queued = [], 0
+                with contextlib.suppress(Exception):
+                    await producer.abort_transaction()
+                if self._partitions.get(number) is part:
+                    await self._resync(number)
             return
         for tp, meta in offsets.items():
             part.next_offsets[tp] = meta.offset
         if log_end is not None:
             # One commit marker follows the last record written.
             part.log_end = log_end + 2
+
+    @staticmethod
+    def _unseen(
+        part: _Partition, items: list[tuple[TopicPartition, list[ConsumerRecord]]]
+    ) -> list[tuple[TopicPartition, list[ConsumerRecord]]]:
+        """``items`` without the records handled already, advancing ``part.expected``."""
+        work: list[tuple[TopicPartition, list[ConsumerRecord]]] = []
+        for tp, records in items:
+            # A fetch that raced a seek can hand records out twice; below the position this
+            # instance set or reached, a record was handled already.
+            expected = part.expected[tp]
+            if records[0].offset < expected:
+                records = [record for record in records if record.offset >= expected]
+            if records:
+                work.append((tp, records))
+                part.expected[tp] = records[-1].offset + 1
+        return work
 
     async def _resync(self, number: int) -> None:
         """Make partition ``number`` match the log again after a failed transaction."""
@@ -729,6 +859,9 @@ class RuntimeService:
             )
             part = self._partitions.get(number)
             if part is None or part.fenced:
+                continue
+            if part.draining is not None and not part.draining.done():
+                # Its transaction is in flight; the engine says the same next poll.
                 continue
             await self._transact_local(part, deadline)
 
