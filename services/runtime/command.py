@@ -109,6 +109,12 @@ def _add_inline_arguments(p: argparse.ArgumentParser) -> None:
     )
     bus.add_flag_argument(
         p,
+        "--uvloop",
+        env="FLOWAI_UVLOOP",
+        help="run on uvloop's event loop instead of asyncio's (pip install uvloop)",
+    )
+    bus.add_flag_argument(
+        p,
         "--allow-volatile-ledger",
         env="FLOWAI_ALLOW_VOLATILE_LEDGER",
         help="run inline tools even if Redis does not persist the ledger",
@@ -130,6 +136,17 @@ def _inline_settings(args: argparse.Namespace, spec: Any) -> Any:
             tool_timeout=args.inline_tool_timeout, max_attempts=2
         ),
     )
+
+
+def _use_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:
+        raise UsageError(
+            "--uvloop (env FLOWAI_UVLOOP) needs the uvloop package: pip install uvloop, "
+            "or leave the option off"
+        ) from None
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
 def _tools_module(name: str) -> Any:
@@ -200,6 +217,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "flowai serve runtime
         )
         service = RuntimeService(spec, interpreter, config)
         inline = _inline_settings(args, spec)
+        if args.uvloop:
+            _use_uvloop()
     except FlowaiError as exc:
         print(f"flowai serve runtime: {exc}", file=sys.stderr)
         return 2

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from aiokafka.errors import KafkaError
 
 from flowai_harness import bus
-from flowai_harness.errors import FlowaiError
+from flowai_harness.errors import FlowaiError, UsageError
 
 from .app import load_app
 from .models import ModelSettings
@@ -62,6 +62,12 @@ def build_parser(prog: str = "flowai serve tools") -> argparse.ArgumentParser:
         env="FLOWAI_ALLOW_VOLATILE_LEDGER",
         help="start even if Redis does not persist the ledger (no append-only file), or "
         "forbids asking: a Redis restart then forgets recorded results and tools run again",
+    )
+    bus.add_flag_argument(
+        parser,
+        "--uvloop",
+        env="FLOWAI_UVLOOP",
+        help="run on uvloop's event loop instead of asyncio's (pip install uvloop)",
     )
     parser.add_argument("--concurrency", type=int, default=8, help="tool calls at once (8)")
     parser.add_argument(
@@ -167,6 +173,18 @@ def _provider_limits(entries: Sequence[str]) -> dict[str, int]:
     return limits
 
 
+def use_uvloop() -> None:
+    """Make asyncio.run use uvloop's event loop; UsageError when it is not installed."""
+    try:
+        import uvloop
+    except ImportError:
+        raise UsageError(
+            "--uvloop (env FLOWAI_UVLOOP) needs the uvloop package: pip install uvloop, "
+            "or leave the option off"
+        ) from None
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
 def main(argv: Sequence[str] | None = None, *, prog: str = "flowai serve tools") -> int:
     """``flowai serve tools ...``: parse the arguments, load the app, run until signalled.
 
@@ -186,6 +204,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "flowai serve tools")
         return 2
     try:
         app = load_app(args.app, args.services)
+        if args.uvloop:
+            use_uvloop()
         asyncio.run(serve(app, settings))
     except FlowaiError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
