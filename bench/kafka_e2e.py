@@ -365,13 +365,16 @@ async def bench_latency(
     """Warm-up at the offered rate (printed apart), then ``--runs`` steady-state runs."""
     rate, seconds, bootstrap = args.rate, args.seconds, procs.bootstrap
     log_at = 0
+    # Services from before the timing headers would take SIGUSR1 as the end.
+    timed = True
     if args.warmup > 0:
         result = await offered(client, rate, args.warmup, "warm", within=args.warmup + 30)
         print_latency("warm-up, right after start-up", rate, args.warmup, result)
-        await print_breakdown(
+        timed = await print_breakdown(
             bootstrap, topics, {f"warm-{n}" for n in range(result["count"])}, "warm-up"
         )
-        log_at = await runtime_timings(procs, log_at, "warm-up")
+        if timed:
+            log_at = await runtime_timings(procs, log_at, "warm-up")
     ledger = redis_url() if args.tools in ("worker", "inline") else None
     calls_before = await redis_calls(ledger)
     meter = CpuMeter(procs)
@@ -387,8 +390,8 @@ async def bench_latency(
         finished += result["finished"]
     print(f"  {CpuMeter.per_query(cpu_before, meter.snapshot(), finished)}")
     print_redis_calls(calls_before, await redis_calls(ledger), finished)
-    await print_breakdown(bootstrap, topics, steady, "steady state")
-    await runtime_timings(procs, log_at, "steady state")
+    if await print_breakdown(bootstrap, topics, steady, "steady state") and timed:
+        await runtime_timings(procs, log_at, "steady state")
     p99s = [p for p in p99s if p == p]
     if len(p99s) > 1:
         print(
@@ -435,7 +438,7 @@ INLINE_PHASES: list[tuple[str, Any, Any]] = [
 
 async def print_breakdown(
     bootstrap: str, topics: bus.Topics, threads: set[str], label: str
-) -> None:
+) -> bool:
     """Where one query's time goes: each phase's p50/p99 over the queries ``threads``, from
     the timing headers of their run logs (wall clocks of one machine, 0.01 ms)."""
     counts = await bus.partition_counts(bootstrap, [topics.runtime_events])
@@ -487,13 +490,14 @@ async def print_breakdown(
     n = len(next(iter(values.values())))
     if not n:
         print(f"  {label}: no timing headers found (services without FLOWAI_TIMING?)")
-        return
+        return False
     print(f"  where the time goes, {label} ({n} queries; p50s add up to about the p50):")
     for name, samples in values.items():
         print(
             f"    {name:<64} p50 {statistics.median(samples):6.2f}  "
             f"p99 {percentile(samples, 0.99):6.2f} ms"
         )
+    return True
 
 
 def transaction_timings(log: Path, since: int) -> tuple[list[str], int]:
