@@ -492,7 +492,10 @@ async def print_breakdown(
     if not n:
         print(f"  {label}: no timing headers found (services without FLOWAI_TIMING?)")
         return False
-    print(f"  where the time goes, {label} ({n} queries; p50s add up to about the p50):")
+    print(
+        f"  where the time goes, {label} ({n} queries; p50s add up to about the p50; a "
+        "record's own timestamp is a whole ms, so phases next to one are +-1 ms):"
+    )
     for name, samples in values.items():
         print(
             f"    {name:<64} p50 {statistics.median(samples):6.2f}  "
