@@ -21,8 +21,9 @@ runtime's transaction with the result; if the runtime dies after recording and b
 commit, the next owner finds the recorded result and that one dead letter is not repeated
 (the result, with its error, is still logged).
 
-An inline call holds up its partition's transaction (and the runtime's poll) while it runs:
-inline is for cheap, trusted tools; anything slow or that may hang belongs on the workers.
+An inline call holds up the runtime's inputs while it runs (the runtime feeds its engine under
+one lock, and the call is part of that): inline is for cheap, trusted tools; anything slow
+or that may hang belongs on the workers.
 
 Must not import Kafka or the runtime service; the runtime service does not import this (its
 command line hands an instance over).
