@@ -144,10 +144,10 @@ async def measure(args: argparse.Namespace, runtimes: int, workers: int) -> floa
 def efficiency(table: dict[tuple[int, int], float]) -> None:
     print("efficiency of each step (measured factor / ideal factor):")
     for (r, w), rate in sorted(table.items()):
-        for (r2, w2), what, ideal in (
-            ((r + 1, w), f"runtimes {r} -> {r + 1}", (r + 1) / r),
-            ((r, w + 1), f"workers {w} -> {w + 1}", (w + 1) / w),
-        ):
+        steps = [((r + 1, w), f"runtimes {r} -> {r + 1}", (r + 1) / r)]
+        if w:  # 0: the tool is placed inline, there are no workers
+            steps.append(((r, w + 1), f"workers {w} -> {w + 1}", (w + 1) / w))
+        for (r2, w2), what, ideal in steps:
             if (r2, w2) in table and rate > 0:
                 factor = table[(r2, w2)] / rate
                 print(
