@@ -33,7 +33,7 @@ help:
 $(VENV)/.deps: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip 'maturin>=1.7,<2'
-	. $(VENV)/bin/activate && maturin develop --release -q -E dev,kafka,studio
+	. $(VENV)/bin/activate && maturin develop --release -q -E dev,kafka,studio,fast
 	touch $@
 
 setup: $(VENV)/.deps

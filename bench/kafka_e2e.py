@@ -1,19 +1,24 @@
 """Distributed benchmark on the local Kafka: prints figures, asserts nothing.
 
     set -a; . var/services/env; set +a
-    python bench/kafka_e2e.py [--rate 50] [--seconds 10] [--runs 1] [--tools worker|responder]
-                              [--replay-events 100000] [--skip latency,ramp,replay,raw]
+    python bench/kafka_e2e.py [--rate 50] [--seconds 10] [--runs 1] [--warmup 5]
+                              [--tools worker|responder] [--replay-events 100000]
+                              [--skip latency,ramp,replay,raw]
 
 What it measures (a fresh topic prefix each run; its topics are deleted at the end):
 
-- start-up: the first 20 queries after the services answered, one at a time (printed apart:
-  the steady state is measured after them).
-- latency: end-to-end time of a one-tool-step query at a fixed offered rate: from just
-  before the client publishes the Query to the moment it reads the run's end from the
-  run log (runtime service -> tool -> runtime service, two transactions, read_committed at
-  every hop); p50 / p99 / max, ``--runs`` times, with the spread of p99 across runs; then
-  where the time goes: each hop between the client, the run log and the tool results, from
-  the records' timestamps.
+- start-up: the first 20 queries after the services answered, one at a time.
+- warm-up: ``--warmup`` seconds at the offered rate right after start-up, printed apart.
+- latency (steady state): end-to-end time of a one-tool-step query at a fixed offered rate:
+  from just before the client publishes the Query to the moment it reads the run's end from
+  the run log (runtime service -> tool -> runtime service, two transactions, read_committed
+  at every hop); p50 / p99 / max, ``--runs`` times, with the spread of p99 across runs.
+  For the warm-up and the steady state apart: where the time goes, phase by phase (client
+  produce, runtime poll, engine, transaction + markers + read_committed fetch, the tool
+  worker's Redis calls and tool, result back, client read), from the per-hop timestamps the
+  services put in a ``flowai-timing`` header when ``FLOWAI_TIMING=1`` (set here); the
+  runtime's own transaction phases (engine, records + offsets sent, commit), which it logs
+  on SIGUSR1; and Redis round trips per query (INFO commandstats, steady state).
 - ramp: offered rates rising step by step, each for a few seconds; the highest rate at which
   every query finished (zero loss), the last within 0.5 s of the offer ending, with p99 under
   a second (so the service kept up instead of queueing).
@@ -33,11 +38,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import itertools
 import json
 import os
 import platform
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -75,8 +80,72 @@ worker = define_specialist(name="worker", model="claude-haiku-4-5", prompt="Add.
 spec = define_runtime(
     tenant=define_tenant(TENANT, "v1"), agents=[worker], providers={"anthropic": {}}
 )
+# The same tool placed inline (``--tools inline``): the runtime service runs it.
+add_inline = define_tool(
+    "add", {"a": int, "b": int}, description="Add two integers.", placement="inline"
+).bind(add.handler)
+spec_inline = define_runtime(
+    tenant=define_tenant(TENANT, "v1"),
+    agents=[
+        define_specialist(
+            name="worker", model="claude-haiku-4-5", prompt="Add.", tools=[add_inline]
+        )
+    ],
+    providers={"anthropic": {}},
+)
 
 ONE_TOOL = json.dumps({"tool": "add", "args": {"a": 1, "b": 2}})
+
+
+class CpuMeter:
+    """CPU seconds used by the benchmark's services, the broker, Redis and the client
+    (from /proc), so the cost of a query can be told apart from how busy the machine is:
+    on a shared machine the CPU a query takes moves much less than its latency."""
+
+    def __init__(self, procs: Processes) -> None:
+        self.procs = procs
+        folder = Path(os.environ.get("FLOWAI_SERVICES_DIR", REPO / "var" / "services"))
+        self.fixed: dict[str, int] = {}
+        for name, pid_file in (("broker", "kafka/kafka.pid"), ("redis", "redis/redis.pid")):
+            with contextlib.suppress(OSError, ValueError):
+                self.fixed[name] = int((folder / pid_file).read_text().split()[0])
+
+    def snapshot(self) -> dict[str, float]:
+        used: dict[str, float] = {"client": time.process_time()}
+        pids = {
+            log.stem.split("-")[0]: process.pid
+            for process, log in self.procs.started
+            if process.poll() is None
+        }
+        for name, pid in [*self.fixed.items(), *pids.items()]:
+            used[name] = used.get(name, 0.0) + _cpu_seconds(pid)
+        return used
+
+    @staticmethod
+    def per_query(before: dict[str, float], after: dict[str, float], queries: int) -> str:
+        if not queries:
+            return "no queries"
+        parts = {
+            name: (after[name] - before.get(name, 0.0)) * 1000 / queries
+            for name in after
+            if name in before
+        }
+        total = sum(parts.values())
+        listed = ", ".join(f"{name} {ms:.2f}" for name, ms in parts.items())
+        return f"CPU per query {total:.2f} ms ({listed})"
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    # utime and stime: fields 14 and 15 of stat, counted after the command's ")".
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def redis_url() -> str:
+    return os.environ.get("FLOWAI_REDIS_URL", "redis://127.0.0.1:16379/0")
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -93,6 +162,8 @@ class Processes:
         self.prefix = prefix
         self.log_dir = log_dir
         self.started: list[tuple[subprocess.Popen[bytes], Path]] = []
+        # Tools placed inline (--tools inline): the runtime needs the ledger's Redis.
+        self.inline = False
 
     def spawn(self, name: str, *args: str) -> tuple[subprocess.Popen[bytes], Path]:
         log = self.log_dir / f"{name}.log"
@@ -102,6 +173,9 @@ class Processes:
             "PYTHONUNBUFFERED": "1",
             # No approval gates here: the runtime need not check decision signatures.
             "FLOWAI_ALLOW_UNSIGNED_DECISIONS": "1",
+            # Per-hop timestamps in headers and the runtime's transaction phases on SIGUSR1
+            # (FLOWAI_TIMING=0 in the benchmark's environment: without, to measure its cost).
+            "FLOWAI_TIMING": os.environ.get("FLOWAI_TIMING", "1"),
         }
         with log.open("wb") as out:
             process = subprocess.Popen(
@@ -111,14 +185,17 @@ class Processes:
         return process, log
 
     def runtime(
-        self, name: str = "runtime", log_level: str = "WARNING"
+        self, name: str = "runtime", log_level: str = "WARNING", *extra: str
     ) -> tuple[subprocess.Popen[bytes], Path]:
+        inline = self.inline
         return self.spawn(
             name,
             "-m",
             "services.runtime",
             "--app",
-            "kafka_e2e:spec",
+            "kafka_e2e:spec_inline" if inline else "kafka_e2e:spec",
+            *(("--redis", redis_url()) if inline else ()),
+            *extra,
             "--bootstrap",
             self.bootstrap,
             "--prefix",
@@ -129,11 +206,13 @@ class Processes:
             log_level,
         )
 
-    def tools(self, kind: str) -> None:
+    def tools(self, kind: str, name: str = "tools") -> None:
+        if kind == "inline":
+            return  # the runtime service runs the tool
         if kind == "worker":
-            redis = os.environ.get("FLOWAI_REDIS_URL", "redis://127.0.0.1:16379/0")
+            redis = redis_url()
             self.spawn(
-                "tools",
+                name,
                 "-m",
                 "services.tools",
                 "--app",
@@ -267,26 +346,54 @@ async def warm_up(client: Any) -> None:
     )
 
 
+def print_latency(label: str, rate: float, seconds: float, result: dict[str, Any]) -> float:
+    ms = [x * 1000 for x in result["latencies"]]
+    if not ms:
+        print(f"latency at {rate:g}/s ({label}): no query finished")
+        return float("nan")
+    p99 = percentile(ms, 0.99)
+    print(
+        f"latency, one-tool-step query at {rate:g}/s for {seconds:g} s ({label}): p50 "
+        f"{statistics.median(ms):.1f} ms  p99 {p99:.1f} ms  max {max(ms):.1f} ms  "
+        f"(n={len(ms)}, lost {result['lost']})"
+    )
+    return p99
+
+
 async def bench_latency(
-    client: Any, bootstrap: str, topics: bus.Topics, rate: float, seconds: float, runs: int
+    client: Any, procs: Processes, topics: bus.Topics, args: argparse.Namespace
 ) -> None:
+    """Warm-up at the offered rate (printed apart), then ``--runs`` steady-state runs."""
+    rate, seconds, bootstrap = args.rate, args.seconds, procs.bootstrap
+    log_at = 0
+    # Services from before the timing headers would take SIGUSR1 as the end.
+    timed = True
+    if args.warmup > 0:
+        result = await offered(client, rate, args.warmup, "warm", within=args.warmup + 30)
+        print_latency("warm-up, right after start-up", rate, args.warmup, result)
+        timed = await print_breakdown(
+            bootstrap, topics, {f"warm-{n}" for n in range(result["count"])}, "warm-up"
+        )
+        if timed:
+            log_at = await runtime_timings(procs, log_at, "warm-up")
+    ledger = redis_url() if args.tools in ("worker", "inline") else None
+    calls_before = await redis_calls(ledger)
+    meter = CpuMeter(procs)
+    cpu_before = meter.snapshot()
     p99s = []
-    for run in range(1, runs + 1):
+    steady: set[str] = set()
+    finished = 0
+    for run in range(1, args.runs + 1):
         tag = f"lat{run}"
         result = await offered(client, rate, seconds, tag, within=seconds + 30)
-        ms = [x * 1000 for x in result["latencies"]]
-        if not ms:
-            print(f"latency at {rate:g}/s (run {run}): no query finished")
-            continue
-        p99s.append(percentile(ms, 0.99))
-        print(
-            f"latency, one-tool-step query at {rate:g}/s for {seconds:g} s (steady state, run "
-            f"{run}): p50 {statistics.median(ms):.1f} ms  p99 {p99s[-1]:.1f} ms  "
-            f"max {max(ms):.1f} ms  (n={len(ms)}, lost {result['lost']})"
-        )
-        if run == runs:
-            threads = {f"{tag}-{n}" for n in range(result["count"])}
-            await print_hops(bootstrap, topics, threads)
+        p99s.append(print_latency(f"steady state, run {run}", rate, seconds, result))
+        steady |= {f"{tag}-{n}" for n in range(result["count"])}
+        finished += result["finished"]
+    print(f"  {CpuMeter.per_query(cpu_before, meter.snapshot(), finished)}")
+    print_redis_calls(calls_before, await redis_calls(ledger), finished)
+    if await print_breakdown(bootstrap, topics, steady, "steady state") and timed:
+        await runtime_timings(procs, log_at, "steady state")
+    p99s = [p for p in p99s if p == p]
     if len(p99s) > 1:
         print(
             f"p99 over {len(p99s)} runs: {min(p99s):.1f} .. {max(p99s):.1f} ms "
@@ -294,74 +401,177 @@ async def bench_latency(
         )
 
 
-async def print_hops(bootstrap: str, topics: bus.Topics, threads: set[str]) -> None:
-    """Where one query's time goes, from the topics' record timestamps (whole ms; a record's
-    timestamp is when its producer appended it, before its transaction commits)."""
-    from aiokafka import TopicPartition
+def parse_timing(header: bytes) -> list[dict[str, float]]:
+    """The hops of a timing header (see services.runtime.service.TIMING), in order: each
+    hop starts with ``in`` (its input record's timestamp)."""
+    hops: list[dict[str, float]] = []
+    for pair in header.decode().split(","):
+        name, _, value = pair.partition("=")
+        if name == "in":
+            hops.append({})
+        hops[-1][name] = float(value)
+    return hops
 
-    wanted = [topics.runtime_events, topics.tool_results]
+
+# The phases of one query, in order: (name, from, to); a mark is "start"/"end" (the client's
+# clock) or (hop, stamp) from the timing header of the run's last logged event (hops: 0 the
+# runtime on the query, 1 the tool worker, 2 the runtime on the result).
+PHASES: list[tuple[str, Any, Any]] = [
+    ("client: query built and handed to the producer", "start", (0, "in")),
+    ("query produced -> runtime polled it", (0, "in"), (0, "p")),
+    ("runtime: engine on the query (+ earlier inputs of the poll)", (0, "p"), (0, "e")),
+    ("transaction 1 sent + committed -> tool worker fetched", (0, "e"), (1, "f")),
+    ("tool worker: Redis claim+check (begin)", (1, "f"), (1, "b")),
+    ("tool worker: tool ran", (1, "b"), (1, "r")),
+    ("tool worker: Redis record", (1, "r"), (1, "l")),
+    ("tool worker: result handed to the producer", (1, "l"), (2, "in")),
+    ("result produced -> runtime polled it", (2, "in"), (2, "p")),
+    ("runtime: engine on the result", (2, "p"), (2, "e")),
+    ("transaction 2 sent + committed -> client read the run's end", (2, "e"), "end"),
+]
+INLINE_PHASES: list[tuple[str, Any, Any]] = [
+    ("client: query built and handed to the producer", "start", (0, "in")),
+    ("query produced -> runtime polled it", (0, "in"), (0, "p")),
+    ("runtime: engine + inline tool (+ earlier inputs of the poll)", (0, "p"), (0, "e")),
+    ("transaction sent + committed -> client read the run's end", (0, "e"), "end"),
+]
+
+
+async def print_breakdown(
+    bootstrap: str, topics: bus.Topics, threads: set[str], label: str
+) -> bool:
+    """Where one query's time goes: each phase's p50/p99 over the queries ``threads``, from
+    the timing headers of their run logs (wall clocks of one machine, 0.01 ms)."""
+    counts = await bus.partition_counts(bootstrap, [topics.runtime_events])
+    tps = [TopicPartition(topics.runtime_events, p) for p in range(counts[topics.runtime_events])]
     consumer = bus.consumer(bootstrap, max_partition_fetch_bytes=8 * 1024 * 1024)
     await consumer.start()
-    seen: dict[str, dict[str, float]] = {}
+    chains: dict[str, list[dict[str, float]]] = {}
     try:
-        counts = await bus.partition_counts(bootstrap, wanted)
-        tps = [TopicPartition(t, p) for t, n in counts.items() for p in range(n)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
         left = {tp for tp in tps if ends[tp] > 0}
         while left:
             batch = await consumer.getmany(*left, timeout_ms=1000)
-            for tp, records in batch.items():
+            for records in batch.values():
                 for record in records:
-                    body = orjson.loads(record.value)
-                    thread = body.get("thread_id")
-                    if thread not in threads:
+                    header = next((v for k, v in record.headers if k == "flowai-timing"), None)
+                    if header is None:
                         continue
-                    at = record.timestamp / 1000
-                    marks = seen.setdefault(thread, {})
-                    if tp.topic == topics.tool_results:
-                        marks.setdefault("tool worker publishes the result", at)
-                        continue
-                    kind, state = body["payload"].get("type"), body["payload"].get("state")
-                    if kind == "run-start":
-                        marks["runtime logs the run (and the invocation)"] = at
-                    elif kind == "tool-invocation" and state == "result":
-                        marks["runtime logs the result (and the answer)"] = at
+                    thread = orjson.loads(record.value).get("thread_id")
+                    if thread in threads:
+                        hops = parse_timing(header)
+                        if len(hops) > len(chains.get(thread, [])):
+                            chains[thread] = hops
             for tp in list(left):
                 if await consumer.position(tp) >= ends[tp]:
                     left.discard(tp)
     finally:
         await consumer.stop()
-    order = [
-        "client publishes",
-        "runtime logs the run (and the invocation)",
-        "tool worker publishes the result",
-        "runtime logs the result (and the answer)",
-        "client stream ends",
-    ]
-    hops: dict[str, list[float]] = {}
-    for thread, marks in seen.items():
-        if thread not in WALL or len(marks) != 3:
+    phases = PHASES if any(len(c) == 3 for c in chains.values()) else INLINE_PHASES
+    want = 3 if phases is PHASES else 1
+    values: dict[str, list[float]] = {name: [] for name, _, _ in phases}
+    for thread, hops in chains.items():
+        if thread not in WALL or len(hops) != want:
             continue
-        marks["client publishes"], marks["client stream ends"] = WALL[thread]
-        for before, after in itertools.pairwise(order):
-            hops.setdefault(f"{before} -> {after}", []).append(
-                (marks[after] - marks[before]) * 1000
-            )
-    print(f"  where the time goes ({len(next(iter(hops.values()), []))} queries):")
-    for name in (f"{b} -> {a}" for b, a in itertools.pairwise(order)):
-        values = hops.get(name, [])
-        if values:
-            print(
-                f"    {name:<78} p50 {statistics.median(values):6.1f}  "
-                f"p99 {percentile(values, 0.99):6.1f} ms"
-            )
+        start, end = WALL[thread]
+
+        def mark(
+            at: Any, hops: list[dict[str, float]] = hops, start: float = start, end: float = end
+        ) -> float:
+            if at == "start":
+                return start * 1000
+            if at == "end":
+                return end * 1000
+            return hops[at[0]][at[1]]
+
+        for name, before, after in phases:
+            values[name].append(mark(after) - mark(before))
+    n = len(next(iter(values.values())))
+    if not n:
+        print(f"  {label}: no timing headers found (services without FLOWAI_TIMING?)")
+        return False
+    print(
+        f"  where the time goes, {label} ({n} queries; p50s add up to about the p50; a "
+        "record's own timestamp is a whole ms, so phases next to one are +-1 ms):"
+    )
+    for name, samples in values.items():
+        print(
+            f"    {name:<64} p50 {statistics.median(samples):6.2f}  "
+            f"p99 {percentile(samples, 0.99):6.2f} ms"
+        )
+    return True
 
 
-async def bench_ramp(client: Any, rates: list[float], seconds: float) -> None:
+def transaction_timings(log: Path, since: int) -> tuple[list[str], int]:
+    """The runtime's transaction phases it logged on SIGUSR1 after byte ``since`` of its log."""
+    text = log.read_bytes()[since:].decode(errors="replace")
+    lines = []
+    for match in re.finditer(r"timing (.+?): n=(\d+) p50=([0-9.]+) p99=([0-9.]+)", text):
+        name, n, p50, p99 = match.groups()
+        lines.append(
+            f"    runtime {name:<56} p50 {float(p50):6.2f}  p99 {float(p99):6.2f}  (n={n})"
+        )
+    return lines, since + len(text.encode())
+
+
+async def runtime_timings(procs: Processes, since: int, label: str) -> int:
+    """Ask the runtime for its transaction phases since the last ask and print them."""
+    process, log = procs.started[0]
+    size = log.stat().st_size
+    process.send_signal(signal.SIGUSR1)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if b"timing end" in log.read_bytes()[size:]:
+            break
+        await asyncio.sleep(0.05)
+    lines, end = transaction_timings(log, since)
+    if lines:
+        print(f"  the runtime's transactions, {label}:")
+        print("\n".join(lines))
+    return end
+
+
+async def redis_calls(url: str | None) -> dict[str, int]:
+    """Redis's command counters (INFO commandstats), to count round trips per query."""
+    if url is None:
+        return {}
+    from redis.asyncio import Redis
+
+    redis = Redis.from_url(url)
+    try:
+        stats = await redis.info("commandstats")
+    finally:
+        await redis.aclose()
+    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+
+
+def print_redis_calls(before: dict[str, int], after: dict[str, int], queries: int) -> None:
+    """Round trips are the script calls (EVALSHA/EVAL: the ledger talks only through
+    scripts); Redis counts the commands those scripts run as calls too, shown apart."""
+    if not after or not queries:
+        return
+    delta = {name: after[name] - before.get(name, 0) for name in after}
+    # The benchmark's own INFO calls are not the services'.
+    delta.pop("info", None)
+    scripts = {n: c for n, c in delta.items() if n.startswith(("evalsha", "eval")) and c > 0}
+    inner = {n: c for n, c in delta.items() if n not in scripts and c > 0}
+    trips = sum(scripts.values()) / queries
+    parts = ", ".join(f"{name} {count / queries:.2f}" for name, count in sorted(inner.items()))
+    print(
+        f"  Redis per query: {trips:.2f} round trips (script calls), running {parts or 'nothing'} "
+        "(other users of this Redis count too)"
+    )
+
+
+async def bench_ramp(
+    client: Any, rates: list[float], seconds: float, procs: Processes | None = None
+) -> float:
     best = 0.0
+    meter = CpuMeter(procs) if procs is not None else None
     for rate in rates:
+        cpu_before = meter.snapshot() if meter is not None else {}
         result = await offered(client, rate, seconds, f"ramp{int(rate)}", within=seconds + 20)
         ms = [x * 1000 for x in result["latencies"]]
         p99 = percentile(ms, 0.99) if ms else float("nan")
@@ -375,10 +585,13 @@ async def bench_ramp(client: Any, rates: list[float], seconds: float) -> None:
             f"{statistics.median(ms) if ms else float('nan'):.0f} ms, p99 {p99:.0f} ms"
             f"{'' if kept_up else '  <- did not keep up'}"
         )
+        if meter is not None:
+            print(f"      {CpuMeter.per_query(cpu_before, meter.snapshot(), result['finished'])}")
         if not kept_up:
             break
         best = rate
     print(f"highest sustained rate with zero loss: {best:g} queries/s")
+    return best
 
 
 # --- replay ----------------------------------------------------------------------------------
@@ -501,6 +714,7 @@ async def run(args: argparse.Namespace) -> None:
     log_dir = Path(os.environ.get("TMPDIR", "/tmp")) / prefix
     log_dir.mkdir(parents=True, exist_ok=True)
     procs = Processes(bootstrap, prefix, log_dir)
+    procs.inline = args.tools == "inline"
     skip = set(args.skip.split(",")) if args.skip else set()
     print(
         f"python {platform.python_version()}, {os.cpu_count()} cpus, broker {bootstrap}, "
@@ -514,12 +728,10 @@ async def run(args: argparse.Namespace) -> None:
                 await wait_ready(client)
                 await warm_up(client)
                 if "latency" not in skip:
-                    await bench_latency(
-                        client, bootstrap, topics, args.rate, args.seconds, args.runs
-                    )
+                    await bench_latency(client, procs, topics, args)
                 if "ramp" not in skip:
                     rates = [float(r) for r in args.ramp.split(",")]
-                    await bench_ramp(client, rates, args.ramp_seconds)
+                    await bench_ramp(client, rates, args.ramp_seconds, procs)
             procs.stop()
         if "replay" not in skip:
             replay_topics = bus.Topics(prefix + "r")
@@ -559,12 +771,24 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument(
+        "--warmup",
+        type=float,
+        default=5.0,
+        help="seconds at the offered rate before the steady state, reported apart (5)",
+    )
+    parser.add_argument(
         "--runs", type=int, default=1, help="latency measurements, one after another (1)"
     )
     parser.add_argument("--ramp", default="100,200,300,400,500,600,800,1000")
     parser.add_argument("--ramp-seconds", type=float, default=5.0)
     parser.add_argument("--replay-events", type=int, default=100_000)
-    parser.add_argument("--tools", choices=("worker", "responder"), default="worker")
+    parser.add_argument(
+        "--tools",
+        choices=("worker", "inline", "responder"),
+        default="worker",
+        help="worker: the tool workers (Redis); inline: the tool placed inline, run by the "
+        "runtime service; responder: a minimal tool process without Redis (worker)",
+    )
     parser.add_argument(
         "--partitions", type=int, default=PARTITIONS, help="partitions per topic (%(default)s)"
     )

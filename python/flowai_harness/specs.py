@@ -1107,7 +1107,11 @@ def _shared_tools(agents: Iterable[AgentSpec]) -> tuple[ToolDefinition, ...]:
                 chosen[tool.name] = (tool, agent.name)
                 continue
             kept, owner = chosen[tool.name]
-            if kept.declaration() != tool.declaration() or kept.approval != tool.approval:
+            if (
+                kept.declaration() != tool.declaration()
+                or kept.approval != tool.approval
+                or kept.placement != tool.placement
+            ):
                 raise DuplicateToolError(
                     f"tool {tool.name!r} has two different definitions (used by agents "
                     f"{owner!r} and {agent.name!r}); define it once and share it, or "

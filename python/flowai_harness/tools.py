@@ -18,6 +18,13 @@ Delivery levels, from what every tool gets to what a tool may ask for:
    the handler ran, the model gets an error result with code ``TOOL_OUTCOME_UNKNOWN``
    instead of a second run.
 
+Placement (distributed mode only; the embedded runtime runs every tool in its process):
+``placement="worker"`` (the default) sends the call to the tool workers over Kafka;
+``placement="inline"`` runs it inside the runtime service, in the flow of the transaction
+that logs the step consuming it (no worker hop), for cheap, trusted tools. Both go through
+the same ledger (claim, recorded result by invocation id), so the delivery levels above hold
+either way.
+
 Must not import the native extension, the runtime or ``specs``: the engine only ever sees a
 tool's :meth:`ToolDefinition.declaration`, and serializing tool results is the runtime's job.
 """
@@ -50,6 +57,7 @@ __all__ = [
     "Approval",
     "Delivery",
     "EventSink",
+    "Placement",
     "SchemaInput",
     "ToolContext",
     "ToolDefinition",
@@ -74,6 +82,9 @@ _OBJECT_SCHEMA_KEYS: Final = ("properties", "$ref", "anyOf")
 # How often a tool may run for one invocation when a worker crashes (see the module docstring).
 Delivery = Literal["at_least_once", "at_most_once"]
 _DELIVERIES: Final = frozenset(get_args(Delivery))
+# Where the runtime service runs a tool (see the module docstring).
+Placement = Literal["worker", "inline"]
+_PLACEMENTS: Final = frozenset(get_args(Placement))
 # The error code of the result an at-most-once tool gets instead of a second run.
 TOOL_OUTCOME_UNKNOWN: Final = "TOOL_OUTCOME_UNKNOWN"
 
@@ -101,6 +112,8 @@ class ToolDefinition:
     # validate arguments into it; None for a plain JSON Schema.
     input_model: type[pydantic.BaseModel] | None = dataclasses.field(default=None, repr=False)
     output_model: type[pydantic.BaseModel] | None = dataclasses.field(default=None, repr=False)
+    # "inline": the runtime service runs it (no worker hop); see the module docstring.
+    placement: Placement = "worker"
     # Read on every tool call, so worked out once.
     _is_async: bool = dataclasses.field(init=False, repr=False)
 
@@ -118,6 +131,11 @@ class ToolDefinition:
             raise SpecError(
                 f"tool {self.name!r}: delivery must be one of {', '.join(sorted(_DELIVERIES))}, "
                 f"got {self.delivery!r}"
+            )
+        if self.placement not in _PLACEMENTS:
+            raise SpecError(
+                f"tool {self.name!r}: placement must be one of "
+                f"{', '.join(sorted(_PLACEMENTS))}, got {self.placement!r}"
             )
         _check_schema(self.name, "input_schema", self.input_schema, need_object=True)
         if self.output_schema is not None:
@@ -185,6 +203,7 @@ class ToolDefinition:
             and self.handler == other.handler
             and self.approval == other.approval
             and self.delivery == other.delivery
+            and self.placement == other.placement
         )
 
     def __hash__(self) -> int:
@@ -209,6 +228,7 @@ def define_tool(
     binding_id: str | None = None,
     *,
     delivery: Delivery = "at_least_once",
+    placement: Placement = "worker",
 ) -> ToolDefinition:
     """Define a tool.
 
@@ -229,6 +249,11 @@ def define_tool(
     ``"at_most_once"`` (never run again: after a crash mid-call the model gets an error
     result with code ``TOOL_OUTCOME_UNKNOWN``).
 
+    ``placement`` is ``"worker"`` (the default: the runtime service sends the call to the tool
+    workers) or ``"inline"`` (the runtime service runs it itself, within the flow of the
+    transaction that logs its result; for cheap, trusted tools). The embedded runtime ignores
+    it.
+
     The result has no handler; bind one with ``.bind(fn)`` or use the definition as a
     decorator::
 
@@ -248,6 +273,7 @@ def define_tool(
         output_schema=out_schema,
         approval=approval,
         delivery=delivery,
+        placement=placement,
         binding_id=_binding_id(name, binding_id),
         input_model=in_model,
         output_model=out_model,

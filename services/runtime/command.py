@@ -4,13 +4,16 @@ Owns the arguments and environment, logging and signals of one runtime instance.
 status 2 with a one-line message for a usage or configuration error (a bad ``--app``, a
 missing ``--mock-response``), 1 when Kafka fails while serving, 0 after SIGTERM/SIGINT.
 
-Must not import other services.
+Must not import other services, with one exception: when the app has tools marked
+``placement="inline"``, their runner (:mod:`services.tools.inline`, the tool workers' own
+ledger and checks) is built here and handed to the service.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
 import os
 import signal
@@ -44,7 +47,7 @@ def parser(prog: str = "flowai serve runtime") -> argparse.ArgumentParser:
         required=True,
         help="module:attr naming the RuntimeSpec (or a zero-argument function returning it)",
     )
-    bus.add_service_arguments(p)
+    bus.add_service_arguments(p, redis="the ledger of tools placed inline")
     p.add_argument(
         "--interpreter",
         choices=(*INTERPRETERS, "mock"),
@@ -108,7 +111,69 @@ def parser(prog: str = "flowai serve runtime") -> argparse.ArgumentParser:
         "of its events at most (default 1000)",
     )
     observe.add_arguments(p)
+    _add_inline_arguments(p)
     return p
+
+
+def _add_inline_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--inline-claim-ttl",
+        type=flowai_settings.positive_float,
+        default=60.0,
+        help="seconds a claim on an inline tool call outlives this runtime (60)",
+    )
+    p.add_argument(
+        "--inline-tool-timeout",
+        type=flowai_settings.positive_float,
+        default=10.0,
+        help="seconds an inline tool call may take per attempt; it holds its partition's "
+        "transaction meanwhile (10)",
+    )
+    bus.add_flag_argument(
+        p,
+        "--uvloop",
+        env="FLOWAI_UVLOOP",
+        help="run on uvloop's event loop instead of asyncio's (pip install uvloop)",
+    )
+    bus.add_flag_argument(
+        p,
+        "--allow-volatile-ledger",
+        env="FLOWAI_ALLOW_VOLATILE_LEDGER",
+        help="run inline tools even if Redis does not persist the ledger",
+    )
+
+
+def _inline_settings(args: argparse.Namespace, spec: Any) -> Any:
+    """The inline tools' settings when the app has any (None: nothing runs inline)."""
+    if not any(tool.placement == "inline" for tool in spec.tools):
+        return None
+    inline = _tools_module("inline")
+    return inline.InlineSettings(
+        redis_url=args.redis,
+        prefix=args.prefix,
+        claim_ttl=args.inline_claim_ttl,
+        allow_volatile_ledger=args.allow_volatile_ledger,
+        worker_id=bus.expand_instance_id(args.instance_id),
+        worker=_tools_module("worker").WorkerSettings(
+            tool_timeout=args.inline_tool_timeout, max_attempts=2
+        ),
+    )
+
+
+def _use_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:
+        raise UsageError(
+            "--uvloop (env FLOWAI_UVLOOP) needs the uvloop package: pip install uvloop, "
+            "or leave the option off"
+        ) from None
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def _tools_module(name: str) -> Any:
+    # Imported by name: the tool service is a package of its own (and its own mypy root).
+    return importlib.import_module(f"services.tools.{name}")
 
 
 def interpreter_config(kind: str, mock_response: str | None) -> dict[str, Any]:
@@ -175,6 +240,9 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "flowai serve runtime
             checkpoint_every=args.checkpoint_every,
         )
         service = RuntimeService(spec, interpreter, config)
+        inline = _inline_settings(args, spec)
+        if args.uvloop:
+            _use_uvloop()
     except FlowaiError as exc:
         print(f"flowai serve runtime: {exc}", file=sys.stderr)
         return 2
@@ -182,14 +250,31 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "flowai serve runtime
         "the assigned partitions rebuilt from the run log",
         lambda: service.ready.is_set() and metrics.replay_pending() == 0,
     )
-    return asyncio.run(observe.run(args.metrics, _serve(service)))
+    return asyncio.run(observe.run(args.metrics, _serve(service, inline)))
 
 
-async def _serve(service: RuntimeService) -> int:
+async def _serve(service: RuntimeService, inline: Any = None) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, service.stop)
+    runner = None
     try:
+        if inline is not None:
+            from redis.exceptions import RedisError
+
+            app = _tools_module("app").ToolApp.from_spec(service.spec)
+
+            try:
+                runner = await _tools_module("inline").open_inline_tools(app, inline)
+            except (RedisError, OSError) as exc:
+                print(
+                    f"flowai serve runtime: cannot reach the Redis at {inline.redis_url} "
+                    f"that holds the ledger of the inline tools: {exc}; start it or pass "
+                    "--redis URL (env FLOWAI_REDIS_URL)",
+                    file=sys.stderr,
+                )
+                return 1
+            service.inline = runner
         await service.run()
     except (KafkaError, BusError) as exc:
         # Kafka went away or misbehaved while serving: a supervisor may restart us.
@@ -198,4 +283,7 @@ async def _serve(service: RuntimeService) -> int:
     except FlowaiError as exc:
         print(f"flowai serve runtime: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if runner is not None:
+            await runner.close()
     return 0

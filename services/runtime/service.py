@@ -24,9 +24,14 @@ module feeds it the inputs it reads and routes what comes out:
   scripted deployment publishes no model requests at all. Either all of it
   is visible to ``read_committed`` readers, or none: a redelivered input after a crash never
   duplicates an event. The records of a transaction are built into one batch per topic
-  partition (:class:`_Outbox`) and sent after the poll's inputs were handled. Partitions of
-  one poll run their transactions concurrently; one partition's inputs (so one thread's) stay
-  in offset order. Each partition remembers the next offset it must handle, so a record the
+  partition (:class:`_Outbox`) and sent after the poll's inputs were handled. Each partition
+  queues its polled inputs and one task per partition drains the queue, a transaction per
+  turn with all that waited (commit at once when idle, batch when busy); partitions commit
+  concurrently, and one partition's inputs (so one thread's) stay in offset order. By
+  default a poll waits for its transactions; ``pipeline`` lets the next poll go on while
+  they commit, and ``linger_ms`` waits a little for more inputs when a poll is busy (both
+  measured in bench/kafka_e2e.py). The engine is fed under the service's lock; commits
+  run outside it. Each partition remembers the next offset it must handle, so a record the
   consumer hands out twice (a fetch that raced a seek) is never handled twice.
 - Ownership: each partition number has its own transactional id (``<group>.<p>``). The new
   owner's ``init_transactions`` fences the previous one (a process killed with ``kill -9``
@@ -74,10 +79,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any, Final
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
@@ -92,7 +98,7 @@ from flowai_harness.logread import LogReader
 from flowai_harness.runtime import new_engine
 from flowai_harness.specs import RuntimeSpec
 
-__all__ = ["RuntimeService", "ServiceConfig"]
+__all__ = ["InlineRunner", "RuntimeService", "ServiceConfig"]
 
 log = logging.getLogger("flowai.runtime")
 
@@ -107,6 +113,25 @@ EFFECT_UNROUTABLE: Final = "EFFECT_UNROUTABLE"
 # Statuses a thread rests in: its index record is written whenever it gets there (with the
 # new seq), not only when the status changes.
 _RESTING: Final = frozenset({"idle", "awaiting-approval"})
+# Per-hop timestamps (ms since the epoch, ``name=value`` pairs joined by commas), carried from
+# input to output by every service that has timing on: ``in`` the input record's timestamp,
+# ``p`` when this service polled it, ``e`` when the engine had decided on it.
+TIMING: Final = "flowai-timing"
+TIMING_ENV: Final = "FLOWAI_TIMING"
+
+TOOL_INVOCATION: Final = "flowai.v1.ToolInvocation"
+
+
+class InlineRunner(Protocol):
+    """Runs tools marked ``placement="inline"`` here (services.tools.inline.InlineTools,
+    handed over by the command line): effectively once, by invocation id."""
+
+    def takes(self, tool: str) -> bool: ...
+
+    async def run(self, invocation: bytes) -> tuple[bytes, tuple[str, str] | None]:
+        """The ToolResult, and the dead letter (reason, message) it asks for, if any."""
+        ...
+
 
 _KEYED_BY_ID: Final = frozenset(
     {"flowai.v1.ToolInvocation", "flowai.v1.PlanStep", "flowai.v1.ModelRequest"}
@@ -145,6 +170,25 @@ class ServiceConfig:
     # Checkpoint a partition every this many events: a takeover folds at most about this
     # many events of it (plus the last transaction's).
     checkpoint_every: int = 1000
+    # Stamp each output with when its input was polled and decided (header TIMING), and
+    # time each transaction's phases (logged on SIGUSR1); for bench/kafka_e2e.py.
+    timing: bool = field(default_factory=lambda: bus.env_flag(TIMING_ENV))
+    # True: each partition commits while the next poll is fetched and handled (see
+    # _dispatch). False (the default: on a shared 2-core machine it measured no better, see
+    # bench/kafka_e2e.py): every poll waits for all its transactions. Env
+    # FLOWAI_RUNTIME_PIPELINE=1.
+    pipeline: bool = field(
+        default_factory=lambda: os.environ.get("FLOWAI_RUNTIME_PIPELINE", "0") == "1"
+    )
+    # Inputs waiting for a partition's transaction beyond which its fetching pauses.
+    max_queued: int = 4000
+    # Busy (a poll brought at least busy_inputs inputs): wait linger_ms for more before
+    # handling them, so each transaction carries more inputs (fewer transactions per input
+    # when the load is high); idle: at once. Env FLOWAI_RUNTIME_LINGER_MS (0: never wait).
+    linger_ms: float = field(
+        default_factory=lambda: float(os.environ.get("FLOWAI_RUNTIME_LINGER_MS", "0"))
+    )
+    busy_inputs: int = 8
 
     @property
     def group(self) -> str:
@@ -156,14 +200,18 @@ class _Partition:
 
     __slots__ = (
         "dirty",
+        "draining",
         "expected",
         "fenced",
+        "held",
         "index",
         "inputs",
         "log_end",
         "next_offsets",
         "number",
         "producer",
+        "queue",
+        "queued",
         "since_checkpoint",
         "threads",
     )
@@ -188,6 +236,13 @@ class _Partition:
         # checkpoint.
         self.dirty: dict[str, int] = {}
         self.since_checkpoint = 0
+        # Polled inputs waiting for this partition's next transaction, with when they were
+        # polled; one task drains it at a time.
+        self.queue: list[tuple[TopicPartition, list[ConsumerRecord], float]] = []
+        self.queued = 0
+        self.draining: asyncio.Task[None] | None = None
+        # Fetching paused because the queue is long.
+        self.held = False
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -213,8 +268,12 @@ class RuntimeService:
         *,
         services: Mapping[str, Any] | None = None,
         predicates: Any = None,
+        inline: InlineRunner | None = None,
     ) -> None:
         self.spec = spec
+        # Tools placed inline run here, in the flow of the transaction that consumes the
+        # input asking for them (see _run_inline).
+        self.inline = inline
         self.config = config
         self.tenant = spec.tenant.resource_id
         self.topics = bus.Topics(config.prefix)
@@ -242,6 +301,7 @@ class RuntimeService:
         self._reader: LogReader | None = None
         self._fatal: BaseException | None = None
         self.ready = asyncio.Event()
+        self.timings = PhaseTimings() if config.timing else None
         self.stats = {
             "inputs": 0,
             "events": 0,
@@ -251,6 +311,7 @@ class RuntimeService:
             "replayed": 0,
             "snapshots": 0,
             "restored": 0,
+            "inline_calls": 0,
         }
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -309,6 +370,9 @@ class RuntimeService:
         self._stopping.set()
 
     async def close(self) -> None:
+        # Transactions in flight finish (or fail) before the partitions go.
+        with contextlib.suppress(Exception):
+            await self._quiesce()
         if self._consumer is not None:
             # Leaves the group, so another instance gets the partitions without waiting.
             with contextlib.suppress(Exception):
@@ -328,9 +392,14 @@ class RuntimeService:
             await self.start()
             consumer = self._consumer
             assert consumer is not None
+            if self.timings is not None:
+                self.timings.on_signal()
             while not self._stopping.is_set():
                 generation = self._generation
                 batch = await consumer.getmany(timeout_ms=100, max_records=self.config.max_records)
+                if self.config.linger_ms > 0 and batch:
+                    batch = await self._linger(consumer, batch)
+                polled = time.time()
                 if self._fatal is not None:
                     raise self._fatal
                 # Approval deadlines are checked every poll (at most 100 ms apart): the engine
@@ -351,14 +420,85 @@ class RuntimeService:
                             if part is not None and tp in part.expected:
                                 consumer.seek(tp, part.expected[tp])
                         continue
-                    by_number: dict[int, list[tuple[TopicPartition, list[ConsumerRecord]]]] = {}
-                    for tp, records in batch.items():
-                        by_number.setdefault(tp.partition, []).append((tp, records))
-                    await asyncio.gather(
-                        *(self._process(number, items) for number, items in by_number.items())
-                    )
+                    self._dispatch(batch, polled)
+                if not self.config.pipeline:
+                    await self._quiesce(clear=False)
         finally:
             await self.close()
+
+    # --- adaptive batching -----------------------------------------------------------------
+
+    async def _linger(
+        self, consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list[ConsumerRecord]]
+    ) -> dict[TopicPartition, list[ConsumerRecord]]:
+        """When busy, what arrives within ``linger_ms`` joins ``batch``."""
+        count = sum(len(records) for records in batch.values())
+        if count < self.config.busy_inputs:
+            return batch
+        await asyncio.sleep(self.config.linger_ms / 1000)
+        more = await consumer.getmany(
+            timeout_ms=0, max_records=max(1, self.config.max_records - count)
+        )
+        for tp, records in more.items():
+            batch.setdefault(tp, []).extend(records)
+        return batch
+
+    def _dispatch(
+        self, batch: Mapping[TopicPartition, list[ConsumerRecord]], polled: float
+    ) -> None:
+        """Queue a poll's inputs on their partitions and start a drain where none runs.
+
+        A partition commits at once when it is idle; while its transaction commits, what
+        arrives for it waits in its queue and goes into its next transaction together
+        (batching grows with the load, and no partition waits for another's commit). The
+        poll loop meanwhile fetches on; a partition whose queue holds more than
+        ``max_queued`` inputs stops fetching until it drains."""
+        consumer = self._consumer
+        for tp, records in batch.items():
+            part = self._partitions.get(tp.partition)
+            if part is None or part.fenced:
+                continue
+            part.queue.append((tp, records, polled))
+            part.queued += len(records)
+            if part.queued > self.config.max_queued and not part.held and consumer is not None:
+                consumer.pause(*part.inputs)
+                part.held = True
+            if part.draining is None or part.draining.done():
+                part.draining = asyncio.create_task(self._drain(part))
+                part.draining.add_done_callback(self._drain_done)
+
+    def _drain_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            # A bug, not a Kafka failure (those are handled in _process): stop loudly.
+            self._fatal = task.exception()
+            self._stopping.set()
+
+    async def _drain(self, part: _Partition) -> None:
+        """One transaction per turn with everything queued on ``part`` until it is empty."""
+        while part.queue and self._partitions.get(part.number) is part and not part.fenced:
+            taken, part.queue, part.queued = part.queue, [], 0
+            if part.held and self._consumer is not None and not part.fenced:
+                self._consumer.resume(*part.inputs)
+                part.held = False
+            items = [(tp, records) for tp, records, _ in taken]
+            polled = min(at for _, _, at in taken)
+            await self._process(part.number, items, polled)
+
+    async def _quiesce(self, *, clear: bool = True) -> None:
+        """Wait until no partition has a transaction in flight (``clear``: dropping what is
+        queued and not handled yet; it is read again from where this instance stands)."""
+        while True:
+            running = [
+                part.draining
+                for part in self._partitions.values()
+                if part.draining is not None and not part.draining.done()
+            ]
+            if clear:
+                for part in self._partitions.values():
+                    part.queue, part.queued = [], 0
+            if not running:
+                return
+            await asyncio.wait(running)
 
     # --- rebalance -------------------------------------------------------------------------
 
@@ -366,9 +506,14 @@ class RuntimeService:
         async with self._lock:  # waits for the poll in hand
             self._generation += 1
             self.ready.clear()
+        # Then for every transaction in flight (they take the lock themselves).
+        await self._quiesce()
 
     async def _on_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         try:
+            async with self._lock:
+                self._generation += 1
+            await self._quiesce()
             async with self._lock:
                 self._generation += 1
                 numbers = {tp.partition for tp in assigned}
@@ -674,11 +819,86 @@ class RuntimeService:
     # --- one poll of one partition -----------------------------------------------------------
 
     async def _process(
-        self, number: int, items: list[tuple[TopicPartition, list[ConsumerRecord]]]
+        self,
+        number: int,
+        items: list[tuple[TopicPartition, list[ConsumerRecord]]],
+        polled: float = 0.0,
     ) -> None:
         part = self._partitions.get(number)
         if part is None or part.fenced:
             return
+        producer = part.producer
+        outbox = _Outbox(producer)
+        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        timings = self.timings
+        try:
+            # The engine's part under the lock (a rebalance may be folding a log into the
+            # engine on a worker thread); the commit outside it, so other partitions'
+            # inputs are handled meanwhile.
+            async with self._lock:
+                if self._partitions.get(number) is not part or part.fenced:
+                    return
+                work = self._unseen(part, items)
+                if not work:
+                    return
+                began = time.perf_counter()
+                events_before = self.stats["events"]
+                await producer.begin_transaction()
+                for tp, records in work:
+                    for record in records:
+                        with telemetry.consuming("flowai.runtime.step", record.headers, None):
+                            await self._handle(part, tp, record, outbox, polled)
+                    offsets[tp] = OffsetAndMetadata(records[-1].offset + 1, "")
+                self._index_threads(part, outbox)
+                self._snapshot(part, outbox)
+                decided = time.perf_counter()
+                last_event = await outbox.send(self.topics.runtime_events, number)
+            await producer.send_offsets_to_transaction(offsets, self.config.group)
+            sent = time.perf_counter()
+            await producer.commit_transaction()  # flushes: every batch is acknowledged
+            log_end = last_event()
+            metrics.transaction("committed")
+            metrics.events_appended(self.stats["events"] - events_before)
+            if timings is not None:
+                timings.add("inputs per transaction", sum(len(r) for _, r in work))
+                timings.add("engine (ms)", (decided - began) * 1000)
+                timings.add("records + offsets sent (ms)", (sent - decided) * 1000)
+                timings.add("commit (ms)", (time.perf_counter() - sent) * 1000)
+        except ProducerFenced:
+            metrics.transaction("fenced")
+            # Another instance took this partition; the rebalance that told it so reaches
+            # us next. Handle nothing more of it until then.
+            log.warning("partition %d was taken over (fenced); waiting for the rebalance", number)
+            async with self._lock:
+                part.fenced = True
+                part.queue, part.queued = [], 0
+                for thread_id in part.threads:
+                    self._engine.forget(thread_id)
+                part.threads.clear()
+                assert self._consumer is not None
+                self._consumer.pause(*part.inputs)
+            return
+        except Exception:
+            metrics.transaction("aborted")
+            log.exception("transaction of partition %d failed; rebuilding it from the log", number)
+            async with self._lock:
+                part.queue, part.queued = [], 0
+                with contextlib.suppress(Exception):
+                    await producer.abort_transaction()
+                if self._partitions.get(number) is part:
+                    await self._resync(number)
+            return
+        for tp, meta in offsets.items():
+            part.next_offsets[tp] = meta.offset
+        if log_end is not None:
+            # One commit marker follows the last record written.
+            part.log_end = log_end + 2
+
+    @staticmethod
+    def _unseen(
+        part: _Partition, items: list[tuple[TopicPartition, list[ConsumerRecord]]]
+    ) -> list[tuple[TopicPartition, list[ConsumerRecord]]]:
+        """``items`` without the records handled already, advancing ``part.expected``."""
         work: list[tuple[TopicPartition, list[ConsumerRecord]]] = []
         for tp, records in items:
             # A fetch that raced a seek can hand records out twice; below the position this
@@ -689,51 +909,7 @@ class RuntimeService:
             if records:
                 work.append((tp, records))
                 part.expected[tp] = records[-1].offset + 1
-        if not work:
-            return
-        producer = part.producer
-        outbox = _Outbox(producer)
-        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
-        events_before = self.stats["events"]
-        try:
-            await producer.begin_transaction()
-            for tp, records in work:
-                for record in records:
-                    with telemetry.consuming("flowai.runtime.step", record.headers, None):
-                        await self._handle(part, tp, record, outbox)
-                offsets[tp] = OffsetAndMetadata(records[-1].offset + 1, "")
-            self._index_threads(part, outbox)
-            self._snapshot(part, outbox)
-            last_event = await outbox.send(self.topics.runtime_events, number)
-            await producer.send_offsets_to_transaction(offsets, self.config.group)
-            await producer.commit_transaction()  # flushes: every batch is acknowledged
-            log_end = last_event()
-            metrics.transaction("committed")
-            metrics.events_appended(self.stats["events"] - events_before)
-        except ProducerFenced:
-            metrics.transaction("fenced")
-            # Another instance took this partition; the rebalance that told it so reaches
-            # us next. Handle nothing more of it until then.
-            log.warning("partition %d was taken over (fenced); waiting for the rebalance", number)
-            part.fenced = True
-            for thread_id in part.threads:
-                self._engine.forget(thread_id)
-            part.threads.clear()
-            assert self._consumer is not None
-            self._consumer.pause(*part.inputs)
-            return
-        except Exception:
-            metrics.transaction("aborted")
-            log.exception("transaction of partition %d failed; rebuilding it from the log", number)
-            with contextlib.suppress(Exception):
-                await producer.abort_transaction()
-            await self._resync(number)
-            return
-        for tp, meta in offsets.items():
-            part.next_offsets[tp] = meta.offset
-        if log_end is not None:
-            # One commit marker follows the last record written.
-            part.log_end = log_end + 2
+        return work
 
     async def _resync(self, number: int) -> None:
         """Make partition ``number`` match the log again after a failed transaction."""
@@ -750,7 +926,12 @@ class RuntimeService:
                 delay = min(delay * 2, 5.0)
 
     async def _handle(
-        self, part: _Partition, tp: TopicPartition, record: ConsumerRecord, outbox: _Outbox
+        self,
+        part: _Partition,
+        tp: TopicPartition,
+        record: ConsumerRecord,
+        outbox: _Outbox,
+        polled: float = 0.0,
     ) -> None:
         """Feed one input to the engine and put what comes out in the transaction's outbox."""
         self.stats["inputs"] += 1
@@ -808,6 +989,10 @@ class RuntimeService:
                 return
         else:
             decided = await self._driver.feed([value])
+        if self.inline is not None:
+            await self._run_inline(part, tp, record, outbox, decided)
+        if self.timings is not None:
+            headers.append((TIMING, _stamped(record, polled)))
         self._route(part, decided, outbox, headers, tp, record)
 
     async def _fork(self, value: bytes, fields: dict[str, Any]) -> Decided:
@@ -847,6 +1032,47 @@ class RuntimeService:
             elif kind == _native.EFFECT:
                 decided.effects.append(data)
         return decided
+
+    async def _run_inline(
+        self,
+        part: _Partition,
+        tp: TopicPartition | None,
+        record: ConsumerRecord | None,
+        outbox: _Outbox,
+        decided: Decided,
+    ) -> None:
+        """Run the inline tools ``decided`` asks for and feed their results back, until it
+        asks for none: their invocations leave ``decided.effects`` (nobody else runs them)
+        and what the engine makes of the results joins ``decided``, so it is all logged in
+        this input's transaction. The calls of one step run concurrently."""
+        inline = self.inline
+        assert inline is not None
+        pending = decided.effects
+        decided.effects = []
+        while pending:
+            calls: list[bytes] = []
+            for data in pending:
+                effect = orjson.loads(data)
+                if effect["schema"] == TOOL_INVOCATION and inline.takes(effect["payload"]["tool"]):
+                    calls.append(data)
+                else:
+                    decided.effects.append(data)
+            if not calls:
+                return
+            self.stats["inline_calls"] += len(calls)
+            answers = await asyncio.gather(*(inline.run(call) for call in calls))
+            for call, (_, letter) in zip(calls, answers, strict=True):
+                if letter is not None and tp is not None and record is not None:
+                    self._dead_letter(part, tp, record, outbox, *letter, original=call)
+                elif letter is not None:
+                    log.warning("inline tool call %s: %s: %s", call[:200], *letter)
+            follow = await self._driver.feed([result for result, _ in answers])
+            decided.events.extend(follow.events)
+            decided.duplicates.extend(follow.duplicates)
+            for rejected in follow.rejections:
+                # The results are this service's own inputs: nothing to send back.
+                log.warning("engine refused an inline tool result: %s", rejected[:300])
+            pending = follow.effects
 
     def _route(
         self,
@@ -898,6 +1124,9 @@ class RuntimeService:
             part = self._partitions.get(number)
             if part is None or part.fenced:
                 continue
+            if part.draining is not None and not part.draining.done():
+                # Its transaction is in flight; the engine says the same next poll.
+                continue
             await self._transact_local(part, deadline)
 
     async def _transact_local(self, part: _Partition, value: bytes) -> None:
@@ -906,7 +1135,10 @@ class RuntimeService:
         outbox = _Outbox(producer)
         try:
             await producer.begin_transaction()
-            self._route(part, await self._driver.feed([value]), outbox, [])
+            decided = await self._driver.feed([value])
+            if self.inline is not None:
+                await self._run_inline(part, None, None, outbox, decided)
+            self._route(part, decided, outbox, [])
             self._index_threads(part, outbox)
             self._snapshot(part, outbox)
             last_event = await outbox.send(self.topics.runtime_events, part.number)
@@ -1061,6 +1293,47 @@ class RuntimeService:
             record.offset,
             message,
         )
+
+
+def _stamped(record: ConsumerRecord, polled: float) -> bytes:
+    """The input's timing header with this hop's stamps added (see TIMING)."""
+    before = next((value for name, value in record.headers or () if name == TIMING), b"")
+    mine = f"in={record.timestamp},p={polled * 1000:.2f},e={time.time() * 1000:.2f}".encode()
+    return before + b"," + mine if before else mine
+
+
+class PhaseTimings:
+    """Samples per phase of this process's transactions, logged (and cleared) on SIGUSR1,
+    so a benchmark can ask for the warm-up's and the steady state's apart."""
+
+    def __init__(self) -> None:
+        self.samples: dict[str, list[float]] = {}
+
+    def add(self, phase: str, value: float) -> None:
+        self.samples.setdefault(phase, []).append(value)
+
+    def on_signal(self) -> None:
+        import signal
+
+        # Only a process's main thread may take signals; elsewhere the figures stay unlogged.
+        with contextlib.suppress(RuntimeError, ValueError, NotImplementedError):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, self.report)
+
+    def report(self) -> None:
+        for phase, values in sorted(self.samples.items()):
+            ordered = sorted(values)
+            p50 = ordered[len(ordered) // 2]
+            p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+            log.warning(
+                "timing %s: n=%d p50=%.3f p99=%.3f max=%.3f",
+                phase,
+                len(ordered),
+                p50,
+                p99,
+                ordered[-1],
+            )
+        log.warning("timing end")
+        self.samples.clear()
 
 
 class _Outbox:

@@ -29,6 +29,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -56,6 +57,12 @@ __all__ = [
     "trace_headers",
 ]
 
+# Per-hop timestamps carried from input to output (the runtime service's header of that
+# name): a worker with ``timing`` on adds ``in`` (the input record's timestamp), ``f``
+# (fetched), ``b`` (the ledger's begin answered), ``r`` (the work ran) and ``l`` (the
+# result recorded), in ms since the epoch.
+TIMING: Final = "flowai-timing"
+
 log = logging.getLogger("flowai.tools")
 
 # Dead-letter reasons (stable codes operators match on).
@@ -74,6 +81,10 @@ class Delivery:
     key: bytes | None
     value: bytes | None
     headers: Sequence[tuple[str, bytes]] = ()
+    # The record's own timestamp and when the consumer handed it out (ms / s since the
+    # epoch); read only for the timing header.
+    timestamp: int = 0
+    fetched: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +156,8 @@ class OnceWorker:
         self.ran = 0
         self.replayed = 0
         self.dead_lettered = 0
+        # Add this hop's stamps to the timing header of what is published (benchmarks).
+        self.timing = False
 
     # --- one delivery ----------------------------------------------------------------------
 
@@ -219,16 +232,35 @@ class OnceWorker:
     async def _effectively_once(
         self, envelope: dict[str, Any], delivery: Delivery, run: Work
     ) -> None:
+        async def dead_letter(letter: DeadLetter) -> None:
+            await self._dead_letter(delivery, letter.reason, letter.message, envelope)
+
+        recorded, stamps = await self.settle(envelope, run, dead_letter)
+        await self._publish_result(recorded, delivery, stamps if self.timing else None)
+
+    async def settle(
+        self,
+        envelope: dict[str, Any],
+        run: Work,
+        dead_letter: Callable[[DeadLetter], Awaitable[None]],
+    ) -> tuple[bytes, tuple[float, float, float] | None]:
+        """Steps 1 and 2 of the module docstring: the recorded result of ``envelope`` (its
+        id is the key), running ``run`` only when none is recorded and the claim is ours.
+
+        Returns the result and, when the work ran here now, when the ledger answered, when
+        the work ended and when its result was recorded (seconds since the epoch).
+        ``dead_letter`` is awaited before the result is recorded when the outcome has one.
+        """
         key = envelope["id"]
         while True:
             # Unique per attempt to run, even within this worker: a redelivered copy of a
             # message this worker is still working on must wait for it, not join it.
             token = f"{self.worker_id}:{uuid.uuid4().hex}"
             begin = await self._begin(key, token)
+            begun = time.time()
             if begin.recorded is not None:
                 self.replayed += 1
-                await self._publish_result(begin.recorded, delivery)
-                return
+                return begin.recorded, None
             async with self.ledger.holding(key, token):
                 if begin.unknown:
                     outcome: Outcome | None = self._outcome_unknown(envelope)
@@ -244,12 +276,12 @@ class OnceWorker:
                         raise
                 if outcome is None:
                     continue  # the claim was lost before anything ran: from the top
+                ran = time.time()
                 # The work happened: from here on the claim is kept (and renewed) until the
                 # result is recorded, whatever Kafka or Redis do meanwhile; giving it up
                 # would let the work run again.
-                recorded = await self._finish(envelope, delivery, token, outcome)
-            await self._publish_result(recorded, delivery)
-            return
+                recorded = await self._finish(envelope, token, outcome, dead_letter)
+            return recorded, (begun, ran, time.time())
 
     async def _begin(self, key: str, token: str) -> Begin:
         """``begin`` until the message has a recorded result or is claimed by ``token``."""
@@ -262,7 +294,11 @@ class OnceWorker:
             await asyncio.sleep(min(self._claim_poll, max(begin.held_ms, 1) / 1000))
 
     async def _finish(
-        self, envelope: dict[str, Any], delivery: Delivery, token: str, outcome: Outcome
+        self,
+        envelope: dict[str, Any],
+        token: str,
+        outcome: Outcome,
+        dead_letter: Callable[[DeadLetter], Awaitable[None]],
     ) -> bytes:
         """Dead-letter (when the outcome says so), then record; returns the recorded result."""
         letter = outcome.dead_letter
@@ -271,7 +307,7 @@ class OnceWorker:
                 if letter is not None:
                     # Before the record: a crash in between repeats the dead letter, never
                     # loses it.
-                    await self._dead_letter(delivery, letter.reason, letter.message, envelope)
+                    await dead_letter(letter)
                     letter = None
                 recorded, _ours = await self.ledger.record(envelope["id"], token, outcome.result)
                 return recorded
@@ -283,13 +319,21 @@ class OnceWorker:
                 )
                 await asyncio.sleep(self._failure_backoff)
 
-    async def _publish_result(self, result: bytes, delivery: Delivery) -> None:
+    async def _publish_result(
+        self,
+        result: bytes,
+        delivery: Delivery,
+        stamps: tuple[float, float, float] | None = None,
+    ) -> None:
         body = orjson.loads(result)
+        headers = trace_headers(delivery)
+        if stamps is not None:
+            headers.append((TIMING, _stamped(delivery, stamps)))
         await self.publisher.publish(
             self.topics.result_topic(body["schema"]),
             bus.thread_key(body["tenant"], body["thread_id"]),
             result,
-            trace_headers(delivery),
+            headers,
         )
 
     # --- dead letters ----------------------------------------------------------------------
@@ -341,6 +385,16 @@ def _envelope_problem(envelope: Mapping[str, Any]) -> str | None:
     if not isinstance(envelope.get("payload"), dict):
         return f"'payload' must be an object, got {envelope.get('payload')!r}"
     return None
+
+
+def _stamped(delivery: Delivery, stamps: tuple[float, float, float]) -> bytes:
+    before = next((value for name, value in delivery.headers if name == TIMING), b"")
+    begun, ran, recorded = stamps
+    mine = (
+        f"in={delivery.timestamp},f={delivery.fetched * 1000:.2f},b={begun * 1000:.2f},"
+        f"r={ran * 1000:.2f},l={recorded * 1000:.2f}"
+    ).encode()
+    return before + b"," + mine if before else mine
 
 
 def str_or_none(envelope: Mapping[str, Any] | None, name: str) -> str | None:

@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -98,6 +99,8 @@ class ServiceSettings:
     # Per provider, calls in flight at once from this worker (overrides the spec's
     # maxConcurrency for that provider).
     provider_concurrency: Mapping[str, int] = field(default_factory=dict)
+    # Add per-hop timestamps to what the workers publish (bench/kafka_e2e.py).
+    timing: bool = field(default_factory=lambda: bus.env_flag("FLOWAI_TIMING"))
 
     def __post_init__(self) -> None:
         for name in ("claim_ttl", "result_ttl", "shutdown_grace"):
@@ -136,13 +139,20 @@ class _Lane:
     """One consumer group and the worker that answers its messages."""
 
     def __init__(
-        self, name: str, topics: list[str], group_id: str, prefetch: int, worker: OnceWorker
+        self,
+        name: str,
+        topics: list[str],
+        group_id: str,
+        prefetch: int,
+        worker: OnceWorker,
+        timing: bool = False,
     ) -> None:
         self.name = name
         self.topics = topics
         self.group_id = group_id
         self.prefetch = prefetch
         self.worker = worker
+        worker.timing = timing
         self.tracker: OffsetTracker[TopicPartition] = OffsetTracker()
         self.tasks: set[asyncio.Task[None]] = set()
         self.dirty = asyncio.Event()
@@ -229,6 +239,7 @@ class ToolService:
                     settings.group_id,
                     settings.prefetch or 4 * settings.worker.concurrency,
                     tools,
+                    settings.timing,
                 )
             )
         if settings.runs_models:
@@ -248,6 +259,7 @@ class ToolService:
                     settings.model_group_id,
                     settings.model_prefetch or 2 * settings.models.concurrency,
                     models,
+                    settings.timing,
                 )
             )
         await producer.start()
@@ -333,15 +345,20 @@ class ToolService:
             elif consumer.paused():
                 consumer.resume(*consumer.paused())
             batch = await consumer.getmany(timeout_ms=100, max_records=max(free, 1))
+            fetched = time.time()
             for tp, records in batch.items():
                 for record in records:
                     lane.tracker.start(tp, record.offset)
-                    task = asyncio.create_task(self._process(lane, tp, record))
+                    task = asyncio.create_task(self._process(lane, tp, record, fetched))
                     lane.tasks.add(task)
                     task.add_done_callback(lane.tasks.discard)
 
     async def _process(
-        self, lane: _Lane, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]
+        self,
+        lane: _Lane,
+        tp: TopicPartition,
+        record: ConsumerRecord[bytes, bytes],
+        fetched: float = 0.0,
     ) -> None:
         delivery = Delivery(
             topic=record.topic,
@@ -350,6 +367,8 @@ class ToolService:
             key=record.key,
             value=record.value,
             headers=tuple(record.headers or ()),
+            timestamp=record.timestamp,
+            fetched=fetched,
         )
         await lane.worker.handle(delivery)
         # If the partition was revoked and given back meanwhile, the same offset may be in
