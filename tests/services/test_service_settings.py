@@ -65,7 +65,7 @@ def test_every_option_takes_its_value_from_the_environment(
         elif action.choices is not None:
             choice = list(action.choices)[-1]
             raw, expected = str(choice), choice
-        elif action.type in (int, settings.positive_int):
+        elif action.type in (int, settings.positive_int, settings.non_negative_int):
             raw, expected = "7", 7
         elif action.type in (float, settings.positive_float, settings.non_negative_float):
             raw, expected = "2.5", 2.5
