@@ -268,6 +268,7 @@ def test_a_fork_from_the_timeline_waits_at_its_own_gate_decided_in_the_inbox(
     css(browser, f"#state-panel[data-seq='{gate_seq}'] .status-awaiting-approval")
     state = json.loads(browser.find_element(By.CSS_SELECTOR, "#state-panel pre.json").text)
     assert state["run"]["pending"]["approval"]["id"] == source_approval
+    shoot(browser, "timeline-state")
 
     gate.find_element(By.CSS_SELECTOR, "button.fork-here").click()
     wait(browser).until(lambda d: d.execute_script("return location.hash") != f"#/runs/{source}")
@@ -279,7 +280,6 @@ def test_a_fork_from_the_timeline_waits_at_its_own_gate_decided_in_the_inbox(
         "return [...document.querySelectorAll('#timeline tr.event')].map(r => r.dataset.seq)"
     )
     assert [int(seq) for seq in shown] == list(range(1, gate_seq + 3))
-    shoot(browser, "timeline-fork")
 
     browser.get(f"{app.url}/#/approvals")
     [fork_approval] = [a["id"] for a in api_get(app, "/api/approvals") if a["threadId"] == fork]

@@ -45,6 +45,8 @@ function timeline(main, ctx, threadId) {
     panel.hidden = false;
     panel.replaceChildren(el("div", { class: "panel-head" }, el("strong", {}, title),
       el("button", { class: "close", onclick: () => (panel.hidden = true) }, "close")), ...body);
+    // The row clicked may be far down a long timeline; the panel is above it.
+    panel.scrollIntoView({ block: "start" });
   };
   const stateHere = async (seq) => {
     try {
