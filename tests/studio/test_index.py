@@ -1,6 +1,7 @@
 """Studio's run index folds a real run log (the Acme example on an embedded runtime): thread
 status through the gate, the approval and who decided it, usage per run and agent, a
-cancelled run closing its gate, and envelopes seen twice changing nothing."""
+cancelled run closing its gate, envelopes seen twice changing nothing, and a fork's copy of
+its source's gate staying the source's."""
 
 from __future__ import annotations
 
