@@ -301,3 +301,62 @@ def test_evals_must_name_eval_suites() -> None:
     )
     assert done.returncode == 2
     assert "not an EvalSuite" in done.stderr
+
+
+def test_state_at_an_event_and_fork_from_it(studio: Callable[..., Studio]) -> None:
+    app = studio("--app", ACME)
+    status, body, _ = call(f"{app.url}/api/status")
+    assert {"replay-at", "fork"} <= set(body["capabilities"])
+    source_approval = run_to_gate(app, "fork-source")
+    events = call(f"{app.url}/api/threads/fork-source/events")[1]
+    gate = next(e["seq"] for e in events if e["payload"]["type"] == "approval-required")
+
+    status, state, _ = call(f"{app.url}/api/threads/fork-source/state?at={gate}")
+    assert (status, state["threadId"], state["seq"]) == (200, "fork-source", gate)
+    assert state["status"] == "awaiting-approval"
+    assert state["state"]["run"]["pending"]["approval"]["id"] == source_approval
+    status, early, _ = call(f"{app.url}/api/threads/fork-source/state?at=1")
+    assert status == 200
+    assert early["status"] != "awaiting-approval"
+
+    status, forked, _ = call(
+        f"{app.url}/api/threads/fork-source/fork", "POST", {"at": gate, "newThreadId": "forked"}
+    )
+    assert status == 201
+    assert (forked["threadId"], forked["source"], forked["seq"]) == ("forked", "fork-source", gate)
+    assert forked["status"] == "awaiting-approval"
+    assert forked["approvalId"].startswith("appr:forked/")
+    # The fork's log: the source's events up to the gate, the fork fact, its own gate.
+    copied = call(f"{app.url}/api/threads/forked/events")[1]
+    assert [e["payload"] for e in copied[:gate]] == [e["payload"] for e in events[:gate]]
+    assert copied[gate]["payload"]["type"] == "fork"
+    # Each gate is pending once, in its own thread; the source's is untouched.
+    pending = {a["id"]: a["threadId"] for a in call(f"{app.url}/api/approvals")[1]}
+    assert pending == {source_approval: "fork-source", forked["approvalId"]: "forked"}
+    assert call(f"{app.url}/api/threads/fork-source")[1]["lastSeq"] == events[-1]["seq"]
+
+
+def test_state_and_fork_refusals_say_what_was_wrong(studio: Callable[..., Studio]) -> None:
+    app = studio("--app", ACME)
+    run_to_gate(app, "refusing")
+    last = call(f"{app.url}/api/threads/refusing")[1]["lastSeq"]
+    for path in ("state?at=1",):
+        status, body, _ = call(f"{app.url}/api/threads/nope/{path}")
+        assert (status, body["error"]["code"]) == (404, "UNKNOWN_THREAD")
+    status, body, _ = call(f"{app.url}/api/threads/nope/fork", "POST", {"at": 1})
+    assert (status, body["error"]["code"]) == (404, "UNKNOWN_THREAD")
+    for at in (0, last + 1):
+        status, body, _ = call(f"{app.url}/api/threads/refusing/state?at={at}")
+        assert (status, body["error"]["code"]) == (400, "INPUT_MALFORMED")
+        assert f"from 1 to {last}" in body["error"]["message"]
+    status, body, _ = call(f"{app.url}/api/threads/refusing/fork", "POST", {"at": 0})
+    assert (status, body["error"]["code"]) == (400, "INPUT_MALFORMED")
+    # Past the end, and in the middle of the run (after its first event).
+    for at in (last + 1, 2):
+        status, body, _ = call(f"{app.url}/api/threads/refusing/fork", "POST", {"at": at})
+        assert (status, body["error"]["code"]) == (409, "FORK_UNAVAILABLE")
+    status, body, _ = call(
+        f"{app.url}/api/threads/refusing/fork", "POST", {"at": last, "newThreadId": "refusing"}
+    )
+    assert (status, body["error"]["code"]) == (409, "FORK_UNAVAILABLE")
+    assert [t["threadId"] for t in call(f"{app.url}/api/threads")[1]] == ["refusing"]

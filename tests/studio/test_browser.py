@@ -1,7 +1,8 @@
 """Studio in a real browser (Debian's Chromium), against the Acme example on an embedded
 runtime: a chat whose answer streams in and whose sub-agent calls a tool; an approval decided
 in the inbox that resumes the run shown in the chat; a timeline that keeps every event once
-across a Studio restart (the browser reconnects from the last seq it showed)."""
+across a Studio restart (the browser reconnects from the last seq it showed); a fork from the
+timeline at an approval gate, whose own gate is decided in the inbox."""
 
 from __future__ import annotations
 
@@ -241,6 +242,61 @@ def test_the_timeline_reconnects_from_its_last_seq_without_losing_events(
     browser.get(f"{second.url}/#/runs")
     css(browser, f"#threads tr[data-thread-id='{thread_id}'] .status-finished")
     shoot(browser, "runs")
+
+
+def api_get(studio: Studio, path: str) -> Any:
+    from urllib.request import urlopen
+
+    with urlopen(f"{studio.url}{path}", timeout=DEADLINE_S) as answer:
+        return orjson.loads(answer.read())
+
+
+def test_a_fork_from_the_timeline_waits_at_its_own_gate_decided_in_the_inbox(
+    browser: Any, studio: Callable[..., Studio], shoot: Callable[[Any, str], None]
+) -> None:
+    app = studio("--app", ACME, "--interpreter", "scripted")
+    send(browser, app, restock_prompt())
+    css(browser, "#conversation .approval-card")
+    source = browser.execute_script("return location.hash").split("/", 2)[2]
+    [source_approval] = [a["id"] for a in api_get(app, "/api/approvals")]
+
+    browser.get(f"{app.url}/#/runs/{source}")
+    gate = css(browser, "#timeline tr.type-approval-required")
+    gate_seq = int(gate.get_attribute("data-seq"))
+    # State here: the thread as it was right after the gate opened.
+    gate.find_element(By.CSS_SELECTOR, "button.state-here").click()
+    css(browser, f"#state-panel[data-seq='{gate_seq}'] .status-awaiting-approval")
+    state = json.loads(browser.find_element(By.CSS_SELECTOR, "#state-panel pre.json").text)
+    assert state["run"]["pending"]["approval"]["id"] == source_approval
+    shoot(browser, "timeline-state")
+
+    gate.find_element(By.CSS_SELECTOR, "button.fork-here").click()
+    wait(browser).until(lambda d: d.execute_script("return location.hash") != f"#/runs/{source}")
+    fork = browser.execute_script("return location.hash").split("/", 2)[2]
+    assert fork.startswith(f"{source}-fork-")
+    css(browser, "#timeline tr.type-fork")
+    css(browser, ".thread-head .status-awaiting-approval")
+    shown = browser.execute_script(
+        "return [...document.querySelectorAll('#timeline tr.event')].map(r => r.dataset.seq)"
+    )
+    assert [int(seq) for seq in shown] == list(range(1, gate_seq + 3))
+
+    browser.get(f"{app.url}/#/approvals")
+    [fork_approval] = [a["id"] for a in api_get(app, "/api/approvals") if a["threadId"] == fork]
+    assert fork_approval != source_approval
+    card = css(browser, f".approval-card[data-approval-id='{fork_approval}']")
+    css(browser, f".approval-card[data-approval-id='{source_approval}']")
+    card.find_element(By.CSS_SELECTOR, "button.approve").click()
+    css(browser, ".decided-row .status-approve")
+
+    browser.get(f"{app.url}/#/runs/{fork}")
+    css(browser, "#timeline tr.type-finish")
+    css(browser, ".thread-head .status-finished")
+    # The source still waits at its gate, with its approval pending and its log unchanged.
+    pending = {a["id"]: a["threadId"] for a in api_get(app, "/api/approvals")}
+    assert pending == {source_approval: source}
+    thread = api_get(app, f"/api/threads/{source}")
+    assert (thread["status"], thread["lastSeq"]) == ("awaiting-approval", gate_seq)
 
 
 EVALS = "examples.acme.evals:SUITES"

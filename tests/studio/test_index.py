@@ -1,6 +1,7 @@
 """Studio's run index folds a real run log (the Acme example on an embedded runtime): thread
 status through the gate, the approval and who decided it, usage per run and agent, a
-cancelled run closing its gate, and envelopes seen twice changing nothing."""
+cancelled run closing its gate, envelopes seen twice changing nothing, and a fork's copy of
+its source's gate staying the source's."""
 
 from __future__ import annotations
 
@@ -67,3 +68,27 @@ async def test_a_cancelled_run_closes_its_gate() -> None:
     assert index.threads["t2"].as_json()["status"] == "cancelled"
     closed = index.approvals[approval_id]
     assert (closed.status, closed.reason) == ("closed", "cancelled")
+
+
+async def test_a_fork_read_before_its_source_keeps_each_gate_in_its_own_thread() -> None:
+    runtime = build_runtime([])
+    source_approval = await run_to_gate(runtime, "src")
+    gate = runtime.replay("src").lines
+    fork = runtime.fork("src", at=gate, new_thread_id="fk")
+    index = RunIndex()
+    # The fork first: its copy of the source's gate must not take the source's approval.
+    for thread_id in ("fk", "src"):
+        for entry in runtime.replay(thread_id).entries:
+            index.add(entry)
+    fork_approval = fork.snapshot["run"]["pending"]["approval"]["id"]
+    assert {a.id: a.thread_id for a in index.pending()} == {
+        source_approval: "src",
+        fork_approval: "fk",
+    }
+    # Cancelling the fork's run-1 closes the fork's gate only, not the source's run-1 gate.
+    await runtime.cancel("fk")
+    for entry in runtime.replay("fk").entries:
+        index.add(entry)
+    assert {a.id for a in index.pending()} == {source_approval}
+    assert index.approvals[fork_approval].status == "closed"
+    await runtime.aclose()

@@ -5,10 +5,9 @@ Owns :class:`StudioBackend` (what the HTTP API needs from a runtime), :class:`Ag
 runtime in this process) and :mod:`.distributed` (the runtime service over Kafka). Both feed
 the same :class:`~.hub.Hub` with run-log envelopes, so pages and streams never know the mode.
 
-Features that need an API this build's runtime does not have yet are absent from the
-interface rather than stubbed: "state at this event" and "fork from here" will be
-``state_at(thread_id, seq)`` and ``fork(thread_id, seq, new_thread_id)`` on a backend (over
-``Runtime.replay(at=)`` / ``Runtime.fork``), announced in :attr:`StudioBackend.capabilities`.
+Optional features are announced in :attr:`StudioBackend.capabilities` and only called when
+announced: ``"replay-at"`` (:meth:`StudioBackend.state_at`, "state at this event") and
+``"fork"`` (:meth:`StudioBackend.fork`, "fork from here").
 
 Must not import FastAPI, Kafka or the server.
 """
@@ -104,7 +103,7 @@ class StudioBackend(Protocol):
 
     tenant: str
     hub: Hub
-    # Optional features this backend has ("replay-at", "fork", "evals" once they exist).
+    # Optional features this backend has: "replay-at" (state_at), "fork".
     capabilities: frozenset[str]
 
     @property
@@ -138,6 +137,19 @@ class StudioBackend(Protocol):
         partial: Any,
     ) -> None:
         """Decide an approval; the decision reaches the hub through the run log."""
+        ...
+
+    async def state_at(self, thread_id: str, seq: int) -> dict[str, Any]:
+        """The thread's folded state right after its event ``seq`` (``replay-at``):
+        ``{threadId, seq, status, state}``. ``UnknownThreadError``, or ``InvalidInputError``
+        for a seq outside the log."""
+        ...
+
+    async def fork(self, thread_id: str, seq: int, new_thread_id: str | None) -> dict[str, Any]:
+        """A new thread whose history is ``thread_id``'s up to its event ``seq`` (``fork``):
+        ``{threadId, source, seq, status, approvalId}`` (``approvalId``: the gate the fork
+        waits at, if it was forked at one). ``UnknownThreadError``, or
+        ``ForkUnavailableError`` mid-run, past the end or onto an existing thread."""
         ...
 
     def stream_eval(self, request: EvalRequest, approval_policy: str | None) -> EvalStream:

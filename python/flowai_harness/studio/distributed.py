@@ -33,7 +33,7 @@ from aiokafka.errors import KafkaError
 
 from .. import bus
 from ..client import Client, RemoteEventStream, connect
-from ..errors import BusError
+from ..errors import BusError, FlowaiError
 from ..evals.models import EvalRequest
 from ..evals.runner import EvalStream
 from ..messages import envelope
@@ -180,6 +180,24 @@ class DistributedBackend:
             partial,
             approver,
             thread_id=approval.thread_id if approval is not None else None,
+        )
+
+    async def state_at(self, thread_id: str, seq: int) -> dict[str, Any]:
+        # Client.replay hands back events, not the engine's folded state.
+        raise FlowaiError(
+            "state at an event needs the thread's folded state, which the runtime service "
+            "does not publish; open the thread's timeline for its events, or run Studio on "
+            "the embedded runtime (--app with --log-path) for the state",
+            code="STUDIO_NOT_SUPPORTED",
+        )
+
+    async def fork(self, thread_id: str, seq: int, new_thread_id: str | None) -> dict[str, Any]:
+        # Client.fork publishes and returns; a refusal only becomes a dead letter, which a
+        # page could not tell from a fork still on its way.
+        raise FlowaiError(
+            "fork from Studio on Kafka is not here yet: the runtime service answers a refused "
+            "fork with a dead letter only; use `Client.fork` and watch the dead letters",
+            code="STUDIO_NOT_SUPPORTED",
         )
 
     def stream_eval(self, request: EvalRequest, approval_policy: str | None) -> EvalStream:

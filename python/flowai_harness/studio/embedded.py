@@ -86,7 +86,7 @@ class EmbeddedBackend:
         self.runtime = runtime
         self.tenant = runtime.tenant
         self.hub = Hub()
-        self.capabilities: frozenset[str] = frozenset()
+        self.capabilities: frozenset[str] = frozenset({"replay-at", "fork"})
         self._agents = agents_of(runtime.spec)
         self._close_runtime = close_runtime
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -154,6 +154,29 @@ class EmbeddedBackend:
         if rest is not None:
             # No stream of this process waited at that gate: drive the rest of the run here.
             self._drive(rest.thread_id, rest)
+
+    async def state_at(self, thread_id: str, seq: int) -> dict[str, Any]:
+        result = self.runtime.replay(thread_id, at=seq)
+        return {
+            "threadId": thread_id,
+            "seq": seq,
+            "status": result.status,
+            "state": result.snapshot,
+        }
+
+    async def fork(self, thread_id: str, seq: int, new_thread_id: str | None) -> dict[str, Any]:
+        # The fork's lines go through the observed log: the hub has the new thread before
+        # this returns, so the page can open it at once.
+        result = self.runtime.fork(thread_id, at=seq, new_thread_id=new_thread_id)
+        pending = (result.snapshot.get("run") or {}).get("pending") or {}
+        approval = pending.get("approval") or {}
+        return {
+            "threadId": result.thread_id,
+            "source": thread_id,
+            "seq": seq,
+            "status": result.status,
+            "approvalId": approval.get("id"),
+        }
 
     def stream_eval(self, request: EvalRequest, approval_policy: str | None) -> EvalStream:
         return self.runtime.stream_eval(request, approval_policy=approval_policy)

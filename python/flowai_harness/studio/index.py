@@ -243,6 +243,9 @@ class RunIndex:
                     )
                     stats["costUsd"] = stats.get("costUsd", 0.0) + float(cost)
         elif kind == "approval-required":
+            run.status = "awaiting-approval"
+            if _copied(thread, data):
+                return ()
             approval = ApprovalView(
                 id=str(data.get("id")),
                 thread_id=thread.thread_id,
@@ -258,15 +261,14 @@ class RunIndex:
                 approvals_required=int(data.get("approvalsRequired") or 1),
             )
             self.approvals[approval.id] = approval
-            run.status = "awaiting-approval"
             return (approval.id,)
         elif kind == "approval-progress":
-            found = self.approvals.get(str(data.get("id")))
+            found = None if _copied(thread, data) else self.approvals.get(str(data.get("id")))
             if found is not None and isinstance(data.get("approver"), str):
                 found.approvers.append(data["approver"])
                 return (found.id,)
         elif kind == "approval-decision":
-            found = self.approvals.get(str(data.get("id")))
+            found = None if _copied(thread, data) else self.approvals.get(str(data.get("id")))
             run.status = "running"
             if found is not None:
                 outcome = data.get("outcome") or {}
@@ -282,13 +284,13 @@ class RunIndex:
             run.usage = {key: int(usage.get(key, 0) or 0) for key in _USAGE_KEYS}
             run.status = "cancelled" if p.get("finishReason") == "cancelled" else "finished"
             run.ended_at = ts
-            return self._close_gates(run)
+            return self._close_gates(thread, run)
         elif kind == "error":
             error = p.get("error") or {}
             run.status = "failed"
             run.error = f"{error.get('code')}: {error.get('message')}"
             run.ended_at = ts
-            return self._close_gates(run)
+            return self._close_gates(thread, run)
         return ()
 
     def _run_of(self, thread: ThreadView, envelope: Envelope) -> RunView | None:
@@ -298,12 +300,28 @@ class RunIndex:
                 return run
         return thread.last_run
 
-    def _close_gates(self, run: RunView) -> tuple[str, ...]:
+    def _close_gates(self, thread: ThreadView, run: RunView) -> tuple[str, ...]:
         """A run that ended (cancelled, failed) leaves no gate open."""
         closed = []
         for approval in self.approvals.values():
-            if approval.run_id == run.run_id and approval.status == "pending":
+            # Run ids count per thread: another thread's run-1 is another run.
+            if (
+                approval.thread_id == thread.thread_id
+                and approval.run_id == run.run_id
+                and approval.status == "pending"
+            ):
                 approval.status = "closed"
                 approval.reason = run.status
                 closed.append(approval.id)
         return tuple(closed)
+
+
+def _copied(thread: ThreadView, data: dict[str, Any]) -> bool:
+    """Whether an approval fact names another thread's gate: a fork's copy of its source's
+    history (``appr:{thread}/{run}/{call}``), which is the source's approval, not this one's
+    (the fork re-opens a gate it copied under an id of its own)."""
+    approval_id = data.get("id")
+    if not isinstance(approval_id, str) or not approval_id.startswith("appr:"):
+        return False
+    parts = approval_id[len("appr:") :].rsplit("/", 2)
+    return len(parts) == 3 and parts[0] != thread.thread_id

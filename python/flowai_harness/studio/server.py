@@ -9,6 +9,9 @@ the backend to act; the browser page (``static/``) uses nothing but these routes
   ``GET /api/threads/{id}/stream`` (SSE: the logged events after ``since_seq`` or the
   ``Last-Event-ID`` header, each with ``id: <seq>``, then live ones as they come; a browser
   that reconnects resumes after the last seq it saw and loses nothing)
+- ``GET /api/threads/{id}/state?at=SEQ`` (the folded state right after event SEQ),
+  ``POST /api/threads/{id}/fork`` (a new thread from the history up to ``at``); both only
+  where the backend announces ``replay-at`` / ``fork``
 - ``POST /api/chat`` (start a run), ``POST /api/threads/{id}/cancel``
 - ``GET /api/approvals`` (``status=pending|all``), ``POST /api/approvals/{id}/decision``
 - ``GET /api/metrics`` (cost, tokens and latency per run and per agent)
@@ -89,6 +92,21 @@ class DecisionRequest(BaseModel):
 
 class Accepted(BaseModel):
     ok: bool = True
+
+
+class ForkRequest(BaseModel):
+    at: int
+    new_thread_id: str | None = Field(default=None, alias="newThreadId", min_length=1)
+
+    model_config = {"populate_by_name": True}
+
+
+class Forked(BaseModel):
+    threadId: str
+    source: str
+    seq: int
+    status: str
+    approvalId: str | None
 
 
 class EvalRunRequest(BaseModel):
@@ -278,6 +296,50 @@ def create_studio_app(
                         yield _sse("logged", item.envelope, id=sent)
 
         return _event_stream(events())
+
+    def _unsupported(capability: str, what: str) -> JSONResponse | None:
+        if capability in backend.capabilities:
+            return None
+        return _error(
+            501,
+            "STUDIO_NOT_SUPPORTED",
+            f"{what} is not available on this Studio's {backend.mode} backend (it does not "
+            f"announce {capability!r} in /api/status capabilities)",
+        )
+
+    @app.get(
+        "/api/threads/{thread_id}/state",
+        tags=["runs"],
+        responses={400: {}, 404: {}, 501: {}},
+    )
+    async def thread_state(thread_id: str, at: int) -> Any:
+        """The thread's folded state right after its event ``at`` (its seq), from the run
+        log alone: ``{threadId, seq, status, state}``."""
+        refused = _unsupported("replay-at", "state at an event")
+        if refused is not None:
+            return refused
+        _thread(thread_id)
+        return await backend.state_at(thread_id, at)
+
+    @app.post(
+        "/api/threads/{thread_id}/fork",
+        tags=["runs"],
+        status_code=201,
+        responses={400: {}, 404: {}, 409: {}, 501: {}},
+    )
+    async def fork(thread_id: str, body: ForkRequest) -> Any:
+        """A new thread whose history is this one's up to event ``at``; the source is left
+        as it is. Fork after a run's last event (then chat on the fork) or at an
+        ``approval-required`` (the fork waits at that gate under its ``approvalId``);
+        anywhere else is 409 ``FORK_UNAVAILABLE``."""
+        refused = _unsupported("fork", "fork")
+        if refused is not None:
+            return refused
+        _thread(thread_id)
+        if body.at < 1:
+            raise InvalidInputError(f"at must be a seq >= 1, got {body.at}")
+        forked = await backend.fork(thread_id, body.at, body.new_thread_id)
+        return Forked(**forked)
 
     # --- chat ------------------------------------------------------------------------------
 

@@ -33,6 +33,9 @@ export const api = {
   },
   thread: (id) => call("GET", `/api/threads/${encodeURIComponent(id)}`),
   chat: (prompt, threadId, agent) => call("POST", "/api/chat", { prompt, threadId, agent }),
+  stateAt: (id, seq) => call("GET", `/api/threads/${encodeURIComponent(id)}/state?at=${seq}`),
+  fork: (id, at, newThreadId) =>
+    call("POST", `/api/threads/${encodeURIComponent(id)}/fork`, { at, newThreadId }),
   cancel: (id) => call("POST", `/api/threads/${encodeURIComponent(id)}/cancel`),
   approvals: (status = "pending") => call("GET", `/api/approvals?status=${status}`),
   decide: (id, decision) => call("POST", `/api/approvals/${encodeURIComponent(id)}/decision`, decision),

@@ -1,6 +1,8 @@
 // Runs: every thread with its status, agent, cost and duration (filterable), and a thread's
 // timeline event by event. The timeline follows the thread live and, when the connection
 // drops, resumes after the last seq it showed: nothing is lost and nothing shows twice.
+// Where the backend can, each event has "state here" (the thread's folded state right after
+// it, in a panel) and "fork from here" (a new thread with the history up to it, opened at once).
 
 import { api, followThread } from "./api.js";
 import { el, json, short, time, duration, usd, badge } from "./ui.js";
@@ -35,13 +37,52 @@ function timeline(main, ctx, threadId) {
   const head = el("div", { class: "thread-head" });
   const connection = el("span", { class: "connection", id: "timeline-connection" });
   const rows = el("tbody", { id: "timeline" });
+  const panel = el("div", { class: "state-panel", id: "state-panel", hidden: true });
+  const capabilities = new Set(ctx.state.status?.capabilities || []);
+  const canState = capabilities.has("replay-at");
+  const canFork = capabilities.has("fork");
+  const showPanel = (title, ...body) => {
+    panel.hidden = false;
+    panel.replaceChildren(el("div", { class: "panel-head" }, el("strong", {}, title),
+      el("button", { class: "close", onclick: () => (panel.hidden = true) }, "close")), ...body);
+    // The row clicked may be far down a long timeline; the panel is above it.
+    panel.scrollIntoView({ block: "start" });
+  };
+  const stateHere = async (seq) => {
+    try {
+      const found = await api.stateAt(threadId, seq);
+      panel.dataset.seq = String(seq);
+      showPanel(`State after event ${seq}`, el("p", {}, "status ", badge(found.status)), json(found.state));
+    } catch (error) {
+      showPanel(`State after event ${seq}`, el("div", { class: "error" }, `${error.code}: ${error.message}`));
+    }
+  };
+  const forkHere = async (seq) => {
+    try {
+      const forked = await api.fork(threadId, seq);
+      location.hash = `#/runs/${encodeURIComponent(forked.threadId)}`;
+    } catch (error) {
+      showPanel(`Fork from event ${seq}`, el("div", { class: "error fork-error" }, `${error.code}: ${error.message}`));
+    }
+  };
+  const actions = (seq) => {
+    const buttons = [];
+    const button = (cls, label, act) => el("button", { class: `small ${cls}`, onclick: (e) => {
+      e.stopPropagation();
+      act(seq);
+    } }, label);
+    if (canState) buttons.push(button("state-here", "state here", stateHere));
+    if (canFork) buttons.push(button("fork-here", "fork from here", forkHere));
+    return el("td", { class: "actions" }, buttons);
+  };
   main.append(
     el("p", {}, el("a", { href: "#/runs" }, "← all runs")),
     el("div", { class: "chat-head" }, el("h1", {}, "Timeline"), connection,
       el("a", { href: `#/chat/${encodeURIComponent(threadId)}`, class: "button" }, "Open in chat")),
     head,
+    panel,
     el("table", { class: "timeline" },
-      el("thead", {}, el("tr", {}, el("th", {}, "seq"), el("th", {}, "time"), el("th", {}, "type"), el("th", {}, "summary"))),
+      el("thead", {}, el("tr", {}, el("th", {}, "seq"), el("th", {}, "time"), el("th", {}, "type"), el("th", {}, "summary"), el("th", {}, ""))),
       rows));
   const paintHead = () => {
     const t = ctx.state.threads.get(threadId);
@@ -58,10 +99,10 @@ function timeline(main, ctx, threadId) {
   const follower = followThread(threadId, 0, {
     onLogged(envelope) {
       const p = envelope.payload;
-      const detail = el("tr", { class: "detail", hidden: true }, el("td", { colspan: 4 }, json(envelope)));
+      const detail = el("tr", { class: "detail", hidden: true }, el("td", { colspan: 5 }, json(envelope)));
       const row = el("tr", { class: `event type-${p.type}`, dataset: { seq: envelope.seq } },
         el("td", { class: "seq" }, envelope.seq), el("td", { class: "time" }, time(envelope.ts)),
-        el("td", {}, el("code", {}, p.type)), el("td", {}, summary(p)));
+        el("td", {}, el("code", {}, p.type)), el("td", {}, summary(p)), actions(envelope.seq));
       row.addEventListener("click", () => (detail.hidden = !detail.hidden));
       rows.append(row, detail);
     },
