@@ -47,7 +47,7 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
 
-from .errors import BusError, UnreplicatedRunLogError
+from .errors import BusError, UnreplicatedRunLogError, UsageError
 from .messages import schema_name
 
 __all__ = [
@@ -305,6 +305,28 @@ def add_flag_argument(parser: argparse.ArgumentParser, option: str, *, env: str,
     except BusError as exc:
         parser.error(exc.message)
     parser.add_argument(option, action="store_true", default=default, help=f"{help} (env {env}=1)")
+
+
+def add_uvloop_argument(parser: argparse.ArgumentParser) -> None:
+    """``--uvloop`` (env FLOWAI_UVLOOP): the services' event loop choice (:func:`use_uvloop`)."""
+    add_flag_argument(
+        parser,
+        "--uvloop",
+        env="FLOWAI_UVLOOP",
+        help="run on uvloop's event loop instead of asyncio's (pip install uvloop)",
+    )
+
+
+def use_uvloop() -> None:
+    """Make asyncio.run use uvloop's event loop; UsageError when it is not installed."""
+    try:
+        import uvloop
+    except ImportError:
+        raise UsageError(
+            "--uvloop (env FLOWAI_UVLOOP) needs the uvloop package: pip install uvloop, "
+            "or leave the option off"
+        ) from None
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
 def add_instance_argument(parser: argparse.ArgumentParser, *, role: str) -> None:

@@ -129,12 +129,7 @@ def _add_inline_arguments(p: argparse.ArgumentParser) -> None:
         help="seconds an inline tool call may take per attempt; it holds its partition's "
         "transaction meanwhile (10)",
     )
-    bus.add_flag_argument(
-        p,
-        "--uvloop",
-        env="FLOWAI_UVLOOP",
-        help="run on uvloop's event loop instead of asyncio's (pip install uvloop)",
-    )
+    bus.add_uvloop_argument(p)
     bus.add_flag_argument(
         p,
         "--allow-volatile-ledger",
@@ -158,17 +153,6 @@ def _inline_settings(args: argparse.Namespace, spec: Any) -> Any:
             tool_timeout=args.inline_tool_timeout, max_attempts=2
         ),
     )
-
-
-def _use_uvloop() -> None:
-    try:
-        import uvloop
-    except ImportError:
-        raise UsageError(
-            "--uvloop (env FLOWAI_UVLOOP) needs the uvloop package: pip install uvloop, "
-            "or leave the option off"
-        ) from None
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
 def _tools_module(name: str) -> Any:
@@ -242,7 +226,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "flowai serve runtime
         service = RuntimeService(spec, interpreter, config)
         inline = _inline_settings(args, spec)
         if args.uvloop:
-            _use_uvloop()
+            bus.use_uvloop()
     except FlowaiError as exc:
         print(f"flowai serve runtime: {exc}", file=sys.stderr)
         return 2

@@ -19,7 +19,7 @@ from aiokafka.errors import KafkaError
 
 from flowai_harness import bus, metrics, observe
 from flowai_harness import settings as flowai_settings
-from flowai_harness.errors import FlowaiError, SettingError, UsageError
+from flowai_harness.errors import FlowaiError, SettingError
 
 from .app import load_app
 from .models import ModelSettings
@@ -63,12 +63,7 @@ def build_parser(prog: str = "flowai serve tools") -> argparse.ArgumentParser:
         help="start even if Redis does not persist the ledger (no append-only file), or "
         "forbids asking: a Redis restart then forgets recorded results and tools run again",
     )
-    bus.add_flag_argument(
-        parser,
-        "--uvloop",
-        env="FLOWAI_UVLOOP",
-        help="run on uvloop's event loop instead of asyncio's (pip install uvloop)",
-    )
+    bus.add_uvloop_argument(parser)
     parser.add_argument(
         "--concurrency", type=flowai_settings.positive_int, default=8, help="tool calls at once (8)"
     )
@@ -198,18 +193,6 @@ def _provider_limits(entries: Sequence[str]) -> dict[str, int]:
     return limits
 
 
-def use_uvloop() -> None:
-    """Make asyncio.run use uvloop's event loop; UsageError when it is not installed."""
-    try:
-        import uvloop
-    except ImportError:
-        raise UsageError(
-            "--uvloop (env FLOWAI_UVLOOP) needs the uvloop package: pip install uvloop, "
-            "or leave the option off"
-        ) from None
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-
-
 def main(argv: Sequence[str] | None = None, *, prog: str = "flowai serve tools") -> int:
     """``flowai serve tools ...``: parse the arguments, load the app, run until signalled.
 
@@ -230,7 +213,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "flowai serve tools")
     try:
         app = load_app(args.app, args.services)
         if args.uvloop:
-            use_uvloop()
+            bus.use_uvloop()
         lanes = 2 if args.role == "all" else 1
         observe.ready_when(
             "the consumers started", lambda: len(metrics.watched_consumers()) >= lanes
