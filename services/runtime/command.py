@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 from collections.abc import Sequence
 from typing import Any
 
@@ -110,9 +111,42 @@ def parser(prog: str = "flowai serve runtime") -> argparse.ArgumentParser:
         help="checkpoint a partition every this many events: a takeover folds about this many "
         "of its events at most (default 1000)",
     )
+    _add_eviction_arguments(p)
     observe.add_arguments(p)
     _add_inline_arguments(p)
     return p
+
+
+def _add_eviction_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--evict-after",
+        type=flowai_settings.non_negative_float,
+        default=600.0,
+        help="seconds after which a thread at rest (idle, or at an approval gate without a "
+        "deadline) leaves memory for the local store and comes back on its next input; "
+        "0 keeps every thread in memory (default 600: a long-lived instance stays bounded, "
+        "and a conversation's next turn within ten minutes never waits for the disk)",
+    )
+    p.add_argument(
+        "--state-dir",
+        default=os.path.join(tempfile.gettempdir(), "flowai-runtime"),
+        help="directory of the local store of evicted threads (one SQLite file per instance, "
+        "named by --group and --instance-id; rebuilt from the snapshots topic when missing, "
+        "so a volatile directory only costs a slower takeover). Default: "
+        "<temp dir>/flowai-runtime",
+    )
+
+
+def _evict_after(seconds: float, snapshot_every: int) -> float | None:
+    if seconds == 0:
+        return None
+    if snapshot_every == 0:
+        log.warning(
+            "idle threads stay in memory: eviction needs snapshots, and --snapshot-every 0 "
+            "turns them off"
+        )
+        return None
+    return seconds
 
 
 def _add_inline_arguments(p: argparse.ArgumentParser) -> None:
@@ -222,6 +256,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "flowai serve runtime
             decisions=_decision_verifier(args.decision_public_key, args.allow_unsigned_decisions),
             snapshot_every=args.snapshot_every or None,
             checkpoint_every=args.checkpoint_every,
+            evict_after=_evict_after(args.evict_after, args.snapshot_every),
+            state_dir=args.state_dir,
         )
         service = RuntimeService(spec, interpreter, config)
         inline = _inline_settings(args, spec)

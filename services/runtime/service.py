@@ -61,6 +61,17 @@ module feeds it the inputs it reads and routes what comes out:
   skipping what each snapshot covers (``Engine.load_tail``). No checkpoint, or a snapshot or
   tail the engine refuses: the whole partition is replayed (with a warning), and every thread
   is snapshotted again at the next checkpoint.
+- Eviction (issue 12, bounded memory; ``evict_after``): a thread unused for that long that
+  rests (idle, or paused at an approval gate) and has no deadline pending leaves the engine
+  and the partition's maps. Its snapshot must cover every event it logged: one is written in
+  a transaction first if needed, and the thread is dropped after that commit, its snapshot
+  and index entry kept in the instance's :class:`~services.runtime.store.ThreadStore` (a
+  SQLite file under ``state_dir``). Its next input brings it back from there before the
+  engine sees the input. A thread with a run in flight or a deadline stays, so the deadlines
+  the engine reports (``Driver.due``) are always of threads in memory. With a store, a
+  takeover is lazy: it mirrors into the store what the ``snapshots`` and ``threads`` topics
+  gained since it last read them, and restores only the threads the run log's tail after
+  the checkpoint names; the others stay on disk until an input asks for them.
 - A failed transaction leaves the engine ahead of the log, so the partition is rebuilt from
   the log and its inputs are read again from the committed offsets.
 
@@ -81,7 +92,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
@@ -93,10 +104,12 @@ from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
 from flowai_harness import _native, bus, metrics, telemetry
 from flowai_harness.decision_auth import DecisionVerifier
 from flowai_harness.driver import Decided, Driver, error_of
-from flowai_harness.errors import DecisionUnverifiedError, FlowaiError, ReplayError
+from flowai_harness.errors import DecisionUnverifiedError, FlowaiError, ReplayError, UsageError
 from flowai_harness.logread import LogReader
 from flowai_harness.runtime import new_engine
 from flowai_harness.specs import RuntimeSpec
+
+from .store import SNAPSHOTS, THREADS, IndexEntry, ThreadStore, store_path
 
 __all__ = ["InlineRunner", "RuntimeService", "ServiceConfig"]
 
@@ -120,6 +133,10 @@ TIMING: Final = "flowai-timing"
 TIMING_ENV: Final = "FLOWAI_TIMING"
 
 TOOL_INVOCATION: Final = "flowai.v1.ToolInvocation"
+# Offsets of a compacted topic read into the local store at a time, and threads evicted per
+# partition and sweep (the sweep holds the engine's lock).
+_MIRROR_SLICE: Final = 20_000
+_EVICT_BATCH: Final = 2_000
 
 
 class InlineRunner(Protocol):
@@ -189,6 +206,10 @@ class ServiceConfig:
         default_factory=lambda: float(os.environ.get("FLOWAI_RUNTIME_LINGER_MS", "0"))
     )
     busy_inputs: int = 8
+    # Seconds after which a resting thread without a deadline leaves memory for the store
+    # under state_dir (None: threads stay; needs snapshot_every).
+    evict_after: float | None = None
+    state_dir: str | None = None
 
     @property
     def group(self) -> str:
@@ -214,6 +235,7 @@ class _Partition:
         "queued",
         "since_checkpoint",
         "threads",
+        "used",
     )
 
     def __init__(self, number: int, inputs: list[TopicPartition], producer: AIOKafkaProducer):
@@ -243,6 +265,20 @@ class _Partition:
         self.draining: asyncio.Task[None] | None = None
         # Fetching paused because the queue is long.
         self.held = False
+        # thread id -> when it last logged or came back (monotonic), least recent first:
+        # the threads in memory, in the order eviction considers them.
+        self.used: dict[str, float] = {}
+
+    def touch(self, thread_id: str, now: float) -> None:
+        self.used.pop(thread_id, None)
+        self.used[thread_id] = now
+
+    def release(self, thread_id: str) -> None:
+        """Forget what this partition holds for a thread that left memory."""
+        self.threads.pop(thread_id, None)
+        self.index.pop(thread_id, None)
+        self.used.pop(thread_id, None)
+        self.dirty.pop(thread_id, None)
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -312,7 +348,20 @@ class RuntimeService:
             "snapshots": 0,
             "restored": 0,
             "inline_calls": 0,
+            "evicted": 0,
+            "brought_back": 0,
         }
+        self._store: ThreadStore | None = None
+        self._swept = time.monotonic()
+        if config.evict_after is not None:
+            if config.snapshot_every is None or config.state_dir is None:
+                raise UsageError(
+                    "evicting idle threads needs snapshots (--snapshot-every above 0) and a "
+                    "--state-dir for the local store; turn eviction off with --evict-after 0"
+                )
+            self._store = ThreadStore(
+                store_path(config.state_dir, config.group, config.instance_id)
+            )
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -385,6 +434,8 @@ class RuntimeService:
         if self._reader is not None:
             with contextlib.suppress(Exception):
                 await self._reader.close()
+        if self._store is not None:
+            self._store.close()
 
     async def run(self) -> None:
         """Start, then handle inputs until :meth:`stop`; always closes."""
@@ -407,6 +458,8 @@ class RuntimeService:
                 # rebalance may be folding a log into the engine on a worker thread.
                 async with self._lock:
                     await self._fire_deadlines()
+                    if self._store is not None:
+                        await self._evict_idle()
                 if not batch:
                     continue
                 async with self._lock:
@@ -601,7 +654,9 @@ class RuntimeService:
         begins = await replayer.beginning_offsets(tps)
         ends = await replayer.end_offsets(tps)  # read_committed: the last stable offsets
         starts: dict[int, int] = {}
-        if self.config.snapshot_every is not None:
+        if self._store is not None:
+            starts = await self._mirror_snapshots(numbers)
+        elif self.config.snapshot_every is not None:
             starts = await self._restore_snapshots(numbers)
         located = time.perf_counter()
         total = 0
@@ -615,6 +670,9 @@ class RuntimeService:
             metrics.replayed(len(read.values))
             fold_started = time.perf_counter()
             try:
+                if restored and self._store is not None:
+                    # Lazy: only the threads the tail names come back now.
+                    self._restore_tail_threads(part, read.keys)
                 if read.values:
                     # Folds without the GIL on a worker thread, while the reader fetches the
                     # next partition; nothing else touches the engine (the lock is held).
@@ -647,6 +705,11 @@ class RuntimeService:
                 self._needs_checkpoint(part)
         if whole:
             total += await self._replay_whole(whole, begins, ends)
+        now = time.monotonic()
+        for number in numbers:
+            part = self._partitions[number]
+            for thread_id in part.threads:
+                part.used.setdefault(thread_id, now)
         self.stats["replayed"] += total
         elapsed = time.perf_counter() - started
         log.info(
@@ -685,6 +748,7 @@ class RuntimeService:
                 self._engine.forget(thread_id)
             part.threads.clear()
             part.dirty.clear()
+            part.used.clear()
             tp = TopicPartition(self.topics.runtime_events, number)
             read = (await reader.read({tp: (begins[tp], ends[tp])}))[tp]
             if read.values:
@@ -875,6 +939,7 @@ class RuntimeService:
                 for thread_id in part.threads:
                     self._engine.forget(thread_id)
                 part.threads.clear()
+                part.used.clear()
                 assert self._consumer is not None
                 self._consumer.pause(*part.inputs)
             return
@@ -981,6 +1046,10 @@ class RuntimeService:
                 # deciding key: whoever can write to the topic cannot open a gate.
                 self._dead_letter(part, tp, record, outbox, exc.code, exc.message)
                 return
+        if self._store is not None and fields is not None:
+            thread_id = fields.get("thread_id")
+            if fields.get("tenant") == self.tenant and isinstance(thread_id, str) and thread_id:
+                await self._bring_back(part, thread_id)
         if fields is not None and fields.get("schema") == FORK_THREAD:
             try:
                 decided = await self._fork(value, fields)
@@ -1085,10 +1154,12 @@ class RuntimeService:
     ) -> None:
         """Put what the engine decided in the outbox: events to the run log, effects to their
         topics, rejections to dead letters; duplicates are only counted."""
+        now = time.monotonic()
         for thread_id, data in decided.events:
             thread_key = part.threads.get(thread_id)
             if thread_key is None:
                 thread_key = part.threads[thread_id] = bus.thread_key(self.tenant, thread_id)
+            part.touch(thread_id, now)
             outbox.add(self.topics.runtime_events, part.number, thread_key, data, headers)
             outbox.logged(thread_id, data)
             part.dirty[thread_id] = part.dirty.get(thread_id, 0) + 1
@@ -1157,6 +1228,242 @@ class RuntimeService:
         if log_end is not None:
             part.log_end = log_end + 2
 
+    # --- eviction (see the module's docstring) -------------------------------------------------
+
+    async def _read_chunked(
+        self, topic: str, number: int
+    ) -> AsyncIterator[tuple[list[bytes], int]]:
+        """What ``topic`` partition ``number`` gained since the store last mirrored it, in
+        slices of ``_MIRROR_SLICE`` offsets (a first takeover of a big partition does not
+        hold all of it at once): (values, next offset) per slice. A store whose
+        position the topic no longer holds forgets the partition and reads it whole."""
+        store, replayer, reader = self._store, self._replayer, self._reader
+        assert store is not None
+        assert replayer is not None
+        assert reader is not None
+        tp = TopicPartition(topic, number)
+        begin = (await replayer.beginning_offsets([tp]))[tp]
+        end = (await replayer.end_offsets([tp]))[tp]
+        kind = SNAPSHOTS if topic == self.topics.snapshots else THREADS
+        position = store.mirrored(number, kind)
+        if position is not None and not begin <= position <= end:
+            log.warning(
+                "partition %d: the local store mirrored %s up to offset %d, which the topic "
+                "(offsets %d..%d) does not hold; rebuilding the store's partition from the topics",
+                number,
+                topic,
+                position,
+                begin,
+                end,
+            )
+            store.forget_partition(number)
+            position = None
+        start = begin if position is None else position
+        if start >= end:
+            yield [], end  # nothing new, but the position is recorded
+        while start < end:
+            stop = min(end, start + _MIRROR_SLICE)
+            yield (await reader.read({tp: (start, stop)}))[tp].values, stop
+            start = stop
+
+    async def _mirror_snapshots(self, numbers: list[int]) -> dict[int, int]:
+        """Bring the store up to date with the snapshots topic; returns, for each partition
+        with a checkpoint, the run-log offset to fold from (lazily: nothing is restored)."""
+        store = self._store
+        assert store is not None
+        starts: dict[int, int] = {}
+        for number in numbers:
+            async for values, next_offset in self._read_chunked(self.topics.snapshots, number):
+                rows: list[tuple[str, int | None, bytes]] = []
+                checkpoint: int | None = None
+                for value in values:
+                    record = orjson.loads(value)
+                    if record.get("tenant") != self.tenant:
+                        continue
+                    payload = record["payload"]
+                    if payload["kind"] == "checkpoint":
+                        checkpoint = payload["run_log_offset"]
+                    else:
+                        rows.append(
+                            (record["thread_id"], payload["seq"], payload["snapshot"].encode())
+                        )
+                store.mirror_snapshots(number, rows, checkpoint, next_offset)
+            checkpoint = store.checkpoint(number)
+            if checkpoint is not None:
+                starts[number] = checkpoint
+        return starts
+
+    def _restore_tail_threads(self, part: _Partition, keys: Iterable[bytes | None]) -> None:
+        """Restore, from the store, the threads the run log's tail names (before folding
+        it): the others wait on disk. Raises ReplayError for a snapshot the engine refuses."""
+        store = self._store
+        assert store is not None
+        for key in dict.fromkeys(keys):
+            if key is None or not key.startswith(self._tenant_prefix):
+                continue
+            thread_id = key[len(self._tenant_prefix) :].decode()
+            if thread_id in part.threads:
+                continue
+            snapshot = store.snapshot(part.number, thread_id)
+            if snapshot is not None:
+                self._engine.restore(snapshot, thread_id)
+                self.stats["restored"] += 1
+            part.threads[thread_id] = key
+
+    async def _mirror_index(self, numbers: list[int]) -> None:
+        """Bring the store up to date with the thread index; the threads in memory take
+        their entries from it."""
+        store = self._store
+        assert store is not None
+        for number in numbers:
+            async for values, next_offset in self._read_chunked(self.topics.threads, number):
+                entries: list[tuple[str, IndexEntry]] = []
+                for value in values:
+                    body = orjson.loads(value)
+                    payload = body.get("payload") or {}
+                    thread_id = body.get("thread_id")
+                    if body.get("tenant") == self.tenant and isinstance(thread_id, str):
+                        entries.append(
+                            (
+                                thread_id,
+                                (
+                                    int(payload.get("log_offset", 0)),
+                                    payload.get("created"),
+                                    str(payload.get("status", "")),
+                                ),
+                            )
+                        )
+                store.mirror_index(number, entries, next_offset)
+            part = self._partitions[number]
+            for thread_id in part.threads:
+                entry = store.index_entry(number, thread_id)
+                if entry is not None:
+                    part.index[thread_id] = entry
+
+    async def _bring_back(self, part: _Partition, thread_id: str) -> None:
+        """Put an evicted thread back in the engine before its input (from its snapshot in
+        the store; from its run log when the engine refuses that snapshot)."""
+        if self._engine.has_thread(thread_id):
+            return
+        store = self._store
+        assert store is not None
+        snapshot = store.snapshot(part.number, thread_id)
+        if snapshot is None:
+            return  # a new thread (or one of another partition: refused further on)
+        try:
+            self._engine.restore(snapshot, thread_id)
+        except ReplayError as exc:
+            log.warning(
+                "thread %s: its stored snapshot is not used (%s); replaying its run log",
+                thread_id,
+                exc,
+            )
+            self._engine.forget(thread_id)
+            await self._load_from_log(part, thread_id)
+        part.threads[thread_id] = bus.thread_key(self.tenant, thread_id)
+        entry = store.index_entry(part.number, thread_id)
+        if entry is not None:
+            part.index[thread_id] = entry
+        part.touch(thread_id, time.monotonic())
+        self.stats["brought_back"] += 1
+
+    async def _load_from_log(self, part: _Partition, thread_id: str) -> None:
+        reader, replayer = self._reader, self._replayer
+        assert reader is not None
+        assert replayer is not None
+        tp = TopicPartition(self.topics.runtime_events, part.number)
+        begin = (await replayer.beginning_offsets([tp]))[tp]
+        end = (await replayer.end_offsets([tp]))[tp]
+        key = bus.thread_key(self.tenant, thread_id)
+        read = (await reader.read({tp: (begin, end)}, key=key))[tp]
+        if read.values:
+            log_bytes = b"".join(value + b"\n" for value in read.values)
+            self._engine.load(log_bytes, path=f"{tp.topic}[{tp.partition}]")
+
+    async def _evict_idle(self) -> None:
+        """Evict the threads unused for ``evict_after`` that may go (see _evict); a
+        partition with a transaction in flight waits for the next sweep."""
+        after = self.config.evict_after
+        assert after is not None
+        now = time.monotonic()
+        if now - self._swept < min(max(after / 4, 0.05), 5.0):
+            return
+        self._swept = now
+        cutoff = now - after
+        for part in list(self._partitions.values()):
+            if part.fenced or (part.draining is not None and not part.draining.done()):
+                continue
+            evict: list[str] = []
+            stay: list[str] = []
+            for thread_id, used in part.used.items():
+                if used > cutoff or len(evict) >= _EVICT_BATCH:
+                    break
+                status = self._engine.status(thread_id)
+                if status in _RESTING and self._engine.deadline(thread_id) is None:
+                    evict.append(thread_id)
+                else:
+                    # A run in flight or a deadline keeps it here: looked at again later.
+                    stay.append(thread_id)
+            for thread_id in stay:
+                if self._engine.status(thread_id) is None:
+                    part.release(thread_id)
+                else:
+                    part.touch(thread_id, now)
+            if evict:
+                if len(evict) >= _EVICT_BATCH:
+                    self._swept = 0.0  # more to do: the next poll sweeps again
+                await self._evict(part, evict)
+
+    async def _evict(self, part: _Partition, threads: list[str]) -> None:
+        """Drop ``threads`` (resting, no deadline) from memory. Those with events no snapshot
+        covers are snapshotted in a transaction of their own first; the store takes their
+        snapshots only after it committed, so whatever the store holds, the topic holds."""
+        store = self._store
+        assert store is not None
+        uncovered = [thread_id for thread_id in threads if thread_id in part.dirty]
+        if uncovered:
+            producer = part.producer
+            outbox = _Outbox(producer)
+            since = max(part.log_end, 0)
+            try:
+                await producer.begin_transaction()
+                for thread_id in uncovered:
+                    snapshot = self._engine.save(thread_id)
+                    assert snapshot is not None
+                    value = self._snapshot_record(
+                        thread_id, "thread", since, self._engine.last_seq(thread_id), snapshot
+                    )
+                    key = part.threads.get(thread_id) or bus.thread_key(self.tenant, thread_id)
+                    outbox.add(self.topics.snapshots, part.number, key, value, [])
+                await outbox.send(self.topics.runtime_events, part.number)
+                await producer.commit_transaction()
+            except ProducerFenced:
+                log.warning("partition %d was taken over (fenced)", part.number)
+                part.fenced = True
+                return
+            except Exception:
+                log.exception(
+                    "eviction snapshots of partition %d failed; rebuilding it", part.number
+                )
+                with contextlib.suppress(Exception):
+                    await producer.abort_transaction()
+                await self._resync(part.number)
+                return
+            self.stats["snapshots"] += len(uncovered)
+        rows: list[tuple[str, int | None, bytes, IndexEntry | None]] = []
+        for thread_id in threads:
+            snapshot = self._engine.save(thread_id)
+            assert snapshot is not None
+            rows.append(
+                (thread_id, self._engine.last_seq(thread_id), snapshot, part.index.get(thread_id))
+            )
+        store.put(part.number, rows)
+        for thread_id in threads:
+            self._engine.forget(thread_id)
+            part.release(thread_id)
+        self.stats["evicted"] += len(threads)
+        log.debug("partition %d: evicted %d idle threads", part.number, len(threads))
+
     # --- the thread index ----------------------------------------------------------------
 
     def _index_threads(self, part: _Partition, outbox: _Outbox) -> None:
@@ -1197,6 +1504,9 @@ class RuntimeService:
     async def _load_thread_index(self, numbers: list[int]) -> None:
         """What the thread index says of this tenant's threads in partitions ``numbers``
         (read_committed, to the last stable offset; the latest record per thread wins)."""
+        if self._store is not None:
+            await self._mirror_index(numbers)
+            return
         assert self._replayer is not None
         assert self._reader is not None
         tps = [TopicPartition(self.topics.threads, n) for n in numbers]
