@@ -93,6 +93,42 @@ async def test_studio_follows_the_run_log_and_decides_through_kafka(
                 "restock-1",
             )
 
+            # State at the gate, folded from the log, and a fork from it through the service:
+            # the fork waits at the same gate under its own approval id; the source is
+            # untouched. A fork the engine refuses (seq 1 is mid-run) is answered at once.
+            events = await get("/api/threads/plan-thread/events")
+            gate_seq = next(e["seq"] for e in events if e["payload"]["type"] == "approval-required")
+            state = await get(f"/api/threads/plan-thread/state?at={gate_seq}")
+            assert (state["seq"], state["status"]) == (gate_seq, "awaiting-approval")
+            async with http.post(
+                f"{base}/api/threads/plan-thread/fork",
+                json={"at": gate_seq, "newThreadId": "plan-fork"},
+            ) as response:
+                assert response.status == 201, await response.text()
+                fork = await response.json()
+            assert (fork["threadId"], fork["source"], fork["seq"]) == (
+                "plan-fork",
+                "plan-thread",
+                gate_seq,
+            )
+            assert fork["approvalId"] not in (None, plan_approval)
+            async with http.post(
+                f"{base}/api/threads/plan-thread/fork", json={"at": 1}
+            ) as response:
+                assert response.status == 409, await response.text()
+                assert (await response.json())["error"]["code"] == "FORK_UNAVAILABLE"
+            assert (await get("/api/threads/plan-thread"))["status"] == "awaiting-approval"
+            async with http.post(
+                f"{base}/api/approvals/{fork['approvalId']}/decision",
+                json={"outcome": "reject", "approver": "alice", "feedback": "not the fork"},
+            ) as response:
+                assert response.status == 202, await response.text()
+
+            async def fork_decided() -> bool:
+                return (await get("/api/threads/plan-fork"))["status"] != "awaiting-approval"
+
+            await until(fork_decided, within=30, what="the fork's rejection", services=services)
+
             # A chat publishes a query; its gate shows in the inbox as the log goes on.
             prompt = conversation(ask("clerk", ("delete_rows", {"table": "orders"})))
             async with http.post(

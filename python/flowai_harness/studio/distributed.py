@@ -14,9 +14,11 @@ else comes from the log); a decision is a ``flowai.v1.ApprovalDecision`` through
 client, signed with ``decision_key`` (the runtime service accepts only signed decisions
 unless started with ``--allow-unsigned-decisions``); a cancel is a ``flowai.v1.CancelRun``.
 
-When the client gains ``follow(thread_id, from_seq)`` and ``threads()``, they replace the
-reader here. Imports aiokafka (the ``kafka`` extra). Must not import FastAPI, the server or
-any service.
+"State here" folds the thread's lines from the log with the engine, as ``Runtime.replay(at=)``
+does; "fork from here" checks the fork with an engine of the app's spec (a refusal is answered
+at once), publishes a ``flowai.v1.ForkThread`` and waits for the fork in the log.
+
+Imports aiokafka (the ``kafka`` extra). Must not import FastAPI, the server or any service.
 """
 
 from __future__ import annotations
@@ -25,18 +27,24 @@ import asyncio
 import contextlib
 import logging
 import os
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from .. import bus
+from .. import _native, bus
 from ..client import Client, RemoteEventStream, connect
-from ..errors import BusError, FlowaiError
+from ..errors import (
+    BusError,
+    ForkUnavailableError,
+    InvalidInputError,
+    UnknownThreadError,
+)
 from ..evals.models import EvalRequest
 from ..evals.runner import EvalStream
 from ..messages import envelope
+from ..runtime import new_engine
 from ..specs import RuntimeSpec
 from .backend import AgentInfo, Outcome, agents_of, check_chat_target, check_idle
 from .hub import Hub
@@ -44,6 +52,9 @@ from .hub import Hub
 __all__ = ["DistributedBackend"]
 
 log = logging.getLogger("flowai.studio")
+
+# How long a fork from the page waits for the runtime service to log it.
+FORK_WAIT_SECS: Final = 15.0
 
 
 class DistributedBackend:
@@ -62,7 +73,7 @@ class DistributedBackend:
     ) -> None:
         self.tenant = tenant
         self.hub = Hub()
-        self.capabilities: frozenset[str] = frozenset()
+        self.capabilities: frozenset[str] = frozenset({"replay-at", "fork"})
         self._bootstrap = bootstrap
         self._signed = decision_key is not None
         self._client: Client = connect(
@@ -74,6 +85,9 @@ class DistributedBackend:
         )
         self._topics = bus.Topics(topic_prefix)
         self._agents = agents_of(spec)
+        self._spec = spec
+        # An engine of the app's spec that checks forks before they are published.
+        self._probe: _native.Engine | None = None
         self._reader: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._partitions = 0
@@ -183,22 +197,64 @@ class DistributedBackend:
         )
 
     async def state_at(self, thread_id: str, seq: int) -> dict[str, Any]:
-        # Client.replay hands back events, not the engine's folded state.
-        raise FlowaiError(
-            "state at an event needs the thread's folded state, which the runtime service "
-            "does not publish; open the thread's timeline for its events, or run Studio on "
-            "the embedded runtime (--app with --log-path) for the state",
-            code="STUDIO_NOT_SUPPORTED",
-        )
+        # The thread's committed lines are in the hub already; the engine folds them here as
+        # Runtime.replay(at=) does, so nothing is asked of the runtime service.
+        log_bytes = self._log_of(thread_id, until=seq)
+        replay = _native.replay(log_bytes)
+        snapshot = replay.snapshot(thread_id)
+        return {
+            "threadId": thread_id,
+            "seq": seq,
+            "status": replay.status(thread_id),
+            "state": orjson.loads(snapshot) if snapshot is not None else None,
+        }
 
     async def fork(self, thread_id: str, seq: int, new_thread_id: str | None) -> dict[str, Any]:
-        # Client.fork publishes and returns; a refusal only becomes a dead letter, which a
-        # page could not tell from a fork still on its way.
-        raise FlowaiError(
-            "fork from Studio on Kafka is not here yet: the runtime service answers a refused "
-            "fork with a dead letter only; use `Client.fork` and watch the dead letters",
-            code="STUDIO_NOT_SUPPORTED",
+        source = self._log_of(thread_id)
+        if new_thread_id is None:
+            new_thread_id = f"{thread_id}-fork-{os.urandom(4).hex()}"
+        if new_thread_id in self.hub.index.threads:
+            raise ForkUnavailableError(
+                f"thread {new_thread_id!r} exists already; fork into a new thread id"
+            )
+        # The runtime service refuses a fork with a dead letter, which a page cannot wait
+        # on; the same engine decides here first, so a refusal is an answer at once.
+        probe = self._fork_engine()
+        request = envelope(
+            "flowai.v1.ForkThread",
+            id=f"studio-fork-{os.urandom(8).hex()}",
+            tenant=self.tenant,
+            thread_id=new_thread_id,
+            payload={"source_thread_id": thread_id, "at": seq},
         )
+        try:
+            probe.fork(request, source)
+        finally:
+            probe.forget(new_thread_id)
+        with self.hub.subscribe() as subscription:
+            await self._client.fork(thread_id, seq, new_thread_id)
+            deadline = asyncio.get_running_loop().time() + FORK_WAIT_SECS
+            while new_thread_id not in self.hub.index.threads:
+                remaining = deadline - asyncio.get_running_loop().time()
+                try:
+                    if remaining <= 0 or await subscription.get(within=remaining) is None:
+                        raise TimeoutError
+                except TimeoutError:
+                    # 503: the service did not log it in time (down, or behind).
+                    raise BusError(
+                        f"the fork {new_thread_id!r} was not logged within "
+                        f"{FORK_WAIT_SECS:.0f} s; is the runtime service running? "
+                        "(`flowai dead-letters list` shows a refusal)"
+                    ) from None
+        thread = self.hub.index.threads[new_thread_id]
+        pending = [a for a in self.hub.index.pending() if a.thread_id == new_thread_id]
+        return {
+            "threadId": new_thread_id,
+            "source": thread_id,
+            "seq": seq,
+            "status": thread.as_json()["status"],
+            "approvalId": pending[0].id if pending else None,
+        }
 
     def stream_eval(self, request: EvalRequest, approval_policy: str | None) -> EvalStream:
         # The runtime service runs each sample as a query; gates are decided with this
@@ -206,6 +262,28 @@ class DistributedBackend:
         return self._client.stream_eval(request, approval_policy=approval_policy)
 
     # --- internals -------------------------------------------------------------------------
+
+    def _log_of(self, thread_id: str, *, until: int | None = None) -> bytes:
+        """The thread's committed run-log lines (the first ``until``), as the engine reads
+        them."""
+        envelopes = self.hub.index.since(thread_id, 0)
+        if not envelopes:
+            raise UnknownThreadError(
+                f"tenant {self.tenant!r} has no thread {thread_id!r} in the run log"
+            )
+        if until is not None:
+            if isinstance(until, bool) or not 1 <= until <= len(envelopes):
+                raise InvalidInputError(
+                    f"thread {thread_id!r} has {len(envelopes)} events; at must be a seq "
+                    f"from 1 to {len(envelopes)}, got {until!r}"
+                )
+            envelopes = envelopes[:until]
+        return b"".join(orjson.dumps(item) + b"\n" for item in envelopes)
+
+    def _fork_engine(self) -> _native.Engine:
+        if self._probe is None:
+            self._probe = new_engine(self._spec, {"kind": "noop"})
+        return self._probe
 
     async def _drive(self, thread_id: str, stream: RemoteEventStream) -> None:
         """Publish the query and wait for its run; only a refusal (an error before any event
