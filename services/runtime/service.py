@@ -360,7 +360,8 @@ class RuntimeService:
                     "--state-dir for the local store; turn eviction off with --evict-after 0"
                 )
             self._store = ThreadStore(
-                store_path(config.state_dir, config.group, config.instance_id)
+                store_path(config.state_dir, config.group, config.instance_id),
+                remove_on_close=config.instance_id is None,
             )
 
     # --- lifecycle -------------------------------------------------------------------------

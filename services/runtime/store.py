@@ -68,8 +68,11 @@ def store_path(state_dir: str | os.PathLike[str], group: str, instance_id: str |
 class ThreadStore:
     """Snapshots and index entries of threads out of memory, by partition (see module)."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, remove_on_close: bool = False) -> None:
         self.path = Path(path)
+        # A store named by process id is of no use to the next process: a clean stop removes
+        # it rather than leave one file per run in the state directory.
+        self._remove_on_close = remove_on_close
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # One asyncio thread uses it; autocommit off, each method commits its own work.
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -81,6 +84,9 @@ class ThreadStore:
 
     def close(self) -> None:
         self._db.close()
+        if self._remove_on_close:
+            for suffix in ("", "-wal", "-shm"):
+                self.path.with_name(self.path.name + suffix).unlink(missing_ok=True)
 
     # --- mirroring the topics ----------------------------------------------------------------
 
