@@ -111,6 +111,14 @@ def parser(prog: str = "flowai serve runtime") -> argparse.ArgumentParser:
         help="checkpoint a partition every this many events: a takeover folds about this many "
         "of its events at most (default 1000)",
     )
+    bus.add_flag_argument(
+        p,
+        "--lazy-snapshots",
+        env="FLOWAI_LAZY_SNAPSHOTS",
+        help="no snapshot at each run's end, only every --snapshot-every events, at "
+        "checkpoints and before an eviction: more throughput on short threads (one record "
+        "fewer per run), a longer tail to fold on takeover (at most --checkpoint-every)",
+    )
     _add_eviction_arguments(p)
     observe.add_arguments(p)
     _add_inline_arguments(p)
@@ -255,6 +263,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "flowai serve runtime
             dedup_window_ms=_dedup_window_ms(args.dedup_window),
             decisions=_decision_verifier(args.decision_public_key, args.allow_unsigned_decisions),
             snapshot_every=args.snapshot_every or None,
+            snapshot_at_run_end=not args.lazy_snapshots,
             checkpoint_every=args.checkpoint_every,
             evict_after=_evict_after(args.evict_after, args.snapshot_every),
             state_dir=args.state_dir,

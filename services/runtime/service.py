@@ -184,6 +184,10 @@ class ServiceConfig:
     # Snapshot a thread once this many of its events are not covered, and at its run ends
     # (None: no snapshots; every takeover replays whole partitions).
     snapshot_every: int | None = 50
+    # False: no snapshot at a run's end, only every snapshot_every events, at checkpoints and
+    # before an eviction (fewer records for short threads; a takeover folds a longer tail,
+    # still bounded by checkpoint_every).
+    snapshot_at_run_end: bool = True
     # Checkpoint a partition every this many events: a takeover folds at most about this
     # many events of it (plus the last transaction's).
     checkpoint_every: int = 1000
@@ -823,7 +827,8 @@ class RuntimeService:
             if status is None:
                 del part.dirty[thread_id]
                 continue
-            if not (checkpoint or count >= every or status == "idle"):
+            at_run_end = self.config.snapshot_at_run_end and status == "idle"
+            if not (checkpoint or count >= every or at_run_end):
                 continue
             snapshot = self._engine.save(thread_id)
             assert snapshot is not None
