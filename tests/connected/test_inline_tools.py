@@ -11,6 +11,7 @@ once. One agent may use a worker tool and an inline tool in one run.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -20,7 +21,7 @@ from kafka_helpers import PARTITIONS, RunLog
 from processes import Service, until
 from redis.asyncio import Redis
 
-from flowai_harness import bus
+from flowai_harness import bus, create_runtime
 
 pytestmark = pytest.mark.connected
 
@@ -182,3 +183,29 @@ async def test_a_worker_tool_and_an_inline_tool_in_one_run(
     assert await published_invocations(kafka_bootstrap, topics) == ["on_worker", "on_worker"]
     recorded = [key async for key in redis.scan_iter(match=f"{prefix}:tools:*:result")]
     assert len(recorded) == 4
+
+    # Embedded, placement means nothing: the same script logs the same events (its effects go
+    # to a namespace of their own, and who ran each call differs by nature).
+    import inline_tool_app
+
+    apart = prefix[:-1] + ("x" if prefix[-1] != "x" else "y")
+    async with create_runtime(inline_tool_app.runtime, interpreter="scripted") as embedded:
+        embedded_steps = tuple((tool, {**args, "ns": apart}) for tool, args in steps)
+        async for _ in embedded.query(script(*embedded_steps), thread):
+            pass
+        here = [dict(event) for event in embedded.replay(thread).events]
+    there = [entry["payload"] for entry in entries]
+    assert same_run(here, apart) == same_run(there, prefix)
+
+
+def same_run(events: list[dict[str, Any]], ns: str) -> list[Any]:
+    """A run's logged events without what differs between processes by nature: the
+    namespace of the effects, which process ran a call (its pid, also in the text the model
+    echoes, and so in the scripted token counts), timings and log positions."""
+    kept = [
+        {k: v for k, v in event.items() if k not in ("seq", "usage")}
+        for event in events
+        if event["type"] != "data-latency-summary"
+    ]
+    text = orjson.dumps(kept).decode().replace(ns, "<ns>")
+    return list(orjson.loads(re.sub(r'(\\?"pid\\?":)\d+', r"\g<1>0", text)))
