@@ -830,19 +830,24 @@ class RuntimeService:
             at_run_end = self.config.snapshot_at_run_end and status == "idle"
             if not (checkpoint or count >= every or at_run_end):
                 continue
-            snapshot = self._engine.save(thread_id)
-            assert snapshot is not None
-            key = part.threads.get(thread_id) or bus.thread_key(self.tenant, thread_id)
-            value = self._snapshot_record(
-                thread_id, "thread", since, self._engine.last_seq(thread_id), snapshot
-            )
-            outbox.add(self.topics.snapshots, part.number, key, value, [])
+            self._add_snapshot(part, outbox, thread_id, since)
             del part.dirty[thread_id]
             self.stats["snapshots"] += 1
         if checkpoint:
             value = self._snapshot_record("", "checkpoint", since, None, None)
             outbox.add(self.topics.snapshots, part.number, self._tenant_prefix, value, [])
             part.since_checkpoint = 0
+
+    def _add_snapshot(self, part: _Partition, outbox: _Outbox, thread_id: str, since: int) -> None:
+        """Put the thread's snapshot in the transaction (``since``: the run log's end before
+        it)."""
+        snapshot = self._engine.save(thread_id)
+        assert snapshot is not None
+        key = part.threads.get(thread_id) or bus.thread_key(self.tenant, thread_id)
+        value = self._snapshot_record(
+            thread_id, "thread", since, self._engine.last_seq(thread_id), snapshot
+        )
+        outbox.add(self.topics.snapshots, part.number, key, value, [])
 
     def _snapshot_record(
         self, thread_id: str, kind: str, since: int, seq: int | None, snapshot: bytes | None
@@ -1434,13 +1439,7 @@ class RuntimeService:
             try:
                 await producer.begin_transaction()
                 for thread_id in uncovered:
-                    snapshot = self._engine.save(thread_id)
-                    assert snapshot is not None
-                    value = self._snapshot_record(
-                        thread_id, "thread", since, self._engine.last_seq(thread_id), snapshot
-                    )
-                    key = part.threads.get(thread_id) or bus.thread_key(self.tenant, thread_id)
-                    outbox.add(self.topics.snapshots, part.number, key, value, [])
+                    self._add_snapshot(part, outbox, thread_id, since)
                 await outbox.send(self.topics.runtime_events, part.number)
                 await producer.commit_transaction()
             except ProducerFenced:
@@ -1476,7 +1475,7 @@ class RuntimeService:
         """Add a ``Thread`` record for each thread this transaction logged events of whose
         status changed or that came to rest, so followers find where its log starts."""
         now = bus.now_ms()
-        for thread_id, (first, last) in outbox.threads.items():
+        for thread_id, first in outbox.threads.items():
             status = self._engine.status(thread_id) or "idle"
             known = part.index.get(thread_id)
             if known is None:
@@ -1488,7 +1487,8 @@ class RuntimeService:
             if status == written and status not in _RESTING:
                 continue
             part.index[thread_id] = (log_offset, created, status)
-            seq = orjson.loads(last)["seq"]
+            # The engine has just decided this transaction's events: its last seq is theirs.
+            seq = self._engine.last_seq(thread_id) or 0
             record = bus.thread_record(
                 self.tenant,
                 thread_id,
@@ -1664,8 +1664,8 @@ class _Outbox:
 
     def __init__(self, producer: AIOKafkaProducer) -> None:
         self._producer = producer
-        # thread id -> [first, last] run-log event of it in this transaction.
-        self.threads: dict[str, list[bytes]] = {}
+        # thread id -> its first run-log event in this transaction.
+        self.threads: dict[str, bytes] = {}
         # (topic, partition) -> builders; all but the last are full.
         self._batches: dict[tuple[str, int], list[Any]] = {}
         self._counts: dict[tuple[str, int], int] = {}
@@ -1691,11 +1691,7 @@ class _Outbox:
 
     def logged(self, thread_id: str, event: bytes) -> None:
         """Note a run-log event of ``thread_id`` (for the thread index)."""
-        seen = self.threads.get(thread_id)
-        if seen is None:
-            self.threads[thread_id] = [event, event]
-        else:
-            seen[1] = event
+        self.threads.setdefault(thread_id, event)
 
     async def send(self, topic: str, partition: int) -> Callable[[], int | None]:
         """Queue every batch for the transaction; returns a function that gives the offset
