@@ -38,7 +38,8 @@ from kafka_helpers import HERE, PARTITIONS, REPO, RunLog, ToolResponder
 from processes import Service
 from redis.asyncio import Redis
 
-from flowai_harness import bus, decision_auth
+from flowai_harness import bus, connect, decision_auth
+from flowai_harness.client import Client
 
 
 def _required_env(name: str) -> str:
@@ -196,6 +197,13 @@ async def run_log(kafka_bootstrap: str, topics: bus.Topics) -> AsyncIterator[Run
     await log.start()
     yield log
     await log.close()
+
+
+@pytest.fixture
+async def client(kafka_bootstrap: str, topics: bus.Topics) -> AsyncIterator[Client]:
+    """A client of tenant acme on this test's topics."""
+    async with connect(kafka_bootstrap, tenant="acme", topic_prefix=topics.prefix) as acme:
+        yield acme
 
 
 @pytest.fixture

@@ -71,12 +71,6 @@ async def embedded(prompt: str, thread_id: str, agent: str | None = None) -> lis
 
 
 @pytest.fixture
-async def client(kafka_bootstrap: str, topics: bus.Topics) -> AsyncIterator[Client]:
-    async with connect(kafka_bootstrap, tenant="acme", topic_prefix=topics.prefix) as acme:
-        yield acme
-
-
-@pytest.fixture
 async def responder(kafka_bootstrap: str, topics: bus.Topics) -> AsyncIterator[ToolResponder]:
     answers = ToolResponder(kafka_bootstrap, topics, spec)
     await answers.start()

@@ -19,7 +19,7 @@ from kafka_helpers import HERE, PARTITIONS, RunLog, ToolResponder, runtime_args
 from processes import Service, until
 from services.runtime.store import ThreadStore, store_path
 
-from flowai_harness import bus, connect, create_runtime
+from flowai_harness import bus, create_runtime
 from flowai_harness.client import Client
 
 pytestmark = pytest.mark.connected
@@ -45,12 +45,6 @@ def evicting_runtime(
 
 def without_latency(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [e for e in events if e["type"] != "data-latency-summary"]
-
-
-@pytest.fixture
-async def client(kafka_bootstrap: str, topics: bus.Topics) -> AsyncIterator[Client]:
-    async with connect(kafka_bootstrap, tenant="acme", topic_prefix=topics.prefix) as acme:
-        yield acme
 
 
 @pytest.fixture
