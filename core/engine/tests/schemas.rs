@@ -25,10 +25,10 @@ const PREFIX: &str = "flowai.v1.";
 /// to be still refused (so this list cannot outlive the gap), and the other fields of its
 /// envelope are checked with a described payload in its place.
 ///
-/// `fork` (the engine's `Event::Fork`, docs/wire.md "Forks"): adding it to the payload union
-/// is a change that readers of the released schemas (schemas/released/v1) would refuse,
-/// which tests/unit/test_schema_evolution.py reports as breaking; it needs a decision on how
-/// the contract grows before it lands.
+/// `fork` (the engine's `Event::Fork`; docs/wire.md, "Forks, snapshots and time travel"):
+/// adding it to the payload union is a change that readers of the released schemas
+/// (schemas/released/v1) would refuse, which tests/unit/test_schema_evolution.py reports as
+/// breaking; it needs a decision on how the contract grows before it lands.
 const UNDESCRIBED_EVENTS: &[&str] = &["fork"];
 
 fn schemas_dir() -> PathBuf {
