@@ -1202,7 +1202,7 @@ class RuntimeService:
         self, part: _Partition, value: bytes, fields: dict[str, Any] | None
     ) -> Decided:
         """The engine's decision on one input, its thread brought back from the store first."""
-        if fields is not None:
+        if self._store is not None and fields is not None:
             await self._bring_back_for(part, fields)
         return await self._driver.feed([value])
 
