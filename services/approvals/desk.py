@@ -3,7 +3,8 @@
 Owns :class:`ApprovalDesk`, :class:`DecisionRequest` (:func:`parse_decision`),
 :func:`decision_id` and :class:`Rejected`.
 
-- :meth:`ApprovalDesk.observe` folds one message of ``approval-requests``,
+- :meth:`ApprovalDesk.on_approval_request`, :meth:`~ApprovalDesk.on_approval_decision` and
+  :meth:`~ApprovalDesk.on_cancel_run` fold one message of ``approval-requests``,
   ``approval-decisions`` or ``queries`` (only its ``CancelRun``) into the
   :class:`~.pending.ApprovalBook`, validated against the message models (``schemas/v1``);
   a message it cannot use raises :class:`Rejected` with the dead-letter reason. A decision
@@ -193,34 +194,36 @@ class ApprovalDesk:
 
     # --- the topics ------------------------------------------------------------------------
 
-    def observe(self, topic: str, value: bytes | None) -> None:
-        """Fold one message of ``approval-requests`` / ``approval-decisions`` / ``queries``."""
-        changed: list[Approval] = []
-        if topic == self.topics.approval_requests:
-            approval, new = self.book.add_request(_validated(ApprovalRequest, value))
-            if new:  # or a copy reporting more approvers
-                changed.append(approval)
-        elif topic == self.topics.approval_decisions:
-            message = _validated(ApprovalDecision, value)
-            if self._verified(message, value or b""):
-                counted = self.book.add_decision(message)
-                if counted is not None:
-                    changed.append(counted)
-        elif topic == self.topics.queries:
-            # Queries are the runtime's to judge: only a well-formed CancelRun matters here.
-            if value is None or _CANCEL not in value:
-                return
-            try:
-                cancel = CancelRun.model_validate_json(value)
-            except pydantic.ValidationError:
-                return
-            changed.extend(
-                self.book.cancel(cancel.tenant, cancel.thread_id, cancel.run_id, cancel.ts)
-            )
-        else:  # a wiring mistake, not a bad message
-            raise ValueError(f"the approvals service does not read {topic!r}")
+    def on_approval_request(self, value: bytes | None) -> None:
+        """``ApprovalRequest`` (``approval-requests``): a gate asks; the book gains it (or a
+        copy reporting more approvers)."""
+        approval, new = self.book.add_request(_validated(ApprovalRequest, value))
+        if new:
+            self._changed([approval])
+
+    def on_approval_decision(self, value: bytes | None) -> None:
+        """``ApprovalDecision`` (``approval-decisions``): a decision read back from the topic,
+        counted once its signature checks out."""
+        message = _validated(ApprovalDecision, value)
+        if self._verified(message, value or b""):
+            counted = self.book.add_decision(message)
+            if counted is not None:
+                self._changed([counted])
+
+    def on_cancel_run(self, value: bytes | None) -> None:
+        """A ``queries`` message: a well-formed ``CancelRun`` withdraws its run's pending
+        approvals; anything else there is the runtime's to judge, not ours."""
+        if value is None or _CANCEL not in value:
+            return
+        try:
+            cancel = CancelRun.model_validate_json(value)
+        except pydantic.ValidationError:
+            return
+        self._changed(self.book.cancel(cancel.tenant, cancel.thread_id, cancel.run_id, cancel.ts))
+
+    def _changed(self, approvals: list[Approval]) -> None:
         if self.on_change is not None:
-            for approval in changed:
+            for approval in approvals:
                 self.on_change(approval)
 
     def _verified(self, message: ApprovalDecision, raw: bytes) -> bool:

@@ -274,6 +274,10 @@ class ApprovalsService:
         start_ends = await consumer.end_offsets(self._partitions)
         watermarks = redis.register_script(_ADVANCE)
         letters_key = self._letters_key()
+        hops = {
+            self.topics.approval_requests: desk.on_approval_request,
+            self.topics.approval_decisions: desk.on_approval_decision,
+        }
         while not self._stopping.is_set():
             batch = await consumer.getmany(timeout_ms=100)
             for tp, records in batch.items():
@@ -281,7 +285,7 @@ class ApprovalsService:
                     if tp.topic == self.topics.approval_requests:
                         telemetry.remember_approval_request(record.value, record.headers)
                     try:
-                        desk.observe(tp.topic, record.value)
+                        hops[tp.topic](record.value)
                     except Rejected as rejected:
                         if record.offset < self._letters_from.get(tp, 0):
                             continue  # dead-lettered before this start
@@ -332,7 +336,7 @@ class ApprovalsService:
                 batch = await consumer.getmany(timeout_ms=200)
                 for records in batch.values():
                     for record in records:
-                        desk.observe(topic, record.value)
+                        desk.on_cancel_run(record.value)
         except asyncio.CancelledError:
             raise
         except Exception:

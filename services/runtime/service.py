@@ -4,11 +4,14 @@ Kafka transaction per partition and poll.
 Owns :class:`RuntimeService` and :class:`ServiceConfig`. The engine decides everything; this
 module feeds it the inputs it reads and routes what comes out:
 
-- Inputs: ``queries`` (Query, CancelRun), ``tool-results`` (ToolResult, ToolProgress),
-  ``model-results`` and ``approval-decisions``, read by ONE consumer group
-  (``<prefix>.runtime``), ``read_committed``, range assignor: the member that owns partition
-  ``p`` of one input topic owns partition ``p`` of all of them, and of the run log. A
-  thread's messages are keyed ``tenant/thread_id``, so they all land on one partition number.
+- Inputs: ``queries`` (Query, CancelRun, ResumeRun, ForkThread), ``tool-results``
+  (ToolResult, ToolProgress), ``model-results`` (ModelResult) and ``approval-decisions``
+  (ApprovalDecision), each schema with its own entry point named after it
+  (:meth:`RuntimeService.on_query` ... :meth:`~RuntimeService.on_approval_decision`, and
+  :meth:`~RuntimeService.on_deadline_reached` for the deadlines made here), read by ONE
+  consumer group (``<prefix>.runtime``), ``read_committed``, range assignor: the member that
+  owns partition ``p`` of one input topic owns partition ``p`` of all of them, and of the run
+  log. A thread's messages are keyed ``tenant/thread_id``, so they all land on one partition number.
 - For each poll, the inputs of partition ``p`` go one by one through the
   :class:`~flowai_harness.driver.Driver` (the embedded runtime's driver: it answers dynamic
   approval rules with the app's predicates and fires deadlines the same way), then ONE
@@ -92,7 +95,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
@@ -119,8 +122,15 @@ SERVICE: Final = "runtime"
 # Codes of the rejections this service makes itself (the engine's codes pass through).
 INPUT_EMPTY: Final = "INPUT_MALFORMED"
 INPUT_WRONG_PARTITION: Final = "INPUT_WRONG_PARTITION"
-APPROVAL_DECISION: Final = "flowai.v1.ApprovalDecision"
+# The inputs this service consumes, each with its own entry point (RuntimeService.on_*).
+QUERY: Final = "flowai.v1.Query"
+CANCEL_RUN: Final = "flowai.v1.CancelRun"
+RESUME_RUN: Final = "flowai.v1.ResumeRun"
 FORK_THREAD: Final = "flowai.v1.ForkThread"
+TOOL_RESULT: Final = "flowai.v1.ToolResult"
+TOOL_PROGRESS: Final = "flowai.v1.ToolProgress"
+MODEL_RESULT: Final = "flowai.v1.ModelResult"
+APPROVAL_DECISION: Final = "flowai.v1.ApprovalDecision"
 EFFECT_UNROUTABLE: Final = "EFFECT_UNROUTABLE"
 
 # Statuses a thread rests in: its index record is written whenever it gets there (with the
@@ -149,6 +159,13 @@ class InlineRunner(Protocol):
         """The ToolResult, and the dead letter (reason, message) it asks for, if any."""
         ...
 
+
+# One hop's entry point: (partition, input topic partition, record, outbox, envelope fields)
+# -> what the engine decided, or None when the input was dead-lettered before reaching it.
+_Hop = Callable[
+    ["_Partition", TopicPartition, ConsumerRecord, "_Outbox", dict[str, Any]],
+    Awaitable["Decided | None"],
+]
 
 _KEYED_BY_ID: Final = frozenset(
     {"flowai.v1.ToolInvocation", "flowai.v1.PlanStep", "flowai.v1.ModelRequest"}
@@ -328,6 +345,17 @@ class RuntimeService:
             id_prefix=f"{config.group}-{config.instance_id or 'runtime'}-{self._boot}",
         )
         self._tenant_prefix = f"{self.tenant}/".encode()
+        # Input schema -> its entry point (see _handle); anything else goes to the engine as is.
+        self._hops: dict[str, _Hop] = {
+            QUERY: self.on_query,
+            CANCEL_RUN: self.on_cancel_run,
+            RESUME_RUN: self.on_resume_run,
+            FORK_THREAD: self.on_fork_thread,
+            TOOL_RESULT: self.on_tool_result,
+            TOOL_PROGRESS: self.on_tool_progress,
+            MODEL_RESULT: self.on_model_result,
+            APPROVAL_DECISION: self.on_approval_decision,
+        }
         self._partitions: dict[int, _Partition] = {}
         self._partition_count = 0
         self._topic_partitions: dict[str, int] = {}
@@ -1045,35 +1073,145 @@ class RuntimeService:
                         f"{key.decode()!r} and the default (murmur2) partitioner",
                     )
                     return
-        if (
-            fields is not None
-            and fields.get("schema") == APPROVAL_DECISION
-            and self.config.decisions is not None
-        ):
+        hop = self._hops.get(fields.get("schema", "")) if fields is not None else None
+        decided: Decided | None
+        if hop is None or fields is None:
+            # No hop of its own (or no envelope at all): the engine decides on it as it
+            # comes, or refuses it with its own code and message (the dead letter's).
+            decided = await self._decide(part, value, fields)
+        else:
+            decided = await hop(part, tp, record, outbox, fields)
+        if decided is None:
+            return
+        if self.inline is not None:
+            await self._run_inline(part, tp, record, outbox, decided)
+        if self.timings is not None:
+            headers.append((TIMING, _stamped(record, polled)))
+        self._route(part, decided, outbox, headers, tp, record)
+
+    # --- the hops this service consumes, one entry point per input schema ------------------
+    #
+    # Each takes the input's partition, record and envelope fields and returns what the engine
+    # decided, or None when the input was dead-lettered here before the engine saw it.
+
+    async def on_query(
+        self,
+        part: _Partition,
+        tp: TopicPartition,
+        record: ConsumerRecord,
+        outbox: _Outbox,
+        fields: dict[str, Any],
+    ) -> Decided | None:
+        """``Query`` (``queries``): a user's prompt starts a run on its thread."""
+        return await self._decide(part, record.value, fields)
+
+    async def on_cancel_run(
+        self,
+        part: _Partition,
+        tp: TopicPartition,
+        record: ConsumerRecord,
+        outbox: _Outbox,
+        fields: dict[str, Any],
+    ) -> Decided | None:
+        """``CancelRun`` (``queries``): end the thread's run in flight, if any."""
+        return await self._decide(part, record.value, fields)
+
+    async def on_resume_run(
+        self,
+        part: _Partition,
+        tp: TopicPartition,
+        record: ConsumerRecord,
+        outbox: _Outbox,
+        fields: dict[str, Any],
+    ) -> Decided | None:
+        """``ResumeRun`` (``queries``): the engine issues again what the run waits for."""
+        return await self._decide(part, record.value, fields)
+
+    async def on_fork_thread(
+        self,
+        part: _Partition,
+        tp: TopicPartition,
+        record: ConsumerRecord,
+        outbox: _Outbox,
+        fields: dict[str, Any],
+    ) -> Decided | None:
+        """``ForkThread`` (``queries``): a new thread from another's committed log."""
+        await self._bring_back_for(part, fields)
+        try:
+            return await self._fork(record.value, fields)
+        except FlowaiError as exc:
+            self._dead_letter(part, tp, record, outbox, exc.code, exc.message)
+            return None
+
+    async def on_tool_result(
+        self,
+        part: _Partition,
+        tp: TopicPartition,
+        record: ConsumerRecord,
+        outbox: _Outbox,
+        fields: dict[str, Any],
+    ) -> Decided | None:
+        """``ToolResult`` (``tool-results``): a worker's answer to a ``ToolInvocation`` or a
+        ``PlanStep``."""
+        return await self._decide(part, record.value, fields)
+
+    async def on_tool_progress(
+        self,
+        part: _Partition,
+        tp: TopicPartition,
+        record: ConsumerRecord,
+        outbox: _Outbox,
+        fields: dict[str, Any],
+    ) -> Decided | None:
+        """``ToolProgress`` (``tool-results``): a running tool's report, logged as it comes."""
+        return await self._decide(part, record.value, fields)
+
+    async def on_model_result(
+        self,
+        part: _Partition,
+        tp: TopicPartition,
+        record: ConsumerRecord,
+        outbox: _Outbox,
+        fields: dict[str, Any],
+    ) -> Decided | None:
+        """``ModelResult`` (``model-results``): a model worker's answer to a
+        ``ModelRequest``."""
+        return await self._decide(part, record.value, fields)
+
+    async def on_approval_decision(
+        self,
+        part: _Partition,
+        tp: TopicPartition,
+        record: ConsumerRecord,
+        outbox: _Outbox,
+        fields: dict[str, Any],
+    ) -> Decided | None:
+        """``ApprovalDecision`` (``approval-decisions``): a human's answer at a gate, checked
+        against the deciding keys first when the service has them."""
+        if self.config.decisions is not None:
             try:
                 self.config.decisions.verify(fields)
             except DecisionUnverifiedError as exc:
                 # Nothing decides for a tenant's approval without proof it came from a
                 # deciding key: whoever can write to the topic cannot open a gate.
                 self._dead_letter(part, tp, record, outbox, exc.code, exc.message)
-                return
+                return None
+        return await self._decide(part, record.value, fields)
+
+    async def _decide(
+        self, part: _Partition, value: bytes, fields: dict[str, Any] | None
+    ) -> Decided:
+        """The engine's decision on one input, its thread brought back from the store first."""
         if self._store is not None and fields is not None:
-            thread_id = fields.get("thread_id")
-            if fields.get("tenant") == self.tenant and isinstance(thread_id, str) and thread_id:
-                await self._bring_back(part, thread_id)
-        if fields is not None and fields.get("schema") == FORK_THREAD:
-            try:
-                decided = await self._fork(value, fields)
-            except FlowaiError as exc:
-                self._dead_letter(part, tp, record, outbox, exc.code, exc.message)
-                return
-        else:
-            decided = await self._driver.feed([value])
-        if self.inline is not None:
-            await self._run_inline(part, tp, record, outbox, decided)
-        if self.timings is not None:
-            headers.append((TIMING, _stamped(record, polled)))
-        self._route(part, decided, outbox, headers, tp, record)
+            await self._bring_back_for(part, fields)
+        return await self._driver.feed([value])
+
+    async def _bring_back_for(self, part: _Partition, fields: dict[str, Any]) -> None:
+        if self._store is None:
+            return
+        thread_id = fields.get("thread_id")
+        if fields.get("tenant") == self.tenant and isinstance(thread_id, str) and thread_id:
+            await self._bring_back(part, thread_id)
 
     async def _fork(self, value: bytes, fields: dict[str, Any]) -> Decided:
         """Start a thread from another's committed log (``flowai.v1.ForkThread``): the source's
@@ -1209,10 +1347,11 @@ class RuntimeService:
             if part.draining is not None and not part.draining.done():
                 # Its transaction is in flight; the engine says the same next poll.
                 continue
-            await self._transact_local(part, deadline)
+            await self.on_deadline_reached(part, deadline)
 
-    async def _transact_local(self, part: _Partition, value: bytes) -> None:
-        """Handle one input made here in its own transaction (no input offsets)."""
+    async def on_deadline_reached(self, part: _Partition, value: bytes) -> None:
+        """``DeadlineReached`` (made here from the engine's next deadline, never read from a
+        topic): handled in a transaction of its own, with no input offsets."""
         producer = part.producer
         outbox = _Outbox(producer)
         try:

@@ -99,10 +99,12 @@ class ModelWorker(OnceWorker):
         )
         self.providers = providers
         self._slots = asyncio.Semaphore(self.settings.concurrency)
-        self._routes = {MODEL_REQUEST: self._on_model_request}
+        self._routes = {MODEL_REQUEST: self.on_model_request}
         self.deltas_published = 0
 
-    async def _on_model_request(self, envelope: dict[str, Any], delivery: Delivery) -> None:
+    async def on_model_request(self, envelope: dict[str, Any], delivery: Delivery) -> None:
+        """``ModelRequest`` (``model-requests``): call the provider, answer with a
+        ``ModelResult`` (``ModelDelta`` records on the way when streaming)."""
         problem = _request_problem(envelope)
         if problem is not None:
             raise Rejected(MALFORMED, f"ModelRequest: {problem}", envelope)

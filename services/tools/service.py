@@ -7,9 +7,11 @@ the shutdown) and :func:`serve` (run until SIGTERM/SIGINT). The command line is
 A process runs one or two lanes, by ``role``:
 
 - ``tools``: one consumer group (default ``<prefix>.tools``) over ``tool-invocations`` and
-  ``plan-steps``, answered by :class:`~.worker.ToolWorker`.
+  ``plan-steps``, answered by :class:`~.worker.ToolWorker` (``on_tool_invocation``,
+  ``on_plan_step``).
 - ``models``: one consumer group (default ``<prefix>.models``) over ``model-requests``,
-  answered by :class:`~.models.ModelWorker` with the providers of the app's spec. A group of
+  answered by :class:`~.models.ModelWorker` (``on_model_request``) with the providers of the
+  app's spec. A group of
   its own, so model workers scale apart from tool workers, and a slow tool never holds a
   model call back (or the other way round).
 - ``all``: both, in one process.

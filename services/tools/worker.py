@@ -157,14 +157,16 @@ class ToolWorker(OnceWorker):
         self._schemas = {name: orjson.dumps(tool.input_schema) for name, tool in app.tools.items()}
         self._slots = asyncio.Semaphore(self.settings.concurrency)
         self._routes = {
-            TOOL_INVOCATION: self._on_tool_invocation,
-            PLAN_STEP: self._on_plan_step,
+            TOOL_INVOCATION: self.on_tool_invocation,
+            PLAN_STEP: self.on_plan_step,
         }
         self.unknown = 0  # at-most-once calls answered "outcome unknown" instead of run again
 
     # --- tool invocations ------------------------------------------------------------------
 
-    async def _on_tool_invocation(self, envelope: dict[str, Any], delivery: Delivery) -> None:
+    async def on_tool_invocation(self, envelope: dict[str, Any], delivery: Delivery) -> None:
+        """``ToolInvocation`` (``tool-invocations``): run the tool, answer with a
+        ``ToolResult``."""
         problem = _invocation_problem(envelope)
         if problem is not None:
             raise Rejected(MALFORMED, f"ToolInvocation: {problem}", envelope)
@@ -288,7 +290,9 @@ class ToolWorker(OnceWorker):
 
     # --- plan steps ------------------------------------------------------------------------
 
-    async def _on_plan_step(self, envelope: dict[str, Any], delivery: Delivery) -> None:
+    async def on_plan_step(self, envelope: dict[str, Any], delivery: Delivery) -> None:
+        """``PlanStep`` (``plan-steps``): run one step of a stored plan through the app's
+        action dispatcher, answer with a ``ToolResult``."""
         problem = _plan_step_problem(envelope)
         if problem is not None:
             raise Rejected(MALFORMED, f"PlanStep: {problem}", envelope)

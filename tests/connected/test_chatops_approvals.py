@@ -202,7 +202,7 @@ def logged(service: Service, text: str) -> Callable[[], Any]:
 
 
 @pytest.mark.parametrize("step", ["before-publish", "after-publish"])
-async def test_a_kill_at_any_step_of_deciding_loses_nothing_and_blocks_nothing(
+async def test_approval_decision_killed_at_any_step_loses_nothing_and_blocks_nothing(
     deployment: Deployment, redis: Redis, step: str
 ) -> None:
     deployment.start_workers()
@@ -268,7 +268,7 @@ async def test_a_kill_at_any_step_of_deciding_loses_nothing_and_blocks_nothing(
 # --- the attacks of issue 11 -----------------------------------------------------------------
 
 
-async def test_decisions_cannot_be_moved_and_reads_need_the_tenants_credentials(
+async def test_approval_decision_cannot_be_moved_and_reads_need_the_tenants_credentials(
     deployment: Deployment,
 ) -> None:
     deployment.start_workers()
@@ -376,7 +376,7 @@ async def test_decisions_cannot_be_moved_and_reads_need_the_tenants_credentials(
 # --- Slack -----------------------------------------------------------------------------------
 
 
-async def test_an_approval_posted_to_slack_is_decided_by_a_click_and_the_message_follows(
+async def test_approval_request_posted_to_slack_is_decided_by_a_click_and_the_message_follows(
     deployment: Deployment, redis: Redis
 ) -> None:
     async with FakeSlack() as slack:

@@ -116,7 +116,7 @@ async def test_query_and_specialist_stream_what_the_embedded_runtime_streams(
     assert refused[0]["error"]["code"] == "UNKNOWN_AGENT"
 
 
-async def test_an_approval_decided_through_the_client_opens_the_gate(
+async def test_approval_decision_through_the_client_opens_the_gate(
     kafka_bootstrap: str,
     topics: bus.Topics,
     spawn: Callable[..., Service],
@@ -154,7 +154,7 @@ async def test_an_approval_decided_through_the_client_opens_the_gate(
     assert idle.seq >= len(events)
 
 
-async def test_resume_reissues_what_the_run_waits_for_and_cancel_ends_a_run(
+async def test_resume_run_reissues_what_the_run_waits_for_and_cancel_run_ends_it(
     kafka_bootstrap: str,
     topics: bus.Topics,
     spawn: Callable[..., Service],
@@ -377,7 +377,7 @@ async def log_end(client: Client, topics: bus.Topics, partition: int) -> int:
     return int((await client._follower.end_offsets([tp]))[tp])
 
 
-async def test_the_index_keeps_where_a_thread_starts_across_a_takeover(
+async def test_thread_index_keeps_where_a_thread_starts_across_a_takeover(
     kafka_bootstrap: str,
     topics: bus.Topics,
     spawn: Callable[..., Service],

@@ -56,7 +56,7 @@ async def flowai(*args: str) -> tuple[int, str, str]:
     return process.returncode, out.decode(), err.decode()
 
 
-async def test_a_dead_letter_is_listed_shown_and_redriven_once(
+async def test_dead_letter_is_listed_shown_and_redriven_once(
     kafka_bootstrap: str,
     topics: bus.Topics,
     spawn: Callable[..., Service],

@@ -74,7 +74,7 @@ async def published_invocations(bootstrap: str, topics: bus.Topics) -> list[str]
     return [invocation["payload"]["tool"] for invocation in log.invocations]
 
 
-async def test_an_inline_tool_result_is_logged_once_across_a_kill_9_of_the_runtime(
+async def test_tool_result_of_an_inline_tool_is_logged_once_across_a_kill_9_of_the_runtime(
     kafka_bootstrap: str,
     redis_url: str,
     redis: Redis,

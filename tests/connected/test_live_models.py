@@ -35,7 +35,7 @@ def model_events(entries: list[dict[str, Any]], kind: str) -> list[dict[str, Any
     return [e["payload"] for e in entries if e["payload"]["type"] == kind]
 
 
-async def test_the_client_shows_live_text_as_it_streams(
+async def test_model_delta_text_is_shown_by_the_client_as_it_streams(
     kafka_bootstrap: str,
     redis_url: str,
     redis: Redis,
@@ -85,7 +85,7 @@ async def test_the_client_shows_live_text_as_it_streams(
     assert [t["text"] for t in model_events(entries, "text")] == ["The sum is 5."]
 
 
-async def test_a_runtime_killed_during_a_model_call_does_not_call_the_model_again(
+async def test_model_request_in_flight_when_the_runtime_is_killed_is_not_called_again(
     kafka_bootstrap: str,
     redis_url: str,
     redis: Redis,
@@ -142,7 +142,7 @@ async def test_a_runtime_killed_during_a_model_call_does_not_call_the_model_agai
     assert len(ids) == len(set(ids))
 
 
-async def test_a_model_worker_killed_mid_call_leaves_it_to_another(
+async def test_model_request_whose_worker_is_killed_mid_call_is_left_to_another(
     kafka_bootstrap: str,
     redis_url: str,
     redis: Redis,

@@ -141,7 +141,7 @@ def result_of(events: list[Event], tool: str) -> Any:
     return result
 
 
-async def test_plan_approval_decided_through_the_http_api_resumes_the_run(
+async def test_approval_request_of_a_plan_decided_through_the_http_api_resumes_the_run(
     kafka_bootstrap: str,
     redis_url: str,
     topics: bus.Topics,
@@ -239,7 +239,7 @@ def ends_finished(events: list[Event]) -> bool:
     return [e["type"] for e in events[-2:]] == ["finish", "tool-agent"]
 
 
-async def test_tool_gate_decided_by_the_client_runs_the_tool_once(
+async def test_approval_decision_by_the_client_at_a_tool_gate_runs_the_tool_once(
     kafka_bootstrap: str,
     redis_url: str,
     topics: bus.Topics,
@@ -283,7 +283,7 @@ async def test_tool_gate_decided_by_the_client_runs_the_tool_once(
     assert shown["decision"]["approver"] == "bob"
 
 
-async def test_an_approval_nobody_decides_expires_and_the_run_goes_on(
+async def test_deadline_reached_expires_an_approval_nobody_decides_and_the_run_goes_on(
     kafka_bootstrap: str,
     redis_url: str,
     topics: bus.Topics,
@@ -310,7 +310,7 @@ async def test_an_approval_nobody_decides_expires_and_the_run_goes_on(
     assert await redis.hgetall(f"{topics.prefix}:deleted") == {}, "the tool never ran"
 
 
-async def test_a_dynamic_rule_is_evaluated_by_the_runtime_service(
+async def test_approval_check_of_a_dynamic_rule_is_evaluated_by_the_runtime_service(
     kafka_bootstrap: str,
     redis_url: str,
     topics: bus.Topics,
@@ -341,7 +341,7 @@ async def test_a_dynamic_rule_is_evaluated_by_the_runtime_service(
     assert await redis.hgetall(f"{topics.prefix}:exported") == {b"10": b"1", b"500": b"1"}
 
 
-async def test_a_decision_written_straight_to_the_topic_opens_nothing(
+async def test_approval_decision_written_straight_to_the_topic_opens_nothing(
     kafka_bootstrap: str,
     redis_url: str,
     topics: bus.Topics,

@@ -335,7 +335,7 @@ async def test_a_refused_query_ends_the_client_stream_with_the_engine_error(
     assert runtime.alive()
 
 
-async def test_respond_to_approval_publishes_a_signed_decision_for_the_thread(
+async def test_approval_decision_from_respond_to_approval_is_signed_for_the_thread(
     kafka_bootstrap: str, topics: bus.Topics, decision_keys: tuple[Path, Path]
 ) -> None:
     private, public = decision_keys

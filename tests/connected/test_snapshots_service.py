@@ -76,7 +76,7 @@ def checkpointed_partitions(records: list[dict[str, Any]]) -> set[int]:
 
 
 @pytest.mark.parametrize("lazy", [False, True], ids=["run-end-snapshots", "lazy-snapshots"])
-async def test_runtime_killed_between_snapshots_recovers_from_them_and_the_tail(
+async def test_thread_snapshots_and_the_tail_recover_a_runtime_killed_between_them(
     lazy: bool,
     kafka_bootstrap: str,
     redis_url: str,
@@ -162,7 +162,7 @@ async def test_runtime_killed_between_snapshots_recovers_from_them_and_the_tail(
         assert {r["thread_id"] for r in finished} >= set(threads), "every run end was snapshotted"
 
 
-async def test_a_fork_over_kafka_branches_a_finished_thread_and_refuses_a_mid_run_one(
+async def test_fork_thread_over_kafka_branches_a_finished_thread_and_refuses_a_mid_run_one(
     kafka_bootstrap: str,
     topics: bus.Topics,
     spawn: Callable[..., Service],

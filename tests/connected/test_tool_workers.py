@@ -184,7 +184,7 @@ async def committed(bootstrap: str, group: str, tp: TopicPartition) -> int:
     return -1 if found is None else int(found.offset)
 
 
-async def test_three_tool_workers_share_300_invocations_and_each_side_effect_happens_once(
+async def test_tool_invocation_300_times_over_three_workers_has_each_side_effect_once(
     kafka_bootstrap: str,
     redis_url: str,
     redis: Redis,
@@ -239,7 +239,7 @@ async def test_three_tool_workers_share_300_invocations_and_each_side_effect_hap
     assert sum(int(count) for count in pids.values()) == 300
 
 
-async def test_tool_worker_killed_while_its_tool_runs_is_taken_over_without_repeating(
+async def test_tool_invocation_whose_worker_is_killed_mid_tool_is_taken_over_without_repeating(
     kafka_bootstrap: str,
     redis_url: str,
     redis: Redis,
@@ -310,7 +310,7 @@ async def test_tool_worker_killed_while_its_tool_runs_is_taken_over_without_repe
 
 
 @pytest.mark.parametrize("delivery", ["at_least_once", "at_most_once"])
-async def test_worker_killed_after_the_side_effect_runs_it_again_with_the_same_key_or_not_at_all(
+async def test_tool_invocation_killed_after_its_side_effect_reruns_with_its_key_or_never(
     kafka_bootstrap: str,
     redis_url: str,
     redis: Redis,
@@ -384,7 +384,7 @@ async def read_dead_letters(bootstrap: str, topics: Topics, *, count: int) -> li
     return letters
 
 
-async def test_other_tenants_and_bad_arguments_are_refused_before_anything_runs(
+async def test_tool_invocation_of_other_tenants_or_with_bad_arguments_is_refused_before_it_runs(
     kafka_bootstrap: str,
     redis_url: str,
     redis: Redis,

@@ -65,7 +65,8 @@ class Topic:
         self.sent.append((topic, key, value))
         if self.deliver:
             for desk in self.readers:
-                desk.observe(topic, value)
+                # What a desk publishes is a decision; read back, it folds as one.
+                desk.on_approval_decision(value)
 
     def decisions(self) -> list[dict[str, Any]]:
         return [orjson.loads(value) for topic, _, value in self.sent]

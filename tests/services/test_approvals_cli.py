@@ -11,7 +11,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from approvals_helpers import SECRETS, TOPICS, approval_request, id_of, make_desk, serving
+from approvals_helpers import SECRETS, approval_request, id_of, make_desk, serving
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -39,7 +39,7 @@ async def flowai(*args: str, secret: str | None = SECRETS["acme"]) -> tuple[int,
 async def test_an_operator_lists_shows_and_decides(tmp_path: Path) -> None:
     desk, topic = make_desk(approvers={"acme": {"alice", "bob"}})
     request = approval_request(kind="tool", expires_at=1_900_000_000_000, approvalsRequired=2)
-    desk.observe(TOPICS.approval_requests, request)
+    desk.on_approval_request(request)
     approval_id = id_of(request)
     secret_file = tmp_path / "acme.secret"
     secret_file.write_text(SECRETS["acme"] + "\n")

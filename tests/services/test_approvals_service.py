@@ -80,7 +80,7 @@ async def test_list_get_and_decide_publishes_a_signed_decision() -> None:
     desk, topic = make_desk()
     first, second = approval_request(call="c1"), approval_request(thread="thread-2", call="c2")
     for request in (first, second, approval_request("globex", call="c3")):
-        desk.observe(TOPICS.approval_requests, request)
+        desk.on_approval_request(request)
 
     async with serving(desk) as client:
         status, listing = await get(client, url("acme"))
@@ -151,7 +151,7 @@ async def test_the_topic_decides_between_concurrent_decisions_of_two_instances()
     desks = [make_desk(topic=topic)[0] for _ in range(2)]
     request = approval_request()
     for desk in desks:
-        desk.observe(TOPICS.approval_requests, request)
+        desk.on_approval_request(request)
     path = url("acme", id_of(request), decision=True)
 
     async with serving(desks[0]) as a, serving(desks[1]) as b:
@@ -181,7 +181,7 @@ async def test_the_topic_decides_between_concurrent_decisions_of_two_instances()
 async def test_unknown_and_another_tenants_ids_read_the_same() -> None:
     desk, topic = make_desk()
     theirs = approval_request("globex")
-    desk.observe(TOPICS.approval_requests, theirs)
+    desk.on_approval_request(theirs)
 
     async with serving(desk) as client:
         unknown = await get(client, url("acme", "appr:nope/run-1/x"))
@@ -214,7 +214,7 @@ async def test_approver_must_be_allowed_for_the_tenant(
 ) -> None:
     desk, topic = make_desk(approvers=approvers)
     request = approval_request()
-    desk.observe(TOPICS.approval_requests, request)
+    desk.on_approval_request(request)
     path = url("acme", id_of(request), decision=True)
 
     async with serving(desk) as client:
@@ -239,7 +239,7 @@ async def test_async_approver_check_gets_the_approval_and_a_raising_one_refuses(
 
     desk, _ = make_desk(approvers={"acme": check})
     request = approval_request()
-    desk.observe(TOPICS.approval_requests, request)
+    desk.on_approval_request(request)
     path = url("acme", id_of(request), decision=True)
 
     async with serving(desk) as client:
@@ -275,7 +275,7 @@ def test_approvers_policy_is_checked_when_the_app_loads() -> None:
 async def test_bad_bodies_are_400_saying_what_is_wrong(body: Any, says: str) -> None:
     desk, topic = make_desk()
     request = approval_request()
-    desk.observe(TOPICS.approval_requests, request)
+    desk.on_approval_request(request)
 
     async with serving(desk) as client:
         status, answer = await post(client, url("acme", id_of(request), decision=True), body)
@@ -290,7 +290,7 @@ async def test_expired_approval_is_marked_and_cannot_be_decided() -> None:
     clock = Clock()
     desk, topic = make_desk(clock=clock)
     request = approval_request(expires_at=NOW + 500)
-    desk.observe(TOPICS.approval_requests, request)
+    desk.on_approval_request(request)
 
     async with serving(desk) as client:
         _, before = await get(client, url("acme"))
@@ -329,7 +329,7 @@ async def test_a_failed_publish_leaves_nothing_behind_and_a_retry_decides() -> N
     desk, topic = make_desk()
     topic.fail_next = 1
     request = approval_request()
-    desk.observe(TOPICS.approval_requests, request)
+    desk.on_approval_request(request)
     path = url("acme", id_of(request), decision=True)
 
     async with serving(desk) as client:
@@ -348,16 +348,16 @@ async def test_a_retry_after_a_lost_answer_gets_the_same_decision_and_no_copy_co
     topic = Topic()
     first, _ = make_desk(topic=topic)
     request = approval_request()
-    first.observe(TOPICS.approval_requests, request)
+    first.on_approval_request(request)
     path = url("acme", id_of(request), decision=True)
     async with serving(first) as client:
         original = await post(client, path, APPROVE)
     topic.readers.clear()
 
     second, _ = make_desk(topic=topic)
-    second.observe(TOPICS.approval_requests, request)
+    second.on_approval_request(request)
     for _, _, value in topic.sent:
-        second.observe(TOPICS.approval_decisions, value)
+        second.on_approval_decision(value)
     async with serving(second) as client:
         again = await post(client, path, APPROVE)
         changed_mind = await post(client, path, {"outcome": "reject", "approver": "alice"})
@@ -392,7 +392,7 @@ async def test_an_approver_sending_two_choices_at_once_gets_one_of_them() -> Non
 
     topic.publish = publish_and_count  # type: ignore[method-assign]
     request = approval_request()
-    desk.observe(TOPICS.approval_requests, request)
+    desk.on_approval_request(request)
     path = url("acme", id_of(request), decision=True)
 
     async with serving(desk) as client:
@@ -402,7 +402,7 @@ async def test_an_approver_sending_two_choices_at_once_gets_one_of_them() -> Non
         )
         await asyncio.wait_for(both_sent.wait(), 10)
         for _, _, value in topic.sent:
-            desk.observe(TOPICS.approval_decisions, value)
+            desk.on_approval_decision(value)
         read_back.set()
         statuses = await answers
 
@@ -417,14 +417,14 @@ async def test_a_publish_not_read_back_in_time_is_202_unconfirmed_and_copies_do_
     desk, topic = make_desk()
     topic.deliver = False  # this instance's consumer lags behind
     request = approval_request()
-    desk.observe(TOPICS.approval_requests, request)
+    desk.on_approval_request(request)
     path = url("acme", id_of(request), decision=True)
 
     async with serving(desk) as client:
         first = await post(client, path, APPROVE)
         second = await post(client, path, APPROVE)  # not read back yet: published again
         for _, _, value in topic.sent:  # the consumer catches up: both copies
-            desk.observe(TOPICS.approval_decisions, value)
+            desk.on_approval_decision(value)
         shown = await get(client, url("acme", id_of(request)))
 
     assert (first[0], first[1]["confirmed"]) == (202, False)
@@ -439,10 +439,10 @@ async def test_a_publish_not_read_back_in_time_is_202_unconfirmed_and_copies_do_
 # --- decisions on the topic must verify ------------------------------------------------------
 
 
-async def test_a_forged_decision_on_the_topic_decides_nothing_here() -> None:
+async def test_approval_decision_forged_on_the_topic_decides_nothing_here() -> None:
     desk, topic = make_desk(approvers={"acme": {"alice"}})
     request = approval_request()
-    desk.observe(TOPICS.approval_requests, request)
+    desk.on_approval_request(request)
     mallory, _ = generate_keys()
     forgeries = [
         approval_decision(id_of(request), "approve", "mallory", signer=None),
@@ -462,7 +462,7 @@ async def test_a_forged_decision_on_the_topic_decides_nothing_here() -> None:
         ),
     ]
     for forged in forgeries:
-        desk.observe(TOPICS.approval_decisions, forged)
+        desk.on_approval_decision(forged)
 
     assert desk.unverified == 3
     async with serving(desk) as client:
@@ -474,11 +474,11 @@ async def test_a_forged_decision_on_the_topic_decides_nothing_here() -> None:
     assert len(topic.sent) == 1
 
 
-async def test_decisions_signed_by_a_trusted_key_count_like_our_own() -> None:
+async def test_approval_decision_signed_by_a_trusted_key_counts_like_our_own() -> None:
     desk, _ = make_desk()
     request = approval_request()
-    desk.observe(TOPICS.approval_requests, request)
-    desk.observe(TOPICS.approval_decisions, approval_decision(id_of(request), "reject", "bot"))
+    desk.on_approval_request(request)
+    desk.on_approval_decision(approval_decision(id_of(request), "reject", "bot"))
 
     async with serving(desk) as client:
         status, answer = await post(client, url("acme", id_of(request), decision=True), APPROVE)
@@ -490,10 +490,10 @@ async def test_decisions_signed_by_a_trusted_key_count_like_our_own() -> None:
 # --- the two-person rule, cancellations ------------------------------------------------------
 
 
-async def test_two_distinct_approvers_decide_an_approval_that_asks_for_two() -> None:
+async def test_approval_decision_by_two_distinct_approvers_opens_a_two_person_approval() -> None:
     desk, topic = make_desk()
     request = approval_request(approvalsRequired=2)
-    desk.observe(TOPICS.approval_requests, request)
+    desk.on_approval_request(request)
     path = url("acme", id_of(request), decision=True)
 
     async with serving(desk) as client:
@@ -516,16 +516,16 @@ async def test_two_distinct_approvers_decide_an_approval_that_asks_for_two() -> 
     assert len(topic.sent) == 2
 
 
-async def test_approvers_the_engine_reports_are_shown_and_may_not_approve_again() -> None:
+async def test_approval_request_shows_reported_approvers_who_may_not_approve_again() -> None:
     desk, topic = make_desk()
     changed: list[str] = []
     desk.on_change = lambda approval: changed.append(approval.id)
     request = approval_request(approvalsRequired=3, approvals=["alice"])
-    desk.observe(TOPICS.approval_requests, request)
+    desk.on_approval_request(request)
     # A copy of the request (a resumed run) reporting one more; then one reporting less.
     again = approval_request(approvalsRequired=3, approvals=[{"approver": "alice"}, "dave"])
-    desk.observe(TOPICS.approval_requests, again)
-    desk.observe(TOPICS.approval_requests, request)
+    desk.on_approval_request(again)
+    desk.on_approval_request(request)
     path = url("acme", id_of(request), decision=True)
 
     async with serving(desk) as client:
@@ -540,10 +540,10 @@ async def test_approvers_the_engine_reports_are_shown_and_may_not_approve_again(
     assert len(topic.sent) == 1
 
 
-async def test_a_reject_closes_a_two_person_approval() -> None:
+async def test_approval_decision_reject_closes_a_two_person_approval() -> None:
     desk, _ = make_desk()
     request = approval_request(approvalsRequired=2)
-    desk.observe(TOPICS.approval_requests, request)
+    desk.on_approval_request(request)
     path = url("acme", id_of(request), decision=True)
 
     async with serving(desk) as client:
@@ -555,11 +555,11 @@ async def test_a_reject_closes_a_two_person_approval() -> None:
     assert (late[0], late[1]["decision"]["outcome"]) == (409, "reject")
 
 
-async def test_a_cancelled_run_cancels_its_pending_approvals() -> None:
+async def test_cancel_run_cancels_its_pending_approvals() -> None:
     desk, topic = make_desk()
     pending, other_thread = approval_request(call="c1"), approval_request("acme", "thread-2")
-    desk.observe(TOPICS.approval_requests, pending)
-    desk.observe(TOPICS.approval_requests, other_thread)
+    desk.on_approval_request(pending)
+    desk.on_approval_request(other_thread)
     cancel = {
         "schema": "flowai.v1.CancelRun",
         "id": "cancel-1",
@@ -570,10 +570,10 @@ async def test_a_cancelled_run_cancels_its_pending_approvals() -> None:
         "ts": NOW,
         "payload": {},
     }
-    desk.observe(TOPICS.queries, orjson.dumps(cancel))
+    desk.on_cancel_run(orjson.dumps(cancel))
     # Queries are not this service's to judge: anything else there is passed over.
-    desk.observe(TOPICS.queries, b"not even json")
-    desk.observe(TOPICS.queries, orjson.dumps({**cancel, "schema": "flowai.v1.CancelRun", "x": 1}))
+    desk.on_cancel_run(b"not even json")
+    desk.on_cancel_run(orjson.dumps({**cancel, "schema": "flowai.v1.CancelRun", "x": 1}))
 
     async with serving(desk) as client:
         _, shown = await get(client, url("acme", id_of(pending)))
@@ -636,7 +636,7 @@ async def test_decisions_must_be_signed_with_the_tenants_secret(
 ) -> None:
     desk, topic = make_desk()
     request = approval_request()
-    desk.observe(TOPICS.approval_requests, request)
+    desk.on_approval_request(request)
     body = orjson.dumps(APPROVE)
     path = url("acme", id_of(request), decision=True)
 
@@ -654,7 +654,7 @@ async def test_a_captured_decision_cannot_be_moved_to_another_approval_or_tenant
     mine, other = approval_request(call="c1"), approval_request(call="c2")
     theirs = approval_request("globex", call="c1")
     for request in (mine, other, theirs):
-        desk.observe(TOPICS.approval_requests, request)
+        desk.on_approval_request(request)
     body = orjson.dumps(APPROVE)
     captured = signed("POST", url("acme", id_of(mine), decision=True), body)
 
@@ -674,7 +674,7 @@ async def test_a_captured_decision_cannot_be_moved_to_another_approval_or_tenant
 async def test_reads_need_the_tenants_credentials() -> None:
     desk, _ = make_desk()
     request = approval_request()
-    desk.observe(TOPICS.approval_requests, request)
+    desk.on_approval_request(request)
     one = url("acme", id_of(request))
 
     async with serving(desk) as client:
@@ -698,7 +698,7 @@ async def test_a_tenant_without_a_secret_is_refused_unless_unauthenticated_is_al
     closed, _ = make_desk(secrets={"globex": SECRETS["globex"]})
     open_, _ = make_desk(secrets={"globex": SECRETS["globex"]}, allow_unauthenticated=True)
     for desk in (closed, open_):
-        desk.observe(TOPICS.approval_requests, approval_request())
+        desk.on_approval_request(approval_request())
 
     async with serving(closed) as a, serving(open_) as b:
         refused = await get(a, url("acme"), {})
@@ -732,7 +732,7 @@ async def test_a_rotated_secret_and_the_fallback_secret_both_sign() -> None:
 async def test_the_client_helpers_sign_and_raise_typed_errors() -> None:
     desk, topic = make_desk(approvers={"acme": {"alice"}})
     request = approval_request()
-    desk.observe(TOPICS.approval_requests, request)
+    desk.on_approval_request(request)
     approval_id = id_of(request)
     secret = SECRETS["acme"]
 
@@ -856,29 +856,33 @@ def test_slacks_published_example_verifies() -> None:
     ],
     ids=["bytes", "tombstone", "wrong-schema", "bad-kind", "tenant-mismatch", "bad-outcome"],
 )
-def test_messages_the_service_cannot_use_are_rejected_with_a_reason(
+def test_approval_request_or_approval_decision_the_service_cannot_use_is_rejected_with_a_reason(
     topic: str, value: bytes | None, reason: str, says: str
 ) -> None:
     desk, _ = make_desk()
 
+    hop = {
+        TOPICS.approval_requests: desk.on_approval_request,
+        TOPICS.approval_decisions: desk.on_approval_decision,
+    }[topic]
     with pytest.raises(Rejected) as rejected:
-        desk.observe(topic, value)
+        hop(value)
 
     assert rejected.value.reason == reason
     assert says in rejected.value.message
     assert len(desk.book) == 0
 
 
-async def test_the_topics_order_decides_and_copies_change_nothing() -> None:
+async def test_approval_decision_order_on_the_topic_decides_and_copies_change_nothing() -> None:
     desk, topic = make_desk()
     early, late = approval_request(call="c1"), approval_request(call="c2")
     # A decision read before its request (the two topics are read side by side).
-    desk.observe(TOPICS.approval_decisions, approval_decision(id_of(early), "reject", "bot"))
-    desk.observe(TOPICS.approval_requests, early)
-    desk.observe(TOPICS.approval_requests, late)
-    desk.observe(TOPICS.approval_requests, late)  # re-issued by a resumed run
+    desk.on_approval_decision(approval_decision(id_of(early), "reject", "bot"))
+    desk.on_approval_request(early)
+    desk.on_approval_request(late)
+    desk.on_approval_request(late)  # re-issued by a resumed run
     # Someone decided straight on the topic: that one comes first.
-    desk.observe(TOPICS.approval_decisions, approval_decision(id_of(late), "reject", "bot"))
+    desk.on_approval_decision(approval_decision(id_of(late), "reject", "bot"))
 
     async with serving(desk) as client:
         status, one = await get(client, url("acme", id_of(early)))
@@ -1281,7 +1285,7 @@ async def test_the_book_is_rebuilt_from_the_topics_after_a_restart(
 
 
 @pytest.mark.connected
-async def test_a_request_published_a_moment_ago_is_found_and_a_cancel_is_followed(
+async def test_approval_request_published_a_moment_ago_is_found_and_a_cancel_run_is_followed(
     kafka_prefix: tuple[str, bus.Topics],
 ) -> None:
     bootstrap, topics = kafka_prefix

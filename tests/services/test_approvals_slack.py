@@ -20,7 +20,6 @@ import pytest
 from approvals_helpers import (
     NOW,
     SIGNER,
-    TOPICS,
     VERIFIER,
     Clock,
     Topic,
@@ -78,10 +77,10 @@ async def instance(
     """An instance that has read ``requests`` (and the topic so far) and is running."""
     desk, _ = make_desk(approvers=APPROVERS, topic=topic, clock=clock, slack_routes=routes)
     for request in requests:
-        desk.observe(TOPICS.approval_requests, request)
+        desk.on_approval_request(request)
     if topic is not None:
         for _, _, value in topic.sent:
-            desk.observe(TOPICS.approval_decisions, value)
+            desk.on_approval_decision(value)
     settings = SlackSettings(
         bot_token=fake.token,
         signing_secret=fake.signing_secret,
@@ -438,7 +437,7 @@ async def test_expiry_and_cancellation_are_shown(
             "ts": NOW + 10,
             "payload": {},
         }
-        one.desk.observe(TOPICS.queries, orjson.dumps(cancel))
+        one.desk.on_cancel_run(orjson.dumps(cancel))
         await fake.wait_for("chat.update", 2)
 
     shown = {message.ts: text_of(message) for message in messages}
@@ -456,7 +455,7 @@ async def test_a_decision_made_while_no_instance_ran_is_shown_after_a_restart(
         [message] = await posted(fake)
     # Decided through another instance of another deployment, say, while this one was down.
     other, _ = make_desk(approvers=APPROVERS, topic=topic)
-    other.observe(TOPICS.approval_requests, request)
+    other.on_approval_request(request)
     async with serving(other) as client:
         status, _ = await post(
             client,

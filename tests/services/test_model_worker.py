@@ -103,7 +103,7 @@ def delivery(envelope: dict[str, Any] | bytes) -> Delivery:
     return Delivery("unit.model-requests", 0, next(_offsets), b"key", value, ())
 
 
-async def test_a_request_is_answered_with_its_deltas_first(
+async def test_model_request_is_answered_with_its_deltas_first(
     redis: Redis, namespace: str, providers: dict[str, Any], fake: FakeProvider
 ) -> None:
     fake.add(Turn(text=["The ", "answer ", "is ", "42."]))
@@ -131,7 +131,7 @@ async def test_a_request_is_answered_with_its_deltas_first(
     assert {d["payload"]["request_id"] for d in deltas} == {env["id"]}
 
 
-async def test_a_redelivered_request_costs_one_call(
+async def test_model_request_redelivered_costs_one_call(
     redis: Redis, namespace: str, providers: dict[str, Any], fake: FakeProvider
 ) -> None:
     fake.add(Turn(text="Once.", times=None))
@@ -149,7 +149,7 @@ async def test_a_redelivered_request_costs_one_call(
     assert first.ran + second.ran == 1
 
 
-async def test_a_provider_failure_is_a_result_the_engine_decides_on(
+async def test_model_request_provider_failure_is_a_result_the_engine_decides_on(
     redis: Redis, namespace: str, providers: dict[str, Any], fake: FakeProvider
 ) -> None:
     fake.add(Turn(fault=rate_limited(retry_after_ms=1500)))
@@ -163,7 +163,7 @@ async def test_a_provider_failure_is_a_result_the_engine_decides_on(
     assert recorder.on(TOPICS.dead_letters) == [], "a provider problem is not a bad message"
 
 
-async def test_an_unconfigured_provider_fails_the_call_and_tells_operators(
+async def test_model_request_to_an_unconfigured_provider_fails_the_call_and_tells_operators(
     redis: Redis, namespace: str, fake: FakeProvider
 ) -> None:
     only_anthropic = build_providers({"anthropic": fake.provider_settings()["anthropic"]})
@@ -192,7 +192,7 @@ async def test_an_unconfigured_provider_fails_the_call_and_tells_operators(
     ],
     ids=["not-json", "no-messages", "id-mismatch", "other-tenant", "a-tool-call"],
 )
-async def test_what_no_model_worker_can_answer_is_a_dead_letter(
+async def test_model_request_no_model_worker_can_answer_is_a_dead_letter(
     redis: Redis,
     namespace: str,
     providers: dict[str, Any],
@@ -209,7 +209,7 @@ async def test_what_no_model_worker_can_answer_is_a_dead_letter(
     assert fake.requests == [], "no provider was called"
 
 
-async def test_a_worker_stopped_mid_call_leaves_it_to_the_next_owner(
+async def test_model_request_whose_worker_stopped_mid_call_is_left_to_the_next_owner(
     redis: Redis, namespace: str, providers: dict[str, Any], fake: FakeProvider
 ) -> None:
     fake.add(Turn(text="slow", hold="go"), Turn(text="Fresh answer."))
@@ -230,7 +230,7 @@ async def test_a_worker_stopped_mid_call_leaves_it_to_the_next_owner(
     assert await fake.requests[0].wait_finished(5) == "disconnected"
 
 
-async def test_no_deltas_when_streaming_to_clients_is_off(
+async def test_model_request_without_deltas_when_streaming_to_clients_is_off(
     redis: Redis, namespace: str, providers: dict[str, Any], fake: FakeProvider
 ) -> None:
     fake.add(Turn(text=["a", "b"]))

@@ -332,7 +332,7 @@ def dead_letters(producer: FakeProducer, topics: bus.Topics) -> list[str]:
     return [letter["payload"]["reason"] for _, _, letter in producer.records(topics.dead_letters)]
 
 
-async def test_a_decision_signed_by_a_trusted_key_opens_the_gate() -> None:
+async def test_approval_decision_signed_by_a_trusted_key_opens_the_gate() -> None:
     verifier = decision_auth.DecisionVerifier.from_pems([KEYS[1]])
     runtime, producer = make_service(GATED, ServiceConfig(bootstrap="unused:1", decisions=verifier))
     number, approval = await at_the_gate(runtime, "t-signed")
@@ -369,7 +369,7 @@ async def test_a_decision_signed_by_a_trusted_key_opens_the_gate() -> None:
         ),
     ],
 )
-async def test_an_unverified_decision_is_a_dead_letter_and_the_gate_stays_shut(
+async def test_approval_decision_unverified_is_a_dead_letter_and_the_gate_stays_shut(
     forge: Any,
 ) -> None:
     verifier = decision_auth.DecisionVerifier.from_pems([KEYS[1]])

@@ -355,7 +355,9 @@ async def test_kafka_failing_after_the_tool_ran_does_not_run_it_again(
 # --- failures, retries, timeouts -------------------------------------------------------------
 
 
-async def test_plain_error_is_a_result_and_is_not_retried(redis: Redis, namespace: str) -> None:
+async def test_tool_invocation_plain_error_is_a_result_and_is_not_retried(
+    redis: Redis, namespace: str
+) -> None:
     calls: list[Any] = []
 
     def broken(args: dict[str, Any], ctx: ToolContext) -> None:
@@ -374,7 +376,9 @@ async def test_plain_error_is_a_result_and_is_not_retried(redis: Redis, namespac
     }
 
 
-async def test_retryable_error_is_retried_until_it_succeeds(redis: Redis, namespace: str) -> None:
+async def test_tool_invocation_retryable_error_is_retried_until_it_succeeds(
+    redis: Redis, namespace: str
+) -> None:
     calls: list[float] = []
 
     def flaky(args: dict[str, Any], ctx: ToolContext) -> str:
@@ -398,7 +402,7 @@ async def test_retryable_error_is_retried_until_it_succeeds(redis: Redis, namesp
     assert sent.body["payload"]["output"] == "third time lucky"
 
 
-async def test_retries_exhausted_give_an_error_result_and_a_dead_letter(
+async def test_tool_invocation_retries_exhausted_give_an_error_result_and_a_dead_letter(
     redis: Redis, namespace: str
 ) -> None:
     calls: list[Any] = []
@@ -433,7 +437,9 @@ async def test_retries_exhausted_give_an_error_result_and_a_dead_letter(
     )
 
 
-async def test_timeout_is_retried_then_reported(redis: Redis, namespace: str) -> None:
+async def test_tool_invocation_timeout_is_retried_then_reported(
+    redis: Redis, namespace: str
+) -> None:
     calls: list[Any] = []
 
     async def hangs(args: dict[str, Any], ctx: ToolContext) -> None:
@@ -454,7 +460,7 @@ async def test_timeout_is_retried_then_reported(redis: Redis, namespace: str) ->
     assert "gave up after 2 attempts" in result.body["payload"]["error"]["message"]
 
 
-async def test_blocking_sync_handler_runs_in_a_thread_and_times_out(
+async def test_tool_invocation_blocking_sync_handler_runs_in_a_thread_and_times_out(
     redis: Redis, namespace: str
 ) -> None:
     release = threading.Event()
@@ -489,7 +495,7 @@ async def test_blocking_sync_handler_runs_in_a_thread_and_times_out(
     assert recorder.results()[0].body["payload"]["error"]["code"] == "TOOL_TIMEOUT"
 
 
-async def test_progress_and_custom_events_travel_in_the_result(
+async def test_tool_invocation_progress_and_custom_events_travel_in_the_result(
     redis: Redis, namespace: str
 ) -> None:
     def reports(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
@@ -548,7 +554,7 @@ async def test_tool_result_matches_the_embedded_runtime(redis: Redis, namespace:
 # --- what cannot run -------------------------------------------------------------------------
 
 
-async def test_unknown_tool_gives_an_error_result_and_a_dead_letter(
+async def test_tool_invocation_of_an_unknown_tool_gives_an_error_result_and_a_dead_letter(
     redis: Redis, namespace: str
 ) -> None:
     declared_only = define_tool("declared_only", {})  # no handler in this worker's app
@@ -566,7 +572,7 @@ async def test_unknown_tool_gives_an_error_result_and_a_dead_letter(
     assert "no handler" in results[1].body["payload"]["error"]["message"]
 
 
-async def test_another_tenants_invocation_is_dead_lettered_and_not_run(
+async def test_tool_invocation_of_another_tenant_is_dead_lettered_and_not_run(
     redis: Redis, namespace: str
 ) -> None:
     calls: list[Any] = []
@@ -589,7 +595,7 @@ async def test_another_tenants_invocation_is_dead_lettered_and_not_run(
     assert await worker.ledger.recorded(theirs["id"]) is None
 
 
-async def test_another_tenants_plan_step_is_dead_lettered_and_not_dispatched(
+async def test_plan_step_of_another_tenant_is_dead_lettered_and_not_dispatched(
     redis: Redis, namespace: str, reference_store: RedisReferenceStore
 ) -> None:
     dispatched: Dispatched = []
@@ -616,7 +622,7 @@ async def test_another_tenants_plan_step_is_dead_lettered_and_not_dispatched(
     ],
     ids=["wrong-type", "missing", "unknown-field"],
 )
-async def test_arguments_that_do_not_match_the_schema_are_an_error_result_and_not_run(
+async def test_tool_invocation_arguments_not_matching_the_schema_are_an_error_result_not_run(
     redis: Redis, namespace: str, args: dict[str, Any], problem: str
 ) -> None:
     class Args(pydantic.BaseModel):
@@ -647,7 +653,9 @@ async def test_arguments_that_do_not_match_the_schema_are_an_error_result_and_no
     assert letter.body["payload"]["reason"] == "TOOL_ARGS_INVALID"
 
 
-async def test_valid_arguments_pass_the_schema_check(redis: Redis, namespace: str) -> None:
+async def test_tool_invocation_valid_arguments_pass_the_schema_check(
+    redis: Redis, namespace: str
+) -> None:
     calls: list[Any] = []
     tool = define_tool("double", {"n": int, "note": str | None}).bind(counting(calls))
     worker, recorder = make_worker(redis, namespace, tool)
@@ -661,7 +669,7 @@ async def test_valid_arguments_pass_the_schema_check(redis: Redis, namespace: st
 # --- crashes and side effects: idempotency keys, at-most-once tools ---------------------------
 
 
-async def test_every_run_of_an_invocation_gets_the_same_idempotency_key(
+async def test_tool_invocation_every_run_gets_the_same_idempotency_key(
     redis: Redis, namespace: str
 ) -> None:
     keys: list[str] = []
@@ -702,7 +710,7 @@ def blocking_tool(started: asyncio.Event, calls: list[Any]) -> ToolDefinition:
     return define_tool("pay", {}, delivery="at_most_once").bind(pay)
 
 
-async def test_at_most_once_tool_stopped_mid_run_is_answered_outcome_unknown_not_run_again(
+async def test_tool_invocation_at_most_once_stopped_mid_run_is_outcome_unknown_not_run_again(
     redis: Redis, namespace: str
 ) -> None:
     started, calls = asyncio.Event(), []
@@ -737,7 +745,7 @@ async def test_at_most_once_tool_stopped_mid_run_is_answered_outcome_unknown_not
     assert await redis.exists(second.ledger.started_key(invocation_id)) == 0
 
 
-async def test_at_most_once_tool_whose_worker_died_waits_for_the_claim_then_is_unknown(
+async def test_tool_invocation_at_most_once_whose_worker_died_waits_for_the_claim_then_is_unknown(
     redis: Redis, namespace: str
 ) -> None:
     calls: list[Any] = []
@@ -755,7 +763,7 @@ async def test_at_most_once_tool_whose_worker_died_waits_for_the_claim_then_is_u
     assert recorder.results()[0].body["payload"]["error"]["code"] == "TOOL_OUTCOME_UNKNOWN"
 
 
-async def test_at_least_once_tool_whose_worker_died_runs_again(
+async def test_tool_invocation_at_least_once_whose_worker_died_runs_again(
     redis: Redis, namespace: str
 ) -> None:
     calls: list[Any] = []
@@ -771,7 +779,7 @@ async def test_at_least_once_tool_whose_worker_died_runs_again(
     assert recorder.results()[0].body["payload"]["output"] == {"ok": True}
 
 
-async def test_at_most_once_tool_that_finished_is_replayed_not_unknown(
+async def test_tool_invocation_at_most_once_that_finished_is_replayed_not_unknown(
     redis: Redis, namespace: str
 ) -> None:
     calls: list[Any] = []
@@ -789,7 +797,9 @@ async def test_at_most_once_tool_that_finished_is_replayed_not_unknown(
     assert worker.unknown == 0
 
 
-async def test_at_most_once_timeout_is_not_retried(redis: Redis, namespace: str) -> None:
+async def test_tool_invocation_at_most_once_timeout_is_not_retried(
+    redis: Redis, namespace: str
+) -> None:
     calls: list[Any] = []
     once = slow_tool(calls, 5.0)
     once = define_tool("slow", {}, delivery="at_most_once").bind(once.handler)  # type: ignore[arg-type]
@@ -1132,7 +1142,7 @@ async def test_plan_step_without_an_action_dispatcher_fails_the_plan_and_is_dead
         ({"references": "ref_1"}, "payload 'references' must be a list"),
     ],
 )
-async def test_malformed_plan_step_is_dead_lettered(
+async def test_plan_step_malformed_is_dead_lettered(
     redis: Redis,
     namespace: str,
     reference_store: RedisReferenceStore,
@@ -1184,7 +1194,7 @@ def _ask(agent: str, *calls: tuple[str, dict[str, Any]]) -> dict[str, Any]:
     return {"tool": "call_agent", "args": {"agent": agent, "prompt": json.dumps(nested)}}
 
 
-async def test_engine_plan_is_executed_through_the_worker(
+async def test_plan_step_of_an_engine_plan_is_executed_through_the_worker(
     redis: Redis, namespace: str, reference_store: RedisReferenceStore
 ) -> None:
     """The engine's own effects, answered by the worker: the contract without Kafka."""

@@ -1,5 +1,5 @@
 """Draining a stream with the ordering rules every stream must keep (SEED-REFERENCE §2,
-docs/wire.md "Events").
+docs/wire.md "The run log and its events").
 
 Every test that drains a stream through :func:`drain` checks these rules without saying so.
 """
