@@ -32,11 +32,11 @@ import base64
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union, get_args
 
 import orjson
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 __all__ = [
     "SCHEMAS",
@@ -402,7 +402,33 @@ class ErrorEvent(_Open):
     error: ErrorBody
 
 
-EventPayload = Annotated[
+class ForkData(_Open):
+    sourceThreadId: str
+    sourceSeq: int
+
+
+class ForkEvent(_Open):
+    """The first fact of a forked thread after the history it copied: where it branched
+    (ours, not the seed's)."""
+
+    type: Literal["fork"]
+    data: ForkData
+
+
+def _not_a_known_type(schema: dict[str, Any]) -> None:
+    schema["not"] = {"enum": sorted(EVENT_TYPES)}
+
+
+class OtherEvent(_Open):
+    """An event type this version does not know (a newer engine's). Readers keep it as it
+    came and skip what they do not understand: the event union is open, so a new event type
+    is not a breaking change (docs/contract.md)."""
+
+    type: str = Field(json_schema_extra=_not_a_known_type)
+
+
+# The known events: the one list the union, its dispatch and OtherEvent's exclusions come from.
+_KnownEvent = (
     RunStartEvent
     | StepStartEvent
     | ModelResponseEvent
@@ -419,9 +445,29 @@ EventPayload = Annotated[
     | ApprovalDecisionEvent
     | PlanStatusChangeEvent
     | FinishEvent
-    | ErrorEvent,
-    Field(discriminator="type"),
-]
+    | ErrorEvent
+    | ForkEvent
+)
+_EVENT_TAG: dict[str, str] = {
+    kind: model.__name__
+    for model in get_args(_KnownEvent)
+    for kind in get_args(model.model_fields["type"].annotation)
+}
+EVENT_TYPES: frozenset[str] = frozenset(_EVENT_TAG)
+
+
+def _event_tag(value: Any) -> str:
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    return _EVENT_TAG.get(kind, "OtherEvent") if isinstance(kind, str) else "OtherEvent"
+
+
+if TYPE_CHECKING:
+    EventPayload = _KnownEvent | OtherEvent
+else:
+    # Dispatch on ``type``, unknown types to OtherEvent (a callable discriminator: pydantic's
+    # field discriminator has no default branch).
+    _TAGGED = tuple(Annotated[m, Tag(m.__name__)] for m in (*get_args(_KnownEvent), OtherEvent))
+    EventPayload = Annotated[Union[_TAGGED], Discriminator(_event_tag)]  # noqa: UP007
 
 
 # --- input and effect payloads ---------------------------------------------------------------

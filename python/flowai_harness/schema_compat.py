@@ -23,8 +23,10 @@ what old writers logged. So these break, at any depth (``$defs`` included):
 - a field added to an object that refuses unknown fields (``additionalProperties: false``:
   old readers refuse the new field), or an object that starts refusing them.
 
-What does not break: new message schemas, new optional fields on open objects, and changes
-to titles, descriptions, defaults and bounds.
+What does not break: new message schemas, new optional fields on open objects, new members
+of an open union (one with a catch-all member old readers already take a new member's values
+as: the run log's event types, ``messages.OtherEvent``), and changes to titles, descriptions,
+defaults and bounds.
 
 Must not import anything but the standard library: it reads files.
 """
@@ -74,16 +76,18 @@ class _Walk:
 
     def node(self, old: Schema, new: Schema, path: str) -> None:
         old_sig, new_sig = _signature(old), _signature(new)
-        if old_sig != new_sig:
-            added = sorted(new_sig - old_sig)
-            removed = sorted(old_sig - new_sig)
+        added = sorted(new_sig - old_sig)
+        removed = sorted(old_sig - new_sig)
+        if removed or (added and not self._open_union(old, added)):
             self.problems.append(
                 f"{path}: the type changed ({_says(removed, 'no longer')}"
                 f"{'; ' if removed and added else ''}{_says(added, 'now also')})"
             )
             return
-        for old_ref, new_ref in zip(_refs(old), _refs(new), strict=False):
-            if (old_ref, new_ref) in self.seen:
+        new_refs = set(_refs(new))
+        for old_ref in _refs(old):
+            new_ref = old_ref if old_ref in new_refs else None
+            if new_ref is None or (old_ref, new_ref) in self.seen:
                 continue
             self.seen.add((old_ref, new_ref))
             old_def, new_def = self.old_defs.get(old_ref), self.new_defs.get(new_ref)
@@ -96,6 +100,15 @@ class _Walk:
             self.node(old["items"], new["items"], f"{path}[]")
         if "properties" in old or "properties" in new:
             self.fields(old, new, path)
+
+    def _open_union(self, old: Schema, added: Sequence[str]) -> bool:
+        """Whether ``added`` are only new members of a union old readers already take in
+        full: one of its members is a catch-all (an object whose ``type`` is any string but
+        the known ones, open to other fields), so a new member's values reached them as that
+        catch-all before. The run log's event union is one (messages.OtherEvent)."""
+        if not added or not all(word.startswith("ref ") for word in added):
+            return False
+        return any(_catch_all(self.old_defs.get(ref, {})) for ref in _refs(old))
 
     def fields(self, old: Schema, new: Schema, path: str) -> None:
         old_fields: Mapping[str, Schema] = old.get("properties", {})
@@ -150,6 +163,15 @@ def _signature(schema: Schema) -> frozenset[str]:
     if not words:
         words.add("any value")
     return frozenset(words)
+
+
+def _catch_all(schema: Schema) -> bool:
+    kind = schema.get("properties", {}).get("type", {})
+    return (
+        schema.get("additionalProperties") is not False
+        and kind.get("type") == "string"
+        and "enum" in kind.get("not", {})
+    )
 
 
 def _refs(schema: Schema) -> list[str]:

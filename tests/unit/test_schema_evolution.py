@@ -145,3 +145,48 @@ def test_a_removed_message_schema_fails(tmp_path: Path) -> None:
     shutil.copytree(CURRENT, folder)
     (folder / "ModelDelta.json").unlink()
     assert breaking_changes(RELEASED, folder) == ["ModelDelta: the message schema was removed"]
+
+
+def _with_event(schema: dict[str, Any], name: str, kind: str) -> None:
+    """A new event type in the run log's union, as `make schemas` would write it."""
+    schema["$defs"][name] = _object(
+        {"type": {"const": kind, "type": "string"}, "data": {"type": "object"}}, ["type", "data"]
+    )
+    schema["properties"]["payload"]["oneOf"].insert(0, {"$ref": f"#/$defs/{name}"})
+    schema["$defs"]["OtherEvent"]["properties"]["type"]["not"]["enum"].append(kind)
+
+
+def test_a_new_event_type_does_not_break_readers_of_the_open_event_union(
+    tmp_path: Path,
+) -> None:
+    edited = _edit(tmp_path, "RuntimeEvent.json", lambda s: _with_event(s, "NewEvent", "new"))
+    assert breaking_changes(RELEASED, edited) == []
+
+
+def test_a_removed_event_type_still_breaks(tmp_path: Path) -> None:
+    def drop_fork(schema: dict[str, Any]) -> None:
+        members = schema["properties"]["payload"]["oneOf"]
+        members.remove({"$ref": "#/$defs/ForkEvent"})
+
+    edited = _edit(tmp_path, "RuntimeEvent.json", drop_fork)
+    problems = breaking_changes(RELEASED, edited)
+    says = "RuntimeEvent.payload: the type changed (no longer ref ForkEvent"
+    assert any(says in problem for problem in problems)
+
+
+def test_a_new_member_of_a_closed_union_breaks() -> None:
+    old = {"oneOf": [{"$ref": "#/$defs/A"}], "$defs": {"A": _object({"a": STRING}, ["a"])}}
+    new = copy.deepcopy(old)
+    new["oneOf"].append({"$ref": "#/$defs/B"})
+    new["$defs"]["B"] = _object({"b": STRING}, ["b"])
+    assert compare(old, new, "M") == ["M: the type changed (now also ref B)"]
+
+
+def test_a_catch_all_that_stops_catching_breaks() -> None:
+    def closed(schema: dict[str, Any]) -> None:
+        schema["$defs"]["OtherEvent"]["properties"]["type"] = {"const": "other"}
+
+    old = json.loads((CURRENT / "RuntimeEvent.json").read_text())
+    new = copy.deepcopy(old)
+    closed(new)
+    assert any("OtherEvent" in p and "type changed" in p for p in compare(old, new, "RuntimeEvent"))
