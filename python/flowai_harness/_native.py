@@ -59,6 +59,8 @@ def _mapped(fn: Callable[P, R]) -> Callable[P, R]:
 
 compile_spec = _mapped(_internal.compile_spec)
 validate_json = _mapped(_internal.validate_json)
+# The engine's built-in tools: their names are reserved.
+BUILTIN_TOOL_NAMES: frozenset[str] = frozenset(_internal.builtin_tool_names())
 
 
 class ToolKnowledge(TypedDict):

@@ -15,8 +15,8 @@ field; a pydantic ``ValidationError`` never escapes. Rules that need the whole s
 the engine, not here; the one exception is two different tools under one name, which the
 engine cannot see because it is sent each tool once.
 
-Must not import ``runtime`` or the native extension at module level: ``_native`` is imported
-inside :func:`define_runtime`, so specs can be built and tested without a compiled engine.
+Must not import ``runtime`` or ``_native`` at module level: :func:`define_runtime` imports
+``_native`` when it compiles (through ``importlib``, so a test can stand in for it).
 """
 
 from __future__ import annotations

@@ -35,6 +35,12 @@ fn compile_spec<'py>(py: Python<'py>, spec: &[u8]) -> PyResult<Bound<'py, PyByte
     Ok(PyBytes::new(py, &spec.to_json()))
 }
 
+/// The names of the engine's built-in tools (reserved: no spec tool may take one).
+#[pyfunction]
+fn builtin_tool_names() -> Vec<&'static str> {
+    flowai_engine::spec::BUILTIN_TOOLS.to_vec()
+}
+
 /// What an approval id names, `(thread_id, run_id, call_id)`, or None when it is not one.
 #[pyfunction]
 fn parse_approval_id(approval_id: &str) -> Option<(&str, &str, &str)> {
@@ -277,5 +283,6 @@ fn _internal(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(replay_from, m)?)?;
     m.add_function(wrap_pyfunction!(validate_json, m)?)?;
     m.add_function(wrap_pyfunction!(parse_approval_id, m)?)?;
+    m.add_function(wrap_pyfunction!(builtin_tool_names, m)?)?;
     Ok(())
 }

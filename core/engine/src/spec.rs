@@ -439,16 +439,18 @@ pub fn stateful_by_default(role: Role) -> bool {
     matches!(role, Role::Coordinator | Role::Planner)
 }
 
+/// Every built-in tool: no tool of a spec may take one of these names.
+pub const BUILTIN_TOOLS: &[&str] = &[
+    CALL_AGENT,
+    STORE_PLAN,
+    GET_PLAN,
+    EXECUTE_PLAN,
+    RESOLVE_REF,
+    GLIMPSE_REF,
+];
+
 pub fn is_builtin_tool(name: &str) -> bool {
-    [
-        STORE_PLAN,
-        GET_PLAN,
-        EXECUTE_PLAN,
-        RESOLVE_REF,
-        GLIMPSE_REF,
-        CALL_AGENT,
-    ]
-    .contains(&name)
+    BUILTIN_TOOLS.contains(&name)
 }
 
 /// What a built-in tool does, in the words the model reads.
