@@ -22,7 +22,7 @@ SERVICES := scripts/services/services
 # randomness, clock or I/O).
 IMPURE_CRATES := pyo3|tokio|rand|rand_core|getrandom|chrono|time|reqwest|mio|socket2
 
-.PHONY: help setup build demo test check check-rust check-python test-rust test-python \
+.PHONY: help setup build demo test check check-rust check-python check-stub test-rust test-python \
         services-up services-down bench golden schemas clean demo-live studio browser-deps \
         studio-screenshots wheel asyncapi release-schemas docs
 
@@ -76,7 +76,12 @@ check-python: setup
 	$(PY) -m ruff format --check python services tests bench examples scripts
 	$(PY) -m mypy
 
-check: check-rust check-python
+# The native module's stub (python/flowai_harness/_internal.pyi) must describe the built module
+# exactly: mypy's stubtest imports it and compares (so it needs the extension built).
+check-stub: build
+	$(PY) -m mypy.stubtest flowai_harness._internal
+
+check: check-rust check-python check-stub
 
 test-rust:
 	cargo test --workspace -q

@@ -1,10 +1,30 @@
-"""Type stubs for the native engine module (core/bindings). Import it only via _native."""
+"""Type stubs for the native engine module (core/bindings). Import it only via _native.
+
+Checked against the built module by mypy's stubtest (``make check``): it must describe the
+module exactly.
+"""
+
+from typing import final
+
+__all__ = [
+    "Engine",
+    "EngineError",
+    "Replay",
+    "__version__",
+    "builtin_tool_names",
+    "compile_spec",
+    "parse_approval_id",
+    "replay",
+    "replay_from",
+    "validate_json",
+]
 
 __version__: str
 
 class EngineError(Exception):
     """args: (code: str, message: str, line: int | None)."""
 
+@final
 class Replay:
     @property
     def lines(self) -> int: ...
@@ -14,8 +34,9 @@ class Replay:
     def save(self, thread_id: str) -> bytes | None: ...
     def last_seq(self, thread_id: str) -> int | None: ...
 
+@final
 class Engine:
-    def __init__(self, config: bytes) -> None: ...
+    def __new__(cls, config: bytes) -> Engine: ...
     def handle_batch(self, batch: bytes) -> list[tuple[int, str, bytes]]: ...
     def handle_many(self, inputs: list[bytes]) -> list[tuple[int, str, bytes]]: ...
     def apply(self, line: bytes) -> None: ...
@@ -39,3 +60,5 @@ def compile_spec(spec: bytes) -> bytes: ...
 def replay(log: bytes) -> Replay: ...
 def replay_from(snapshot: bytes, tail: bytes, thread_id: str | None = None) -> Replay: ...
 def validate_json(schema: bytes, value: bytes) -> None: ...
+def builtin_tool_names() -> list[str]: ...
+def parse_approval_id(approval_id: str) -> tuple[str, str, str] | None: ...

@@ -1,14 +1,17 @@
 """The one door to the native engine (``flowai_harness._internal``).
 
-Owns the import of the extension with its version handshake, and the single mapping of
-native ``EngineError(code, message, line)`` to the typed hierarchy in :mod:`.errors`.
-Nothing else in the package imports ``_internal``. Must not import the runtime or specs.
+Owns the import of the extension with its version handshake, the single mapping of
+native ``EngineError(code, message, line)`` to the typed hierarchy in :mod:`.errors`, and the
+types of what the engine reports: its knowledge of a compiled spec's agents
+(:class:`AgentKnowledge`, under ``compiled`` in :func:`compile_spec`'s JSON) and what an
+approval id names (:func:`parse_approval_id`). Nothing else in the package imports
+``_internal``. Must not import the runtime or specs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NoReturn, ParamSpec, TypeVar
+from typing import Any, Literal, NamedTuple, NoReturn, ParamSpec, TypedDict, TypeVar
 
 from ._version import __version__
 from .errors import ExtensionMismatchError, error_from_code
@@ -56,6 +59,47 @@ def _mapped(fn: Callable[P, R]) -> Callable[P, R]:
 
 compile_spec = _mapped(_internal.compile_spec)
 validate_json = _mapped(_internal.validate_json)
+# The engine's built-in tools: their names are reserved.
+BUILTIN_TOOL_NAMES: frozenset[str] = frozenset(_internal.builtin_tool_names())
+
+
+class ToolKnowledge(TypedDict):
+    """A tool an agent's model is offered, as the engine compiled it."""
+
+    name: str
+    description: str
+    input_schema: dict[str, Any]
+    builtin: bool
+    # The gate its calls wait at; None for the built-ins the engine answers itself.
+    gate: Literal["plans", "tools"] | None
+    # The rule its calls run under, every level and override applied: "never", "always",
+    # {"approvers": n} or {"predicate": id}.
+    approval: str | dict[str, Any]
+
+
+class AgentKnowledge(TypedDict):
+    """What the engine knows of one agent of a compiled spec (``compiled[agent]``)."""
+
+    builtin_tools: list[str]
+    stateful: bool
+    # Its own tools, then its built-ins, in the order its model requests list them.
+    tools: list[ToolKnowledge]
+
+
+class ApprovalRef(NamedTuple):
+    """What an approval id names: the gate of call ``call_id`` of run ``run_id`` of
+    ``thread_id``."""
+
+    thread_id: str
+    run_id: str
+    call_id: str
+
+
+def parse_approval_id(approval_id: str) -> ApprovalRef | None:
+    """What ``approval_id`` names, or None when it is not an approval id. The engine derives
+    these ids; it is the only reader of them too."""
+    parts = _internal.parse_approval_id(approval_id)
+    return None if parts is None else ApprovalRef(*parts)
 
 
 def replay(log: bytes, *, path: str | None = None) -> _internal.Replay:

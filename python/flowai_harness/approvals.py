@@ -6,10 +6,11 @@ runtime floor :class:`ApprovalPolicies`, the per-agent patch :class:`ApprovalPat
 runtime-level :class:`ApprovalOverrides`, their JSON for the runtime spec (docs/wire.md,
 "Plans, approval gates, references"), :class:`PredicateRegistry` (stable ids for predicates, so
 a run paused in one process can be decided in another that declared the same spec), and
-:func:`effective_tool_rule`, the precedence used to show an agent its tools' rules.
+:func:`rule_from_json`, which reads back a rule the engine reports.
 
-The engine decides which gate applies; this module only declares rules and evaluates
-predicates when the engine asks (``flowai.v1.ApprovalCheck``). Must not import anything from
+The engine decides which gate applies and which rule wins (it reports each agent's effective
+rules when it compiles a spec); this module only declares rules and evaluates predicates when
+the engine asks (``flowai.v1.ApprovalCheck``). Must not import anything from
 ``flowai_harness`` but ``errors``: tools, specs and prompts import this module.
 """
 
@@ -21,7 +22,7 @@ import types
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final, Literal, TypeAlias, TypeGuard
 
-from .errors import SpecError
+from .errors import ExtensionMismatchError, SpecError
 
 __all__ = [
     "CHANNELS",
@@ -38,9 +39,8 @@ __all__ = [
     "as_patch",
     "check_rule",
     "describe_rule",
-    "effective_plan_rule",
-    "effective_tool_rule",
     "predicate_id",
+    "rule_from_json",
     "rule_json",
 ]
 
@@ -174,6 +174,23 @@ def rule_json(rule: RuleOrDefault, pid: str) -> str | dict[str, str] | dict[str,
     if isinstance(rule, RequireApprovers):
         return "always" if rule.approvers == 1 else {"approvers": rule.approvers}
     return rule if isinstance(rule, str) else {"predicate": pid}
+
+
+def rule_from_json(value: object) -> Rule:
+    """A rule as the engine reports it (``"never"``, ``"always"``, ``{"approvers": n}``,
+    ``{"predicate": id}``) as a rule value: a predicate comes back as a :class:`DynamicRule`
+    of its id (the registry holds its function)."""
+    if value in ("never", "always"):
+        return "always" if value == "always" else "never"
+    if isinstance(value, Mapping):
+        if isinstance(value.get("approvers"), int):
+            return RequireApprovers(value["approvers"])
+        if isinstance(value.get("predicate"), str):
+            return DynamicRule(value["predicate"])
+    raise ExtensionMismatchError(
+        f"the engine reported {value!r} as an approval rule, which this package cannot read; "
+        "rebuild the extension with `make build`"
+    )
 
 
 def _is_function(rule: object) -> TypeGuard[Predicate]:
@@ -397,55 +414,6 @@ def _named(value: Mapping[str, object] | None, field: str) -> Mapping[str, objec
 
 
 NO_OVERRIDES: Final = ApprovalOverrides()
-
-
-# --- precedence -----------------------------------------------------------------------------
-
-
-def effective_tool_rule(
-    *,
-    policies: ApprovalPolicies,
-    agent: ApprovalPatch,
-    tool: RuleOrDefault,
-    agent_tool: Rule | None,
-    overrides: ApprovalOverrides,
-    agent_name: str,
-    tool_name: str,
-) -> Rule:
-    """The rule one agent's call of one tool runs under: the most specific level that says
-    something (``approval::resolve`` in core/engine/src/approval.rs decides; this mirrors it
-    so a prompt can show it).
-
-    Lowest to highest: ``policies.tools`` < the agent's ``approval`` < the tool's own rule <
-    the agent's ``tool_approvals`` < ``overrides.agents`` < ``overrides.tools``; ``"default"``
-    says nothing.
-    """
-    rule: Rule = policies.tools
-    for level in (agent.tools, tool, agent_tool):
-        if level is not None and level != "default":
-            rule = level
-    patch = overrides.agents.get(agent_name)
-    if patch is not None and patch.tools != "default":
-        rule = patch.tools
-    rule = overrides.tools.get(tool_name, rule)
-    return overrides.agent_tools.get(agent_name, {}).get(tool_name, rule)
-
-
-def effective_plan_rule(
-    *,
-    policies: ApprovalPolicies,
-    agent: ApprovalPatch,
-    overrides: ApprovalOverrides,
-    agent_name: str,
-) -> Rule:
-    """The rule the plans an agent stores or executes wait under."""
-    rule: Rule = policies.plans
-    if agent.plans != "default":
-        rule = agent.plans
-    patch = overrides.agents.get(agent_name)
-    if patch is not None and patch.plans != "default":
-        rule = patch.plans
-    return rule
 
 
 # --- predicates -----------------------------------------------------------------------------

@@ -33,7 +33,8 @@ References: the claim-check store the tool workers share (Redis, ``<prefix>:refs
 the same :class:`~flowai_harness.references.ReferenceAccess` a tool handler gets.
 
 Imports aiokafka lazily (the ``kafka`` extra), so ``import flowai_harness`` works without it.
-Must not import the runtime, the native engine or any service.
+Must not import the runtime or any service; the native engine only where an approval id is
+read (the engine is the one reader of its ids).
 """
 
 from __future__ import annotations
@@ -967,10 +968,14 @@ def _deliver_dead_letter(follow: _Follow, body: dict[str, Any]) -> None:
 
 
 def _thread_of_approval(approval_id: str) -> str:
-    # appr:{thread_id}/{run_id}/{toolInvocationId}; the thread id itself may contain '/'.
-    if not approval_id.startswith("appr:") or approval_id.count("/") < 2:
+    # The engine derives approval ids and is the only reader of them; imported here so the
+    # client loads without the extension until it needs one read.
+    from ._native import parse_approval_id
+
+    approval = parse_approval_id(approval_id)
+    if approval is None:
         raise InvalidInputError(
             f"approval id {approval_id!r} is not of the form appr:<thread>/<run>/<call>; "
             "pass thread_id= explicitly"
         )
-    return approval_id[len("appr:") :].rsplit("/", 2)[0]
+    return approval.thread_id

@@ -1163,11 +1163,9 @@ def _ends_run(event: Event) -> bool:
 
 
 def _thread_of_approval(approval_id: str) -> str | None:
-    """The thread an approval id names (`appr:{thread}/{run}/{call}`), or None."""
-    if not isinstance(approval_id, str) or not approval_id.startswith("appr:"):
-        return None
-    parts = approval_id[len("appr:") :].rsplit("/", 2)
-    return parts[0] if len(parts) == 3 and parts[0] else None
+    """The thread an approval id names (the engine reads it), or None."""
+    approval = _native.parse_approval_id(approval_id)
+    return None if approval is None else approval.thread_id
 
 
 def create_runtime(

@@ -4,18 +4,19 @@ Owns the frozen spec models (:class:`TenantIdentity`, :class:`AgentSpec`,
 :class:`RuntimeSpec`), the ``define_*`` functions that build them, :class:`TestingConfig`, and
 the spec JSON sent to the engine's ``compile_spec`` (docs/wire.md, "Runtime spec" and "Plans,
 approval gates, references"): plans, reference kinds and approval rules ride along, and each
-agent with a :class:`~flowai_harness.prompts.LayeredPrompt` gets its tool table rendered in.
+agent's prompt gets its tool table rendered in from what the engine reports of it (the tools
+it is offered and the rule each call runs under: this module keeps no copy of either).
 Keys of the issue-3 additions are left out while they hold their defaults, so a spec that uses
 none of them is byte-for-byte what it was before.
 
 Every rejection is a :class:`~flowai_harness.errors.SpecError` naming the offender and the
 field; a pydantic ``ValidationError`` never escapes. Rules that need the whole spec
-(duplicate agents, routes, coordinators, providers) belong to the engine, not here; the one
-exception is two different tools under one name, which the engine cannot see because it is
-sent each tool once.
+(duplicate agents, routes, coordinators, providers, names in approval overrides) belong to
+the engine, not here; the one exception is two different tools under one name, which the
+engine cannot see because it is sent each tool once.
 
-Must not import ``runtime`` or the native extension at module level: ``_native`` is imported
-inside :func:`define_runtime`, so specs can be built and tested without a compiled engine.
+Must not import ``runtime`` or ``_native`` at module level: :func:`define_runtime` imports
+``_native`` when it compiles (through ``importlib``, so a test can stand in for it).
 """
 
 from __future__ import annotations
@@ -62,9 +63,8 @@ from .approvals import (
     as_patch,
     check_rule,
     dynamic_ids,
-    effective_plan_rule,
-    effective_tool_rule,
     predicate_id,
+    rule_from_json,
     rule_json,
 )
 from .errors import (
@@ -78,6 +78,9 @@ from .plans import PlanSpec
 from .prompts import LayeredPrompt, render_agent_prompt
 from .references import ReferenceSpec
 from .tools import NAME_PATTERN, RESERVED_TOOL_NAMES, ToolDefinition
+
+if TYPE_CHECKING:
+    from ._native import AgentKnowledge
 
 __all__ = [
     "AgentSpec",
@@ -995,9 +998,10 @@ class RuntimeSpec(_Spec):
         """The reference kind named ``name``, if declared."""
         return next((ref for ref in self.references if ref.name == name), None)
 
-    def compiled_agents(self) -> Mapping[str, Any]:
-        """What the engine worked out per agent (its built-in tools, whether it is stateful)."""
-        agents: Mapping[str, Any] = orjson.loads(self.compiled)["compiled"]
+    def compiled_agents(self) -> Mapping[str, AgentKnowledge]:
+        """What the engine knows of each agent: its built-in tools, whether it is stateful,
+        and every tool its model is offered with the rule its calls run under."""
+        agents: Mapping[str, AgentKnowledge] = orjson.loads(self.compiled)["compiled"]
         return agents
 
     def with_predicates(self, approval_predicates: Mapping[str, Predicate]) -> PredicateRegistry:
@@ -1170,28 +1174,6 @@ def _attach_plans(
     return tuple(plans)
 
 
-def _check_approval_names(
-    overrides: ApprovalOverrides, agents: Iterable[AgentSpec], tools: Iterable[ToolDefinition]
-) -> None:
-    agent_names = {agent.name for agent in agents}
-    tool_names = {tool.name for tool in tools} | set(RESERVED_TOOL_NAMES)
-    problems = []
-    if unknown := sorted((set(overrides.agents) | set(overrides.agent_tools)) - agent_names):
-        problems.append(
-            f"agents {', '.join(map(repr, unknown))} (the agents are "
-            f"{', '.join(sorted(agent_names))})"
-        )
-    if unknown := sorted(set(overrides.tools) - tool_names):
-        problems.append(
-            f"tools {', '.join(map(repr, unknown))} (no agent uses a tool of that name)"
-        )
-    if problems:
-        raise UnknownApprovalTargetError(
-            f"runtime: approval_overrides name unknown {' and '.join(problems)}; fix or remove "
-            "those entries"
-        )
-
-
 def collect_predicates(
     policies: ApprovalPolicies,
     overrides: ApprovalOverrides,
@@ -1229,57 +1211,18 @@ def _floor(policies: ApprovalPolicies | None, agents: Iterable[AgentSpec]) -> Ap
     )
 
 
-def agent_tool_rows(
-    agent: AgentSpec,
-    builtins: Iterable[str],
-    policies: ApprovalPolicies = ApprovalPolicies(),  # noqa: B008 - frozen, shared on purpose
-    overrides: ApprovalOverrides = NO_OVERRIDES,
-) -> list[dict[str, Any]]:
-    """The agent's tools (its own and ``builtins``, its built-in tools as the engine compiled
-    them) with the rule each call runs under, as rows for its prompt's tool table."""
-    own_rules = dict(agent.tool_approvals)
-
-    def tools_rule(name: str, rule: RuleOrDefault) -> Rule:
-        return effective_tool_rule(
-            policies=policies,
-            agent=agent.approval,
-            tool=rule,
-            agent_tool=own_rules.get(name),
-            overrides=overrides,
-            agent_name=agent.name,
-            tool_name=name,
-        )
-
-    rows = [
-        {"name": t.name, "description": t.description, "approval": tools_rule(t.name, t.approval)}
-        for t in agent.tools
+def agent_tool_rows(knowledge: AgentKnowledge) -> list[dict[str, Any]]:
+    """Rows for an agent's prompt tool table from the engine's knowledge of it (``compiled``
+    in the compiled spec): every tool its model is offered, with the rule its calls run under
+    once every level and override applies."""
+    return [
+        {
+            "name": tool["name"],
+            "description": tool["description"],
+            "approval": rule_from_json(tool["approval"]),
+        }
+        for tool in knowledge["tools"]
     ]
-    for name in builtins:
-        rule: Rule
-        if name == "executePlan":
-            rule = effective_plan_rule(
-                policies=policies, agent=agent.approval, overrides=overrides, agent_name=agent.name
-            )
-        elif name in _UNGATED:
-            rule = "never"
-        else:
-            rule = tools_rule(name, "default")
-        rows.append({"name": name, "description": _BUILTIN_DESCRIPTIONS[name], "approval": rule})
-    return rows
-
-
-# What the engine answers itself (or hands on): no gate stops them.
-_UNGATED: Final = frozenset({"call_agent", "getPlan", "storePlan"})
-_BUILTIN_DESCRIPTIONS: Final[Mapping[str, str]] = types.MappingProxyType(
-    {
-        "call_agent": "Hand a task to another agent and get its answer.",
-        "storePlan": "Store a plan (specName, planId, body) as a draft.",
-        "getPlan": "Read a stored plan and its status (planId).",
-        "executePlan": "Execute a stored plan (planId); it waits for approval if it needs one.",
-        "resolveRef": "Read the full value behind a reference handle (ref: {kind, id}).",
-        "glimpseRef": "Read the short summary of a reference handle (ref: {kind, id}).",
-    }
-)
 
 
 def spec_document(
@@ -1294,22 +1237,22 @@ def spec_document(
     approval_overrides: ApprovalOverrides = NO_OVERRIDES,
     approval_timeout_ms: int | None = None,
     retry: RetryPolicy | None = None,
-    builtins: Mapping[str, Iterable[str]] | None = None,
+    compiled: Mapping[str, AgentKnowledge] | None = None,
 ) -> dict[str, Any]:
     """The runtime spec as docs/wire.md shows it (before orjson).
 
-    Keys beyond the first version are left out at their defaults. With ``builtins`` (each
-    agent's built-in tools, as the engine compiled them), every agent's prompt gets its
-    ``# Tools`` section rendered from its tools and their effective approval rules.
+    Keys beyond the first version are left out at their defaults. With ``compiled`` (the
+    engine's knowledge of each agent, from compiling this spec once), every agent's prompt
+    gets its ``# Tools`` section rendered from the tools it is offered and their rules.
     """
     declared_agents = []
     for agent in agents:
-        if builtins is None:
+        if compiled is None:
             declared_agents.append(agent.declaration())
             continue
         # Every agent's prompt carries its tool table, so a model knows what it may call and
         # what will stop for a human.
-        rows = agent_tool_rows(agent, builtins[agent.name], approval_policies, approval_overrides)
+        rows = agent_tool_rows(compiled[agent.name])
         declared_agents.append(agent.declaration(render_agent_prompt(agent.prompt, rows)))
     document: dict[str, Any] = {
         "tenant": tenant.model_dump(),
@@ -1384,7 +1327,6 @@ def define_runtime(
             "runtime: storage_factories must be StorageFactories(...), got "
             f"{type(storage_factories).__name__}"
         )
-    _check_approval_names(overrides, agent_specs, tools)
     predicates = collect_predicates(policies, overrides, agent_specs, tools)
     rules: list[object] = [policies.plans, policies.tools, *overrides.rules()]
     for agent in agent_specs:
@@ -1405,13 +1347,13 @@ def define_runtime(
     # Imported here, not at module level, so specs work without a compiled extension;
     # import_module (not ``from . import``) lets tests substitute the module.
     native = importlib.import_module("flowai_harness._native")
-    # Twice: the engine says which built-in tools each agent has, and the prompts' tool
-    # tables are rendered from that, not from a copy of the engine's rules.
+    # Twice: the engine checks the spec and says which tools each agent is offered under
+    # which rules, and the prompts' tool tables are rendered from that, not from a copy of
+    # the engine's tables.
     skeleton = spec_document(identity, agent_specs, tools, provider_settings, **document_args)
-    compiled_skeleton = orjson.loads(native.compile_spec(orjson.dumps(skeleton)))["compiled"]
-    builtins = {name: agent["builtin_tools"] for name, agent in compiled_skeleton.items()}
+    knowledge = orjson.loads(native.compile_spec(orjson.dumps(skeleton)))["compiled"]
     document = spec_document(
-        identity, agent_specs, tools, provider_settings, builtins=builtins, **document_args
+        identity, agent_specs, tools, provider_settings, compiled=knowledge, **document_args
     )
     compiled: bytes = native.compile_spec(orjson.dumps(document))
     return RuntimeSpec(

@@ -25,8 +25,9 @@ that logs the step consuming it (no worker hop), for cheap, trusted tools. Both 
 the same ledger (claim, recorded result by invocation id), so the delivery levels above hold
 either way.
 
-Must not import the native extension, the runtime or ``specs``: the engine only ever sees a
-tool's :meth:`ToolDefinition.declaration`, and serializing tool results is the runtime's job.
+Must not import the runtime or ``specs``, nor the native engine but for the names of its
+built-in tools: the engine only ever sees a tool's :meth:`ToolDefinition.declaration`, and
+serializing tool results is the runtime's job.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from typing import Any, Final, Literal, get_args
 import pydantic
 from pydantic.errors import PydanticUserError
 
+from ._native import BUILTIN_TOOL_NAMES
 from .approvals import DynamicRule, RuleOrDefault, check_rule, rule_json
 from .errors import InvalidSchemaError, SpecError, ToolError
 
@@ -73,11 +75,9 @@ __all__ = [
 Approval = RuleOrDefault
 # Shared by tool and agent names: both travel as identifiers in model tool calls.
 NAME_PATTERN: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
-# Built into the engine (routing, plans, references); a user tool with one of these names
-# would shadow it.
-RESERVED_TOOL_NAMES: Final = frozenset(
-    {"call_agent", "storePlan", "getPlan", "executePlan", "resolveRef", "glimpseRef"}
-)
+# Built into the engine (routing, plans, references), which names them; a user tool with one
+# of these names would shadow it.
+RESERVED_TOOL_NAMES: Final = BUILTIN_TOOL_NAMES
 _OBJECT_SCHEMA_KEYS: Final = ("properties", "$ref", "anyOf")
 # How often a tool may run for one invocation when a worker crashes (see the module docstring).
 Delivery = Literal["at_least_once", "at_most_once"]

@@ -16,12 +16,14 @@ from flowai_harness.approvals import (
     as_patch,
     check_rule,
     describe_rule,
-    effective_plan_rule,
-    effective_tool_rule,
     predicate_id,
+    rule_from_json,
     rule_json,
 )
 from flowai_harness.errors import SpecError
+from flowai_harness.plans import define_plan
+from flowai_harness.specs import RuntimeSpec, define_executor, define_runtime, define_specialist
+from flowai_harness.tools import define_tool
 
 
 def over_100(args: Any, ctx: Any) -> bool:
@@ -320,6 +322,50 @@ def test_bad_overrides(kwargs: dict[str, Any], match: str) -> None:
 # --- precedence -----------------------------------------------------------------------------
 
 
+def engine_rule(spec: RuntimeSpec, tool: str) -> Any:
+    """The rule the engine reports for agent ``a``'s calls of ``tool``, a predicate as the
+    function the spec declared for it."""
+    (reported,) = [t for t in spec.compiled_agents()["a"]["tools"] if t["name"] == tool]
+    rule = rule_from_json(reported["approval"])
+    return spec.predicates[rule.id] if isinstance(rule, DynamicRule) else rule
+
+
+def runtime_of(
+    *,
+    policies: ApprovalPolicies,
+    agent: Any,
+    tool: Any = "default",
+    agent_tool: Any = None,
+    overrides: ApprovalOverrides,
+) -> RuntimeSpec:
+    """A runtime whose executor ``a`` calls tool ``t`` under the given levels (and whose
+    specialist ``b`` calls tool ``u``)."""
+    return define_runtime(
+        ("acme", "v1"),
+        agents=[
+            define_executor(
+                "a",
+                model="claude-sonnet-4-6",
+                prompt="p",
+                plan=define_plan(
+                    "reorder",
+                    {"type": "object", "properties": {"actions": {"type": "array"}}},
+                ),
+                tools=[define_tool("t", {"amount": int}, approval=tool)],
+                approval=agent,
+                tool_approvals=None if agent_tool is None else {"t": agent_tool},
+            ),
+            # Another agent and tool, for overrides that name them.
+            define_specialist(
+                "b", model="claude-sonnet-4-6", prompt="p", tools=[define_tool("u", {})]
+            ),
+        ],
+        providers={"anthropic": {}},
+        approval_policies=policies,
+        approval_overrides=overrides,
+    )
+
+
 def tool_rule(
     *,
     policy: Any = "never",
@@ -333,15 +379,14 @@ def tool_rule(
         agents={} if override_agent is None else {"a": {"tools": override_agent}},
         tools={} if override_tool is None else {"t": override_tool},
     )
-    return effective_tool_rule(
+    spec = runtime_of(
         policies=ApprovalPolicies(tools=policy),
-        agent=as_patch({"tools": agent}, "a"),
+        agent={"tools": agent},
         tool=tool,
         agent_tool=agent_tool,
         overrides=overrides,
-        agent_name="a",
-        tool_name="t",
     )
+    return engine_rule(spec, "t")
 
 
 @pytest.mark.parametrize(
@@ -366,14 +411,8 @@ def test_the_most_specific_tool_level_wins(levels: dict[str, Any], expected: Any
 def test_an_override_for_another_agent_or_tool_does_not_apply() -> None:
     overrides = ApprovalOverrides(agents={"b": "always"}, tools={"u": "always"})
 
-    rule = effective_tool_rule(
-        policies=ApprovalPolicies(),
-        agent=ApprovalPatch(),
-        tool="default",
-        agent_tool=None,
-        overrides=overrides,
-        agent_name="a",
-        tool_name="t",
+    rule = engine_rule(
+        runtime_of(policies=ApprovalPolicies(), agent=ApprovalPatch(), overrides=overrides), "t"
     )
 
     assert rule == "never"
@@ -394,11 +433,13 @@ def test_the_most_specific_plan_level_wins(
 ) -> None:
     overrides = ApprovalOverrides(agents={} if override is None else {"a": {"plans": override}})
 
-    rule = effective_plan_rule(
-        policies=ApprovalPolicies(plans=policy),
-        agent=as_patch({"plans": agent}, "a"),
-        overrides=overrides,
-        agent_name="a",
+    rule = engine_rule(
+        runtime_of(
+            policies=ApprovalPolicies(plans=policy),
+            agent=as_patch({"plans": agent}, "a"),
+            overrides=overrides,
+        ),
+        "executePlan",
     )
 
     assert rule == expected

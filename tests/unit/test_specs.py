@@ -268,18 +268,25 @@ def test_agents_are_frozen_and_hashable() -> None:
 # --- runtime spec ---------------------------------------------------------------------------
 
 
+def engine_knowledge(agents: list[AgentSpec], tools: list[Any]) -> Any:
+    """What the engine reports of ``agents`` when it compiles them (``compiled``)."""
+    skeleton = spec_document(define_tenant("acme", "v1"), agents, tools, {"anthropic": {}})
+    return orjson.loads(REAL_NATIVE.compile_spec(orjson.dumps(skeleton)))["compiled"]
+
+
 def test_spec_document_matches_the_wire_doc() -> None:
     lookup = define_tool("lookup", {"type": "object"})
     coordinator = define_coordinator(
         "hello_coordinator", model=MODEL, prompt="Route ...", routes=["greeter"], tools=[lookup]
     )
+    greeter = define_specialist("greeter", model=MODEL, prompt="Greet.")
 
     document = spec_document(
         define_tenant("acme", "v1"),
         [coordinator],
         [lookup],
         {"anthropic": {"api_key": "k"}},
-        builtins={"hello_coordinator": ["call_agent"]},
+        compiled=engine_knowledge([coordinator, greeter], [lookup]),
     )
 
     prompt = document["agents"][0].pop("prompt")
@@ -314,7 +321,7 @@ def test_spec_document_matches_the_wire_doc() -> None:
 
 
 class FakeNative(types.ModuleType):
-    """Stands in for flowai_harness._native: records what compile_spec was given, and
+    """Stands in for flowai_harness._native: records each spec the engine compiled, and
     answers as the engine does. define_runtime compiles twice (the engine says which
     built-in tools each agent has, then the prompts show them): ``final`` is what it keeps."""
 
@@ -323,8 +330,8 @@ class FakeNative(types.ModuleType):
         self.sent: list[bytes] = []
 
     def compile_spec(self, spec_json: bytes) -> bytes:
-        self.sent.append(spec_json)
         compiled: bytes = REAL_NATIVE.compile_spec(spec_json)
+        self.sent.append(spec_json)
         return compiled
 
     @property
@@ -827,17 +834,18 @@ def test_a_layered_prompt_gets_the_agents_tools_and_their_rules(native: FakeNati
 
 
 def test_agent_tool_rows_follow_the_engines_precedence() -> None:
-    executor = acme_agents(
+    agents = acme_agents(
         approval={"tools": "always", "plans": "never"}, tool_approvals={"pay": "never"}
-    )[2]
+    )
+    executor = agents[2]
 
-    builtins = ["getPlan", "executePlan", "resolveRef", "glimpseRef"]
-    rows = {
-        row["name"]: row["approval"]
-        for row in agent_tool_rows(
-            executor, builtins, ApprovalPolicies(), ApprovalOverrides(tools={"getPlan": "always"})
-        )
-    }
+    compiled = define_runtime(
+        ("acme", "v1"),
+        agents=agents,
+        providers={"anthropic": {}},
+        approval_overrides=ApprovalOverrides(tools={"getPlan": "always"}),
+    ).compiled_agents()
+    rows = {row["name"]: row["approval"] for row in agent_tool_rows(compiled[executor.name])}
 
     assert rows == {
         "pay": "never",  # the agent's tool_approvals beat the tool's predicate
@@ -848,7 +856,10 @@ def test_agent_tool_rows_follow_the_engines_precedence() -> None:
         "glimpseRef": "always",
     }
     coordinator = acme_agents()[0]
-    assert [row["name"] for row in agent_tool_rows(coordinator, ["call_agent"])] == ["call_agent"]
+    compiled = define_runtime(
+        ("acme", "v1"), agents=acme_agents(), providers={"anthropic": {}}
+    ).compiled_agents()
+    assert [row["name"] for row in agent_tool_rows(compiled[coordinator.name])] == ["call_agent"]
 
 
 @pytest.mark.parametrize(

@@ -27,11 +27,25 @@ fn snapshot_bytes<'py>(py: Python<'py>, thread: &Thread) -> Bound<'py, PyBytes> 
     PyBytes::new(py, &bytes)
 }
 
-/// Compile a runtime spec; returns the normalized spec JSON.
+/// Compile a runtime spec; returns the normalized spec JSON, with the engine's knowledge of
+/// each agent (its tools, their schemas and the rules its calls run under) under `compiled`.
 #[pyfunction]
 fn compile_spec<'py>(py: Python<'py>, spec: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
     let spec = Spec::compile(spec).map_err(to_py)?;
     Ok(PyBytes::new(py, &spec.to_json()))
+}
+
+/// The names of the engine's built-in tools (reserved: no spec tool may take one).
+#[pyfunction]
+fn builtin_tool_names() -> Vec<&'static str> {
+    flowai_engine::spec::BUILTIN_TOOLS.to_vec()
+}
+
+/// What an approval id names, `(thread_id, run_id, call_id)`, or None when it is not one.
+#[pyfunction]
+fn parse_approval_id(approval_id: &str) -> Option<(&str, &str, &str)> {
+    flowai_engine::ids::parse_approval_id(approval_id)
+        .map(|approval| (approval.thread_id, approval.run_id, approval.call_id))
 }
 
 /// Check a JSON value against a JSON Schema with the engine's validator.
@@ -268,5 +282,7 @@ fn _internal(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(replay, m)?)?;
     m.add_function(wrap_pyfunction!(replay_from, m)?)?;
     m.add_function(wrap_pyfunction!(validate_json, m)?)?;
+    m.add_function(wrap_pyfunction!(parse_approval_id, m)?)?;
+    m.add_function(wrap_pyfunction!(builtin_tool_names, m)?)?;
     Ok(())
 }

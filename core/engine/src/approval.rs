@@ -384,20 +384,8 @@ impl Gate {
     }
 }
 
-/// The id of the approval guarding call `call_id` of `run_id` in `thread_id`. The thread id
-/// comes first so a runtime can find the thread from the id alone.
-pub fn approval_id(thread_id: &str, run_id: &str, call_id: &str) -> String {
-    format!("appr:{thread_id}/{run_id}/{call_id}")
-}
-
-/// The thread an approval id belongs to, if the id is well formed.
-pub fn thread_of_approval(approval_id: &str) -> Option<&str> {
-    let rest = approval_id.strip_prefix("appr:")?;
-    let mut parts = rest.rsplitn(3, '/');
-    let _call = parts.next()?;
-    let _run = parts.next()?;
-    parts.next().filter(|t| !t.is_empty())
-}
+// Approval ids are derived and parsed in `ids`, with the engine's other ids.
+pub use crate::ids::{approval_id, thread_of_approval};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {

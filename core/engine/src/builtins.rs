@@ -16,7 +16,7 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::approval::{self, Channel, Gate, Levels, Outcome, Rule};
+use crate::approval::{self, Channel, Gate, Outcome, Rule};
 use crate::codec::write_approval_request;
 use crate::decide::{check_value, error_result, raw, Decider};
 use crate::event::{ApprovalKind, ApprovalRequest, Event, Tally};
@@ -186,22 +186,8 @@ impl Decider<'_, '_> {
     /// The rule for the outstanding call on `channel`.
     pub fn rule(&self, channel: Channel) -> Rule {
         let pending = self.pending();
-        let agent = self.agent(&pending.agent);
-        let tool_rule = self
-            .spec
-            .tool(&pending.tool)
-            .and_then(|t| t.spec.approval.0.as_ref());
-        approval::resolve(
-            channel,
-            &Levels {
-                approvals: &self.spec.doc.approvals,
-                agent: &agent.name,
-                agent_patch: &agent.approval,
-                tool_rule,
-                agent_tool_rule: agent.tool_approvals.get(&pending.tool),
-                tool: Some(&pending.tool),
-            },
-        )
+        self.spec
+            .rule(channel, self.agent(&pending.agent), &pending.tool)
     }
 
     pub fn channel(&self) -> Channel {

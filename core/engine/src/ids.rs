@@ -3,7 +3,8 @@
 //! - tool invocation effect: `{tenant}/{thread}/{run}/{toolInvocationId}`
 //! - approval check: the invocation id + `/check`
 //! - approval: `appr:{thread}/{run}/{toolInvocationId}` (thread first, so a runtime finds the
-//!   thread from the id alone; see `approval::thread_of_approval`)
+//!   thread from the id alone; `parse_approval_id` is the inverse, and the only reader of
+//!   approval ids: the facade asks it rather than splitting ids itself)
 //! - model request: `{tenant}/{thread}/{run}/model-{turn}/{attempt}`
 //! - logged event: `{tenant}/{thread}/{seq}`
 //!
@@ -46,6 +47,44 @@ pub fn belongs_to(id: &str, tenant: &str, thread_id: &str) -> bool {
         .is_some_and(|rest| rest.starts_with("/run-"))
 }
 
+/// The id of the approval guarding call `call_id` of `run_id` in `thread_id`.
+pub fn approval_id(thread_id: &str, run_id: &str, call_id: &str) -> String {
+    format!("{APPROVAL_PREFIX}{thread_id}/{run_id}/{call_id}")
+}
+
+const APPROVAL_PREFIX: &str = "appr:";
+
+/// What an approval id names: the gate of call `call_id` of run `run_id` of `thread_id`.
+///
+/// A fork copies its source's history, so a thread's log may hold approval facts whose id
+/// names another thread (the source's gate, not one of its own): `thread_id` tells them apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ApprovalRef<'a> {
+    pub thread_id: &'a str,
+    pub run_id: &'a str,
+    pub call_id: &'a str,
+}
+
+/// The inverse of `approval_id`, or None when `id` is not one. The thread id may contain `/`;
+/// run and call ids never do, so they are read from the end.
+pub fn parse_approval_id(id: &str) -> Option<ApprovalRef<'_>> {
+    let rest = id.strip_prefix(APPROVAL_PREFIX)?;
+    let mut parts = rest.rsplitn(3, '/');
+    let call_id = parts.next().filter(|p| !p.is_empty())?;
+    let run_id = parts.next().filter(|p| !p.is_empty())?;
+    let thread_id = parts.next().filter(|p| !p.is_empty())?;
+    Some(ApprovalRef {
+        thread_id,
+        run_id,
+        call_id,
+    })
+}
+
+/// The thread an approval id belongs to, if the id is well formed.
+pub fn thread_of_approval(id: &str) -> Option<&str> {
+    parse_approval_id(id).map(|approval| approval.thread_id)
+}
+
 pub fn event_id(tenant: &str, thread_id: &str, seq: u64) -> String {
     format!("{tenant}/{thread_id}/{seq}")
 }
@@ -66,5 +105,31 @@ mod tests {
             "t"
         ));
         assert!(!belongs_to("other/t/run-1/x", "acme", "t"));
+    }
+
+    #[test]
+    fn approval_ids_parse_back_to_what_they_name() {
+        let id = approval_id("team/42 a", "run-3", "scripted-tool-2");
+        assert_eq!(id, "appr:team/42 a/run-3/scripted-tool-2");
+        assert_eq!(
+            parse_approval_id(&id),
+            Some(ApprovalRef {
+                thread_id: "team/42 a",
+                run_id: "run-3",
+                call_id: "scripted-tool-2",
+            })
+        );
+        assert_eq!(thread_of_approval(&id), Some("team/42 a"));
+        for bad in [
+            "appr:x",
+            "appr:t/run-1",
+            "appr:/run-1/c",
+            "appr:t//c",
+            "appr:t/run-1/",
+            "nope",
+            "t/run-1/c",
+        ] {
+            assert_eq!(parse_approval_id(bad), None, "{bad}");
+        }
     }
 }

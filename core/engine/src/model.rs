@@ -8,10 +8,9 @@ use std::collections::HashSet;
 
 use serde::Serialize;
 use serde_json::value::RawValue;
-use serde_json::Value;
 
 use crate::event::{Block, FailureKind, Recovery};
-use crate::spec::{builtin_description, AgentSpec, Spec, CALL_AGENT, DEFAULT_MAX_TOKENS};
+use crate::spec::{AgentSpec, OfferedTool, Spec, DEFAULT_MAX_TOKENS};
 use crate::thread::{Message, ModelWait, Thread};
 
 /// A conversation message as a provider adapter reads it.
@@ -47,13 +46,6 @@ enum BlockOut<'a> {
 }
 
 #[derive(Serialize)]
-struct ToolOut<'a> {
-    name: &'a str,
-    description: &'a str,
-    input_schema: Value,
-}
-
-#[derive(Serialize)]
 struct Thinking {
     budget_tokens: u32,
 }
@@ -68,7 +60,7 @@ struct RequestOut<'a> {
     turn: u32,
     system: &'a str,
     messages: Vec<MessageOut<'a>>,
-    tools: Vec<ToolOut<'a>>,
+    tools: Vec<OfferedTool<'a>>,
     max_tokens: u32,
     temperature: Option<f64>,
     thinking: Option<Thinking>,
@@ -100,7 +92,7 @@ pub fn request(spec: &Spec, agent: &AgentSpec, thread: &Thread, attempt: &Attemp
         turn: attempt.turn,
         system: &agent.prompt,
         messages,
-        tools: tools(spec, agent),
+        tools: spec.offered_tools(agent),
         max_tokens: agent.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
         temperature: agent.temperature,
         thinking: agent
@@ -195,40 +187,6 @@ fn conversation<'a>(history: Vec<&'a Message>, cancelled: &'a RawValue) -> Vec<M
         }
     }
     close(&mut out, &mut open, cancelled);
-    out
-}
-
-/// The tools an agent may call, with their input schemas: its own, then its built-ins.
-fn tools<'a>(spec: &'a Spec, agent: &'a AgentSpec) -> Vec<ToolOut<'a>> {
-    let mut out = Vec::with_capacity(agent.tools.len() + 4);
-    for name in &agent.tools {
-        let tool = spec.tool(name).expect("compiled spec: agent tools exist");
-        out.push(ToolOut {
-            name,
-            description: &tool.spec.description,
-            input_schema: tool.spec.input_schema.clone(),
-        });
-    }
-    for name in spec.builtin_tools(agent) {
-        let input_schema = if *name == CALL_AGENT {
-            serde_json::json!({
-                "type": "object",
-                "properties": {
-                    "agent": {"type": "string", "enum": agent.routes},
-                    "prompt": {"type": "string", "description": "The task, in full: the agent sees nothing else."},
-                },
-                "required": ["agent", "prompt"],
-                "additionalProperties": false,
-            })
-        } else {
-            crate::spec::builtin_schema(name)
-        };
-        out.push(ToolOut {
-            name,
-            description: builtin_description(name),
-            input_schema,
-        });
-    }
     out
 }
 

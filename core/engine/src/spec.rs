@@ -1,16 +1,19 @@
-//! The runtime spec: parsing, validation and provider routing.
+//! The runtime spec: parsing, validation, provider routing, and what the engine knows of it.
 //!
 //! `compile` turns the JSON the Python facade sends (docs/wire.md, "Runtime spec") into a
-//! checked `Spec` and the normalized JSON (each agent with its resolved provider). Every check
-//! names the offending agent or tool and says what to do. Imports nothing but `error` and
-//! `schema`.
+//! checked `Spec` and the normalized JSON (each agent with its resolved provider), with the
+//! engine's knowledge of every agent under `compiled`: the tools its model is offered (built-in
+//! ones with their descriptions and schemas) and the rule each call runs under. The facade
+//! renders prompts and tool tables from that and keeps no copy of these tables. Every check
+//! names the offending agent or tool and says what to do. Imports `error`, `schema`, `event`
+//! and `approval` (the rules and their precedence).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::approval::{Approvals, Patch, Rule, Slot};
+use crate::approval::{self, Approvals, Channel, Levels, Patch, Rule, Slot};
 use crate::error::{EngineError, ErrorCode, Result};
 use crate::event::FailureKind;
 use crate::schema::Schema;
@@ -436,25 +439,25 @@ pub fn stateful_by_default(role: Role) -> bool {
     matches!(role, Role::Coordinator | Role::Planner)
 }
 
+/// Every built-in tool: no tool of a spec may take one of these names.
+pub const BUILTIN_TOOLS: &[&str] = &[
+    CALL_AGENT,
+    STORE_PLAN,
+    GET_PLAN,
+    EXECUTE_PLAN,
+    RESOLVE_REF,
+    GLIMPSE_REF,
+];
+
 pub fn is_builtin_tool(name: &str) -> bool {
-    [
-        STORE_PLAN,
-        GET_PLAN,
-        EXECUTE_PLAN,
-        RESOLVE_REF,
-        GLIMPSE_REF,
-        CALL_AGENT,
-    ]
-    .contains(&name)
+    BUILTIN_TOOLS.contains(&name)
 }
 
 /// What a built-in tool does, in the words the model reads.
 pub fn builtin_description(name: &str) -> &'static str {
     match name {
         CALL_AGENT => "Hand a task to another agent and get its answer.",
-        STORE_PLAN => {
-            "Store a plan (specName, planId, body) as a draft; it runs only through executePlan."
-        }
+        STORE_PLAN => "Store a plan (specName, planId, body) as a draft.",
         GET_PLAN => "Read a stored plan and its status (planId).",
         EXECUTE_PLAN => "Execute a stored plan (planId); it waits for approval if it needs one.",
         RESOLVE_REF => "Read the full value behind a reference handle (ref: {kind, id}).",
@@ -485,6 +488,48 @@ pub fn builtin_schema(name: &str) -> Value {
         GET_PLAN | EXECUTE_PLAN => object(serde_json::json!({"planId": string}), &["planId"]),
         _ => object(serde_json::json!({"ref": handle}), &["ref"]),
     }
+}
+
+/// `call_agent`'s input schema: the agents it may name are the caller's routes.
+fn call_agent_schema(routes: &[String]) -> Value {
+    serde_json::json!({
+        "type": "object",
+        "properties": {
+            "agent": {"type": "string", "enum": routes},
+            "prompt": {"type": "string", "description": "The task, in full: the agent sees nothing else."},
+        },
+        "required": ["agent", "prompt"],
+        "additionalProperties": false,
+    })
+}
+
+/// The gate a call of `tool` waits at, or None for the built-ins the engine answers itself
+/// (`call_agent` routes, `getPlan` reads, `storePlan` stores a draft: the plan is gated where it
+/// runs, at `executePlan`).
+pub fn gate_channel(tool: &str) -> Option<Channel> {
+    match tool {
+        CALL_AGENT | GET_PLAN | STORE_PLAN => None,
+        EXECUTE_PLAN => Some(Channel::Plans),
+        _ => Some(Channel::Tools),
+    }
+}
+
+fn channel_name(channel: Channel) -> &'static str {
+    match channel {
+        Channel::Plans => "plans",
+        Channel::Tools => "tools",
+    }
+}
+
+/// A tool an agent's model is offered: its own tools, then its built-ins, as the model request
+/// lists them (docs/wire.md, "Model calls").
+#[derive(Clone, Debug, Serialize)]
+pub struct OfferedTool<'a> {
+    pub name: &'a str,
+    pub description: &'a str,
+    pub input_schema: Value,
+    #[serde(skip)]
+    pub builtin: bool,
 }
 
 /// What an action dispatcher may return: nothing, or a count of affected entities.
@@ -667,10 +712,18 @@ impl Spec {
             }
         }
 
+        // Before providers are resolved: a name an override gets wrong is the mistake to
+        // report, whatever else the spec lacks.
+        let agent_builtin_tools = doc
+            .agents
+            .iter()
+            .map(agent_builtins)
+            .collect::<Result<Vec<_>>>()?;
+        check_approval_names(&doc, &agents, &tools, &agent_builtin_tools)?;
+
         if let Some(retry) = &doc.retry {
             retry.check("runtime")?;
         }
-        let mut agent_builtin_tools = Vec::with_capacity(doc.agents.len());
         let mut chains = Vec::with_capacity(doc.agents.len());
         for agent in &mut doc.agents {
             let provider = resolve_provider(
@@ -703,10 +756,8 @@ impl Spec {
                     format!("agent `{}` has max_tokens=0; use a value >= 1", agent.name),
                 ));
             }
-            agent_builtin_tools.push(agent_builtins(agent)?);
             chains.push(chain);
         }
-        check_approval_names(&doc, &agents, &tools, &agent_builtin_tools)?;
 
         let plans = compile_plans(&doc.plans)?;
         for reference in &doc.references {
@@ -739,27 +790,92 @@ impl Spec {
         })
     }
 
-    /// The normalized spec JSON (providers resolved), with what the engine worked out per
-    /// agent under `compiled` (its built-in tools), for the facade to show.
+    /// The normalized spec JSON (providers resolved), with what the engine knows of each agent
+    /// under `compiled` (docs/wire.md, "Runtime spec"): its built-in tools, whether it is
+    /// stateful, and every tool its model is offered with the gate its calls wait at and the
+    /// rule they run under once every level and override applies. The facade renders prompts
+    /// and tool tables from this rather than from copies of the engine's tables.
     pub fn to_json(&self) -> Vec<u8> {
         let mut doc = serde_json::to_value(&self.doc).expect("a spec always serializes");
         let compiled: serde_json::Map<String, Value> = self
             .doc
             .agents
             .iter()
-            .enumerate()
-            .map(|(index, agent)| {
-                (
-                    agent.name.clone(),
-                    serde_json::json!({
-                        "builtin_tools": self.agent_builtins[index],
-                        "stateful": self.is_stateful(agent),
-                    }),
-                )
-            })
+            .map(|agent| (agent.name.clone(), self.knowledge(agent)))
             .collect();
         doc["compiled"] = Value::Object(compiled);
         serde_json::to_vec(&doc).expect("a spec always serializes")
+    }
+
+    /// What the engine knows of one agent (an entry of `compiled`).
+    fn knowledge(&self, agent: &AgentSpec) -> Value {
+        let tools: Vec<Value> = self
+            .offered_tools(agent)
+            .into_iter()
+            .map(|tool| {
+                let channel = gate_channel(tool.name);
+                let rule =
+                    channel.map_or(Rule::Never, |channel| self.rule(channel, agent, tool.name));
+                serde_json::json!({
+                    "name": tool.name,
+                    "description": tool.description,
+                    "input_schema": tool.input_schema,
+                    "builtin": tool.builtin,
+                    "gate": channel.map(channel_name),
+                    "approval": rule,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "builtin_tools": self.builtin_tools(agent),
+            "stateful": self.is_stateful(agent),
+            "tools": tools,
+        })
+    }
+
+    /// The tools `agent`'s model is offered, with their input schemas: its own, then its
+    /// built-ins.
+    pub fn offered_tools<'a>(&'a self, agent: &'a AgentSpec) -> Vec<OfferedTool<'a>> {
+        let builtins = self.builtin_tools(agent);
+        let mut out = Vec::with_capacity(agent.tools.len() + builtins.len());
+        for name in &agent.tools {
+            let tool = self.tool(name).expect("compiled spec: agent tools exist");
+            out.push(OfferedTool {
+                name,
+                description: &tool.spec.description,
+                input_schema: tool.spec.input_schema.clone(),
+                builtin: false,
+            });
+        }
+        for name in builtins {
+            out.push(OfferedTool {
+                name,
+                description: builtin_description(name),
+                input_schema: if *name == CALL_AGENT {
+                    call_agent_schema(&agent.routes)
+                } else {
+                    builtin_schema(name)
+                },
+                builtin: true,
+            });
+        }
+        out
+    }
+
+    /// The rule a call of `tool` by `agent` runs under at the `channel` gate: the most specific
+    /// level that says something (`approval::resolve`).
+    pub fn rule(&self, channel: Channel, agent: &AgentSpec, tool: &str) -> Rule {
+        approval::resolve(
+            channel,
+            &Levels {
+                approvals: &self.doc.approvals,
+                agent: &agent.name,
+                agent_patch: &agent.approval,
+                tool_rule: self.tool(tool).and_then(|t| t.spec.approval.0.as_ref()),
+                agent_tool_rule: agent.tool_approvals.get(tool),
+                tool: Some(tool),
+            },
+        )
     }
 
     fn index(&self, agent: &AgentSpec) -> usize {
@@ -915,7 +1031,8 @@ fn compile_plans(plans: &[PlanSpecDoc]) -> Result<HashMap<String, PlanKind>> {
     Ok(compiled)
 }
 
-/// Overrides and `tool_approvals` may only name agents and tools that exist.
+/// Overrides and `tool_approvals` may only name agents and tools that exist. Every unknown
+/// name of the overrides is reported at once, so one edit fixes them all.
 fn check_approval_names(
     doc: &SpecDoc,
     agents: &HashMap<String, usize>,
@@ -923,38 +1040,63 @@ fn check_approval_names(
     builtins: &[Vec<&'static str>],
 ) -> Result<()> {
     let overrides = &doc.approvals.overrides;
-    for agent in overrides.agents.keys() {
-        if !agents.contains_key(agent) {
-            return Err(spec_error(
-                ErrorCode::SpecUnknownApprovalTarget,
-                format!("approval overrides name agent `{agent}`, which is not an agent of this runtime"),
-            ));
-        }
-    }
-    for tool in overrides.tools.keys() {
-        if !tools.contains_key(tool) && !is_builtin_tool(tool) {
-            return Err(spec_error(
-                ErrorCode::SpecUnknownApprovalTarget,
-                format!("approval overrides name tool `{tool}`, which no agent uses"),
-            ));
-        }
-    }
+    let quoted = |names: &mut dyn Iterator<Item = String>| {
+        names
+            .map(|name| format!("'{name}'"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let unknown_agents: BTreeSet<&String> = overrides
+        .agents
+        .keys()
+        .chain(overrides.agent_tools.keys())
+        .filter(|agent| !agents.contains_key(*agent))
+        .collect();
+    let unknown_tools: BTreeSet<&String> = overrides
+        .tools
+        .keys()
+        .filter(|tool| !tools.contains_key(*tool) && !is_builtin_tool(tool))
+        .collect();
+    let mut unused = Vec::new();
     for (agent, agent_tools) in &overrides.agent_tools {
         let Some(&index) = agents.get(agent) else {
-            return Err(spec_error(
-                ErrorCode::SpecUnknownApprovalTarget,
-                format!("approval overrides name agent `{agent}`, which is not an agent of this runtime"),
-            ));
+            continue;
         };
         let spec = &doc.agents[index];
         for tool in agent_tools.keys() {
             if !spec.tools.contains(tool) && !is_builtin_tool(tool) {
-                return Err(spec_error(
-                    ErrorCode::SpecUnknownApprovalTarget,
-                    format!("approval overrides name tool `{tool}` of agent `{agent}`, which it does not use"),
-                ));
+                unused.push(format!("'{tool}' of agent '{agent}'"));
             }
         }
+    }
+    let mut problems = Vec::new();
+    if !unknown_agents.is_empty() {
+        problems.push(format!(
+            "agents {} (the agents are {})",
+            quoted(&mut unknown_agents.iter().map(|a| a.to_string())),
+            sorted_names(doc.agents.iter().map(|a| a.name.as_str()))
+        ));
+    }
+    if !unknown_tools.is_empty() {
+        problems.push(format!(
+            "tools {} (no agent uses a tool of that name)",
+            quoted(&mut unknown_tools.iter().map(|t| t.to_string()))
+        ));
+    }
+    if !unused.is_empty() {
+        problems.push(format!(
+            "tools {} (the agent does not use them)",
+            unused.join(", ")
+        ));
+    }
+    if !problems.is_empty() {
+        return Err(spec_error(
+            ErrorCode::SpecUnknownApprovalTarget,
+            format!(
+                "runtime: approval_overrides name unknown {}; fix or remove those entries",
+                problems.join(" and ")
+            ),
+        ));
     }
     for (agent, builtins) in doc.agents.iter().zip(builtins) {
         for tool in agent.tool_approvals.keys() {
@@ -1262,6 +1404,97 @@ mod tests {
         let err = Spec::compile(doc.to_string().as_bytes()).unwrap_err();
         assert_eq!(err.code, ErrorCode::SpecInvalidSchema);
         assert!(err.message.contains("`t`"));
+    }
+
+    fn knowledge(doc: Value) -> Value {
+        let compiled = Spec::compile(doc.to_string().as_bytes()).unwrap();
+        let json: Value = serde_json::from_slice(&compiled.to_json()).unwrap();
+        json["compiled"].clone()
+    }
+
+    #[test]
+    fn compiling_reports_each_agents_tools_and_the_rule_each_call_runs_under() {
+        let mut executor = agent("x", "executor", "claude-x", &[]);
+        executor["tools"] = json!(["lookup", "pay"]);
+        executor["approval"] = json!({"tools": "always", "plans": "never"});
+        executor["tool_approvals"] = json!({"pay": "never"});
+        let mut boss = agent("boss", "coordinator", "claude-x", &["x"]);
+        boss["approval"] = json!({"plans": {"approvers": 2}});
+        let compiled = knowledge(json!({
+            "tenant": {"resource_id": "acme", "version": "v1"},
+            "agents": [boss, executor],
+            "tools": [
+                {"name": "lookup", "input_schema": {"type": "object"}, "description": "Look up."},
+                {"name": "pay", "input_schema": {"type": "object"}, "approval": {"predicate": "p"}},
+            ],
+            "providers": ["anthropic"],
+            "approvals": {"overrides": {"tools": {"getPlan": "always", "glimpseRef": "never"}}},
+        }));
+        let rules: Vec<(&str, &Value, &Value, bool)> = compiled["x"]["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                (
+                    t["name"].as_str().unwrap(),
+                    &t["gate"],
+                    &t["approval"],
+                    t["builtin"].as_bool().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            rules,
+            [
+                ("lookup", &json!("tools"), &json!("always"), false),
+                // the agent's tool_approvals beat the tool's own predicate
+                ("pay", &json!("tools"), &json!("never"), false),
+                // answered by the engine: no gate, whatever an override says
+                ("getPlan", &Value::Null, &json!("never"), true),
+                ("executePlan", &json!("plans"), &json!("never"), true),
+                ("resolveRef", &json!("tools"), &json!("always"), true),
+                ("glimpseRef", &json!("tools"), &json!("never"), true),
+            ]
+        );
+        let lookup = &compiled["x"]["tools"][0];
+        assert_eq!(lookup["description"], "Look up.");
+        assert_eq!(lookup["input_schema"], json!({"type": "object"}));
+        assert_eq!(
+            compiled["x"]["builtin_tools"],
+            json!(["getPlan", "executePlan", "resolveRef", "glimpseRef"])
+        );
+        let call_agent = &compiled["boss"]["tools"][0];
+        assert_eq!(call_agent["name"], "call_agent");
+        assert_eq!(
+            call_agent["input_schema"]["properties"]["agent"]["enum"],
+            json!(["x"])
+        );
+        assert_eq!(call_agent["gate"], Value::Null);
+        assert_eq!(compiled["boss"]["stateful"], true);
+    }
+
+    #[test]
+    fn overrides_naming_unknown_agents_and_tools_are_reported_together() {
+        let doc = json!({
+            "tenant": {"resource_id": "acme", "version": "v1"},
+            "agents": [agent("b", "specialist", "claude-x", &[]), agent("a", "specialist", "claude-x", &[])],
+            "tools": [{"name": "lookup", "input_schema": {"type": "object"}}],
+            // No provider is declared: the overrides' mistake is reported first.
+            "providers": [],
+            "approvals": {"overrides": {
+                "agents": {"ghost": "always"},
+                "tools": {"refund": "always", "lookup": "never", "storePlan": "always"},
+                "agent_tools": {"a": {"lookup": "always"}, "spook": {"x": "never"}},
+            }},
+        });
+        let err = Spec::compile(doc.to_string().as_bytes()).unwrap_err();
+        assert_eq!(err.code, ErrorCode::SpecUnknownApprovalTarget);
+        assert_eq!(
+            err.message,
+            "runtime: approval_overrides name unknown agents 'ghost', 'spook' (the agents are a, b) \
+             and tools 'refund' (no agent uses a tool of that name) and tools 'lookup' of agent \
+             'a' (the agent does not use them); fix or remove those entries"
+        );
     }
 
     #[test]

@@ -29,9 +29,7 @@ from mcp.server.stdio import stdio_server
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .. import _native
 from ..errors import SpecError, UnknownAgentError, UsageError
-from ..messages import envelope
 
 if TYPE_CHECKING:
     from ..runtime import Runtime
@@ -387,36 +385,13 @@ def _offered_tools(runtime: Runtime, agent: str, with_builtins: bool) -> dict[st
             entry["outputSchema"] = tool.output_schema
         offered[tool.name] = entry
     if with_builtins:
-        for offer in _model_tools(runtime, agent):
+        # The engine says which tools it offers the agent's model, built-in ones included.
+        for offer in runtime.spec.compiled_agents()[agent]["tools"]:
             name = offer["name"]
             if name not in offered and name not in _HIDDEN_BUILTINS:
                 offered[name] = {
                     "name": name,
-                    "description": offer.get("description", ""),
+                    "description": offer["description"],
                     "inputSchema": offer["input_schema"],
                 }
     return offered
-
-
-def _model_tools(runtime: Runtime, agent: str) -> list[dict[str, Any]]:
-    """The tools the engine offers ``agent``'s model, with their schemas, built-in ones
-    included: read from the model request an engine of its own makes for a first turn (no
-    model is called, nothing is logged)."""
-    from ..runtime import new_engine
-
-    engine = new_engine(runtime.spec, {"kind": "live"})
-    query = envelope(
-        "flowai.v1.Query",
-        id="mcp-tools",
-        tenant=runtime.tenant,
-        thread_id="mcp-tools",
-        payload={"prompt": "list your tools", "agent": agent},
-        ts=0,
-    )
-    for kind, _, data in engine.handle_many([query]):
-        if kind == _native.EFFECT:
-            effect = orjson.loads(data)
-            if effect["schema"] == "flowai.v1.ModelRequest":
-                tools: list[dict[str, Any]] = effect["payload"].get("tools") or []
-                return tools
-    return []

@@ -7,13 +7,16 @@ Studio backends feed it the same envelopes (the embedded runtime's log lines, th
 on Kafka), so the pages read the same in both modes. Everything here is derived from the log:
 nothing is decided, and an envelope seen twice (a reconnect, a re-read) is ignored by its seq.
 
-Must not import the runtime, Kafka, FastAPI or the server: it is a pure fold.
+Must not import the runtime, Kafka, FastAPI or the server: it is a pure fold (the engine
+only reads approval ids for it).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
+
+from .._native import parse_approval_id
 
 __all__ = ["ApprovalView", "Change", "RunIndex", "RunView", "ThreadView"]
 
@@ -318,10 +321,10 @@ class RunIndex:
 
 def _copied(thread: ThreadView, data: dict[str, Any]) -> bool:
     """Whether an approval fact names another thread's gate: a fork's copy of its source's
-    history (``appr:{thread}/{run}/{call}``), which is the source's approval, not this one's
-    (the fork re-opens a gate it copied under an id of its own)."""
+    history, which is the source's approval, not this one's (the fork re-opens a gate it
+    copied under an id of its own). The engine reads the id."""
     approval_id = data.get("id")
-    if not isinstance(approval_id, str) or not approval_id.startswith("appr:"):
+    if not isinstance(approval_id, str):
         return False
-    parts = approval_id[len("appr:") :].rsplit("/", 2)
-    return len(parts) == 3 and parts[0] != thread.thread_id
+    approval = parse_approval_id(approval_id)
+    return approval is not None and approval.thread_id != thread.thread_id
