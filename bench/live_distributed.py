@@ -530,7 +530,7 @@ async def responder(
     """Answer model requests like the fake script does, without HTTP or an SDK: a model
     that takes ``ttft`` to answer. Each call is recorded as a JSON line in ``calls``."""
     from flowai_harness import bus
-    from flowai_harness.messages import envelope
+    from flowai_harness.messages import ModelResult, envelope
 
     topics = bus.Topics(prefix)
     consumer = bus.consumer(bootstrap, group_id=f"{prefix}.models", client_id="bench-responder")
@@ -579,7 +579,7 @@ async def responder(
             },
         }
         body = envelope(
-            "flowai.v1.ModelResult",
+            ModelResult.NAME,
             id=f"{request['id']}/result",
             tenant=request["tenant"],
             thread_id=request["thread_id"],

@@ -66,6 +66,7 @@ from flowai_harness import (
     define_tenant,
     define_tool,
 )
+from flowai_harness.messages import Query
 
 REPO = Path(__file__).resolve().parents[1]
 TENANT = "soak"
@@ -182,7 +183,7 @@ def prompt(tool: str, ns: str, key: str, pause_ms: int) -> str:
 def query(thread: str, text: str) -> bytes:
     return orjson.dumps(
         {
-            "schema": "flowai.v1.Query",
+            "schema": Query.NAME,
             "id": f"q-{thread}",
             "tenant": TENANT,
             "thread_id": thread,

@@ -5,14 +5,16 @@ Owns :func:`build` (the document, as a dict), :func:`render` (its YAML bytes) an
 ``python -m flowai_harness.asyncapi --out schemas/asyncapi.yaml`` (``make schemas`` runs it
 after the JSON Schemas; ``--check`` reports drift; a test regenerates it and compares).
 
-What the code says as data is taken from the code: the topics from
+What the code says as data is taken from the code: the topics, the messages each carries,
+their keys and the messages that never travel on a topic from the message models' registry
+(:data:`~flowai_harness.messages.TOPICS`), topic names from
 :class:`~flowai_harness.bus.Topics` (which topics the runtime consumes, where each effect and
 each result goes), partitions, replication and topic settings from :mod:`~flowai_harness.bus`,
 the payload schemas by reference to ``schemas/v1/*.json`` (the files
 :func:`~flowai_harness.messages.json_schemas` generates; the document sits beside ``v1/``).
-What only the services' code says (consumer group names, which messages are keyed by their own
-id, who sends and receives what) is written here once, from docs/services.md and the services,
-and tests/unit/test_asyncapi.py checks it against the services.
+What only the services' code says (consumer group names, who sends and receives what) is
+written here once, from docs/services.md and the services, and tests/unit/test_asyncapi.py
+checks it against the services.
 
 The payloads are JSON Schema 2020-12 files. AsyncAPI 3.0 names no schema format for 2020-12,
 and its own schema format reads ``discriminator`` as a string (Pydantic writes OpenAPI's
@@ -37,7 +39,17 @@ from typing import Any, Final, Literal
 
 from . import bus
 from ._version import __version__
-from .messages import SCHEMA_VERSION, SCHEMAS, Envelope, schema_name
+from .messages import (
+    IN_PROCESS,
+    SCHEMA_VERSION,
+    SCHEMAS,
+    TOPICS,
+    Envelope,
+    KeyRule,
+    ModelResult,
+    ToolResult,
+    schema_name,
+)
 
 __all__ = ["ASYNCAPI_VERSION", "KAFKA_BINDING_VERSION", "build", "main", "render"]
 
@@ -50,29 +62,11 @@ _HEADER: Final = (
     b"# (python -m flowai_harness.asyncapi); do not edit by hand.\n"
 )
 
-# Inputs and effects the runtime answers in its own process: they never travel on a topic.
-_IN_PROCESS: Final = ("ApprovalCheck", "ApprovalCheckResult", "DeadlineReached", "ResumeRun")
-
-# Effects keyed by their own id (services/runtime/service.py, _KEYED_BY_ID), so the work
-# spreads over the workers' partitions; everything else about a thread is keyed by it.
-_KEYED_BY_ID: Final = ("ToolInvocation", "PlanStep", "ModelRequest")
-
-# What each topic carries, by stem (bus.Topics). The runtime takes any input schema on any
-# input topic; these are the topics the services and the client publish them to.
+# What each topic carries, by stem, as the message models say (messages.TOPICS). The runtime
+# takes any input schema on any input topic; these are the topics the services and the client
+# publish them to.
 _CARRIES: Final[Mapping[str, tuple[str, ...]]] = {
-    "queries": ("Query", "CancelRun", "ForkThread"),
-    "runtime-events": ("RuntimeEvent",),
-    "tool-invocations": ("ToolInvocation",),
-    "plan-steps": ("PlanStep",),
-    "tool-results": ("ToolResult", "ToolProgress"),
-    "model-requests": ("ModelRequest",),
-    "model-results": ("ModelResult",),
-    "model-deltas": ("ModelDelta",),
-    "approval-requests": ("ApprovalRequest",),
-    "approval-decisions": ("ApprovalDecision",),
-    "dead-letters": ("DeadLetter", "Redrive"),
-    "threads": ("Thread",),
-    "snapshots": ("ThreadSnapshot",),
+    stem: tuple(model.__name__ for model in models) for stem, models in TOPICS.items()
 }
 
 _THREAD_KEY: Final = (
@@ -83,6 +77,12 @@ _OWN_ID_KEY: Final = "the envelope's own `id`, so the work spreads over the part
 _DEAD_LETTER_KEY: Final = (
     "`tenant/thread_id` of the original message when it names them, else the original record's key"
 )
+
+_KEYS: Final[Mapping[KeyRule, str]] = {
+    "thread": _THREAD_KEY,
+    "id": _OWN_ID_KEY,
+    "dead-letter": _DEAD_LETTER_KEY,
+}
 
 _READ_COMMITTED: Final = (
     "**Read it committed.** The runtime writes this topic inside Kafka transactions: consume "
@@ -289,7 +289,7 @@ def _operations(topics: bus.Topics) -> list[_Operation]:
         _Operation(
             "tools",
             "send",
-            stem(topics.result_topic(schema_name("ToolResult"))),
+            stem(topics.result_topic(ToolResult.NAME)),
             "After the result is recorded in Redis; idempotent producer, `acks=all`.",
             messages=("ToolResult",),
         ),
@@ -305,7 +305,7 @@ def _operations(topics: bus.Topics) -> list[_Operation]:
         _Operation(
             "models",
             "send",
-            stem(topics.result_topic(schema_name("ModelResult"))),
+            stem(topics.result_topic(ModelResult.NAME)),
             "After the answer is recorded in Redis; idempotent producer, `acks=all`.",
         ),
         _Operation(
@@ -436,11 +436,7 @@ def _retention(stem: str) -> str:
 
 
 def _key(name: str) -> str:
-    if name in _KEYED_BY_ID:
-        return _OWN_ID_KEY
-    if name in ("DeadLetter", "Redrive"):
-        return _DEAD_LETTER_KEY
-    return _THREAD_KEY
+    return _KEYS[SCHEMAS[schema_name(name)].KEY]
 
 
 def _messages(schema_dir: str) -> dict[str, Any]:
@@ -536,7 +532,7 @@ def _operations_section(ops: list[_Operation]) -> dict[str, Any]:
 
 def _info(transactional: list[str]) -> dict[str, Any]:
     listing = ", ".join(f"`{stem}`" for stem in transactional)
-    in_process = ", ".join(f"`{schema_name(name)}`" for name in _IN_PROCESS)
+    in_process = ", ".join(f"`{model.NAME}`" for model in IN_PROCESS)
     description = f"""\
 The Kafka topics of flowai-harness in distributed mode: every message on them, its key, and \
 which service sends and receives it. The messages are the JSON envelopes of docs/wire.md; \

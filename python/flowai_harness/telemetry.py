@@ -41,6 +41,7 @@ from typing import Any, Final
 
 from . import bus, metrics
 from .errors import SettingError
+from .messages import ApprovalDecision, CancelRun, ModelRequest, PlanStep, Query, ToolInvocation
 
 try:
     from opentelemetry import trace
@@ -175,9 +176,9 @@ def outgoing(incoming: Iterable[tuple[str, bytes]] | None = None) -> list[tuple[
 
 # What a client publishes starts a trace: the span's name by the envelope's schema.
 _SPAN_OF_PUBLISHED: Final = {
-    "flowai.v1.Query": "flowai.query",
-    "flowai.v1.CancelRun": "flowai.cancel",
-    "flowai.v1.ApprovalDecision": "flowai.approval.decision",
+    Query.NAME: "flowai.query",
+    CancelRun.NAME: "flowai.cancel",
+    ApprovalDecision.NAME: "flowai.approval.decision",
 }
 
 
@@ -251,9 +252,9 @@ def consuming(
 
 # The span a worker's message gets once its schema is known.
 _SPAN_OF_SCHEMA: Final = {
-    "flowai.v1.ToolInvocation": "flowai.tool.invocation",
-    "flowai.v1.PlanStep": "flowai.plan.step",
-    "flowai.v1.ModelRequest": "flowai.model.request",
+    ToolInvocation.NAME: "flowai.tool.invocation",
+    PlanStep.NAME: "flowai.plan.step",
+    ModelRequest.NAME: "flowai.model.request",
 }
 
 

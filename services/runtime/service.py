@@ -101,7 +101,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import ProducerFenced
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
 
-from flowai_harness import _native, bus, metrics, telemetry
+from flowai_harness import _native, bus, messages, metrics, telemetry
 from flowai_harness.decision_auth import DecisionVerifier
 from flowai_harness.driver import Decided, Driver, error_of
 from flowai_harness.errors import DecisionUnverifiedError, FlowaiError, ReplayError, UsageError
@@ -119,8 +119,8 @@ SERVICE: Final = "runtime"
 # Codes of the rejections this service makes itself (the engine's codes pass through).
 INPUT_EMPTY: Final = "INPUT_MALFORMED"
 INPUT_WRONG_PARTITION: Final = "INPUT_WRONG_PARTITION"
-APPROVAL_DECISION: Final = "flowai.v1.ApprovalDecision"
-FORK_THREAD: Final = "flowai.v1.ForkThread"
+APPROVAL_DECISION: Final = messages.ApprovalDecision.NAME
+FORK_THREAD: Final = messages.ForkThread.NAME
 EFFECT_UNROUTABLE: Final = "EFFECT_UNROUTABLE"
 
 # Statuses a thread rests in: its index record is written whenever it gets there (with the
@@ -132,7 +132,7 @@ _RESTING: Final = frozenset({"idle", "awaiting-approval"})
 TIMING: Final = "flowai-timing"
 TIMING_ENV: Final = "FLOWAI_TIMING"
 
-TOOL_INVOCATION: Final = "flowai.v1.ToolInvocation"
+TOOL_INVOCATION: Final = messages.ToolInvocation.NAME
 # Offsets of a compacted topic read into the local store at a time, and threads evicted per
 # partition and sweep (the sweep holds the engine's lock).
 _MIRROR_SLICE: Final = 20_000
@@ -150,9 +150,7 @@ class InlineRunner(Protocol):
         ...
 
 
-_KEYED_BY_ID: Final = frozenset(
-    {"flowai.v1.ToolInvocation", "flowai.v1.PlanStep", "flowai.v1.ModelRequest"}
-)
+_KEYED_BY_ID: Final = messages.KEYED_BY_ID
 
 
 @dataclass(frozen=True)

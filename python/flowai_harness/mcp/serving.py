@@ -31,7 +31,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import _native
 from ..errors import SpecError, UnknownAgentError, UsageError
-from ..messages import envelope
+from ..messages import ModelRequest, Query, envelope
 
 if TYPE_CHECKING:
     from ..runtime import Runtime
@@ -406,7 +406,7 @@ def _model_tools(runtime: Runtime, agent: str) -> list[dict[str, Any]]:
 
     engine = new_engine(runtime.spec, {"kind": "live"})
     query = envelope(
-        "flowai.v1.Query",
+        Query.NAME,
         id="mcp-tools",
         tenant=runtime.tenant,
         thread_id="mcp-tools",
@@ -416,7 +416,7 @@ def _model_tools(runtime: Runtime, agent: str) -> list[dict[str, Any]]:
     for kind, _, data in engine.handle_many([query]):
         if kind == _native.EFFECT:
             effect = orjson.loads(data)
-            if effect["schema"] == "flowai.v1.ModelRequest":
+            if effect["schema"] == ModelRequest.NAME:
                 tools: list[dict[str, Any]] = effect["payload"].get("tools") or []
                 return tools
     return []

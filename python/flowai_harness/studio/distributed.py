@@ -43,7 +43,7 @@ from ..errors import (
 )
 from ..evals.models import EvalRequest
 from ..evals.runner import EvalStream
-from ..messages import envelope
+from ..messages import CancelRun, ForkThread, envelope
 from ..runtime import new_engine
 from ..specs import RuntimeSpec
 from .backend import AgentInfo, Outcome, agents_of, check_chat_target, check_idle
@@ -163,7 +163,7 @@ class DistributedBackend:
         assert self._producer is not None
         key = bus.thread_key(self.tenant, thread_id)
         message = envelope(
-            "flowai.v1.CancelRun",
+            CancelRun.NAME,
             id=f"studio-cancel-{os.urandom(8).hex()}",
             tenant=self.tenant,
             thread_id=thread_id,
@@ -221,7 +221,7 @@ class DistributedBackend:
         # on; the same engine decides here first, so a refusal is an answer at once.
         probe = self._fork_engine()
         request = envelope(
-            "flowai.v1.ForkThread",
+            ForkThread.NAME,
             id=f"studio-fork-{os.urandom(8).hex()}",
             tenant=self.tenant,
             thread_id=new_thread_id,
