@@ -32,7 +32,8 @@ from typing import Any
 import orjson
 from aiokafka.admin import AIOKafkaAdminClient
 
-from flowai_harness import bus, connect
+from flowai_harness import connect
+from flowai_harness.kafka import bus
 from flowai_harness.messages import RuntimeEvent
 from flowai_harness.progress import progress
 

@@ -56,7 +56,6 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from flowai_harness import (
-    bus,
     connect,
     create_runtime,
     define_runtime,
@@ -64,6 +63,7 @@ from flowai_harness import (
     define_tenant,
     define_tool,
 )
+from flowai_harness.kafka import bus
 from flowai_harness.toolcall import run_tool_call, tool_result
 
 REPO = Path(__file__).resolve().parents[1]

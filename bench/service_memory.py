@@ -31,7 +31,8 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaProducer, TopicPartition
 
-from flowai_harness import bus, connect
+from flowai_harness import connect
+from flowai_harness.kafka import bus
 from flowai_harness.messages import Query
 
 REPO = Path(__file__).resolve().parent.parent

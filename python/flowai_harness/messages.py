@@ -515,7 +515,7 @@ class ApprovalRequestPayload(ApprovalRequestData):
 
 
 class DecisionSignature(_Strict):
-    """Ed25519 over what decides (flowai_harness.decision_auth): the runtime service accepts
+    """Ed25519 over what decides (flowai_harness.kafka.decision_auth): the runtime service accepts
     a decision only with a signature from a key it trusts."""
 
     alg: Literal["ed25519"]

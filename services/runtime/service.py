@@ -42,7 +42,7 @@ module feeds it the inputs it reads and routes what comes out:
   folded with ``Engine.load`` (one crossing per partition, not one per event); revoked
   partitions' threads are forgotten. A partition kept across a rebalance keeps its state only
   if its run log did not move since this instance last wrote it. The run log is read with
-  :class:`~flowai_harness.logread.LogReader` (record values only, no consumer records), the
+  :class:`~flowai_harness.kafka.logread.LogReader` (record values only, no consumer records), the
   fetch of the next partition overlapping the fold of the current one. Records fetched
   while a rebalance ran are read again from where this instance stands.
 - Thread index: the same transaction carries a ``Thread`` record (``threads`` topic,
@@ -101,11 +101,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import ProducerFenced
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
 
-from flowai_harness import _native, bus, messages, metrics, telemetry
-from flowai_harness.decision_auth import DecisionVerifier
+from flowai_harness import _native, messages
 from flowai_harness.driver import Decided, Driver, error_of
 from flowai_harness.errors import DecisionUnverifiedError, FlowaiError, ReplayError, UsageError
-from flowai_harness.logread import LogReader
+from flowai_harness.kafka import bus, metrics, telemetry
+from flowai_harness.kafka.decision_auth import DecisionVerifier
+from flowai_harness.kafka.logread import LogReader
 from flowai_harness.runtime import new_engine
 from flowai_harness.specs import RuntimeSpec
 

@@ -37,7 +37,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from flowai_harness import bus, messages, telemetry
+from flowai_harness import messages
+from flowai_harness.kafka import bus, telemetry
 from flowai_harness.messages import envelope as make_envelope
 from flowai_harness.modelcall import Complete, call_model
 

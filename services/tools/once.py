@@ -37,8 +37,8 @@ from typing import Any, ClassVar, Final
 
 import orjson
 
-from flowai_harness import bus, metrics, telemetry
 from flowai_harness.errors import InvalidInputError, TenantMismatchError, UnknownSchemaError
+from flowai_harness.kafka import bus, metrics, telemetry
 
 from .claims import Begin, InvocationLedger
 

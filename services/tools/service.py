@@ -42,8 +42,8 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from redis.asyncio import Redis
 
-from flowai_harness import bus, metrics
 from flowai_harness.errors import ProviderConfigError, VolatileLedgerError
+from flowai_harness.kafka import bus, metrics
 from flowai_harness.modelcall import Complete
 from flowai_harness.references import RedisReferenceStore
 

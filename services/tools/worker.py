@@ -45,8 +45,9 @@ from typing import Any, Final
 
 import orjson
 
-from flowai_harness import _native, bus, messages, metrics, telemetry
+from flowai_harness import _native, messages
 from flowai_harness.errors import FlowaiError, InvalidInputError, RetryableToolError
+from flowai_harness.kafka import bus, metrics, telemetry
 from flowai_harness.references import MemoryReferenceStore, ReferenceAccess, ReferenceStore
 from flowai_harness.toolcall import (
     NO_ACTION_DISPATCHER,

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from flowai_harness import bus, messages
+from flowai_harness import messages
 from flowai_harness.errors import BusError
+from flowai_harness.kafka import bus
 
 ROOT = Path(__file__).resolve().parents[2]
 # Inside the runtime service's handlers, which another change reshapes this round: they go

@@ -8,7 +8,7 @@ model's text as model workers stream it). Approvals come from the same log: an
 ``approval-required`` without its ``approval-decision`` is pending, wherever it is decided
 (Studio, chat-ops, the CLI): the decision is logged by the runtime and shows everywhere.
 
-A chat publishes a ``flowai.v1.Query`` through the :func:`~flowai_harness.client.connect`
+A chat publishes a ``flowai.v1.Query`` through the :func:`~flowai_harness.kafka.client.connect`
 client (a task here iterates its stream, which only adds a refused query's error: everything
 else comes from the log); a decision is a ``flowai.v1.ApprovalDecision`` through the same
 client, signed with ``decision_key`` (the runtime service accepts only signed decisions
@@ -33,8 +33,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from .. import _native, bus
-from ..client import Client, RemoteEventStream, connect
+from .. import _native
 from ..errors import (
     BusError,
     ForkUnavailableError,
@@ -43,6 +42,8 @@ from ..errors import (
 )
 from ..evals.models import EvalRequest
 from ..evals.runner import EvalStream
+from ..kafka import bus
+from ..kafka.client import Client, RemoteEventStream, connect
 from ..messages import CancelRun, ForkThread, envelope
 from ..runtime import new_engine
 from ..specs import RuntimeSpec

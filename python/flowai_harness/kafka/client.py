@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 import orjson
 
-from .errors import (
+from ..errors import (
     BusError,
     FlowaiError,
     InvalidInputError,
@@ -57,7 +57,7 @@ from .errors import (
     UsageError,
     error_from_code,
 )
-from .messages import (
+from ..messages import (
     ApprovalDecision,
     CancelRun,
     DeadLetter,
@@ -71,11 +71,11 @@ from .messages import (
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+    from ..evals.runner import EvalStream
+    from ..references import ReferenceAccess, ReferenceSpec
     from .bus import Topics
     from .decision_auth import DecisionSigner
-    from .evals.runner import EvalStream
     from .logread import LogReader
-    from .references import ReferenceAccess, ReferenceSpec
 
 __all__ = ["Client", "RemoteEventStream", "ThreadInfo", "ThreadStream", "connect"]
 
@@ -107,7 +107,7 @@ def connect(
 
     ``decision_key`` (PEM text or a file path; default: env ``FLOWAI_DECISION_KEY``) is a
     deciding key: :meth:`Client.respond_to_approval` signs decisions with it, as the runtime
-    service requires (flowai_harness.decision_auth). Without one a decision is published
+    service requires (flowai_harness.kafka.decision_auth). Without one a decision is published
     unsigned, which only a runtime started with ``--allow-unsigned-decisions`` accepts;
     people decide through the approvals service instead.
 
@@ -705,7 +705,7 @@ class Client:
         )
 
     def _reference_access(self, reference: ReferenceSpec | str | None) -> ReferenceAccess:
-        from .references import RedisReferenceStore, ReferenceAccess, ReferenceSpec
+        from ..references import RedisReferenceStore, ReferenceAccess, ReferenceSpec
 
         if self._references is None:
             if self._redis_url is None:
@@ -739,7 +739,7 @@ class Client:
         (``target_agent_id`` names the agent, else the coordinator); gates are decided by
         ``approval_policy`` through :meth:`respond_to_approval`; judges use
         ``judge_providers`` settings (as ``define_runtime(providers=...)``)."""
-        from .evals.runtime_bridge import remote_stream_eval
+        from ..evals.runtime_bridge import remote_stream_eval
 
         return remote_stream_eval(
             self,
@@ -756,7 +756,7 @@ class Client:
         judge_providers: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> dict[str, Any]:
         """:meth:`stream_eval` to the end; returns the artifact's JSON dict."""
-        from .evals.runner import artifact_of
+        from ..evals.runner import artifact_of
 
         stream = self.stream_eval(
             eval_request, approval_policy=approval_policy, judge_providers=judge_providers
@@ -890,8 +890,8 @@ class Client:
     async def replay(self, thread_id: str, at: int | None = None) -> list[Event]:
         """The thread's committed events (each with its ``seq``), up to ``at`` when given;
         ``UnknownThreadError`` when the run log has none."""
-        from .cli import read_thread
-        from .errors import UnknownThreadError
+        from ..cli import read_thread
+        from ..errors import UnknownThreadError
 
         entries = await read_thread(
             self.bootstrap_servers, self.topics.prefix, self.tenant, thread_id

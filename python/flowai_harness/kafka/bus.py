@@ -47,8 +47,8 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
 
-from .errors import BusError, UnreplicatedRunLogError, UsageError
-from .messages import (
+from ..errors import BusError, UnreplicatedRunLogError, UsageError
+from ..messages import (
     KEYED_BY_ID,
     SCHEMAS,
     TOPICS,

@@ -2,14 +2,14 @@
 service sends and receives what.
 
 Owns :func:`build` (the document, as a dict), :func:`render` (its YAML bytes) and the generator
-``python -m flowai_harness.asyncapi --out schemas/asyncapi.yaml`` (``make schemas`` runs it
+``python -m flowai_harness.kafka.asyncapi --out schemas/asyncapi.yaml`` (``make schemas`` runs it
 after the JSON Schemas; ``--check`` reports drift; a test regenerates it and compares).
 
 What the code says as data is taken from the code: the topics, the messages each carries,
 their keys and the messages that never travel on a topic from the message models' registry
 (:data:`~flowai_harness.messages.TOPICS`), topic names from
-:class:`~flowai_harness.bus.Topics` (which topics the runtime consumes, where each effect and
-each result goes), partitions, replication and topic settings from :mod:`~flowai_harness.bus`,
+:class:`~flowai_harness.kafka.bus.Topics` (which topics the runtime consumes, where each effect and
+each result goes), partitions, replication and topic settings from :mod:`~flowai_harness.kafka.bus`,
 the payload schemas by reference to ``schemas/v1/*.json`` (the files
 :func:`~flowai_harness.messages.json_schemas` generates; the document sits beside ``v1/``).
 What only the services' code says (consumer group names, who sends and receives what) is
@@ -22,9 +22,9 @@ object), so the payloads are declared ``application/schema+json;version=draft-07
 keywords these files use (no ``$ref`` with siblings, no ``prefixItems``, ``$defs`` reached
 only through ``$ref`` pointers) mean the same in both drafts.
 
-Imports :mod:`~flowai_harness.bus` (so the ``kafka`` extra) and :mod:`~flowai_harness.messages`;
-PyYAML (the ``dev`` extra) only when rendering. Must not import the runtime, the native
-engine, the client or any service.
+Imports :mod:`~flowai_harness.kafka.bus` (so the ``kafka`` extra) and
+:mod:`~flowai_harness.messages`; PyYAML (the ``dev`` extra) only when rendering. Must not
+import the runtime, the native engine, the client or any service.
 """
 
 from __future__ import annotations
@@ -37,9 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from . import bus
-from ._version import __version__
-from .messages import (
+from .._version import __version__
+from ..messages import (
     IN_PROCESS,
     SCHEMA_VERSION,
     SCHEMAS,
@@ -50,6 +49,7 @@ from .messages import (
     ToolResult,
     schema_name,
 )
+from . import bus
 
 __all__ = ["ASYNCAPI_VERSION", "KAFKA_BINDING_VERSION", "build", "main", "render"]
 
@@ -58,8 +58,8 @@ KAFKA_BINDING_VERSION: Final = "0.5.0"
 _PAYLOAD_FORMAT: Final = "application/schema+json;version=draft-07"
 _DEFAULT_OUT: Final = Path("schemas") / "asyncapi.yaml"
 _HEADER: Final = (
-    b"# Generated from flowai_harness.bus and flowai_harness.messages by `make schemas`\n"
-    b"# (python -m flowai_harness.asyncapi); do not edit by hand.\n"
+    b"# Generated from flowai_harness.kafka.bus and flowai_harness.messages by `make schemas`\n"
+    b"# (python -m flowai_harness.kafka.asyncapi); do not edit by hand.\n"
 )
 
 # What each topic carries, by stem, as the message models say (messages.TOPICS). The runtime
@@ -675,7 +675,7 @@ def _write(out: Path, check: bool) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m flowai_harness.asyncapi",
+        prog="python -m flowai_harness.kafka.asyncapi",
         description="Write the AsyncAPI document of the bus (schemas/asyncapi.yaml).",
     )
     parser.add_argument("--out", type=Path, default=_DEFAULT_OUT)

@@ -34,11 +34,11 @@ from typing import Any, Final, TextIO
 import orjson
 from aiokafka import TopicPartition
 
+from ..errors import DeadLetterNotFoundError, RedriveRefusedError, UsageError
+from ..messages import DeadLetter, Redrive
+from ..progress import progress
 from . import bus
-from .errors import DeadLetterNotFoundError, RedriveRefusedError, UsageError
 from .logread import LogReader
-from .messages import DeadLetter, Redrive
-from .progress import progress
 
 __all__ = [
     "Letter",

@@ -21,11 +21,11 @@ propagator; with OpenTelemetry off it is still written (same trace, a new span i
 deployment that turns tracing on later keeps its traces linked.
 
 Every message handled also sets the log context (:func:`log_context`): thread, run,
-message id and trace id, which :mod:`flowai_harness.observe`'s JSON log lines carry.
+message id and trace id, which :mod:`flowai_harness.kafka.observe`'s JSON log lines carry.
 
-Imports :mod:`flowai_harness.bus` and :mod:`flowai_harness.metrics` (the ``kafka`` extra: only
-services and clients trace). Must not import a service, the runtime or the native engine;
-OpenTelemetry is optional.
+Imports :mod:`flowai_harness.kafka.bus` and :mod:`flowai_harness.kafka.metrics` (the
+``kafka`` extra: only services and clients trace). Must not import a service, the runtime or
+the native engine; OpenTelemetry is optional.
 """
 
 from __future__ import annotations
@@ -39,9 +39,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any, Final
 
+from ..errors import SettingError
+from ..messages import ApprovalDecision, CancelRun, ModelRequest, PlanStep, Query, ToolInvocation
 from . import bus, metrics
-from .errors import SettingError
-from .messages import ApprovalDecision, CancelRun, ModelRequest, PlanStep, Query, ToolInvocation
 
 try:
     from opentelemetry import trace
