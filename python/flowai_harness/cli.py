@@ -353,11 +353,14 @@ def _mcp(args: argparse.Namespace) -> int:
 
 
 async def _replay(args: argparse.Namespace) -> int:
+    from .kafka import bus
+
     entries = await read_thread(args.bootstrap, args.prefix, args.tenant, args.thread_id)
     if not entries:
         raise UsageError(
             f"no run log for thread {args.thread_id!r} of tenant {args.tenant!r} on "
-            f"{args.prefix}.runtime-events; check the thread id, --tenant and --prefix"
+            f"{bus.Topics(args.prefix).runtime_events}; check the thread id, --tenant and "
+            "--prefix"
         )
     if args.at is not None:
         if not 1 <= args.at <= len(entries):

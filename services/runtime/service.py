@@ -130,8 +130,8 @@ _RESTING: Final = frozenset({"idle", "awaiting-approval"})
 # Per-hop timestamps (ms since the epoch, ``name=value`` pairs joined by commas), carried from
 # input to output by every service that has timing on: ``in`` the input record's timestamp,
 # ``p`` when this service polled it, ``e`` when the engine had decided on it.
-TIMING: Final = "flowai-timing"
-TIMING_ENV: Final = "FLOWAI_TIMING"
+TIMING: Final = bus.TIMING
+TIMING_ENV: Final = bus.TIMING_ENV
 
 TOOL_INVOCATION: Final = messages.ToolInvocation.NAME
 # Offsets of a compacted topic read into the local store at a time, and threads evicted per
@@ -216,7 +216,7 @@ class ServiceConfig:
 
     @property
     def group(self) -> str:
-        return self.group_id or f"{self.prefix}.runtime"
+        return self.group_id or bus.group_name(self.prefix, bus.RUNTIME_GROUP)
 
 
 class _Partition:

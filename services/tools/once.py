@@ -61,7 +61,7 @@ __all__ = [
 # name): a worker with ``timing`` on adds ``in`` (the input record's timestamp), ``f``
 # (fetched), ``b`` (the ledger's begin answered), ``r`` (the work ran) and ``l`` (the
 # result recorded), in ms since the epoch.
-TIMING: Final = "flowai-timing"
+TIMING: Final = bus.TIMING
 
 log = logging.getLogger("flowai.tools")
 

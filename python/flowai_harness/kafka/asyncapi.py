@@ -210,9 +210,9 @@ _ROLES: Final[Mapping[str, str]] = {
 def _operations(topics: bus.Topics) -> list[_Operation]:
     stem = _stem  # the channel ids are the topics' stems
     effects = [topic for name in SCHEMAS if (topic := topics.effect_topic(name)) is not None]
-    runtime_group = "{prefix}.runtime"
-    tools_group = "{prefix}.tools"
-    models_group = "{prefix}.models"
+    runtime_group = bus.group_name("{prefix}", bus.RUNTIME_GROUP)
+    tools_group = bus.group_name("{prefix}", bus.TOOLS_GROUP)
+    models_group = bus.group_name("{prefix}", bus.MODELS_GROUP)
     ops = [
         _Operation(
             "runtime",

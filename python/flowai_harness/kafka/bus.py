@@ -72,6 +72,11 @@ __all__ = [
     "DEFAULT_PARTITIONS",
     "DEFAULT_PREFIX",
     "FETCH_WAIT_MS",
+    "MODELS_GROUP",
+    "RUNTIME_GROUP",
+    "TIMING",
+    "TIMING_ENV",
+    "TOOLS_GROUP",
     "TRACEPARENT",
     "KafkaPublisher",
     "Publisher",
@@ -86,6 +91,7 @@ __all__ = [
     "ensure_topics",
     "env_flag",
     "expand_instance_id",
+    "group_name",
     "new_traceparent",
     "now_ms",
     "partition_count",
@@ -108,6 +114,15 @@ DEFAULT_PARTITIONS: Final = 6
 # default) gives the same one-step latency (bench/kafka_e2e.py, p50 13-15 ms either way).
 FETCH_WAIT_MS: Final = 500
 TRACEPARENT: Final = "traceparent"
+# Per-hop timestamps (ms since the epoch, ``name=value`` pairs joined by commas) a service
+# adds to what it publishes when timing is on (env TIMING_ENV; bench/kafka_e2e.py reads them).
+TIMING: Final = "flowai-timing"
+TIMING_ENV: Final = "FLOWAI_TIMING"
+# The services' consumer groups (:func:`group_name`), unless ``--group`` / ``--model-group``
+# name others: the runtime over its inputs, the tool workers, the model workers.
+RUNTIME_GROUP: Final = "runtime"
+TOOLS_GROUP: Final = "tools"
+MODELS_GROUP: Final = "models"
 # What topics get on a cluster of at least PREFERRED_REPLICATION brokers, unless told: a
 # broker may be lost (or restarted) without losing or refusing an acknowledged write.
 PREFERRED_REPLICATION: Final = 3
@@ -224,6 +239,11 @@ def _stem(model: type[Envelope]) -> str:
     if model.TOPIC is None:
         raise BusError(f"{model.NAME} never travels on a topic: the runtime answers it")
     return model.TOPIC
+
+
+def group_name(prefix: str, group: str) -> str:
+    """A service's consumer group under a topic prefix: ``<prefix>.<group>``."""
+    return f"{prefix}.{group}"
 
 
 def thread_key(tenant: str, thread_id: str) -> bytes:
