@@ -1,14 +1,17 @@
 """The Kafka side of flowai-harness: topic names, keys, partitions, clients, dead letters, traces.
 
-Owns :class:`Topics` (the names under a configurable prefix), the keys (:func:`thread_key`)
-and the partition a key lands on (:func:`partition_for`, the murmur2 partitioner of the Java
-client and aiokafka), :func:`ensure_topics` (idempotent creation; the broker's auto-create is
-off) and :func:`check_run_log` (the run log's replication), the producer/consumer factories
-with the settings every service shares, the command line options every service shares
-(:func:`add_service_arguments`, :func:`add_instance_argument`),
-:class:`Publisher` / :class:`KafkaPublisher` (send one message and wait for the broker's
-ack; tests stand in their own), the :func:`dead_letter` and :func:`thread_record` builders
-and the W3C ``traceparent`` header helpers.
+Owns :class:`Topics` (the names under a configurable prefix, from the topic stems the
+message models name in :mod:`flowai_harness.messages`), the keys (:func:`thread_key`,
+:func:`record_key` by each model's key rule) and the partition a key lands on
+(:func:`partition_for`, the murmur2 partitioner of the Java client and aiokafka),
+:func:`ensure_topics` (idempotent creation; the broker's auto-create is off) and
+:func:`check_run_log` (the run log's replication), the producer/consumer factories with the
+settings every service shares, the command line options every service shares
+(:func:`add_service_arguments`, :func:`add_instance_argument`), :class:`Publisher` /
+:class:`KafkaPublisher` (send one message and wait for the broker's ack; tests stand in
+their own), the :func:`dead_letter` and :func:`thread_record` builders, the W3C
+``traceparent`` header helpers, and the names every service shares: the timing header
+(:data:`TIMING`) and the consumer groups (:func:`group_name`).
 
 Replication: topics get replication factor 3 and ``min.insync.replicas=2`` on a cluster of
 three or more brokers, else one replica per broker, unless ``--replication`` /
@@ -18,8 +21,9 @@ copy), whether it is about to be created so or already exists so, unless
 ``allow_unreplicated`` (``--allow-unreplicated``, env ``FLOWAI_ALLOW_UNREPLICATED=1``) says
 this is a one-broker development cluster.
 
-Keys: ``tenant/thread_id`` for everything except tool invocations and plan steps, which are
-keyed by their own id so work spreads over partitions. The runtime's input topics and the run
+Keys: ``tenant/thread_id`` for everything except tool invocations, plan steps and model
+requests, which are keyed by their own id so work spreads over partitions (each model's
+``KEY``). The runtime's input topics and the run
 log have the same partition count, so a thread's inputs and its log share a partition number.
 
 Imports aiokafka (the ``kafka`` extra). Must not import the runtime, the native engine, the
