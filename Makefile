@@ -111,7 +111,7 @@ bench: build
 # references them (tests fail when either drifts).
 schemas: setup
 	$(PY) -m flowai_harness.messages --out schemas/v1
-	$(PY) -m flowai_harness.asyncapi --out schemas/asyncapi.yaml
+	$(PY) -m flowai_harness.kafka.asyncapi --out schemas/asyncapi.yaml
 
 # The distribution an operator installs (the services included): dist/*.whl.
 wheel: setup
@@ -131,7 +131,7 @@ docs: setup
 
 # The AsyncAPI document alone (`make schemas` writes it too, after schemas/v1).
 asyncapi: setup
-	$(PY) -m flowai_harness.asyncapi --out schemas/asyncapi.yaml
+	$(PY) -m flowai_harness.kafka.asyncapi --out schemas/asyncapi.yaml
 
 golden: build
 	$(PY) tests/golden/scenarios.py

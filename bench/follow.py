@@ -32,7 +32,9 @@ from typing import Any
 import orjson
 from aiokafka.admin import AIOKafkaAdminClient
 
-from flowai_harness import bus, connect
+from flowai_harness import connect
+from flowai_harness.kafka import bus
+from flowai_harness.messages import RuntimeEvent
 from flowai_harness.progress import progress
 
 TENANT = "bench"
@@ -41,7 +43,7 @@ TENANT = "bench"
 def event(thread_id: str, seq: int, payload: dict[str, Any]) -> bytes:
     return orjson.dumps(
         {
-            "schema": "flowai.v1.RuntimeEvent",
+            "schema": RuntimeEvent.NAME,
             "id": f"{TENANT}/{thread_id}/{seq}",
             "tenant": TENANT,
             "thread_id": thread_id,

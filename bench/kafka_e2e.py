@@ -56,7 +56,6 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from flowai_harness import (
-    bus,
     connect,
     create_runtime,
     define_runtime,
@@ -64,6 +63,7 @@ from flowai_harness import (
     define_tenant,
     define_tool,
 )
+from flowai_harness.kafka import bus
 from flowai_harness.toolcall import run_tool_call, tool_result
 
 REPO = Path(__file__).resolve().parents[1]
@@ -175,7 +175,7 @@ class Processes:
             "FLOWAI_ALLOW_UNSIGNED_DECISIONS": "1",
             # Per-hop timestamps in headers and the runtime's transaction phases on SIGUSR1
             # (FLOWAI_TIMING=0 in the benchmark's environment: without, to measure its cost).
-            "FLOWAI_TIMING": os.environ.get("FLOWAI_TIMING", "1"),
+            bus.TIMING_ENV: os.environ.get(bus.TIMING_ENV, "1"),
         }
         with log.open("wb") as out:
             process = subprocess.Popen(
@@ -456,7 +456,7 @@ async def print_breakdown(
             batch = await consumer.getmany(*left, timeout_ms=1000)
             for records in batch.values():
                 for record in records:
-                    header = next((v for k, v in record.headers if k == "flowai-timing"), None)
+                    header = next((v for k, v in record.headers if k == bus.TIMING), None)
                     if header is None:
                         continue
                     thread = orjson.loads(record.value).get("thread_id")

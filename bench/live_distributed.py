@@ -529,8 +529,8 @@ async def responder(
 ) -> None:
     """Answer model requests like the fake script does, without HTTP or an SDK: a model
     that takes ``ttft`` to answer. Each call is recorded as a JSON line in ``calls``."""
-    from flowai_harness import bus
-    from flowai_harness.messages import envelope
+    from flowai_harness.kafka import bus
+    from flowai_harness.messages import ModelResult, envelope
 
     topics = bus.Topics(prefix)
     consumer = bus.consumer(bootstrap, group_id=f"{prefix}.models", client_id="bench-responder")
@@ -579,7 +579,7 @@ async def responder(
             },
         }
         body = envelope(
-            "flowai.v1.ModelResult",
+            ModelResult.NAME,
             id=f"{request['id']}/result",
             tenant=request["tenant"],
             thread_id=request["thread_id"],
@@ -783,7 +783,7 @@ async def read_logged(bootstrap: str, prefix: str, threads: set[str]) -> dict[st
     """Read the run log and the result topics from the beginning (read_committed)."""
     from aiokafka import TopicPartition
 
-    from flowai_harness import bus
+    from flowai_harness.kafka import bus
 
     topics = bus.Topics(prefix)
     wanted = [topics.runtime_events, topics.model_results, topics.tool_results]
@@ -1106,7 +1106,8 @@ async def delete_redis_keys(redis_url: str, prefix: str) -> int:
 
 
 async def run(args: argparse.Namespace) -> None:
-    from flowai_harness import bus, connect
+    from flowai_harness import connect
+    from flowai_harness.kafka import bus
 
     prefix = f"livebench{uuid.uuid4().hex[:8]}"
     topics = bus.Topics(prefix)

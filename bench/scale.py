@@ -34,7 +34,8 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import GroupCoordinatorNotAvailableError
 
-from flowai_harness import bus, connect
+from flowai_harness import connect
+from flowai_harness.kafka import bus
 from kafka_e2e import (
     PARTITIONS,
     TENANT,

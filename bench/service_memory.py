@@ -31,7 +31,9 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaProducer, TopicPartition
 
-from flowai_harness import bus, connect
+from flowai_harness import connect
+from flowai_harness.kafka import bus
+from flowai_harness.messages import Query
 
 REPO = Path(__file__).resolve().parent.parent
 APP_DIR = REPO / "tests" / "connected"
@@ -49,7 +51,7 @@ def rss_mb(pid: int) -> float:
 def query(thread_id: str, n: int) -> bytes:
     return orjson.dumps(
         {
-            "schema": "flowai.v1.Query", "id": f"mem-{thread_id}-{n}", "tenant": "acme",
+            "schema": Query.NAME, "id": f"mem-{thread_id}-{n}", "tenant": "acme",
             "thread_id": thread_id, "run_id": None, "causation_id": None,
             "ts": int(time.time() * 1000), "payload": {"prompt": PROMPT, "agent": None},
         }

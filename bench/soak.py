@@ -66,6 +66,7 @@ from flowai_harness import (
     define_tenant,
     define_tool,
 )
+from flowai_harness.messages import Query
 
 REPO = Path(__file__).resolve().parents[1]
 TENANT = "soak"
@@ -182,7 +183,7 @@ def prompt(tool: str, ns: str, key: str, pause_ms: int) -> str:
 def query(thread: str, text: str) -> bytes:
     return orjson.dumps(
         {
-            "schema": "flowai.v1.Query",
+            "schema": Query.NAME,
             "id": f"q-{thread}",
             "tenant": TENANT,
             "thread_id": thread,
@@ -197,7 +198,7 @@ def query(thread: str, text: str) -> bytes:
 async def follow(bootstrap: str, topics: Any, progress: Progress, stop: asyncio.Event) -> None:
     from aiokafka import TopicPartition
 
-    from flowai_harness import bus
+    from flowai_harness.kafka import bus
 
     consumer = bus.consumer(bootstrap)
     await consumer.start()
@@ -227,7 +228,7 @@ SECRET = "soak-tenant-secret-0123456789"
 
 def write_keys(directory: Path) -> Path:
     """The decision key pair and the tenant's API secret, in ``directory/keys``."""
-    from flowai_harness.decision_auth import generate_keys
+    from flowai_harness.kafka.decision_auth import generate_keys
 
     keys = directory / "keys"
     keys.mkdir(parents=True, exist_ok=True)
@@ -243,8 +244,8 @@ async def decide_approvals(base_url: str, stop: asyncio.Event, decided: Counter[
     """A human who approves everything, through an approvals service that keeps dying."""
     import aiohttp
 
-    from flowai_harness import approvals_http
     from flowai_harness.errors import FlowaiError
+    from flowai_harness.kafka import approvals_http
 
     async with aiohttp.ClientSession() as session:
         while not stop.is_set():
@@ -320,7 +321,7 @@ async def read_all(bootstrap: str, topic: str) -> list[dict[str, Any]]:
     """Every committed record of ``topic`` (read_committed), from the beginning."""
     from aiokafka import TopicPartition
 
-    from flowai_harness import bus
+    from flowai_harness.kafka import bus
 
     consumer = bus.consumer(bootstrap)
     await consumer.start()
@@ -350,7 +351,7 @@ def error_code(result: Any) -> str:
 async def soak(args: argparse.Namespace) -> None:
     from aiokafka.admin import AIOKafkaAdminClient
 
-    from flowai_harness import bus
+    from flowai_harness.kafka import bus
 
     bootstrap, redis_url = args.bootstrap, args.redis
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)

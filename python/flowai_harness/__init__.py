@@ -3,7 +3,14 @@
 The public API. Agents are described with Pydantic specs (``define_*``), tools are Python
 callbacks (``define_tool``), and ``create_runtime`` runs them on the embedded engine;
 ``connect`` talks to the same runtime running as a service on Kafka.
+
+What runs on Kafka (the bus, the client, the log reader, dead letters, the approvals HTTP
+API, traces and metrics of the services) lives in :mod:`flowai_harness.kafka` and needs the
+``kafka`` extra. Importing this package imports none of it (``Client`` and ``connect`` load it
+when first used), nor aiokafka, redis or any ``services.*`` module.
 """
+
+from typing import TYPE_CHECKING
 
 from ._version import __version__
 from .approvals import (
@@ -13,7 +20,6 @@ from .approvals import (
     DynamicRule,
     RequireApprovers,
 )
-from .client import Client, RemoteEventStream, connect
 from .dataenv import DataEnvironmentConfig, normalize_data_environment
 from .errors import (
     ApprovalAlreadyResolvedError,
@@ -246,6 +252,12 @@ __all__ = [
 
 # The MCP SDK takes seconds to import: flowai_harness.mcp loads when one of its names is used.
 _FROM_MCP = ("define_mcp_toolset", "McpToolset")
+# The client of the runtime service needs the kafka extra: it loads when one of its names is
+# used, so the embedded runtime never imports aiokafka or redis.
+_FROM_KAFKA_CLIENT = ("Client", "RemoteEventStream", "connect")
+
+if TYPE_CHECKING:
+    from .kafka.client import Client, RemoteEventStream, connect
 
 
 def __getattr__(name: str) -> object:
@@ -253,4 +265,8 @@ def __getattr__(name: str) -> object:
         from . import mcp
 
         return getattr(mcp, name)
+    if name in _FROM_KAFKA_CLIENT:
+        from .kafka import client
+
+        return getattr(client, name)
     raise AttributeError(f"module 'flowai_harness' has no attribute {name!r}")

@@ -1,9 +1,11 @@
-"""Loading the user's app for a service: ``--app module:attr``.
+"""Loading the user's app: ``--app module:attr``.
 
 Owns :func:`import_object` (``module:attr``, attr may be dotted; the current directory is
 importable, as with uvicorn) and :func:`load_spec` (the attribute is a RuntimeSpec, or a
-zero-argument callable returning one). Every service loads its app through here, so the
-rules and error messages are the same everywhere.
+zero-argument callable returning one). Every service, Studio, ``flowai mcp`` and the eval
+commands load their app through here, so the rules and error messages are the same
+everywhere; that is why it is not in :mod:`flowai_harness.kafka` (Studio and the evals run
+embedded, without the kafka extra).
 
 Must not import Kafka, the runtime, the native engine or any service.
 """

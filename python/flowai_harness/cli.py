@@ -13,14 +13,14 @@ Owns the commands and their exit codes; each does its work through the package (
   [--allow-unreplicated] [--prefix P]``: creates the missing topics (idempotent); replication
   3 with min.insync.replicas 2 on a cluster of three or more brokers unless told otherwise,
   and a run log with one replica is refused unless ``--allow-unreplicated`` (env
-  ``FLOWAI_ALLOW_UNREPLICATED=1``), as :func:`flowai_harness.bus.ensure_topics` says.
+  ``FLOWAI_ALLOW_UNREPLICATED=1``), as :func:`flowai_harness.kafka.bus.ensure_topics` says.
 - ``flowai dead-letters list|show ID|redrive ID...`` (filters ``--topic``, ``--reason``,
-  ``--tenant``, ``--service``, ``--since``, ``--until``): :mod:`flowai_harness.deadletters`.
+  ``--tenant``, ``--service``, ``--since``, ``--until``): :mod:`flowai_harness.kafka.deadletters`.
 - ``flowai approvals list|show ID|decide ID OUTCOME --tenant T``: an operator's view of a
   tenant's approvals through the approvals service's HTTP API (``--url``, env
   ``FLOWAI_APPROVALS_URL``), each request signed with the tenant's secret (env
   ``FLOWAI_APPROVALS_SECRET`` or ``--secret-file``), so the service authorises it as it
-  does any other caller (:mod:`flowai_harness.approvals_http`).
+  does any other caller (:mod:`flowai_harness.kafka.approvals_http`).
 - ``flowai mcp python MODULE:OBJECT --agent A [--transport stdio|streamable-http] [--host
   --port --path --allow-origin ... --no-origin-check --thread-id --call-timeout-secs
   --expose-agent-tools]``: serves one agent's tools to MCP clients
@@ -114,7 +114,7 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("--bootstrap", default=_env_bootstrap())
     _approvals_parser(commands)
     _mcp_parser(commands)
-    from . import deadletters
+    from .kafka import deadletters
 
     deadletters.add_parser(commands, bootstrap=_env_bootstrap(), prefix=_env_prefix())
     commands.add_parser(
@@ -202,7 +202,7 @@ def _approvals_parser(commands: Any) -> None:
 
 def _bus() -> Any:
     try:
-        from . import bus
+        from .kafka import bus
     except ImportError as exc:  # pragma: no cover - the kafka extra is missing
         raise UsageError(
             f"the flowai commands talk to Kafka, which needs the kafka extra ({exc}); "
@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "mcp":
             return _mcp(args)
         if args.command == "dead-letters":
-            from . import deadletters
+            from .kafka import deadletters
 
             return asyncio.run(deadletters.run(args))
         if args.command == "eval":
@@ -353,11 +353,14 @@ def _mcp(args: argparse.Namespace) -> int:
 
 
 async def _replay(args: argparse.Namespace) -> int:
+    from .kafka import bus
+
     entries = await read_thread(args.bootstrap, args.prefix, args.tenant, args.thread_id)
     if not entries:
         raise UsageError(
             f"no run log for thread {args.thread_id!r} of tenant {args.tenant!r} on "
-            f"{args.prefix}.runtime-events; check the thread id, --tenant and --prefix"
+            f"{bus.Topics(args.prefix).runtime_events}; check the thread id, --tenant and "
+            "--prefix"
         )
     if args.at is not None:
         if not 1 <= args.at <= len(entries):
@@ -385,7 +388,7 @@ async def read_thread(
     """Every committed run-log envelope of one thread, in log order."""
     from aiokafka import TopicPartition
 
-    from . import bus
+    from .kafka import bus
 
     topics = bus.Topics(prefix)
     key = bus.thread_key(tenant, thread_id)
@@ -467,8 +470,8 @@ def _summary(kind: str, p: dict[str, Any]) -> str:
 async def _approvals(args: argparse.Namespace) -> int:
     import aiohttp  # the kafka extra
 
-    from . import approvals_http
     from .errors import BusError
+    from .kafka import approvals_http
 
     secret = _tenant_secret(args.secret_file)
     try:
@@ -548,7 +551,7 @@ def approval_line(approval: dict[str, Any]) -> str:
 
 
 async def _topics_create(args: argparse.Namespace) -> int:
-    from . import bus
+    from .kafka import bus
 
     topics = bus.Topics(args.prefix)
     created = await bus.ensure_topics(

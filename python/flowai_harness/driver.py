@@ -30,15 +30,14 @@ from typing import Any, Final
 import orjson
 
 from . import _native
-from .messages import envelope
+from .messages import ApprovalCheck, ApprovalCheckResult, DeadlineReached, envelope
 
 __all__ = ["Decided", "Driver", "now_ms"]
 
 log = logging.getLogger("flowai.driver")
 
-APPROVAL_CHECK: Final = b'{"schema":"flowai.v1.ApprovalCheck"'
-APPROVAL_CHECK_RESULT: Final = "flowai.v1.ApprovalCheckResult"
-DEADLINE_REACHED: Final = "flowai.v1.DeadlineReached"
+# How every ApprovalCheck effect begins (the engine writes ``schema`` first).
+APPROVAL_CHECK: Final = b'{"schema":"' + ApprovalCheck.NAME.encode() + b'"'
 
 
 def now_ms() -> int:
@@ -161,7 +160,7 @@ class Driver:
         }
         required = await self._predicates.aevaluate(payload["predicate"], payload["args"], ctx)
         return self.envelope(
-            APPROVAL_CHECK_RESULT,
+            ApprovalCheckResult.NAME,
             check["thread_id"],
             {"check_id": payload["check_id"], "required": required},
             causation_id=check["id"],
@@ -172,7 +171,7 @@ class Driver:
         """A ``DeadlineReached`` input for every thread whose time came (stamped now)."""
         now = self.clock() if now is None else now
         return [
-            self.envelope(DEADLINE_REACHED, thread_id, {}) for thread_id in self.engine.due(now)
+            self.envelope(DeadlineReached.NAME, thread_id, {}) for thread_id in self.engine.due(now)
         ]
 
     def next_deadline(self) -> int | None:

@@ -42,6 +42,7 @@ __all__ = [
     "McpServerError",
     "McpServerUnavailableError",
     "McpToolError",
+    "MissingExtraError",
     "MissingToolHandlerError",
     "MultipleCoordinatorsError",
     "NoActiveRunError",
@@ -487,7 +488,7 @@ class UnreplicatedRunLogError(FlowaiError):
 
 class DecisionUnverifiedError(FlowaiError):
     """An approval decision whose signature is missing, malformed, from a key this runtime does
-    not trust, or does not match what it decides (flowai_harness.decision_auth)."""
+    not trust, or does not match what it decides (flowai_harness.kafka.decision_auth)."""
 
     code = "DECISION_UNVERIFIED"
 
@@ -510,6 +511,13 @@ class ExtensionMismatchError(FlowaiError, ImportError):
     """The native extension is missing or was built from other sources: rebuild it."""
 
     code = "EXTENSION_MISMATCH"
+
+
+class MissingExtraError(FlowaiError, ImportError):
+    """A part of flowai-harness was imported without the optional dependencies (the extra)
+    it needs; the message names the missing packages and the ``pip install`` that adds them."""
+
+    code = "EXTRA_MISSING"
 
 
 # --- evals ----------------------------------------------------------------------------------
@@ -614,6 +622,7 @@ _CLASS_BY_CODE: Final[Mapping[str, type[FlowaiError]]] = {
         DecisionUnverifiedError,
         AppLoadError,
         ExtensionMismatchError,
+        MissingExtraError,
         EvalError,
         ScorerPresetError,
         EvalRunError,

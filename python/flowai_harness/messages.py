@@ -1,7 +1,14 @@
 """The messages on the bus: the envelope and every message type, as Pydantic v2 models.
 
 Owns :class:`Envelope`, one model per schema name (``flowai.v1.<Name>``) with its typed
-payload, :data:`SCHEMAS` (schema name -> model), :func:`decode` / :meth:`Envelope.to_bytes`
+payload, and the contract registry: each model says its schema name (``NAME``), the topic
+it travels on (``TOPIC``, a stem; None for what the runtime answers in its own process),
+what it is to the runtime (``ROLE``: input, effect or record) and how its record is keyed
+(``KEY``); :data:`SCHEMAS` (schema name -> model), :data:`TOPICS` (topic stem -> models,
+every topic in order), :data:`IN_PROCESS` and :data:`KEYED_BY_ID` are derived from them,
+and so are the bus's topic names (``flowai_harness.kafka.bus.Topics``) and the AsyncAPI
+document. Code names a message type as ``Query.NAME``, never as a string. Also owns
+:func:`decode` / :meth:`Envelope.to_bytes`
 (orjson: the bytes that travel on Kafka are the bytes that cross into the engine), and the
 JSON Schemas committed under ``schemas/v1`` (``python -m flowai_harness.messages`` or
 ``make schemas`` writes them; ``--check`` reports drift).
@@ -39,8 +46,11 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 __all__ = [
+    "IN_PROCESS",
+    "KEYED_BY_ID",
     "SCHEMAS",
     "SCHEMA_VERSION",
+    "TOPICS",
     "ApprovalCheck",
     "ApprovalCheckResult",
     "ApprovalDecision",
@@ -56,6 +66,8 @@ __all__ = [
     "Envelope",
     "ErrorBody",
     "EventPayload",
+    "ForkThread",
+    "KeyRule",
     "ModelDelta",
     "ModelRequest",
     "ModelResult",
@@ -66,9 +78,11 @@ __all__ = [
     "Redrive",
     "RedrivePayload",
     "ResumeRun",
+    "Role",
     "RuntimeEvent",
     "Thread",
     "ThreadPayload",
+    "ThreadSnapshot",
     "ToolInvocation",
     "ToolInvocationPayload",
     "ToolProgress",
@@ -547,7 +561,7 @@ class ApprovalRequestPayload(ApprovalRequestData):
 
 
 class DecisionSignature(_Strict):
-    """Ed25519 over what decides (flowai_harness.decision_auth): the runtime service accepts
+    """Ed25519 over what decides (flowai_harness.kafka.decision_auth): the runtime service accepts
     a decision only with a signature from a key it trusts."""
 
     alg: Literal["ed25519"]
@@ -727,6 +741,15 @@ class ThreadPayload(_Strict):
 # --- envelopes -------------------------------------------------------------------------------
 
 
+Role = Literal["input", "effect", "record"]
+# "thread": ``tenant/thread_id`` (a partition checkpoint's ``thread_id`` is empty:
+# ``tenant/``), so every message about a thread lands on its run log's partition number;
+# "id": the envelope's own ``id``, so the work spreads over the workers' partitions;
+# "dead-letter": the original message's ``tenant/thread_id`` when it names them, else the
+# original record's key.
+KeyRule = Literal["thread", "id", "dead-letter"]
+
+
 def _require_schema(schema: dict[str, Any]) -> None:
     # ``schema`` has a default in Python (each class knows its own name), but on the wire
     # every message carries it.
@@ -743,7 +766,14 @@ class Envelope(_Strict):
     model_config = ConfigDict(
         extra="forbid", frozen=True, populate_by_name=True, json_schema_extra=_require_schema
     )
+    # The contract of each message type, in one place (see :data:`TOPICS`): its schema name,
+    # the stem of the topic it travels on (None: the runtime answers it in its own process),
+    # what it is to the runtime (an input it consumes, an effect the engine asks for, or a
+    # record written for readers), and how its record is keyed.
     NAME: ClassVar[str] = ""
+    TOPIC: ClassVar[str | None] = None
+    ROLE: ClassVar[Role] = "record"
+    KEY: ClassVar[KeyRule] = "thread"
 
     schema_: str = Field(alias="schema")
     id: str = Field(min_length=1)
@@ -765,6 +795,8 @@ class Query(Envelope):
     """Input: run an agent on a prompt in a thread (key ``tenant/thread_id``)."""
 
     NAME = schema_name("Query")
+    TOPIC = "queries"
+    ROLE = "input"
     schema_: Literal["flowai.v1.Query"] = Field(default="flowai.v1.Query", alias="schema")
     payload: QueryPayload
 
@@ -773,6 +805,8 @@ class CancelRun(Envelope):
     """Input: stop the thread's active run at its next step (key ``tenant/thread_id``)."""
 
     NAME = schema_name("CancelRun")
+    TOPIC = "queries"
+    ROLE = "input"
     schema_: Literal["flowai.v1.CancelRun"] = Field(default="flowai.v1.CancelRun", alias="schema")
     payload: CancelRunPayload = Field(default_factory=CancelRunPayload)
 
@@ -782,6 +816,8 @@ class ForkThread(Envelope):
     ``tenant/thread_id`` of the new thread; ``queries`` topic)."""
 
     NAME = schema_name("ForkThread")
+    TOPIC = "queries"
+    ROLE = "input"
     schema_: Literal["flowai.v1.ForkThread"] = Field(default="flowai.v1.ForkThread", alias="schema")
     payload: ForkThreadPayload
 
@@ -792,6 +828,7 @@ class ThreadSnapshot(Envelope):
     checkpoint), written in the transaction of the events it covers."""
 
     NAME = schema_name("ThreadSnapshot")
+    TOPIC = "snapshots"
     schema_: Literal["flowai.v1.ThreadSnapshot"] = Field(
         default="flowai.v1.ThreadSnapshot", alias="schema"
     )
@@ -803,6 +840,7 @@ class RuntimeEvent(Envelope):
     per thread. A rejected input is answered with an unlogged one whose ``seq`` is null."""
 
     NAME = schema_name("RuntimeEvent")
+    TOPIC = "runtime-events"
     schema_: Literal["flowai.v1.RuntimeEvent"] = Field(
         default="flowai.v1.RuntimeEvent", alias="schema"
     )
@@ -814,6 +852,9 @@ class ToolInvocation(Envelope):
     """Effect: run one tool (key: its own ``id``, ``{tenant}/{thread_id}/{run_id}/{call id}``)."""
 
     NAME = schema_name("ToolInvocation")
+    TOPIC = "tool-invocations"
+    ROLE = "effect"
+    KEY = "id"
     schema_: Literal["flowai.v1.ToolInvocation"] = Field(
         default="flowai.v1.ToolInvocation", alias="schema"
     )
@@ -824,6 +865,8 @@ class ToolResult(Envelope):
     """Input: a tool invocation's outcome (key ``tenant/thread_id``)."""
 
     NAME = schema_name("ToolResult")
+    TOPIC = "tool-results"
+    ROLE = "input"
     schema_: Literal["flowai.v1.ToolResult"] = Field(default="flowai.v1.ToolResult", alias="schema")
     payload: ToolResultPayload
 
@@ -832,6 +875,9 @@ class PlanStep(Envelope):
     """Effect: run an approved plan's actions through the action dispatcher (key: ``id``)."""
 
     NAME = schema_name("PlanStep")
+    TOPIC = "plan-steps"
+    ROLE = "effect"
+    KEY = "id"
     schema_: Literal["flowai.v1.PlanStep"] = Field(default="flowai.v1.PlanStep", alias="schema")
     payload: PlanStepPayload
 
@@ -840,6 +886,8 @@ class ApprovalRequest(Envelope):
     """Effect: a human must decide (key ``tenant/thread_id``)."""
 
     NAME = schema_name("ApprovalRequest")
+    TOPIC = "approval-requests"
+    ROLE = "effect"
     schema_: Literal["flowai.v1.ApprovalRequest"] = Field(
         default="flowai.v1.ApprovalRequest", alias="schema"
     )
@@ -850,6 +898,8 @@ class ApprovalDecision(Envelope):
     """Input: a human's decision on an approval request (key ``tenant/thread_id``)."""
 
     NAME = schema_name("ApprovalDecision")
+    TOPIC = "approval-decisions"
+    ROLE = "input"
     schema_: Literal["flowai.v1.ApprovalDecision"] = Field(
         default="flowai.v1.ApprovalDecision", alias="schema"
     )
@@ -860,6 +910,8 @@ class ToolProgress(Envelope):
     """Input: events a running tool emitted, logged while it runs (key ``tenant/thread_id``)."""
 
     NAME = schema_name("ToolProgress")
+    TOPIC = "tool-results"
+    ROLE = "input"
     schema_: Literal["flowai.v1.ToolProgress"] = Field(
         default="flowai.v1.ToolProgress", alias="schema"
     )
@@ -870,6 +922,9 @@ class ModelRequest(Envelope):
     """Effect: one model turn (key: its own ``id``, the request id)."""
 
     NAME = schema_name("ModelRequest")
+    TOPIC = "model-requests"
+    ROLE = "effect"
+    KEY = "id"
     schema_: Literal["flowai.v1.ModelRequest"] = Field(
         default="flowai.v1.ModelRequest", alias="schema"
     )
@@ -880,6 +935,8 @@ class ModelResult(Envelope):
     """Input: a model's answer or failure (key ``tenant/thread_id``)."""
 
     NAME = schema_name("ModelResult")
+    TOPIC = "model-results"
+    ROLE = "input"
     schema_: Literal["flowai.v1.ModelResult"] = Field(
         default="flowai.v1.ModelResult", alias="schema"
     )
@@ -890,6 +947,7 @@ class ModelDelta(Envelope):
     """Streamed text of a model call in flight (``model-deltas``, key ``tenant/thread_id``)."""
 
     NAME = schema_name("ModelDelta")
+    TOPIC = "model-deltas"
     schema_: Literal["flowai.v1.ModelDelta"] = Field(default="flowai.v1.ModelDelta", alias="schema")
     payload: ModelDeltaPayload
 
@@ -898,6 +956,8 @@ class ApprovalCheck(Envelope):
     """Effect: evaluate a dynamic approval rule (answered in the runtime, never published)."""
 
     NAME = schema_name("ApprovalCheck")
+    TOPIC = None
+    ROLE = "effect"
     schema_: Literal["flowai.v1.ApprovalCheck"] = Field(
         default="flowai.v1.ApprovalCheck", alias="schema"
     )
@@ -908,6 +968,8 @@ class ApprovalCheckResult(Envelope):
     """Input: the answer to an ApprovalCheck."""
 
     NAME = schema_name("ApprovalCheckResult")
+    TOPIC = None
+    ROLE = "input"
     schema_: Literal["flowai.v1.ApprovalCheckResult"] = Field(
         default="flowai.v1.ApprovalCheckResult", alias="schema"
     )
@@ -918,6 +980,8 @@ class DeadlineReached(Envelope):
     """Input: the time now (the envelope ``ts``) for a thread whose deadline passed."""
 
     NAME = schema_name("DeadlineReached")
+    TOPIC = None
+    ROLE = "input"
     schema_: Literal["flowai.v1.DeadlineReached"] = Field(
         default="flowai.v1.DeadlineReached", alias="schema"
     )
@@ -928,6 +992,8 @@ class ResumeRun(Envelope):
     """Input: re-issue the effects an unfinished run still waits for (logs nothing new)."""
 
     NAME = schema_name("ResumeRun")
+    TOPIC = None
+    ROLE = "input"
     schema_: Literal["flowai.v1.ResumeRun"] = Field(default="flowai.v1.ResumeRun", alias="schema")
     payload: EmptyPayload = Field(default_factory=EmptyPayload)
 
@@ -939,6 +1005,7 @@ class Thread(Envelope):
     the thread comes to rest (idle, awaiting approval); the latest per key is current."""
 
     NAME = schema_name("Thread")
+    TOPIC = "threads"
     schema_: Literal["flowai.v1.Thread"] = Field(default="flowai.v1.Thread", alias="schema")
     payload: ThreadPayload
 
@@ -951,6 +1018,8 @@ class Redrive(Envelope):
     """
 
     NAME = schema_name("Redrive")
+    TOPIC = "dead-letters"
+    KEY = "dead-letter"
     schema_: Literal["flowai.v1.Redrive"] = Field(default="flowai.v1.Redrive", alias="schema")
     tenant: str | None  # type: ignore[assignment]
     thread_id: str | None  # type: ignore[assignment]
@@ -964,60 +1033,60 @@ class DeadLetter(Envelope):
     """
 
     NAME = schema_name("DeadLetter")
+    TOPIC = "dead-letters"
+    KEY = "dead-letter"
     schema_: Literal["flowai.v1.DeadLetter"] = Field(default="flowai.v1.DeadLetter", alias="schema")
     tenant: str | None  # type: ignore[assignment]
     thread_id: str | None  # type: ignore[assignment]
     payload: DeadLetterPayload
 
 
+# Every message type, those on topics in the order of their topics (the order the topics
+# are created and documented in), then those the runtime answers in its own process.
 _MODELS: tuple[type[Envelope], ...] = (
     Query,
     CancelRun,
     ForkThread,
-    ThreadSnapshot,
     RuntimeEvent,
     ToolInvocation,
+    PlanStep,
     ToolResult,
     ToolProgress,
-    PlanStep,
     ModelRequest,
     ModelResult,
     ModelDelta,
     ApprovalRequest,
     ApprovalDecision,
+    DeadLetter,
+    Redrive,
+    Thread,
+    ThreadSnapshot,
     ApprovalCheck,
     ApprovalCheckResult,
     DeadlineReached,
     ResumeRun,
-    DeadLetter,
-    Thread,
-    Redrive,
 )
 
 SCHEMAS: dict[str, type[Envelope]] = {model.NAME: model for model in _MODELS}
 
-_Message = Annotated[
-    Query
-    | CancelRun
-    | RuntimeEvent
-    | ToolInvocation
-    | ToolResult
-    | ToolProgress
-    | PlanStep
-    | ModelRequest
-    | ModelResult
-    | ModelDelta
-    | ApprovalRequest
-    | ApprovalDecision
-    | ApprovalCheck
-    | ApprovalCheckResult
-    | DeadlineReached
-    | ResumeRun
-    | DeadLetter
-    | Thread
-    | Redrive,
-    Field(discriminator="schema_"),
-]
+
+def _by_topic() -> dict[str, tuple[type[Envelope], ...]]:
+    topics: dict[str, tuple[type[Envelope], ...]] = {}
+    for model in _MODELS:
+        if model.TOPIC is not None:
+            topics[model.TOPIC] = (*topics.get(model.TOPIC, ()), model)
+    return topics
+
+
+# Topic stem -> the message types it carries: every topic of the bus, in order.
+TOPICS: dict[str, tuple[type[Envelope], ...]] = _by_topic()
+# The runtime's inputs and effects that never travel on a topic.
+IN_PROCESS: tuple[type[Envelope], ...] = tuple(m for m in _MODELS if m.TOPIC is None)
+# The schema names of the messages keyed by their own id.
+KEYED_BY_ID: frozenset[str] = frozenset(m.NAME for m in _MODELS if m.KEY == "id")
+
+# Any message, told apart by its schema name.
+_Message = Annotated[Union[_MODELS], Field(discriminator="schema_")]  # type: ignore[valid-type]  # noqa: UP007
 _MESSAGE: pydantic.TypeAdapter[Envelope] = pydantic.TypeAdapter(_Message)
 
 

@@ -42,6 +42,19 @@ from .errors import (
     UnknownToolError,
     error_from_code,
 )
+from .messages import (
+    ApprovalDecision,
+    CancelRun,
+    DeadlineReached,
+    ForkThread,
+    ModelRequest,
+    ModelResult,
+    PlanStep,
+    Query,
+    ResumeRun,
+    ToolInvocation,
+    ToolProgress,
+)
 from .modelcall import Complete, call_model
 from .references import (
     FileReferenceStore,
@@ -90,11 +103,11 @@ INTERPRETERS: Final = ("noop", "scripted", "live", "anthropic")
 _INTERNAL_EVENTS: Final = frozenset({"run-start", "model-response"})
 _TERMINAL_EVENTS: Final = frozenset({"finish", "error"})
 # The event that ends a run a stream follows (after `finish`, the entry agent's wrapper).
-_MODEL_REQUEST: Final = "flowai.v1.ModelRequest"
-_MODEL_RESULT: Final = "flowai.v1.ModelResult"
-_TOOL_INVOCATION: Final = "flowai.v1.ToolInvocation"
-_TOOL_PROGRESS: Final = "flowai.v1.ToolProgress"
-_PLAN_STEP: Final = "flowai.v1.PlanStep"
+_MODEL_REQUEST: Final = ModelRequest.NAME
+_MODEL_RESULT: Final = ModelResult.NAME
+_TOOL_INVOCATION: Final = ToolInvocation.NAME
+_TOOL_PROGRESS: Final = ToolProgress.NAME
+_PLAN_STEP: Final = PlanStep.NAME
 
 
 class _Feed:
@@ -389,7 +402,7 @@ class Runtime:
                 f"thread {new_thread_id!r} exists already; fork into a new thread id"
             )
         request = self._driver.envelope(
-            "flowai.v1.ForkThread", new_thread_id, {"source_thread_id": thread_id, "at": at}
+            ForkThread.NAME, new_thread_id, {"source_thread_id": thread_id, "at": at}
         )
         outputs = self._engine.fork(request, source)
         # The approval request (at a gate) needs no carrying out here: the fork waits for
@@ -456,7 +469,7 @@ class Runtime:
         for key, value in (("feedback", feedback), ("partial", partial), ("approver", approver)):
             if value is not None:
                 payload[key] = value
-        decision = self._driver.envelope("flowai.v1.ApprovalDecision", thread_id, payload)
+        decision = self._driver.envelope(ApprovalDecision.NAME, thread_id, payload)
         stepped = await self._step(thread_id, [decision])
         if stepped.rejections:
             error = error_of(stepped.rejections[0])
@@ -508,7 +521,7 @@ class Runtime:
             # Nothing to feed the engine: an empty step takes the loop straight to the gate.
             stepped = Decided()
         elif status != "idle":
-            first = self._driver.envelope("flowai.v1.ResumeRun", thread_id, {})
+            first = self._driver.envelope(ResumeRun.NAME, thread_id, {})
         return EventStream(self, thread_id, first, stepped)
 
     def run_tool(self, agent: str, tool: str, args: Any, *, thread_id: str) -> EventStream:
@@ -689,13 +702,11 @@ class Runtime:
             raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
         if not isinstance(thread_id, str) or not thread_id:
             raise TypeError(f"thread_id must be a non-empty str, got {thread_id!r}")
-        query = self._driver.envelope(
-            "flowai.v1.Query", thread_id, {"prompt": prompt, "agent": agent}
-        )
+        query = self._driver.envelope(Query.NAME, thread_id, {"prompt": prompt, "agent": agent})
         return EventStream(self, thread_id, query)
 
     def _cancel_input(self, thread_id: str) -> bytes:
-        return self._driver.envelope("flowai.v1.CancelRun", thread_id, {})
+        return self._driver.envelope(CancelRun.NAME, thread_id, {})
 
     def _ensure_loaded(self, thread_id: str) -> None:
         if self._engine.has_thread(thread_id):
@@ -885,7 +896,7 @@ class Runtime:
             state.waiter = None
         if state.cancelled:
             return None
-        return [self._driver.envelope("flowai.v1.DeadlineReached", thread_id, {})]
+        return [self._driver.envelope(DeadlineReached.NAME, thread_id, {})]
 
     async def _await_decision(self, thread_id: str, state: _RunState) -> Decided | None:
         """Wait at the gate for ``respond_to_approval`` (or ``cancel()``), feeding the engine
@@ -916,7 +927,7 @@ class Runtime:
         if deadline is None or now_ms() < deadline:
             return None
         stepped = await self._step(
-            thread_id, [self._driver.envelope("flowai.v1.DeadlineReached", thread_id, {})]
+            thread_id, [self._driver.envelope(DeadlineReached.NAME, thread_id, {})]
         )
         if not stepped.events:
             return None

@@ -90,7 +90,7 @@ def log_level(text: str) -> str:
 
 
 _LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-# Checkers for the options every service shares (flowai_harness.bus adds them untyped).
+# Checkers for the options every service shares (flowai_harness.kafka.bus adds them untyped).
 _SHARED_TYPES: Final[dict[str, Callable[[str], Any]]] = {"log_level": log_level}
 
 

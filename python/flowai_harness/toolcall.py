@@ -31,6 +31,7 @@ from typing import Any, Final
 
 import orjson
 
+from .messages import ToolResult
 from .references import ReferenceAccess
 from .tools import EventSink, ToolContext, ToolDefinition, idempotency_key
 
@@ -59,7 +60,6 @@ _NO_DISPATCHER_MESSAGE: Final = (
     "this runtime has no action dispatcher; pass create_runtime(action_dispatcher=fn) to "
     "execute plans"
 )
-_TOOL_RESULT: Final = "flowai.v1.ToolResult"
 _DUMPS_OPTIONS: Final = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 
 
@@ -244,7 +244,7 @@ def tool_result(
     with it: they may be what failed).
     """
     body = {
-        "schema": _TOOL_RESULT,
+        "schema": ToolResult.NAME,
         "id": id,
         "tenant": invocation["tenant"],
         "thread_id": invocation["thread_id"],

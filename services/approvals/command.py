@@ -25,10 +25,10 @@ from pathlib import Path
 
 from aiokafka.errors import KafkaError
 
-from flowai_harness import bus, observe
 from flowai_harness import settings as flowai_settings
-from flowai_harness.decision_auth import key_list
 from flowai_harness.errors import FlowaiError, SettingError, UsageError
+from flowai_harness.kafka import bus, observe
+from flowai_harness.kafka.decision_auth import key_list
 
 from .policy import SECRETS_ENV, load_policy
 from .service import STEPS, ServiceSettings, serve
@@ -86,7 +86,7 @@ def build_parser(prog: str = "flowai serve approvals") -> argparse.ArgumentParse
         default=env("FLOWAI_DECISION_KEY") or None,
         metavar="PEM|FILE",
         help="the Ed25519 private key that signs every decision published (env "
-        "FLOWAI_DECISION_KEY); make one with `python -m flowai_harness.decision_auth keygen`",
+        "FLOWAI_DECISION_KEY); make one with `python -m flowai_harness.kafka.decision_auth keygen`",
     )
     auth.add_argument(
         "--decision-public-key",

@@ -34,7 +34,7 @@ InvalidInputError (400), ApproverNotAllowedError (403), UnknownApprovalError (40
 ApprovalAlreadyResolvedError / ApprovalExpiredError (409), BusError (503).
 
 Must not import aiohttp, Redis, Slack or another service; talks to Kafka only through a
-:class:`flowai_harness.bus.Publisher`.
+:class:`flowai_harness.kafka.bus.Publisher`.
 """
 
 from __future__ import annotations
@@ -48,8 +48,6 @@ from typing import Any, Final, Literal, TypeVar
 import orjson
 import pydantic
 
-from flowai_harness import bus, telemetry
-from flowai_harness.decision_auth import DecisionSigner, DecisionVerifier
 from flowai_harness.errors import (
     ApprovalAlreadyResolvedError,
     ApprovalExpiredError,
@@ -60,6 +58,8 @@ from flowai_harness.errors import (
     UnknownApprovalError,
     UnknownSchemaError,
 )
+from flowai_harness.kafka import bus, telemetry
+from flowai_harness.kafka.decision_auth import DecisionSigner, DecisionVerifier
 from flowai_harness.messages import ApprovalDecision, ApprovalRequest, CancelRun, Envelope
 
 from .pending import Approval, ApprovalBook, Decision

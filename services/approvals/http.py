@@ -17,7 +17,7 @@ send them percent-encoded):
   with Slack's signature (:mod:`.slack`).
 
 Every ``/v1/tenants/{tenant}/...`` request, reads included, must be signed with that
-tenant's secret (:func:`flowai_harness.approvals_http.sign_request`: method, path and
+tenant's secret (:func:`flowai_harness.kafka.approvals_http.sign_request`: method, path and
 body), checked before anything else, so nothing about a tenant's approvals is told to a
 caller without its credentials. A tenant without a secret is refused, unless the service
 runs with ``--allow-unauthenticated`` (development).
@@ -39,14 +39,6 @@ from typing import Any, Final, Protocol
 import orjson
 from aiohttp import web
 
-from flowai_harness.approvals_http import (
-    SIGNATURE_HEADER,
-    TIMESTAMP_HEADER,
-    approval_path,
-    approvals_path,
-    decision_path,
-    verify_request,
-)
 from flowai_harness.errors import (
     ApprovalAlreadyResolvedError,
     ApproverNotAllowedError,
@@ -55,6 +47,14 @@ from flowai_harness.errors import (
     InvalidInputError,
     NotFoundError,
     SignatureError,
+)
+from flowai_harness.kafka.approvals_http import (
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    approval_path,
+    approvals_path,
+    decision_path,
+    verify_request,
 )
 
 from .desk import ApprovalDesk, parse_decision

@@ -13,9 +13,9 @@ SIGTERM/SIGINT). The command line is :mod:`.command`.
 - Serves the HTTP API (:mod:`.http`) on ``--http host:port`` in the same event loop, and,
   with a Slack app configured, posts and follows the approvals in Slack (:mod:`.slack`).
 - Signs every decision it publishes with its decision key
-  (:class:`flowai_harness.decision_auth.DecisionSigner`) and publishes with an idempotent
+  (:class:`flowai_harness.kafka.decision_auth.DecisionSigner`) and publishes with an idempotent
   producer (acks=all); decisions read back from the topic are checked with its own public
-  key and the ones it was given (:class:`~flowai_harness.decision_auth.DecisionVerifier`).
+  key and the ones it was given (:class:`~flowai_harness.kafka.decision_auth.DecisionVerifier`).
   Without a key it publishes unsigned, and says so loudly, only when told to
   (``--allow-unsigned-decisions``).
 - A message it cannot use becomes a dead letter (reason, message, original bytes, where it
@@ -50,15 +50,15 @@ from aiohttp import web
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from redis.asyncio import Redis
 
-from flowai_harness import bus, metrics, observe, telemetry
-from flowai_harness.decision_auth import (
+from flowai_harness.errors import UsageError
+from flowai_harness.kafka import bus, metrics, observe, telemetry
+from flowai_harness.kafka.decision_auth import (
     DecisionSigner,
     DecisionVerifier,
     key_id,
     load_private_key,
     load_public_keys,
 )
-from flowai_harness.errors import UsageError
 
 from .desk import ApprovalDesk, Rejected, Step
 from .http import create_app
@@ -123,7 +123,7 @@ class ServiceSettings:
             raise UsageError(
                 "the approvals service signs every decision it publishes, and has no key: "
                 "give it --decision-key (or FLOWAI_DECISION_KEY; PEM text or a file; make "
-                "one with `python -m flowai_harness.decision_auth keygen --out DIR`) and the "
+                "one with `python -m flowai_harness.kafka.decision_auth keygen --out DIR`) and the "
                 "runtimes its public key; --allow-unsigned-decisions publishes unsigned "
                 "decisions instead (development only: runtimes that verify refuse them)"
             )

@@ -15,7 +15,7 @@ Owns :class:`SlackSettings`, :class:`SlackBridge`, :func:`render` and :func:`dec
   retries failed ones with a growing pause and notices expiries by the clock.
 - **Interactivity.** Slack POSTs a click to ``/slack/events`` (form-encoded ``payload``),
   verified with the app's signing secret by Slack's scheme
-  (:func:`flowai_harness.approvals_http.verify_slack`). The Slack user decides as
+  (:func:`flowai_harness.kafka.approvals_http.verify_slack`). The Slack user decides as
   ``slack:<user id>``, checked against the tenant's approver policy by the desk. Approve
   decides at once; Reject and Revise open a modal (``views.open``) for feedback and, for a
   revision, the revised arguments as JSON; its submission decides. A refusal (not allowed,
@@ -43,12 +43,12 @@ import orjson
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from flowai_harness.approvals_http import (
+from flowai_harness.errors import FlowaiError, InvalidInputError, UsageError
+from flowai_harness.kafka.approvals_http import (
     SLACK_SIGNATURE_HEADER,
     SLACK_TIMESTAMP_HEADER,
     verify_slack,
 )
-from flowai_harness.errors import FlowaiError, InvalidInputError, UsageError
 
 from .desk import ApprovalDesk, DecisionRequest
 from .pending import Approval

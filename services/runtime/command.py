@@ -24,11 +24,11 @@ from typing import Any
 
 from aiokafka.errors import KafkaError
 
-from flowai_harness import bus, metrics, observe
 from flowai_harness import settings as flowai_settings
 from flowai_harness.apps import load_spec
-from flowai_harness.decision_auth import DecisionVerifier, key_list
 from flowai_harness.errors import BusError, FlowaiError, SettingError, UsageError
+from flowai_harness.kafka import bus, metrics, observe
+from flowai_harness.kafka.decision_auth import DecisionVerifier, key_list
 from flowai_harness.runtime import INTERPRETERS
 from flowai_harness.runtime import interpreter_config as engine_interpreter
 
@@ -227,7 +227,7 @@ def _decision_verifier(keys: list[str], allow_unsigned: bool) -> DecisionVerifie
     raise UsageError(
         "approval decisions must be signed: give the approvals service's public key with "
         "--decision-public-key FILE (env FLOWAI_DECISION_PUBLIC_KEYS; make a pair with "
-        "`python -m flowai_harness.decision_auth keygen`), or pass "
+        "`python -m flowai_harness.kafka.decision_auth keygen`), or pass "
         "--allow-unsigned-decisions on a development machine"
     )
 

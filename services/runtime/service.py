@@ -45,7 +45,7 @@ module feeds it the inputs it reads and routes what comes out:
   folded with ``Engine.load`` (one crossing per partition, not one per event); revoked
   partitions' threads are forgotten. A partition kept across a rebalance keeps its state only
   if its run log did not move since this instance last wrote it. The run log is read with
-  :class:`~flowai_harness.logread.LogReader` (record values only, no consumer records), the
+  :class:`~flowai_harness.kafka.logread.LogReader` (record values only, no consumer records), the
   fetch of the next partition overlapping the fold of the current one. Records fetched
   while a rebalance ran are read again from where this instance stands.
 - Thread index: the same transaction carries a ``Thread`` record (``threads`` topic,
@@ -104,11 +104,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import ProducerFenced
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
 
-from flowai_harness import _native, bus, metrics, telemetry
-from flowai_harness.decision_auth import DecisionVerifier
+from flowai_harness import _native, messages
 from flowai_harness.driver import Decided, Driver, error_of
 from flowai_harness.errors import DecisionUnverifiedError, FlowaiError, ReplayError, UsageError
-from flowai_harness.logread import LogReader
+from flowai_harness.kafka import bus, metrics, telemetry
+from flowai_harness.kafka.decision_auth import DecisionVerifier
+from flowai_harness.kafka.logread import LogReader
 from flowai_harness.runtime import new_engine
 from flowai_harness.specs import RuntimeSpec
 
@@ -122,15 +123,8 @@ SERVICE: Final = "runtime"
 # Codes of the rejections this service makes itself (the engine's codes pass through).
 INPUT_EMPTY: Final = "INPUT_MALFORMED"
 INPUT_WRONG_PARTITION: Final = "INPUT_WRONG_PARTITION"
-# The inputs this service consumes, each with its own entry point (RuntimeService.on_*).
-QUERY: Final = "flowai.v1.Query"
-CANCEL_RUN: Final = "flowai.v1.CancelRun"
-RESUME_RUN: Final = "flowai.v1.ResumeRun"
-FORK_THREAD: Final = "flowai.v1.ForkThread"
-TOOL_RESULT: Final = "flowai.v1.ToolResult"
-TOOL_PROGRESS: Final = "flowai.v1.ToolProgress"
-MODEL_RESULT: Final = "flowai.v1.ModelResult"
-APPROVAL_DECISION: Final = "flowai.v1.ApprovalDecision"
+APPROVAL_DECISION: Final = messages.ApprovalDecision.NAME
+FORK_THREAD: Final = messages.ForkThread.NAME
 EFFECT_UNROUTABLE: Final = "EFFECT_UNROUTABLE"
 
 # Statuses a thread rests in: its index record is written whenever it gets there (with the
@@ -139,10 +133,10 @@ _RESTING: Final = frozenset({"idle", "awaiting-approval"})
 # Per-hop timestamps (ms since the epoch, ``name=value`` pairs joined by commas), carried from
 # input to output by every service that has timing on: ``in`` the input record's timestamp,
 # ``p`` when this service polled it, ``e`` when the engine had decided on it.
-TIMING: Final = "flowai-timing"
-TIMING_ENV: Final = "FLOWAI_TIMING"
+TIMING: Final = bus.TIMING
+TIMING_ENV: Final = bus.TIMING_ENV
 
-TOOL_INVOCATION: Final = "flowai.v1.ToolInvocation"
+TOOL_INVOCATION: Final = messages.ToolInvocation.NAME
 # Offsets of a compacted topic read into the local store at a time, and threads evicted per
 # partition and sweep (the sweep holds the engine's lock).
 _MIRROR_SLICE: Final = 20_000
@@ -167,9 +161,7 @@ _Hop = Callable[
     Awaitable["Decided | None"],
 ]
 
-_KEYED_BY_ID: Final = frozenset(
-    {"flowai.v1.ToolInvocation", "flowai.v1.PlanStep", "flowai.v1.ModelRequest"}
-)
+_KEYED_BY_ID: Final = messages.KEYED_BY_ID
 
 
 @dataclass(frozen=True)
@@ -234,7 +226,7 @@ class ServiceConfig:
 
     @property
     def group(self) -> str:
-        return self.group_id or f"{self.prefix}.runtime"
+        return self.group_id or bus.group_name(self.prefix, bus.RUNTIME_GROUP)
 
 
 class _Partition:
@@ -347,13 +339,13 @@ class RuntimeService:
         self._tenant_prefix = f"{self.tenant}/".encode()
         # Input schema -> its entry point (see _handle); anything else goes to the engine as is.
         self._hops: dict[str, _Hop] = {
-            QUERY: self.on_query,
-            CANCEL_RUN: self.on_cancel_run,
-            RESUME_RUN: self.on_resume_run,
+            messages.Query.NAME: self.on_query,
+            messages.CancelRun.NAME: self.on_cancel_run,
+            messages.ResumeRun.NAME: self.on_resume_run,
             FORK_THREAD: self.on_fork_thread,
-            TOOL_RESULT: self.on_tool_result,
-            TOOL_PROGRESS: self.on_tool_progress,
-            MODEL_RESULT: self.on_model_result,
+            messages.ToolResult.NAME: self.on_tool_result,
+            messages.ToolProgress.NAME: self.on_tool_progress,
+            messages.ModelResult.NAME: self.on_model_result,
             APPROVAL_DECISION: self.on_approval_decision,
         }
         self._partitions: dict[int, _Partition] = {}
@@ -883,7 +875,7 @@ class RuntimeService:
         ts = time.time_ns() // 1_000_000
         return orjson.dumps(
             {
-                "schema": "flowai.v1.ThreadSnapshot",
+                "schema": messages.ThreadSnapshot.NAME,
                 "id": f"{self.tenant}/{thread_id}/snapshot/{seq or since}",
                 "tenant": self.tenant,
                 "thread_id": thread_id,
@@ -1707,7 +1699,7 @@ class RuntimeService:
         partition = bus.partition_for(key, self._topic_partitions[topic])
         outbox.add(topic, partition, key, data, headers)
         self.stats["effects"] += 1
-        if schema == "flowai.v1.ModelRequest" and effect["payload"].get("attempt", 1) > 1:
+        if schema == messages.ModelRequest.NAME and effect["payload"].get("attempt", 1) > 1:
             metrics.retry("model")
 
     def _dead_letter(

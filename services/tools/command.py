@@ -17,9 +17,9 @@ from collections.abc import Sequence
 
 from aiokafka.errors import KafkaError
 
-from flowai_harness import bus, metrics, observe
 from flowai_harness import settings as flowai_settings
 from flowai_harness.errors import FlowaiError, SettingError
+from flowai_harness.kafka import bus, metrics, observe
 
 from .app import load_app
 from .models import ModelSettings

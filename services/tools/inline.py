@@ -39,8 +39,8 @@ from typing import Any, Final
 import orjson
 from redis.asyncio import Redis
 
-from flowai_harness import bus
 from flowai_harness.errors import SpecError, VolatileLedgerError
+from flowai_harness.kafka import bus
 from flowai_harness.references import RedisReferenceStore
 from flowai_harness.specs import RuntimeSpec
 

@@ -37,7 +37,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from flowai_harness import bus, telemetry
+from flowai_harness import messages
+from flowai_harness.kafka import bus, telemetry
 from flowai_harness.messages import envelope as make_envelope
 from flowai_harness.modelcall import Complete, call_model
 
@@ -48,9 +49,9 @@ __all__ = ["PROVIDER_NOT_CONFIGURED", "ModelSettings", "ModelWorker"]
 
 log = logging.getLogger("flowai.models")
 
-MODEL_REQUEST: Final = "flowai.v1.ModelRequest"
-MODEL_RESULT: Final = "flowai.v1.ModelResult"
-MODEL_DELTA: Final = "flowai.v1.ModelDelta"
+MODEL_REQUEST: Final = messages.ModelRequest.NAME
+MODEL_RESULT: Final = messages.ModelResult.NAME
+MODEL_DELTA: Final = messages.ModelDelta.NAME
 PROVIDER_NOT_CONFIGURED: Final = "PROVIDER_NOT_CONFIGURED"
 
 

@@ -37,8 +37,8 @@ from typing import Any, ClassVar, Final
 
 import orjson
 
-from flowai_harness import bus, metrics, telemetry
 from flowai_harness.errors import InvalidInputError, TenantMismatchError, UnknownSchemaError
+from flowai_harness.kafka import bus, metrics, telemetry
 
 from .claims import Begin, InvocationLedger
 
@@ -61,7 +61,7 @@ __all__ = [
 # name): a worker with ``timing`` on adds ``in`` (the input record's timestamp), ``f``
 # (fetched), ``b`` (the ledger's begin answered), ``r`` (the work ran) and ``l`` (the
 # result recorded), in ms since the epoch.
-TIMING: Final = "flowai-timing"
+TIMING: Final = bus.TIMING
 
 log = logging.getLogger("flowai.tools")
 

@@ -44,8 +44,8 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from redis.asyncio import Redis
 
-from flowai_harness import bus, metrics
 from flowai_harness.errors import ProviderConfigError, VolatileLedgerError
+from flowai_harness.kafka import bus, metrics
 from flowai_harness.modelcall import Complete
 from flowai_harness.references import RedisReferenceStore
 
@@ -102,7 +102,7 @@ class ServiceSettings:
     # maxConcurrency for that provider).
     provider_concurrency: Mapping[str, int] = field(default_factory=dict)
     # Add per-hop timestamps to what the workers publish (bench/kafka_e2e.py).
-    timing: bool = field(default_factory=lambda: bus.env_flag("FLOWAI_TIMING"))
+    timing: bool = field(default_factory=lambda: bus.env_flag(bus.TIMING_ENV))
 
     def __post_init__(self) -> None:
         for name in ("claim_ttl", "result_ttl", "shutdown_grace"):
@@ -122,11 +122,11 @@ class ServiceSettings:
 
     @property
     def group_id(self) -> str:
-        return self.group or f"{self.prefix}.tools"
+        return self.group or bus.group_name(self.prefix, bus.TOOLS_GROUP)
 
     @property
     def model_group_id(self) -> str:
-        return self.model_group or f"{self.prefix}.models"
+        return self.model_group or bus.group_name(self.prefix, bus.MODELS_GROUP)
 
     @property
     def runs_tools(self) -> bool:

@@ -45,8 +45,9 @@ from typing import Any, Final
 
 import orjson
 
-from flowai_harness import _native, bus, metrics, telemetry
+from flowai_harness import _native, messages
 from flowai_harness.errors import FlowaiError, InvalidInputError, RetryableToolError
+from flowai_harness.kafka import bus, metrics, telemetry
 from flowai_harness.references import MemoryReferenceStore, ReferenceAccess, ReferenceStore
 from flowai_harness.toolcall import (
     NO_ACTION_DISPATCHER,
@@ -75,8 +76,8 @@ __all__ = ["Delivery", "ToolWorker", "WorkerSettings", "default_worker_id"]
 
 log = logging.getLogger("flowai.tools")
 
-TOOL_INVOCATION: Final = "flowai.v1.ToolInvocation"
-PLAN_STEP: Final = "flowai.v1.PlanStep"
+TOOL_INVOCATION: Final = messages.ToolInvocation.NAME
+PLAN_STEP: Final = messages.PlanStep.NAME
 
 # Dead-letter reasons (stable codes operators match on), beside those of .once.
 TOOL_NOT_AVAILABLE: Final = "TOOL_NOT_AVAILABLE"  # the engine's code for a tool nobody runs

@@ -38,8 +38,9 @@ from kafka_helpers import HERE, PARTITIONS, REPO, RunLog, ToolResponder
 from processes import Service
 from redis.asyncio import Redis
 
-from flowai_harness import bus, connect, decision_auth
-from flowai_harness.client import Client
+from flowai_harness import connect
+from flowai_harness.kafka import bus, decision_auth
+from flowai_harness.kafka.client import Client
 
 
 def _required_env(name: str) -> str:

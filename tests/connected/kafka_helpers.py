@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 from aiokafka import TopicPartition
 
-from flowai_harness import bus
+from flowai_harness.kafka import bus
 from flowai_harness.specs import RuntimeSpec
 from flowai_harness.toolcall import run_tool_call, tool_result
 

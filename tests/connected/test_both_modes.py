@@ -25,7 +25,8 @@ from kafka_helpers import HERE, live_runtime_args, live_worker_args
 from processes import Service
 from redis.asyncio import Redis
 
-from flowai_harness import Runtime, bus, connect, create_runtime
+from flowai_harness import Runtime, connect, create_runtime
+from flowai_harness.kafka import bus
 from flowai_harness.testing import FakeProvider, ToolCall, Turn, Usage, overloaded, rate_limited
 
 pytestmark = pytest.mark.connected

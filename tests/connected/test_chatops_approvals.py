@@ -27,14 +27,15 @@ from processes import Service, until
 from redis.asyncio import Redis
 from slack_approval_app import SLACK_ALICE
 
-from flowai_harness import approvals_http, bus, connect
-from flowai_harness.decision_auth import DecisionVerifier, generate_keys
+from flowai_harness import connect
 from flowai_harness.errors import (
     ApprovalAlreadyResolvedError,
     ApproverNotAllowedError,
     SignatureError,
     UnknownApprovalError,
 )
+from flowai_harness.kafka import approvals_http, bus
+from flowai_harness.kafka.decision_auth import DecisionVerifier, generate_keys
 from flowai_harness.testing.fake_slack import FakeSlack
 
 pytestmark = pytest.mark.connected

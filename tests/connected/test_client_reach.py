@@ -25,14 +25,15 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from kafka_helpers import HERE, RunLog, ToolResponder, runtime_args
 from processes import Service, until
 
-from flowai_harness import bus, connect, create_runtime
-from flowai_harness.client import Client, ThreadInfo
+from flowai_harness import connect, create_runtime
 from flowai_harness.errors import (
     NoActiveRunError,
     ReferenceNotFoundError,
     UnknownThreadError,
     UsageError,
 )
+from flowai_harness.kafka import bus
+from flowai_harness.kafka.client import Client, ThreadInfo
 from flowai_harness.references import RedisReferenceStore
 
 pytestmark = pytest.mark.connected

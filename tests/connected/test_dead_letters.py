@@ -21,8 +21,9 @@ from aiokafka import AIOKafkaProducer
 from kafka_helpers import RunLog, ToolResponder, runtime_args
 from processes import Service, until
 
-from flowai_harness import bus, connect
-from flowai_harness.deadletters import LetterFilter, parse_time, read_letters
+from flowai_harness import connect
+from flowai_harness.kafka import bus
+from flowai_harness.kafka.deadletters import LetterFilter, parse_time, read_letters
 
 pytestmark = pytest.mark.connected
 

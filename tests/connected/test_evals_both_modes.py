@@ -19,7 +19,7 @@ import pytest
 from kafka_helpers import HERE, live_runtime_args, live_worker_args
 from processes import Service
 
-from flowai_harness import bus, connect, create_runtime
+from flowai_harness import connect, create_runtime
 from flowai_harness.evals import (
     ResponseScorer,
     define_eval_config,
@@ -28,6 +28,7 @@ from flowai_harness.evals import (
     define_test_case,
 )
 from flowai_harness.evals.replay import ReplayRuntime, kafka_recorded_threads, replay_suite
+from flowai_harness.kafka import bus
 from flowai_harness.testing import FakeProvider, ToolCall, Turn, Usage
 
 pytestmark = pytest.mark.connected

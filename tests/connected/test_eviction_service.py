@@ -19,8 +19,9 @@ from kafka_helpers import HERE, PARTITIONS, RunLog, ToolResponder, runtime_args
 from processes import Service, until
 from services.runtime.store import ThreadStore, store_path
 
-from flowai_harness import bus, create_runtime
-from flowai_harness.client import Client
+from flowai_harness import create_runtime
+from flowai_harness.kafka import bus
+from flowai_harness.kafka.client import Client
 
 pytestmark = pytest.mark.connected
 

@@ -21,7 +21,8 @@ from kafka_helpers import PARTITIONS, RunLog
 from processes import Service, until
 from redis.asyncio import Redis
 
-from flowai_harness import bus, create_runtime
+from flowai_harness import create_runtime
+from flowai_harness.kafka import bus
 
 pytestmark = pytest.mark.connected
 

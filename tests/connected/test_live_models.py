@@ -19,7 +19,8 @@ from kafka_helpers import RunLog, live_runtime_args, live_worker_args
 from processes import Service, until
 from redis.asyncio import Redis
 
-from flowai_harness import bus, connect
+from flowai_harness import connect
+from flowai_harness.kafka import bus
 from flowai_harness.testing import FakeProvider, ToolCall, Turn
 
 pytestmark = pytest.mark.connected

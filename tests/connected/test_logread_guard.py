@@ -1,4 +1,4 @@
-"""Guard on the aiokafka internals :class:`flowai_harness.logread.LogReader` uses, on a real
+"""Guard on the aiokafka internals :class:`flowai_harness.kafka.logread.LogReader` uses, on a real
 broker: its own Fetch requests (``AIOKafkaClient._wait_on_metadata``, ``send``,
 ``FetchRequest``, the response layout by ``API_VERSION``) and the record layer
 (``MemoryRecords``, ``ControlRecord``) must still read exactly what a ``read_committed``
@@ -11,13 +11,13 @@ from __future__ import annotations
 import pytest
 from aiokafka import TopicPartition
 
-from flowai_harness import bus
-from flowai_harness.logread import LogReader
+from flowai_harness.kafka import bus
+from flowai_harness.kafka.logread import LogReader
 
 pytestmark = pytest.mark.connected
 
 INTERNALS = (
-    "aiokafka internals behind flowai_harness.logread.LogReader (AIOKafkaClient."
+    "aiokafka internals behind flowai_harness.kafka.logread.LogReader (AIOKafkaClient."
     "_wait_on_metadata/send, aiokafka.protocol.fetch.FetchRequest and its response layout, "
     "aiokafka.record MemoryRecords/ControlRecord)"
 )

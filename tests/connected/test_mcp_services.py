@@ -17,7 +17,8 @@ from kafka_helpers import PARTITIONS, RunLog
 from mcp_app import SERVER, make_spec
 from processes import Service, until
 
-from flowai_harness import bus, connect, create_runtime
+from flowai_harness import connect, create_runtime
+from flowai_harness.kafka import bus
 
 pytestmark = pytest.mark.connected
 

@@ -33,7 +33,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 from processes import Service, until
 
-from flowai_harness import approvals_http, bus, connect, metrics, telemetry
+from flowai_harness import connect
+from flowai_harness.kafka import approvals_http, bus, metrics, telemetry
 from flowai_harness.testing import FakeProvider, ToolCall, Turn, Usage
 
 pytestmark = pytest.mark.connected
@@ -85,7 +86,7 @@ async def _start_in_process(
     from services.tools.service import ToolService
 
     from flowai_harness.apps import load_spec
-    from flowai_harness.decision_auth import DecisionVerifier
+    from flowai_harness.kafka.decision_auth import DecisionVerifier
 
     private, public = keys
     common = ["--app", "live_app:spec", "--bootstrap", bootstrap, "--prefix", prefix]

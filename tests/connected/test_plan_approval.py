@@ -27,8 +27,9 @@ from plan_approval_app import STOCK
 from processes import Service, until
 from redis.asyncio import Redis
 
-from flowai_harness import approvals_http, bus, connect, decision_auth
+from flowai_harness import connect
 from flowai_harness.errors import ApprovalAlreadyResolvedError, ApproverNotAllowedError
+from flowai_harness.kafka import approvals_http, bus, decision_auth
 from flowai_harness.references import reference_id
 
 pytestmark = pytest.mark.connected

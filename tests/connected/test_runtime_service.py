@@ -28,7 +28,8 @@ from kafka_helpers import REPO, RunLog, ToolResponder, runtime_args
 from processes import Service, until
 from redis.asyncio import Redis
 
-from flowai_harness import bus, connect, create_runtime, decision_auth, messages
+from flowai_harness import connect, create_runtime, messages
+from flowai_harness.kafka import bus, decision_auth
 
 pytestmark = pytest.mark.connected
 

@@ -20,8 +20,9 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from kafka_helpers import PARTITIONS, RunLog, runtime_args
 from processes import Service, until
 
-from flowai_harness import bus, connect
+from flowai_harness import connect
 from flowai_harness.errors import UnknownThreadError
+from flowai_harness.kafka import bus
 
 pytestmark = pytest.mark.connected
 

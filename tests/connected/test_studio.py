@@ -19,7 +19,8 @@ from kafka_helpers import PARTITIONS
 from processes import Service, until
 from test_plan_approval import APP, ask, conversation, free_port, restock
 
-from flowai_harness import bus, connect
+from flowai_harness import connect
+from flowai_harness.kafka import bus
 
 pytestmark = [pytest.mark.connected, pytest.mark.usefixtures("deciding_client")]
 

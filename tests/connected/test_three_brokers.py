@@ -23,7 +23,7 @@ from cluster import Cluster
 from kafka_helpers import PARTITIONS, RunLog, runtime_args
 from processes import Service, until
 
-from flowai_harness import bus
+from flowai_harness.kafka import bus
 
 pytestmark = [pytest.mark.connected, pytest.mark.brokers3]
 

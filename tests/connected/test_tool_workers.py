@@ -37,8 +37,8 @@ from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from flowai_harness import bus
-from flowai_harness.bus import Topics
+from flowai_harness.kafka import bus
+from flowai_harness.kafka.bus import Topics
 
 pytestmark = pytest.mark.connected
 

@@ -29,7 +29,8 @@ import pytest
 from kafka_helpers import PARTITIONS, REPO
 from processes import Service, until
 
-from flowai_harness import approvals_http, bus, connect
+from flowai_harness import connect
+from flowai_harness.kafka import approvals_http, bus
 
 pytestmark = pytest.mark.connected
 

@@ -22,8 +22,8 @@ from services.approvals.desk import ApprovalDesk
 from services.approvals.http import Interactions, create_app
 from services.approvals.policy import AppPolicy, ApproverPolicy, SlackRoutes, TenantSecrets
 
-from flowai_harness import approvals_http, bus
-from flowai_harness.decision_auth import DecisionSigner, DecisionVerifier, generate_keys
+from flowai_harness.kafka import approvals_http, bus
+from flowai_harness.kafka.decision_auth import DecisionSigner, DecisionVerifier, generate_keys
 
 TOPICS = bus.Topics("unit")
 NOW = 1_700_000_000_000

@@ -57,8 +57,7 @@ from services.approvals.policy import (
 from services.approvals.service import ApprovalsService, ServiceSettings
 from slack_sdk.signature import SignatureVerifier
 
-from flowai_harness import approvals_http, bus, messages
-from flowai_harness.decision_auth import DecisionSigner, generate_keys
+from flowai_harness import messages
 from flowai_harness.errors import (
     AppLoadError,
     ApprovalAlreadyResolvedError,
@@ -69,6 +68,8 @@ from flowai_harness.errors import (
     UnknownApprovalError,
     UsageError,
 )
+from flowai_harness.kafka import approvals_http, bus
+from flowai_harness.kafka.decision_auth import DecisionSigner, generate_keys
 
 APPROVE = {"outcome": "approve", "approver": "alice"}
 

@@ -38,8 +38,8 @@ from services.approvals.slack import APPROVE, REJECT, REVISE, SlackBridge, Slack
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from flowai_harness.approvals_http import slack_signature
 from flowai_harness.errors import UsageError
+from flowai_harness.kafka.approvals_http import slack_signature
 from flowai_harness.testing.fake_slack import FakeSlack, SlackMessage
 
 ALICE, BOB, MALLORY = "U0ALICE01", "U0BOB0001", "U0MALLORY"

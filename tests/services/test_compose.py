@@ -22,7 +22,7 @@ from services.approvals.command import build_parser as approvals_parser
 from services.runtime.command import parser as runtime_parser
 from services.tools.command import build_parser as tools_parser
 
-from flowai_harness import bus
+from flowai_harness.kafka import bus
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -22,7 +22,7 @@ from services.tools.command import build_parser, settings_from_args
 from services.tools.models import ModelSettings, ModelWorker
 from services.tools.once import Delivery
 
-from flowai_harness.bus import Topics
+from flowai_harness.kafka.bus import Topics
 from flowai_harness.providers import build_providers, close_providers
 from flowai_harness.testing import FakeProvider, Turn, rate_limited
 

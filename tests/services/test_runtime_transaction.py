@@ -20,14 +20,13 @@ from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
 from services.runtime.service import RuntimeService, ServiceConfig, _Partition
 
 from flowai_harness import (
-    bus,
-    decision_auth,
     define_runtime,
     define_specialist,
     define_tenant,
     define_tool,
     messages,
 )
+from flowai_harness.kafka import bus, decision_auth
 
 PARTITIONS = 3
 

@@ -38,7 +38,6 @@ from flowai_harness import (
     ToolContext,
     ToolDefinition,
     _native,
-    bus,
     create_runtime,
     define_coordinator,
     define_executor,
@@ -50,8 +49,9 @@ from flowai_harness import (
     define_tool,
     messages,
 )
-from flowai_harness.bus import Topics
 from flowai_harness.errors import AppLoadError, InvalidInputError
+from flowai_harness.kafka import bus
+from flowai_harness.kafka.bus import Topics
 from flowai_harness.references import RedisReferenceStore, ReferenceHandle, reference_id
 from flowai_harness.runtime import new_engine
 from flowai_harness.tools import idempotency_key

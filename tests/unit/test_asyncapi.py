@@ -1,6 +1,6 @@
-"""schemas/asyncapi.yaml is generated from flowai_harness.asyncapi and committed: regenerate and
-compare, check it is a well-formed AsyncAPI 3.0 document, and check what it says against the
-bus and the services' own code."""
+"""schemas/asyncapi.yaml is generated from flowai_harness.kafka.asyncapi and committed:
+regenerate and compare, check it is a well-formed AsyncAPI 3.0 document, and check what it
+says against the bus and the services' own code."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ import yaml
 from services.runtime.service import _KEYED_BY_ID, ServiceConfig
 from services.tools.service import ServiceSettings
 
-from flowai_harness import asyncapi, bus, messages
+from flowai_harness import messages
+from flowai_harness.kafka import asyncapi, bus
 
 SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "schemas"
 DOCUMENT = SCHEMAS_DIR / "asyncapi.yaml"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from flowai_harness import cli, connect
-from flowai_harness.client import _thread_of_approval
 from flowai_harness.errors import InvalidInputError
+from flowai_harness.kafka.client import _thread_of_approval
 
 
 def test_usage_errors_exit_2_with_one_line_and_no_traceback(

@@ -8,14 +8,14 @@ from typing import Any
 
 import pytest
 
-from flowai_harness.decision_auth import (
+from flowai_harness.errors import DecisionUnverifiedError, UsageError
+from flowai_harness.kafka.decision_auth import (
     DecisionSigner,
     DecisionVerifier,
     generate_keys,
     load_public_keys,
     main,
 )
-from flowai_harness.errors import DecisionUnverifiedError, UsageError
 
 PRIVATE, PUBLIC = generate_keys()
 SIGNER = DecisionSigner.from_pem(PRIVATE)

@@ -4,11 +4,11 @@ here, naming it, instead of slowing or corrupting a replay somewhere far away.
 aiokafka (pinned ``==0.14.0`` by the ``kafka`` extra) is used past its consumer/producer API
 in two places:
 
-- :func:`flowai_harness.bus._tune_transaction_retries` lowers
+- :func:`flowai_harness.kafka.bus._tune_transaction_retries` lowers
   ``aiokafka.producer.sender.BACKOFF_OVERRIDE``, the fixed wait before the first
   AddPartitionsToTxn retry (20 ms), to 2 ms. If the name goes, the override is silently a
   no-op and every transaction's step gets 20 ms slower.
-- :class:`flowai_harness.logread.LogReader` sends its own Fetch requests:
+- :class:`flowai_harness.kafka.logread.LogReader` sends its own Fetch requests:
   ``AIOKafkaClient._wait_on_metadata`` / ``cluster.leader_for_partition`` / ``ready`` /
   ``send`` / ``force_metadata_update``, ``aiokafka.protocol.fetch.FetchRequest`` (positional
   max_wait, min_bytes, max_bytes, isolation_level, topics) and the response layout by
@@ -37,8 +37,8 @@ aiokafka = pytest.importorskip("aiokafka", reason="the kafka extra is not instal
 from aiokafka.record.default_records import DefaultRecordBatchBuilder  # noqa: E402
 from aiokafka.record.memory_records import MemoryRecords  # noqa: E402
 
-from flowai_harness import bus  # noqa: E402
-from flowai_harness.logread import PartitionLog, _read_batches  # noqa: E402
+from flowai_harness.kafka import bus  # noqa: E402
+from flowai_harness.kafka.logread import PartitionLog, _read_batches  # noqa: E402
 
 
 def internal(owner: Any, name: str, what: str) -> Any:
@@ -55,19 +55,21 @@ def internal(owner: Any, name: str, what: str) -> Any:
 def test_the_transaction_retry_backoff_override_still_exists_and_is_used() -> None:
     from aiokafka.producer import sender
 
-    value = internal(sender, "BACKOFF_OVERRIDE", "flowai_harness.bus._tune_transaction_retries")
+    value = internal(
+        sender, "BACKOFF_OVERRIDE", "flowai_harness.kafka.bus._tune_transaction_retries"
+    )
     assert isinstance(value, float), (
         f"aiokafka.producer.sender.BACKOFF_OVERRIDE is a {type(value).__name__} now, not the "
-        "seconds flowai_harness.bus._tune_transaction_retries lowers"
+        "seconds flowai_harness.kafka.bus._tune_transaction_retries lowers"
     )
     source = inspect.getsource(sender)
     assert source.count("BACKOFF_OVERRIDE") >= 2, (
         "aiokafka.producer.sender no longer reads BACKOFF_OVERRIDE when it retries "
-        "AddPartitionsToTxn: flowai_harness.bus._tune_transaction_retries has no effect"
+        "AddPartitionsToTxn: flowai_harness.kafka.bus._tune_transaction_retries has no effect"
     )
     bus._tune_transaction_retries()
     assert sender.BACKOFF_OVERRIDE <= 0.002, (
-        "flowai_harness.bus._tune_transaction_retries did not lower "
+        "flowai_harness.kafka.bus._tune_transaction_retries did not lower "
         "aiokafka.producer.sender.BACKOFF_OVERRIDE"
     )
 
@@ -76,7 +78,7 @@ def test_the_client_methods_the_log_reader_calls_still_exist() -> None:
     from aiokafka.client import AIOKafkaClient
     from aiokafka.cluster import ClusterMetadata
 
-    what = "flowai_harness.logread.LogReader.read"
+    what = "flowai_harness.kafka.logread.LogReader.read"
     for name in ("_wait_on_metadata", "ready", "send", "force_metadata_update", "bootstrap"):
         method = internal(AIOKafkaClient, name, what)
         assert inspect.iscoroutinefunction(method) or name == "force_metadata_update", (
@@ -95,9 +97,9 @@ def test_the_fetch_request_keeps_the_fields_the_log_reader_sends() -> None:
     parameters = list(inspect.signature(FetchRequest.__init__).parameters)[1:6]
     assert parameters == ["max_wait_time", "min_bytes", "max_bytes", "isolation_level", "topics"], (
         "aiokafka.protocol.fetch.FetchRequest(...) takes other positional fields now "
-        f"({parameters}); flowai_harness.logread.LogReader._fetch passes them by position"
+        f"({parameters}); flowai_harness.kafka.logread.LogReader._fetch passes them by position"
     )
-    internal(FetchRequest, "API_KEY", "flowai_harness.logread.LogReader._fetch")
+    internal(FetchRequest, "API_KEY", "flowai_harness.kafka.logread.LogReader._fetch")
     # The response layouts LogReader._absorb reads: v4..v10 and v11+.
     from aiokafka.protocol import fetch
 
@@ -136,12 +138,12 @@ def test_the_record_layer_still_reads_as_the_log_reader_expects() -> None:
     )
     records = MemoryRecords(data)
     for name in ("has_next", "next_batch"):
-        internal(records, name, "flowai_harness.logread._read_batches")
+        internal(records, name, "flowai_harness.kafka.logread._read_batches")
     log = PartitionLog()
     # Producer 7's transaction (first offset 2) was aborted, as a Fetch response says.
     position = _read_batches(MemoryRecords(data), [(7, 2)], 0, 5, log)
     assert log.values == [b"a", b"b", b"c", b"d"], (
-        "aiokafka's record batches no longer read as flowai_harness.logread._read_batches "
+        "aiokafka's record batches no longer read as flowai_harness.kafka.logread._read_batches "
         "expects (producer_id, is_transactional, base_offset, next_offset, record offsets)"
     )
     assert position == 5
@@ -151,8 +153,8 @@ def test_the_record_layer_still_reads_as_the_log_reader_expects() -> None:
 def test_the_control_record_parser_still_names_the_abort_marker() -> None:
     from aiokafka.record import control_record
 
-    marker = internal(control_record, "ABORT_MARKER", "flowai_harness.logread._read_batches")
-    parse = internal(control_record.ControlRecord, "parse", "flowai_harness.logread")
+    marker = internal(control_record, "ABORT_MARKER", "flowai_harness.kafka.logread._read_batches")
+    parse = internal(control_record.ControlRecord, "parse", "flowai_harness.kafka.logread")
     # A control record's key: version 0 (int16), type 0 = ABORT (int16).
     assert parse(b"\x00\x00\x00\x00") == marker, (
         "aiokafka.record.control_record.ControlRecord.parse no longer reads an ABORT key "

@@ -10,9 +10,9 @@ from typing import Any
 import orjson
 import pytest
 
-from flowai_harness import bus
-from flowai_harness.deadletters import Letter, LetterFilter, _plan, parse_time
 from flowai_harness.errors import RedriveRefusedError, UsageError
+from flowai_harness.kafka import bus
+from flowai_harness.kafka.deadletters import Letter, LetterFilter, _plan, parse_time
 from flowai_harness.progress import Progress, progress
 
 

@@ -210,7 +210,7 @@ async def kafka_recorded_threads(
     """:func:`recorded_threads` from the Kafka run log (``{prefix}.runtime-events``, every
     partition, read committed, up to its end now). Reads the whole topic: name ``threads``
     to keep what is held in memory small on a busy log."""
-    from .. import bus
+    from ..kafka import bus
 
     topics = bus.Topics(prefix)
     keep = _filter(agent=agent, since=since, until=until, threads=threads)

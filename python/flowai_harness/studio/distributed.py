@@ -8,7 +8,7 @@ model's text as model workers stream it). Approvals come from the same log: an
 ``approval-required`` without its ``approval-decision`` is pending, wherever it is decided
 (Studio, chat-ops, the CLI): the decision is logged by the runtime and shows everywhere.
 
-A chat publishes a ``flowai.v1.Query`` through the :func:`~flowai_harness.client.connect`
+A chat publishes a ``flowai.v1.Query`` through the :func:`~flowai_harness.kafka.client.connect`
 client (a task here iterates its stream, which only adds a refused query's error: everything
 else comes from the log); a decision is a ``flowai.v1.ApprovalDecision`` through the same
 client, signed with ``decision_key`` (the runtime service accepts only signed decisions
@@ -33,8 +33,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from .. import _native, bus
-from ..client import Client, RemoteEventStream, connect
+from .. import _native
 from ..errors import (
     BusError,
     ForkUnavailableError,
@@ -43,7 +42,9 @@ from ..errors import (
 )
 from ..evals.models import EvalRequest
 from ..evals.runner import EvalStream
-from ..messages import envelope
+from ..kafka import bus
+from ..kafka.client import Client, RemoteEventStream, connect
+from ..messages import CancelRun, ForkThread, envelope
 from ..runtime import new_engine
 from ..specs import RuntimeSpec
 from .backend import AgentInfo, Outcome, agents_of, check_chat_target, check_idle
@@ -163,7 +164,7 @@ class DistributedBackend:
         assert self._producer is not None
         key = bus.thread_key(self.tenant, thread_id)
         message = envelope(
-            "flowai.v1.CancelRun",
+            CancelRun.NAME,
             id=f"studio-cancel-{os.urandom(8).hex()}",
             tenant=self.tenant,
             thread_id=thread_id,
@@ -221,7 +222,7 @@ class DistributedBackend:
         # on; the same engine decides here first, so a refusal is an answer at once.
         probe = self._fork_engine()
         request = envelope(
-            "flowai.v1.ForkThread",
+            ForkThread.NAME,
             id=f"studio-fork-{os.urandom(8).hex()}",
             tenant=self.tenant,
             thread_id=new_thread_id,

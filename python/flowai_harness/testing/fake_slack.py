@@ -42,7 +42,7 @@ from urllib.parse import parse_qsl, urlencode
 
 import orjson
 
-from ..approvals_http import SLACK_SIGNATURE_HEADER, SLACK_TIMESTAMP_HEADER, slack_signature
+from ..kafka.approvals_http import SLACK_SIGNATURE_HEADER, SLACK_TIMESTAMP_HEADER, slack_signature
 from .local_server import LocalServer
 
 try:

@@ -20,7 +20,7 @@ hex digits of the SHA-256 of the raw public key, unless given). Ed25519 rather t
 HMAC secret: a runtime (or anyone who reads its configuration) can check decisions but cannot
 make one.
 
-``python -m flowai_harness.decision_auth keygen --out DIR`` writes ``decision-key.pem`` (keep
+``python -m flowai_harness.kafka.decision_auth keygen --out DIR`` writes ``decision-key.pem`` (keep
 it secret: the approvals service's) and ``decision-key.pub.pem`` (give it to the runtimes).
 
 Needs the ``cryptography`` package (the ``kafka`` extra), imported when a key is loaded. Must
@@ -41,7 +41,7 @@ from typing import Any, Final
 
 import orjson
 
-from .errors import DecisionUnverifiedError, UsageError
+from ..errors import DecisionUnverifiedError, UsageError
 
 __all__ = [
     "DECISION_UNVERIFIED",
@@ -148,7 +148,7 @@ class DecisionVerifier:
         if not isinstance(signature, Mapping):
             raise DecisionUnverifiedError(
                 "the decision is not signed; decide through the approvals service (or sign "
-                "it with a deciding key: flowai_harness.decision_auth.DecisionSigner)"
+                "it with a deciding key: flowai_harness.kafka.decision_auth.DecisionSigner)"
             )
         kid, issued_at, sig = signature.get("kid"), signature.get("issued_at"), signature.get("sig")
         if signature.get("alg") != ALGORITHM:
@@ -211,7 +211,7 @@ def load_private_key(value: bytes | str | os.PathLike[str]) -> Any:
     if not isinstance(key, Ed25519PrivateKey):
         raise UsageError(
             f"the decision key must be an Ed25519 key, got {type(key).__name__}; make one "
-            "with `python -m flowai_harness.decision_auth keygen`"
+            "with `python -m flowai_harness.kafka.decision_auth keygen`"
         )
     return key
 
@@ -255,7 +255,7 @@ def generate_keys() -> tuple[bytes, bytes]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m flowai_harness.decision_auth",
+        prog="python -m flowai_harness.kafka.decision_auth",
         description="Make the key pair that signs approval decisions.",
     )
     commands = parser.add_subparsers(dest="command", required=True)

@@ -3,18 +3,18 @@
 Owns the options every service takes for that (:func:`add_arguments`: ``--log-format``,
 ``--metrics``, ``--traces``, each also a ``FLOWAI_*`` variable), :func:`setup` (logging and
 tracing, at start), the JSON log lines (:class:`JsonFormatter`: thread, run, message id and
-trace id on every line, from :func:`flowai_harness.telemetry.log_context`), readiness
+trace id on every line, from :func:`flowai_harness.kafka.telemetry.log_context`), readiness
 (:func:`ready_when`) and :func:`serving`, the HTTP server of
 
 - ``GET /healthz``: 200 while the process runs (its event loop answers);
 - ``GET /readyz``: 200 when every readiness check passes (the runtime: its assigned
   partitions rebuilt from the run log) and the broker answers a metadata request, else 503
   with the reasons;
-- ``GET /metrics``: :mod:`flowai_harness.metrics` in the Prometheus text format, consumer
+- ``GET /metrics``: :mod:`flowai_harness.kafka.metrics` in the Prometheus text format, consumer
   lag measured at the scrape.
 
 The service code calls only short hooks (:func:`ready_when`,
-:func:`flowai_harness.metrics.watch_consumer`, the telemetry context managers).
+:func:`flowai_harness.kafka.metrics.watch_consumer`, the telemetry context managers).
 
 Imports aiohttp and prometheus_client (the ``kafka`` extra). Must not import a service, the
 runtime or the native engine.
@@ -183,7 +183,7 @@ async def _metrics(request: web.Request) -> web.Response:
 
 def parse_address(text: str) -> tuple[str, int]:
     """``host:port`` (``[::1]:9464`` for IPv6) -> (host, port)."""
-    from .errors import SettingError
+    from ..errors import SettingError
 
     host, sep, port = text.rpartition(":")
     if not sep or not host or not port.isdigit():

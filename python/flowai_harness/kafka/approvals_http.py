@@ -39,7 +39,7 @@ from urllib.parse import quote
 
 import orjson
 
-from .errors import FlowaiError, SignatureError, error_from_code
+from ..errors import FlowaiError, SignatureError, error_from_code
 
 if TYPE_CHECKING:
     import aiohttp

@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 import orjson
 
-from .errors import (
+from ..errors import (
     BusError,
     FlowaiError,
     InvalidInputError,
@@ -58,16 +58,25 @@ from .errors import (
     UsageError,
     error_from_code,
 )
-from .messages import envelope
+from ..messages import (
+    ApprovalDecision,
+    CancelRun,
+    DeadLetter,
+    ForkThread,
+    Query,
+    ResumeRun,
+    Thread,
+    envelope,
+)
 
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+    from ..evals.runner import EvalStream
+    from ..references import ReferenceAccess, ReferenceSpec
     from .bus import Topics
     from .decision_auth import DecisionSigner
-    from .evals.runner import EvalStream
     from .logread import LogReader
-    from .references import ReferenceAccess, ReferenceSpec
 
 __all__ = ["Client", "RemoteEventStream", "ThreadInfo", "ThreadStream", "connect"]
 
@@ -99,7 +108,7 @@ def connect(
 
     ``decision_key`` (PEM text or a file path; default: env ``FLOWAI_DECISION_KEY``) is a
     deciding key: :meth:`Client.respond_to_approval` signs decisions with it, as the runtime
-    service requires (flowai_harness.decision_auth). Without one a decision is published
+    service requires (flowai_harness.kafka.decision_auth). Without one a decision is published
     unsigned, which only a runtime started with ``--allow-unsigned-decisions`` accepts;
     people decide through the approvals service instead.
 
@@ -294,7 +303,7 @@ class ThreadStream:
         at_rest = info.status in _AT_REST
         if self._send is None and at_rest and self.from_seq > info.seq:
             return
-        if self._send == "flowai.v1.ResumeRun" and at_rest:
+        if self._send == ResumeRun.NAME and at_rest:
             return  # nothing unfinished: the embedded runtime's empty stream
         tail = self._send is not None
         start = ends[log_tp] if tail else info.log_offset
@@ -322,7 +331,7 @@ class ThreadStream:
                     body = orjson.loads(record.value)
                     payload = body.get("payload") or {}
                     if (
-                        body.get("schema") == "flowai.v1.DeadLetter"
+                        body.get("schema") == DeadLetter.NAME
                         and payload.get("original_id") == input_id
                     ):
                         code = str(payload.get("reason"))
@@ -531,7 +540,7 @@ class Client:
             if value is not None:
                 payload[name] = value
         await self.start()
-        envelope = self._envelope("flowai.v1.ApprovalDecision", thread_id, payload)
+        envelope = self._envelope(ApprovalDecision.NAME, thread_id, payload)
         if self._signer is not None:
             envelope = orjson.dumps(self._signer.signed(orjson.loads(envelope)))
         await self._send(self.topics.approval_decisions, thread_id, envelope)
@@ -567,7 +576,7 @@ class Client:
         unknown one raises ``UnknownThreadError`` when iterated."""
         if not isinstance(thread_id, str) or not thread_id:
             raise TypeError(f"thread_id must be a non-empty str, got {thread_id!r}")
-        return ThreadStream(self, thread_id, send="flowai.v1.ResumeRun")
+        return ThreadStream(self, thread_id, send=ResumeRun.NAME)
 
     async def cancel(self, thread_id: str) -> list[Event]:
         """Cancel the thread's active run; returns the events from the cancellation to the
@@ -576,7 +585,7 @@ class Client:
         the dead letters)."""
         if not isinstance(thread_id, str) or not thread_id:
             raise TypeError(f"thread_id must be a non-empty str, got {thread_id!r}")
-        stream = ThreadStream(self, thread_id, send="flowai.v1.CancelRun", raise_refusal=True)
+        stream = ThreadStream(self, thread_id, send=CancelRun.NAME, raise_refusal=True)
         return [event async for event in stream]
 
     async def threads(self) -> list[ThreadInfo]:
@@ -680,7 +689,7 @@ class Client:
         payload = body.get("payload")
         thread_id = body.get("thread_id")
         if (
-            body.get("schema") != "flowai.v1.Thread"
+            body.get("schema") != Thread.NAME
             or body.get("tenant") != self.tenant
             or not isinstance(thread_id, str)
             or not isinstance(payload, dict)
@@ -697,7 +706,7 @@ class Client:
         )
 
     def _reference_access(self, reference: ReferenceSpec | str | None) -> ReferenceAccess:
-        from .references import RedisReferenceStore, ReferenceAccess, ReferenceSpec
+        from ..references import RedisReferenceStore, ReferenceAccess, ReferenceSpec
 
         if self._references is None:
             if self._redis_url is None:
@@ -731,7 +740,7 @@ class Client:
         (``target_agent_id`` names the agent, else the coordinator); gates are decided by
         ``approval_policy`` through :meth:`respond_to_approval`; judges use
         ``judge_providers`` settings (as ``define_runtime(providers=...)``)."""
-        from .evals.runtime_bridge import remote_stream_eval
+        from ..evals.runtime_bridge import remote_stream_eval
 
         return remote_stream_eval(
             self,
@@ -748,7 +757,7 @@ class Client:
         judge_providers: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> dict[str, Any]:
         """:meth:`stream_eval` to the end; returns the artifact's JSON dict."""
-        from .evals.runner import artifact_of
+        from ..evals.runner import artifact_of
 
         stream = self.stream_eval(
             eval_request, approval_policy=approval_policy, judge_providers=judge_providers
@@ -785,7 +794,7 @@ class Client:
         await self.start()
         if self._failure is not None:
             raise BusError(f"the run-log follower failed: {self._failure!r}")
-        envelope = self._envelope("flowai.v1.Query", thread_id, {"prompt": prompt, "agent": agent})
+        envelope = self._envelope(Query.NAME, thread_id, {"prompt": prompt, "agent": agent})
         follow = _Follow(orjson.loads(envelope)["id"])
         # Registered before publishing, so no event of this run can pass unseen.
         self._waiting.setdefault(bus.thread_key(self.tenant, thread_id), []).append(follow)
@@ -816,7 +825,7 @@ class Client:
     async def _publish_cancel(self, thread_id: str) -> None:
         await self.start()
         await self._send(
-            self.topics.queries, thread_id, self._envelope("flowai.v1.CancelRun", thread_id, {})
+            self.topics.queries, thread_id, self._envelope(CancelRun.NAME, thread_id, {})
         )
 
     async def _follow_loop(self) -> None:
@@ -875,15 +884,15 @@ class Client:
         if new_thread_id is None:
             new_thread_id = f"{thread_id}-fork-{self._id_prefix}-{next(self._ids)}"
         payload = {"source_thread_id": thread_id, "at": at}
-        request = self._envelope("flowai.v1.ForkThread", new_thread_id, payload)
+        request = self._envelope(ForkThread.NAME, new_thread_id, payload)
         await self._send(self.topics.queries, new_thread_id, request)
         return new_thread_id
 
     async def replay(self, thread_id: str, at: int | None = None) -> list[Event]:
         """The thread's committed events (each with its ``seq``), up to ``at`` when given;
         ``UnknownThreadError`` when the run log has none."""
-        from .cli import read_thread
-        from .errors import UnknownThreadError
+        from ..cli import read_thread
+        from ..errors import UnknownThreadError
 
         entries = await read_thread(
             self.bootstrap_servers, self.topics.prefix, self.tenant, thread_id
@@ -955,7 +964,7 @@ def _deliver_delta(follow: _Follow, body: dict[str, Any]) -> None:
 
 
 def _deliver_dead_letter(follow: _Follow, body: dict[str, Any]) -> None:
-    if body.get("schema") != "flowai.v1.DeadLetter":
+    if body.get("schema") != DeadLetter.NAME:
         return  # a re-drive record, say
     payload = body.get("payload") or {}
     if follow.run_id is None and payload.get("original_id") == follow.query_id:

@@ -34,11 +34,11 @@ from typing import Any, Final, TextIO
 import orjson
 from aiokafka import TopicPartition
 
+from ..errors import DeadLetterNotFoundError, RedriveRefusedError, UsageError
+from ..messages import DeadLetter, Redrive
+from ..progress import progress
 from . import bus
-from .errors import DeadLetterNotFoundError, RedriveRefusedError, UsageError
 from .logread import LogReader
-from .messages import schema_name
-from .progress import progress
 
 __all__ = [
     "Letter",
@@ -54,12 +54,6 @@ __all__ = [
     "run",
 ]
 
-_DEAD_LETTER: Final = schema_name("DeadLetter")
-_REDRIVE: Final = schema_name("Redrive")
-# Effects keyed by their own id (bus: "Keys"); everything else about a thread by the thread.
-_KEYED_BY_ID: Final = frozenset(
-    {schema_name("ToolInvocation"), schema_name("PlanStep"), schema_name("ModelRequest")}
-)
 _RELATIVE: Final = re.compile(r"(\d+)([smhd])")
 _SECONDS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -227,10 +221,10 @@ async def read_letters(
             async for tp, log in reader.read_each(ranges):
                 for value in log.values:
                     body = bus.peek(value) or {}
-                    if body.get("schema") == _DEAD_LETTER:
+                    if body.get("schema") == DeadLetter.NAME:
                         letter = Letter.from_envelope(body)
                         letters[letter.id] = letter
-                    elif body.get("schema") == _REDRIVE:
+                    elif body.get("schema") == Redrive.NAME:
                         redrives.append(body)
                 # Offsets count transaction markers too; the bar ends at the total anyway.
                 begin, end = ranges[tp]
@@ -371,15 +365,10 @@ def _plan(
 
 
 def _key_of(fields: dict[str, Any] | None, letter: Letter) -> bytes | None:
-    fields = fields or {}
-    schema, message_id = fields.get("schema"), fields.get("id")
-    if schema in _KEYED_BY_ID and isinstance(message_id, str):
-        return message_id.encode()
-    tenant = fields.get("tenant", letter.tenant)
-    thread_id = fields.get("thread_id", letter.thread_id)
-    if isinstance(tenant, str) and isinstance(thread_id, str):
-        return bus.thread_key(tenant, thread_id)
-    return None
+    # The message's own key rule; the dead letter names the thread when the message does not.
+    return bus.record_key(
+        {"tenant": letter.tenant, "thread_id": letter.thread_id, **(fields or {})}
+    )
 
 
 def _redrive_record(
@@ -393,7 +382,7 @@ def _redrive_record(
 ) -> dict[str, Any]:
     now = bus.now_ms()
     return {
-        "schema": _REDRIVE,
+        "schema": Redrive.NAME,
         "id": f"redrive/{letter.id}/{now}-{time.monotonic_ns() % 1_000_000}",
         "tenant": letter.tenant,
         "thread_id": letter.thread_id,

@@ -21,11 +21,11 @@ propagator; with OpenTelemetry off it is still written (same trace, a new span i
 deployment that turns tracing on later keeps its traces linked.
 
 Every message handled also sets the log context (:func:`log_context`): thread, run,
-message id and trace id, which :mod:`flowai_harness.observe`'s JSON log lines carry.
+message id and trace id, which :mod:`flowai_harness.kafka.observe`'s JSON log lines carry.
 
-Imports :mod:`flowai_harness.bus` and :mod:`flowai_harness.metrics` (the ``kafka`` extra: only
-services and clients trace). Must not import a service, the runtime or the native engine;
-OpenTelemetry is optional.
+Imports :mod:`flowai_harness.kafka.bus` and :mod:`flowai_harness.kafka.metrics` (the
+``kafka`` extra: only services and clients trace). Must not import a service, the runtime or
+the native engine; OpenTelemetry is optional.
 """
 
 from __future__ import annotations
@@ -39,8 +39,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any, Final
 
+from ..errors import SettingError
+from ..messages import ApprovalDecision, CancelRun, ModelRequest, PlanStep, Query, ToolInvocation
 from . import bus, metrics
-from .errors import SettingError
 
 try:
     from opentelemetry import trace
@@ -175,9 +176,9 @@ def outgoing(incoming: Iterable[tuple[str, bytes]] | None = None) -> list[tuple[
 
 # What a client publishes starts a trace: the span's name by the envelope's schema.
 _SPAN_OF_PUBLISHED: Final = {
-    "flowai.v1.Query": "flowai.query",
-    "flowai.v1.CancelRun": "flowai.cancel",
-    "flowai.v1.ApprovalDecision": "flowai.approval.decision",
+    Query.NAME: "flowai.query",
+    CancelRun.NAME: "flowai.cancel",
+    ApprovalDecision.NAME: "flowai.approval.decision",
 }
 
 
@@ -251,9 +252,9 @@ def consuming(
 
 # The span a worker's message gets once its schema is known.
 _SPAN_OF_SCHEMA: Final = {
-    "flowai.v1.ToolInvocation": "flowai.tool.invocation",
-    "flowai.v1.PlanStep": "flowai.plan.step",
-    "flowai.v1.ModelRequest": "flowai.model.request",
+    ToolInvocation.NAME: "flowai.tool.invocation",
+    PlanStep.NAME: "flowai.plan.step",
+    ModelRequest.NAME: "flowai.model.request",
 }
 
 

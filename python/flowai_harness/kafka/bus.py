@@ -1,14 +1,17 @@
 """The Kafka side of flowai-harness: topic names, keys, partitions, clients, dead letters, traces.
 
-Owns :class:`Topics` (the names under a configurable prefix), the keys (:func:`thread_key`)
-and the partition a key lands on (:func:`partition_for`, the murmur2 partitioner of the Java
-client and aiokafka), :func:`ensure_topics` (idempotent creation; the broker's auto-create is
-off) and :func:`check_run_log` (the run log's replication), the producer/consumer factories
-with the settings every service shares, the command line options every service shares
-(:func:`add_service_arguments`, :func:`add_instance_argument`),
-:class:`Publisher` / :class:`KafkaPublisher` (send one message and wait for the broker's
-ack; tests stand in their own), the :func:`dead_letter` and :func:`thread_record` builders
-and the W3C ``traceparent`` header helpers.
+Owns :class:`Topics` (the names under a configurable prefix, from the topic stems the
+message models name in :mod:`flowai_harness.messages`), the keys (:func:`thread_key`,
+:func:`record_key` by each model's key rule) and the partition a key lands on
+(:func:`partition_for`, the murmur2 partitioner of the Java client and aiokafka),
+:func:`ensure_topics` (idempotent creation; the broker's auto-create is off) and
+:func:`check_run_log` (the run log's replication), the producer/consumer factories with the
+settings every service shares, the command line options every service shares
+(:func:`add_service_arguments`, :func:`add_instance_argument`), :class:`Publisher` /
+:class:`KafkaPublisher` (send one message and wait for the broker's ack; tests stand in
+their own), the :func:`dead_letter` and :func:`thread_record` builders, the W3C
+``traceparent`` header helpers, and the names every service shares: the timing header
+(:data:`TIMING`) and the consumer groups (:func:`group_name`).
 
 Replication: topics get replication factor 3 and ``min.insync.replicas=2`` on a cluster of
 three or more brokers, else one replica per broker, unless ``--replication`` /
@@ -18,8 +21,9 @@ copy), whether it is about to be created so or already exists so, unless
 ``allow_unreplicated`` (``--allow-unreplicated``, env ``FLOWAI_ALLOW_UNREPLICATED=1``) says
 this is a one-broker development cluster.
 
-Keys: ``tenant/thread_id`` for everything except tool invocations and plan steps, which are
-keyed by their own id so work spreads over partitions. The runtime's input topics and the run
+Keys: ``tenant/thread_id`` for everything except tool invocations, plan steps and model
+requests, which are keyed by their own id so work spreads over partitions (each model's
+``KEY``). The runtime's input topics and the run
 log have the same partition count, so a thread's inputs and its log share a partition number.
 
 Imports aiokafka (the ``kafka`` extra). Must not import the runtime, the native engine, the
@@ -47,13 +51,36 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
 
-from .errors import BusError, UnreplicatedRunLogError, UsageError
-from .messages import schema_name
+from ..errors import BusError, UnreplicatedRunLogError, UsageError
+from ..messages import (
+    KEYED_BY_ID,
+    SCHEMAS,
+    TOPICS,
+    ApprovalDecision,
+    ApprovalRequest,
+    DeadLetter,
+    Envelope,
+    ModelDelta,
+    ModelRequest,
+    ModelResult,
+    PlanStep,
+    Query,
+    RuntimeEvent,
+    Thread,
+    ThreadSnapshot,
+    ToolInvocation,
+    ToolResult,
+)
 
 __all__ = [
     "DEFAULT_PARTITIONS",
     "DEFAULT_PREFIX",
     "FETCH_WAIT_MS",
+    "MODELS_GROUP",
+    "RUNTIME_GROUP",
+    "TIMING",
+    "TIMING_ENV",
+    "TOOLS_GROUP",
     "TRACEPARENT",
     "KafkaPublisher",
     "Publisher",
@@ -68,6 +95,7 @@ __all__ = [
     "ensure_topics",
     "env_flag",
     "expand_instance_id",
+    "group_name",
     "new_traceparent",
     "now_ms",
     "partition_count",
@@ -75,6 +103,7 @@ __all__ = [
     "partition_for",
     "peek",
     "producer",
+    "record_key",
     "thread_key",
     "thread_record",
     "traceparent_of",
@@ -89,6 +118,15 @@ DEFAULT_PARTITIONS: Final = 6
 # default) gives the same one-step latency (bench/kafka_e2e.py, p50 13-15 ms either way).
 FETCH_WAIT_MS: Final = 500
 TRACEPARENT: Final = "traceparent"
+# Per-hop timestamps (ms since the epoch, ``name=value`` pairs joined by commas) a service
+# adds to what it publishes when timing is on (env TIMING_ENV; bench/kafka_e2e.py reads them).
+TIMING: Final = "flowai-timing"
+TIMING_ENV: Final = "FLOWAI_TIMING"
+# The services' consumer groups (:func:`group_name`), unless ``--group`` / ``--model-group``
+# name others: the runtime over its inputs, the tool workers, the model workers.
+RUNTIME_GROUP: Final = "runtime"
+TOOLS_GROUP: Final = "tools"
+MODELS_GROUP: Final = "models"
 # What topics get on a cluster of at least PREFERRED_REPLICATION brokers, unless told: a
 # broker may be lost (or restarted) without losing or refusing an acknowledged write.
 PREFERRED_REPLICATION: Final = 3
@@ -96,14 +134,13 @@ PREFERRED_MIN_INSYNC_REPLICAS: Final = 2
 
 log = logging.getLogger("flowai.bus")
 
-_DEAD_LETTER = schema_name("DeadLetter")
-_THREAD = schema_name("Thread")
 _TOPIC_ALREADY_EXISTS: Final = 36
 
 
 @dataclass(frozen=True, slots=True)
 class Topics:
-    """Every topic name under one prefix (``<prefix>.queries``, ``<prefix>.runtime-events``...)."""
+    """Every topic name under one prefix (``<prefix>.queries``, ``<prefix>.runtime-events``...),
+    from the stems the message models name (:data:`~flowai_harness.messages.TOPICS`)."""
 
     prefix: str = DEFAULT_PREFIX
 
@@ -116,102 +153,118 @@ class Topics:
     def _name(self, stem: str) -> str:
         return f"{self.prefix}.{stem}"
 
+    def of(self, model: type[Envelope]) -> str:
+        """The topic ``model`` travels on; :class:`BusError` for one the runtime answers in
+        its own process."""
+        return self._name(_stem(model))
+
     @property
     def queries(self) -> str:
-        return self._name("queries")
+        return self.of(Query)
 
     @property
     def runtime_events(self) -> str:
         """The run log: the durable, ordered record of each thread."""
-        return self._name("runtime-events")
+        return self.of(RuntimeEvent)
 
     @property
     def tool_invocations(self) -> str:
-        return self._name("tool-invocations")
+        return self.of(ToolInvocation)
 
     @property
     def plan_steps(self) -> str:
-        return self._name("plan-steps")
+        return self.of(PlanStep)
 
     @property
     def tool_results(self) -> str:
-        return self._name("tool-results")
+        return self.of(ToolResult)
 
     @property
     def approval_requests(self) -> str:
-        return self._name("approval-requests")
+        return self.of(ApprovalRequest)
 
     @property
     def approval_decisions(self) -> str:
-        return self._name("approval-decisions")
+        return self.of(ApprovalDecision)
 
     @property
     def dead_letters(self) -> str:
-        return self._name("dead-letters")
+        return self.of(DeadLetter)
 
     @property
     def model_requests(self) -> str:
-        return self._name("model-requests")
+        return self.of(ModelRequest)
 
     @property
     def model_results(self) -> str:
-        return self._name("model-results")
+        return self.of(ModelResult)
 
     @property
     def model_deltas(self) -> str:
         """Text of model calls in flight, for clients (short retention; not an input)."""
-        return self._name("model-deltas")
+        return self.of(ModelDelta)
 
     @property
     def threads(self) -> str:
         """The thread index (compacted): where each thread's log starts, and its status."""
-        return self._name("threads")
+        return self.of(Thread)
 
     @property
     def snapshots(self) -> str:
         """Compacted: each thread's latest snapshot and each partition's checkpoint."""
-        return self._name("snapshots")
+        return self.of(ThreadSnapshot)
 
     @property
     def runtime_inputs(self) -> tuple[str, ...]:
         """What the runtime consumes (one consumer group); co-partitioned with the run log."""
-        return (self.queries, self.tool_results, self.model_results, self.approval_decisions)
+        return tuple(
+            self._name(stem)
+            for stem, models in TOPICS.items()
+            if any(model.ROLE == "input" for model in models)
+        )
 
     def all(self) -> tuple[str, ...]:
-        return (
-            self.queries,
-            self.runtime_events,
-            self.tool_invocations,
-            self.plan_steps,
-            self.tool_results,
-            self.model_requests,
-            self.model_results,
-            self.model_deltas,
-            self.approval_requests,
-            self.approval_decisions,
-            self.dead_letters,
-            self.threads,
-            self.snapshots,
-        )
+        return tuple(self._name(stem) for stem in TOPICS)
 
     def result_topic(self, schema: str) -> str:
         """Where a worker publishes a result of ``schema`` (a ``ModelResult`` or a
         ``ToolResult``): a runtime input topic."""
-        return self.model_results if schema == "flowai.v1.ModelResult" else self.tool_results
+        return self.model_results if schema == ModelResult.NAME else self.tool_results
 
     def effect_topic(self, schema: str) -> str | None:
         """Where an engine effect of ``schema`` goes; None for one this version cannot route."""
-        return {
-            "flowai.v1.ToolInvocation": self.tool_invocations,
-            "flowai.v1.PlanStep": self.plan_steps,
-            "flowai.v1.ModelRequest": self.model_requests,
-            "flowai.v1.ApprovalRequest": self.approval_requests,
-        }.get(schema)
+        model = SCHEMAS.get(schema)
+        if model is None or model.ROLE != "effect" or model.TOPIC is None:
+            return None
+        return self._name(model.TOPIC)
+
+
+def _stem(model: type[Envelope]) -> str:
+    if model.TOPIC is None:
+        raise BusError(f"{model.NAME} never travels on a topic: the runtime answers it")
+    return model.TOPIC
+
+
+def group_name(prefix: str, group: str) -> str:
+    """A service's consumer group under a topic prefix: ``<prefix>.<group>``."""
+    return f"{prefix}.{group}"
 
 
 def thread_key(tenant: str, thread_id: str) -> bytes:
     """The key of every message about one thread: ``tenant/thread_id``."""
     return f"{tenant}/{thread_id}".encode()
+
+
+def record_key(fields: Mapping[str, Any]) -> bytes | None:
+    """The key of a message's record, by its schema's key rule (``KEY`` of its model): its
+    own ``id`` for the effects keyed so, else ``tenant/thread_id``; None when the envelope
+    does not name what its key needs."""
+    message_id, tenant, thread_id = fields.get("id"), fields.get("tenant"), fields.get("thread_id")
+    if fields.get("schema") in KEYED_BY_ID and isinstance(message_id, str):
+        return message_id.encode()
+    if isinstance(tenant, str) and isinstance(thread_id, str):
+        return thread_key(tenant, thread_id)
+    return None
 
 
 def partition_for(key: bytes, partitions: int) -> int:
@@ -368,11 +421,15 @@ def env_flag(name: str) -> bool:
 # The run log is the only state: it must never expire. Model deltas are only for clients
 # watching a call in flight (the log keeps the complete message): an hour is plenty.
 _TOPIC_CONFIGS: Final[Mapping[str, Mapping[str, str]]] = {
-    "runtime-events": {"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete"},
-    "model-deltas": {"retention.ms": "3600000", "cleanup.policy": "delete"},
+    _stem(RuntimeEvent): {
+        "retention.ms": "-1",
+        "retention.bytes": "-1",
+        "cleanup.policy": "delete",
+    },
+    _stem(ModelDelta): {"retention.ms": "3600000", "cleanup.policy": "delete"},
     # The latest record per thread is the index; older ones only cost readers time.
-    "threads": {"cleanup.policy": "compact", "segment.ms": "3600000"},
-    "snapshots": {"cleanup.policy": "compact"},
+    _stem(Thread): {"cleanup.policy": "compact", "segment.ms": "3600000"},
+    _stem(ThreadSnapshot): {"cleanup.policy": "compact"},
 }
 
 
@@ -519,7 +576,7 @@ def _topic_configs(name: str, min_insync: int | None) -> dict[str, str]:
 
 
 def _is_run_log(name: str) -> bool:
-    return name.rsplit(".", 1)[-1] == "runtime-events"
+    return name.rsplit(".", 1)[-1] == _stem(RuntimeEvent)
 
 
 def _check_run_log_replicas(
@@ -730,7 +787,7 @@ def dead_letter(
     else:
         letter_id = f"dead-letter/{service}/{uuid.uuid4().hex}"
     body = {
-        "schema": _DEAD_LETTER,
+        "schema": DeadLetter.NAME,
         "id": letter_id,
         "tenant": tenant if tenant is not None else _text(fields.get("tenant")),
         "thread_id": thread_id if thread_id is not None else _text(fields.get("thread_id")),
@@ -768,7 +825,7 @@ def thread_record(
     :class:`~flowai_harness.messages.Thread`)."""
     return orjson.dumps(
         {
-            "schema": _THREAD,
+            "schema": Thread.NAME,
             "id": f"{tenant}/{thread_id}/thread/{seq}",
             "tenant": tenant,
             "thread_id": thread_id,

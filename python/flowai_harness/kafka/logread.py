@@ -33,7 +33,7 @@ from aiokafka.protocol.fetch import FetchRequest
 from aiokafka.record.control_record import ABORT_MARKER, ControlRecord
 from aiokafka.record.memory_records import MemoryRecords
 
-from .errors import BusError
+from ..errors import BusError
 
 __all__ = ["LogReader", "PartitionLog"]
 

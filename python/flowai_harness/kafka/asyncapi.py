@@ -2,17 +2,19 @@
 service sends and receives what.
 
 Owns :func:`build` (the document, as a dict), :func:`render` (its YAML bytes) and the generator
-``python -m flowai_harness.asyncapi --out schemas/asyncapi.yaml`` (``make schemas`` runs it
+``python -m flowai_harness.kafka.asyncapi --out schemas/asyncapi.yaml`` (``make schemas`` runs it
 after the JSON Schemas; ``--check`` reports drift; a test regenerates it and compares).
 
-What the code says as data is taken from the code: the topics from
-:class:`~flowai_harness.bus.Topics` (which topics the runtime consumes, where each effect and
-each result goes), partitions, replication and topic settings from :mod:`~flowai_harness.bus`,
+What the code says as data is taken from the code: the topics, the messages each carries,
+their keys and the messages that never travel on a topic from the message models' registry
+(:data:`~flowai_harness.messages.TOPICS`), topic names from
+:class:`~flowai_harness.kafka.bus.Topics` (which topics the runtime consumes, where each effect and
+each result goes), partitions, replication and topic settings from :mod:`~flowai_harness.kafka.bus`,
 the payload schemas by reference to ``schemas/v1/*.json`` (the files
 :func:`~flowai_harness.messages.json_schemas` generates; the document sits beside ``v1/``).
-What only the services' code says (consumer group names, which messages are keyed by their own
-id, who sends and receives what) is written here once, from docs/services.md and the services,
-and tests/unit/test_asyncapi.py checks it against the services.
+What only the services' code says (consumer group names, who sends and receives what) is
+written here once, from docs/services.md and the services, and tests/unit/test_asyncapi.py
+checks it against the services.
 
 The payloads are JSON Schema 2020-12 files. AsyncAPI 3.0 names no schema format for 2020-12,
 and its own schema format reads ``discriminator`` as a string (Pydantic writes OpenAPI's
@@ -20,9 +22,9 @@ object), so the payloads are declared ``application/schema+json;version=draft-07
 keywords these files use (no ``$ref`` with siblings, no ``prefixItems``, ``$defs`` reached
 only through ``$ref`` pointers) mean the same in both drafts.
 
-Imports :mod:`~flowai_harness.bus` (so the ``kafka`` extra) and :mod:`~flowai_harness.messages`;
-PyYAML (the ``dev`` extra) only when rendering. Must not import the runtime, the native
-engine, the client or any service.
+Imports :mod:`~flowai_harness.kafka.bus` (so the ``kafka`` extra) and
+:mod:`~flowai_harness.messages`; PyYAML (the ``dev`` extra) only when rendering. Must not
+import the runtime, the native engine, the client or any service.
 """
 
 from __future__ import annotations
@@ -35,9 +37,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
 
+from .._version import __version__
+from ..messages import (
+    IN_PROCESS,
+    SCHEMA_VERSION,
+    SCHEMAS,
+    TOPICS,
+    Envelope,
+    KeyRule,
+    ModelResult,
+    ToolResult,
+    schema_name,
+)
 from . import bus
-from ._version import __version__
-from .messages import SCHEMA_VERSION, SCHEMAS, Envelope, schema_name
 
 __all__ = ["ASYNCAPI_VERSION", "KAFKA_BINDING_VERSION", "build", "main", "render"]
 
@@ -46,33 +58,15 @@ KAFKA_BINDING_VERSION: Final = "0.5.0"
 _PAYLOAD_FORMAT: Final = "application/schema+json;version=draft-07"
 _DEFAULT_OUT: Final = Path("schemas") / "asyncapi.yaml"
 _HEADER: Final = (
-    b"# Generated from flowai_harness.bus and flowai_harness.messages by `make schemas`\n"
-    b"# (python -m flowai_harness.asyncapi); do not edit by hand.\n"
+    b"# Generated from flowai_harness.kafka.bus and flowai_harness.messages by `make schemas`\n"
+    b"# (python -m flowai_harness.kafka.asyncapi); do not edit by hand.\n"
 )
 
-# Inputs and effects the runtime answers in its own process: they never travel on a topic.
-_IN_PROCESS: Final = ("ApprovalCheck", "ApprovalCheckResult", "DeadlineReached", "ResumeRun")
-
-# Effects keyed by their own id (services/runtime/service.py, _KEYED_BY_ID), so the work
-# spreads over the workers' partitions; everything else about a thread is keyed by it.
-_KEYED_BY_ID: Final = ("ToolInvocation", "PlanStep", "ModelRequest")
-
-# What each topic carries, by stem (bus.Topics). The runtime takes any input schema on any
-# input topic; these are the topics the services and the client publish them to.
+# What each topic carries, by stem, as the message models say (messages.TOPICS). The runtime
+# takes any input schema on any input topic; these are the topics the services and the client
+# publish them to.
 _CARRIES: Final[Mapping[str, tuple[str, ...]]] = {
-    "queries": ("Query", "CancelRun", "ForkThread"),
-    "runtime-events": ("RuntimeEvent",),
-    "tool-invocations": ("ToolInvocation",),
-    "plan-steps": ("PlanStep",),
-    "tool-results": ("ToolResult", "ToolProgress"),
-    "model-requests": ("ModelRequest",),
-    "model-results": ("ModelResult",),
-    "model-deltas": ("ModelDelta",),
-    "approval-requests": ("ApprovalRequest",),
-    "approval-decisions": ("ApprovalDecision",),
-    "dead-letters": ("DeadLetter", "Redrive"),
-    "threads": ("Thread",),
-    "snapshots": ("ThreadSnapshot",),
+    stem: tuple(model.__name__ for model in models) for stem, models in TOPICS.items()
 }
 
 _THREAD_KEY: Final = (
@@ -83,6 +77,12 @@ _OWN_ID_KEY: Final = "the envelope's own `id`, so the work spreads over the part
 _DEAD_LETTER_KEY: Final = (
     "`tenant/thread_id` of the original message when it names them, else the original record's key"
 )
+
+_KEYS: Final[Mapping[KeyRule, str]] = {
+    "thread": _THREAD_KEY,
+    "id": _OWN_ID_KEY,
+    "dead-letter": _DEAD_LETTER_KEY,
+}
 
 _READ_COMMITTED: Final = (
     "**Read it committed.** The runtime writes this topic inside Kafka transactions: consume "
@@ -210,9 +210,9 @@ _ROLES: Final[Mapping[str, str]] = {
 def _operations(topics: bus.Topics) -> list[_Operation]:
     stem = _stem  # the channel ids are the topics' stems
     effects = [topic for name in SCHEMAS if (topic := topics.effect_topic(name)) is not None]
-    runtime_group = "{prefix}.runtime"
-    tools_group = "{prefix}.tools"
-    models_group = "{prefix}.models"
+    runtime_group = bus.group_name("{prefix}", bus.RUNTIME_GROUP)
+    tools_group = bus.group_name("{prefix}", bus.TOOLS_GROUP)
+    models_group = bus.group_name("{prefix}", bus.MODELS_GROUP)
     ops = [
         _Operation(
             "runtime",
@@ -289,7 +289,7 @@ def _operations(topics: bus.Topics) -> list[_Operation]:
         _Operation(
             "tools",
             "send",
-            stem(topics.result_topic(schema_name("ToolResult"))),
+            stem(topics.result_topic(ToolResult.NAME)),
             "After the result is recorded in Redis; idempotent producer, `acks=all`.",
             messages=("ToolResult",),
         ),
@@ -305,7 +305,7 @@ def _operations(topics: bus.Topics) -> list[_Operation]:
         _Operation(
             "models",
             "send",
-            stem(topics.result_topic(schema_name("ModelResult"))),
+            stem(topics.result_topic(ModelResult.NAME)),
             "After the answer is recorded in Redis; idempotent producer, `acks=all`.",
         ),
         _Operation(
@@ -436,11 +436,7 @@ def _retention(stem: str) -> str:
 
 
 def _key(name: str) -> str:
-    if name in _KEYED_BY_ID:
-        return _OWN_ID_KEY
-    if name in ("DeadLetter", "Redrive"):
-        return _DEAD_LETTER_KEY
-    return _THREAD_KEY
+    return _KEYS[SCHEMAS[schema_name(name)].KEY]
 
 
 def _messages(schema_dir: str) -> dict[str, Any]:
@@ -536,7 +532,7 @@ def _operations_section(ops: list[_Operation]) -> dict[str, Any]:
 
 def _info(transactional: list[str]) -> dict[str, Any]:
     listing = ", ".join(f"`{stem}`" for stem in transactional)
-    in_process = ", ".join(f"`{schema_name(name)}`" for name in _IN_PROCESS)
+    in_process = ", ".join(f"`{model.NAME}`" for model in IN_PROCESS)
     description = f"""\
 The Kafka topics of flowai-harness in distributed mode: every message on them, its key, and \
 which service sends and receives it. The messages are the JSON envelopes of docs/wire.md; \
@@ -679,7 +675,7 @@ def _write(out: Path, check: bool) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m flowai_harness.asyncapi",
+        prog="python -m flowai_harness.kafka.asyncapi",
         description="Write the AsyncAPI document of the bus (schemas/asyncapi.yaml).",
     )
     parser.add_argument("--out", type=Path, default=_DEFAULT_OUT)
