@@ -8,15 +8,16 @@
 //!   `PlanStep`; its answer marks the plan executed or failed.
 //! - Any other call passes the tools gate before it goes out as a `ToolInvocation`.
 //!
-//! The gate (see the table in `approval.rs`): a rule of `never` clears the call, `always`
-//! asks a human (`approval-required` + an `ApprovalRequest` effect), `{"approvers": N}` asks
-//! N distinct humans the same way (each approve short of N is an `approval-progress`), a
-//! predicate asks the runtime first (`ApprovalCheck`). Imports `decide` (the loop these extend).
+//! The gate: every move is a row of the table in `approval.rs`, taken by `gate_move`, and what
+//! the engine does follows from the state the row leads to: `Clear` or `Approved` sends the
+//! call out, `Checking` asks the runtime (`ApprovalCheck`), `Waiting` asks a human (or N:
+//! `approval-required` + an `ApprovalRequest` effect), `Decided` answers the call with the
+//! decision. Imports `decide` (the loop these extend).
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::approval::{self, Channel, Gate, Levels, Outcome, Rule};
+use crate::approval::{self, Channel, Gate, GateEvent, GateState, Levels, Outcome, Rule};
 use crate::codec::write_approval_request;
 use crate::decide::{check_value, error_result, raw, Decider};
 use crate::event::{ApprovalKind, ApprovalRequest, Event, Tally};
@@ -212,15 +213,77 @@ impl Decider<'_, '_> {
         }
     }
 
-    /// Put the outstanding call through its gate.
-    pub fn gate(&mut self, channel: Channel) {
-        match self.rule(channel) {
-            Rule::Never => self.cleared(),
-            Rule::Predicate(predicate) => self.check(&predicate),
-            rule @ (Rule::Always | Rule::Quorum(_)) => {
-                self.request_approval(rule.approvals_required())
+    /// Take `on` from `from` through the gate table (counting the row), and return where it
+    /// leads. A move the table does not allow is a bug in the engine, never an input's fault:
+    /// inputs are checked before any move.
+    pub fn gate_move(&mut self, from: GateState, on: GateEvent) -> GateState {
+        let row = approval::gate_row(from, on)
+            .unwrap_or_else(|| unreachable!("the engine moved a {from:?} gate on {on:?}"));
+        self.gate_moves[row] += 1;
+        approval::GATE_TRANSITIONS[row].2
+    }
+
+    /// Where the outstanding call's gate stands. The log keeps `New`, `Checking`, `Clear` as
+    /// one state; the rule tells them apart (a call whose plan was approved before passed no
+    /// gate, and is `Clear`).
+    pub fn gate_state(&self) -> GateState {
+        let pending = self.pending();
+        let logged = pending.gate_state();
+        if logged != GateState::New {
+            return logged;
+        }
+        if pending.tool == EXECUTE_PLAN {
+            let status = self
+                .thread
+                .plans
+                .get(&self.plan_args().plan_id)
+                .and_then(|p| p.status);
+            if matches!(status, Some(PlanStatus::Approved | PlanStatus::Executing)) {
+                return GateState::Clear;
             }
         }
+        match self.rule(self.channel()) {
+            Rule::Never => GateState::Clear,
+            Rule::Predicate(_) => GateState::Checking,
+            Rule::Always | Rule::Quorum(_) => GateState::New,
+        }
+    }
+
+    /// Put the new call through its gate: the rule moves it.
+    pub fn gate(&mut self, channel: Channel) {
+        let rule = self.rule(channel);
+        let on = match &rule {
+            Rule::Never => GateEvent::RuleNever,
+            Rule::Predicate(_) => GateEvent::RulePredicate,
+            Rule::Always | Rule::Quorum(_) => GateEvent::RuleAlways,
+        };
+        match (self.gate_move(GateState::New, on), rule) {
+            (GateState::Clear, _) => self.cleared(),
+            (GateState::Checking, Rule::Predicate(predicate)) => self.check(&predicate),
+            (GateState::Waiting, rule) => self.request_approval(rule.approvals_required()),
+            (to, rule) => unreachable!("rule {rule:?} moved a new gate to {to:?}"),
+        }
+    }
+
+    /// The runtime's answer to the check of a predicate rule.
+    pub fn checked(&mut self, required: bool) {
+        let on = if required {
+            GateEvent::CheckRequired
+        } else {
+            GateEvent::CheckNotRequired
+        };
+        match self.gate_move(GateState::Checking, on) {
+            GateState::Waiting => self.request_approval(1),
+            _ => self.cleared(),
+        }
+    }
+
+    /// A fork copied a gate that was waiting: the source's approval id names the source, so
+    /// the fork asks again under its own.
+    pub fn reopen_gate(&mut self, required: u32) {
+        let reopened = self.gate_move(GateState::Waiting, GateEvent::Reopen);
+        self.gate_move(reopened, GateEvent::AskAgain);
+        self.request_approval(required);
     }
 
     /// The gate let the call through: a tool goes out; a plan is approved and runs.
@@ -344,6 +407,7 @@ impl Decider<'_, '_> {
 
     /// One more approver of a gate that needs several: counted, and the gate keeps waiting.
     pub fn approve_in_part(&mut self, id: String, approver: String) {
+        self.gate_move(GateState::Waiting, GateEvent::ApproveShort);
         let tally = self.tally(true).expect("checked: a quorum gate is waiting");
         self.emit(Event::ApprovalProgress {
             id,
@@ -352,9 +416,32 @@ impl Decider<'_, '_> {
         });
     }
 
-    /// A decision on the waiting approval (a human's, or the deadline's).
-    #[allow(clippy::too_many_arguments)]
+    /// A human's decision on the waiting approval.
     pub fn decide(
+        &mut self,
+        id: String,
+        outcome: Outcome,
+        feedback: Option<String>,
+        partial: Option<Box<RawValue>>,
+        approver: Option<String>,
+    ) {
+        self.close_gate(id, outcome, feedback, partial, approver, None);
+    }
+
+    /// The waiting approval's deadline passed: it resolves as rejected, reason `timeout`.
+    pub fn deadline_passed(&mut self, id: String) {
+        self.close_gate(
+            id,
+            Outcome::Reject,
+            Some("no decision before the approval deadline".to_owned()),
+            None,
+            None,
+            Some(approval::DEADLINE_REASON.to_owned()),
+        );
+    }
+
+    /// Log the decision that closes the waiting gate, then do what the state it leads to asks.
+    fn close_gate(
         &mut self,
         id: String,
         outcome: Outcome,
@@ -363,6 +450,8 @@ impl Decider<'_, '_> {
         approver: Option<String>,
         reason: Option<String>,
     ) {
+        let on = approval::decision_event(outcome, reason.as_deref());
+        let to = self.gate_move(GateState::Waiting, on);
         let tally = self.tally(outcome == Outcome::Approve);
         self.emit(Event::ApprovalDecision {
             id,
@@ -373,38 +462,37 @@ impl Decider<'_, '_> {
             reason,
             tally,
         });
+        if to == GateState::Approved {
+            self.cleared();
+            return;
+        }
         let tool = &self.pending().tool;
-        let is_plan = tool == EXECUTE_PLAN || tool == STORE_PLAN;
-        match (outcome, is_plan) {
-            (Outcome::Approve, _) => self.cleared(),
+        if tool != EXECUTE_PLAN && tool != STORE_PLAN {
             // The seed: for tools, revise counts as reject; the model sees the feedback.
-            (Outcome::Reject | Outcome::Revise, false) => {
-                let message = match &feedback {
-                    Some(feedback) => format!("the call was rejected: {feedback}"),
-                    None => "the call was rejected".to_owned(),
-                };
-                self.answer(error_result("APPROVAL_REJECTED", &message), true);
-            }
-            (outcome, true) => {
-                let plan_id = self.plan_args().plan_id;
-                self.set_plan_status(&plan_id, PlanStatus::Draft);
-                if outcome == Outcome::Reject {
-                    let message = format!(
-                        "Plan {plan_id} rejected: {}",
-                        feedback.as_deref().unwrap_or("no reason given")
-                    );
-                    self.answer(error_result("PLAN_REJECTED", &message), true);
-                } else {
-                    let partial: serde_json::Value = partial
-                        .and_then(|p| serde_json::from_str(p.get()).ok())
-                        .unwrap_or(serde_json::Value::Null);
-                    let result = serde_json::json!({
-                        "rejected": true, "should_revise": true, "plan_id": plan_id,
-                        "partial": partial, "feedback": feedback, "status": "draft",
-                    });
-                    self.answer(raw(&result), false);
-                }
-            }
+            let message = match &feedback {
+                Some(feedback) => format!("the call was rejected: {feedback}"),
+                None => "the call was rejected".to_owned(),
+            };
+            self.answer(error_result("APPROVAL_REJECTED", &message), true);
+            return;
+        }
+        let plan_id = self.plan_args().plan_id;
+        self.set_plan_status(&plan_id, PlanStatus::Draft);
+        if outcome == Outcome::Revise {
+            let partial: serde_json::Value = partial
+                .and_then(|p| serde_json::from_str(p.get()).ok())
+                .unwrap_or(serde_json::Value::Null);
+            let result = serde_json::json!({
+                "rejected": true, "should_revise": true, "plan_id": plan_id,
+                "partial": partial, "feedback": feedback, "status": "draft",
+            });
+            self.answer(raw(&result), false);
+        } else {
+            let message = format!(
+                "Plan {plan_id} rejected: {}",
+                feedback.as_deref().unwrap_or("no reason given")
+            );
+            self.answer(error_result("PLAN_REJECTED", &message), true);
         }
     }
 
@@ -523,30 +611,19 @@ impl Decider<'_, '_> {
 
     /// Re-issue what the outstanding call still waits for (resume after a restart).
     pub fn reissue_call(&mut self) {
-        let Some(pending) = self.thread.pending() else {
+        if self.thread.pending().is_none() {
             return;
-        };
-        match &pending.gate {
-            Gate::Clear if pending.approved => self.invoke(),
-            Gate::Clear => {
-                let executing = pending.tool == EXECUTE_PLAN
-                    && self
-                        .thread
-                        .plans
-                        .get(&self.plan_args().plan_id)
-                        .and_then(|p| p.status)
-                        == Some(PlanStatus::Executing);
-                if executing {
-                    self.invoke();
-                    return;
-                }
-                match self.rule(self.channel()) {
-                    Rule::Predicate(predicate) => self.check(&predicate),
-                    _ => self.invoke(),
-                }
-            }
+        }
+        match self.gate_state() {
+            GateState::Clear | GateState::Approved => self.invoke(),
+            GateState::Checking => match self.rule(self.channel()) {
+                Rule::Predicate(predicate) => self.check(&predicate),
+                rule => unreachable!("a checking gate under rule {rule:?}"),
+            },
+            // A crash cut the decision short of its gate: the rule moves it now.
+            GateState::New => self.gate(self.channel()),
             // A human decides these; the approval request went out when the gate closed.
-            Gate::Waiting { .. } | Gate::Decided => {}
+            GateState::Waiting | GateState::Decided | GateState::Reopened | GateState::Closed => {}
         }
     }
 }

@@ -44,6 +44,8 @@ pub struct Decider<'e, 'c> {
     pub cause: &'e Cause<'c>,
     /// Turns an agent may take when its spec does not say.
     pub default_max_turns: u32,
+    /// How often each row of the approval-gate table was taken (`Engine::gate_moves`).
+    pub gate_moves: &'e mut [u64],
 }
 
 pub fn raw(value: &serde_json::Value) -> Box<RawValue> {
@@ -718,6 +720,10 @@ impl Decider<'_, '_> {
 
     /// Cancel the run: `finish` (cancelled), then the wrapper's result.
     pub fn cancel(&mut self) {
+        if self.thread.pending().is_some() {
+            let from = self.gate_state();
+            self.gate_move(from, crate::approval::GateEvent::Cancel);
+        }
         let usage = self
             .thread
             .run

@@ -13,11 +13,11 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::approval::{Gate, Outcome};
+use crate::approval::{self, Gate, GateEvent, GateState};
 use crate::error::{EngineError, ErrorCode, Result};
 use crate::event::{
-    Block, Event, EventKind, ModelFailure, ModelResponse, Recovery, StopReason, Tally, Usage,
-    LOG_FORMAT,
+    Block, Event, EventKind, FinishReason, ModelFailure, ModelResponse, Recovery, StopReason,
+    Tally, Usage, LOG_FORMAT,
 };
 use crate::interpreter::Script;
 use crate::plan::{self, Plan};
@@ -133,6 +133,26 @@ pub struct Pending {
     pub gate: Gate,
     /// A human approved this call (so a predicate is not asked again on resume).
     pub approved: bool,
+}
+
+impl Pending {
+    /// Where the call's gate stands, as the log knows it (see `approval.rs`).
+    pub fn gate_state(&self) -> GateState {
+        self.gate.state(self.approved)
+    }
+
+    /// Take `on`, which `check` found in the gate table, to a state the fold keeps without
+    /// more data (a human approved, decided against, or a fork re-opened the gate).
+    fn settle(&mut self, on: GateEvent) {
+        let to = approval::gate_step_logged(self.gate_state(), on)
+            .expect("checked: the gate table allows it");
+        (self.gate, self.approved) = match to {
+            GateState::Approved => (Gate::Clear, true),
+            GateState::Decided => (Gate::Decided, false),
+            GateState::New => (Gate::Clear, false),
+            other => unreachable!("a fold settles no gate at {other:?}"),
+        };
+    }
 }
 
 /// Where the model turn of a run stands.
@@ -496,24 +516,32 @@ impl Thread {
                     ))),
                 }
             }
-            Event::ApprovalRequired(request) => match &run.pending {
-                Some(pending)
-                    if pending.gate == Gate::Clear
-                        && !self.resolved_approvals.contains(&request.id) =>
-                {
+            Event::ApprovalRequired(request) => {
+                let asked = run.pending.as_ref().is_some_and(|pending| {
+                    // One fact for three moves: the rule, the check or a fork asks a human.
+                    [
+                        GateEvent::RuleAlways,
+                        GateEvent::CheckRequired,
+                        GateEvent::AskAgain,
+                    ]
+                    .into_iter()
+                    .any(|on| approval::gate_step_logged(pending.gate_state(), on).is_ok())
+                });
+                if asked && !self.resolved_approvals.contains(&request.id) {
                     Ok(())
+                } else {
+                    Err(diverged(format!(
+                        "thread `{}`: approval `{}` required with no undecided call outstanding",
+                        self.id, request.id
+                    )))
                 }
-                _ => Err(diverged(format!(
-                    "thread `{}`: approval `{}` required with no undecided call outstanding",
-                    self.id, request.id
-                ))),
-            },
+            }
             Event::ApprovalProgress {
                 id,
                 approver,
                 tally,
             } => {
-                let (required, approvers) = self.waiting_at(run, id)?;
+                let (required, approvers) = self.waiting_at(run, id, GateEvent::ApproveShort)?;
                 let next = approvers.len() as u64 + 1;
                 if tally.required != required
                     || u64::from(tally.approvals) != next
@@ -534,10 +562,12 @@ impl Thread {
                 outcome,
                 approver,
                 tally,
+                reason,
                 ..
             } => {
-                let (required, approvers) = self.waiting_at(run, id)?;
-                let approving = *outcome == Outcome::Approve;
+                let on = approval::decision_event(*outcome, reason.as_deref());
+                let (required, approvers) = self.waiting_at(run, id, on)?;
+                let approving = on == GateEvent::Approve;
                 let expected = (required > 1).then(|| Tally {
                     approvals: approvers.len() as u32 + u32::from(approving),
                     required,
@@ -561,19 +591,38 @@ impl Thread {
                 }
                 Ok(())
             }
+            Event::Fork { .. } => self.check_gate(run, GateEvent::Reopen),
+            Event::Finish {
+                reason: FinishReason::Cancelled,
+                ..
+            } => self.check_gate(run, GateEvent::Cancel),
             _ => Ok(()),
         }
     }
 
-    /// The quorum and the approvers so far of approval `id`, which must be the one waiting.
-    fn waiting_at<'r>(&self, run: &'r Run, id: &str) -> Result<(u32, &'r [String])> {
+    /// The gate of the outstanding call, if any, can take `on` (the table in `approval.rs`).
+    fn check_gate(&self, run: &Run, on: GateEvent) -> Result<()> {
+        match &run.pending {
+            Some(pending) => approval::gate_step_logged(pending.gate_state(), on)
+                .map(|_| ())
+                .map_err(|why| diverged(format!("thread `{}`: {why}", self.id))),
+            None => Ok(()),
+        }
+    }
+
+    /// The quorum and the approvers so far of approval `id`, which must be the one waiting
+    /// and able to take `on`.
+    fn waiting_at<'r>(&self, run: &'r Run, id: &str, on: GateEvent) -> Result<(u32, &'r [String])> {
         match run.pending.as_ref().map(|p| &p.gate) {
             Some(Gate::Waiting {
                 approval_id,
                 required,
                 approvers,
                 ..
-            }) if approval_id == id => Ok((*required, approvers)),
+            }) if approval_id == id => {
+                self.check_gate(run, on)?;
+                Ok((*required, approvers))
+            }
             _ => Err(diverged(format!(
                 "thread `{}`: decision for approval `{id}`, which is not waiting",
                 self.id
@@ -907,19 +956,17 @@ impl Thread {
             }
             Event::Fork { .. } => {
                 if let Some(pending) = self.run.as_mut().and_then(|run| run.pending.as_mut()) {
-                    // The source's approval id names the source; the fork asks again.
-                    pending.gate = Gate::Clear;
-                    pending.approved = false;
+                    pending.settle(GateEvent::Reopen);
                 }
             }
-            Event::ApprovalDecision { id, outcome, .. } => {
-                let pending = self.pending_mut();
-                if outcome == Outcome::Approve {
-                    pending.gate = Gate::Clear;
-                    pending.approved = true;
-                } else {
-                    pending.gate = Gate::Decided;
-                }
+            Event::ApprovalDecision {
+                id,
+                outcome,
+                reason,
+                ..
+            } => {
+                let on = approval::decision_event(outcome, reason.as_deref());
+                self.pending_mut().settle(on);
                 self.resolved_approvals.insert(id);
             }
         }
