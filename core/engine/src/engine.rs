@@ -20,7 +20,7 @@
 //!
 //! Imports every other engine module; nothing outside the crate but serde.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -82,7 +82,9 @@ enum InterpreterConfig {
 pub struct Engine {
     spec: Spec,
     interpreter: Interpreter,
-    pub(crate) threads: HashMap<String, Thread>,
+    /// Every thread held, by id: ordered, so whatever walks them (`due`, `next_deadline`,
+    /// `thread_ids`, snapshots) sees the same order on every run and every machine.
+    pub(crate) threads: BTreeMap<String, Thread>,
     pub(crate) outputs: VecDeque<Output>,
     pub(crate) dedup_window_ms: i64,
     default_max_turns: u32,
@@ -130,7 +132,7 @@ impl Engine {
         Engine {
             spec,
             interpreter,
-            threads: HashMap::new(),
+            threads: BTreeMap::new(),
             outputs: VecDeque::new(),
             dedup_window_ms: DEFAULT_DEDUP_WINDOW_MS,
             default_max_turns,
