@@ -19,7 +19,8 @@ use serde_json::value::RawValue;
 
 use crate::approval::{self, Channel, Gate, GateEvent, GateState, Levels, Outcome, Rule};
 use crate::codec::write_approval_request;
-use crate::decide::{check_value, error_result, raw, Decider};
+use crate::decide::{check_value, error_body, error_result, raw, Decider};
+use crate::error::ResultCode;
 use crate::event::{ApprovalKind, ApprovalRequest, Event, Tally};
 use crate::ids;
 use crate::inputs::{APPROVAL_CHECK, APPROVAL_REQUEST, PLAN_STEP};
@@ -79,7 +80,7 @@ impl Decider<'_, '_> {
             Some(plan) => self.answer(raw(&plan), false),
             None => self.answer(
                 error_result(
-                    "PLAN_NOT_FOUND",
+                    ResultCode::PlanNotFound,
                     &format!(
                         "no plan `{}` in this thread; store it with storePlan first",
                         args.plan_id
@@ -99,7 +100,7 @@ impl Decider<'_, '_> {
             let known = self.spec.plan_names().join(", ");
             self.answer(
                 error_result(
-                    "PLAN_UNKNOWN_SPEC",
+                    ResultCode::PlanUnknownSpec,
                     &format!("no plan spec `{spec_name}`; this runtime's plans are: {known}"),
                 ),
                 true,
@@ -112,7 +113,7 @@ impl Decider<'_, '_> {
                 args.plan_id,
                 schema::describe(&violations)
             );
-            self.answer(error_result("PLAN_INVALID", &message), true);
+            self.answer(error_result(ResultCode::PlanInvalid, &message), true);
             return;
         }
         let current = self.thread.plans.get(&args.plan_id).and_then(|p| p.status);
@@ -128,7 +129,10 @@ impl Decider<'_, '_> {
                     status.as_str()
                 ),
             };
-            self.answer(error_result("PLAN_INVALID_TRANSITION", &message), true);
+            self.answer(
+                error_result(ResultCode::PlanInvalidTransition, &message),
+                true,
+            );
             return;
         }
         let (actions, context) = plans::normalize(&body, &kind.spec.discriminator);
@@ -153,7 +157,7 @@ impl Decider<'_, '_> {
             None => {
                 self.answer(
                     error_result(
-                        "PLAN_NOT_FOUND",
+                        ResultCode::PlanNotFound,
                         &format!(
                             "no plan `{}` in this thread; store it with storePlan first",
                             args.plan_id
@@ -178,7 +182,15 @@ impl Decider<'_, '_> {
             other => {
                 let err = plans::check(&args.plan_id, other, PlanStatus::Executing)
                     .expect_err("only drafts and approved plans run");
-                self.answer(error_result(err.code.as_str(), &err.message), true);
+                // The plan table's refusal, as the model sees it.
+                debug_assert_eq!(
+                    err.code.as_str(),
+                    ResultCode::PlanInvalidTransition.as_str()
+                );
+                self.answer(
+                    error_result(ResultCode::PlanInvalidTransition, &err.message),
+                    true,
+                );
                 false
             }
         }
@@ -473,7 +485,7 @@ impl Decider<'_, '_> {
                 Some(feedback) => format!("the call was rejected: {feedback}"),
                 None => "the call was rejected".to_owned(),
             };
-            self.answer(error_result("APPROVAL_REJECTED", &message), true);
+            self.answer(error_result(ResultCode::ApprovalRejected, &message), true);
             return;
         }
         let plan_id = self.plan_args().plan_id;
@@ -492,7 +504,7 @@ impl Decider<'_, '_> {
                 "Plan {plan_id} rejected: {}",
                 feedback.as_deref().unwrap_or("no reason given")
             );
-            self.answer(error_result("PLAN_REJECTED", &message), true);
+            self.answer(error_result(ResultCode::PlanRejected, &message), true);
         }
     }
 
@@ -504,13 +516,13 @@ impl Decider<'_, '_> {
             return;
         }
         let (result, is_error) = match outcome {
-            Err((code, message)) => (error_result(&code, &message), true),
+            Err((code, message)) => (error_body(&code, &message), true),
             Ok(output) => match self.spec.tool(&tool).and_then(|t| t.output.as_ref()) {
                 Some(schema) => match check_value(schema, &output) {
                     Ok(()) => (output, false),
                     Err(problem) => (
                         error_result(
-                            "TOOL_OUTPUT_INVALID",
+                            ResultCode::ToolOutputInvalid,
                             &format!(
                                 "tool `{tool}` returned output that does not match its output schema: {problem}"
                             ),
@@ -533,7 +545,7 @@ impl Decider<'_, '_> {
                 .map(|()| output)
                 .map_err(|problem| {
                     (
-                        "PLAN_FAILED".to_owned(),
+                        ResultCode::PlanFailed.as_str().to_owned(),
                         format!(
                             "the action dispatcher must return None or {{entitiesAffected: int >= 0, summary?: str, details?: any}}: {problem}"
                         ),
@@ -572,7 +584,7 @@ impl Decider<'_, '_> {
             Err((code, message)) => {
                 self.set_plan_status(&plan_id, PlanStatus::Failed);
                 let message = format!("plan `{plan_id}` failed ({code}): {message}");
-                self.answer(error_result("PLAN_FAILED", &message), true);
+                self.answer(error_result(ResultCode::PlanFailed, &message), true);
             }
         }
     }
