@@ -465,7 +465,7 @@ impl Decider<'_, '_> {
         let on = approval::decision_event(outcome, reason.as_deref());
         let to = self.gate_move(GateState::Waiting, on);
         let tally = self.tally(outcome == Outcome::Approve);
-        self.emit(Event::ApprovalDecision {
+        self.emit(Event::ApprovalDecided {
             id,
             outcome,
             partial: partial.clone(),

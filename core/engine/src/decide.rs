@@ -562,7 +562,7 @@ impl Decider<'_, '_> {
             pending.tool.clone(),
             pending.args.clone(),
         );
-        self.emit(Event::ToolResult {
+        self.emit(Event::ToolReturned {
             agent,
             id,
             tool,

@@ -952,7 +952,7 @@ fn tool_emitted(raw: &RawValue) -> Result<Event> {
     })?;
     let kind = match kind.kind {
         "custom" => EventKind::Custom,
-        "tool-progress" => EventKind::ToolProgress,
+        "tool-progress" => EventKind::ProgressReported,
         other => {
             return Err(malformed(format!(
                 "a tool may emit `custom` and `tool-progress` events, not `{other}`"

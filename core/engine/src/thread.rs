@@ -478,7 +478,7 @@ impl Thread {
                 same_agent(agent)?;
                 self.check_queued(run, id, v2)
             }
-            Event::ToolResult { id, .. } => match &run.pending {
+            Event::ToolReturned { id, .. } => match &run.pending {
                 Some(pending) if &pending.id == id => Ok(()),
                 _ => Err(diverged(format!(
                     "thread `{}`: result for tool invocation `{id}`, which is not outstanding",
@@ -557,7 +557,7 @@ impl Thread {
                 }
                 self.check_new_approver(id, approvers, approver)
             }
-            Event::ApprovalDecision {
+            Event::ApprovalDecided {
                 id,
                 outcome,
                 approver,
@@ -818,7 +818,7 @@ impl Thread {
                     approved: false,
                 });
             }
-            Event::ToolResult {
+            Event::ToolReturned {
                 agent,
                 id,
                 tool,
@@ -959,7 +959,7 @@ impl Thread {
                     pending.settle(GateEvent::Reopen);
                 }
             }
-            Event::ApprovalDecision {
+            Event::ApprovalDecided {
                 id,
                 outcome,
                 reason,

@@ -255,10 +255,10 @@ fn format_1_runs_written_by_hand() -> Driver {
                 status(None, PlanStatus::Draft),
                 status(Some(PlanStatus::Draft), PlanStatus::PendingApproval),
                 gate.clone(),
-                sample(EventKind::ApprovalDecision).unwrap(),
+                sample(EventKind::ApprovalDecided).unwrap(),
                 status(Some(PlanStatus::PendingApproval), PlanStatus::Approved),
-                sample(EventKind::ToolProgress).unwrap(),
-                sample(EventKind::ToolResult).unwrap(),
+                sample(EventKind::ProgressReported).unwrap(),
+                sample(EventKind::ToolReturned).unwrap(),
                 cancelled.clone(),
             ],
         ),
@@ -701,7 +701,7 @@ fn sample(kind: EventKind) -> Option<Event> {
             tool: "add".into(),
             args: raw("{}"),
         },
-        EventKind::ToolResult => Event::ToolResult {
+        EventKind::ToolReturned => Event::ToolReturned {
             agent: agent(),
             id: "c1".into(),
             tool: "add".into(),
@@ -732,7 +732,7 @@ fn sample(kind: EventKind) -> Option<Event> {
             kind,
             payload: raw(r#"{"type":"custom"}"#),
         },
-        EventKind::ToolProgress => Event::ToolEmitted {
+        EventKind::ProgressReported => Event::ToolEmitted {
             kind,
             payload: raw(r#"{"type":"tool-progress"}"#),
         },
@@ -780,7 +780,7 @@ fn sample(kind: EventKind) -> Option<Event> {
                 required: 2,
             },
         },
-        EventKind::ApprovalDecision => Event::ApprovalDecision {
+        EventKind::ApprovalDecided => Event::ApprovalDecided {
             id: "appr".into(),
             outcome: Outcome::Approve,
             partial: None,
