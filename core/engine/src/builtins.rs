@@ -38,6 +38,17 @@ pub struct PlanArgs {
     pub body: Option<serde_json::Value>,
 }
 
+/// A decision on the waiting approval, as it is logged.
+pub struct Decision {
+    pub id: String,
+    pub outcome: Outcome,
+    pub feedback: Option<String>,
+    pub partial: Option<Box<RawValue>>,
+    pub approver: Option<String>,
+    /// `timeout` when the deadline decided.
+    pub reason: Option<String>,
+}
+
 impl Decider<'_, '_> {
     pub fn plan_args(&self) -> PlanArgs {
         serde_json::from_str(self.pending().args.get()).expect("validated against its schema")
@@ -74,20 +85,18 @@ impl Decider<'_, '_> {
         }))
     }
 
+    fn plan_not_found(&mut self, plan_id: &str) {
+        self.refuse(
+            ResultCode::PlanNotFound,
+            &format!("no plan `{plan_id}` in this thread; store it with storePlan first"),
+        );
+    }
+
     pub fn get_plan(&mut self) {
         let args = self.plan_args();
         match self.plan_json(&args.plan_id) {
             Some(plan) => self.answer(raw(&plan), false),
-            None => self.answer(
-                error_result(
-                    ResultCode::PlanNotFound,
-                    &format!(
-                        "no plan `{}` in this thread; store it with storePlan first",
-                        args.plan_id
-                    ),
-                ),
-                true,
-            ),
+            None => self.plan_not_found(&args.plan_id),
         }
     }
 
@@ -98,12 +107,9 @@ impl Decider<'_, '_> {
         let body = args.body.unwrap_or_default();
         let Some(kind) = self.spec.plan_kind(&spec_name) else {
             let known = self.spec.plan_names().join(", ");
-            self.answer(
-                error_result(
-                    ResultCode::PlanUnknownSpec,
-                    &format!("no plan spec `{spec_name}`; this runtime's plans are: {known}"),
-                ),
-                true,
+            self.refuse(
+                ResultCode::PlanUnknownSpec,
+                &format!("no plan spec `{spec_name}`; this runtime's plans are: {known}"),
             );
             return;
         };
@@ -113,7 +119,7 @@ impl Decider<'_, '_> {
                 args.plan_id,
                 schema::describe(&violations)
             );
-            self.answer(error_result(ResultCode::PlanInvalid, &message), true);
+            self.refuse(ResultCode::PlanInvalid, &message);
             return;
         }
         let current = self.thread.plans.get(&args.plan_id).and_then(|p| p.status);
@@ -129,10 +135,7 @@ impl Decider<'_, '_> {
                     status.as_str()
                 ),
             };
-            self.answer(
-                error_result(ResultCode::PlanInvalidTransition, &message),
-                true,
-            );
+            self.refuse(ResultCode::PlanInvalidTransition, &message);
             return;
         }
         let (actions, context) = plans::normalize(&body, &kind.spec.discriminator);
@@ -155,16 +158,7 @@ impl Decider<'_, '_> {
         let status = match self.thread.plans.get(&args.plan_id) {
             Some(plan) => plan.status,
             None => {
-                self.answer(
-                    error_result(
-                        ResultCode::PlanNotFound,
-                        &format!(
-                            "no plan `{}` in this thread; store it with storePlan first",
-                            args.plan_id
-                        ),
-                    ),
-                    true,
-                );
+                self.plan_not_found(&args.plan_id);
                 return false;
             }
         };
@@ -187,10 +181,7 @@ impl Decider<'_, '_> {
                     err.code.as_str(),
                     ResultCode::PlanInvalidTransition.as_str()
                 );
-                self.answer(
-                    error_result(ResultCode::PlanInvalidTransition, &err.message),
-                    true,
-                );
+                self.refuse(ResultCode::PlanInvalidTransition, &err.message);
                 false
             }
         }
@@ -428,40 +419,29 @@ impl Decider<'_, '_> {
         });
     }
 
-    /// A human's decision on the waiting approval.
-    pub fn decide(
-        &mut self,
-        id: String,
-        outcome: Outcome,
-        feedback: Option<String>,
-        partial: Option<Box<RawValue>>,
-        approver: Option<String>,
-    ) {
-        self.close_gate(id, outcome, feedback, partial, approver, None);
-    }
-
     /// The waiting approval's deadline passed: it resolves as rejected, reason `timeout`.
     pub fn deadline_passed(&mut self, id: String) {
-        self.close_gate(
+        self.decide(Decision {
             id,
-            Outcome::Reject,
-            Some("no decision before the approval deadline".to_owned()),
-            None,
-            None,
-            Some(approval::DEADLINE_REASON.to_owned()),
-        );
+            outcome: Outcome::Reject,
+            feedback: Some("no decision before the approval deadline".to_owned()),
+            partial: None,
+            approver: None,
+            reason: Some(approval::DEADLINE_REASON.to_owned()),
+        });
     }
 
-    /// Log the decision that closes the waiting gate, then do what the state it leads to asks.
-    fn close_gate(
-        &mut self,
-        id: String,
-        outcome: Outcome,
-        feedback: Option<String>,
-        partial: Option<Box<RawValue>>,
-        approver: Option<String>,
-        reason: Option<String>,
-    ) {
+    /// Log the decision that closes the waiting gate (a human's, or the deadline's), then do
+    /// what the state it leads to asks.
+    pub fn decide(&mut self, decision: Decision) {
+        let Decision {
+            id,
+            outcome,
+            feedback,
+            partial,
+            approver,
+            reason,
+        } = decision;
         let on = approval::decision_event(outcome, reason.as_deref());
         let to = self.gate_move(GateState::Waiting, on);
         let tally = self.tally(outcome == Outcome::Approve);
@@ -485,7 +465,7 @@ impl Decider<'_, '_> {
                 Some(feedback) => format!("the call was rejected: {feedback}"),
                 None => "the call was rejected".to_owned(),
             };
-            self.answer(error_result(ResultCode::ApprovalRejected, &message), true);
+            self.refuse(ResultCode::ApprovalRejected, &message);
             return;
         }
         let plan_id = self.plan_args().plan_id;
@@ -504,7 +484,7 @@ impl Decider<'_, '_> {
                 "Plan {plan_id} rejected: {}",
                 feedback.as_deref().unwrap_or("no reason given")
             );
-            self.answer(error_result(ResultCode::PlanRejected, &message), true);
+            self.refuse(ResultCode::PlanRejected, &message);
         }
     }
 
@@ -584,7 +564,7 @@ impl Decider<'_, '_> {
             Err((code, message)) => {
                 self.set_plan_status(&plan_id, PlanStatus::Failed);
                 let message = format!("plan `{plan_id}` failed ({code}): {message}");
-                self.answer(error_result(ResultCode::PlanFailed, &message), true);
+                self.refuse(ResultCode::PlanFailed, &message);
             }
         }
     }

@@ -485,7 +485,7 @@ impl Decider<'_, '_> {
             args: call.args,
         });
         if let Some((code, message)) = problem {
-            self.answer(error_result(code, &message), true);
+            self.refuse(code, &message);
             return false;
         }
         match tool.as_str() {
@@ -570,6 +570,11 @@ impl Decider<'_, '_> {
             result,
             is_error,
         });
+    }
+
+    /// Answer the outstanding call with an error result the model sees.
+    pub fn refuse(&mut self, code: ResultCode, message: &str) {
+        self.answer(error_result(code, message), true);
     }
 
     /// Send the outstanding call out: a plan step for executePlan, else a tool invocation.

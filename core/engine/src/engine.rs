@@ -26,6 +26,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::approval::{Gate, GateState, Outcome};
+use crate::builtins::Decision;
 use crate::codec::{raw_payload_of, write_json_str, write_payload, EntryRef};
 use crate::decide::{Cause, Decider};
 use crate::error::{EngineError, ErrorCode, Result};
@@ -620,13 +621,14 @@ impl Engine {
                 d.approve_in_part(payload.approval_id, approver.expect("checked: named"));
                 return;
             }
-            d.decide(
-                payload.approval_id,
+            d.decide(Decision {
+                id: payload.approval_id,
                 outcome,
-                payload.feedback,
-                payload.partial.filter(|p| p.get() != "null"),
+                feedback: payload.feedback,
+                partial: payload.partial.filter(|p| p.get() != "null"),
                 approver,
-            );
+                reason: None,
+            });
         });
         Ok(())
     }

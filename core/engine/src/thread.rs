@@ -789,25 +789,8 @@ impl Thread {
                 tool,
                 args,
             } => {
+                self.record_call(v2, &agent, &id, &tool, || args.clone());
                 let run = self.run.as_mut().expect("checked: a run is active");
-                run.calls += 1;
-                let frame = run.frame_mut();
-                frame.calls += 1;
-                let number = frame.number;
-                if v2 {
-                    frame.queue.pop_front();
-                } else {
-                    self.history.push(Message::Assistant {
-                        agent: agent.clone(),
-                        frame: number,
-                        content: vec![Block::ToolCall {
-                            id: id.clone(),
-                            name: tool.clone(),
-                            args: args.clone(),
-                            args_error: None,
-                        }],
-                    });
-                }
                 run.pending = Some(Pending {
                     id,
                     agent,
@@ -836,16 +819,7 @@ impl Thread {
                         duration_ms: ms,
                     });
                 }
-                let frame = run.frame_mut();
-                frame.last_result = Some(result.clone());
-                let number = frame.number;
-                self.history.push(Message::ToolResult {
-                    agent,
-                    frame: number,
-                    tool_invocation_id: id,
-                    result,
-                    is_error,
-                });
+                self.record_result(agent, id, result, is_error);
             }
             Event::ToolAgentCall {
                 agent,
@@ -853,26 +827,11 @@ impl Thread {
                 target,
                 prompt,
             } => {
-                let run = self.run.as_mut().expect("checked: a run is active");
-                run.calls += 1;
-                let frame = run.frame_mut();
-                frame.calls += 1;
-                let caller_frame = frame.number;
-                if v2 {
-                    frame.queue.pop_front();
-                } else {
+                self.record_call(v2, &agent, &id, crate::spec::CALL_AGENT, || {
                     let args = serde_json::json!({"agent": target, "prompt": prompt}).to_string();
-                    self.history.push(Message::Assistant {
-                        agent: agent.clone(),
-                        frame: caller_frame,
-                        content: vec![Block::ToolCall {
-                            id: id.clone(),
-                            name: crate::spec::CALL_AGENT.to_owned(),
-                            args: RawValue::from_string(args).expect("json! is JSON"),
-                            args_error: None,
-                        }],
-                    });
-                }
+                    RawValue::from_string(args).expect("json! is JSON")
+                });
+                let run = self.run.as_mut().expect("checked: a run is active");
                 self.frames_started += 1;
                 let number = self.frames_started;
                 self.history.push(Message::User {
@@ -895,16 +854,7 @@ impl Thread {
                 run.sub_agent_ms = run
                     .sub_agent_ms
                     .saturating_add(ts.saturating_sub(child.started_ts).max(0));
-                let parent = run.frame_mut();
-                parent.last_result = Some(result.clone());
-                let number = parent.number;
-                self.history.push(Message::ToolResult {
-                    agent,
-                    frame: number,
-                    tool_invocation_id: id,
-                    result,
-                    is_error,
-                });
+                self.record_result(agent, id, result, is_error);
             }
             Event::Data { .. } | Event::ToolEmitted { .. } => {}
             Event::Finish { reason, .. } => {
@@ -970,6 +920,56 @@ impl Thread {
                 self.resolved_approvals.insert(id);
             }
         }
+    }
+
+    /// A call the model asked for is made: counted, and written into the history as the
+    /// model's when the log is format 1 (which did not log the model's answers).
+    fn record_call(
+        &mut self,
+        v2: bool,
+        agent: &str,
+        id: &str,
+        name: &str,
+        args: impl FnOnce() -> Box<RawValue>,
+    ) {
+        let run = self.run.as_mut().expect("checked: a run is active");
+        run.calls += 1;
+        let frame = run.frame_mut();
+        frame.calls += 1;
+        if v2 {
+            frame.queue.pop_front();
+            return;
+        }
+        let number = frame.number;
+        self.history.push(Message::Assistant {
+            agent: agent.to_owned(),
+            frame: number,
+            content: vec![Block::ToolCall {
+                id: id.to_owned(),
+                name: name.to_owned(),
+                args: args(),
+                args_error: None,
+            }],
+        });
+    }
+
+    /// A call's answer reaches the frame that made it (the top one, once a sub-agent's frame
+    /// is popped).
+    fn record_result(&mut self, agent: String, id: String, result: Box<RawValue>, is_error: bool) {
+        let frame = self
+            .run
+            .as_mut()
+            .expect("checked: a run is active")
+            .frame_mut();
+        frame.last_result = Some(result.clone());
+        let number = frame.number;
+        self.history.push(Message::ToolResult {
+            agent,
+            frame: number,
+            tool_invocation_id: id,
+            result,
+            is_error,
+        });
     }
 
     fn fold_response(&mut self, ts: i64, response: ModelResponse) {

@@ -484,29 +484,31 @@ fn every_row_of_the_run_tables_and_the_gate_table_is_taken_by_some_scenario() {
     assert!(missing.is_empty(), "rows no scenario took: {missing:#?}");
 }
 
-fn report_gate(taken: &[Vec<&str>]) -> Vec<String> {
-    println!(
-        "approval gate table coverage ({} rows):",
-        GATE_TRANSITIONS.len()
-    );
-    let state = |s: &GateState| s.as_str().len();
-    let width = GATE_TRANSITIONS
+fn report_gate(taken: &[Vec<&'static str>]) -> Vec<String> {
+    let rows = GATE_TRANSITIONS
         .iter()
-        .map(|(f, _, t)| state(f).max(state(t)))
+        .zip(taken)
+        .map(|((from, on, to), names)| {
+            (from.as_str(), format!("{on:?}"), to.as_str(), names.clone())
+        });
+    report_rows("approval gate", rows.collect())
+}
+
+/// Print a table's rows with the scenarios that took each; the rows none took.
+fn report_rows(title: &str, rows: Vec<(&str, String, &str, Vec<&str>)>) -> Vec<String> {
+    println!("{title} table coverage ({} rows):", rows.len());
+    let width = rows
+        .iter()
+        .map(|(from, _, to, _)| from.len().max(to.len()))
         .max()
         .unwrap();
-    let on_width = GATE_TRANSITIONS
-        .iter()
-        .map(|(_, on, _)| format!("{on:?}").len())
-        .max()
-        .unwrap();
+    let on_width = rows.iter().map(|(_, on, _, _)| on.len()).max().unwrap();
     let mut missing = Vec::new();
-    for ((from, on, to), names) in GATE_TRANSITIONS.iter().zip(taken) {
-        let (from, to, on) = (from.as_str(), to.as_str(), format!("{on:?}"));
+    for (from, on, to, names) in rows {
         let row = format!("{from:>width$} + {on:<on_width$} -> {to:<width$}");
         if names.is_empty() {
             println!("  [ ] {row} NOT TAKEN");
-            missing.push(format!("approval gate: {row}"));
+            missing.push(format!("{title}: {row}"));
         } else {
             println!("  [x] {row} {}", names.join("; "));
         }
@@ -538,33 +540,18 @@ fn report(
     title: &str,
     table: &[(Phase, EventKind, Phase)],
     format: u32,
-    taken: &BTreeMap<(u32, Phase, EventKind), Vec<&str>>,
+    taken: &RunCoverage,
 ) -> Vec<String> {
-    println!("{title} run table coverage ({} rows):", table.len());
-    let phase_width = table
-        .iter()
-        .map(|(f, _, _)| f.as_str().len())
-        .max()
-        .unwrap();
-    let kind_width = table
-        .iter()
-        .map(|(_, k, _)| format!("{k:?}").len())
-        .max()
-        .unwrap();
-    let mut missing = Vec::new();
-    for (from, kind, to) in table {
-        let row_key = (format, *from, *kind);
-        let (from, to, kind) = (from.as_str(), to.as_str(), format!("{kind:?}"));
-        let row = format!("{from:>phase_width$} + {kind:<kind_width$} -> {to:<phase_width$}");
-        match taken.get(&row_key) {
-            Some(names) => println!("  [x] {row} {}", names.join("; ")),
-            None => {
-                println!("  [ ] {row} NOT TAKEN");
-                missing.push(format!("{title}: {row}"));
-            }
-        }
-    }
-    missing
+    let rows = table.iter().map(|(from, kind, to)| {
+        let names = taken.get(&(format, *from, *kind)).cloned();
+        (
+            from.as_str(),
+            format!("{kind:?}"),
+            to.as_str(),
+            names.unwrap_or_default(),
+        )
+    });
+    report_rows(&format!("{title} run"), rows.collect())
 }
 
 // ---------------------------------------------------------------------------------------------
