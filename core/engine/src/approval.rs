@@ -11,24 +11,27 @@
 //! `gate_step`; the decide loop takes every move through it, and `Thread::apply` checks every
 //! logged one against it):
 //!
-//! | from     | on                                    | to       | logged as                  |
-//! |----------|---------------------------------------|----------|----------------------------|
-//! | New      | rule `never`                          | Clear    | (nothing: the call goes out) |
-//! | New      | rule `always` or `{"approvers": N}`   | Waiting  | `approval-required`        |
-//! | New      | rule predicate                        | Checking | (nothing: `ApprovalCheck`) |
-//! | Checking | check says required                   | Waiting  | `approval-required`        |
-//! | Checking | check says not required               | Clear    | (nothing: the call goes out) |
-//! | Waiting  | approve short of the quorum           | Waiting  | `approval-progress`        |
-//! | Waiting  | approve (the quorum's last)           | Approved | `approval-decision`        |
-//! | Waiting  | reject                                | Decided  | `approval-decision`        |
-//! | Waiting  | revise                                | Decided  | `approval-decision`        |
-//! | Waiting  | deadline passed                       | Decided  | `approval-decision` (timeout) |
-//! | Waiting  | fork (the source's id names the source) | Reopened | `fork`                   |
-//! | Reopened | ask again, under the fork's id        | Waiting  | `approval-required`        |
-//! | New, Clear, Checking, Waiting, Approved | cancel | Closed | `finish` (cancelled)      |
+//! | from             | on                                  | to       | logged as                              |
+//! |------------------|-------------------------------------|----------|----------------------------------------|
+//! | New              | rule `never`                        | Clear    | nothing (the call goes out)            |
+//! | New              | rule `always` or `{"approvers": N}` | Waiting  | `approval-required`                    |
+//! | New              | rule predicate                      | Checking | nothing (an `ApprovalCheck` goes out)  |
+//! | Checking         | the check says required             | Waiting  | `approval-required`                    |
+//! | Checking         | the check says not required         | Clear    | nothing (the call goes out)            |
+//! | Waiting          | approve short of the quorum         | Waiting  | `approval-progress`                    |
+//! | Waiting          | approve (the quorum's last)         | Approved | `approval-decision`                    |
+//! | Waiting          | reject                              | Decided  | `approval-decision`                    |
+//! | Waiting          | revise                              | Decided  | `approval-decision`                    |
+//! | Waiting          | the deadline passes                 | Decided  | `approval-decision` (reason `timeout`) |
+//! | Waiting          | a fork copies the gate              | Reopened | `fork`                                 |
+//! | Reopened         | ask again, under the fork's id      | Waiting  | `approval-required`                    |
+//! | any but Reopened | cancel                              | Closed   | `finish` (cancelled)                   |
 //!
 //! Rules of the table:
-//! - A call starts `New` when it is logged (`tool-call`); the rule moves it on at once.
+//! - A call starts `New` when it is logged (`tool-call`); the rule moves it on at once. A
+//!   `Decided` call is answered at once. Only a crash between two facts of one decision
+//!   leaves a call `New` or `Decided` between inputs: a resume then asks the rule again (a
+//!   `Decided` call waits for its cancel).
 //! - A gate waits for `required` distinct approvers (1 unless the rule is a quorum); each
 //!   approve short of it is logged as `approval-progress` and names its approver, and an
 //!   approver who already approved is not counted again. Any reject closes the gate at once.
@@ -407,12 +410,13 @@ pub const GATE_TRANSITIONS: &[(GateState, GateEvent, GateState)] = &[
     (Waiting, On::Deadline, Decided),
     (Waiting, On::Reopen, Reopened),
     (Reopened, On::AskAgain, Waiting),
-    // Only a decision cut short by a crash leaves a call `New` between inputs.
-    (New, On::Cancel, Closed),
     (Clear, On::Cancel, Closed),
     (Checking, On::Cancel, Closed),
     (Waiting, On::Cancel, Closed),
     (Approved, On::Cancel, Closed),
+    // Only a decision cut short by a crash leaves a call `New` or `Decided` between inputs.
+    (New, On::Cancel, Closed),
+    (Decided, On::Cancel, Closed),
 ];
 
 /// The row of the table `on` takes from `from`, as its index in [`GATE_TRANSITIONS`].
@@ -668,8 +672,8 @@ mod tests {
         assert_eq!(gate_step(Waiting, On::ApproveShort), Ok(Waiting));
         assert!(gate_step(Checking, On::ApproveShort).is_err());
         assert!(
-            gate_step(Decided, On::Cancel).is_err(),
-            "a decided call is answered at once"
+            gate_step(Reopened, On::Cancel).is_err(),
+            "a fork asks again in the decision that re-opened the gate"
         );
     }
 

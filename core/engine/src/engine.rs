@@ -10,7 +10,9 @@
 //! - rebuild from the log: [`Engine::apply`] (one line), [`Engine::load`] (a whole log), the
 //!   free function [`replay`] (no spec, no decisions);
 //! - read-only: [`Engine::thread`], [`Engine::next_deadline`], [`Engine::deadline`],
-//!   [`Engine::spec`]; and [`Engine::forget`] to drop a thread another owner took.
+//!   [`Engine::due`], [`Engine::spec`], [`Engine::gate_moves`] (how often each row of the
+//!   approval-gate table was taken); and [`Engine::forget`] to drop a thread another owner
+//!   took.
 //!
 //! Deciding is separate from folding: the decide loop (`decide::Decider`) picks the next event
 //! and hands it to `Thread::apply` exactly as a replay would, so a live thread and a replayed

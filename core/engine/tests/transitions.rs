@@ -365,7 +365,11 @@ fn cancelled_after_a_crash_cut_a_gate_short() -> Driver {
 
 type Scenario = (&'static str, fn() -> Driver);
 
-const SCENARIOS: [Scenario; 26] = [
+const SCENARIOS: [Scenario; 27] = [
+    (
+        "cancelled after a crash cut a decision short",
+        cancelled_after_a_crash_cut_a_decision_short,
+    ),
     (
         "a check requires approval, then a human rejects",
         a_check_requires_approval_then_a_human_rejects,
@@ -435,6 +439,25 @@ const SCENARIOS: [Scenario; 26] = [
     ),
     ("invalid script", invalid_script),
 ];
+
+/// The log of a rejected call cut between its `approval-decision` and the engine's answer.
+fn cancelled_after_a_crash_cut_a_decision_short() -> Driver {
+    let mut live = Driver::new(engine(plans_spec(), scripted()));
+    live.send(query("t", &script(&[("delete_rows", json!({}))])).agent("planner"));
+    live.send(approval_decision("t", &approval_id("t", 1, 1), "reject"));
+    let decided = live
+        .logs_of("t")
+        .iter()
+        .position(|payload| payload["type"] == "approval-decision")
+        .unwrap();
+    let mut d = crashed_after(
+        decided + 1,
+        &live.log("t"),
+        engine(plans_spec(), scripted()),
+    );
+    d.send(cancel_run("t").id("cancel-after-crash"));
+    d
+}
 
 /// The run resumes: the engine asks the human it had not asked yet, instead of sending the
 /// call out past its gate.
