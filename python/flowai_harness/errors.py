@@ -2,7 +2,9 @@
 
 Owns every exception class a user can catch, each with the stable ``code`` the Rust engine
 uses (``ErrorCode::as_str`` in ``core/engine/src/error.rs``) or a Python-side code, and
-:func:`error_from_code`, the single table that turns an engine code into its class.
+:func:`error_from_code`, the single table that turns an engine code into its class; and
+:class:`ResultCode`, the codes the model sees in a tool call's error result (the same strings
+as the engine's ``ResultCode``, beside ``ErrorCode`` in ``error.rs``).
 
 Must not import anything from ``flowai_harness`` (every other module imports this one) nor the
 native extension: errors have to be importable when the extension is missing or stale.
@@ -11,6 +13,7 @@ native extension: errors have to be importable when the extension is missing or 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from enum import StrEnum
 from typing import Any, Final
 
 __all__ = [
@@ -56,6 +59,7 @@ __all__ = [
     "ReferenceValidationError",
     "ReplayDivergenceError",
     "ReplayError",
+    "ResultCode",
     "RetryableToolError",
     "RunStateError",
     "ScorerPresetError",
@@ -86,6 +90,38 @@ __all__ = [
     "VolatileLedgerError",
     "error_from_code",
 ]
+
+
+class ResultCode(StrEnum):
+    """The codes of the errors the model sees: in a tool call's error result and in the
+    ``error`` event that ends a run.
+
+    One mistake has one code in both languages: these are the engine's ``ResultCode`` strings
+    (``core/engine/src/error.rs``; a unit test keeps the two equal). The engine writes most of
+    them; :mod:`flowai_harness.toolcall` writes the tool-side ones (``TOOL_FAILED``,
+    ``TOOL_TIMEOUT``, ``TOOL_OUTPUT_INVALID``, ``NO_ACTION_DISPATCHER``). A tool may also
+    answer with a code of its own (a :class:`FlowaiError`'s ``code``), passed through as it is.
+    """
+
+    TOOL_ARGS_INVALID = "TOOL_ARGS_INVALID"
+    TOOL_NOT_AVAILABLE = "TOOL_NOT_AVAILABLE"
+    TOOL_NOT_ALLOWED_FOR_ROLE = "TOOL_NOT_ALLOWED_FOR_ROLE"
+    ROUTE_NOT_ALLOWED = "ROUTE_NOT_ALLOWED"
+    TOOL_OUTPUT_INVALID = "TOOL_OUTPUT_INVALID"
+    TOOL_FAILED = "TOOL_FAILED"
+    TOOL_TIMEOUT = "TOOL_TIMEOUT"
+    NO_ACTION_DISPATCHER = "NO_ACTION_DISPATCHER"
+    APPROVAL_REJECTED = "APPROVAL_REJECTED"
+    PLAN_NOT_FOUND = "PLAN_NOT_FOUND"
+    PLAN_UNKNOWN_SPEC = "PLAN_UNKNOWN_SPEC"
+    PLAN_INVALID = "PLAN_INVALID"
+    PLAN_INVALID_TRANSITION = "PLAN_INVALID_TRANSITION"
+    PLAN_REJECTED = "PLAN_REJECTED"
+    PLAN_FAILED = "PLAN_FAILED"
+    CANCELLED = "CANCELLED"
+    MAX_TURNS_EXCEEDED = "MAX_TURNS_EXCEEDED"
+    MODEL_FAILED = "MODEL_FAILED"
+    SCRIPT_INVALID = "SCRIPT_INVALID"
 
 
 class FlowaiError(Exception):
@@ -385,7 +421,7 @@ class SnapshotMismatchError(SnapshotError):
 class ToolError(FlowaiError):
     """A tool handler failed; raised to Python callers that asked for the tool's result."""
 
-    code = "TOOL_FAILED"
+    code = ResultCode.TOOL_FAILED.value
 
 
 class RetryableToolError(ToolError):
@@ -401,7 +437,7 @@ class RetryableToolError(ToolError):
 class ToolTimeoutError(RetryableToolError):
     """A tool call ran past the worker's per-tool timeout; retried like any retryable error."""
 
-    code = "TOOL_TIMEOUT"
+    code = ResultCode.TOOL_TIMEOUT.value
 
 
 class McpToolError(ToolError):

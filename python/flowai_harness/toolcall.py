@@ -32,6 +32,7 @@ from typing import Any, Final
 import orjson
 
 from .messages import ToolResult
+from .errors import ResultCode
 from .references import ReferenceAccess
 from .tools import EventSink, ToolContext, ToolDefinition, idempotency_key
 
@@ -48,10 +49,11 @@ __all__ = [
     "tool_result",
 ]
 
-TOOL_FAILED: Final = "TOOL_FAILED"
-TOOL_TIMEOUT: Final = "TOOL_TIMEOUT"
-TOOL_OUTPUT_INVALID: Final = "TOOL_OUTPUT_INVALID"
-NO_ACTION_DISPATCHER: Final = "NO_ACTION_DISPATCHER"
+# The result codes this module writes (`errors.ResultCode`), under the names services import.
+TOOL_FAILED: Final = ResultCode.TOOL_FAILED.value
+TOOL_TIMEOUT: Final = ResultCode.TOOL_TIMEOUT.value
+TOOL_OUTPUT_INVALID: Final = ResultCode.TOOL_OUTPUT_INVALID.value
+NO_ACTION_DISPATCHER: Final = ResultCode.NO_ACTION_DISPATCHER.value
 # The executor's built-in reference tools: tool name -> what it reads from the store.
 REFERENCE_TOOLS: Final[Mapping[str, str]] = {"resolveRef": "resolve", "glimpseRef": "glimpse"}
 # `fn(actions, ctx)`, sync or async; returns None or {entitiesAffected, summary?, details?}.

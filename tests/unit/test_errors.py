@@ -32,14 +32,19 @@ from flowai_harness.errors import (
 ERROR_RS = Path(__file__).resolve().parents[2] / "core" / "engine" / "src" / "error.rs"
 
 
-def engine_codes() -> list[str]:
+def engine_codes(enum: str = "ErrorCode") -> list[str]:
     source = ERROR_RS.read_text()
-    body = source[source.index("fn as_str") :]
+    body = source[source.index(f"impl {enum} {{") :]
+    body = body[body.index("fn as_str") :]
     body = body[: body.index("\n    }\n")]
     codes = re.findall(r'=>\s*"([A-Z][A-Z0-9_]*)"', body)
-    declared = int(re.search(r"ALL: \[ErrorCode; (\d+)\]", source).group(1))  # type: ignore[union-attr]
-    assert len(codes) == declared, "could not read every code of ErrorCode::as_str"
+    declared = int(re.search(rf"ALL: \[{enum}; (\d+)\]", source).group(1))  # type: ignore[union-attr]
+    assert len(codes) == declared, f"could not read every code of {enum}::as_str"
     return codes
+
+
+def test_the_result_codes_are_the_engines_in_both_languages() -> None:
+    assert [code.value for code in errors.ResultCode] == engine_codes("ResultCode")
 
 
 def all_error_classes() -> list[type[FlowaiError]]:

@@ -7,25 +7,44 @@
 //! `tool_approvals` < runtime overrides (agent patch, then tool rule, then the rule for that
 //! tool of that agent). `default` inherits.
 //!
-//! The gate of one outstanding call moves through this table:
+//! The gate of one outstanding call moves through this table (`GATE_TRANSITIONS`, read by
+//! `gate_step`; the decide loop takes every move through it, and `Thread::apply` checks every
+//! logged one against it):
 //!
-//! | from       | on                                  | to        |
-//! |------------|-------------------------------------|-----------|
-//! | (new call) | rule `never`                        | Clear     |
-//! | (new call) | rule `always` or `{"approvers": N}` | Waiting   |
-//! | (new call) | rule predicate                      | Checking  |
-//! | Checking   | check says required                 | Waiting   |
-//! | Checking   | check says not required             | Clear     |
-//! | Waiting    | approve short of the quorum         | Waiting   |
-//! | Waiting    | approve (the quorum's last)         | Clear     |
-//! | Waiting    | reject, revise, deadline passed     | Decided   |
+//! | from             | on                                  | to       | logged as                              |
+//! |------------------|-------------------------------------|----------|----------------------------------------|
+//! | New              | rule `never`                        | Clear    | nothing (the call goes out)            |
+//! | New              | rule `always` or `{"approvers": N}` | Waiting  | `approval-required`                    |
+//! | New              | rule predicate                      | Checking | nothing (an `ApprovalCheck` goes out)  |
+//! | Checking         | the check says required             | Waiting  | `approval-required`                    |
+//! | Checking         | the check says not required         | Clear    | nothing (the call goes out)            |
+//! | Waiting          | approve short of the quorum         | Waiting  | `approval-progress`                    |
+//! | Waiting          | approve (the quorum's last)         | Approved | `approval-decision`                    |
+//! | Waiting          | reject                              | Decided  | `approval-decision`                    |
+//! | Waiting          | revise                              | Decided  | `approval-decision`                    |
+//! | Waiting          | the deadline passes                 | Decided  | `approval-decision` (reason `timeout`) |
+//! | Waiting          | a fork copies the gate              | Reopened | `fork`                                 |
+//! | Reopened         | ask again, under the fork's id      | Waiting  | `approval-required`                    |
+//! | any but Reopened | cancel                              | Closed   | `finish` (cancelled)                   |
 //!
-//! A gate waits for `required` distinct approvers (1 unless the rule is a quorum); each approve
-//! short of it is logged as `approval-progress` and names its approver, and an approver who
-//! already approved is not counted again. Any reject closes the gate at once.
+//! Rules of the table:
+//! - A call starts `New` when it is logged (`tool-call`); the rule moves it on at once. A
+//!   `Decided` call is answered at once. Only a crash between two facts of one decision
+//!   leaves a call `New` or `Decided` between inputs: a resume then asks the rule again (a
+//!   `Decided` call waits for its cancel).
+//! - A gate waits for `required` distinct approvers (1 unless the rule is a quorum); each
+//!   approve short of it is logged as `approval-progress` and names its approver, and an
+//!   approver who already approved is not counted again. Any reject closes the gate at once.
+//! - Only a `Clear` or `Approved` call goes out to its tool; a `Decided` one is answered by the
+//!   engine with the decision. A plan that was approved before (an `executePlan` of an
+//!   approved plan) passes no gate: the plan table holds its approval.
+//! - The log does not tell `New`, `Checking`, `Clear` and `Reopened` apart (their moves are
+//!   effects, not facts): the fold keeps them as one "not at a human" state, and the decide
+//!   loop tells them apart again from the rule (`Decider::gate_state`), so a resumed run asks
+//!   for what it still needs.
+//! - Anything else is refused: live, the engine never decides it; in a log, it is a divergence.
 //!
-//! Only a `Clear` call goes out to its tool; a `Decided` one is answered by the engine with the
-//! decision. Imports nothing internal but `error`.
+//! Imports nothing internal but `error`.
 
 use std::collections::BTreeMap;
 
@@ -298,8 +317,8 @@ pub fn resolve(channel: Channel, levels: &Levels<'_>) -> Rule {
 /// The gate of one outstanding call.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Gate {
-    /// May go out to its tool (or, under a predicate rule and not yet approved, waits for the
-    /// check's answer: the table's `Checking`, which is not logged).
+    /// Not at a human: with `Pending::approved`, the table's `Approved`; else one of `New`,
+    /// `Checking`, `Clear`, `Reopened`, which the log does not tell apart (see the header).
     Clear,
     /// Waits for a human decision: `required` distinct approvers, of whom `approvers` have
     /// approved so far (in order).
@@ -309,75 +328,148 @@ pub enum Gate {
         required: u32,
         approvers: Vec<String>,
     },
-    /// Decided against (reject, revise or timeout); the engine answers the call itself.
+    /// Decided against (reject, revise or deadline); the engine answers the call itself.
     Decided,
 }
 
+/// What moves a gate: the rule found for a new call, the runtime's check, a human, time, a
+/// fork or a cancel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum GateEvent {
     RuleNever,
+    /// Rule `always` or `{"approvers": N}`: a human (or N) must approve.
     RuleAlways,
     RulePredicate,
     CheckRequired,
     CheckNotRequired,
     /// An approve that leaves the gate short of its quorum.
     ApproveShort,
+    /// The approve that completes the quorum (the only one, at a gate of one approver).
     Approve,
-    RejectOrRevise,
+    Reject,
+    Revise,
+    /// The approval's deadline passed with no decision: a reject with reason `timeout`.
+    Deadline,
+    /// A fork of a thread paused at this gate: the source's approval id names the source.
+    Reopen,
+    /// The fork asks again, under its own approval id.
+    AskAgain,
+    Cancel,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum GateState {
     New,
-    Clear,
     Checking,
+    Clear,
     Waiting,
+    Approved,
     Decided,
+    Reopened,
+    Closed,
 }
 
-/// Every allowed (from, on, to) of a call's gate; `gate_next` reads it.
+impl GateState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GateState::New => "new",
+            GateState::Checking => "checking",
+            GateState::Clear => "clear",
+            GateState::Waiting => "waiting",
+            GateState::Approved => "approved",
+            GateState::Decided => "decided",
+            GateState::Reopened => "reopened",
+            GateState::Closed => "closed",
+        }
+    }
+
+    /// The state as the log knows it: `New`, `Checking`, `Clear` and `Reopened` differ only
+    /// in effects, so a fold sees them all as `New` (not at a human).
+    pub fn logged(self) -> GateState {
+        match self {
+            GateState::Checking | GateState::Clear | GateState::Reopened => GateState::New,
+            other => other,
+        }
+    }
+}
+
+use GateEvent as On;
+use GateState::{Approved, Checking, Clear, Closed, Decided, New, Reopened, Waiting};
+
+/// Every allowed (from, on, to) of a call's gate: the single source of truth.
 pub const GATE_TRANSITIONS: &[(GateState, GateEvent, GateState)] = &[
-    (GateState::New, GateEvent::RuleNever, GateState::Clear),
-    (GateState::New, GateEvent::RuleAlways, GateState::Waiting),
-    (
-        GateState::New,
-        GateEvent::RulePredicate,
-        GateState::Checking,
-    ),
-    (
-        GateState::Checking,
-        GateEvent::CheckRequired,
-        GateState::Waiting,
-    ),
-    (
-        GateState::Checking,
-        GateEvent::CheckNotRequired,
-        GateState::Clear,
-    ),
-    (
-        GateState::Waiting,
-        GateEvent::ApproveShort,
-        GateState::Waiting,
-    ),
-    (GateState::Waiting, GateEvent::Approve, GateState::Clear),
-    (
-        GateState::Waiting,
-        GateEvent::RejectOrRevise,
-        GateState::Decided,
-    ),
+    (New, On::RuleNever, Clear),
+    (New, On::RuleAlways, Waiting),
+    (New, On::RulePredicate, Checking),
+    (Checking, On::CheckRequired, Waiting),
+    (Checking, On::CheckNotRequired, Clear),
+    (Waiting, On::ApproveShort, Waiting),
+    (Waiting, On::Approve, Approved),
+    (Waiting, On::Reject, Decided),
+    (Waiting, On::Revise, Decided),
+    (Waiting, On::Deadline, Decided),
+    (Waiting, On::Reopen, Reopened),
+    (Reopened, On::AskAgain, Waiting),
+    (Clear, On::Cancel, Closed),
+    (Checking, On::Cancel, Closed),
+    (Waiting, On::Cancel, Closed),
+    (Approved, On::Cancel, Closed),
+    // Only a decision cut short by a crash leaves a call `New` or `Decided` between inputs.
+    (New, On::Cancel, Closed),
+    (Decided, On::Cancel, Closed),
 ];
 
-pub fn gate_next(from: GateState, on: GateEvent) -> Option<GateState> {
+/// The row of the table `on` takes from `from`, as its index in [`GATE_TRANSITIONS`].
+pub fn gate_row(from: GateState, on: GateEvent) -> Option<usize> {
     GATE_TRANSITIONS
         .iter()
-        .find(|(f, e, _)| *f == from && *e == on)
-        .map(|(_, _, to)| *to)
+        .position(|(f, e, _)| *f == from && *e == on)
+}
+
+/// The state after `on` in `from`, or an error naming the move the table does not allow.
+pub fn gate_step(from: GateState, on: GateEvent) -> Result<GateState, String> {
+    match gate_row(from, on) {
+        Some(row) => Ok(GATE_TRANSITIONS[row].2),
+        None => Err(format!(
+            "an approval gate that is {} cannot take {on:?}",
+            from.as_str()
+        )),
+    }
+}
+
+/// The same move as a fold sees it, in the states the log knows (`GateState::logged`).
+pub fn gate_step_logged(from: GateState, on: GateEvent) -> Result<GateState, String> {
+    GATE_TRANSITIONS
+        .iter()
+        .find(|(f, e, _)| f.logged() == from.logged() && *e == on)
+        .map(|(_, _, to)| to.logged())
+        .ok_or_else(|| {
+            format!(
+                "an approval gate that is {} cannot take {on:?}",
+                from.logged().as_str()
+            )
+        })
+}
+
+/// The `reason` of a decision the deadline made.
+pub const DEADLINE_REASON: &str = "timeout";
+
+/// The move a logged decision is: its outcome, and whether the deadline made it.
+pub fn decision_event(outcome: Outcome, reason: Option<&str>) -> GateEvent {
+    match outcome {
+        Outcome::Approve => GateEvent::Approve,
+        Outcome::Reject if reason == Some(DEADLINE_REASON) => GateEvent::Deadline,
+        Outcome::Reject => GateEvent::Reject,
+        Outcome::Revise => GateEvent::Revise,
+    }
 }
 
 impl Gate {
-    pub fn state(&self) -> GateState {
+    /// The gate's state as the log knows it (`approved`: a human approved the call).
+    pub fn state(&self, approved: bool) -> GateState {
         match self {
-            Gate::Clear => GateState::Clear,
+            Gate::Clear if approved => GateState::Approved,
+            Gate::Clear => GateState::New,
             Gate::Waiting { .. } => GateState::Waiting,
             Gate::Decided => GateState::Decided,
         }
@@ -547,22 +639,41 @@ mod tests {
     fn gate_table_is_a_function_and_only_waiting_takes_decisions() {
         let mut seen = HashSet::new();
         for (from, on, _) in GATE_TRANSITIONS {
-            assert!(seen.insert((*from, *on)));
+            assert!(seen.insert((*from, *on)), "two rows for {from:?} + {on:?}");
         }
-        assert_eq!(gate_next(GateState::Clear, GateEvent::Approve), None);
-        assert_eq!(gate_next(GateState::Decided, GateEvent::Approve), None);
-        assert_eq!(
-            gate_next(GateState::Waiting, GateEvent::Approve),
-            Some(GateState::Clear)
+        for on in [
+            On::ApproveShort,
+            On::Approve,
+            On::Reject,
+            On::Revise,
+            On::Deadline,
+        ] {
+            for (from, e, _) in GATE_TRANSITIONS {
+                if *e == on {
+                    assert_eq!(*from, Waiting, "{on:?} from {from:?}");
+                }
+            }
+        }
+        assert!(gate_step(Clear, On::Approve).is_err());
+        assert!(gate_step(Decided, On::Approve).is_err());
+        assert_eq!(gate_step(Waiting, On::Approve), Ok(Approved));
+        assert_eq!(gate_step(Waiting, On::ApproveShort), Ok(Waiting));
+        assert!(gate_step(Checking, On::ApproveShort).is_err());
+        assert!(
+            gate_step(Reopened, On::Cancel).is_err(),
+            "a fork asks again in the decision that re-opened the gate"
         );
-        assert_eq!(
-            gate_next(GateState::Waiting, GateEvent::ApproveShort),
-            Some(GateState::Waiting)
-        );
-        assert_eq!(
-            gate_next(GateState::Checking, GateEvent::ApproveShort),
-            None
-        );
+    }
+
+    #[test]
+    fn a_fold_sees_the_unlogged_states_as_new() {
+        assert_eq!(gate_step_logged(New, On::CheckRequired), Ok(Waiting));
+        assert_eq!(gate_step_logged(New, On::AskAgain), Ok(Waiting));
+        assert_eq!(gate_step_logged(Waiting, On::Reopen), Ok(New));
+        assert_eq!(gate_step_logged(New, On::Cancel), Ok(Closed));
+        assert!(gate_step_logged(New, On::Approve).is_err());
+        assert_eq!(Gate::Clear.state(true), Approved);
+        assert_eq!(Gate::Clear.state(false), New);
     }
 
     #[test]

@@ -8,17 +8,19 @@
 //!   `PlanStep`; its answer marks the plan executed or failed.
 //! - Any other call passes the tools gate before it goes out as a `ToolInvocation`.
 //!
-//! The gate (see the table in `approval.rs`): a rule of `never` clears the call, `always`
-//! asks a human (`approval-required` + an `ApprovalRequest` effect), `{"approvers": N}` asks
-//! N distinct humans the same way (each approve short of N is an `approval-progress`), a
-//! predicate asks the runtime first (`ApprovalCheck`). Imports `decide` (the loop these extend).
+//! The gate: every move is a row of the table in `approval.rs`, taken by `gate_move`, and what
+//! the engine does follows from the state the row leads to: `Clear` or `Approved` sends the
+//! call out, `Checking` asks the runtime (`ApprovalCheck`), `Waiting` asks a human (or N:
+//! `approval-required` + an `ApprovalRequest` effect), `Decided` answers the call with the
+//! decision. Imports `decide` (the loop these extend).
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::approval::{self, Channel, Gate, Outcome, Rule};
+use crate::approval::{self, Channel, Gate, GateEvent, GateState, Outcome, Rule};
 use crate::codec::write_approval_request;
-use crate::decide::{check_value, error_result, raw, Decider};
+use crate::decide::{check_value, error_body, error_result, raw, Decider};
+use crate::error::ResultCode;
 use crate::event::{ApprovalKind, ApprovalRequest, Event, Tally};
 use crate::ids;
 use crate::inputs::{APPROVAL_CHECK, APPROVAL_REQUEST, PLAN_STEP};
@@ -34,6 +36,17 @@ pub struct PlanArgs {
     pub spec_name: Option<String>,
     #[serde(default)]
     pub body: Option<serde_json::Value>,
+}
+
+/// A decision on the waiting approval, as it is logged.
+pub struct Decision {
+    pub id: String,
+    pub outcome: Outcome,
+    pub feedback: Option<String>,
+    pub partial: Option<Box<RawValue>>,
+    pub approver: Option<String>,
+    /// `timeout` when the deadline decided.
+    pub reason: Option<String>,
 }
 
 impl Decider<'_, '_> {
@@ -72,20 +85,18 @@ impl Decider<'_, '_> {
         }))
     }
 
+    fn plan_not_found(&mut self, plan_id: &str) {
+        self.refuse(
+            ResultCode::PlanNotFound,
+            &format!("no plan `{plan_id}` in this thread; store it with storePlan first"),
+        );
+    }
+
     pub fn get_plan(&mut self) {
         let args = self.plan_args();
         match self.plan_json(&args.plan_id) {
             Some(plan) => self.answer(raw(&plan), false),
-            None => self.answer(
-                error_result(
-                    "PLAN_NOT_FOUND",
-                    &format!(
-                        "no plan `{}` in this thread; store it with storePlan first",
-                        args.plan_id
-                    ),
-                ),
-                true,
-            ),
+            None => self.plan_not_found(&args.plan_id),
         }
     }
 
@@ -96,12 +107,9 @@ impl Decider<'_, '_> {
         let body = args.body.unwrap_or_default();
         let Some(kind) = self.spec.plan_kind(&spec_name) else {
             let known = self.spec.plan_names().join(", ");
-            self.answer(
-                error_result(
-                    "PLAN_UNKNOWN_SPEC",
-                    &format!("no plan spec `{spec_name}`; this runtime's plans are: {known}"),
-                ),
-                true,
+            self.refuse(
+                ResultCode::PlanUnknownSpec,
+                &format!("no plan spec `{spec_name}`; this runtime's plans are: {known}"),
             );
             return;
         };
@@ -111,7 +119,7 @@ impl Decider<'_, '_> {
                 args.plan_id,
                 schema::describe(&violations)
             );
-            self.answer(error_result("PLAN_INVALID", &message), true);
+            self.refuse(ResultCode::PlanInvalid, &message);
             return;
         }
         let current = self.thread.plans.get(&args.plan_id).and_then(|p| p.status);
@@ -127,7 +135,7 @@ impl Decider<'_, '_> {
                     status.as_str()
                 ),
             };
-            self.answer(error_result("PLAN_INVALID_TRANSITION", &message), true);
+            self.refuse(ResultCode::PlanInvalidTransition, &message);
             return;
         }
         let (actions, context) = plans::normalize(&body, &kind.spec.discriminator);
@@ -150,16 +158,7 @@ impl Decider<'_, '_> {
         let status = match self.thread.plans.get(&args.plan_id) {
             Some(plan) => plan.status,
             None => {
-                self.answer(
-                    error_result(
-                        "PLAN_NOT_FOUND",
-                        &format!(
-                            "no plan `{}` in this thread; store it with storePlan first",
-                            args.plan_id
-                        ),
-                    ),
-                    true,
-                );
+                self.plan_not_found(&args.plan_id);
                 return false;
             }
         };
@@ -177,7 +176,12 @@ impl Decider<'_, '_> {
             other => {
                 let err = plans::check(&args.plan_id, other, PlanStatus::Executing)
                     .expect_err("only drafts and approved plans run");
-                self.answer(error_result(err.code.as_str(), &err.message), true);
+                // The plan table's refusal, as the model sees it.
+                debug_assert_eq!(
+                    err.code.as_str(),
+                    ResultCode::PlanInvalidTransition.as_str()
+                );
+                self.refuse(ResultCode::PlanInvalidTransition, &err.message);
                 false
             }
         }
@@ -198,15 +202,77 @@ impl Decider<'_, '_> {
         }
     }
 
-    /// Put the outstanding call through its gate.
-    pub fn gate(&mut self, channel: Channel) {
-        match self.rule(channel) {
-            Rule::Never => self.cleared(),
-            Rule::Predicate(predicate) => self.check(&predicate),
-            rule @ (Rule::Always | Rule::Quorum(_)) => {
-                self.request_approval(rule.approvals_required())
+    /// Take `on` from `from` through the gate table (counting the row), and return where it
+    /// leads. A move the table does not allow is a bug in the engine, never an input's fault:
+    /// inputs are checked before any move.
+    pub fn gate_move(&mut self, from: GateState, on: GateEvent) -> GateState {
+        let row = approval::gate_row(from, on)
+            .unwrap_or_else(|| unreachable!("the engine moved a {from:?} gate on {on:?}"));
+        self.gate_moves[row] += 1;
+        approval::GATE_TRANSITIONS[row].2
+    }
+
+    /// Where the outstanding call's gate stands. The log keeps `New`, `Checking`, `Clear` as
+    /// one state; the rule tells them apart (a call whose plan was approved before passed no
+    /// gate, and is `Clear`).
+    pub fn gate_state(&self) -> GateState {
+        let pending = self.pending();
+        let logged = pending.gate_state();
+        if logged != GateState::New {
+            return logged;
+        }
+        if pending.tool == EXECUTE_PLAN {
+            let status = self
+                .thread
+                .plans
+                .get(&self.plan_args().plan_id)
+                .and_then(|p| p.status);
+            if matches!(status, Some(PlanStatus::Approved | PlanStatus::Executing)) {
+                return GateState::Clear;
             }
         }
+        match self.rule(self.channel()) {
+            Rule::Never => GateState::Clear,
+            Rule::Predicate(_) => GateState::Checking,
+            Rule::Always | Rule::Quorum(_) => GateState::New,
+        }
+    }
+
+    /// Put the new call through its gate: the rule moves it.
+    pub fn gate(&mut self, channel: Channel) {
+        let rule = self.rule(channel);
+        let on = match &rule {
+            Rule::Never => GateEvent::RuleNever,
+            Rule::Predicate(_) => GateEvent::RulePredicate,
+            Rule::Always | Rule::Quorum(_) => GateEvent::RuleAlways,
+        };
+        match (self.gate_move(GateState::New, on), rule) {
+            (GateState::Clear, _) => self.cleared(),
+            (GateState::Checking, Rule::Predicate(predicate)) => self.check(&predicate),
+            (GateState::Waiting, rule) => self.request_approval(rule.approvals_required()),
+            (to, rule) => unreachable!("rule {rule:?} moved a new gate to {to:?}"),
+        }
+    }
+
+    /// The runtime's answer to the check of a predicate rule.
+    pub fn checked(&mut self, required: bool) {
+        let on = if required {
+            GateEvent::CheckRequired
+        } else {
+            GateEvent::CheckNotRequired
+        };
+        match self.gate_move(GateState::Checking, on) {
+            GateState::Waiting => self.request_approval(1),
+            _ => self.cleared(),
+        }
+    }
+
+    /// A fork copied a gate that was waiting: the source's approval id names the source, so
+    /// the fork asks again under its own.
+    pub fn reopen_gate(&mut self, required: u32) {
+        let reopened = self.gate_move(GateState::Waiting, GateEvent::Reopen);
+        self.gate_move(reopened, GateEvent::AskAgain);
+        self.request_approval(required);
     }
 
     /// The gate let the call through: a tool goes out; a plan is approved and runs.
@@ -330,6 +396,7 @@ impl Decider<'_, '_> {
 
     /// One more approver of a gate that needs several: counted, and the gate keeps waiting.
     pub fn approve_in_part(&mut self, id: String, approver: String) {
+        self.gate_move(GateState::Waiting, GateEvent::ApproveShort);
         let tally = self.tally(true).expect("checked: a quorum gate is waiting");
         self.emit(Event::ApprovalProgress {
             id,
@@ -338,19 +405,33 @@ impl Decider<'_, '_> {
         });
     }
 
-    /// A decision on the waiting approval (a human's, or the deadline's).
-    #[allow(clippy::too_many_arguments)]
-    pub fn decide(
-        &mut self,
-        id: String,
-        outcome: Outcome,
-        feedback: Option<String>,
-        partial: Option<Box<RawValue>>,
-        approver: Option<String>,
-        reason: Option<String>,
-    ) {
+    /// The waiting approval's deadline passed: it resolves as rejected, reason `timeout`.
+    pub fn deadline_passed(&mut self, id: String) {
+        self.decide(Decision {
+            id,
+            outcome: Outcome::Reject,
+            feedback: Some("no decision before the approval deadline".to_owned()),
+            partial: None,
+            approver: None,
+            reason: Some(approval::DEADLINE_REASON.to_owned()),
+        });
+    }
+
+    /// Log the decision that closes the waiting gate (a human's, or the deadline's), then do
+    /// what the state it leads to asks.
+    pub fn decide(&mut self, decision: Decision) {
+        let Decision {
+            id,
+            outcome,
+            feedback,
+            partial,
+            approver,
+            reason,
+        } = decision;
+        let on = approval::decision_event(outcome, reason.as_deref());
+        let to = self.gate_move(GateState::Waiting, on);
         let tally = self.tally(outcome == Outcome::Approve);
-        self.emit(Event::ApprovalDecision {
+        self.emit(Event::ApprovalDecided {
             id,
             outcome,
             partial: partial.clone(),
@@ -359,38 +440,37 @@ impl Decider<'_, '_> {
             reason,
             tally,
         });
+        if to == GateState::Approved {
+            self.cleared();
+            return;
+        }
         let tool = &self.pending().tool;
-        let is_plan = tool == EXECUTE_PLAN || tool == STORE_PLAN;
-        match (outcome, is_plan) {
-            (Outcome::Approve, _) => self.cleared(),
+        if tool != EXECUTE_PLAN && tool != STORE_PLAN {
             // The seed: for tools, revise counts as reject; the model sees the feedback.
-            (Outcome::Reject | Outcome::Revise, false) => {
-                let message = match &feedback {
-                    Some(feedback) => format!("the call was rejected: {feedback}"),
-                    None => "the call was rejected".to_owned(),
-                };
-                self.answer(error_result("APPROVAL_REJECTED", &message), true);
-            }
-            (outcome, true) => {
-                let plan_id = self.plan_args().plan_id;
-                self.set_plan_status(&plan_id, PlanStatus::Draft);
-                if outcome == Outcome::Reject {
-                    let message = format!(
-                        "Plan {plan_id} rejected: {}",
-                        feedback.as_deref().unwrap_or("no reason given")
-                    );
-                    self.answer(error_result("PLAN_REJECTED", &message), true);
-                } else {
-                    let partial: serde_json::Value = partial
-                        .and_then(|p| serde_json::from_str(p.get()).ok())
-                        .unwrap_or(serde_json::Value::Null);
-                    let result = serde_json::json!({
-                        "rejected": true, "should_revise": true, "plan_id": plan_id,
-                        "partial": partial, "feedback": feedback, "status": "draft",
-                    });
-                    self.answer(raw(&result), false);
-                }
-            }
+            let message = match &feedback {
+                Some(feedback) => format!("the call was rejected: {feedback}"),
+                None => "the call was rejected".to_owned(),
+            };
+            self.refuse(ResultCode::ApprovalRejected, &message);
+            return;
+        }
+        let plan_id = self.plan_args().plan_id;
+        self.set_plan_status(&plan_id, PlanStatus::Draft);
+        if outcome == Outcome::Revise {
+            let partial: serde_json::Value = partial
+                .and_then(|p| serde_json::from_str(p.get()).ok())
+                .unwrap_or(serde_json::Value::Null);
+            let result = serde_json::json!({
+                "rejected": true, "should_revise": true, "plan_id": plan_id,
+                "partial": partial, "feedback": feedback, "status": "draft",
+            });
+            self.answer(raw(&result), false);
+        } else {
+            let message = format!(
+                "Plan {plan_id} rejected: {}",
+                feedback.as_deref().unwrap_or("no reason given")
+            );
+            self.refuse(ResultCode::PlanRejected, &message);
         }
     }
 
@@ -402,13 +482,13 @@ impl Decider<'_, '_> {
             return;
         }
         let (result, is_error) = match outcome {
-            Err((code, message)) => (error_result(&code, &message), true),
+            Err((code, message)) => (error_body(&code, &message), true),
             Ok(output) => match self.spec.tool(&tool).and_then(|t| t.output.as_ref()) {
                 Some(schema) => match check_value(schema, &output) {
                     Ok(()) => (output, false),
                     Err(problem) => (
                         error_result(
-                            "TOOL_OUTPUT_INVALID",
+                            ResultCode::ToolOutputInvalid,
                             &format!(
                                 "tool `{tool}` returned output that does not match its output schema: {problem}"
                             ),
@@ -431,7 +511,7 @@ impl Decider<'_, '_> {
                 .map(|()| output)
                 .map_err(|problem| {
                     (
-                        "PLAN_FAILED".to_owned(),
+                        ResultCode::PlanFailed.as_str().to_owned(),
                         format!(
                             "the action dispatcher must return None or {{entitiesAffected: int >= 0, summary?: str, details?: any}}: {problem}"
                         ),
@@ -470,7 +550,7 @@ impl Decider<'_, '_> {
             Err((code, message)) => {
                 self.set_plan_status(&plan_id, PlanStatus::Failed);
                 let message = format!("plan `{plan_id}` failed ({code}): {message}");
-                self.answer(error_result("PLAN_FAILED", &message), true);
+                self.refuse(ResultCode::PlanFailed, &message);
             }
         }
     }
@@ -509,30 +589,19 @@ impl Decider<'_, '_> {
 
     /// Re-issue what the outstanding call still waits for (resume after a restart).
     pub fn reissue_call(&mut self) {
-        let Some(pending) = self.thread.pending() else {
+        if self.thread.pending().is_none() {
             return;
-        };
-        match &pending.gate {
-            Gate::Clear if pending.approved => self.invoke(),
-            Gate::Clear => {
-                let executing = pending.tool == EXECUTE_PLAN
-                    && self
-                        .thread
-                        .plans
-                        .get(&self.plan_args().plan_id)
-                        .and_then(|p| p.status)
-                        == Some(PlanStatus::Executing);
-                if executing {
-                    self.invoke();
-                    return;
-                }
-                match self.rule(self.channel()) {
-                    Rule::Predicate(predicate) => self.check(&predicate),
-                    _ => self.invoke(),
-                }
-            }
+        }
+        match self.gate_state() {
+            GateState::Clear | GateState::Approved => self.invoke(),
+            GateState::Checking => match self.rule(self.channel()) {
+                Rule::Predicate(predicate) => self.check(&predicate),
+                rule => unreachable!("a checking gate under rule {rule:?}"),
+            },
+            // A crash cut the decision short of its gate: the rule moves it now.
+            GateState::New => self.gate(self.channel()),
             // A human decides these; the approval request went out when the gate closed.
-            Gate::Waiting { .. } | Gate::Decided => {}
+            GateState::Waiting | GateState::Decided | GateState::Reopened | GateState::Closed => {}
         }
     }
 }

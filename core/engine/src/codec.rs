@@ -221,7 +221,7 @@ pub fn write_payload(event: &Event, out: &mut Vec<u8>) {
             w.raw("args", args);
             w.str("state", "call");
         }
-        Event::ToolResult {
+        Event::ToolReturned {
             agent,
             id,
             tool,
@@ -350,7 +350,7 @@ pub fn write_payload(event: &Event, out: &mut Vec<u8>) {
                 write_tally(d, tally);
             });
         }
-        Event::ApprovalDecision {
+        Event::ApprovalDecided {
             id,
             outcome,
             partial,
@@ -409,7 +409,7 @@ fn data_type_name(kind: EventKind) -> &'static str {
         EventKind::LatencySummary => "data-latency-summary",
         EventKind::CostSummary => "data-cost-summary",
         EventKind::Custom => "custom",
-        EventKind::ToolProgress => "tool-progress",
+        EventKind::ProgressReported => "tool-progress",
         other => unreachable!("{other:?} is not a data event"),
     }
 }
@@ -816,7 +816,7 @@ impl EntryRef<'_> {
                         tool,
                         args,
                     },
-                    "result" => Event::ToolResult {
+                    "result" => Event::ToolReturned {
                         agent,
                         id,
                         tool,
@@ -842,7 +842,7 @@ impl EntryRef<'_> {
                 kind: if kind == "custom" {
                     EventKind::Custom
                 } else {
-                    EventKind::ToolProgress
+                    EventKind::ProgressReported
                 },
                 payload: raw_payload()?,
             },
@@ -998,7 +998,7 @@ fn flat_event(kind: &str, f: &PayloadRef<'_>) -> Result<Event> {
         },
         _ => {
             let outcome = need(f.outcome.as_ref(), kind, "outcome")?;
-            Event::ApprovalDecision {
+            Event::ApprovalDecided {
                 id: s(&f.id, "id")?,
                 outcome: Outcome::parse(&outcome.outcome).ok_or_else(|| {
                     corrupt(format!("unknown approval outcome `{}`", outcome.outcome))

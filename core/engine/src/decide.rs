@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 use serde_json::value::RawValue;
 
 use crate::codec::{encode_entry, write_json_str, Header};
-use crate::error::ErrorCode;
+use crate::error::{ErrorCode, ResultCode};
 use crate::event::{
     Block, Event, EventKind, FailureKind, FinishReason, ModelFailure, ModelResponse, Recovery,
     StopReason, Usage,
@@ -44,13 +44,21 @@ pub struct Decider<'e, 'c> {
     pub cause: &'e Cause<'c>,
     /// Turns an agent may take when its spec does not say.
     pub default_max_turns: u32,
+    /// How often each row of the approval-gate table was taken (`Engine::gate_moves`).
+    pub gate_moves: &'e mut [u64],
 }
 
 pub fn raw(value: &serde_json::Value) -> Box<RawValue> {
     RawValue::from_string(value.to_string()).expect("a serialized Value is JSON")
 }
 
-pub fn error_result(code: &str, message: &str) -> Box<RawValue> {
+/// A tool call's error result, as the model sees it.
+pub fn error_result(code: ResultCode, message: &str) -> Box<RawValue> {
+    error_body(code.as_str(), message)
+}
+
+/// An error result under a code a tool chose itself (passed through as it sent it).
+pub fn error_body(code: &str, message: &str) -> Box<RawValue> {
     raw(&serde_json::json!({"error": {"message": message, "code": code}}))
 }
 
@@ -167,7 +175,7 @@ impl Decider<'_, '_> {
                     agent.name
                 );
                 self.emit(Event::Error {
-                    code: "MAX_TURNS_EXCEEDED".to_owned(),
+                    code: ResultCode::MaxTurnsExceeded.as_str().to_owned(),
                     message,
                 });
                 return;
@@ -269,7 +277,7 @@ impl Decider<'_, '_> {
                 request_hash: None,
             }),
             Answer::Fail { code, message } => self.emit(Event::Error {
-                code: code.to_owned(),
+                code: code.as_str().to_owned(),
                 message,
             }),
         }
@@ -346,7 +354,7 @@ impl Decider<'_, '_> {
                     .map(|wait| wait.failures.join("; "))
                     .unwrap_or_default();
                 self.emit(Event::Error {
-                    code: "MODEL_FAILED".to_owned(),
+                    code: ResultCode::ModelFailed.as_str().to_owned(),
                     message: format!(
                         "agent `{agent_name}` got no answer from its models: {failures}"
                     ),
@@ -424,14 +432,14 @@ impl Decider<'_, '_> {
                 String::new(),
                 String::new(),
                 Some((
-                    "TOOL_ARGS_INVALID",
+                    ResultCode::ToolArgsInvalid,
                     format!("call_agent takes {{\"agent\": name, \"prompt\": text}}: {e}"),
                 )),
             ),
             Ok(Args { agent, prompt }) => {
                 let problem = if !caller_spec.routes.contains(&agent) {
                     Some((
-                        "ROUTE_NOT_ALLOWED",
+                        ResultCode::RouteNotAllowed,
                         format!(
                             "`{caller}` may not call `{agent}`; its routes are: {}",
                             caller_spec.routes.join(", ")
@@ -465,7 +473,7 @@ impl Decider<'_, '_> {
         let tool = call.name.clone();
         let problem = match &call.args_error {
             Some(problem) => Some((
-                "TOOL_ARGS_INVALID",
+                ResultCode::ToolArgsInvalid,
                 format!("the arguments for `{tool}` are not valid JSON: {problem}"),
             )),
             None => self.check_call(&agent, &tool, &call.args),
@@ -477,7 +485,7 @@ impl Decider<'_, '_> {
             args: call.args,
         });
         if let Some((code, message)) = problem {
-            self.answer(error_result(code, &message), true);
+            self.refuse(code, &message);
             return false;
         }
         match tool.as_str() {
@@ -498,12 +506,7 @@ impl Decider<'_, '_> {
     }
 
     /// Why a call cannot run, as (code, message) for the model, or None.
-    fn check_call(
-        &self,
-        agent: &str,
-        tool: &str,
-        args: &RawValue,
-    ) -> Option<(&'static str, String)> {
+    fn check_call(&self, agent: &str, tool: &str, args: &RawValue) -> Option<(ResultCode, String)> {
         let agent_spec = self.agent(agent);
         let builtins = self.spec.builtin_tools(agent_spec);
         let schema = if builtins.contains(&tool) {
@@ -524,14 +527,14 @@ impl Decider<'_, '_> {
                 format!("its built-in tools are: {}", builtins.join(", "))
             };
             return Some((
-                "TOOL_NOT_ALLOWED_FOR_ROLE",
+                ResultCode::ToolNotAllowedForRole,
                 format!("`{tool}` is not available to {role} agent `{agent}`; {offered}"),
             ));
         } else {
             let mut available: Vec<&str> = agent_spec.tools.iter().map(String::as_str).collect();
             available.extend(builtins);
             return Some((
-                "TOOL_NOT_AVAILABLE",
+                ResultCode::ToolNotAvailable,
                 format!(
                     "agent `{agent}` has no tool `{tool}`; its tools are: {}",
                     available.join(", ")
@@ -540,7 +543,7 @@ impl Decider<'_, '_> {
         };
         check_value(schema, args).err().map(|problem| {
             (
-                "TOOL_ARGS_INVALID",
+                ResultCode::ToolArgsInvalid,
                 format!("arguments for `{tool}` are invalid: {problem}"),
             )
         })
@@ -559,7 +562,7 @@ impl Decider<'_, '_> {
             pending.tool.clone(),
             pending.args.clone(),
         );
-        self.emit(Event::ToolResult {
+        self.emit(Event::ToolReturned {
             agent,
             id,
             tool,
@@ -567,6 +570,11 @@ impl Decider<'_, '_> {
             result,
             is_error,
         });
+    }
+
+    /// Answer the outstanding call with an error result the model sees.
+    pub fn refuse(&mut self, code: ResultCode, message: &str) {
+        self.answer(error_result(code, message), true);
     }
 
     /// Send the outstanding call out: a plan step for executePlan, else a tool invocation.
@@ -718,6 +726,10 @@ impl Decider<'_, '_> {
 
     /// Cancel the run: `finish` (cancelled), then the wrapper's result.
     pub fn cancel(&mut self) {
+        if self.thread.pending().is_some() {
+            let from = self.gate_state();
+            self.gate_move(from, crate::approval::GateEvent::Cancel);
+        }
         let usage = self
             .thread
             .run

@@ -10,7 +10,9 @@
 //! - rebuild from the log: [`Engine::apply`] (one line), [`Engine::load`] (a whole log), the
 //!   free function [`replay`] (no spec, no decisions);
 //! - read-only: [`Engine::thread`], [`Engine::next_deadline`], [`Engine::deadline`],
-//!   [`Engine::spec`]; and [`Engine::forget`] to drop a thread another owner took.
+//!   [`Engine::due`], [`Engine::spec`], [`Engine::gate_moves`] (how often each row of the
+//!   approval-gate table was taken); and [`Engine::forget`] to drop a thread another owner
+//!   took.
 //!
 //! Deciding is separate from folding: the decide loop (`decide::Decider`) picks the next event
 //! and hands it to `Thread::apply` exactly as a replay would, so a live thread and a replayed
@@ -20,12 +22,13 @@
 //!
 //! Imports every other engine module; nothing outside the crate but serde.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::approval::{Gate, Outcome};
+use crate::approval::{Gate, GateState, Outcome};
+use crate::builtins::Decision;
 use crate::codec::{raw_payload_of, write_json_str, write_payload, EntryRef};
 use crate::decide::{Cause, Decider};
 use crate::error::{EngineError, ErrorCode, Result};
@@ -82,10 +85,15 @@ enum InterpreterConfig {
 pub struct Engine {
     spec: Spec,
     interpreter: Interpreter,
-    pub(crate) threads: HashMap<String, Thread>,
+    /// Every thread held, by id: ordered, so whatever walks them (`due`, `next_deadline`,
+    /// `thread_ids`, snapshots) sees the same order on every run and every machine.
+    pub(crate) threads: BTreeMap<String, Thread>,
     pub(crate) outputs: VecDeque<Output>,
     pub(crate) dedup_window_ms: i64,
     default_max_turns: u32,
+    /// How often each row of `approval::GATE_TRANSITIONS` was taken by this engine's
+    /// decisions (the table's coverage, and a count of what approvals did).
+    gate_moves: Vec<u64>,
 }
 
 impl Engine {
@@ -127,10 +135,11 @@ impl Engine {
         Engine {
             spec,
             interpreter,
-            threads: HashMap::new(),
+            threads: BTreeMap::new(),
             outputs: VecDeque::new(),
             dedup_window_ms: DEFAULT_DEDUP_WINDOW_MS,
             default_max_turns,
+            gate_moves: vec![0; crate::approval::GATE_TRANSITIONS.len()],
         }
     }
 
@@ -140,6 +149,12 @@ impl Engine {
 
     pub fn thread(&self, id: &str) -> Option<&Thread> {
         self.threads.get(id)
+    }
+
+    /// How often this engine's decisions took each row of the approval-gate table, in the
+    /// table's order (`approval::GATE_TRANSITIONS`).
+    pub fn gate_moves(&self) -> &[u64] {
+        &self.gate_moves
     }
 
     pub fn poll_output(&mut self) -> Option<Output> {
@@ -277,25 +292,6 @@ impl Engine {
         });
     }
 
-    /// The decide loop for a thread held here.
-    fn decider<'e, 'c>(
-        spec: &'e Spec,
-        interpreter: &'e Interpreter,
-        thread: &'e mut Thread,
-        outputs: &'e mut VecDeque<Output>,
-        cause: &'e Cause<'c>,
-        default_max_turns: u32,
-    ) -> Decider<'e, 'c> {
-        Decider {
-            spec,
-            interpreter,
-            thread,
-            outputs,
-            cause,
-            default_max_turns,
-        }
-    }
-
     /// Run `decide` on thread `thread_id` (which must exist), then let the loop go on.
     pub(crate) fn with_thread(
         &mut self,
@@ -307,14 +303,15 @@ impl Engine {
             .threads
             .get_mut(thread_id)
             .expect("checked by the caller");
-        let mut d = Engine::decider(
-            &self.spec,
-            &self.interpreter,
+        let mut d = Decider {
+            spec: &self.spec,
+            interpreter: &self.interpreter,
             thread,
-            &mut self.outputs,
+            outputs: &mut self.outputs,
             cause,
-            self.default_max_turns,
-        );
+            default_max_turns: self.default_max_turns,
+            gate_moves: &mut self.gate_moves,
+        };
         decide(&mut d);
         d.advance();
     }
@@ -427,7 +424,7 @@ impl Engine {
         let outstanding = thread.run.as_ref().and_then(|run| {
             run.pending.as_ref().filter(|p| {
                 // A call still at its gate never went out: a result for it is forged or stale.
-                p.gate == Gate::Clear
+                matches!(p.gate_state(), GateState::New | GateState::Approved)
                     && payload.invocation_id
                         == ids::invocation_id(&thread.tenant, &thread.id, &run.id, &p.id)
                     && payload
@@ -477,7 +474,7 @@ impl Engine {
         let running = thread.run.as_ref().is_some_and(|run| {
             run.phase == Phase::AwaitingTool
                 && run.pending.as_ref().is_some_and(|p| {
-                    p.gate == Gate::Clear
+                    matches!(p.gate_state(), GateState::New | GateState::Approved)
                         && payload.invocation_id
                             == ids::invocation_id(&thread.tenant, &thread.id, &run.id, &p.id)
                 })
@@ -626,14 +623,14 @@ impl Engine {
                 d.approve_in_part(payload.approval_id, approver.expect("checked: named"));
                 return;
             }
-            d.decide(
-                payload.approval_id,
+            d.decide(Decision {
+                id: payload.approval_id,
                 outcome,
-                payload.feedback,
-                payload.partial.filter(|p| p.get() != "null"),
+                feedback: payload.feedback,
+                partial: payload.partial.filter(|p| p.get() != "null"),
                 approver,
-                None,
-            );
+                reason: None,
+            });
         });
         Ok(())
     }
@@ -653,14 +650,7 @@ impl Engine {
         {
             if cause.ts >= expires_at {
                 self.with_thread(&envelope.thread_id, cause, |d| {
-                    d.decide(
-                        approval_id,
-                        Outcome::Reject,
-                        Some("no decision before the approval deadline".to_owned()),
-                        None,
-                        None,
-                        Some("timeout".to_owned()),
-                    );
+                    d.deadline_passed(approval_id);
                 });
             }
             return Ok(());
@@ -680,7 +670,7 @@ impl Engine {
         let thread = self.known_thread(&envelope.thread_id, "approval check")?;
         let expected = thread
             .pending()
-            .filter(|p| p.gate == Gate::Clear && !p.approved)
+            .filter(|p| p.gate_state() == GateState::New)
             .map(|p| {
                 ids::check_id(
                     &thread.tenant,
@@ -698,13 +688,7 @@ impl Engine {
                 ),
             ));
         }
-        self.with_thread(&envelope.thread_id, cause, |d| {
-            if payload.required {
-                d.request_approval(1);
-            } else {
-                d.cleared();
-            }
-        });
+        self.with_thread(&envelope.thread_id, cause, |d| d.checked(payload.required));
         Ok(())
     }
 
@@ -972,7 +956,7 @@ fn tool_emitted(raw: &RawValue) -> Result<Event> {
     })?;
     let kind = match kind.kind {
         "custom" => EventKind::Custom,
-        "tool-progress" => EventKind::ToolProgress,
+        "tool-progress" => EventKind::ProgressReported,
         other => {
             return Err(malformed(format!(
                 "a tool may emit `custom` and `tool-progress` events, not `{other}`"

@@ -139,6 +139,105 @@ impl fmt::Display for ErrorCode {
     }
 }
 
+/// Codes of the errors the model (and whoever reads a run's log) sees: in a tool call's error
+/// result (`{"error": {"code", "message"}}`) and in the `error` event that ends a run. The
+/// engine writes most of them; the harness's tool runner writes the tool-side ones
+/// (`ToolFailed`, `ToolTimeout`, `NoActionDispatcher`). A tool may also answer with a code of
+/// its own, passed through as it is. Python's `flowai_harness.errors.ResultCode` has exactly
+/// these strings (tests/unit/test_result_codes.py reads this enum). Never rename one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ResultCode {
+    /// The call's arguments are not JSON, or do not match the tool's input schema.
+    ToolArgsInvalid,
+    /// The agent has no such tool.
+    ToolNotAvailable,
+    /// A built-in tool the agent's role does not offer.
+    ToolNotAllowedForRole,
+    /// `call_agent` to an agent outside the caller's routes.
+    RouteNotAllowed,
+    /// The tool's output does not match its output schema (or is not JSON).
+    ToolOutputInvalid,
+    /// The tool's handler failed (the code of a tool error that names none).
+    ToolFailed,
+    /// The tool's handler ran past its time limit.
+    ToolTimeout,
+    /// `executePlan` in a runtime without an action dispatcher.
+    NoActionDispatcher,
+    /// A human (or the deadline) rejected the call.
+    ApprovalRejected,
+    PlanNotFound,
+    PlanUnknownSpec,
+    /// The plan does not match its plan spec.
+    PlanInvalid,
+    /// The plan cannot make that move (see the table in plan.rs).
+    PlanInvalidTransition,
+    PlanRejected,
+    /// The action dispatcher failed, or answered with something that is not a plan result.
+    PlanFailed,
+    /// The call was still out when its run was cancelled (what a later turn's model sees).
+    Cancelled,
+    /// The agent used all its turns without answering (ends the run).
+    MaxTurnsExceeded,
+    /// Every model of the agent's chain failed (ends the run).
+    ModelFailed,
+    /// A scripted prompt that does not parse (ends the run).
+    ScriptInvalid,
+}
+
+impl ResultCode {
+    pub const ALL: [ResultCode; 19] = [
+        ResultCode::ToolArgsInvalid,
+        ResultCode::ToolNotAvailable,
+        ResultCode::ToolNotAllowedForRole,
+        ResultCode::RouteNotAllowed,
+        ResultCode::ToolOutputInvalid,
+        ResultCode::ToolFailed,
+        ResultCode::ToolTimeout,
+        ResultCode::NoActionDispatcher,
+        ResultCode::ApprovalRejected,
+        ResultCode::PlanNotFound,
+        ResultCode::PlanUnknownSpec,
+        ResultCode::PlanInvalid,
+        ResultCode::PlanInvalidTransition,
+        ResultCode::PlanRejected,
+        ResultCode::PlanFailed,
+        ResultCode::Cancelled,
+        ResultCode::MaxTurnsExceeded,
+        ResultCode::ModelFailed,
+        ResultCode::ScriptInvalid,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResultCode::ToolArgsInvalid => "TOOL_ARGS_INVALID",
+            ResultCode::ToolNotAvailable => "TOOL_NOT_AVAILABLE",
+            ResultCode::ToolNotAllowedForRole => "TOOL_NOT_ALLOWED_FOR_ROLE",
+            ResultCode::RouteNotAllowed => "ROUTE_NOT_ALLOWED",
+            ResultCode::ToolOutputInvalid => "TOOL_OUTPUT_INVALID",
+            ResultCode::ToolFailed => "TOOL_FAILED",
+            ResultCode::ToolTimeout => "TOOL_TIMEOUT",
+            ResultCode::NoActionDispatcher => "NO_ACTION_DISPATCHER",
+            ResultCode::ApprovalRejected => "APPROVAL_REJECTED",
+            ResultCode::PlanNotFound => "PLAN_NOT_FOUND",
+            ResultCode::PlanUnknownSpec => "PLAN_UNKNOWN_SPEC",
+            ResultCode::PlanInvalid => "PLAN_INVALID",
+            ResultCode::PlanInvalidTransition => "PLAN_INVALID_TRANSITION",
+            ResultCode::PlanRejected => "PLAN_REJECTED",
+            ResultCode::PlanFailed => "PLAN_FAILED",
+            ResultCode::Cancelled => "CANCELLED",
+            ResultCode::MaxTurnsExceeded => "MAX_TURNS_EXCEEDED",
+            ResultCode::ModelFailed => "MODEL_FAILED",
+            ResultCode::ScriptInvalid => "SCRIPT_INVALID",
+        }
+    }
+}
+
+impl fmt::Display for ResultCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EngineError {
     pub code: ErrorCode,
@@ -186,6 +285,16 @@ mod tests {
         for code in ErrorCode::ALL {
             let s = code.as_str();
             assert!(seen.insert(s), "duplicate code {s}");
+            assert!(s.chars().all(|c| c.is_ascii_uppercase() || c == '_'));
+        }
+    }
+
+    #[test]
+    fn result_codes_are_unique_and_screaming_snake() {
+        let mut seen = HashSet::new();
+        for code in ResultCode::ALL {
+            let s = code.as_str();
+            assert!(seen.insert(s), "duplicate result code {s}");
             assert!(s.chars().all(|c| c.is_ascii_uppercase() || c == '_'));
         }
     }

@@ -9,6 +9,12 @@
 //! (`v`). Format 2 (this engine) has the seed's event shapes and model calls as logged facts;
 //! format 1 logs (the engine before model calls were effects) still replay.
 //!
+//! Variants name the fact that was logged, in the past tense where the input that caused it
+//! has a schema of its own: a `flowai.v1.ToolResult` input is logged as `ToolReturned`, a
+//! `flowai.v1.ToolProgress` one as `ProgressReported`, a `flowai.v1.ApprovalDecision` one as
+//! `ApprovalDecided`, so grepping a schema's name finds its hop, not the log. The wire names
+//! (`tool-invocation` result, `tool-progress`, `approval-decision`) are `codec`'s.
+//!
 //! Imports nothing internal but `approval` (outcomes) and `plan` (statuses).
 
 use serde::{Deserialize, Serialize};
@@ -162,12 +168,14 @@ pub enum EventKind {
     Reasoning,
     Text,
     ToolCall,
-    ToolResult,
+    /// A tool's (or the engine's) answer to a call: the `tool-invocation` result event.
+    ToolReturned,
     ToolAgentCall,
     ToolAgentResult,
     DataToolAgent,
     Custom,
-    ToolProgress,
+    /// A tool reported progress while it ran: the `tool-progress` event.
+    ProgressReported,
     LatencySummary,
     CostSummary,
     Finish,
@@ -178,7 +186,8 @@ pub enum EventKind {
     ApprovalRequired,
     /// An approve that leaves a quorum gate waiting for more approvers.
     ApprovalProgress,
-    ApprovalDecision,
+    /// A gate's decision (a human's, or the deadline's): the `approval-decision` event.
+    ApprovalDecided,
     /// The first fact of a forked thread after the history it copied (ours).
     Fork,
 }
@@ -399,7 +408,8 @@ pub enum Event {
         tool: String,
         args: Box<RawValue>,
     },
-    ToolResult {
+    /// The answer to a call (`tool-invocation` result), from its tool or from the engine.
+    ToolReturned {
         agent: String,
         id: String,
         tool: String,
@@ -467,7 +477,8 @@ pub enum Event {
         source_thread_id: String,
         source_seq: u64,
     },
-    ApprovalDecision {
+    /// The decision that closed a gate (`approval-decision`).
+    ApprovalDecided {
         id: String,
         outcome: Outcome,
         partial: Option<Box<RawValue>>,
@@ -542,7 +553,7 @@ impl Event {
             Event::Reasoning { .. } => EventKind::Reasoning,
             Event::Text { .. } => EventKind::Text,
             Event::ToolCall { .. } => EventKind::ToolCall,
-            Event::ToolResult { .. } => EventKind::ToolResult,
+            Event::ToolReturned { .. } => EventKind::ToolReturned,
             Event::ToolAgentCall { .. } => EventKind::ToolAgentCall,
             Event::ToolAgentResult { .. } => EventKind::ToolAgentResult,
             Event::Data { kind, .. } | Event::ToolEmitted { kind, .. } => *kind,
@@ -556,7 +567,7 @@ impl Event {
             Event::PlanStatusChange { .. } => EventKind::PlanStatusChange,
             Event::ApprovalRequired(_) => EventKind::ApprovalRequired,
             Event::ApprovalProgress { .. } => EventKind::ApprovalProgress,
-            Event::ApprovalDecision { .. } => EventKind::ApprovalDecision,
+            Event::ApprovalDecided { .. } => EventKind::ApprovalDecided,
             Event::Fork { .. } => EventKind::Fork,
         }
     }

@@ -164,7 +164,7 @@ impl Engine {
                 source_seq: payload.at,
             });
             if let Some(required) = required {
-                d.request_approval(required);
+                d.reopen_gate(required);
             }
         });
         Ok(())

@@ -9,7 +9,7 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::error::{EngineError, ErrorCode, Result};
+use crate::error::{EngineError, ErrorCode, Result, ResultCode};
 use crate::event::{Block, FailureKind, StopReason, Usage};
 
 // Inputs.
@@ -130,7 +130,7 @@ pub struct ToolErrorBody {
 }
 
 fn tool_failed() -> String {
-    "TOOL_FAILED".to_owned()
+    ResultCode::ToolFailed.as_str().to_owned()
 }
 
 #[derive(Deserialize)]

@@ -14,13 +14,14 @@
 //!
 //! An interpreter decides one turn from the frame's prompt and how many calls it has made, both
 //! of which the run log holds, so a replayed run continues exactly where it stopped.
-//! Imports nothing internal but `event`.
+//! Imports nothing internal but `event` and `error` (result codes).
 
 use std::sync::Arc;
 
 use serde_json::value::RawValue;
 use serde_json::Value;
 
+use crate::error::ResultCode;
 use crate::event::{Block, StopReason, Usage};
 
 /// Provider names the interpreters answer under (never priced).
@@ -49,7 +50,7 @@ pub enum Answer {
         usage: Usage,
     },
     /// The prompt cannot be followed; the run ends with this error.
-    Fail { code: &'static str, message: String },
+    Fail { code: ResultCode, message: String },
 }
 
 /// A parsed scripted prompt, cached per frame.
@@ -166,7 +167,7 @@ impl Interpreter {
                     Script::Echo => (text(turn.prompt.to_owned()), StopReason::Stop),
                     Script::Invalid(message) => {
                         return Answer::Fail {
-                            code: "SCRIPT_INVALID",
+                            code: ResultCode::ScriptInvalid,
                             message: format!(
                                 "{message}; a scripted prompt is {{\"tool\": ..., \"args\": ...}} or {{\"script\": [...]}}"
                             ),
@@ -295,7 +296,7 @@ mod tests {
         );
         assert!(matches!(
             respond(r#"{"script": [{"nope": 1}]}"#, 0, None),
-            Answer::Fail { code: "SCRIPT_INVALID", message } if message.contains("entry 0")
+            Answer::Fail { code: ResultCode::ScriptInvalid, message } if message.contains("entry 0")
         ));
     }
 

@@ -37,7 +37,7 @@ mod summaries;
 pub mod thread;
 
 pub use engine::{replay, Engine, Output, OutputKind, Replay};
-pub use error::{EngineError, ErrorCode};
+pub use error::{EngineError, ErrorCode, ResultCode};
 pub use spec::Spec;
 pub use thread::Thread;
 

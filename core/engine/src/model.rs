@@ -2,13 +2,15 @@
 //! an answer passes before it is logged, and what a failed call leads to (retry, fallback or
 //! give up), all decided from the spec and the thread's log.
 //!
-//! Imports `spec`, `thread`, `event`, `ids`; no I/O: the request is bytes for a driver.
+//! Imports `spec`, `thread`, `event`, `ids`, `error` and `decide` (result codes, error results);
+//! no I/O: the request is bytes for a driver.
 
 use std::collections::HashSet;
 
 use serde::Serialize;
 use serde_json::value::RawValue;
 
+use crate::error::ResultCode;
 use crate::event::{Block, FailureKind, Recovery};
 use crate::spec::{AgentSpec, OfferedTool, Spec, DEFAULT_MAX_TOKENS};
 use crate::thread::{Message, ModelWait, Thread};
@@ -76,12 +78,12 @@ pub struct Attempt<'a> {
     pub turn: u32,
 }
 
-const CANCELLED_RESULT: &str =
-    r#"{"error":{"message":"the call was cancelled before it finished","code":"CANCELLED"}}"#;
-
 /// The ModelRequest payload for the top frame of `thread`'s run, as JSON bytes.
 pub fn request(spec: &Spec, agent: &AgentSpec, thread: &Thread, attempt: &Attempt<'_>) -> Vec<u8> {
-    let cancelled = RawValue::from_string(CANCELLED_RESULT.to_owned()).expect("static JSON");
+    let cancelled = crate::decide::error_result(
+        ResultCode::Cancelled,
+        "the call was cancelled before it finished",
+    );
     let messages = conversation(thread.conversation(spec.is_stateful(agent)), &cancelled);
     let request = RequestOut {
         request_id: attempt.request_id,

@@ -71,8 +71,8 @@ pub const TRANSITIONS: &[Row] = &[
     (Running, E::Text, Running),
     (Running, E::ToolCall, AwaitingTool),
     (AwaitingTool, E::Custom, AwaitingTool),
-    (AwaitingTool, E::ToolProgress, AwaitingTool),
-    (AwaitingTool, E::ToolResult, Running),
+    (AwaitingTool, E::ProgressReported, AwaitingTool),
+    (AwaitingTool, E::ToolReturned, Running),
     (Running, E::ToolAgentCall, Running),
     (Running, E::ToolAgentResult, Running),
     (Running, E::DataToolAgent, Running),
@@ -82,7 +82,7 @@ pub const TRANSITIONS: &[Row] = &[
     (AwaitingTool, E::PlanStatusChange, AwaitingTool),
     (AwaitingTool, E::ApprovalRequired, AwaitingApproval),
     (AwaitingApproval, E::ApprovalProgress, AwaitingApproval),
-    (AwaitingApproval, E::ApprovalDecision, AwaitingTool),
+    (AwaitingApproval, E::ApprovalDecided, AwaitingTool),
     (Running, E::Finish, Closing),
     (Running, E::FinishCancelled, Closing),
     (AwaitingModel, E::FinishCancelled, Closing),
@@ -106,8 +106,8 @@ pub const LEGACY: &[Row] = &[
     (Running, E::Text, Running),
     (Running, E::ToolCall, AwaitingTool),
     (AwaitingTool, E::Custom, AwaitingTool),
-    (AwaitingTool, E::ToolProgress, AwaitingTool),
-    (AwaitingTool, E::ToolResult, Running),
+    (AwaitingTool, E::ProgressReported, AwaitingTool),
+    (AwaitingTool, E::ToolReturned, Running),
     (Running, E::ToolAgentCall, Running),
     (Running, E::ToolAgentResult, Running),
     (Running, E::DataToolAgent, Running),
@@ -121,7 +121,7 @@ pub const LEGACY: &[Row] = &[
     (AwaitingTool, E::DataPlan, AwaitingTool),
     (AwaitingTool, E::PlanStatusChange, AwaitingTool),
     (AwaitingTool, E::ApprovalRequired, AwaitingApproval),
-    (AwaitingApproval, E::ApprovalDecision, AwaitingTool),
+    (AwaitingApproval, E::ApprovalDecided, AwaitingTool),
     (AwaitingApproval, E::FinishCancelled, Idle),
     (AwaitingApproval, E::Error, Idle),
 ];
@@ -179,7 +179,7 @@ mod tests {
         }
         assert_eq!(next(2, Idle, E::Text), None);
         assert_eq!(next(2, AwaitingTool, E::StepStart), None);
-        assert_eq!(next(2, Running, E::ToolResult), None);
+        assert_eq!(next(2, Running, E::ToolReturned), None);
         assert_eq!(next(2, Closing, E::Text), None);
         assert_eq!(next(1, Running, E::Finish), Some(Idle));
         assert_eq!(next(2, Running, E::Finish), Some(Closing));

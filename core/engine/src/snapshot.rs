@@ -188,7 +188,7 @@ pub(crate) fn for_lines(log: &[u8], mut each: impl FnMut(usize, &str) -> Result<
 }
 
 impl Engine {
-    /// Every thread held, in no particular order.
+    /// Every thread held, by thread id.
     pub fn thread_ids(&self) -> Vec<String> {
         self.threads.keys().cloned().collect()
     }

@@ -13,11 +13,11 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::approval::{Gate, Outcome};
+use crate::approval::{self, Gate, GateEvent, GateState};
 use crate::error::{EngineError, ErrorCode, Result};
 use crate::event::{
-    Block, Event, EventKind, ModelFailure, ModelResponse, Recovery, StopReason, Tally, Usage,
-    LOG_FORMAT,
+    Block, Event, EventKind, FinishReason, ModelFailure, ModelResponse, Recovery, StopReason,
+    Tally, Usage, LOG_FORMAT,
 };
 use crate::interpreter::Script;
 use crate::plan::{self, Plan};
@@ -133,6 +133,26 @@ pub struct Pending {
     pub gate: Gate,
     /// A human approved this call (so a predicate is not asked again on resume).
     pub approved: bool,
+}
+
+impl Pending {
+    /// Where the call's gate stands, as the log knows it (see `approval.rs`).
+    pub fn gate_state(&self) -> GateState {
+        self.gate.state(self.approved)
+    }
+
+    /// Take `on`, which `check` found in the gate table, to a state the fold keeps without
+    /// more data (a human approved, decided against, or a fork re-opened the gate).
+    fn settle(&mut self, on: GateEvent) {
+        let to = approval::gate_step_logged(self.gate_state(), on)
+            .expect("checked: the gate table allows it");
+        (self.gate, self.approved) = match to {
+            GateState::Approved => (Gate::Clear, true),
+            GateState::Decided => (Gate::Decided, false),
+            GateState::New => (Gate::Clear, false),
+            other => unreachable!("a fold settles no gate at {other:?}"),
+        };
+    }
 }
 
 /// Where the model turn of a run stands.
@@ -458,7 +478,7 @@ impl Thread {
                 same_agent(agent)?;
                 self.check_queued(run, id, v2)
             }
-            Event::ToolResult { id, .. } => match &run.pending {
+            Event::ToolReturned { id, .. } => match &run.pending {
                 Some(pending) if &pending.id == id => Ok(()),
                 _ => Err(diverged(format!(
                     "thread `{}`: result for tool invocation `{id}`, which is not outstanding",
@@ -496,24 +516,32 @@ impl Thread {
                     ))),
                 }
             }
-            Event::ApprovalRequired(request) => match &run.pending {
-                Some(pending)
-                    if pending.gate == Gate::Clear
-                        && !self.resolved_approvals.contains(&request.id) =>
-                {
+            Event::ApprovalRequired(request) => {
+                let asked = run.pending.as_ref().is_some_and(|pending| {
+                    // One fact for three moves: the rule, the check or a fork asks a human.
+                    [
+                        GateEvent::RuleAlways,
+                        GateEvent::CheckRequired,
+                        GateEvent::AskAgain,
+                    ]
+                    .into_iter()
+                    .any(|on| approval::gate_step_logged(pending.gate_state(), on).is_ok())
+                });
+                if asked && !self.resolved_approvals.contains(&request.id) {
                     Ok(())
+                } else {
+                    Err(diverged(format!(
+                        "thread `{}`: approval `{}` required with no undecided call outstanding",
+                        self.id, request.id
+                    )))
                 }
-                _ => Err(diverged(format!(
-                    "thread `{}`: approval `{}` required with no undecided call outstanding",
-                    self.id, request.id
-                ))),
-            },
+            }
             Event::ApprovalProgress {
                 id,
                 approver,
                 tally,
             } => {
-                let (required, approvers) = self.waiting_at(run, id)?;
+                let (required, approvers) = self.waiting_at(run, id, GateEvent::ApproveShort)?;
                 let next = approvers.len() as u64 + 1;
                 if tally.required != required
                     || u64::from(tally.approvals) != next
@@ -529,15 +557,17 @@ impl Thread {
                 }
                 self.check_new_approver(id, approvers, approver)
             }
-            Event::ApprovalDecision {
+            Event::ApprovalDecided {
                 id,
                 outcome,
                 approver,
                 tally,
+                reason,
                 ..
             } => {
-                let (required, approvers) = self.waiting_at(run, id)?;
-                let approving = *outcome == Outcome::Approve;
+                let on = approval::decision_event(*outcome, reason.as_deref());
+                let (required, approvers) = self.waiting_at(run, id, on)?;
+                let approving = on == GateEvent::Approve;
                 let expected = (required > 1).then(|| Tally {
                     approvals: approvers.len() as u32 + u32::from(approving),
                     required,
@@ -561,19 +591,38 @@ impl Thread {
                 }
                 Ok(())
             }
+            Event::Fork { .. } => self.check_gate(run, GateEvent::Reopen),
+            Event::Finish {
+                reason: FinishReason::Cancelled,
+                ..
+            } => self.check_gate(run, GateEvent::Cancel),
             _ => Ok(()),
         }
     }
 
-    /// The quorum and the approvers so far of approval `id`, which must be the one waiting.
-    fn waiting_at<'r>(&self, run: &'r Run, id: &str) -> Result<(u32, &'r [String])> {
+    /// The gate of the outstanding call, if any, can take `on` (the table in `approval.rs`).
+    fn check_gate(&self, run: &Run, on: GateEvent) -> Result<()> {
+        match &run.pending {
+            Some(pending) => approval::gate_step_logged(pending.gate_state(), on)
+                .map(|_| ())
+                .map_err(|why| diverged(format!("thread `{}`: {why}", self.id))),
+            None => Ok(()),
+        }
+    }
+
+    /// The quorum and the approvers so far of approval `id`, which must be the one waiting
+    /// and able to take `on`.
+    fn waiting_at<'r>(&self, run: &'r Run, id: &str, on: GateEvent) -> Result<(u32, &'r [String])> {
         match run.pending.as_ref().map(|p| &p.gate) {
             Some(Gate::Waiting {
                 approval_id,
                 required,
                 approvers,
                 ..
-            }) if approval_id == id => Ok((*required, approvers)),
+            }) if approval_id == id => {
+                self.check_gate(run, on)?;
+                Ok((*required, approvers))
+            }
             _ => Err(diverged(format!(
                 "thread `{}`: decision for approval `{id}`, which is not waiting",
                 self.id
@@ -740,25 +789,8 @@ impl Thread {
                 tool,
                 args,
             } => {
+                self.record_call(v2, &agent, &id, &tool, || args.clone());
                 let run = self.run.as_mut().expect("checked: a run is active");
-                run.calls += 1;
-                let frame = run.frame_mut();
-                frame.calls += 1;
-                let number = frame.number;
-                if v2 {
-                    frame.queue.pop_front();
-                } else {
-                    self.history.push(Message::Assistant {
-                        agent: agent.clone(),
-                        frame: number,
-                        content: vec![Block::ToolCall {
-                            id: id.clone(),
-                            name: tool.clone(),
-                            args: args.clone(),
-                            args_error: None,
-                        }],
-                    });
-                }
                 run.pending = Some(Pending {
                     id,
                     agent,
@@ -769,7 +801,7 @@ impl Thread {
                     approved: false,
                 });
             }
-            Event::ToolResult {
+            Event::ToolReturned {
                 agent,
                 id,
                 tool,
@@ -787,16 +819,7 @@ impl Thread {
                         duration_ms: ms,
                     });
                 }
-                let frame = run.frame_mut();
-                frame.last_result = Some(result.clone());
-                let number = frame.number;
-                self.history.push(Message::ToolResult {
-                    agent,
-                    frame: number,
-                    tool_invocation_id: id,
-                    result,
-                    is_error,
-                });
+                self.record_result(agent, id, result, is_error);
             }
             Event::ToolAgentCall {
                 agent,
@@ -804,26 +827,11 @@ impl Thread {
                 target,
                 prompt,
             } => {
-                let run = self.run.as_mut().expect("checked: a run is active");
-                run.calls += 1;
-                let frame = run.frame_mut();
-                frame.calls += 1;
-                let caller_frame = frame.number;
-                if v2 {
-                    frame.queue.pop_front();
-                } else {
+                self.record_call(v2, &agent, &id, crate::spec::CALL_AGENT, || {
                     let args = serde_json::json!({"agent": target, "prompt": prompt}).to_string();
-                    self.history.push(Message::Assistant {
-                        agent: agent.clone(),
-                        frame: caller_frame,
-                        content: vec![Block::ToolCall {
-                            id: id.clone(),
-                            name: crate::spec::CALL_AGENT.to_owned(),
-                            args: RawValue::from_string(args).expect("json! is JSON"),
-                            args_error: None,
-                        }],
-                    });
-                }
+                    RawValue::from_string(args).expect("json! is JSON")
+                });
+                let run = self.run.as_mut().expect("checked: a run is active");
                 self.frames_started += 1;
                 let number = self.frames_started;
                 self.history.push(Message::User {
@@ -846,16 +854,7 @@ impl Thread {
                 run.sub_agent_ms = run
                     .sub_agent_ms
                     .saturating_add(ts.saturating_sub(child.started_ts).max(0));
-                let parent = run.frame_mut();
-                parent.last_result = Some(result.clone());
-                let number = parent.number;
-                self.history.push(Message::ToolResult {
-                    agent,
-                    frame: number,
-                    tool_invocation_id: id,
-                    result,
-                    is_error,
-                });
+                self.record_result(agent, id, result, is_error);
             }
             Event::Data { .. } | Event::ToolEmitted { .. } => {}
             Event::Finish { reason, .. } => {
@@ -907,22 +906,70 @@ impl Thread {
             }
             Event::Fork { .. } => {
                 if let Some(pending) = self.run.as_mut().and_then(|run| run.pending.as_mut()) {
-                    // The source's approval id names the source; the fork asks again.
-                    pending.gate = Gate::Clear;
-                    pending.approved = false;
+                    pending.settle(GateEvent::Reopen);
                 }
             }
-            Event::ApprovalDecision { id, outcome, .. } => {
-                let pending = self.pending_mut();
-                if outcome == Outcome::Approve {
-                    pending.gate = Gate::Clear;
-                    pending.approved = true;
-                } else {
-                    pending.gate = Gate::Decided;
-                }
+            Event::ApprovalDecided {
+                id,
+                outcome,
+                reason,
+                ..
+            } => {
+                let on = approval::decision_event(outcome, reason.as_deref());
+                self.pending_mut().settle(on);
                 self.resolved_approvals.insert(id);
             }
         }
+    }
+
+    /// A call the model asked for is made: counted, and written into the history as the
+    /// model's when the log is format 1 (which did not log the model's answers).
+    fn record_call(
+        &mut self,
+        v2: bool,
+        agent: &str,
+        id: &str,
+        name: &str,
+        args: impl FnOnce() -> Box<RawValue>,
+    ) {
+        let run = self.run.as_mut().expect("checked: a run is active");
+        run.calls += 1;
+        let frame = run.frame_mut();
+        frame.calls += 1;
+        if v2 {
+            frame.queue.pop_front();
+            return;
+        }
+        let number = frame.number;
+        self.history.push(Message::Assistant {
+            agent: agent.to_owned(),
+            frame: number,
+            content: vec![Block::ToolCall {
+                id: id.to_owned(),
+                name: name.to_owned(),
+                args: args(),
+                args_error: None,
+            }],
+        });
+    }
+
+    /// A call's answer reaches the frame that made it (the top one, once a sub-agent's frame
+    /// is popped).
+    fn record_result(&mut self, agent: String, id: String, result: Box<RawValue>, is_error: bool) {
+        let frame = self
+            .run
+            .as_mut()
+            .expect("checked: a run is active")
+            .frame_mut();
+        frame.last_result = Some(result.clone());
+        let number = frame.number;
+        self.history.push(Message::ToolResult {
+            agent,
+            frame: number,
+            tool_invocation_id: id,
+            result,
+            is_error,
+        });
     }
 
     fn fold_response(&mut self, ts: i64, response: ModelResponse) {

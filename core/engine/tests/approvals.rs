@@ -789,3 +789,32 @@ fn one_approver_is_always_and_a_quorum_of_one_is_a_spec_error() {
     assert_eq!(err.code, ErrorCode::SpecInvalid);
     assert!(err.message.contains("write \"always\""), "{}", err.message);
 }
+
+#[test]
+fn deadlines_due_at_the_same_time_go_by_thread_id_whatever_the_order_threads_came_in() {
+    let mut d = Driver::new(engine(plans_spec(), scripted()));
+    let delete = [("delete_rows", json!({}))];
+    // Held in an order that is neither the ids' nor their reverse; `z` waits one ms less.
+    for thread in ["c", "a", "b"] {
+        d.send(query(thread, &script(&delete)).agent("planner").ts(T0));
+    }
+    d.send(query("z", &script(&delete)).agent("planner").ts(T0 - 1));
+    let expires = |d: &Driver, thread: &str| {
+        d.snapshot_json(thread)["run"]["pending"]["approval"]["expiresAt"]
+            .as_i64()
+            .unwrap()
+    };
+    let at = expires(&d, "a");
+    assert!(["b", "c"].iter().all(|t| expires(&d, t) == at));
+    assert_eq!(expires(&d, "z"), at - 1);
+    assert_eq!(d.engine.next_deadline(), Some(("z", at - 1)));
+    assert_eq!(d.engine.due(at), ["z", "a", "b", "c"]);
+    assert_eq!(d.engine.due(at - 1), ["z"]);
+    d.send(deadline_reached("z").ts(at - 1));
+    assert_eq!(
+        d.engine.next_deadline(),
+        Some(("a", at)),
+        "a tie goes to the smallest thread id"
+    );
+    assert_eq!(d.engine.thread_ids(), ["a", "b", "c", "z"]);
+}

@@ -1,14 +1,15 @@
-//! The run table (`run::TRANSITIONS`) against what the engine does: every row is taken by some
-//! scenario, and every (phase, event) pair outside the table is refused by `Thread::apply`
-//! without touching the thread. `cargo test --test transitions -- --nocapture` prints which
-//! scenarios took which row.
+//! The run table (`run::TRANSITIONS`) and the approval-gate table
+//! (`approval::GATE_TRANSITIONS`) against what the engine does: every row of each is taken by
+//! some scenario, and every (phase, event) pair outside the run table is refused by
+//! `Thread::apply` without touching the thread. `cargo test --test transitions -- --nocapture`
+//! prints which scenarios took which row.
 
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use common::*;
-use flowai_engine::approval::Outcome;
+use flowai_engine::approval::{GateEvent, GateState, Outcome, GATE_TRANSITIONS};
 use flowai_engine::event::{
     ApprovalKind, ApprovalRequest, Block, Event, EventKind, FailureKind, FinishReason,
     ModelFailure, ModelResponse, Recovery, StopReason, Tally, Usage,
@@ -254,10 +255,10 @@ fn format_1_runs_written_by_hand() -> Driver {
                 status(None, PlanStatus::Draft),
                 status(Some(PlanStatus::Draft), PlanStatus::PendingApproval),
                 gate.clone(),
-                sample(EventKind::ApprovalDecision).unwrap(),
+                sample(EventKind::ApprovalDecided).unwrap(),
                 status(Some(PlanStatus::PendingApproval), PlanStatus::Approved),
-                sample(EventKind::ToolProgress).unwrap(),
-                sample(EventKind::ToolResult).unwrap(),
+                sample(EventKind::ProgressReported).unwrap(),
+                sample(EventKind::ToolReturned).unwrap(),
                 cancelled.clone(),
             ],
         ),
@@ -289,9 +290,108 @@ fn invalid_script() -> Driver {
     d
 }
 
+/// A planner's `peek` (predicate rule): the engine asks the runtime; the check id it sent.
+fn peek_at_its_check() -> (Driver, String) {
+    let mut d = Driver::new(engine(plans_spec(), scripted()));
+    let out = d.send(query("t", &script(&[("peek", json!({"n": 1}))])).agent("planner"));
+    let check = out.effects()[0].payload()["check_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (d, check)
+}
+
+fn a_check_requires_approval_then_a_human_rejects() -> Driver {
+    let (mut d, check) = peek_at_its_check();
+    d.send(approval_check_result("t", &check, true));
+    d.send(approval_decision("t", &approval_id("t", 1, 1), "reject"));
+    d
+}
+
+fn a_check_clears_the_call() -> Driver {
+    let (mut d, check) = peek_at_its_check();
+    d.send(approval_check_result("t", &check, false));
+    d.send(tool_result("t", &invocation("t", 1, 1), json!(1)));
+    d
+}
+
+fn cancelled_while_a_check_is_out() -> Driver {
+    let (mut d, _) = peek_at_its_check();
+    d.send(cancel_run("t"));
+    d
+}
+
+/// One gate revised, another left to its deadline.
+fn revised_and_timed_out() -> Driver {
+    let mut d = Driver::new(engine(plans_spec(), scripted()));
+    let delete = script(&[("delete_rows", json!({}))]);
+    d.send(query("t", &delete).agent("planner"));
+    d.send(approval_decision("t", &approval_id("t", 1, 1), "revise"));
+    d.send(query("late", &delete).agent("planner").ts(T0));
+    let expires = d.snapshot_json("late")["run"]["pending"]["approval"]["expiresAt"]
+        .as_i64()
+        .unwrap();
+    d.send(deadline_reached("late").ts(expires));
+    d
+}
+
+fn approved_then_cancelled_while_the_tool_is_out() -> Driver {
+    let mut d = Driver::new(engine(plans_spec(), scripted()));
+    d.send(query("t", &script(&[("delete_rows", json!({}))])).agent("planner"));
+    d.send(approval_decision("t", &approval_id("t", 1, 1), "approve"));
+    d.send(cancel_run("t"));
+    d
+}
+
+/// The log of a gated call cut between its `tool-call` and its `approval-required` (the writer
+/// crashed mid-decision), loaded by a fresh engine.
+fn a_gate_cut_short_by_a_crash() -> Driver {
+    let mut live = Driver::new(engine(plans_spec(), scripted()));
+    live.send(query("t", &script(&[("delete_rows", json!({}))])).agent("planner"));
+    let log = live.log("t");
+    let gate = live
+        .logs_of("t")
+        .iter()
+        .position(|payload| payload["type"] == "approval-required")
+        .unwrap();
+    crashed_after(gate, &log, engine(plans_spec(), scripted()))
+}
+
+fn cancelled_after_a_crash_cut_a_gate_short() -> Driver {
+    let mut d = a_gate_cut_short_by_a_crash();
+    d.send(cancel_run("t").id("cancel-after-crash"));
+    d
+}
+
 type Scenario = (&'static str, fn() -> Driver);
 
-const SCENARIOS: [Scenario; 19] = [
+const SCENARIOS: [Scenario; 27] = [
+    (
+        "cancelled after a crash cut a decision short",
+        cancelled_after_a_crash_cut_a_decision_short,
+    ),
+    (
+        "a check requires approval, then a human rejects",
+        a_check_requires_approval_then_a_human_rejects,
+    ),
+    ("a check clears the call", a_check_clears_the_call),
+    (
+        "cancelled while a check is out",
+        cancelled_while_a_check_is_out,
+    ),
+    ("revised and timed out", revised_and_timed_out),
+    (
+        "approved, then cancelled while the tool is out",
+        approved_then_cancelled_while_the_tool_is_out,
+    ),
+    (
+        "cancelled after a crash cut a gate short",
+        cancelled_after_a_crash_cut_a_gate_short,
+    ),
+    (
+        "resumed after a crash cut a gate short",
+        resumed_after_a_crash_cut_a_gate_short,
+    ),
     ("plan approved and executed", plan_approved_and_executed),
     ("two approvers open a gate", two_approvers_open_a_gate),
     (
@@ -340,11 +440,52 @@ const SCENARIOS: [Scenario; 19] = [
     ("invalid script", invalid_script),
 ];
 
-/// Which scenarios took each (format, from, event) of the tables.
-fn coverage() -> BTreeMap<(u32, Phase, EventKind), Vec<&'static str>> {
+/// The log of a rejected call cut between its `approval-decision` and the engine's answer.
+fn cancelled_after_a_crash_cut_a_decision_short() -> Driver {
+    let mut live = Driver::new(engine(plans_spec(), scripted()));
+    live.send(query("t", &script(&[("delete_rows", json!({}))])).agent("planner"));
+    live.send(approval_decision("t", &approval_id("t", 1, 1), "reject"));
+    let decided = live
+        .logs_of("t")
+        .iter()
+        .position(|payload| payload["type"] == "approval-decision")
+        .unwrap();
+    let mut d = crashed_after(
+        decided + 1,
+        &live.log("t"),
+        engine(plans_spec(), scripted()),
+    );
+    d.send(cancel_run("t").id("cancel-after-crash"));
+    d
+}
+
+/// The run resumes: the engine asks the human it had not asked yet, instead of sending the
+/// call out past its gate.
+fn resumed_after_a_crash_cut_a_gate_short() -> Driver {
+    let mut d = a_gate_cut_short_by_a_crash();
+    let out = d.send(resume_run("t").id("resume-after-crash"));
+    assert_eq!(out.labels(), ["approval-required"]);
+    assert_eq!(
+        out.effects()[0].envelope["schema"],
+        "flowai.v1.ApprovalRequest"
+    );
+    d
+}
+
+type RunCoverage = BTreeMap<(u32, Phase, EventKind), Vec<&'static str>>;
+
+/// Which scenarios took each (format, from, event) of the run tables, and each row of the
+/// gate table.
+fn coverage() -> (RunCoverage, Vec<Vec<&'static str>>) {
     let mut taken: BTreeMap<(u32, Phase, EventKind), Vec<&str>> = BTreeMap::new();
+    let mut gate_rows: Vec<Vec<&str>> = vec![Vec::new(); GATE_TRANSITIONS.len()];
     for (name, scenario) in SCENARIOS {
         let driver = scenario();
+        for (row, count) in driver.engine.gate_moves().iter().enumerate() {
+            if *count > 0 {
+                gate_rows[row].push(name);
+            }
+        }
         for (_, log) in &driver.logs {
             walk_transitions(log.iter().map(Vec::as_slice), |format, from, kind| {
                 let names = taken.entry((format.min(2), from, kind)).or_default();
@@ -354,48 +495,86 @@ fn coverage() -> BTreeMap<(u32, Phase, EventKind), Vec<&'static str>> {
             });
         }
     }
-    taken
+    (taken, gate_rows)
 }
 
 #[test]
-fn every_row_of_the_run_tables_is_taken_by_some_scenario() {
-    let covered = coverage();
+fn every_row_of_the_run_tables_and_the_gate_table_is_taken_by_some_scenario() {
+    let (covered, gate_rows) = coverage();
     let mut missing = report("format 2", TRANSITIONS, 2, &covered);
     missing.extend(report("format 1 (legacy)", LEGACY, 1, &covered));
+    missing.extend(report_gate(&gate_rows));
     assert!(missing.is_empty(), "rows no scenario took: {missing:#?}");
+}
+
+fn report_gate(taken: &[Vec<&'static str>]) -> Vec<String> {
+    let rows = GATE_TRANSITIONS
+        .iter()
+        .zip(taken)
+        .map(|((from, on, to), names)| {
+            (from.as_str(), format!("{on:?}"), to.as_str(), names.clone())
+        });
+    report_rows("approval gate", rows.collect())
+}
+
+/// Print a table's rows with the scenarios that took each; the rows none took.
+fn report_rows(title: &str, rows: Vec<(&str, String, &str, Vec<&str>)>) -> Vec<String> {
+    println!("{title} table coverage ({} rows):", rows.len());
+    let width = rows
+        .iter()
+        .map(|(from, _, to, _)| from.len().max(to.len()))
+        .max()
+        .unwrap();
+    let on_width = rows.iter().map(|(_, on, _, _)| on.len()).max().unwrap();
+    let mut missing = Vec::new();
+    for (from, on, to, names) in rows {
+        let row = format!("{from:>width$} + {on:<on_width$} -> {to:<width$}");
+        if names.is_empty() {
+            println!("  [ ] {row} NOT TAKEN");
+            missing.push(format!("{title}: {row}"));
+        } else {
+            println!("  [x] {row} {}", names.join("; "));
+        }
+    }
+    missing
+}
+
+#[test]
+fn the_gate_moves_logged_facts_as_the_table_says() {
+    // Each logged gate fact, folded where its row does not start, is refused untouched.
+    let threads = threads_in_every_phase(2);
+    let at_gate = &threads[&Phase::AwaitingApproval];
+    assert_eq!(
+        at_gate.pending().unwrap().gate_state(),
+        GateState::Waiting,
+        "the sample path ends at a waiting gate"
+    );
+    let mut twice = at_gate.clone();
+    let seq = twice.last_seq + 1;
+    let again = sample(EventKind::ApprovalRequired).unwrap();
+    let before = format!("{twice:?}");
+    let err = twice.apply(seq, T0, "in", again).unwrap_err();
+    assert_eq!(err.code, ErrorCode::ReplayDiverged, "{err}");
+    assert_eq!(format!("{twice:?}"), before);
+    assert!(flowai_engine::approval::gate_step(GateState::Waiting, GateEvent::RuleAlways).is_err());
 }
 
 fn report(
     title: &str,
     table: &[(Phase, EventKind, Phase)],
     format: u32,
-    taken: &BTreeMap<(u32, Phase, EventKind), Vec<&str>>,
+    taken: &RunCoverage,
 ) -> Vec<String> {
-    println!("{title} run table coverage ({} rows):", table.len());
-    let phase_width = table
-        .iter()
-        .map(|(f, _, _)| f.as_str().len())
-        .max()
-        .unwrap();
-    let kind_width = table
-        .iter()
-        .map(|(_, k, _)| format!("{k:?}").len())
-        .max()
-        .unwrap();
-    let mut missing = Vec::new();
-    for (from, kind, to) in table {
-        let row_key = (format, *from, *kind);
-        let (from, to, kind) = (from.as_str(), to.as_str(), format!("{kind:?}"));
-        let row = format!("{from:>phase_width$} + {kind:<kind_width$} -> {to:<phase_width$}");
-        match taken.get(&row_key) {
-            Some(names) => println!("  [x] {row} {}", names.join("; ")),
-            None => {
-                println!("  [ ] {row} NOT TAKEN");
-                missing.push(format!("{title}: {row}"));
-            }
-        }
-    }
-    missing
+    let rows = table.iter().map(|(from, kind, to)| {
+        let names = taken.get(&(format, *from, *kind)).cloned();
+        (
+            from.as_str(),
+            format!("{kind:?}"),
+            to.as_str(),
+            names.unwrap_or_default(),
+        )
+    });
+    report_rows(&format!("{title} run"), rows.collect())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -532,7 +711,7 @@ fn sample(kind: EventKind) -> Option<Event> {
             tool: "add".into(),
             args: raw("{}"),
         },
-        EventKind::ToolResult => Event::ToolResult {
+        EventKind::ToolReturned => Event::ToolReturned {
             agent: agent(),
             id: "c1".into(),
             tool: "add".into(),
@@ -563,7 +742,7 @@ fn sample(kind: EventKind) -> Option<Event> {
             kind,
             payload: raw(r#"{"type":"custom"}"#),
         },
-        EventKind::ToolProgress => Event::ToolEmitted {
+        EventKind::ProgressReported => Event::ToolEmitted {
             kind,
             payload: raw(r#"{"type":"tool-progress"}"#),
         },
@@ -611,7 +790,7 @@ fn sample(kind: EventKind) -> Option<Event> {
                 required: 2,
             },
         },
-        EventKind::ApprovalDecision => Event::ApprovalDecision {
+        EventKind::ApprovalDecided => Event::ApprovalDecided {
             id: "appr".into(),
             outcome: Outcome::Approve,
             partial: None,

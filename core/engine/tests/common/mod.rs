@@ -178,6 +178,10 @@ pub fn cancel_run(thread: &str) -> Input {
     Input::new("flowai.v1.CancelRun", thread, json!({}))
 }
 
+pub fn resume_run(thread: &str) -> Input {
+    Input::new("flowai.v1.ResumeRun", thread, json!({}))
+}
+
 /// The effect id (and ToolResult `invocation_id`) of a scripted call in a thread's run.
 pub fn invocation(thread: &str, run: u32, call: u32) -> String {
     format!("{TENANT}/{thread}/run-{run}/scripted-tool-{call}")
