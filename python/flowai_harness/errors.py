@@ -99,7 +99,8 @@ class ResultCode(StrEnum):
     One mistake has one code in both languages: these are the engine's ``ResultCode`` strings
     (``core/engine/src/error.rs``; a unit test keeps the two equal). The engine writes most of
     them; :mod:`flowai_harness.toolcall` writes the tool-side ones (``TOOL_FAILED``,
-    ``TOOL_TIMEOUT``, ``TOOL_OUTPUT_INVALID``, ``NO_ACTION_DISPATCHER``). A tool may also
+    ``TOOL_TIMEOUT``, ``TOOL_OUTPUT_INVALID``, ``NO_ACTION_DISPATCHER``; the services'
+    ``TOOL_OUTCOME_UNKNOWN``). A tool may also
     answer with a code of its own (a :class:`FlowaiError`'s ``code``), passed through as it is.
     """
 
@@ -110,6 +111,7 @@ class ResultCode(StrEnum):
     TOOL_OUTPUT_INVALID = "TOOL_OUTPUT_INVALID"
     TOOL_FAILED = "TOOL_FAILED"
     TOOL_TIMEOUT = "TOOL_TIMEOUT"
+    TOOL_OUTCOME_UNKNOWN = "TOOL_OUTCOME_UNKNOWN"
     NO_ACTION_DISPATCHER = "NO_ACTION_DISPATCHER"
     APPROVAL_REJECTED = "APPROVAL_REJECTED"
     PLAN_NOT_FOUND = "PLAN_NOT_FOUND"

@@ -31,8 +31,8 @@ from typing import Any, Final
 
 import orjson
 
-from .messages import ToolResult
 from .errors import ResultCode
+from .messages import ToolResult
 from .references import ReferenceAccess
 from .tools import EventSink, ToolContext, ToolDefinition, idempotency_key
 

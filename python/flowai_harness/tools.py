@@ -47,7 +47,7 @@ from pydantic.errors import PydanticUserError
 
 from ._native import BUILTIN_TOOL_NAMES
 from .approvals import DynamicRule, RuleOrDefault, check_rule, rule_json
-from .errors import InvalidSchemaError, SpecError, ToolError
+from .errors import InvalidSchemaError, ResultCode, SpecError, ToolError
 
 if typing.TYPE_CHECKING:
     from .references import ReferenceAccess
@@ -86,7 +86,7 @@ _DELIVERIES: Final = frozenset(get_args(Delivery))
 Placement = Literal["worker", "inline"]
 _PLACEMENTS: Final = frozenset(get_args(Placement))
 # The error code of the result an at-most-once tool gets instead of a second run.
-TOOL_OUTCOME_UNKNOWN: Final = "TOOL_OUTCOME_UNKNOWN"
+TOOL_OUTCOME_UNKNOWN: Final = ResultCode.TOOL_OUTCOME_UNKNOWN.value
 
 
 @dataclasses.dataclass(frozen=True, slots=True, eq=False)

@@ -46,7 +46,12 @@ from typing import Any, Final
 import orjson
 
 from flowai_harness import _native, messages
-from flowai_harness.errors import FlowaiError, InvalidInputError, RetryableToolError
+from flowai_harness.errors import (
+    FlowaiError,
+    InvalidInputError,
+    ResultCode,
+    RetryableToolError,
+)
 from flowai_harness.kafka import bus, metrics, telemetry
 from flowai_harness.references import MemoryReferenceStore, ReferenceAccess, ReferenceStore
 from flowai_harness.toolcall import (
@@ -80,8 +85,8 @@ TOOL_INVOCATION: Final = messages.ToolInvocation.NAME
 PLAN_STEP: Final = messages.PlanStep.NAME
 
 # Dead-letter reasons (stable codes operators match on), beside those of .once.
-TOOL_NOT_AVAILABLE: Final = "TOOL_NOT_AVAILABLE"  # the engine's code for a tool nobody runs
-TOOL_ARGS_INVALID: Final = "TOOL_ARGS_INVALID"  # the engine's code for bad arguments
+TOOL_NOT_AVAILABLE: Final = ResultCode.TOOL_NOT_AVAILABLE.value  # a tool nobody runs
+TOOL_ARGS_INVALID: Final = ResultCode.TOOL_ARGS_INVALID.value  # bad arguments
 RETRIES_EXHAUSTED: Final = "TOOL_RETRIES_EXHAUSTED"
 _NO_DISPATCHER_MESSAGE: Final = (
     "this tool worker's app has no action_dispatcher, so it cannot execute plans; give the "

@@ -161,6 +161,9 @@ pub enum ResultCode {
     ToolFailed,
     /// The tool's handler ran past its time limit.
     ToolTimeout,
+    /// A tool without an idempotency key was interrupted mid-call (a worker or the process
+    /// died): it may or may not have acted, so it is not run again.
+    ToolOutcomeUnknown,
     /// `executePlan` in a runtime without an action dispatcher.
     NoActionDispatcher,
     /// A human (or the deadline) rejected the call.
@@ -185,7 +188,7 @@ pub enum ResultCode {
 }
 
 impl ResultCode {
-    pub const ALL: [ResultCode; 19] = [
+    pub const ALL: [ResultCode; 20] = [
         ResultCode::ToolArgsInvalid,
         ResultCode::ToolNotAvailable,
         ResultCode::ToolNotAllowedForRole,
@@ -193,6 +196,7 @@ impl ResultCode {
         ResultCode::ToolOutputInvalid,
         ResultCode::ToolFailed,
         ResultCode::ToolTimeout,
+        ResultCode::ToolOutcomeUnknown,
         ResultCode::NoActionDispatcher,
         ResultCode::ApprovalRejected,
         ResultCode::PlanNotFound,
@@ -216,6 +220,7 @@ impl ResultCode {
             ResultCode::ToolOutputInvalid => "TOOL_OUTPUT_INVALID",
             ResultCode::ToolFailed => "TOOL_FAILED",
             ResultCode::ToolTimeout => "TOOL_TIMEOUT",
+            ResultCode::ToolOutcomeUnknown => "TOOL_OUTCOME_UNKNOWN",
             ResultCode::NoActionDispatcher => "NO_ACTION_DISPATCHER",
             ResultCode::ApprovalRejected => "APPROVAL_REJECTED",
             ResultCode::PlanNotFound => "PLAN_NOT_FOUND",

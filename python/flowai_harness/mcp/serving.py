@@ -29,7 +29,7 @@ from mcp.server.stdio import stdio_server
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..errors import SpecError, UnknownAgentError, UsageError
+from ..errors import ResultCode, SpecError, UnknownAgentError, UsageError
 
 if TYPE_CHECKING:
     from ..runtime import Runtime
@@ -122,7 +122,7 @@ class McpServer:
             return _error(
                 f"tool {name!r} did not finish within {self.call_timeout_secs:g} s; its run was "
                 "cancelled",
-                "TOOL_TIMEOUT",
+                ResultCode.TOOL_TIMEOUT,
             )
         finally:
             await stream.aclose()
