@@ -979,7 +979,7 @@ def _deliver_dead_letter(follow: _Follow, body: dict[str, Any]) -> None:
 def _thread_of_approval(approval_id: str) -> str:
     # The engine derives approval ids and is the only reader of them; imported here so the
     # client loads without the extension until it needs one read.
-    from ._native import parse_approval_id
+    from .._native import parse_approval_id
 
     approval = parse_approval_id(approval_id)
     if approval is None:
