@@ -110,7 +110,7 @@ bench: build
 # schemas/v1 from the Pydantic message models, and the AsyncAPI document of the bus that
 # references them (tests fail when either drifts).
 schemas: setup
-	$(PY) -m flowai_harness.messages --out schemas/v1
+	$(PY) -m flowai_harness.messages --out schemas/v1 --docs docs/wire.md
 	$(PY) -m flowai_harness.kafka.asyncapi --out schemas/asyncapi.yaml
 
 # The distribution an operator installs (the services included): dist/*.whl.

@@ -11,7 +11,11 @@ document. Code names a message type as ``Query.NAME``, never as a string. Also o
 :func:`decode` / :meth:`Envelope.to_bytes`
 (orjson: the bytes that travel on Kafka are the bytes that cross into the engine), and the
 JSON Schemas committed under ``schemas/v1`` (``python -m flowai_harness.messages`` or
-``make schemas`` writes them; ``--check`` reports drift).
+``make schemas`` writes them; ``--check`` reports drift), and the two tables of docs/wire.md
+that restate the models (``--docs docs/wire.md``: the glossary from each message's first
+docstring sentence, ``HANDLED_BY``, ``TOPIC``, ``KEY`` and ``TOPIC_NOTE``; the events table from
+each event payload model's docstring and ``TYPE_NOTE``), so a message or event type is
+described in one place.
 
 Shapes follow docs/wire.md. Field names in envelopes and effect/input payloads are
 snake_case; run-log event payloads (what a stream yields) are camelCase. Event payload models
@@ -36,6 +40,8 @@ from __future__ import annotations
 
 import argparse
 import base64
+import inspect
+import re
 import sys
 import time
 from pathlib import Path
@@ -44,6 +50,8 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union, get_
 import orjson
 import pydantic
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+
+from .errors import UsageError
 
 __all__ = [
     "IN_PROCESS",
@@ -89,7 +97,11 @@ __all__ = [
     "ToolResult",
     "ToolResultPayload",
     "decode",
+    "doc_markdown",
+    "events_table",
+    "glossary_table",
     "json_schemas",
+    "render_docs",
     "schema_name",
 ]
 
@@ -171,11 +183,24 @@ class Usage(_Open):
 
 
 # --- run-log event payloads (what a stream yields) -------------------------------------------
+# Each event model's docstring is its row of docs/wire.md's events table: the first paragraph
+# is the row's text (a model listing its types as ``- ``type``: text`` bullets gets a row per
+# bullet), and TYPE_NOTE what the table says beside the type. Models sharing one documented
+# base share one row. ``python -m flowai_harness.messages --docs docs/wire.md`` renders it.
 
 
-class RunStartEvent(_Open):
-    """Logged at the start of every run; replay reads it, streams never show it. ``v`` is
+class _Event(_Open):
+    # Said beside the type name in the events table (logged or streamed, ours or the seed's).
+    TYPE_NOTE: ClassVar[str] = ""
+
+
+class RunStartEvent(_Event):
+    """``runId``, ``agent``, ``prompt``, ``v`` (log format, 2)
+
+    Logged at the start of every run; replay reads it, streams never show it. ``v`` is
     the log format the run is written in (absent: format 1)."""
+
+    TYPE_NOTE = "(logged, not streamed)"
 
     type: Literal["run-start"]
     runId: str
@@ -184,8 +209,11 @@ class RunStartEvent(_Open):
     v: int | None = None
 
 
-class StepStartEvent(_Open):
-    """A model turn begins: its request went out (``requestId``; a retry or a fallback is
+class StepStartEvent(_Event):
+    """*(ours)* ``agent``, ``step`` (turn number in that agent's frame), ``model``,
+    ``provider?``, ``requestId?``, ``usage?`` of that turn
+
+    A model turn begins: its request went out (``requestId``; a retry or a fallback is
     another step-start of the same ``step``)."""
 
     type: Literal["step-start"]
@@ -209,9 +237,17 @@ class ContentBlock(_Open):
     args_error: str | None = None
 
 
-class ModelResponseEvent(_Open):
-    """A model's answer, logged (never streamed): replay rebuilds the conversation from it
+class ModelResponseEvent(_Event):
+    """``agent``, ``requestId``, ``attempt``, ``provider``, ``model``, ``stopReason``,
+    ``rawStopReason?``, ``usage``, ``latencyMs``, ``ttftMs?``, ``content`` (the model's
+    blocks: replay reads the answer from here); *(ours)* ``requestHash?`` (the
+    ``request_hash`` of the result: replay-as-eval reuses the answer while the request is
+    unchanged)
+
+    A model's answer, logged (never streamed): replay rebuilds the conversation from it
     and never calls the model again."""
+
+    TYPE_NOTE = "(logged, not streamed)"
 
     type: Literal["model-response"]
     agent: str
@@ -232,9 +268,15 @@ class ModelResponseEvent(_Open):
     )
 
 
-class ModelFailureEvent(_Open):
-    """A failed model call and what the engine does next (``recovery.action``: ``retry`` at
+class ModelFailureEvent(_Event):
+    """``agent``, ``requestId``, ``attempt``, ``provider``, ``model``, ``kind``, ``message``,
+    ``status?``, ``retryAfterMs?``, ``latencyMs``, ``recovery{action: retry, at} or
+    {action: fallback, provider, model} or {action: give-up}``
+
+    A failed model call and what the engine does next (``recovery.action``: ``retry`` at
     ``recovery.at``, ``fallback`` to ``recovery.model``, or ``give-up``)."""
+
+    TYPE_NOTE = "*(ours; streamed, so a retry or a fallback shows as it happens)*"
 
     type: Literal["model-failure"]
     agent: str
@@ -250,22 +292,29 @@ class ModelFailureEvent(_Open):
     recovery: dict[str, Any]
 
 
-class TextEvent(_Open):
+class _ModelText(_Event):
+    """``text``; *(ours)* ``agent``, ``requestId?``. A live model's text streams as deltas
+    and is then not repeated"""
+
+    text: str
+    agent: str | None = None
+    requestId: str | None = None
+
+
+class TextEvent(_ModelText):
     type: Literal["text"]
-    text: str
-    agent: str | None = None
-    requestId: str | None = None
 
 
-class ReasoningEvent(_Open):
+class ReasoningEvent(_ModelText):
     type: Literal["reasoning"]
-    text: str
-    agent: str | None = None
-    requestId: str | None = None
 
 
-class ToolInvocationEvent(_Open):
-    """A tool call (``state: "call"``) and later its outcome (``state: "result"``)."""
+class ToolInvocationEvent(_Event):
+    """``toolInvocationId``, ``toolName``, ``args``, ``state: "call"``; then
+    ``state: "result"`` with ``result`` (and *(ours)* ``isError: true`` when ``result`` is
+    ``{"error": {"message","code"}}``); *(ours)* ``agent``
+
+    A tool call (``state: "call"``) and later its outcome (``state: "result"``)."""
 
     type: Literal["tool-invocation"]
     agent: str
@@ -277,8 +326,13 @@ class ToolInvocationEvent(_Open):
     isError: bool = False
 
 
-class ToolAgentEvent(_Open):
-    """An agent called as a tool: ``agentName`` is the agent being called. The entry agent of
+class ToolAgentEvent(_Event):
+    """``agentName``, ``toolInvocationId``, ``state: "call"``, then ``state: "result"`` with
+    ``result``. The entry agent gets a wrapping pair (its result is the run's answer, or null
+    when cancelled); a sub-agent call also carries *(ours)* ``agent`` (the caller),
+    ``targetAgent``, ``prompt``, ``isError?``
+
+    An agent called as a tool: ``agentName`` is the agent being called. The entry agent of
     every run gets a wrapping call/result pair (no ``targetAgent``); a coordinator's call of
     another agent names the caller (``agent``), ``targetAgent`` and ``prompt``/``result``."""
 
@@ -293,15 +347,29 @@ class ToolAgentEvent(_Open):
     isError: bool = False
 
 
-class DataEvent(_Open):
-    """``data-*`` summaries (latency, cost, sub-agent usage, plans)."""
+class DataEvent(_Event):
+    """``data-*`` summaries (latency, cost, sub-agent usage, plans), by ``type``:
+
+    - ``data-tool-agent``: ``data{agentName, model, usage}`` for a finished agent; *(ours)*
+      ``provider``
+    - ``data-plan``: *(ours)* ``data{planId, specName, actions, context}``: the validated
+      plan, logged before its first status change
+    - ``data-latency-summary``: ``data{totalDurationMs, phases{llmCalls, llmTimeMs,
+      subAgentTimeMs, toolTimeMs}, toolTimings[], retryCount, hadTimeout, ttftMs?,
+      firstTextMs?}``
+    - ``data-cost-summary``: ``data{agents[], totalPromptTokens, totalCompletionTokens,
+      totalCacheReadInputTokens, totalCacheCreationInputTokens, totalTokens}``; only for
+      live models
+    """
 
     type: Literal["data-tool-agent", "data-latency-summary", "data-cost-summary", "data-plan"]
     data: dict[str, Any]
 
 
-class CustomEvent(_Open):
-    """Emitted by a tool with ``ctx.emit(name, data)``."""
+class CustomEvent(_Event):
+    """``event_type``, ``data`` (as the tool emitted it)
+
+    Emitted by a tool with ``ctx.emit(name, data)``."""
 
     type: Literal["custom"]
     name: str
@@ -309,8 +377,11 @@ class CustomEvent(_Open):
     toolInvocationId: str
 
 
-class ToolProgressEvent(_Open):
-    """Emitted by a tool with ``ctx.progress(...)`` while it runs (the seed's fields:
+class ToolProgressEvent(_Event):
+    """``toolName``, ``toolCallId``, ``label``, ``phaseIndex``, ``totalPhases``,
+    ``milestone?`` (as the tool emitted it)
+
+    Emitted by a tool with ``ctx.progress(...)`` while it runs (the seed's fields:
     ``toolName, toolCallId?, label, phaseIndex, totalPhases, milestone?``)."""
 
     type: Literal["tool-progress"]
@@ -348,7 +419,12 @@ class ApprovalRequestData(_Open):
     )
 
 
-class ApprovalRequiredEvent(_Open):
+class ApprovalRequiredEvent(_Event):
+    """``data{id, kind (tool or plan), target (tool name or plan id), payload (tool args or
+    the plan), resourceId (tenant), threadId, correlationId (tool invocation id, or plan id),
+    expiresAt (ms or null), agent}``; *(ours)* ``approvalsRequired`` (>= 2) when the gate
+    needs that many different approvers (absent: one)"""
+
     type: Literal["approval-required"]
     data: ApprovalRequestData
 
@@ -370,7 +446,12 @@ class ApprovalDecisionData(_Open):
     )
 
 
-class ApprovalDecisionEvent(_Open):
+class ApprovalDecisionEvent(_Event):
+    """``data{id, outcome{outcome: approve or reject or revise, partial?}, feedback?,
+    approver?, reason?}`` (``reason: "timeout"`` when the deadline decided); *(ours)* at a
+    gate that needs several approvers also ``approvals`` (how many had approved when it
+    closed: ``approvalsRequired`` for an approve) and ``approvalsRequired``"""
+
     type: Literal["approval-decision"]
     data: ApprovalDecisionData
 
@@ -384,7 +465,12 @@ class ApprovalProgressData(_Open):
     approvalsRequired: int = Field(ge=2, description="how many the gate needs")
 
 
-class ApprovalProgressEvent(_Open):
+class ApprovalProgressEvent(_Event):
+    """``data{id, approver, approvals, approvalsRequired}``: an approve at a gate that needs
+    several approvers, short of the quorum (``approvals`` different approvers so far, this
+    one included); the gate keeps waiting"""
+
+    TYPE_NOTE = "*(ours)*"
     type: Literal["approval-progress"]
     data: ApprovalProgressData
 
@@ -398,19 +484,30 @@ class PlanStatusChangeData(_Open):
     toAlias: str | None = None
 
 
-class PlanStatusChangeEvent(_Open):
+class PlanStatusChangeEvent(_Event):
+    """``data{planId, from, to}``; ``from`` is null when the plan is created; ``to`` is
+    ``draft``, ``pending_approval`` (display only: the stored plan stays ``draft`` while the
+    gate is open), ``approved``, ``executing``, ``executed``, ``failed``; with display
+    aliases *(ours)* ``fromAlias``, ``toAlias``"""
+
     type: Literal["plan-status-change"]
     data: PlanStatusChangeData
 
 
-class FinishEvent(_Open):
+class FinishEvent(_Event):
+    """``finishReason`` (``stop``, ``tool-calls``, ``length``, ``content-filter``, *(ours)*
+    ``cancelled``), ``usage{promptTokens, completionTokens, totalTokens,
+    cacheReadInputTokens, cacheCreationInputTokens}`` (cumulative)"""
+
     type: Literal["finish"]
     finishReason: Literal["stop", "tool-calls", "length", "content-filter", "cancelled"]
     usage: Usage
 
 
-class ErrorEvent(_Open):
-    """Terminal for the run when logged; also the answer to a rejected input (unlogged)."""
+class ErrorEvent(_Event):
+    """``error{message, code}``; terminal for the run
+
+    Terminal for the run when logged; also the answer to a rejected input (unlogged)."""
 
     type: Literal["error"]
     error: ErrorBody
@@ -421,9 +518,17 @@ class ForkData(_Open):
     sourceSeq: int
 
 
-class ForkEvent(_Open):
-    """The first fact of a forked thread after the history it copied: where it branched
+class ForkEvent(_Event):
+    """``data{sourceThreadId, sourceSeq}``: this thread was forked from ``sourceThreadId``
+    after its event ``sourceSeq``; the events before it are that thread's, copied (same
+    ``seq``, payload and ``causation_id``; envelope ``id`` and ``thread_id`` are this
+    thread's). At a gate the fork re-opens it: an ``approval-required`` with this thread's
+    approval id follows.
+
+    The first fact of a forked thread after the history it copied: where it branched
     (ours, not the seed's)."""
+
+    TYPE_NOTE = "*(ours; logged)*"
 
     type: Literal["fork"]
     data: ForkData
@@ -433,7 +538,7 @@ def _not_a_known_type(schema: dict[str, Any]) -> None:
     schema["not"] = {"enum": sorted(EVENT_TYPES)}
 
 
-class OtherEvent(_Open):
+class OtherEvent(_Event):
     """An event type this version does not know (a newer engine's). Readers keep it as it
     came and skip what they do not understand: the event union is open, so a new event type
     is not a breaking change (docs/contract.md)."""
@@ -441,23 +546,24 @@ class OtherEvent(_Open):
     type: str = Field(json_schema_extra=_not_a_known_type)
 
 
-# The known events: the one list the union, its dispatch and OtherEvent's exclusions come from.
+# The known events: the one list the union, its dispatch, OtherEvent's exclusions and the
+# events table of docs/wire.md (in this order: roughly when each shows in a run) come from.
 _KnownEvent = (
     RunStartEvent
+    | ToolAgentEvent
     | StepStartEvent
     | ModelResponseEvent
     | ModelFailureEvent
     | TextEvent
     | ReasoningEvent
     | ToolInvocationEvent
-    | ToolAgentEvent
-    | DataEvent
-    | CustomEvent
     | ToolProgressEvent
+    | CustomEvent
+    | DataEvent
+    | PlanStatusChangeEvent
     | ApprovalRequiredEvent
     | ApprovalProgressEvent
     | ApprovalDecisionEvent
-    | PlanStatusChangeEvent
     | FinishEvent
     | ErrorEvent
     | ForkEvent
@@ -774,6 +880,10 @@ class Envelope(_Strict):
     TOPIC: ClassVar[str | None] = None
     ROLE: ClassVar[Role] = "record"
     KEY: ClassVar[KeyRule] = "thread"
+    # For docs/wire.md's glossary, beside the first sentence of the docstring (what the
+    # message means): who handles it, and what else a reader should know of its topic.
+    HANDLED_BY: ClassVar[str] = ""
+    TOPIC_NOTE: ClassVar[str] = ""
 
     schema_: str = Field(alias="schema")
     id: str = Field(min_length=1)
@@ -792,43 +902,49 @@ class Envelope(_Strict):
 
 
 class Query(Envelope):
-    """Input: run an agent on a prompt in a thread (key ``tenant/thread_id``)."""
+    """A user's prompt: start a run on the thread."""
 
     NAME = schema_name("Query")
     TOPIC = "queries"
     ROLE = "input"
+    HANDLED_BY = "engine and runtime service ``on_query``"
     schema_: Literal["flowai.v1.Query"] = Field(default="flowai.v1.Query", alias="schema")
     payload: QueryPayload
 
 
 class CancelRun(Envelope):
-    """Input: stop the thread's active run at its next step (key ``tenant/thread_id``)."""
+    """End the thread's run in flight (its pending approvals are cancelled). The run stops at
+    its next step."""
 
     NAME = schema_name("CancelRun")
     TOPIC = "queries"
     ROLE = "input"
+    HANDLED_BY = "engine and runtime service ``on_cancel_run``; approvals desk ``on_cancel_run``"
     schema_: Literal["flowai.v1.CancelRun"] = Field(default="flowai.v1.CancelRun", alias="schema")
     payload: CancelRunPayload = Field(default_factory=CancelRunPayload)
 
 
 class ForkThread(Envelope):
-    """Input: start thread ``thread_id`` from another thread's log up to ``at`` (key
-    ``tenant/thread_id`` of the new thread; ``queries`` topic)."""
+    """Start a thread from another's committed log. The new thread is ``thread_id`` (the key is
+    the new thread's), its history the other thread's log up to ``at``."""
 
     NAME = schema_name("ForkThread")
     TOPIC = "queries"
     ROLE = "input"
+    HANDLED_BY = "``Engine.fork``; runtime service ``on_fork_thread``"
     schema_: Literal["flowai.v1.ForkThread"] = Field(default="flowai.v1.ForkThread", alias="schema")
     payload: ForkThreadPayload
 
 
 class ThreadSnapshot(Envelope):
-    """The runtime's snapshot of a thread, or a partition checkpoint (``thread_id`` empty), on
-    the compacted ``snapshots`` topic (key ``tenant/thread_id``; ``tenant/`` for a
-    checkpoint), written in the transaction of the events it covers."""
+    """A thread's state up to a seq. The runtime's snapshot of a thread, or a partition
+    checkpoint (``thread_id`` empty, key ``tenant/``), written in the transaction of the
+    events it covers."""
 
     NAME = schema_name("ThreadSnapshot")
     TOPIC = "snapshots"
+    HANDLED_BY = "the runtime service on takeover"
+    TOPIC_NOTE = "compacted; a partition's checkpoint ``tenant/``"
     schema_: Literal["flowai.v1.ThreadSnapshot"] = Field(
         default="flowai.v1.ThreadSnapshot", alias="schema"
     )
@@ -836,11 +952,14 @@ class ThreadSnapshot(Envelope):
 
 
 class RuntimeEvent(Envelope):
-    """A run-log entry: ``id`` is ``{tenant}/{thread_id}/{seq}``, ``seq`` counts 1, 2, 3...
-    per thread. A rejected input is answered with an unlogged one whose ``seq`` is null."""
+    """One logged event of a thread (or, unlogged, the answer to a refused input). A run-log
+    entry's ``id`` is ``{tenant}/{thread_id}/{seq}``, ``seq`` counts 1, 2, 3... per thread;
+    an unlogged one's ``seq`` is null."""
 
     NAME = schema_name("RuntimeEvent")
     TOPIC = "runtime-events"
+    HANDLED_BY = "written by the runtime; read by clients, replay and takeovers"
+    TOPIC_NOTE = "the run log"
     schema_: Literal["flowai.v1.RuntimeEvent"] = Field(
         default="flowai.v1.RuntimeEvent", alias="schema"
     )
@@ -849,12 +968,13 @@ class RuntimeEvent(Envelope):
 
 
 class ToolInvocation(Envelope):
-    """Effect: run one tool (key: its own ``id``, ``{tenant}/{thread_id}/{run_id}/{call id}``)."""
+    """Run one tool call. Its ``id`` is ``{tenant}/{thread_id}/{run_id}/{call id}``."""
 
     NAME = schema_name("ToolInvocation")
     TOPIC = "tool-invocations"
     ROLE = "effect"
     KEY = "id"
+    HANDLED_BY = "tool worker ``on_tool_invocation``"
     schema_: Literal["flowai.v1.ToolInvocation"] = Field(
         default="flowai.v1.ToolInvocation", alias="schema"
     )
@@ -862,32 +982,35 @@ class ToolInvocation(Envelope):
 
 
 class ToolResult(Envelope):
-    """Input: a tool invocation's outcome (key ``tenant/thread_id``)."""
+    """A tool call's (or a plan step's) output or error."""
 
     NAME = schema_name("ToolResult")
     TOPIC = "tool-results"
     ROLE = "input"
+    HANDLED_BY = "engine and runtime service ``on_tool_result``"
     schema_: Literal["flowai.v1.ToolResult"] = Field(default="flowai.v1.ToolResult", alias="schema")
     payload: ToolResultPayload
 
 
 class PlanStep(Envelope):
-    """Effect: run an approved plan's actions through the action dispatcher (key: ``id``)."""
+    """Run an approved plan through the action dispatcher."""
 
     NAME = schema_name("PlanStep")
     TOPIC = "plan-steps"
     ROLE = "effect"
     KEY = "id"
+    HANDLED_BY = "tool worker ``on_plan_step``"
     schema_: Literal["flowai.v1.PlanStep"] = Field(default="flowai.v1.PlanStep", alias="schema")
     payload: PlanStepPayload
 
 
 class ApprovalRequest(Envelope):
-    """Effect: a human must decide (key ``tenant/thread_id``)."""
+    """A gate waits for a human."""
 
     NAME = schema_name("ApprovalRequest")
     TOPIC = "approval-requests"
     ROLE = "effect"
+    HANDLED_BY = "approvals desk ``on_approval_request``"
     schema_: Literal["flowai.v1.ApprovalRequest"] = Field(
         default="flowai.v1.ApprovalRequest", alias="schema"
     )
@@ -895,11 +1018,15 @@ class ApprovalRequest(Envelope):
 
 
 class ApprovalDecision(Envelope):
-    """Input: a human's decision on an approval request (key ``tenant/thread_id``)."""
+    """A human's approve, reject or revise at a gate."""
 
     NAME = schema_name("ApprovalDecision")
     TOPIC = "approval-decisions"
     ROLE = "input"
+    HANDLED_BY = (
+        "engine and runtime service ``on_approval_decision``; approvals desk "
+        "``on_approval_decision``"
+    )
     schema_: Literal["flowai.v1.ApprovalDecision"] = Field(
         default="flowai.v1.ApprovalDecision", alias="schema"
     )
@@ -907,11 +1034,12 @@ class ApprovalDecision(Envelope):
 
 
 class ToolProgress(Envelope):
-    """Input: events a running tool emitted, logged while it runs (key ``tenant/thread_id``)."""
+    """Events a tool emitted while it still runs. The engine logs them as they come."""
 
     NAME = schema_name("ToolProgress")
     TOPIC = "tool-results"
     ROLE = "input"
+    HANDLED_BY = "engine and runtime service ``on_tool_progress``"
     schema_: Literal["flowai.v1.ToolProgress"] = Field(
         default="flowai.v1.ToolProgress", alias="schema"
     )
@@ -919,12 +1047,13 @@ class ToolProgress(Envelope):
 
 
 class ModelRequest(Envelope):
-    """Effect: one model turn (key: its own ``id``, the request id)."""
+    """Call a model for one turn. Its ``id`` is the request id."""
 
     NAME = schema_name("ModelRequest")
     TOPIC = "model-requests"
     ROLE = "effect"
     KEY = "id"
+    HANDLED_BY = "model worker ``on_model_request``"
     schema_: Literal["flowai.v1.ModelRequest"] = Field(
         default="flowai.v1.ModelRequest", alias="schema"
     )
@@ -932,11 +1061,12 @@ class ModelRequest(Envelope):
 
 
 class ModelResult(Envelope):
-    """Input: a model's answer or failure (key ``tenant/thread_id``)."""
+    """A model turn's answer or failure."""
 
     NAME = schema_name("ModelResult")
     TOPIC = "model-results"
     ROLE = "input"
+    HANDLED_BY = "engine and runtime service ``on_model_result``"
     schema_: Literal["flowai.v1.ModelResult"] = Field(
         default="flowai.v1.ModelResult", alias="schema"
     )
@@ -944,20 +1074,25 @@ class ModelResult(Envelope):
 
 
 class ModelDelta(Envelope):
-    """Streamed text of a model call in flight (``model-deltas``, key ``tenant/thread_id``)."""
+    """Streamed text of a model call, never logged. Clients show it while the call is in
+    flight; the logged events carry the complete text."""
 
     NAME = schema_name("ModelDelta")
     TOPIC = "model-deltas"
+    HANDLED_BY = "clients following the thread"
+    TOPIC_NOTE = "short retention"
     schema_: Literal["flowai.v1.ModelDelta"] = Field(default="flowai.v1.ModelDelta", alias="schema")
     payload: ModelDeltaPayload
 
 
 class ApprovalCheck(Envelope):
-    """Effect: evaluate a dynamic approval rule (answered in the runtime, never published)."""
+    """Evaluate a dynamic approval rule. The runtime answers it in its own process; it is never
+    published."""
 
     NAME = schema_name("ApprovalCheck")
     TOPIC = None
     ROLE = "effect"
+    HANDLED_BY = "the runtime's driver (the app's predicates)"
     schema_: Literal["flowai.v1.ApprovalCheck"] = Field(
         default="flowai.v1.ApprovalCheck", alias="schema"
     )
@@ -965,11 +1100,12 @@ class ApprovalCheck(Envelope):
 
 
 class ApprovalCheckResult(Envelope):
-    """Input: the answer to an ApprovalCheck."""
+    """The answer to an ``ApprovalCheck``."""
 
     NAME = schema_name("ApprovalCheckResult")
     TOPIC = None
     ROLE = "input"
+    HANDLED_BY = "engine ``on_approval_check_result``"
     schema_: Literal["flowai.v1.ApprovalCheckResult"] = Field(
         default="flowai.v1.ApprovalCheckResult", alias="schema"
     )
@@ -977,11 +1113,12 @@ class ApprovalCheckResult(Envelope):
 
 
 class DeadlineReached(Envelope):
-    """Input: the time now (the envelope ``ts``) for a thread whose deadline passed."""
+    """The time now, for a thread whose deadline passed. The time is the envelope's ``ts``."""
 
     NAME = schema_name("DeadlineReached")
     TOPIC = None
     ROLE = "input"
+    HANDLED_BY = "engine and runtime service ``on_deadline_reached``"
     schema_: Literal["flowai.v1.DeadlineReached"] = Field(
         default="flowai.v1.DeadlineReached", alias="schema"
     )
@@ -989,30 +1126,33 @@ class DeadlineReached(Envelope):
 
 
 class ResumeRun(Envelope):
-    """Input: re-issue the effects an unfinished run still waits for (logs nothing new)."""
+    """Re-issue the effects an unfinished run still waits for. It logs nothing new."""
 
     NAME = schema_name("ResumeRun")
     TOPIC = None
     ROLE = "input"
+    HANDLED_BY = "engine and runtime service ``on_resume_run``"
     schema_: Literal["flowai.v1.ResumeRun"] = Field(default="flowai.v1.ResumeRun", alias="schema")
     payload: EmptyPayload = Field(default_factory=EmptyPayload)
 
 
 class Thread(Envelope):
-    """Index: a thread's place in the run log and its status (``threads`` topic, compacted,
-    key ``tenant/thread_id``, the partition number of the thread's run log). The runtime
-    writes one in the transaction of the events it describes whenever the status changes or
-    the thread comes to rest (idle, awaiting approval); the latest per key is current."""
+    """A thread's status, last seq and where its run log starts. An index record, on the
+    partition number of the thread's run log: the runtime writes one in the transaction of
+    the events it describes whenever the status changes or the thread comes to rest (idle,
+    awaiting approval); the latest per key is current."""
 
     NAME = schema_name("Thread")
     TOPIC = "threads"
+    HANDLED_BY = "clients (``follow``, ``threads``)"
+    TOPIC_NOTE = "compacted"
     schema_: Literal["flowai.v1.Thread"] = Field(default="flowai.v1.Thread", alias="schema")
     payload: ThreadPayload
 
 
 class Redrive(Envelope):
-    """An operator re-published a dead letter's message (``dead-letters`` topic, key of the
-    dead letter): the record of who did it, when (``ts``) and where it went.
+    """An operator re-published a dead letter's message. The record of who did it, when
+    (``ts``) and where it went.
 
     ``tenant`` and ``thread_id`` are null when the message did not name them.
     """
@@ -1020,6 +1160,7 @@ class Redrive(Envelope):
     NAME = schema_name("Redrive")
     TOPIC = "dead-letters"
     KEY = "dead-letter"
+    HANDLED_BY = "``flowai dead-letters``"
     schema_: Literal["flowai.v1.Redrive"] = Field(default="flowai.v1.Redrive", alias="schema")
     tenant: str | None  # type: ignore[assignment]
     thread_id: str | None  # type: ignore[assignment]
@@ -1027,7 +1168,7 @@ class Redrive(Envelope):
 
 
 class DeadLetter(Envelope):
-    """A message a service could not handle, with the reason (``dead-letters`` topic).
+    """A message a service gave up on, with the code and message why.
 
     ``tenant`` and ``thread_id`` are null when the message was too broken to name them.
     """
@@ -1035,6 +1176,7 @@ class DeadLetter(Envelope):
     NAME = schema_name("DeadLetter")
     TOPIC = "dead-letters"
     KEY = "dead-letter"
+    HANDLED_BY = "``flowai dead-letters``"
     schema_: Literal["flowai.v1.DeadLetter"] = Field(default="flowai.v1.DeadLetter", alias="schema")
     tenant: str | None  # type: ignore[assignment]
     thread_id: str | None  # type: ignore[assignment]
@@ -1114,6 +1256,133 @@ def json_schemas() -> dict[str, bytes]:
     return files
 
 
+# --- docs/wire.md's generated tables -----------------------------------------------------------
+
+_DOC_START = "<!-- generated by make schemas: {} -->"
+_DOC_END = "<!-- end generated -->"
+_KEY_TEXT: dict[KeyRule, str] = {
+    "thread": "``tenant/thread_id``",
+    "id": "its id",
+    "dead-letter": "the original message's key",
+}
+_BULLET = re.compile(r"- ``([^`]+)``: ")
+
+
+def _markdown(text: str) -> str:
+    """Docstring text as one line of Markdown: unwrapped, reST literals as code."""
+    return " ".join(text.split()).replace("``", "`")
+
+
+def doc_markdown(cls: type) -> str:
+    """A class's own docstring as Markdown paragraphs (the AsyncAPI descriptions)."""
+    return "\n\n".join(_markdown(paragraph) for paragraph in _paragraphs(cls))
+
+
+def _paragraphs(cls: type) -> list[str]:
+    return inspect.cleandoc(cls.__dict__.get("__doc__") or "").split("\n\n")
+
+
+def _cell(text: str) -> str:
+    return _markdown(text).replace("|", "\\|")
+
+
+def _meaning(model: type[Envelope]) -> str:
+    # The first sentence, as a table phrase: "A user's prompt." -> "a user's prompt".
+    sentence = re.split(r"(?<=\.)\s", _paragraphs(model)[0], maxsplit=1)[0].removesuffix(".")
+    first_word = sentence.split(" ", 1)[0]
+    if not (len(first_word) > 1 and first_word.isupper()):
+        sentence = sentence[0].lower() + sentence[1:]
+    return _cell(sentence)
+
+
+def glossary_table() -> str:
+    """docs/wire.md's glossary: every message type, its topic (with the key on the topic's
+    first row), who handles it and what it means (the first sentence of its docstring)."""
+    rows = ["| stem | topic (key) | handled by | what it means |", "| --- | --- | --- | --- |"]
+    keyed: set[str | None] = set()
+    for model in _MODELS:
+        if not model.HANDLED_BY or not model.__doc__:
+            raise UsageError(
+                f"{model.__name__} needs a docstring and HANDLED_BY (who consumes it) for "
+                "docs/wire.md's glossary"
+            )
+        # A topic's key (and note) is said on its first row; the rest name the topic only.
+        topic = "in-process" if model.TOPIC is None else f"``{model.TOPIC}``"
+        if model.TOPIC not in keyed and model.TOPIC is not None:
+            keyed.add(model.TOPIC)
+            key = ", ".join(part for part in (_KEY_TEXT[model.KEY], model.TOPIC_NOTE) if part)
+            topic = f"{topic} ({key})"
+        rows.append(
+            f"| `{model.__name__}` | {_cell(topic)} | {_cell(model.HANDLED_BY)} "
+            f"| {_meaning(model)} |"
+        )
+    return "\n".join(rows)
+
+
+def events_table() -> str:
+    """docs/wire.md's events table: a row per documented event model, in the union's order
+    (models sharing a documented base share its row; a model listing its types as
+    ``- ``type``: text`` bullets gets a row per bullet)."""
+    types_of: dict[type[_Event], list[str]] = {}
+    for model in get_args(_KnownEvent):
+        owner = next(
+            (c for c in model.__mro__ if issubclass(c, _Event) and c.__dict__.get("__doc__")),
+            None,
+        )
+        if owner is None or owner is _Event:
+            raise UsageError(f"{model.__name__} needs a docstring for docs/wire.md's events")
+        types_of.setdefault(owner, []).extend(get_args(model.model_fields["type"].annotation))
+    rows = ["| type | payload fields |", "| --- | --- |"]
+    for owner, types in types_of.items():
+        note = f" {owner.TYPE_NOTE}" if owner.TYPE_NOTE else ""
+        paragraphs = _paragraphs(owner)
+        bullets = [p for p in paragraphs if _BULLET.match(p)]
+        if not bullets:
+            named = ", ".join(f"`{kind}`" for kind in types)
+            rows.append(f"| {named}{note} | {_cell(paragraphs[0])} |")
+            continue
+        items = re.split(r"\n(?=- ``)", "\n".join(bullets))
+        matches = [found for found in map(_BULLET.match, items) if found]
+        listed = [found.group(1) for found in matches]
+        if sorted(listed) != sorted(types):
+            raise UsageError(
+                f"{owner.__name__}'s docstring lists {listed} but its types are {types}: "
+                "one bullet per type"
+            )
+        for found in matches:
+            rows.append(f"| `{found.group(1)}`{note} | {_cell(found.string[found.end() :])} |")
+    return "\n".join(rows)
+
+
+def render_docs(page: str) -> str:
+    """``page`` (docs/wire.md) with the text between its generated-table markers rewritten
+    from the models; the prose around them is kept as written."""
+    for name, table in (("glossary", glossary_table()), ("events", events_table())):
+        start = _DOC_START.format(name)
+        begin = page.find(start)
+        end = page.find(_DOC_END, begin)
+        if begin < 0 or end < 0:
+            raise UsageError(
+                f"the page has no `{start}` ... `{_DOC_END}` block: add the two markers where "
+                f"the {name} table goes"
+            )
+        page = f"{page[: begin + len(start)]}\n{table}\n{page[end:]}"
+    return page
+
+
+def _write_docs(path: Path, check: bool) -> int:
+    page = path.read_text()
+    rendered = render_docs(page)
+    if rendered == page:
+        return 0
+    if check:
+        print(f"{path}'s generated tables are out of date; run `make schemas`", file=sys.stderr)
+        return 1
+    path.write_text(rendered)
+    print(f"{path}: generated tables rewritten")
+    return 0
+
+
 def _write(out: Path, check: bool) -> int:
     files = json_schemas()
     present = {path.name for path in out.glob("*.json")} if out.is_dir() else set()
@@ -1144,12 +1413,24 @@ def _write(out: Path, check: bool) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m flowai_harness.messages",
-        description="Write the JSON Schemas of every bus message (schemas/v1).",
+        description="Write the JSON Schemas of every bus message (schemas/v1) and the tables "
+        "of docs/wire.md generated from the models.",
     )
-    parser.add_argument("--out", type=Path, default=Path("schemas") / SCHEMA_VERSION)
+    parser.add_argument(
+        "--out", type=Path, help=f"the schema folder (default schemas/{SCHEMA_VERSION})"
+    )
+    parser.add_argument(
+        "--docs", type=Path, help="a page with generated-table markers (docs/wire.md)"
+    )
     parser.add_argument("--check", action="store_true", help="only report drift (exit 1)")
     args = parser.parse_args(argv)
-    return _write(args.out, args.check)
+    out = args.out if args.out or args.docs else Path("schemas") / SCHEMA_VERSION
+    failed = _write(out, args.check) if out else 0
+    try:
+        return (_write_docs(args.docs, args.check) if args.docs else 0) or failed
+    except UsageError as error:
+        print(f"{args.docs}: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -30,7 +30,6 @@ import the runtime, the native engine, the client or any service.
 from __future__ import annotations
 
 import argparse
-import inspect
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -43,10 +42,10 @@ from ..messages import (
     SCHEMA_VERSION,
     SCHEMAS,
     TOPICS,
-    Envelope,
     KeyRule,
     ModelResult,
     ToolResult,
+    doc_markdown,
     schema_name,
 )
 from . import bus
@@ -396,12 +395,6 @@ def _ref(*parts: str) -> dict[str, str]:
     return {"$ref": "#/" + "/".join(part.replace("~", "~0").replace("/", "~1") for part in parts)}
 
 
-def _doc(model: type[Envelope]) -> str:
-    """The model's docstring as Markdown: paragraphs unwrapped, reST literals as code."""
-    paragraphs = inspect.cleandoc(model.__doc__ or "").split("\n\n")
-    return "\n\n".join(" ".join(p.split()) for p in paragraphs).replace("``", "`")
-
-
 # The topic settings the AsyncAPI Kafka binding (0.5.0) has fields for.
 _BINDING_TOPIC_SETTINGS: Final = frozenset(
     {
@@ -448,7 +441,7 @@ def _messages(schema_dir: str) -> dict[str, Any]:
         out[name] = {
             "name": model.NAME,
             "title": name,
-            "description": _doc(model),
+            "description": doc_markdown(model),
             "contentType": "application/json",
             "payload": {
                 "schemaFormat": _PAYLOAD_FORMAT,
