@@ -1129,7 +1129,7 @@ class ResumeRun(Envelope):
     """Re-issue the effects an unfinished run still waits for. It logs nothing new."""
 
     NAME = schema_name("ResumeRun")
-    TOPIC = None
+    TOPIC = "queries"
     ROLE = "input"
     HANDLED_BY = "engine and runtime service ``on_resume_run``"
     schema_: Literal["flowai.v1.ResumeRun"] = Field(default="flowai.v1.ResumeRun", alias="schema")
@@ -1188,6 +1188,7 @@ class DeadLetter(Envelope):
 _MODELS: tuple[type[Envelope], ...] = (
     Query,
     CancelRun,
+    ResumeRun,
     ForkThread,
     RuntimeEvent,
     ToolInvocation,
@@ -1206,7 +1207,6 @@ _MODELS: tuple[type[Envelope], ...] = (
     ApprovalCheck,
     ApprovalCheckResult,
     DeadlineReached,
-    ResumeRun,
 )
 
 SCHEMAS: dict[str, type[Envelope]] = {model.NAME: model for model in _MODELS}

@@ -22,13 +22,12 @@ SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "schemas"
 DOCUMENT = SCHEMAS_DIR / "asyncapi.yaml"
 
 # Inputs and effects the runtime answers in its own process (the driver answers ApprovalCheck
-# with the app's predicates, deadlines and resumes are made by the runtime itself): every other
+# with the app's predicates, deadlines are made by the runtime itself): every other
 # message of flowai_harness.messages travels on a topic.
 IN_PROCESS = {
     "flowai.v1.ApprovalCheck",
     "flowai.v1.ApprovalCheckResult",
     "flowai.v1.DeadlineReached",
-    "flowai.v1.ResumeRun",
 }
 
 # The fixed fields of the AsyncAPI 3.0.0 objects the document uses, and of the Kafka bindings

@@ -64,7 +64,6 @@ def test_messages_answered_in_process_have_no_topic() -> None:
         "ApprovalCheck",
         "ApprovalCheckResult",
         "DeadlineReached",
-        "ResumeRun",
     ]
     for model in messages.IN_PROCESS:
         with pytest.raises(BusError, match=model.NAME):
