@@ -273,7 +273,10 @@ pub fn write_payload(event: &Event, out: &mut Vec<u8>) {
             }
         }
         Event::Data { kind, data } => {
-            w.str("type", data_type_name(*kind));
+            w.str(
+                "type",
+                kind.wire_name().expect("a data event's kind is named"),
+            );
             w.raw("data", data);
         }
         Event::ToolEmitted { .. } => unreachable!("written above"),
@@ -401,17 +404,6 @@ pub fn write_approval_request(request: &ApprovalRequest, out: &mut Vec<u8>) {
 fn write_tally(d: &mut ObjectWriter<'_>, tally: &Tally) {
     d.json("approvals", &tally.approvals);
     d.json("approvalsRequired", &tally.required);
-}
-
-fn data_type_name(kind: EventKind) -> &'static str {
-    match kind {
-        EventKind::DataToolAgent => "data-tool-agent",
-        EventKind::LatencySummary => "data-latency-summary",
-        EventKind::CostSummary => "data-cost-summary",
-        EventKind::Custom => "custom",
-        EventKind::ProgressReported => "tool-progress",
-        other => unreachable!("{other:?} is not a data event"),
-    }
 }
 
 /// Envelope fields of a logged event.
@@ -830,22 +822,20 @@ impl EntryRef<'_> {
                 }
             }
             "tool-agent" => self.tool_agent(kind)?,
-            "data-tool-agent" | "data-latency-summary" | "data-cost-summary" => Event::Data {
-                kind: match kind {
-                    "data-tool-agent" => EventKind::DataToolAgent,
-                    "data-latency-summary" => EventKind::LatencySummary,
-                    _ => EventKind::CostSummary,
-                },
-                data: owned(need(p.data, kind, "data")?),
-            },
-            "custom" | "tool-progress" => Event::ToolEmitted {
-                kind: if kind == "custom" {
-                    EventKind::Custom
+            named if EventKind::of_wire_name(named).is_some() => {
+                let kind = EventKind::of_wire_name(named).expect("checked by the guard");
+                if kind.is_tool_emitted() {
+                    Event::ToolEmitted {
+                        kind,
+                        payload: raw_payload()?,
+                    }
                 } else {
-                    EventKind::ProgressReported
-                },
-                payload: raw_payload()?,
-            },
+                    Event::Data {
+                        kind,
+                        data: owned(need(p.data, named, "data")?),
+                    }
+                }
+            }
             "finish" => {
                 let reason = need(p.finish_reason.as_deref(), kind, "finishReason")?;
                 Event::Finish {

@@ -573,7 +573,40 @@ impl Event {
     }
 }
 
+/// The kinds whose events are logged as `{"type", "data"}` ([`Event::Data`]) or as a tool
+/// emitted them ([`Event::ToolEmitted`]), with their wire `type`: the one list the codec reads
+/// both ways and the table tests build samples from, so a new fact of this shape is a line
+/// here (plus its run-table row).
+const NAMED: [(EventKind, &str); 5] = [
+    (EventKind::DataToolAgent, "data-tool-agent"),
+    (EventKind::LatencySummary, "data-latency-summary"),
+    (EventKind::CostSummary, "data-cost-summary"),
+    (EventKind::Custom, "custom"),
+    (EventKind::ProgressReported, "tool-progress"),
+];
+
 impl EventKind {
+    /// The wire `type` of an [`Event::Data`] or [`Event::ToolEmitted`] kind.
+    pub fn wire_name(self) -> Option<&'static str> {
+        NAMED
+            .iter()
+            .find(|(kind, _)| *kind == self)
+            .map(|(_, name)| *name)
+    }
+
+    /// The kind of an [`Event::Data`] or [`Event::ToolEmitted`] event of wire `type` `name`.
+    pub fn of_wire_name(name: &str) -> Option<EventKind> {
+        NAMED
+            .iter()
+            .find(|(_, known)| *known == name)
+            .map(|(kind, _)| *kind)
+    }
+
+    /// Whether events of this kind are logged verbatim as a tool emitted them.
+    pub fn is_tool_emitted(self) -> bool {
+        matches!(self, EventKind::Custom | EventKind::ProgressReported)
+    }
+
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
