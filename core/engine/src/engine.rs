@@ -1,18 +1,7 @@
 //! The engine's driving API.
 //!
-//! `Engine` holds the compiled spec, the interpreter and every thread it owns. Its methods, by
-//! role:
-//!
-//! - feed facts in: [`Engine::handle`] (one input envelope), [`Engine::handle_batch`] (a JSON
-//!   array), [`Engine::handle_many`] (separate messages, each possibly malformed);
-//! - drain what was decided: [`Engine::poll_output`], [`Engine::drain_outputs`] (run-log
-//!   events, effects, rejections, duplicates);
-//! - rebuild from the log: [`Engine::apply`] (one line), [`Engine::load`] (a whole log), the
-//!   free function [`replay`] (no spec, no decisions);
-//! - read-only: [`Engine::thread`], [`Engine::next_deadline`], [`Engine::deadline`],
-//!   [`Engine::due`], [`Engine::spec`], [`Engine::gate_moves`] (how often each row of the
-//!   approval-gate table was taken); and [`Engine::forget`] to drop a thread another owner
-//!   took.
+//! [`Engine`] holds the compiled spec, the interpreter and every thread it owns; its doc lists
+//! its methods by role.
 //!
 //! Deciding is separate from folding: the decide loop (`decide::Decider`) picks the next event
 //! and hands it to `Thread::apply` exactly as a replay would, so a live thread and a replayed
@@ -82,6 +71,25 @@ enum InterpreterConfig {
     Live,
 }
 
+/// The engine: a compiled spec, its interpreter and the threads it owns. Its methods, by role:
+///
+/// - **make one**: [`Engine::new`] (a JSON config: spec, interpreter, options),
+///   [`Engine::with_spec`];
+/// - **feed facts in**: [`Engine::handle`] (one input envelope), [`Engine::handle_batch`] (a
+///   JSON array), [`Engine::handle_many`] (separate messages, each possibly malformed),
+///   [`Engine::fork`] (a new thread from another's log);
+/// - **drain what was decided**: [`Engine::poll_output`], [`Engine::drain_outputs`] (run-log
+///   events, effects, rejections, duplicates);
+/// - **rebuild from the log**: [`Engine::apply`] (one line), [`Engine::load`] (a whole log),
+///   [`Engine::restore`] then [`Engine::load_tail`] (a snapshot, then the log after it), and
+///   the free function [`replay`] (no spec, no decisions);
+/// - **hand a thread over**: [`Engine::save`] (its snapshot), [`Engine::forget`] (drop a
+///   thread another owner took);
+/// - **read-only**: [`Engine::thread`], [`Engine::thread_ids`], [`Engine::next_deadline`],
+///   [`Engine::deadline`], [`Engine::due`], [`Engine::spec`], [`Engine::gate_moves`] (how
+///   often each row of the approval-gate table was taken).
+///
+/// Threads are held in id order, so every walk over them (deadlines, snapshots) has one order.
 pub struct Engine {
     spec: Spec,
     interpreter: Interpreter,
