@@ -61,6 +61,8 @@ compile_spec = _mapped(_internal.compile_spec)
 validate_json = _mapped(_internal.validate_json)
 # The engine's built-in tools: their names are reserved.
 BUILTIN_TOOL_NAMES: frozenset[str] = frozenset(_internal.builtin_tool_names())
+# The toolkits a spec may name, in the engine's order (``catalog`` last: named, refused).
+TOOLKIT_NAMES: tuple[str, ...] = tuple(_internal.toolkit_names())
 
 
 class ToolKnowledge(TypedDict):

@@ -293,9 +293,6 @@ def as_model(value: object, where: str) -> ModelSpec:
     )
 
 
-TOOLKITS: Final = ("agents", "plans", "references", "catalog")
-
-
 @dataclasses.dataclass(frozen=True, slots=True)
 class ToolkitSpec:
     """A built-in toolkit an agent opts into (``agents``, ``plans``, ``references``; the seed's
@@ -306,8 +303,12 @@ class ToolkitSpec:
     config: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
-        if self.id not in TOOLKITS:
-            raise SpecError(f"unknown toolkit {self.id!r}; the toolkits are {', '.join(TOOLKITS)}")
+        from ._native import TOOLKIT_NAMES  # the engine's list (see the module docstring)
+
+        if self.id not in TOOLKIT_NAMES:
+            raise SpecError(
+                f"unknown toolkit {self.id!r}; the toolkits are {', '.join(TOOLKIT_NAMES)}"
+            )
         if self.config is not None:
             if not isinstance(self.config, Mapping) or set(self.config) - {"tools"}:
                 raise SpecError(

@@ -41,6 +41,12 @@ fn builtin_tool_names() -> Vec<&'static str> {
     flowai_engine::spec::BUILTIN_TOOLS.to_vec()
 }
 
+/// The toolkits a spec may name (the engine grants the tools of each; `catalog` is refused).
+#[pyfunction]
+fn toolkit_names() -> Vec<&'static str> {
+    flowai_engine::spec::TOOLKITS.to_vec()
+}
+
 /// What an approval id names, `(thread_id, run_id, call_id)`, or None when it is not one.
 #[pyfunction]
 fn parse_approval_id(approval_id: &str) -> Option<(&str, &str, &str)> {
@@ -284,5 +290,6 @@ fn _internal(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(validate_json, m)?)?;
     m.add_function(wrap_pyfunction!(parse_approval_id, m)?)?;
     m.add_function(wrap_pyfunction!(builtin_tool_names, m)?)?;
+    m.add_function(wrap_pyfunction!(toolkit_names, m)?)?;
     Ok(())
 }

@@ -359,6 +359,11 @@ pub fn role_tools(role: Role) -> &'static [&'static str] {
     }
 }
 
+/// The toolkits a spec may name: the ones the engine grants tools for, then the seed's
+/// `catalog`, which a spec may name but this build refuses (it has no data catalog).
+pub const TOOLKITS: [&str; 4] = ["agents", "plans", "references", CATALOG];
+const CATALOG: &str = "catalog";
+
 /// The tools a toolkit grants an agent of `role`.
 fn toolkit_tools(toolkit: &str, role: Role) -> Option<&'static [&'static str]> {
     Some(match toolkit {
@@ -377,7 +382,7 @@ fn toolkit_tools(toolkit: &str, role: Role) -> Option<&'static [&'static str]> {
 fn agent_builtins(agent: &AgentSpec) -> Result<Vec<&'static str>> {
     let mut tools: Vec<&'static str> = role_tools(agent.role).to_vec();
     for toolkit in &agent.toolkits {
-        if toolkit.id == "catalog" {
+        if toolkit.id == CATALOG {
             return Err(spec_error(
                 ErrorCode::SpecInvalid,
                 format!(
@@ -390,8 +395,10 @@ fn agent_builtins(agent: &AgentSpec) -> Result<Vec<&'static str>> {
             spec_error(
                 ErrorCode::SpecInvalid,
                 format!(
-                    "agent `{}` asks for unknown toolkit `{}`; the toolkits are agents, plans, references",
-                    agent.name, toolkit.id
+                    "agent `{}` asks for unknown toolkit `{}`; the toolkits are {}",
+                    agent.name,
+                    toolkit.id,
+                    TOOLKITS[..TOOLKITS.len() - 1].join(", ")
                 ),
             )
         })?;
