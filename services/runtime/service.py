@@ -154,12 +154,21 @@ class InlineRunner(Protocol):
         ...
 
 
-# One hop's entry point: (partition, input topic partition, record, outbox, envelope fields)
-# -> what the engine decided, or None when the input was dead-lettered before reaching it.
-_Hop = Callable[
-    ["_Partition", TopicPartition, ConsumerRecord, "_Outbox", dict[str, Any]],
-    Awaitable["Decided | None"],
-]
+@dataclass(frozen=True, slots=True)
+class _Input:
+    """One consumed input on its way to its hop: where it came from, the transaction's outbox
+    it may be dead-lettered into, and its envelope fields."""
+
+    part: _Partition
+    tp: TopicPartition
+    record: ConsumerRecord
+    outbox: _Outbox
+    fields: dict[str, Any]
+
+
+# One hop's entry point: what the engine decided, or None when the input was dead-lettered
+# before reaching it.
+_Hop = Callable[[_Input], Awaitable["Decided | None"]]
 
 _KEYED_BY_ID: Final = messages.KEYED_BY_ID
 
@@ -1072,7 +1081,7 @@ class RuntimeService:
             # comes, or refuses it with its own code and message (the dead letter's).
             decided = await self._decide(part, value, fields)
         else:
-            decided = await hop(part, tp, record, outbox, fields)
+            decided = await hop(_Input(part, tp, record, outbox, fields))
         if decided is None:
             return
         if self.inline is not None:
@@ -1083,112 +1092,56 @@ class RuntimeService:
 
     # --- the hops this service consumes, one entry point per input schema ------------------
     #
-    # Each takes the input's partition, record and envelope fields and returns what the engine
-    # decided, or None when the input was dead-lettered here before the engine saw it.
+    # Each takes one consumed input (_Input) and returns what the engine decided, or None when
+    # the input was dead-lettered here before the engine saw it.
 
-    async def on_query(
-        self,
-        part: _Partition,
-        tp: TopicPartition,
-        record: ConsumerRecord,
-        outbox: _Outbox,
-        fields: dict[str, Any],
-    ) -> Decided | None:
+    async def on_query(self, msg: _Input) -> Decided | None:
         """``Query`` (``queries``): a user's prompt starts a run on its thread."""
-        return await self._decide(part, record.value, fields)
+        return await self._decide(msg.part, msg.record.value, msg.fields)
 
-    async def on_cancel_run(
-        self,
-        part: _Partition,
-        tp: TopicPartition,
-        record: ConsumerRecord,
-        outbox: _Outbox,
-        fields: dict[str, Any],
-    ) -> Decided | None:
+    async def on_cancel_run(self, msg: _Input) -> Decided | None:
         """``CancelRun`` (``queries``): end the thread's run in flight, if any."""
-        return await self._decide(part, record.value, fields)
+        return await self._decide(msg.part, msg.record.value, msg.fields)
 
-    async def on_resume_run(
-        self,
-        part: _Partition,
-        tp: TopicPartition,
-        record: ConsumerRecord,
-        outbox: _Outbox,
-        fields: dict[str, Any],
-    ) -> Decided | None:
+    async def on_resume_run(self, msg: _Input) -> Decided | None:
         """``ResumeRun`` (``queries``): the engine issues again what the run waits for."""
-        return await self._decide(part, record.value, fields)
+        return await self._decide(msg.part, msg.record.value, msg.fields)
 
-    async def on_fork_thread(
-        self,
-        part: _Partition,
-        tp: TopicPartition,
-        record: ConsumerRecord,
-        outbox: _Outbox,
-        fields: dict[str, Any],
-    ) -> Decided | None:
+    async def on_fork_thread(self, msg: _Input) -> Decided | None:
         """``ForkThread`` (``queries``): a new thread from another's committed log."""
-        await self._bring_back_for(part, fields)
+        await self._bring_back_for(msg.part, msg.fields)
         try:
-            return await self._fork(record.value, fields)
+            return await self._fork(msg.record.value, msg.fields)
         except FlowaiError as exc:
-            self._dead_letter(part, tp, record, outbox, exc.code, exc.message)
+            self._dead_letter(msg.part, msg.tp, msg.record, msg.outbox, exc.code, exc.message)
             return None
 
-    async def on_tool_result(
-        self,
-        part: _Partition,
-        tp: TopicPartition,
-        record: ConsumerRecord,
-        outbox: _Outbox,
-        fields: dict[str, Any],
-    ) -> Decided | None:
+    async def on_tool_result(self, msg: _Input) -> Decided | None:
         """``ToolResult`` (``tool-results``): a worker's answer to a ``ToolInvocation`` or a
         ``PlanStep``."""
-        return await self._decide(part, record.value, fields)
+        return await self._decide(msg.part, msg.record.value, msg.fields)
 
-    async def on_tool_progress(
-        self,
-        part: _Partition,
-        tp: TopicPartition,
-        record: ConsumerRecord,
-        outbox: _Outbox,
-        fields: dict[str, Any],
-    ) -> Decided | None:
+    async def on_tool_progress(self, msg: _Input) -> Decided | None:
         """``ToolProgress`` (``tool-results``): a running tool's report, logged as it comes."""
-        return await self._decide(part, record.value, fields)
+        return await self._decide(msg.part, msg.record.value, msg.fields)
 
-    async def on_model_result(
-        self,
-        part: _Partition,
-        tp: TopicPartition,
-        record: ConsumerRecord,
-        outbox: _Outbox,
-        fields: dict[str, Any],
-    ) -> Decided | None:
+    async def on_model_result(self, msg: _Input) -> Decided | None:
         """``ModelResult`` (``model-results``): a model worker's answer to a
         ``ModelRequest``."""
-        return await self._decide(part, record.value, fields)
+        return await self._decide(msg.part, msg.record.value, msg.fields)
 
-    async def on_approval_decision(
-        self,
-        part: _Partition,
-        tp: TopicPartition,
-        record: ConsumerRecord,
-        outbox: _Outbox,
-        fields: dict[str, Any],
-    ) -> Decided | None:
+    async def on_approval_decision(self, msg: _Input) -> Decided | None:
         """``ApprovalDecision`` (``approval-decisions``): a human's answer at a gate, checked
         against the deciding keys first when the service has them."""
         if self.config.decisions is not None:
             try:
-                self.config.decisions.verify(fields)
+                self.config.decisions.verify(msg.fields)
             except DecisionUnverifiedError as exc:
                 # Nothing decides for a tenant's approval without proof it came from a
                 # deciding key: whoever can write to the topic cannot open a gate.
-                self._dead_letter(part, tp, record, outbox, exc.code, exc.message)
+                self._dead_letter(msg.part, msg.tp, msg.record, msg.outbox, exc.code, exc.message)
                 return None
-        return await self._decide(part, record.value, fields)
+        return await self._decide(msg.part, msg.record.value, msg.fields)
 
     async def _decide(
         self, part: _Partition, value: bytes, fields: dict[str, Any] | None
