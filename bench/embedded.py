@@ -101,7 +101,7 @@ async def bench_replay(runs: int) -> None:
 async def approval_run(rt: Runtime, prompt: str, thread_id: str) -> None:
     async for event in rt.query(prompt, thread_id=thread_id):
         if event["type"] == "approval-required":
-            rt.respond_to_approval(event["id"], "approve", approver="bench")
+            await rt.respond_to_approval(event["data"]["id"], "approve", approver="bench")
 
 
 async def bench_approval(runs: int) -> None:
