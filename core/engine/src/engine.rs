@@ -952,25 +952,42 @@ fn json_null() -> Box<RawValue> {
 }
 
 fn tool_emitted(raw: &RawValue) -> Result<Event> {
+    // What the contract requires of an emitted event (messages.CustomEvent /
+    // ToolProgressEvent), checked here so the run log never holds one its readers refuse.
     #[derive(Deserialize)]
-    struct Kind<'a> {
-        #[serde(rename = "type", borrow)]
-        kind: &'a str,
+    struct Emitted {
+        #[serde(rename = "type")]
+        kind: String,
+        #[serde(rename = "toolInvocationId")]
+        invocation: Option<String>,
+        name: Option<String>,
     }
-    let kind: Kind<'_> = serde_json::from_str(raw.get()).map_err(|e| {
+    let emitted: Emitted = serde_json::from_str(raw.get()).map_err(|e| {
         malformed(format!(
-            "a tool-emitted event must be an object with a `type`: {e}"
+            "a tool-emitted event must be an object with a string `type` (and a string `name` \
+             and `toolInvocationId`): {e}"
         ))
     })?;
-    let kind = match kind.kind {
-        "custom" => EventKind::Custom,
-        "tool-progress" => EventKind::ProgressReported,
-        other => {
-            return Err(malformed(format!(
-                "a tool may emit `custom` and `tool-progress` events, not `{other}`"
-            )))
-        }
-    };
+    let kind = EventKind::of_wire_name(&emitted.kind)
+        .filter(|kind| kind.is_tool_emitted())
+        .ok_or_else(|| {
+            malformed(format!(
+                "a tool may emit `custom` and `tool-progress` events, not `{}`",
+                emitted.kind
+            ))
+        })?;
+    if emitted.invocation.is_none() || (kind == EventKind::Custom && emitted.name.is_none()) {
+        return Err(malformed(format!(
+            "a tool-emitted `{}` event needs {}`toolInvocationId` (the invocation it belongs \
+             to), as ctx.emit and ctx.progress write them",
+            emitted.kind,
+            if kind == EventKind::Custom {
+                "`name` and "
+            } else {
+                ""
+            }
+        )));
+    }
     // Replay decodes every payload field the run log knows; one it would misread (a string
     // `step`, say) would make the log unreplayable, so refuse it while the input can be.
     serde_json::from_str::<crate::codec::PayloadRef<'_>>(raw.get()).map_err(|e| {

@@ -586,6 +586,67 @@ const NAMED: [(EventKind, &str); 5] = [
 ];
 
 impl EventKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [EventKind; 26] = [
+        EventKind::RunStart,
+        EventKind::AgentStart,
+        EventKind::AgentEnd,
+        EventKind::StepStart,
+        EventKind::ModelResponse,
+        EventKind::ModelFailure,
+        EventKind::Reasoning,
+        EventKind::Text,
+        EventKind::ToolCall,
+        EventKind::ToolReturned,
+        EventKind::ToolAgentCall,
+        EventKind::ToolAgentResult,
+        EventKind::DataToolAgent,
+        EventKind::Custom,
+        EventKind::ProgressReported,
+        EventKind::LatencySummary,
+        EventKind::CostSummary,
+        EventKind::Finish,
+        EventKind::FinishCancelled,
+        EventKind::Error,
+        EventKind::DataPlan,
+        EventKind::PlanStatusChange,
+        EventKind::ApprovalRequired,
+        EventKind::ApprovalProgress,
+        EventKind::ApprovalDecided,
+        EventKind::Fork,
+    ];
+
+    /// The wire `type` of this kind's events. Several kinds share one: the call and result
+    /// halves of a `tool-agent` or a `tool-invocation`, a finish and a cancelled finish.
+    pub fn type_name(self) -> &'static str {
+        match self {
+            EventKind::RunStart => "run-start",
+            EventKind::AgentStart
+            | EventKind::AgentEnd
+            | EventKind::ToolAgentCall
+            | EventKind::ToolAgentResult => "tool-agent",
+            EventKind::StepStart => "step-start",
+            EventKind::ModelResponse => "model-response",
+            EventKind::ModelFailure => "model-failure",
+            EventKind::Reasoning => "reasoning",
+            EventKind::Text => "text",
+            EventKind::ToolCall | EventKind::ToolReturned => "tool-invocation",
+            EventKind::DataToolAgent
+            | EventKind::LatencySummary
+            | EventKind::CostSummary
+            | EventKind::Custom
+            | EventKind::ProgressReported => self.wire_name().expect("named in NAMED"),
+            EventKind::Finish | EventKind::FinishCancelled => "finish",
+            EventKind::Error => "error",
+            EventKind::DataPlan => "data-plan",
+            EventKind::PlanStatusChange => "plan-status-change",
+            EventKind::ApprovalRequired => "approval-required",
+            EventKind::ApprovalProgress => "approval-progress",
+            EventKind::ApprovalDecided => "approval-decision",
+            EventKind::Fork => "fork",
+        }
+    }
+
     /// The wire `type` of an [`Event::Data`] or [`Event::ToolEmitted`] kind.
     pub fn wire_name(self) -> Option<&'static str> {
         NAMED

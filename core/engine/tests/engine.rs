@@ -787,7 +787,8 @@ fn pretty_printed_tool_output_is_logged_on_one_line() {
     )
     .payload(
         "events",
-        json!([{"type": "custom", "name": "n", "data": [1, 2]}]),
+        json!([{"type": "custom", "name": "n", "data": [1, 2],
+                "toolInvocationId": "scripted-tool-1"}]),
     )
     .set("id", json!("r-1"))
     .set("ts", json!(T0));
@@ -819,6 +820,26 @@ fn a_tool_emitted_event_reusing_a_run_log_field_is_rejected() {
         .as_str()
         .unwrap()
         .contains("data"));
+}
+
+#[test]
+fn a_tool_emitted_event_without_its_invocation_is_rejected() {
+    // The run log would hold an event its contract (messages.CustomEvent) refuses.
+    for event in [
+        json!({"type": "custom", "name": "n", "data": 1}),
+        json!({"type": "custom", "data": 1, "toolInvocationId": "scripted-tool-1"}),
+        json!({"type": "tool-progress", "label": "x"}),
+    ] {
+        let mut d = Driver::scripted();
+        awaiting_add(&mut d, "t");
+        let input =
+            tool_result("t", &invocation("t", 1, 1), json!(3)).payload("events", json!([event]));
+        let rejection = assert_rejected(&mut d, input, &["t"], ErrorCode::InputMalformed);
+        assert!(rejection["payload"]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("toolInvocationId"));
+    }
 }
 
 #[test]

@@ -10,103 +10,21 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use common::contract::{contract, schemas_dir, short, Contract, PREFIX};
 use common::*;
+use flowai_engine::event::EventKind;
 use flowai_engine::inputs;
 use flowai_engine::OutputKind;
 use serde_json::{json, Value};
 
-const PREFIX: &str = "flowai.v1.";
-
-fn schemas_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas/v1")
-}
-
-/// `flowai.v1.ToolInvocation` -> `ToolInvocation`.
-fn short(schema: &str) -> &str {
-    schema
-        .strip_prefix(PREFIX)
-        .unwrap_or_else(|| panic!("schema name `{schema}` does not start with `{PREFIX}`"))
-}
-
-/// The compiled schemas of `schemas/v1`, by schema name (`flowai.v1.Query`).
-struct Contract {
-    validators: BTreeMap<String, jsonschema::Validator>,
-}
-
-impl Contract {
-    fn load() -> Contract {
-        let mut validators = BTreeMap::new();
-        for entry in fs::read_dir(schemas_dir()).expect("schemas/v1 is readable") {
-            let path = entry.expect("a directory entry").path();
-            if path.extension().is_none_or(|e| e != "json") {
-                continue;
-            }
-            let text = fs::read_to_string(&path).expect("a schema file is readable");
-            let schema: Value = serde_json::from_str(&text)
-                .unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()));
-            let validator = jsonschema::options()
-                .should_validate_formats(true)
-                .build(&schema)
-                .unwrap_or_else(|e| panic!("{} does not compile: {e}", path.display()));
-            let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
-            validators.insert(format!("{PREFIX}{stem}"), validator);
-        }
-        assert!(
-            validators.contains_key("flowai.v1.RuntimeEvent"),
-            "schemas/v1 has no RuntimeEvent.json; run `make schemas`"
-        );
-        Contract { validators }
-    }
-
-    /// Every way `envelope` breaks the schema its `schema` field names.
-    fn violations(&self, envelope: &Value) -> Vec<String> {
-        let name = envelope["schema"].as_str().unwrap_or("<no schema field>");
-        let Some(validator) = self.validators.get(name) else {
-            return vec![format!(
-                "no schemas/v1 file for `{name}`; add its model to flowai_harness.messages \
-                 and run `make schemas`"
-            )];
-        };
-        validator
-            .iter_errors(envelope)
-            .map(|e| format!("{name} at `{}`: {e}", e.instance_path()))
-            .collect()
-    }
-
-    fn assert_valid(&self, envelope: &Value, what: &str) {
-        let violations = self.violations(envelope);
-        assert!(
-            violations.is_empty(),
-            "{what} breaks its schema:\n  {}\nenvelope: {envelope:#}",
-            violations.join("\n  ")
-        );
-    }
-
-    /// The payload `type`s a run-log entry may have: the discriminator of RuntimeEvent.json.
-    fn event_types() -> BTreeSet<String> {
-        let path = schemas_dir().join("RuntimeEvent.json");
-        let schema: Value = serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap();
-        // The event union is open: its catch-all (OtherEvent) takes every type but the known
-        // ones, which it lists; a type the engine logs must be one of those, not a stranger
-        // that only the catch-all lets through.
-        let known = schema["$defs"]["OtherEvent"]["properties"]["type"]["not"]["enum"]
-            .as_array()
-            .expect("RuntimeEvent.json's OtherEvent lists the known event types");
-        known
-            .iter()
-            .map(|kind| kind.as_str().unwrap().to_owned())
-            .collect()
-    }
-}
-
 /// A driver that checks every envelope on the way in and out and remembers what it saw.
 struct Checked {
     d: Driver,
-    contract: Contract,
+    contract: &'static Contract,
     next_id: u32,
     accepted_inputs: BTreeSet<String>,
     event_types: BTreeSet<String>,
@@ -118,7 +36,7 @@ impl Checked {
     fn new(spec: Value, interpreter: Value) -> Checked {
         Checked {
             d: Driver::new(engine(spec, interpreter)),
-            contract: Contract::load(),
+            contract: contract(),
             next_id: 0,
             accepted_inputs: BTreeSet::new(),
             event_types: BTreeSet::new(),
@@ -400,18 +318,37 @@ fn every_scenario() -> Seen {
 
 #[test]
 fn schemas_every_run_log_event_type_the_engine_logs_validates() {
-    let seen = every_scenario();
+    // Every engine test checks what it drains (common::Driver::drain); here, that the schema
+    // and the engine name the same event types, and that the scenarios below logged them.
     let known = Contract::event_types();
-    let missing: Vec<&String> = known.difference(&seen.event_types).collect();
-    assert!(
-        missing.is_empty(),
-        "no scenario logged {missing:?}: add one that does, so its envelope is checked"
+    let engine: BTreeSet<String> = EventKind::ALL
+        .iter()
+        .map(|kind| kind.type_name().to_owned())
+        .collect();
+    assert_eq!(
+        known, engine,
+        "RuntimeEvent.json's event types and the engine's (EventKind::type_name) differ"
     );
+    let seen = every_scenario();
     let unknown: Vec<&String> = seen.event_types.difference(&known).collect();
     assert!(
         unknown.is_empty(),
         "RuntimeEvent.json does not know {unknown:?}"
     );
+}
+
+#[test]
+fn schemas_every_kind_in_the_run_tables_is_a_named_kind() {
+    for (kind_in_table, _) in flowai_engine::run::TRANSITIONS
+        .iter()
+        .chain(flowai_engine::run::LEGACY)
+        .map(|(_, kind, to)| (*kind, *to))
+    {
+        assert!(
+            EventKind::ALL.contains(&kind_in_table),
+            "EventKind::ALL misses {kind_in_table:?}"
+        );
+    }
 }
 
 #[test]
@@ -508,7 +445,7 @@ fn schemas_every_schema_constant_of_the_engine_has_a_file() {
 #[test]
 fn schemas_the_checker_catches_an_envelope_that_breaks_its_schema() {
     // Without this, a validator that accepted everything would pass every test above.
-    let contract = Contract::load();
+    let contract = contract();
     let mut d = Driver::scripted();
     let add = script(&[("add", json!({"a": 2, "b": 3}))]);
     let outs = d.send(query("t", &add).agent("calculator"));

@@ -4,6 +4,8 @@
 //! Each test file compiles this module on its own and uses a different part of it.
 #![allow(dead_code)]
 
+pub mod contract;
+
 use std::path::PathBuf;
 
 use flowai_engine::codec::{raw_payload_of, EntryRef};
@@ -368,6 +370,9 @@ impl Driver {
                 bytes: o.bytes,
             })
             .collect();
+        for out in &outs {
+            contract::check_output(&out.envelope);
+        }
         for out in outs.iter().filter(|o| o.kind == OutputKind::Event) {
             self.log_mut(&out.thread_id).push(out.bytes.clone());
         }
