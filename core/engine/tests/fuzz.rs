@@ -8,6 +8,7 @@ mod common;
 
 use common::*;
 use flowai_engine::codec::EntryRef;
+use flowai_engine::event::EventKind;
 use flowai_engine::{replay, EngineError, ErrorCode, OutputKind};
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
@@ -158,10 +159,17 @@ const WORDS: &[&str] = &[
     "flowai.v1.Query", "flowai.v1.ToolResult", "flowai.v1.CancelRun", "flowai.v1.RuntimeEvent",
     "acme", "globex", "busy", "done", "fresh", "run-1", "run-2", "acme/busy/run-1/scripted-tool-1",
     "scripted-tool-1", "router", "calculator", "ghost", "call", "result", "stop", "cancelled",
-    "run-start", "step-start", "text", "tool-invocation", "tool-agent", "custom", "tool-progress",
-    "finish", "error", "data-tool-agent", "data-latency-summary", "data-cost-summary", "add",
-    "call_agent", r#"{"tool": "add", "args": {"a": 1, "b": 2}}"#, "", "\u{1F980}\n\"\\",
+    "add", "call_agent", r#"{"tool": "add", "args": {"a": 1, "b": 2}}"#, "", "\u{1F980}\n\"\\",
 ];
+
+/// The fixed words, and every event type the engine logs (so a new one is fuzzed too).
+fn words() -> Vec<&'static str> {
+    let mut words = WORDS.to_vec();
+    words.extend(EventKind::ALL.iter().map(|kind| kind.type_name()));
+    words.sort_unstable();
+    words.dedup();
+    words
+}
 
 fn number() -> impl Strategy<Value = Value> {
     prop_oneof![
@@ -182,7 +190,7 @@ fn leaf() -> impl Strategy<Value = Value> {
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
         number(),
-        prop::sample::select(WORDS).prop_map(|w| json!(w)),
+        prop::sample::select(words()).prop_map(|w| json!(w)),
         ".{0,8}".prop_map(Value::String),
     ]
 }
