@@ -367,7 +367,9 @@ class DataEvent(_Event):
 
 
 class CustomEvent(_Event):
-    """``event_type``, ``data`` (as the tool emitted it)
+    """``name``, ``data``, ``toolInvocationId`` (as the tool emitted it with
+    ``ctx.emit(name, data)``; the seed lists ``event_type, data``). The engine refuses a tool
+    result whose custom event lacks ``name`` or ``toolInvocationId``.
 
     Emitted by a tool with ``ctx.emit(name, data)``."""
 
@@ -379,7 +381,8 @@ class CustomEvent(_Event):
 
 class ToolProgressEvent(_Event):
     """``toolName``, ``toolCallId``, ``label``, ``phaseIndex``, ``totalPhases``,
-    ``milestone?`` (as the tool emitted it)
+    ``milestone?`` (as the tool emitted it); *(ours)* ``toolInvocationId`` (required: the
+    engine refuses a tool result whose progress event lacks it), ``message?``, ``fraction?``
 
     Emitted by a tool with ``ctx.progress(...)`` while it runs (the seed's fields:
     ``toolName, toolCallId?, label, phaseIndex, totalPhases, milestone?``)."""
