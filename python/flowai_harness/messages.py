@@ -897,6 +897,16 @@ class Envelope(_Strict):
     ts: int = Field(description="milliseconds since the Unix epoch")
     payload: Any
 
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        # A message's schema name is the default of its ``schema`` field (which its schema
+        # pins as a const); NAME is read from there, never written again.
+        super().__pydantic_init_subclass__(**kwargs)
+        name = cls.model_fields["schema_"].default
+        if name != schema_name(cls.__name__):
+            raise TypeError(f"{cls.__name__}.schema defaults to {name!r}, not its own name")
+        cls.NAME = name
+
     def to_bytes(self) -> bytes:
         """The wire form (JSON); fields left at their default are omitted, ``schema`` never."""
         body = self.model_dump(mode="json", by_alias=True, exclude_unset=True)
@@ -907,7 +917,6 @@ class Envelope(_Strict):
 class Query(Envelope):
     """A user's prompt: start a run on the thread."""
 
-    NAME = schema_name("Query")
     TOPIC = "queries"
     ROLE = "input"
     HANDLED_BY = "engine and runtime service ``on_query``"
@@ -919,7 +928,6 @@ class CancelRun(Envelope):
     """End the thread's run in flight (its pending approvals are cancelled). The run stops at
     its next step."""
 
-    NAME = schema_name("CancelRun")
     TOPIC = "queries"
     ROLE = "input"
     HANDLED_BY = "engine and runtime service ``on_cancel_run``; approvals desk ``on_cancel_run``"
@@ -931,7 +939,6 @@ class ForkThread(Envelope):
     """Start a thread from another's committed log. The new thread is ``thread_id`` (the key is
     the new thread's), its history the other thread's log up to ``at``."""
 
-    NAME = schema_name("ForkThread")
     TOPIC = "queries"
     ROLE = "input"
     HANDLED_BY = "``Engine.fork``; runtime service ``on_fork_thread``"
@@ -944,7 +951,6 @@ class ThreadSnapshot(Envelope):
     checkpoint (``thread_id`` empty, key ``tenant/``), written in the transaction of the
     events it covers."""
 
-    NAME = schema_name("ThreadSnapshot")
     TOPIC = "snapshots"
     HANDLED_BY = "the runtime service on takeover"
     TOPIC_NOTE = "compacted; a partition's checkpoint ``tenant/``"
@@ -959,7 +965,6 @@ class RuntimeEvent(Envelope):
     entry's ``id`` is ``{tenant}/{thread_id}/{seq}``, ``seq`` counts 1, 2, 3... per thread;
     an unlogged one's ``seq`` is null."""
 
-    NAME = schema_name("RuntimeEvent")
     TOPIC = "runtime-events"
     HANDLED_BY = "written by the runtime; read by clients, replay and takeovers"
     TOPIC_NOTE = "the run log"
@@ -973,7 +978,6 @@ class RuntimeEvent(Envelope):
 class ToolInvocation(Envelope):
     """Run one tool call. Its ``id`` is ``{tenant}/{thread_id}/{run_id}/{call id}``."""
 
-    NAME = schema_name("ToolInvocation")
     TOPIC = "tool-invocations"
     ROLE = "effect"
     KEY = "id"
@@ -987,7 +991,6 @@ class ToolInvocation(Envelope):
 class ToolResult(Envelope):
     """A tool call's (or a plan step's) output or error."""
 
-    NAME = schema_name("ToolResult")
     TOPIC = "tool-results"
     ROLE = "input"
     HANDLED_BY = "engine and runtime service ``on_tool_result``"
@@ -998,7 +1001,6 @@ class ToolResult(Envelope):
 class PlanStep(Envelope):
     """Run an approved plan through the action dispatcher."""
 
-    NAME = schema_name("PlanStep")
     TOPIC = "plan-steps"
     ROLE = "effect"
     KEY = "id"
@@ -1010,7 +1012,6 @@ class PlanStep(Envelope):
 class ApprovalRequest(Envelope):
     """A gate waits for a human."""
 
-    NAME = schema_name("ApprovalRequest")
     TOPIC = "approval-requests"
     ROLE = "effect"
     HANDLED_BY = "approvals desk ``on_approval_request``"
@@ -1023,7 +1024,6 @@ class ApprovalRequest(Envelope):
 class ApprovalDecision(Envelope):
     """A human's approve, reject or revise at a gate."""
 
-    NAME = schema_name("ApprovalDecision")
     TOPIC = "approval-decisions"
     ROLE = "input"
     HANDLED_BY = (
@@ -1039,7 +1039,6 @@ class ApprovalDecision(Envelope):
 class ToolProgress(Envelope):
     """Events a tool emitted while it still runs. The engine logs them as they come."""
 
-    NAME = schema_name("ToolProgress")
     TOPIC = "tool-results"
     ROLE = "input"
     HANDLED_BY = "engine and runtime service ``on_tool_progress``"
@@ -1052,7 +1051,6 @@ class ToolProgress(Envelope):
 class ModelRequest(Envelope):
     """Call a model for one turn. Its ``id`` is the request id."""
 
-    NAME = schema_name("ModelRequest")
     TOPIC = "model-requests"
     ROLE = "effect"
     KEY = "id"
@@ -1066,7 +1064,6 @@ class ModelRequest(Envelope):
 class ModelResult(Envelope):
     """A model turn's answer or failure."""
 
-    NAME = schema_name("ModelResult")
     TOPIC = "model-results"
     ROLE = "input"
     HANDLED_BY = "engine and runtime service ``on_model_result``"
@@ -1080,7 +1077,6 @@ class ModelDelta(Envelope):
     """Streamed text of a model call, never logged. Clients show it while the call is in
     flight; the logged events carry the complete text."""
 
-    NAME = schema_name("ModelDelta")
     TOPIC = "model-deltas"
     HANDLED_BY = "clients following the thread"
     TOPIC_NOTE = "short retention"
@@ -1092,7 +1088,6 @@ class ApprovalCheck(Envelope):
     """Evaluate a dynamic approval rule. The runtime answers it in its own process; it is never
     published."""
 
-    NAME = schema_name("ApprovalCheck")
     TOPIC = None
     ROLE = "effect"
     HANDLED_BY = "the runtime's driver (the app's predicates)"
@@ -1105,7 +1100,6 @@ class ApprovalCheck(Envelope):
 class ApprovalCheckResult(Envelope):
     """The answer to an ``ApprovalCheck``."""
 
-    NAME = schema_name("ApprovalCheckResult")
     TOPIC = None
     ROLE = "input"
     HANDLED_BY = "engine ``on_approval_check_result``"
@@ -1118,7 +1112,6 @@ class ApprovalCheckResult(Envelope):
 class DeadlineReached(Envelope):
     """The time now, for a thread whose deadline passed. The time is the envelope's ``ts``."""
 
-    NAME = schema_name("DeadlineReached")
     TOPIC = None
     ROLE = "input"
     HANDLED_BY = "engine and runtime service ``on_deadline_reached``"
@@ -1131,7 +1124,6 @@ class DeadlineReached(Envelope):
 class ResumeRun(Envelope):
     """Re-issue the effects an unfinished run still waits for. It logs nothing new."""
 
-    NAME = schema_name("ResumeRun")
     TOPIC = "queries"
     ROLE = "input"
     HANDLED_BY = "engine and runtime service ``on_resume_run``"
@@ -1145,7 +1137,6 @@ class Thread(Envelope):
     the events it describes whenever the status changes or the thread comes to rest (idle,
     awaiting approval); the latest per key is current."""
 
-    NAME = schema_name("Thread")
     TOPIC = "threads"
     HANDLED_BY = "clients (``follow``, ``threads``)"
     TOPIC_NOTE = "compacted"
@@ -1160,7 +1151,6 @@ class Redrive(Envelope):
     ``tenant`` and ``thread_id`` are null when the message did not name them.
     """
 
-    NAME = schema_name("Redrive")
     TOPIC = "dead-letters"
     KEY = "dead-letter"
     HANDLED_BY = "``flowai dead-letters``"
@@ -1176,7 +1166,6 @@ class DeadLetter(Envelope):
     ``tenant`` and ``thread_id`` are null when the message was too broken to name them.
     """
 
-    NAME = schema_name("DeadLetter")
     TOPIC = "dead-letters"
     KEY = "dead-letter"
     HANDLED_BY = "``flowai dead-letters``"
