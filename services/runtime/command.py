@@ -64,13 +64,7 @@ def parser(prog: str = "flowai serve runtime") -> argparse.ArgumentParser:
         help="the answer of every model turn with --interpreter mock (env FLOWAI_MOCK_RESPONSE)",
     )
     p.add_argument("--group", default=None, help="consumer group (default <prefix>.runtime)")
-    bus.add_instance_argument(p, role="runtime")
-    p.add_argument(
-        "--session-timeout-ms",
-        type=flowai_settings.positive_int,
-        default=10_000,
-        help="Kafka group session timeout: how soon a dead instance's partitions move (10000)",
-    )
+    bus.add_membership_arguments(p, role="runtime")
     p.add_argument(
         "--decision-public-key",
         action="append",

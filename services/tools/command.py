@@ -55,7 +55,7 @@ def build_parser(prog: str = "flowai serve tools") -> argparse.ArgumentParser:
     )
     parser.add_argument("--group", help="consumer group of tools (default: <prefix>.tools)")
     parser.add_argument("--model-group", help="consumer group of models (default: <prefix>.models)")
-    bus.add_instance_argument(parser, role="tool worker")
+    bus.add_membership_arguments(parser, role="tool worker")
     bus.add_flag_argument(
         parser,
         "--allow-volatile-ledger",
@@ -124,12 +124,6 @@ def build_parser(prog: str = "flowai serve tools") -> argparse.ArgumentParser:
         action="store_true",
         help="do not publish streamed model text on model-deltas (clients then see each "
         "model turn when it completes)",
-    )
-    parser.add_argument(
-        "--session-timeout-ms",
-        type=flowai_settings.positive_int,
-        default=10_000,
-        help="Kafka group session timeout: how soon a dead worker's partitions move (10000)",
     )
     parser.add_argument(
         "--shutdown-grace",

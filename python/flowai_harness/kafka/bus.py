@@ -7,7 +7,7 @@ message models name in :mod:`flowai_harness.messages`), the keys (:func:`thread_
 :func:`ensure_topics` (idempotent creation; the broker's auto-create is off) and
 :func:`check_run_log` (the run log's replication), the producer/consumer factories with the
 settings every service shares, the command line options every service shares
-(:func:`add_service_arguments`, :func:`add_instance_argument`), :class:`Publisher` /
+(:func:`add_service_arguments`, :func:`add_membership_arguments`), :class:`Publisher` /
 :class:`KafkaPublisher` (send one message and wait for the broker's ack; tests stand in
 their own), the :func:`dead_letter` and :func:`thread_record` builders, the W3C
 ``traceparent`` header helpers, and the names every service shares: the timing header
@@ -71,6 +71,7 @@ from ..messages import (
     ToolInvocation,
     ToolResult,
 )
+from ..settings import positive_int
 
 __all__ = [
     "DEFAULT_PARTITIONS",
@@ -86,7 +87,7 @@ __all__ = [
     "Publisher",
     "Topics",
     "add_flag_argument",
-    "add_instance_argument",
+    "add_membership_arguments",
     "add_service_arguments",
     "check_run_log",
     "child_traceparent",
@@ -382,9 +383,10 @@ def use_uvloop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-def add_instance_argument(parser: argparse.ArgumentParser, *, role: str) -> None:
-    """``--instance-id`` (env FLOWAI_INSTANCE_ID): static consumer group membership; the text
-    ``{hostname}`` in it becomes the host's name (:func:`expand_instance_id`)."""
+def add_membership_arguments(parser: argparse.ArgumentParser, *, role: str) -> None:
+    """The consumer group membership options of a service that consumes in a group:
+    ``--instance-id`` (env FLOWAI_INSTANCE_ID): static membership; the text ``{hostname}`` in
+    it becomes the host's name (:func:`expand_instance_id`); and ``--session-timeout-ms``."""
     parser.add_argument(
         "--instance-id",
         default=os.environ.get("FLOWAI_INSTANCE_ID"),
@@ -392,6 +394,12 @@ def add_instance_argument(parser: argparse.ArgumentParser, *, role: str) -> None
         "the same id takes its partitions back at once instead of after the session timeout; "
         "'{hostname}' in it becomes the host name (stable across container restarts); each "
         "running member needs its own",
+    )
+    parser.add_argument(
+        "--session-timeout-ms",
+        type=positive_int,
+        default=10_000,
+        help=f"Kafka group session timeout: how soon a dead {role}'s partitions move (10000)",
     )
 
 
